@@ -1,0 +1,84 @@
+"""Generic segmentation-models-pytorch adapter: any smp architecture and encoder, any band count.
+
+Options (`--model-arg key=value`):
+- `arch`: an smp architecture name (`unet`, `fpn`, `deeplabv3plus`, `segformer`, …), default `unet`;
+- `encoder`: an smp encoder name (`resnet18`, `mobilenet_v2`, `tu-<timm model>`, …), default `resnet18`;
+- `mean`, `std`: per-band normalization in the data's units, comma-separated, or one value for every
+  band; default 127.5 / 63.75 (8-bit data to roughly [-2, 2]).
+
+Weights are never downloaded: the network starts from random init and is trained by `rsdg-bench train`,
+or loaded from a local state dict with `--checkpoint`.
+"""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+
+from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.errors import AdapterError
+from rsdg_bench.registry import register_adapter
+from rsdg_bench.task_schema import Task
+
+_DEFAULT_MEAN = 127.5
+_DEFAULT_STD = 63.75
+
+
+def _per_band(text: str | None, default: float, num_bands: int, option: str) -> tuple[float, ...]:
+    if text is None:
+        return (default,) * num_bands
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        raise AdapterError(f"smp option {option}={text!r} is not a comma-separated list of numbers") from None
+    if len(values) == 1:
+        return values * num_bands
+    if len(values) != num_bands:
+        raise AdapterError(f"smp option {option} has {len(values)} values for {num_bands} bands",
+                           f"give one value, or exactly {num_bands}")
+    return values
+
+
+@register_adapter("smp")
+class SmpAdapter(Adapter):
+    """Any smp model; trainable by the harness."""
+
+    trainable = True
+    _KNOWN_OPTIONS = {"arch", "encoder", "mean", "std"}
+
+    def __init__(self, **options: str) -> None:
+        unknown = set(options) - self._KNOWN_OPTIONS
+        if unknown:
+            raise AdapterError(f"unknown smp options {sorted(unknown)}", f"use: {', '.join(sorted(self._KNOWN_OPTIONS))}")
+        options.setdefault("arch", "unet")
+        options.setdefault("encoder", "resnet18")
+        super().__init__(**options)
+        self._contract: InputContract | None = None
+
+    def setup(self, task: Task, band_names: list[str]) -> None:
+        num_bands = len(band_names)
+        try:
+            self.module = smp.create_model(
+                self.options["arch"], encoder_name=self.options["encoder"], encoder_weights=None,
+                in_channels=num_bands, classes=task.class_schema.num_classes,
+            )
+        except (KeyError, ValueError) as exc:
+            raise AdapterError(f"smp cannot build arch={self.options['arch']!r} encoder={self.options['encoder']!r}: {exc}",
+                               "see segmentation_models_pytorch's lists of architectures and encoders") from exc
+        divisor = getattr(getattr(self.module, "encoder", None), "output_stride", 32)
+        self._contract = InputContract(
+            num_bands=num_bands,
+            normalization=Normalization(
+                mean=_per_band(self.options.get("mean"), _DEFAULT_MEAN, num_bands, "mean"),
+                std=_per_band(self.options.get("std"), _DEFAULT_STD, num_bands, "std"),
+            ),
+            size_divisor=int(divisor),
+        )
+
+    def input_contract(self) -> InputContract:
+        if self._contract is None:
+            raise AdapterError("smp adapter used before setup()")
+        return self._contract
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._require_module()(x)

@@ -1,0 +1,124 @@
+"""Result records → a plain board structure (no HTML here; rendering reads this and nothing else).
+
+Metrics are recomputed from each record's confusion matrix, never read from the record. Records are
+left out, with the reason listed on the page, when they are smoke runs (`--limit`), random-init runs, or
+computed under an older definition of their task (another task hash than the newest version seen).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rsdg_bench.results import ResultRecord, metrics_block
+
+
+@dataclass
+class SplitScores:
+    """One model on one evaluated split."""
+
+    role: str
+    metrics: dict[str, float]          # miou, oa, aa, mf1 (NaN when undefined)
+    per_class_iou: dict[str, float]
+    record: str
+
+
+@dataclass
+class TaskTable:
+    task_id: str
+    name: str
+    gap: str
+    version: int
+    task_hash: str
+    primary: str
+    class_names: list[str]
+    splits: list[tuple[str, str]] = field(default_factory=list)        # (role, slug), source first
+    scores: dict[str, dict[str, SplitScores]] = field(default_factory=dict)  # model → slug → scores
+
+    def target_mean(self, model: str) -> float:
+        """Mean primary metric over the target splits this model has (NaN if none)."""
+        values = [s.metrics[self.primary] for s in self.scores.get(model, {}).values() if s.role == "target"]
+        values = [v for v in values if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+    def source_score(self, model: str) -> float:
+        for score in self.scores.get(model, {}).values():
+            if score.role == "source":
+                return score.metrics[self.primary]
+        return math.nan
+
+    def drop(self, model: str) -> float:
+        """Source → mean-target drop of the primary metric (points of the metric, not relative)."""
+        return self.source_score(model) - self.target_mean(model)
+
+
+@dataclass
+class Board:
+    tasks: list[TaskTable]
+    models: list[str]
+    excluded: list[tuple[str, str]]
+
+    def model_mean(self, model: str) -> float:
+        values = [t.target_mean(model) for t in self.tasks if model in t.scores]
+        values = [v for v in values if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _model_labels(records: list[ResultRecord]) -> dict[tuple[str, str | None], str]:
+    """Display name per (display name, checkpoint sha); the sha is shown only where names collide."""
+    names: dict[str, set[str | None]] = {}
+    for record in records:
+        names.setdefault(record.model["display_name"], set()).add(record.model["checkpoint"]["sha256"])
+    labels = {}
+    for name, shas in names.items():
+        for sha in shas:
+            labels[(name, sha)] = name if len(shas) == 1 else f"{name} @{(sha or 'random')[:8]}"
+    return labels
+
+
+def build_board(records: list[tuple[Path, ResultRecord]]) -> Board:
+    excluded: list[tuple[str, str]] = []
+    kept: list[tuple[Path, ResultRecord]] = []
+    for path, record in records:
+        if record.smoke is not None:
+            excluded.append((str(path), f"smoke run (--limit {record.smoke.get('limit')})"))
+        elif record.model["checkpoint"]["random_init"]:
+            excluded.append((str(path), "random-init weights"))
+        else:
+            kept.append((path, record))
+    newest: dict[str, tuple[int, str, str]] = {}  # task id → (version, date, hash) of its newest record
+    for _, record in kept:
+        candidate = (record.task["version"], record.provenance["date"], record.task["hash"])
+        if record.task["id"] not in newest or candidate[:2] > newest[record.task["id"]][:2]:
+            newest[record.task["id"]] = candidate
+    labels = _model_labels([r for _, r in kept])
+    tables: dict[str, TaskTable] = {}
+    models: list[str] = []
+    for path, record in sorted(kept, key=lambda pr: (pr[1].task["id"], pr[1].evaluated.role != "source",
+                                                      pr[1].evaluated.slug)):
+        task = record.task
+        if task["hash"] != newest[task["id"]][2]:
+            excluded.append((str(path), f"older definition of {task['id']} (hash {task['hash'][:12]})"))
+            continue
+        table = tables.setdefault(task["id"], TaskTable(
+            task_id=task["id"], name=task["name"], gap=task["gap"], version=task["version"],
+            task_hash=task["hash"], primary=task["primary"], class_names=record.class_names))
+        model = labels[(record.model["display_name"], record.model["checkpoint"]["sha256"])]
+        if model not in models:
+            models.append(model)
+        slug = record.evaluated.slug
+        if (record.evaluated.role, slug) not in table.splits:
+            table.splits.append((record.evaluated.role, slug))
+        block = metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes)
+        table.scores.setdefault(model, {})[slug] = SplitScores(
+            role=record.evaluated.role,
+            metrics={k: _nan(block[k]) for k in ("miou", "oa", "aa", "mf1")},
+            per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
+            record=str(path),
+        )
+    return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)

@@ -1,0 +1,123 @@
+"""What every dataset preparer shares: the registry, finding the raw download, safe archive extraction.
+
+A preparer is one class per raw dataset (TorchGeo's pattern): facts at the top (archive names, known
+checksums, expected counts, citation, licence), `make_fake()` writing a small copy of the *raw* layout
+for tests and the demo, and `prepare()` turning the raw download into the canonical prepared format.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import ClassVar
+
+from rsdg_bench.errors import DataError
+from rsdg_bench.io import sha256_file
+
+_PREPARERS: dict[str, type[Preparer]] = {}
+
+
+class Preparer(abc.ABC):
+    """One raw dataset → prepared data."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    prep_version: ClassVar[int]
+
+    @abc.abstractmethod
+    def make_fake(self, out: Path, seed: int = 0) -> Path:
+        """Write a small fake of the raw download under `out`; return what to pass as `--raw`."""
+
+    @abc.abstractmethod
+    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
+        """Prepare the raw download at `raw` into `data_root/<name>`; return that folder."""
+
+
+def register_preparer(cls: type[Preparer]) -> type[Preparer]:
+    _PREPARERS[cls.name] = cls
+    return cls
+
+
+def available_preparers() -> dict[str, type[Preparer]]:
+    return dict(sorted(_PREPARERS.items()))
+
+
+def get_preparer(name: str) -> Preparer:
+    if name not in _PREPARERS:
+        raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(_PREPARERS))}")
+    return _PREPARERS[name]()
+
+
+def _safe_members(names: list[str], archive: Path) -> None:
+    for name in names:
+        target = Path(name)
+        if target.is_absolute() or ".." in target.parts:
+            raise DataError(f"{archive} holds an unsafe path {name!r}", "this is not the original archive")
+
+
+def extract_archive(archive: Path, into: Path) -> None:
+    """Extract a zip or tar archive into `into` atomically (temporary sibling, then rename)."""
+    tmp = into.with_name(f".{into.name}.extracting")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _safe_members(zf.namelist(), archive)
+                bad = zf.testzip()
+                if bad is not None:
+                    raise DataError(f"{archive} is corrupt (member {bad} fails its CRC)", "download it again")
+                zf.extractall(tmp)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                _safe_members(tf.getnames(), archive)
+                tf.extractall(tmp, filter="data")
+        else:
+            raise DataError(f"{archive} is neither a zip nor a tar archive (truncated or corrupt download?)",
+                            "download it again")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{archive} cannot be read: {exc}", "the download is corrupt or truncated; download it again") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if into.exists():
+        shutil.rmtree(into)
+    os.replace(tmp, into)
+
+
+def locate_raw_folder(raw: Path, folder_name: str, archive_names: dict[str, str | None], scratch: Path) -> Path:
+    """Find the unpacked top folder `folder_name` of a download, extracting an archive if that is what we got.
+
+    `raw` may be the unpacked folder itself, a folder that contains it, an archive, or a folder that
+    contains the archive. Archives with a known sha256 are checked before extraction.
+    """
+    raw = Path(raw).expanduser()
+    if not raw.exists():
+        raise DataError(f"{raw} does not exist", "pass --raw the downloaded archive or the folder it unpacks to")
+    if raw.is_dir() and raw.name == folder_name:
+        return raw
+    if raw.is_dir() and (raw / folder_name).is_dir():
+        return raw / folder_name
+    archive = raw if raw.is_file() else next((raw / a for a in archive_names if (raw / a).is_file()), None)
+    if archive is None:
+        raise DataError(f"{raw} holds neither the folder {folder_name}/ nor the archive "
+                        f"{' or '.join(archive_names)}",
+                        "pass --raw the archive as downloaded or the folder it unpacks to")
+    known = archive_names.get(archive.name)
+    if known is not None:
+        actual = sha256_file(archive)
+        if actual != known:
+            raise DataError(f"{archive} has sha256 {actual}, expected {known}",
+                            "the file is corrupt or another release; download it again")
+    extracted = scratch / archive.name.split(".")[0]
+    extract_archive(archive, extracted)
+    if not (extracted / folder_name).is_dir():
+        raise DataError(f"{archive} does not contain the folder {folder_name}/", "this is not the expected archive")
+    return extracted / folder_name
+

@@ -1,0 +1,159 @@
+"""The adapter contract: what a model family must provide, and what the harness does around it.
+
+An adapter declares its input contract (band count or band names, normalization in the data's units,
+size divisor); the harness selects bands, converts to float, normalizes and pads, so an adapter never
+receives raw numbers by accident, and the normalization used is recorded with every result. The
+adapter only builds its network, loads weights, and maps a normalized batch to logits.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .errors import AdapterError
+from .task_schema import Task
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-band (x − mean) / std, with mean and std in the units the prepared data is stored in."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std):
+            raise AdapterError(f"normalization has {len(self.mean)} means but {len(self.std)} stds")
+        if any(s <= 0 for s in self.std):
+            raise AdapterError(f"normalization std must be positive, got {self.std}")
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        return (x.to(torch.float32) - mean) / std
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What the model expects. With `band_names` the harness picks those bands by name; without, it
+    passes the bands as stored and only checks their count (the spectral-gap protocols rely on this:
+    an RGB-trained model is fed the IRRG composite as is)."""
+
+    num_bands: int
+    normalization: Normalization
+    band_names: tuple[str, ...] | None = None
+    size_divisor: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.normalization.mean) != self.num_bands:
+            raise AdapterError(f"input contract declares {self.num_bands} bands but normalizes "
+                               f"{len(self.normalization.mean)}")
+        if self.band_names is not None and len(self.band_names) != self.num_bands:
+            raise AdapterError(f"input contract names {len(self.band_names)} bands but declares {self.num_bands}")
+
+    def prepare(self, image: torch.Tensor, available_bands: list[str], where: str) -> torch.Tensor:
+        """Select bands, check the count, and normalize a B×C×H×W batch of stored values."""
+        if self.band_names is not None:
+            missing = [b for b in self.band_names if b not in available_bands]
+            if missing:
+                raise AdapterError(f"{where} has bands {available_bands}; the model needs {missing} too",
+                                   "evaluate on a domain that carries those bands, or use a model for these bands")
+            image = image[:, [available_bands.index(b) for b in self.band_names]]
+        elif image.shape[1] != self.num_bands:
+            raise AdapterError(f"{where} has {image.shape[1]} bands ({available_bands}); the model takes {self.num_bands}",
+                               "pick a task whose data has the model's band count, or declare band_names")
+        return self.normalization.apply(image)
+
+    def record(self) -> dict[str, Any]:
+        return {**asdict(self.normalization), "band_names": self.band_names, "num_bands": self.num_bands,
+                "size_divisor": self.size_divisor}
+
+
+class Adapter(abc.ABC):
+    """One model family behind the harness.
+
+    Life cycle: `__init__(**options)` with string options from `--model-arg k=v`; `setup(task, bands)`
+    builds the network for the task's classes and the source data's bands; `load(checkpoint)` loads the
+    weights (missing or unexpected keys are an error); `predict(x)` maps a normalized batch to logits.
+    """
+
+    name: ClassVar[str] = ""
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, **options: str) -> None:
+        self.options = dict(options)
+        self.module: nn.Module | None = None
+
+    @abc.abstractmethod
+    def input_contract(self) -> InputContract:
+        """Available after `setup`."""
+
+    @abc.abstractmethod
+    def setup(self, task: Task, band_names: list[str]) -> None:
+        """Build the (randomly initialised) network for `task`, whose source data has `band_names`."""
+
+    @abc.abstractmethod
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized B×C×H×W (H, W multiples of the size divisor) → logits B×K×H×W."""
+
+    def identity(self) -> dict[str, Any]:
+        """What distinguishes this model configuration in records and resume keys."""
+        return {"adapter": self.name, "options": dict(sorted(self.options.items()))}
+
+    def load(self, checkpoint: Path) -> None:
+        """Load a local checkpoint: a state dict, or a harness checkpoint holding one under `state_dict`."""
+        module = self._require_module()
+        try:
+            payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a corrupt or foreign file
+            raise AdapterError(f"cannot read checkpoint {checkpoint}: {exc}",
+                               "pass a PyTorch state dict or a checkpoint written by `rsdg-bench train`") from exc
+        state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+        if not isinstance(state, dict):
+            raise AdapterError(f"checkpoint {checkpoint} holds no state dict")
+        load_state_strict(module, state, str(checkpoint))
+
+    def to(self, device: torch.device) -> Adapter:
+        self._require_module().to(device)
+        return self
+
+    def eval(self) -> None:
+        self._require_module().eval()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._require_module().state_dict()
+
+    def _require_module(self) -> nn.Module:
+        if self.module is None:
+            raise AdapterError(f"adapter {self.name!r} used before setup()")
+        return self.module
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `module`; any missing, unexpected or mis-shaped key is an error that lists them."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mis_shaped = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or mis_shaped:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
+        parts = [f"{label}: {show(keys)}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)) if keys]
+        raise AdapterError(f"checkpoint {source} does not fit the model ({'; '.join(parts)})",
+                           "check the model options (architecture, encoder, classes, bands) match the checkpoint")
+    module.load_state_dict(state, strict=True)
+
+
+def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
+    """Serialize a checkpoint dict for an atomic write."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()

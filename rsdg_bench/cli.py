@@ -1,0 +1,370 @@
+"""The `rsdg-bench` command line.
+
+Every subcommand is a thin layer over a library function; errors the user can fix print as
+`error: <what>` plus `fix: <how>` and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import RsdgError
+from .paths import default_data_root, default_results_root
+
+EPILOG = """\
+a first tour:
+  rsdg-bench demo                                   # everything below, on synthetic data, in minutes
+  rsdg-bench fake toyearth --out raw/               # write a small raw download to try things on
+  rsdg-bench prepare toyearth --raw raw/ToyEarth    # raw download -> canonical prepared data
+  rsdg-bench tasks list --suite demo                # the protocols (task YAMLs)
+  rsdg-bench train --task demo/u2a --model smp      # train a source-only model under the task's protocol
+  rsdg-bench run --suite demo --model smp           # evaluate it on the unseen target domains
+  rsdg-bench leaderboard build                      # static HTML + CSV from the result records
+
+data root: --data-root, else $RSDG_DATA, else ~/.local/share/rsdg-bench/data
+results:   --results,   else $RSDG_RESULTS, else ./rsdg-results
+"""
+
+
+def _model_args(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RsdgError(f"--model-arg {pair!r} is not key=value", "write e.g. --model-arg encoder=resnet18")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    return Path(args.data_root).expanduser() if args.data_root else default_data_root()
+
+
+def _results_root(args: argparse.Namespace) -> Path:
+    return Path(args.results).expanduser() if args.results else default_results_root()
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+# --------------------------------------------------------------------------- prepare / fake
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .prep import available_preparers, get_preparer
+
+    if args.list or not args.name:
+        for name, cls in available_preparers().items():
+            print(f"{name:20s} {cls.summary}")
+        return 0
+    if args.raw is None:
+        raise RsdgError("prepare needs --raw", f"pass the downloaded archive or its folder: --raw PATH")
+    out = get_preparer(args.name).prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
+    print(f"prepared {args.name} -> {out}")
+    return 0
+
+
+def cmd_fake(args: argparse.Namespace) -> int:
+    from .prep import get_preparer
+
+    preparer = get_preparer(args.name)
+    written = preparer.make_fake(Path(args.out), seed=args.seed, **({"archive": True} if args.archive else {}))
+    print(f"wrote a fake raw {args.name} download -> {written}")
+    print(f"next: rsdg-bench prepare {args.name} --raw {written}")
+    return 0
+
+
+# --------------------------------------------------------------------------- tasks
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .task_schema import TaskCatalog, load_task_file, task_json_schema
+
+    if args.action == "schema":
+        print(json.dumps(task_json_schema(), indent=2))
+        return 0
+    if args.action == "validate" and args.ids:
+        for path in args.ids:
+            task = load_task_file(Path(path))
+            print(f"ok  {path}  ({task.id}, hash {task.hash[:12]})")
+        return 0
+    catalog = TaskCatalog()
+    if args.action == "validate":
+        print(f"ok  {len(catalog.tasks)} tasks and {len(catalog.suites)} suites are valid")
+        return 0
+    if args.action == "show":
+        if not args.ids:
+            raise RsdgError("tasks show needs a task id", "e.g. rsdg-bench tasks show demo/u2a")
+        for task_id in args.ids:
+            task = catalog.task(task_id)
+            print(f"# {catalog.task_files[task.id]}\n# hash {task.hash}")
+            print(json.dumps(task.model_dump(mode="json"), indent=2))
+        return 0
+    tasks = catalog.suite_tasks(args.suite) if args.suite else [catalog.tasks[t] for t in sorted(catalog.tasks)]
+    for task in tasks:
+        targets = ", ".join(t.slug for t in task.targets)
+        print(f"{task.id:22s} {task.name:12s} {task.gap:16s} {task.source.slug} -> {targets}")
+    if not args.suite and catalog.suites:
+        print("\nsuites: " + ", ".join(f"{s.id} ({len(s.tasks)} tasks)" for s in catalog.suites.values()))
+    return 0
+
+
+# --------------------------------------------------------------------------- train / run
+
+def _device(args: argparse.Namespace):
+    from .runner import resolve_device
+
+    return resolve_device(args.device)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import TaskData
+    from .runner import ModelSpec, build_for_task, default_checkpoint_dir
+    from .task_schema import TaskCatalog
+    from .training import TrainOverrides, train_adapter
+
+    task = TaskCatalog().task(args.task)
+    model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg))
+    adapter = build_for_task(model, task, TaskData(_data_root(args), task, phase="train"))
+    out = Path(args.out) if args.out else default_checkpoint_dir(_results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
+    report = train_adapter(
+        adapter, task, _data_root(args), out,
+        overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
+        device=_device(args), num_workers=args.workers, progress=not args.quiet)
+    selection = "" if report.best_selection_miou is None else \
+        f" (selected at iteration {report.best_iteration}, selection-split mIoU {_fmt(report.best_selection_miou)})"
+    print(f"checkpoint -> {report.checkpoint}{selection}")
+    print(f"read only: {', '.join(sorted(set(report.opened_splits)))}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import ModelSpec, RunSettings, run_tasks
+    from .task_schema import TaskCatalog
+
+    catalog = TaskCatalog()
+    if args.task:
+        tasks = [catalog.task(t) for t in args.task]
+    elif args.suite:
+        tasks = catalog.suite_tasks(args.suite)
+    else:
+        raise RsdgError("run needs --suite or --task", "e.g. rsdg-bench run --suite demo --model smp")
+    model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg),
+                      checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+                      checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+                      random_init=args.random_init, display_name=args.name)
+    settings = RunSettings(_data_root(args), _results_root(args), _device(args), args.workers, args.limit,
+                           args.force, progress=not args.quiet)
+    outcomes = run_tasks(tasks, model, settings)
+    failed = [o for o in outcomes if o.error]
+    for outcome in outcomes:
+        status = "FAILED" if outcome.error else f"{len(outcome.written)} written, {len(outcome.skipped)} already done"
+        print(f"{outcome.task_id:22s} {status}")
+        if outcome.error:
+            print("    " + outcome.error.replace("\n", "\n    "))
+    if args.limit is not None:
+        print(f"smoke run (--limit {args.limit}): records are marked as such and never reach a leaderboard")
+    print(f"results -> {settings.results_root}")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- results / leaderboard
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .results import ResultStore, load_record, recompute
+
+    store = ResultStore(_results_root(args))
+    paths = [Path(p) for p in args.paths] or store.paths()
+    if args.action == "recompute":
+        if not args.paths:
+            raise RsdgError("results recompute needs record paths", "pass the JSON files to recompute")
+        for path in paths:
+            recompute(path)
+            print(f"recomputed {path}")
+        return 0
+    if not paths:
+        print(f"no result records under {store.root}")
+        return 0
+    print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mF1':>6s}  model")
+    for path in paths:
+        record = load_record(path)
+        for slug, metrics in record.metrics.items():
+            smoke = "  [smoke]" if record.smoke else ""
+            print(f"{record.task['id']:22s} {slug:28s} {record.evaluated.role:6s} "
+                  f"{_fmt(metrics['miou']):>6s} {_fmt(metrics['oa']):>6s} {_fmt(metrics['aa']):>6s} "
+                  f"{_fmt(metrics['mf1']):>6s}  {record.model['display_name']}{smoke}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboards.aggregate import build_board
+    from .leaderboards.render import write_site
+    from .results import ResultStore
+
+    results = _results_root(args)
+    board = build_board(ResultStore(results).load_all())
+    page = write_site(board, Path(args.out) if args.out else results / "site")
+    print(f"{len(board.tasks)} tasks, {len(board.models)} models, {len(board.excluded)} records left out")
+    print(f"leaderboard -> {page.resolve()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- adapters
+
+def cmd_adapter(args: argparse.Namespace) -> int:
+    from .conformance import run_conformance
+    from .registry import available_adapters, resolve_adapter
+    from .task_schema import TaskCatalog
+
+    if args.action == "list":
+        for name, origin in sorted(available_adapters().items()):
+            print(f"{name:16s} {origin}")
+        return 0
+    if not args.name:
+        raise RsdgError("adapter check needs an adapter name", "e.g. rsdg-bench adapter check smp")
+    task = TaskCatalog().task(args.task)
+    bands = [b.strip() for b in args.bands.split(",") if b.strip()]
+    adapter = resolve_adapter(args.name)(**_model_args(args.model_arg))
+    adapter.setup(task, bands)
+    if args.checkpoint:
+        adapter.load(Path(args.checkpoint))
+    results = run_conformance(adapter, task, bands)
+    for result in results:
+        print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:26s} {result.detail}")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    page = run_demo(Path(args.workdir), iterations=args.iterations, progress=not args.quiet)
+    print(f"\nleaderboard page: {page.resolve()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-root", help="prepared data folder (default: $RSDG_DATA or ~/.local/share/rsdg-bench/data)")
+    common.add_argument("--results", help="results folder (default: $RSDG_RESULTS or ./rsdg-results)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", default="smp", help="adapter name: a built-in (see `adapter list`) or a plug-in")
+    model.add_argument("--adapter", help="adapter from a file instead: path/to/file.py:ClassName")
+    model.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="adapter option, repeatable (smp: arch=unet encoder=resnet18 mean=... std=...)")
+    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    model.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+
+    parser = argparse.ArgumentParser(
+        prog="rsdg-bench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Benchmark harness for remote-sensing domain generalization: prepare data, run source→target "
+                    "protocols, publish per-class leaderboards.")
+    parser.add_argument("--version", action="version", version=f"rsdg-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", parents=[common], help="turn a raw download into prepared data",
+                       description="Verify a raw download (archive or unpacked folder) and write the canonical prepared "
+                                   "dataset into the data root, atomically; an interrupted prepare resumes.")
+    p.add_argument("name", nargs="?", help="dataset name (see --list)")
+    p.add_argument("--raw", help="the downloaded archive, or the folder it unpacks to")
+    p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("fake", help="write a small fake of a dataset's raw download",
+                       description="Write a small copy of a dataset's raw layout (same archive, folder and file names, "
+                                   "dtypes and label encodings), to try prepare and the pipeline without the download.")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--archive", action="store_true", help="write the zip archive as downloaded, not the unpacked folder")
+    p.set_defaults(func=cmd_fake)
+
+    p = sub.add_parser("tasks", help="list, show, validate tasks; print the task JSON Schema",
+                       description="Tasks are YAML protocols (source -> targets). `validate` with file paths checks "
+                                   "your own YAMLs; without, it checks every installed task and suite.")
+    p.add_argument("action", choices=["list", "show", "validate", "schema"])
+    p.add_argument("ids", nargs="*", help="task ids (show) or YAML files (validate)")
+    p.add_argument("--suite", help="list only this suite's tasks")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("train", parents=[common, model], help="train a source-only model under a task's protocol",
+                       description="Train on the task's source split, select on its selection split (targets are never "
+                                   "read), and save the checkpoint as <results>/checkpoints/<adapter>/<checkpoint_key>.pt.")
+    p.add_argument("--task", required=True, help="task id; its training: block is the protocol")
+    p.add_argument("--iterations", type=int, help="override the protocol's iterations (smoke runs, the demo)")
+    p.add_argument("--batch-size", type=int, help="override the protocol's batch size")
+    p.add_argument("--val-interval", type=int, help="override how often the selection split is scored")
+    p.add_argument("--lr", type=float, help="override the learning rate")
+    p.add_argument("--out", help="checkpoint path (default under the results folder)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", parents=[common, model], help="evaluate a model on tasks and write result records",
+                       description="Evaluate on every target split of each task (and the source selection split where the "
+                                   "task asks for it); one JSON record per split. Completed records are skipped; a failing "
+                                   "task is reported and the rest still runs (exit status 1 if any failed).")
+    p.add_argument("--suite", help="suite id, or `all`")
+    p.add_argument("--task", action="append", help="task id (repeatable), instead of --suite")
+    p.add_argument("--checkpoint", help="one checkpoint file for every task")
+    p.add_argument("--checkpoint-dir", help="folder of <checkpoint_key>.pt files (default <results>/checkpoints/<adapter>)")
+    p.add_argument("--random-init", action="store_true", help="no weights (plumbing tests); never on a leaderboard")
+    p.add_argument("--name", help="display name of the model on the leaderboard")
+    p.add_argument("--limit", type=int, help="evaluate only the first N samples per split (smoke run, marked as such)")
+    p.add_argument("--force", action="store_true", help="recompute records that already exist")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("results", parents=[common], help="show result records, or recompute their metrics",
+                       description="`show` lists records (checking each against its confusion matrix); `recompute` "
+                                   "rewrites a record's metrics from its stored confusion matrices.")
+    p.add_argument("action", choices=["show", "recompute"])
+    p.add_argument("paths", nargs="*", help="record files (default: every record in the results folder)")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("leaderboard", parents=[common], help="build the static leaderboard site from result records")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--out", help="site folder (default <results>/site)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("adapter", help="list adapters, or run the conformance suite on one",
+                       description="`check NAME` builds the adapter with random weights (or --checkpoint) and runs shape, "
+                                   "dtype, K, NaN/Inf, determinism, batch-independence and band-count checks on synthetic input.")
+    p.add_argument("action", choices=["list", "check"])
+    p.add_argument("name", nargs="?", help="adapter name or path/to/file.py:Class")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--task", default="demo/u2a", help="task whose class schema sets K (default demo/u2a)")
+    p.add_argument("--bands", default="red,green,blue", help="band names of the synthetic input")
+    p.add_argument("--checkpoint", help="check with these weights instead of random init")
+    p.set_defaults(func=cmd_adapter)
+
+    p = sub.add_parser("demo", help="the whole pipeline on synthetic data, then print the leaderboard's path",
+                       description="Fake ToyEarth raw data, prepare it, train a small U-Net on the urban domain, evaluate it "
+                                   "on three unseen domains, and build the leaderboard. About 3 minutes on 2 CPU cores.")
+    p.add_argument("--workdir", default="rsdg-demo", help="folder for the demo's data and results (default ./rsdg-demo)")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations (default: the demo's own setting)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RsdgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished records and prepared samples are kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Reading prepared samples for a task, with the door to target splits shut during training.
+
+`TaskData` is the only way the trainer and the evaluator reach prepared data. Opened for training it
+serves the task's source and selection splits and raises SplitAccessError for anything else, so a
+model cannot be tuned on the domains it is judged on. Every split it opens is logged in `opened`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import SplitAccessError
+from .prepared import PreparedDataset
+from .task_schema import SplitRef, Task
+
+Phase = Literal["train", "evaluate"]
+
+
+class SegmentationSplit(Dataset):
+    """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units), `label` (H×W uint8)."""
+
+    def __init__(self, prepared: PreparedDataset, ref: SplitRef, limit: int | None = None) -> None:
+        self.prepared = prepared
+        self.ref = ref
+        rows = prepared.rows(ref.domain, ref.split)
+        self.rows = rows.head(limit) if limit is not None else rows
+        self.band_names = prepared.band_names(ref.domain)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows.iloc[index]
+        image = self.prepared.read_image(row).astype(np.float32)
+        label = self.prepared.read_label(row)
+        return {"image": torch.from_numpy(image), "label": torch.from_numpy(label), "sample_id": row["sample_id"]}
+
+
+@dataclass
+class TaskData:
+    """Opens a task's splits by reference, enforcing which ones a phase may see."""
+
+    data_root: Path
+    task: Task
+    phase: Phase
+    opened: list[str] = field(default_factory=list)
+    _datasets: dict[str, PreparedDataset] = field(default_factory=dict, repr=False)
+
+    def allowed(self, ref: SplitRef) -> bool:
+        if self.phase == "evaluate":
+            return True
+        return ref == self.task.source or ref == self.task.select
+
+    def prepared(self, dataset: str) -> PreparedDataset:
+        if dataset not in self._datasets:
+            self._datasets[dataset] = PreparedDataset.open(self.data_root, dataset)
+        return self._datasets[dataset]
+
+    def open(self, ref: SplitRef, limit: int | None = None) -> SegmentationSplit:
+        if not self.allowed(ref):
+            raise SplitAccessError(
+                f"task {self.task.id}: training may read only the source ({self.task.source.slug}) and selection "
+                f"({self.task.select.slug if self.task.select else 'none'}) splits, not {ref.slug}",
+                "targets are for evaluation only; select models on the source domain",
+            )
+        self.opened.append(ref.slug)
+        return SegmentationSplit(self.prepared(ref.dataset), ref, limit)

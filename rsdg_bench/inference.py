@@ -1,0 +1,85 @@
+"""Turning a normalized image batch into logits: whole image, sliding window, optional flip TTA.
+
+Sliding window follows mmseg's `slide_inference` exactly (the grid is `rsdg_bench.windows`: the last
+window is clamped to the image edge; an image smaller than the crop is one window of its own size). Logits of overlapping
+windows are summed and divided by the per-pixel window count. Windows are stacked into batches of
+`window_batch` for speed; that cannot change a number.
+
+Each forward pass pads its input on the bottom/right with zeros (the normalized mean) to the adapter's
+size divisor and crops the logits back, so odd sizes work with any encoder. With TTA, the softmax
+probabilities of the plain and flipped passes are averaged (mmseg's SegTTAModel); without it the raw
+logits are returned. Outputs are checked: wrong shape, or NaN/Inf, is an AdapterError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import AdapterError
+from .task_schema import InferenceSpec
+from .windows import window_grid
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def checked_forward(predict: Forward, num_classes: int, size_divisor: int, who: str) -> Forward:
+    """Wrap an adapter's predict with padding to `size_divisor`, cropping back, and output checks."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        pad_h, pad_w = (-height) % size_divisor, (-width) % size_divisor
+        padded = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+        logits = predict(padded)
+        expected = (batch, num_classes, height + pad_h, width + pad_w)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise AdapterError(f"adapter {who} returned {got} for input {tuple(padded.shape)}, expected {expected} "
+                               "(B×K×H×W logits)", "fix the adapter's predict(); `rsdg-bench adapter check` tests it")
+        if not torch.isfinite(logits).all():
+            raise AdapterError(f"adapter {who} returned NaN or Inf logits",
+                               "check the checkpoint and the input normalization the adapter declares")
+        return logits[:, :, :height, :width].float()
+
+    return forward
+
+
+def _slide(forward: Forward, x: torch.Tensor, num_classes: int, crop: int, stride: int, window_batch: int
+           ) -> torch.Tensor:
+    batch, _, height, width = x.shape
+    windows = window_grid(height, width, crop, stride)
+    logits = x.new_zeros((batch, num_classes, height, width), dtype=torch.float32)
+    count = x.new_zeros((1, 1, height, width), dtype=torch.float32)
+    # Windows of one image may differ in size only when the image is smaller than the crop on an
+    # axis; then every window has that size, so windows always stack.
+    for start in range(0, len(windows), window_batch):
+        chunk = windows[start:start + window_batch]
+        crops = torch.cat([x[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk])
+        out = forward(crops).reshape(len(chunk), batch, num_classes, *crops.shape[-2:])
+        for (y0, y1, x0, x1), window_logits in zip(chunk, out):
+            logits[:, :, y0:y1, x0:x1] += window_logits
+            count[:, :, y0:y1, x0:x1] += 1
+    return logits / count
+
+
+_FLIPS = {"hflip": (-1,), "vflip": (-2,)}
+
+
+def predict_logits(forward: Forward, x: torch.Tensor, spec: InferenceSpec, num_classes: int) -> torch.Tensor:
+    """B×K×H×W scores for a normalized batch under `spec` (logits, or mean probabilities with TTA)."""
+
+    def once(inp: torch.Tensor) -> torch.Tensor:
+        if spec.mode == "slide":
+            assert spec.crop is not None and spec.stride is not None  # guaranteed by InferenceSpec
+            return _slide(forward, inp, num_classes, spec.crop, spec.stride, spec.window_batch)
+        return forward(inp)
+
+    if not spec.tta:
+        return once(x)
+    probabilities = once(x).softmax(dim=1)
+    for name in spec.tta:
+        dims = _FLIPS[name]
+        probabilities += once(x.flip(dims)).flip(dims).softmax(dim=1)
+    return probabilities / (1 + len(spec.tta))

@@ -1,0 +1,391 @@
+"""The canonical prepared-data format: writing it atomically, and reading it back with checks.
+
+Layout of `<data root>/<dataset>/`:
+
+- `dataset.json`  the dataset card (:class:`DatasetCard`): classes, bands, domains, split counts, the
+  source archives with sha256, and the sha256 of the manifest;
+- `manifest.parquet`  one row per sample (GeoParquet with a `geometry` footprint when georeferenced);
+- `<domain>/<split>/images/<sample_id>.tif` and `.../labels/<sample_id>.tif`: lossless GeoTIFF
+  (PNG for plain 8-bit RGB without georeferencing); labels are single-band uint8, 255 = ignore.
+
+A prepare writes into `<data root>/.<dataset>.partial/`, recording each finished sample in
+`rows.jsonl`. A crashed prepare resumes from there (samples whose files still hash right are kept);
+only when every count and hash checks out is the folder renamed into place, so a half-finished prepare
+is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+from affine import Affine
+from pydantic import BaseModel, ConfigDict, ValidationError
+from rasterio.errors import NotGeoreferencedWarning
+
+from . import __version__
+from .classes import IGNORE_INDEX, ClassSchema
+from .errors import DataError
+from .io import atomic_write_json, atomic_write_text, sha256_file
+
+FORMAT_VERSION = 1
+CARD_FILE = "dataset.json"
+MANIFEST_FILE = "manifest.parquet"
+_ROWS_FILE = "rows.jsonl"
+_FINGERPRINT_FILE = "fingerprint.json"
+
+MANIFEST_COLUMNS = [
+    "sample_id", "domain", "split", "image", "label", "height", "width", "source_file",
+    "window", "image_sha256", "label_sha256", "class_counts",
+]
+
+
+class BandInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    dtype: str
+    units: str
+
+
+class DomainInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str
+    bands: list[BandInfo]
+    gsd_m: float | None = None
+
+
+class SourceArchive(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    sha256: str
+    size: int
+
+
+class DatasetCard(BaseModel):
+    """`dataset.json`: everything a result needs to cite about the data it was computed on."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    format_version: int
+    prep_version: int
+    harness_version: str
+    citation: str
+    licence: str
+    classes: ClassSchema
+    ignore_index: int
+    domains: dict[str, DomainInfo]
+    split_counts: dict[str, dict[str, int]]
+    source_archives: list[SourceArchive]
+    crs: str | None = None
+    manifest_sha256: str
+    created: str
+
+
+@dataclass
+class SampleArrays:
+    """One sample ready to write: image C×H×W (any dtype), label H×W uint8 class indices."""
+
+    sample_id: str
+    domain: str
+    split: str
+    image: np.ndarray
+    label: np.ndarray
+    source_file: str
+    window: tuple[int, int, int, int]
+    transform: Affine | None = None
+
+
+def raster_suffix(array: np.ndarray, transform: Affine | None) -> str:
+    """Lossless format choice: PNG for plain 8-bit 1- or 3-band data without georeferencing, else GeoTIFF."""
+    plain = transform is None and array.dtype == np.uint8 and array.shape[0] in (1, 3)
+    return ".png" if plain else ".tif"
+
+
+def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: str | None) -> None:
+    """Write C×H×W `array` losslessly in the format its file suffix names."""
+    bands, height, width = array.shape
+    use_png = path.suffix == ".png"
+    profile: dict[str, Any] = {
+        "driver": "PNG" if use_png else "GTiff", "height": height, "width": width, "count": bands,
+        "dtype": array.dtype.name,
+    }
+    if not use_png:
+        profile.update(compress="deflate", tiled=False)
+        if transform is not None:
+            profile.update(transform=transform, crs=crs)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with rasterio.Env(), quiet_georef():
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(array)
+    os.replace(tmp, path)
+    Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
+
+
+class quiet_georef:
+    """PNGs and plain tiles have no georeferencing by design; rasterio's warning about it is noise."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def read_raster(path: str | Path) -> np.ndarray:
+    """Read every band of a raster as C×H×W in its stored dtype."""
+    with quiet_georef(), rasterio.open(path) as src:
+        return src.read()
+
+
+class PreparedWriter:
+    """Writes one prepared dataset into a partial folder, then publishes it atomically.
+
+    `fingerprint` identifies the inputs (prep version, source hashes, options). A partial folder left by
+    a crashed run with the same fingerprint is resumed; with another fingerprint it is discarded.
+    """
+
+    def __init__(self, data_root: Path, name: str, schema: ClassSchema, fingerprint: dict[str, Any],
+                 crs: str | None = None) -> None:
+        self.data_root = Path(data_root)
+        self.name = name
+        self.schema = schema
+        self.crs = crs
+        self.final_dir = self.data_root / name
+        self.work_dir = self.data_root / f".{name}.partial"
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._open_work_dir(fingerprint)
+
+    def _open_work_dir(self, fingerprint: dict[str, Any]) -> None:
+        stamp = self.work_dir / _FINGERPRINT_FILE
+        if self.work_dir.exists():
+            previous = json.loads(stamp.read_text()) if stamp.exists() else None
+            if previous == fingerprint:
+                self._rows = self._load_verified_rows()
+            else:
+                shutil.rmtree(self.work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stamp, fingerprint)
+        self._rows_handle = open(self.work_dir / _ROWS_FILE, "a", encoding="utf-8")
+
+    def _load_verified_rows(self) -> dict[str, dict[str, Any]]:
+        """Rows of a crashed run whose files are still there and hash right (others are redone)."""
+        rows_path = self.work_dir / _ROWS_FILE
+        kept: dict[str, dict[str, Any]] = {}
+        if not rows_path.exists():
+            return kept
+        for line in rows_path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a crash cut short
+            image, label = self.work_dir / row["image"], self.work_dir / row["label"]
+            if (image.exists() and label.exists() and sha256_file(image) == row["image_sha256"]
+                    and sha256_file(label) == row["label_sha256"]):
+                kept[row["sample_id"]] = row
+        # Rewrite the journal with only what survived, so it stays the truth.
+        atomic_write_text(rows_path, "".join(json.dumps(r) + "\n" for r in kept.values()))
+        return kept
+
+    @property
+    def resumed_count(self) -> int:
+        return len(self._rows)
+
+    def has(self, sample_id: str) -> bool:
+        """True when a previous, interrupted run already wrote this sample correctly."""
+        return sample_id in self._rows
+
+    def add(self, sample: SampleArrays) -> None:
+        """Write one sample's image and label and journal its manifest row."""
+        label = sample.label
+        if label.ndim != 2 or label.dtype != np.uint8:
+            raise DataError(f"label of {sample.sample_id} must be H×W uint8, got {label.dtype} {label.shape}")
+        if sample.image.ndim != 3 or sample.image.shape[1:] != label.shape:
+            raise DataError(
+                f"image of {sample.sample_id} has shape {sample.image.shape}, label {label.shape}: "
+                "they must be C×H×W and H×W of the same size"
+            )
+        counts = np.bincount(label.ravel(), minlength=256)
+        bad = np.flatnonzero(counts[self.schema.num_classes:IGNORE_INDEX])
+        if bad.size:
+            raise DataError(
+                f"label of {sample.sample_id} (from {sample.source_file}) holds values "
+                f"{(bad + self.schema.num_classes).tolist()} outside the {self.schema.num_classes} classes of "
+                f"{self.schema.id!r} and not the ignore index {IGNORE_INDEX}",
+                "check the dataset's label mapping in prep/",
+            )
+        rel_dir = Path(sample.domain) / sample.split
+        image_rel = rel_dir / "images" / f"{sample.sample_id}{raster_suffix(sample.image, sample.transform)}"
+        label_rel = rel_dir / "labels" / f"{sample.sample_id}{raster_suffix(label[None], sample.transform)}"
+        for rel in (image_rel, label_rel):
+            (self.work_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        _write_raster(self.work_dir / image_rel, sample.image, sample.transform, self.crs)
+        _write_raster(self.work_dir / label_rel, label[None], sample.transform, self.crs)
+        height, width = label.shape
+        row = {
+            "sample_id": sample.sample_id, "domain": sample.domain, "split": sample.split,
+            "image": image_rel.as_posix(), "label": label_rel.as_posix(),
+            "height": height, "width": width, "source_file": sample.source_file,
+            "window": list(sample.window),
+            "image_sha256": sha256_file(self.work_dir / image_rel),
+            "label_sha256": sha256_file(self.work_dir / label_rel),
+            "class_counts": counts[: self.schema.num_classes].tolist(),
+            "bounds": _bounds(sample.transform, width, height),
+        }
+        self._rows[sample.sample_id] = row
+        self._rows_handle.write(json.dumps(row) + "\n")
+        self._rows_handle.flush()
+        os.fsync(self._rows_handle.fileno())
+
+    def finish(self, *, prep_version: int, citation: str, licence: str, domains: dict[str, DomainInfo],
+               source_archives: list[SourceArchive], expected_counts: dict[tuple[str, str], int]) -> Path:
+        """Verify counts and hashes, write manifest and card, and rename the folder into place."""
+        self._rows_handle.close()
+        manifest = self._manifest_frame()
+        split_counts = _split_counts(manifest)
+        for (domain, split), expected in sorted(expected_counts.items()):
+            got = split_counts.get(domain, {}).get(split, 0)
+            if got != expected:
+                raise DataError(
+                    f"{self.name}: {domain}/{split} has {got} samples after prepare, expected {expected}",
+                    "the raw download is incomplete or not the expected version; re-download it and re-run "
+                    f"(the partial work stays in {self.work_dir} and resumes)",
+                )
+        for row in manifest.itertuples():
+            for rel, expected_sha in ((row.image, row.image_sha256), (row.label, row.label_sha256)):
+                if sha256_file(self.work_dir / rel) != expected_sha:
+                    raise DataError(f"{self.work_dir / rel} changed while preparing (sha256 mismatch)",
+                                    "re-run prepare; the sample will be rewritten")
+        manifest_path = self.work_dir / MANIFEST_FILE
+        _write_manifest(manifest, manifest_path, self.crs)
+        card = DatasetCard(
+            name=self.name, format_version=FORMAT_VERSION, prep_version=prep_version,
+            harness_version=__version__, citation=citation, licence=licence, classes=self.schema,
+            ignore_index=IGNORE_INDEX, domains=domains, split_counts=split_counts,
+            source_archives=source_archives, crs=self.crs, manifest_sha256=sha256_file(manifest_path),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        atomic_write_json(self.work_dir / CARD_FILE, card.model_dump(mode="json"))
+        (self.work_dir / _ROWS_FILE).unlink()
+        (self.work_dir / _FINGERPRINT_FILE).unlink()
+        self._publish()
+        return self.final_dir
+
+    def _manifest_frame(self) -> pd.DataFrame:
+        rows = sorted(self._rows.values(), key=lambda r: (r["domain"], r["split"], r["sample_id"]))
+        return pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, "bounds"])
+
+    def _publish(self) -> None:
+        """Swap the finished folder in; an older copy is moved aside first and removed after."""
+        old = None
+        if self.final_dir.exists():
+            old = self.data_root / f".{self.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.final_dir, old)
+        os.replace(self.work_dir, self.final_dir)
+        if old is not None:
+            shutil.rmtree(old)
+
+
+def _bounds(transform: Affine | None, width: int, height: int) -> list[float] | None:
+    if transform is None:
+        return None
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (width, height)
+    return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+
+def _split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for (domain, split), n in manifest.groupby(["domain", "split"]).size().items():
+        counts.setdefault(str(domain), {})[str(split)] = int(n)
+    return counts
+
+
+def _write_manifest(manifest: pd.DataFrame, path: Path, crs: str | None) -> None:
+    """GeoParquet with footprints when every sample is georeferenced; plain Parquet otherwise."""
+    bounds = manifest.pop("bounds")
+    tmp = path.with_name(f".{path.name}.tmp")
+    if crs is not None and bounds.notna().all() and len(manifest):
+        import geopandas as gpd
+        from shapely.geometry import box
+
+        frame = gpd.GeoDataFrame(manifest, geometry=[box(*b) for b in bounds], crs=crs)
+        frame.to_parquet(tmp, index=False)
+    else:
+        manifest.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+@dataclass
+class PreparedDataset:
+    """A finished prepared dataset: its card, its manifest, and file access."""
+
+    root: Path
+    card: DatasetCard
+    manifest: pd.DataFrame = field(repr=False)
+
+    @classmethod
+    def open(cls, data_root: Path, name: str) -> PreparedDataset:
+        root = Path(data_root) / name
+        card_path = root / CARD_FILE
+        if not card_path.exists():
+            partial = Path(data_root) / f".{name}.partial"
+            hint = (f"a prepare of {name!r} was interrupted ({partial} exists); re-run it to resume"
+                    if partial.exists() else f"run `rsdg-bench prepare {name} --raw <download>`")
+            raise DataError(f"prepared dataset {name!r} not found at {root} (no {CARD_FILE})",
+                            f"{hint}, or point --data-root / RSDG_DATA at the folder that holds it")
+        try:
+            card = DatasetCard.model_validate_json(card_path.read_text())
+        except ValidationError as exc:
+            raise DataError(f"{card_path} is not a valid dataset card: {exc}",
+                            f"re-run `rsdg-bench prepare {name}`") from exc
+        manifest_path = root / MANIFEST_FILE
+        if not manifest_path.exists() or sha256_file(manifest_path) != card.manifest_sha256:
+            raise DataError(f"{manifest_path} is missing or does not match the sha256 in {card_path}",
+                            f"the prepared data was modified; re-run `rsdg-bench prepare {name}`")
+        manifest = pd.read_parquet(manifest_path)
+        return cls(root=root, card=card, manifest=manifest)
+
+    @property
+    def manifest_sha256(self) -> str:
+        return self.card.manifest_sha256
+
+    def rows(self, domain: str, split: str) -> pd.DataFrame:
+        """The manifest rows of one domain/split, in a stable order."""
+        if domain not in self.card.split_counts or split not in self.card.split_counts[domain]:
+            available = ", ".join(f"{d}/{s}" for d, splits in self.card.split_counts.items() for s in splits)
+            raise DataError(f"{self.card.name} has no split {domain}/{split}", f"available: {available}")
+        selected = self.manifest[(self.manifest["domain"] == domain) & (self.manifest["split"] == split)]
+        return selected.sort_values("sample_id").reset_index(drop=True)
+
+    def band_names(self, domain: str) -> list[str]:
+        return [band.name for band in self.card.domains[domain].bands]
+
+    def read_image(self, row: Any) -> np.ndarray:
+        return read_raster(self.root / row["image"])
+
+    def read_label(self, row: Any) -> np.ndarray:
+        return read_raster(self.root / row["label"])[0]
+
+    def verify_files(self) -> list[str]:
+        """Re-hash every file; returns the relative paths that are missing or changed."""
+        bad = []
+        for row in self.manifest.itertuples():
+            for rel, expected in ((row.image, row.image_sha256), (row.label, row.label_sha256)):
+                path = self.root / rel
+                if not path.exists() or sha256_file(path) != expected:
+                    bad.append(rel)
+        return bad

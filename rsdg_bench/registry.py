@@ -1,0 +1,92 @@
+"""Finding adapters: built-ins, installed plug-ins, and files.
+
+Three ways in, tried in this order for a name:
+1. `path/to/file.py:ClassName`: a class in a file (no packaging needed);
+2. built-ins, registered with :func:`register_adapter` in `baselines/`;
+3. plug-ins: installed packages that declare an entry point in the group `rsdg_bench.adapters`
+   (`[project.entry-points."rsdg_bench.adapters"] mymodel = "mypkg.adapter:MyAdapter"`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from .adapters import Adapter
+from .errors import AdapterError
+
+ENTRY_POINT_GROUP = "rsdg_bench.adapters"
+_BUILTINS: dict[str, type[Adapter]] = {}
+
+
+def register_adapter(name: str) -> Callable[[type[Adapter]], type[Adapter]]:
+    """Class decorator: make an adapter available under `name`."""
+
+    def decorate(cls: type[Adapter]) -> type[Adapter]:
+        if name in _BUILTINS and _BUILTINS[name] is not cls:
+            raise AdapterError(f"two adapters are registered as {name!r}: {_BUILTINS[name]} and {cls}")
+        cls.name = name
+        _BUILTINS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    importlib.import_module("rsdg_bench.baselines")
+
+
+def _from_file(spec: str) -> type[Adapter]:
+    file_part, _, class_name = spec.rpartition(":")
+    path = Path(file_part)
+    if not path.is_file():
+        raise AdapterError(f"adapter file {path} not found", "give --adapter path/to/file.py:ClassName")
+    module_name = f"rsdg_bench_user_adapter_{abs(hash(path.resolve()))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise AdapterError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    module_spec.loader.exec_module(module)
+    cls = getattr(module, class_name, None)
+    return _check_class(cls, spec, class_name or path.stem)
+
+
+def _check_class(cls: object, where: str, name: str) -> type[Adapter]:
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise AdapterError(f"{where} is not an Adapter subclass", "subclass rsdg_bench.adapters.Adapter")
+    if not cls.name:
+        cls.name = name
+    return cls
+
+
+def resolve_adapter(spec: str) -> type[Adapter]:
+    """The adapter class for a name or `file.py:Class` spec."""
+    if ".py:" in spec:
+        return _from_file(spec)
+    _load_builtins()
+    if spec in _BUILTINS:
+        return _BUILTINS[spec]
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == spec:
+            try:
+                loaded = entry.load()
+            except Exception as exc:
+                raise AdapterError(f"plug-in adapter {spec!r} ({entry.value}) failed to import: {exc}",
+                                   "fix or reinstall the package that provides it") from exc
+            return _check_class(loaded, f"entry point {entry.value}", spec)
+    raise AdapterError(f"unknown adapter {spec!r}",
+                       f"use one of: {', '.join(sorted(available_adapters()))}, or --adapter path/to/file.py:Class")
+
+
+def available_adapters() -> dict[str, str]:
+    """name → where it comes from (built-in or the plug-in's import path)."""
+    _load_builtins()
+    found = {name: "built-in" for name in _BUILTINS}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, f"plug-in {entry.value}")
+    return found

@@ -1,0 +1,191 @@
+"""Result records: one JSON file per (model, checkpoint, task, evaluated split), written atomically.
+
+A record keeps the raw confusion matrix, so every metric can be recomputed; loading a record recomputes
+its metrics and refuses a record whose stored numbers disagree with its own matrix (hand-edited or
+tampered). NaN metrics (a class with nothing to measure) are stored as JSON null.
+
+Layout: `<results>/records/<task id>/<resume key>.json`. The resume key hashes everything that can change
+the number: task hash, adapter identity, checkpoint sha256, numeric inference spec, dataset manifest
+sha256, the evaluated split, and the smoke-run limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import __version__
+from .errors import ResultsError
+from .io import atomic_write_json, canonical_json, sha256_bytes
+from .metrics import METRIC_NAMES, scores_from_confusion
+
+SCHEMA_VERSION = 1
+RECORDS_DIR = "records"
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+@cache
+def git_commit() -> str:
+    """Commit of the harness checkout, or 'unknown' for an installed copy outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class EvaluatedSplit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["source", "target"]
+    dataset: str
+    domain: str
+    split: str
+    num_samples: int
+
+    @property
+    def slug(self) -> str:
+        return f"{self.dataset}/{self.domain}/{self.split}"
+
+
+class ResultRecord(BaseModel):
+    """The on-disk record. `metrics` and `confusion_matrices` are keyed by the evaluated split's slug."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int
+    key: str
+    task: dict[str, Any]
+    model: dict[str, Any]
+    evaluated: EvaluatedSplit
+    metrics: dict[str, dict[str, Any]]
+    confusion_matrices: dict[str, list[list[int]]]
+    inference: dict[str, Any]
+    normalization: dict[str, Any]
+    smoke: dict[str, Any] | None
+    provenance: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.task["class_names"])
+
+    @property
+    def headline_classes(self) -> list[int]:
+        return list(self.task["headline_classes"])
+
+
+def resume_key(*, task_hash: str, adapter_identity: dict[str, Any], checkpoint_sha256: str | None,
+               inference: dict[str, Any], manifest_sha256: str, split_slug: str, role: str,
+               limit: int | None) -> str:
+    material = {"task": task_hash, "adapter": adapter_identity, "checkpoint": checkpoint_sha256,
+                "inference": inference, "manifest": manifest_sha256, "split": split_slug, "role": role,
+                "limit": limit}
+    return sha256_bytes(canonical_json(material).encode())[:24]
+
+
+def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str], headline: list[int]) -> dict[str, Any]:
+    """The stored metrics of one confusion matrix (NaN as None)."""
+    scores = scores_from_confusion(torch.as_tensor(matrix), headline)
+    per_class = {name: {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in values.items()}
+                 for name, values in scores.per_class(class_names).items()}
+    return {**{k: _none_if_nan(v) for k, v in scores.headline().items()}, "per_class": per_class}
+
+
+def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: torch.device,
+               wall_time_s: float, date: str) -> dict[str, Any]:
+    return {
+        "harness_version": __version__, "git_commit": git_commit(), "task_hash": task_hash,
+        "dataset_manifest_sha256": manifest_sha256, "checkpoint_sha256": checkpoint_sha256,
+        "torch_version": torch.__version__, "device": str(device), "python": platform.python_version(),
+        "platform": platform.platform(), "wall_time_s": round(wall_time_s, 3), "date": date,
+    }
+
+
+class ResultStore:
+    """The results folder: where records go, which exist, and loading them with checks."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, task_id: str, key: str) -> Path:
+        return self.root / RECORDS_DIR / task_id / f"{key}.json"
+
+    def exists(self, task_id: str, key: str) -> bool:
+        return self.path_for(task_id, key).exists()
+
+    def write(self, record: ResultRecord) -> Path:
+        path = self.path_for(record.task["id"], record.key)
+        atomic_write_json(path, record.model_dump(mode="json"))
+        return path
+
+    def paths(self) -> list[Path]:
+        folder = self.root / RECORDS_DIR
+        return sorted(folder.rglob("*.json")) if folder.exists() else []
+
+    def load_all(self) -> list[tuple[Path, ResultRecord]]:
+        return [(path, load_record(path)) for path in self.paths()]
+
+
+def load_record(path: Path) -> ResultRecord:
+    """Parse and validate a record, and check its metrics against its confusion matrices."""
+    try:
+        record = ResultRecord.model_validate(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} is not a valid result record: {exc}",
+                           "delete it and re-run the task (it will be recomputed)") from exc
+    check_consistency(record, path)
+    return record
+
+
+def check_consistency(record: ResultRecord, path: Path | str) -> None:
+    """Raise if any stored metric differs from what the record's own confusion matrix gives."""
+    if set(record.metrics) != set(record.confusion_matrices):
+        raise ResultsError(f"{path}: metrics and confusion matrices cover different splits")
+    for slug, matrix in record.confusion_matrices.items():
+        k = len(record.class_names)
+        if len(matrix) != k or any(len(row) != k for row in matrix):
+            raise ResultsError(f"{path}: confusion matrix for {slug} is not {k}×{k}")
+        expected = metrics_block(matrix, record.class_names, record.headline_classes)
+        stored = record.metrics[slug]
+        for name in METRIC_NAMES:
+            if not _same(stored.get(name), expected[name]):
+                raise ResultsError(
+                    f"{path}: stored {name} for {slug} is {stored.get(name)} but its confusion matrix gives "
+                    f"{expected[name]}: the record was edited",
+                    f"run `rsdg-bench results recompute {path}` to restore the numbers from the matrix, "
+                    "or delete the record and re-run",
+                )
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    a, b = _nan_if_none(a), _nan_if_none(b)
+    return (math.isnan(a) and math.isnan(b)) or (not math.isnan(a) and not math.isnan(b) and abs(a - b) <= 1e-9)
+
+
+def recompute(path: Path) -> ResultRecord:
+    """Rewrite a record's metrics from its confusion matrices (after a metric fix, or a hand edit)."""
+    try:
+        record = ResultRecord.model_validate(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ResultsError(f"{path} is not a valid result record: {exc}", "delete it and re-run the task") from exc
+    record.metrics = {slug: metrics_block(matrix, record.class_names, record.headline_classes)
+                      for slug, matrix in record.confusion_matrices.items()}
+    atomic_write_json(path, record.model_dump(mode="json"))
+    return record
+

@@ -1,0 +1,170 @@
+"""Running tasks: build the adapter, load its checkpoint, evaluate every split, write one record each.
+
+A suite run goes task by task. A record whose resume key already exists is skipped (unless `force`);
+a task that fails is reported with its error and the run goes on with the next one. Each run also
+leaves a summary in `<results>/runs/<timestamp>.json`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import Adapter
+from .data import TaskData
+from .errors import AdapterError, RsdgError
+from .evaluation import evaluate_split
+from .io import atomic_write_json, sha256_file
+from .registry import resolve_adapter
+from .results import SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, metrics_block, provenance, resume_key
+from .task_schema import Task
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to evaluate: adapter, its options, and where its weights come from."""
+
+    adapter: str
+    options: dict[str, str] = field(default_factory=dict)
+    checkpoint: Path | None = None          # one file for every task
+    checkpoint_dir: Path | None = None      # <dir>/<task.checkpoint_key>.pt
+    random_init: bool = False               # explicit opt-in; such records never reach a leaderboard
+    display_name: str | None = None
+
+    def instantiate(self) -> Adapter:
+        return resolve_adapter(self.adapter)(**self.options)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    data_root: Path
+    results_root: Path
+    device: torch.device = torch.device("cpu")
+    num_workers: int = 0
+    limit: int | None = None
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TaskOutcome:
+    task_id: str
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RsdgError(f"device {name!r} asked for, but CUDA is not available here", "use --device cpu")
+    return torch.device(name)
+
+
+def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapter_name: str) -> Path | None:
+    """The checkpoint file a task uses, or None for an explicit random-init run."""
+    if model.random_init:
+        return None
+    if model.checkpoint is not None:
+        path = model.checkpoint
+    else:
+        folder = model.checkpoint_dir or default_checkpoint_dir(results_root, adapter_name)
+        path = folder / f"{task.checkpoint_key}.pt"
+    if not path.is_file():
+        raise AdapterError(f"no checkpoint for task {task.id} at {path}",
+                           f"train one with `rsdg-bench train --task {task.id} --model {model.adapter}`, "
+                           "or pass --checkpoint FILE / --checkpoint-dir DIR")
+    return path
+
+
+def default_checkpoint_dir(results_root: Path, adapter_name: str) -> Path:
+    return Path(results_root) / "checkpoints" / adapter_name
+
+
+def build_for_task(model: ModelSpec, task: Task, data: TaskData) -> Adapter:
+    """An adapter set up for the task's classes and its source domain's bands."""
+    adapter = model.instantiate()
+    source_bands = data.prepared(task.source.dataset).band_names(task.source.domain)
+    adapter.setup(task, source_bands)
+    return adapter
+
+
+def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultStore) -> TaskOutcome:
+    outcome = TaskOutcome(task.id)
+    data = TaskData(settings.data_root, task, phase="evaluate")
+    adapter = build_for_task(model, task, data)
+    checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter.name)
+    checkpoint_sha = sha256_file(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None:
+        adapter.load(checkpoint)
+    adapter.to(settings.device)
+    contract = adapter.input_contract()
+    class_names = task.class_schema.names
+    headline = task.headline_class_indices()
+    for role, ref in task.evaluation_splits():
+        prepared = data.prepared(ref.dataset)
+        key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=checkpoint_sha,
+                         inference=task.inference.numeric_spec(), manifest_sha256=prepared.manifest_sha256,
+                         split_slug=ref.slug, role=role, limit=settings.limit)
+        if store.exists(task.id, key) and not settings.force:
+            outcome.skipped.append(str(store.path_for(task.id, key)))
+            continue
+        split = data.open(ref, limit=settings.limit)
+        started = time.perf_counter()
+        matrix = evaluate_split(adapter, split, task, settings.device, settings.num_workers, settings.progress)
+        elapsed = time.perf_counter() - started
+        matrix_list = matrix.tolist()
+        record = ResultRecord(
+            schema_version=SCHEMA_VERSION, key=key,
+            task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
+                  "gap": task.gap, "kind": task.kind, "classes": task.classes, "class_names": class_names,
+                  "headline_classes": headline, "primary": task.metrics.primary,
+                  "resolved": task.model_dump(mode="json")},
+            model={**adapter.identity(), "display_name": model.display_name or _default_name(adapter),
+                   "checkpoint": {"path": str(checkpoint) if checkpoint else None, "sha256": checkpoint_sha,
+                                  "random_init": checkpoint is None}},
+            evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
+                                     num_samples=len(split)),
+            metrics={ref.slug: metrics_block(matrix_list, class_names, headline)},
+            confusion_matrices={ref.slug: matrix_list},
+            inference=task.inference.model_dump(mode="json"),
+            normalization=contract.record(),
+            smoke={"limit": settings.limit} if settings.limit is not None else None,
+            provenance=provenance(task_hash=task.hash, manifest_sha256=prepared.manifest_sha256,
+                                  checkpoint_sha256=checkpoint_sha, device=settings.device, wall_time_s=elapsed,
+                                  date=datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        )
+        outcome.written.append(str(store.write(record)))
+    return outcome
+
+
+def _default_name(adapter: Adapter) -> str:
+    details = "-".join(str(v) for _, v in sorted(adapter.options.items()) if v)
+    return f"{adapter.name}({details})" if details else adapter.name
+
+
+def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> list[TaskOutcome]:
+    """Run every task; failures are caught, reported and summarised, never fatal to the rest."""
+    store = ResultStore(settings.results_root)
+    outcomes = []
+    for task in tqdm(tasks, desc="tasks", unit="task", disable=not settings.progress or len(tasks) < 2):
+        try:
+            outcome = run_task(task, model, settings, store)
+        except RsdgError as exc:
+            outcome = TaskOutcome(task.id, error=str(exc))
+        except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
+            outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        outcomes.append(outcome)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    atomic_write_json(Path(settings.results_root) / "runs" / f"{stamp}.json", {
+        "model": {"adapter": model.adapter, "options": model.options,
+                  "checkpoint": str(model.checkpoint) if model.checkpoint else None},
+        "limit": settings.limit, "outcomes": [vars(o) for o in outcomes]})
+    return outcomes

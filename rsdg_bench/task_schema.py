@@ -1,0 +1,330 @@
+"""Task and suite YAMLs: one typed schema, strict on unknown keys, versioned and hashed.
+
+A task is one source→target protocol (see DESIGN.md). YAMLs live in the installed `rsdg_bench.tasks`
+package (`tasks/` in the repo) and in any folder listed in `$RSDG_TASK_PATH` (os.pathsep-separated).
+Files starting with `_` are shared defaults, pulled in with `include: _defaults.yaml` (a path relative to
+the including file, or a list of them; the including file wins, mappings merge key by key).
+
+The task hash is the sha256 of the resolved task without its display-only fields (`name`,
+`description`, `reference`): anything else can move a number, so any change to it changes the hash.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .classes import ClassSchema, load_class_schema
+from .errors import TaskError
+from .io import canonical_json, sha256_bytes
+
+TaskKind = Literal["segmentation", "temporal_segmentation", "change_detection", "classification"]
+MetricName = Literal["miou", "oa", "aa", "mf1"]
+_DISPLAY_ONLY = {"name", "description", "reference"}
+_NOT_TASK_DIRS = {"classes", "suites", "label_maps"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitRef(_Strict):
+    """One split of one domain of one prepared dataset."""
+
+    dataset: str
+    domain: str
+    split: str
+
+    @property
+    def slug(self) -> str:
+        return f"{self.dataset}/{self.domain}/{self.split}"
+
+
+class InferenceSpec(_Strict):
+    """How predictions are made: whole image, or mmseg-style sliding windows; optional flip TTA."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    crop: int | None = Field(default=None, gt=0)
+    stride: int | None = Field(default=None, gt=0)
+    tta: tuple[Literal["hflip", "vflip"], ...] = ()
+    window_batch: int = Field(default=8, gt=0, description="windows per forward pass; does not change numbers")
+
+    @model_validator(mode="after")
+    def _slide_needs_crop_and_stride(self) -> InferenceSpec:
+        if self.mode == "slide" and (self.crop is None or self.stride is None):
+            raise ValueError("inference.mode 'slide' needs both 'crop' and 'stride'")
+        if self.stride is not None and self.crop is not None and self.stride > self.crop:
+            raise ValueError(f"inference.stride {self.stride} is larger than crop {self.crop}: pixels would be skipped")
+        return self
+
+    def numeric_spec(self) -> dict[str, Any]:
+        """The part of the spec that can change a prediction (batching cannot)."""
+        return self.model_dump(mode="json", exclude={"window_batch"})
+
+
+class MetricsSpec(_Strict):
+    primary: MetricName = "miou"
+    report: tuple[MetricName, ...] = ("miou", "oa", "aa", "mf1")
+    classes: Literal["all"] | tuple[str, ...] = "all"
+    source_reference: bool = Field(
+        default=False, description="also evaluate the selection split, to show the source→target drop")
+
+
+class TrainingSpec(_Strict):
+    """The paper's training protocol for a source-only model (scaled down with CLI flags for smoke runs)."""
+
+    iterations: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    schedule: Literal["poly", "constant"] = "poly"
+    crop: int = Field(gt=0)
+    val_interval: int | None = Field(default=None, gt=0)
+    seed: int = 0
+
+
+class Reference(_Strict):
+    paper: str
+    table: str | int | None = None
+
+
+class Task(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_.-]+/[a-z0-9_.+-]+$")
+    name: str
+    description: str = ""
+    version: int = Field(ge=1)
+    suite: str
+    gap: str
+    kind: TaskKind = "segmentation"
+    classes: str
+    source: SplitRef
+    select: SplitRef | None = None
+    targets: tuple[SplitRef, ...] = Field(min_length=1)
+    inference: InferenceSpec = InferenceSpec()
+    metrics: MetricsSpec = MetricsSpec()
+    training: TrainingSpec | None = None
+    checkpoint_key: str
+    reference: Reference | None = None
+
+    @model_validator(mode="after")
+    def _targets_are_unseen(self) -> Task:
+        seen_in_training = {self.source} | ({self.select} if self.select else set())
+        for target in self.targets:
+            if target in seen_in_training:
+                raise ValueError(f"target {target.slug} is also the source or selection split: it would not be unseen")
+        return self
+
+    @cached_property
+    def class_schema(self) -> ClassSchema:
+        return load_class_schema(self.classes)
+
+    @cached_property
+    def hash(self) -> str:
+        """sha256 over every field that can move a number."""
+        return sha256_bytes(canonical_json(self.model_dump(mode="json", exclude=_DISPLAY_ONLY)).encode())
+
+    def headline_class_indices(self) -> list[int]:
+        if self.metrics.classes == "all":
+            return list(range(self.class_schema.num_classes))
+        return [self.class_schema.index_of(name) for name in self.metrics.classes]
+
+    def evaluation_splits(self) -> list[tuple[str, SplitRef]]:
+        """(role, split) pairs to evaluate: the targets, and the selection split when asked for."""
+        splits = [("target", t) for t in self.targets]
+        if self.metrics.source_reference and self.select is not None:
+            splits.insert(0, ("source", self.select))
+        return splits
+
+
+class Suite(_Strict):
+    id: str
+    name: str
+    description: str = ""
+    tasks: tuple[str, ...] = Field(min_length=1)
+    aggregation: Literal["mean"] = "mean"
+
+
+# --------------------------------------------------------------------------- loading
+
+def package_tasks_dir() -> Path:
+    """The installed `tasks/` folder (a real folder for both `pip install .` and `pip install -e .`)."""
+    return Path(str(resources.files("rsdg_bench.tasks")))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise TaskError(f"{path} is not valid YAML: {exc}", "fix the syntax at the line shown") from exc
+    if not isinstance(data, dict):
+        raise TaskError(f"{path} must hold a mapping of keys, got {type(data).__name__}",
+                        "start the file with `id: <suite>/<task>`")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve_includes(path: Path, data: dict[str, Any], chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    includes = data.pop("include", None)
+    if includes is None:
+        return data
+    resolved: dict[str, Any] = {}
+    for name in [includes] if isinstance(includes, str) else list(includes):
+        included_path = path.parent / name
+        key = str(included_path)
+        if key in chain:
+            raise TaskError(f"{path}: include cycle through {name}", "remove the circular include")
+        if not included_path.is_file():
+            raise TaskError(f"{path}: included file {name!r} not found next to it", "fix the include path")
+        included = _resolve_includes(included_path, _read_yaml(included_path), (*chain, key))
+        resolved = _deep_merge(resolved, included)
+    return _deep_merge(resolved, data)
+
+
+def _explain(exc: ValidationError, model: type[BaseModel], path: Any) -> TaskError:
+    """Turn pydantic's report into one line per problem, with a suggestion for misspelt keys."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, err["loc"][:-1])
+            allowed = list(parent.model_fields) if parent else []
+            guess = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+            hint = f" (did you mean {guess[0]!r}?)" if guess else f" (allowed: {', '.join(allowed)})"
+            lines.append(f"unknown key {loc!r}{hint}")
+        else:
+            lines.append(f"{loc or '(top level)'}: {err['msg']}")
+    return TaskError(f"{path}: " + "; ".join(lines), "fix the keys named above (`rsdg-bench tasks schema` prints the schema)")
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+            for inner in getattr(candidate, "__args__", ()):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    current = inner
+                    break
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def load_task_file(path: Path) -> Task:
+    """Read, resolve includes, and validate one task YAML; every problem is reported with the file name."""
+    data = _resolve_includes(path, _read_yaml(path))
+    try:
+        task = Task.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, Task, path) from exc
+    _check_against_schema(task, path)
+    return task
+
+
+def _check_against_schema(task: Task, path: Any) -> None:
+    schema = task.class_schema
+    if task.metrics.classes != "all":
+        unknown = [c for c in task.metrics.classes if c not in schema.names]
+        if unknown:
+            raise TaskError(f"{path}: metrics.classes names {unknown} not in class schema {schema.id!r}",
+                            f"use names from: {', '.join(schema.names)}")
+
+
+def load_suite_file(path: Path) -> Suite:
+    try:
+        return Suite.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise _explain(exc, Suite, path) from exc
+
+
+def _task_roots() -> list[Path]:
+    roots = [package_tasks_dir()]
+    for entry in os.environ.get("RSDG_TASK_PATH", "").split(os.pathsep):
+        if entry:
+            roots.append(Path(entry).expanduser())
+    return roots
+
+
+def _walk_yaml(folder: Path, skip_dirs: set[str]) -> list[Path]:
+    found = []
+    for child in sorted(folder.iterdir(), key=lambda c: c.name):
+        if child.is_dir():
+            if child.name not in skip_dirs and not child.name.startswith((".", "_")):
+                found.extend(_walk_yaml(child, skip_dirs))
+        elif child.name.endswith(".yaml") and not child.name.startswith("_"):
+            found.append(child)
+    return found
+
+
+class TaskCatalog:
+    """Every task and suite the installed package and $RSDG_TASK_PATH define, by id."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.task_files: dict[str, str] = {}
+        self.suites: dict[str, Suite] = {}
+        for root in _task_roots():
+            if not root.is_dir():
+                raise TaskError(f"task folder {root} (from RSDG_TASK_PATH) does not exist", "fix RSDG_TASK_PATH")
+            for path in _walk_yaml(root, _NOT_TASK_DIRS):
+                task = load_task_file(path)
+                if task.id in self.tasks:
+                    raise TaskError(f"task id {task.id!r} is defined twice: {self.task_files[task.id]} and {path}",
+                                    "give one of them another id")
+                self.tasks[task.id] = task
+                self.task_files[task.id] = str(path)
+            suites_dir = root / "suites"
+            if suites_dir.is_dir():
+                for path in _walk_yaml(suites_dir, set()):
+                    suite = load_suite_file(path)
+                    self.suites[suite.id] = suite
+        for suite in self.suites.values():
+            missing = [t for t in suite.tasks if t not in self.tasks]
+            if missing:
+                raise TaskError(f"suite {suite.id!r} lists unknown tasks {missing}", "fix the suite's task list")
+
+    def task(self, task_id: str) -> Task:
+        if task_id not in self.tasks:
+            guess = difflib.get_close_matches(task_id, list(self.tasks), n=3)
+            raise TaskError(f"unknown task {task_id!r}",
+                            f"did you mean {', '.join(guess)}?" if guess else "see `rsdg-bench tasks list`")
+        return self.tasks[task_id]
+
+    def suite_tasks(self, suite_id: str) -> list[Task]:
+        """Tasks of a suite, in its order; `all` is every task."""
+        if suite_id == "all":
+            return [self.tasks[t] for t in sorted(self.tasks)]
+        if suite_id not in self.suites:
+            raise TaskError(f"unknown suite {suite_id!r}",
+                            f"use `all` or one of: {', '.join(sorted(self.suites))}")
+        return [self.tasks[t] for t in self.suites[suite_id].tasks]
+
+
+def task_json_schema() -> dict[str, Any]:
+    """JSON Schema of a resolved task (before resolution a file may also carry `include:`)."""
+    schema = Task.model_json_schema()
+    schema["title"] = "rsdg-bench task"
+    return schema

@@ -1,0 +1,156 @@
+"""Training a source-only model under a task's `training:` protocol.
+
+The trainer reaches data only through `TaskData(phase="train")`, so it can read the source split and
+the selection split and nothing else. Model selection uses the selection split's headline mIoU; the
+best state is saved with the task hash, the normalization and the splits that were read.
+Augmentation is a random crop (padded with the ignore label when the sample is smaller) and random
+flips, drawn from a generator seeded by (seed, draw index), so runs are repeatable with any number of
+DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from . import __version__
+from .adapters import Adapter, checkpoint_bytes
+from .classes import IGNORE_INDEX
+from .data import SegmentationSplit, TaskData
+from .errors import AdapterError, TaskError
+from .evaluation import evaluate_split
+from .io import atomic_write_bytes
+from .metrics import scores_from_confusion
+from .task_schema import Task, TrainingSpec
+
+
+class RandomCrops(Dataset):
+    """Draw i → a random crop and flips of a random sample, determined by (seed, i) alone."""
+
+    def __init__(self, split: SegmentationSplit, crop: int, draws: int, seed: int) -> None:
+        self.split, self.crop, self.draws, self.seed = split, crop, draws, seed
+
+    def __len__(self) -> int:
+        return self.draws
+
+    def __getitem__(self, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, draw])
+        sample = self.split[int(rng.integers(len(self.split)))]
+        image, label = sample["image"], sample["label"].long()
+        height, width = label.shape
+        pad_h, pad_w = max(self.crop - height, 0), max(self.crop - width, 0)
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h))
+            label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        y0 = int(rng.integers(label.shape[0] - self.crop + 1))
+        x0 = int(rng.integers(label.shape[1] - self.crop + 1))
+        image = image[:, y0:y0 + self.crop, x0:x0 + self.crop]
+        label = label[y0:y0 + self.crop, x0:x0 + self.crop]
+        if rng.random() < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        if rng.random() < 0.5:
+            image, label = image.flip(-2), label.flip(-2)
+        return image, label
+
+
+@dataclass(frozen=True)
+class TrainOverrides:
+    """CLI flags that scale the paper's protocol down (smoke runs, the demo); recorded in the checkpoint."""
+
+    iterations: int | None = None
+    batch_size: int | None = None
+    val_interval: int | None = None
+    lr: float | None = None
+
+    def apply(self, spec: TrainingSpec) -> TrainingSpec:
+        changes = {k: v for k, v in vars(self).items() if v is not None}
+        return spec.model_copy(update=changes)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    checkpoint: Path
+    best_iteration: int
+    best_selection_miou: float | None
+    opened_splits: list[str]
+
+
+def _optimizer(spec: TrainingSpec, params: Any) -> torch.optim.Optimizer:
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
+
+
+def _poly(spec: TrainingSpec, iteration: int) -> float:
+    return 1.0 if spec.schedule == "constant" else (1 - iteration / spec.iterations) ** 0.9
+
+
+def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path, *,
+                  overrides: TrainOverrides = TrainOverrides(), device: torch.device = torch.device("cpu"),
+                  num_workers: int = 0, progress: bool = True) -> TrainReport:
+    """Train `adapter` (already set up) on the task's source split and save the selected checkpoint."""
+    if task.training is None:
+        raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
+    module = adapter.module
+    if not adapter.trainable or module is None:
+        raise AdapterError(f"adapter {adapter.name!r} cannot be trained by the harness",
+                           "evaluate its released checkpoint with `rsdg-bench run --checkpoint`")
+    spec = overrides.apply(task.training)
+    access = TaskData(data_root, task, phase="train")
+    source = access.open(task.source)
+    select = access.open(task.select) if task.select is not None else None
+    contract = adapter.input_contract()
+    torch.manual_seed(spec.seed)
+    loader = DataLoader(RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed),
+                        batch_size=spec.batch_size, shuffle=False, num_workers=num_workers, drop_last=True)
+    optimizer = _optimizer(spec, module.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: _poly(spec, it))
+    interval = spec.val_interval or spec.iterations
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    module.to(device)
+    bar = tqdm(total=spec.iterations, desc=f"train {task.checkpoint_key}", unit="it", disable=not progress)
+    for iteration, (images, labels) in enumerate(loader, start=1):
+        module.train()
+        x = contract.prepare(images.to(device), source.band_names, where=task.source.slug)
+        loss = F.cross_entropy(adapter.predict(x), labels.to(device), ignore_index=IGNORE_INDEX)
+        if not math.isfinite(loss.item()):
+            raise AdapterError(f"training loss became {loss.item()} at iteration {iteration}",
+                               "lower the learning rate or check the normalization")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if select is not None and (iteration % interval == 0 or iteration == spec.iterations):
+            matrix = evaluate_split(adapter, select, task, device, progress=False)
+            miou = scores_from_confusion(matrix, task.headline_class_indices()).miou
+            bar.set_postfix(loss=f"{loss.item():.3f}", select_miou=f"{miou:.3f}")
+            if best is None or miou > best[0]:
+                best = (miou, iteration, copy.deepcopy(module.state_dict()))
+    bar.close()
+    best_miou, best_iteration, state = best if best is not None else (math.nan, spec.iterations, module.state_dict())
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "rsdg": {
+            "task_id": task.id, "task_hash": task.hash, "checkpoint_key": task.checkpoint_key,
+            "adapter": adapter.identity(), "normalization": contract.record(), "band_names": source.band_names,
+            "training": spec.model_dump(mode="json"), "selection": {
+                "split": task.select.slug if task.select else None, "metric": "miou",
+                "value": None if math.isnan(best_miou) else best_miou, "iteration": best_iteration},
+            "opened_splits": access.opened, "harness_version": __version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload))
+    return TrainReport(checkpoint_path, best_iteration, None if math.isnan(best_miou) else best_miou, access.opened)

@@ -1,0 +1,129 @@
+"""Adapter discovery (built-in, entry point, file), strict weight loading, harness normalization, conformance."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsdg_bench import registry
+from rsdg_bench.adapters import InputContract, Normalization, load_state_strict
+from rsdg_bench.conformance import run_conformance
+from rsdg_bench.errors import AdapterError
+from rsdg_bench.registry import available_adapters, resolve_adapter
+from rsdg_bench.task_schema import TaskCatalog
+
+TASK = TaskCatalog().task("demo/u2a")
+PLUGIN = """
+import torch
+from rsdg_bench.adapters import Adapter, InputContract, Normalization
+
+class Tiny(Adapter):
+    trainable = True
+
+    def setup(self, task, band_names):
+        self.module = torch.nn.Conv2d(len(band_names), task.class_schema.num_classes, 3, padding=1)
+        self._contract = InputContract(len(band_names), Normalization((0.0,) * len(band_names), (1.0,) * len(band_names)))
+
+    def input_contract(self):
+        return self._contract
+
+    def predict(self, x):
+        return self.module(x){suffix}
+"""
+
+
+def write_plugin(tmp_path: Path, suffix: str = "", name: str = "tiny.py") -> Path:
+    path = tmp_path / name
+    path.write_text(PLUGIN.replace("{suffix}", suffix))
+    return path
+
+
+def test_builtin_smp_is_listed_and_resolves():
+    assert available_adapters()["smp"] == "built-in"
+    assert resolve_adapter("smp").name == "smp"
+
+
+def test_adapter_from_a_file(tmp_path: Path):
+    cls = resolve_adapter(f"{write_plugin(tmp_path)}:Tiny")
+    assert cls.__name__ == "Tiny" and cls.name == "Tiny"
+
+
+def test_adapter_from_an_entry_point(tmp_path: Path, monkeypatch):
+    path = write_plugin(tmp_path, name="tiny_plugin_mod.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = EntryPoint(name="tiny", value="tiny_plugin_mod:Tiny", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    assert resolve_adapter("tiny").__name__ == "Tiny"
+    assert available_adapters()["tiny"].startswith("plug-in")
+    assert path.exists()
+
+
+def test_unknown_adapter_lists_the_known_ones():
+    with pytest.raises(AdapterError, match="smp"):
+        resolve_adapter("crossearthh")
+
+
+def test_strict_loading_names_missing_unexpected_and_mis_shaped_keys():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 5, 1))
+    state = dict(module.state_dict())
+    state.pop("1.bias")
+    state["extra.weight"] = torch.zeros(1)
+    state["0.weight"] = torch.zeros(4, 3, 3, 3)
+    with pytest.raises(AdapterError, match=r"missing: 1.bias; unexpected: extra.weight; wrong shape: 0.weight"):
+        load_state_strict(module, state, "ckpt.pt")
+
+
+def test_corrupt_checkpoint_file_is_a_clear_error(tmp_path: Path):
+    adapter = resolve_adapter("smp")()
+    adapter.setup(TASK, ["red", "green", "blue"])
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(AdapterError, match="cannot read checkpoint"):
+        adapter.load(bad)
+
+
+def test_harness_normalizes_in_data_units_and_checks_bands():
+    contract = InputContract(3, Normalization((10.0, 20.0, 30.0), (2.0, 4.0, 5.0)))
+    x = torch.tensor([12.0, 28.0, 40.0]).view(1, 3, 1, 1)
+    assert contract.prepare(x, ["r", "g", "b"], "t").flatten().tolist() == [1.0, 2.0, 2.0]
+    with pytest.raises(AdapterError, match="has 4 bands"):
+        contract.prepare(torch.zeros(1, 4, 1, 1), ["r", "g", "b", "n"], "t")
+
+
+def test_band_names_select_by_name():
+    contract = InputContract(2, Normalization((0.0, 0.0), (1.0, 1.0)), band_names=("nir", "red"))
+    x = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)     # stored as red, green, nir
+    assert contract.prepare(x, ["red", "green", "nir"], "t").flatten().tolist() == [3.0, 1.0]
+    with pytest.raises(AdapterError, match="needs \\['nir'\\]"):
+        contract.prepare(x[:, :2], ["red", "green"], "t")
+
+
+def test_smp_options_are_validated():
+    with pytest.raises(AdapterError, match="unknown smp options"):
+        resolve_adapter("smp")(encodr="resnet18")
+    adapter = resolve_adapter("smp")(mean="1,2", std="1")
+    with pytest.raises(AdapterError, match="2 values for 3 bands"):
+        adapter.setup(TASK, ["red", "green", "blue"])
+
+
+def test_smp_passes_conformance():
+    adapter = resolve_adapter("smp")(encoder="resnet18")
+    adapter.setup(TASK, ["red", "green", "blue"])
+    results = run_conformance(adapter, TASK, ["red", "green", "blue"])
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+
+
+def test_conformance_catches_a_broken_adapter(tmp_path: Path):
+    noisy_file = write_plugin(tmp_path, suffix=" + torch.randn(1)", name="noisy.py")
+    noisy = resolve_adapter(f"{noisy_file}:Tiny")()
+    noisy.setup(TASK, ["red", "green", "blue"])
+    failed = {r.name for r in run_conformance(noisy, TASK, ["red", "green", "blue"]) if not r.passed}
+    assert "finite and deterministic" in failed
+    nan_file = write_plugin(tmp_path, suffix=" * float('nan')", name="nan.py")
+    nan = resolve_adapter(f"{nan_file}:Tiny")()
+    nan.setup(TASK, ["red", "green", "blue"])
+    failed = {r.name for r in run_conformance(nan, TASK, ["red", "green", "blue"]) if not r.passed}
+    assert "shape and K" in failed

@@ -1,0 +1,134 @@
+"""Sliding-window and whole-image inference against a literal re-statement of mmseg's slide_inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rsdg_bench.errors import AdapterError
+from rsdg_bench.inference import checked_forward, predict_logits
+from rsdg_bench.task_schema import InferenceSpec
+from rsdg_bench.windows import window_grid
+
+K = 4
+
+
+class ContextModel(torch.nn.Module):
+    """Logits depend on context (a 5×5 conv plus the crop's own mean), so window placement matters."""
+
+    def __init__(self, bands: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(bands, K, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + x.mean(dim=(1, 2, 3), keepdim=True)
+
+
+def mmseg_slide(model, img, crop, stride):
+    """mmseg's slide_inference, step by step, one window at a time."""
+    batch, _, h_img, w_img = img.shape
+    h_grids = max(h_img - crop + stride - 1, 0) // stride + 1
+    w_grids = max(w_img - crop + stride - 1, 0) // stride + 1
+    preds = img.new_zeros((batch, K, h_img, w_img))
+    count_mat = img.new_zeros((batch, 1, h_img, w_img))
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y1, x1 = h_idx * stride, w_idx * stride
+            y2, x2 = min(y1 + crop, h_img), min(x1 + crop, w_img)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            crop_logit = model(img[:, :, y1:y2, x1:x2])
+            preds += F.pad(crop_logit, (int(x1), int(preds.shape[3] - x2), int(y1), int(preds.shape[2] - y2)))
+            count_mat[:, :, y1:y2, x1:x2] += 1
+    return preds / count_mat
+
+
+@pytest.mark.parametrize("h,w,crop,stride", [(1500, 1500, 1024, 683), (97, 131, 64, 43), (50, 70, 64, 43),
+                                              (64, 64, 64, 64), (130, 65, 64, 21)])
+def test_window_grid_matches_mmseg(h, w, crop, stride):
+    expected = []
+    for h_idx in range(max(h - crop + stride - 1, 0) // stride + 1):
+        for w_idx in range(max(w - crop + stride - 1, 0) // stride + 1):
+            y2, x2 = min(h_idx * stride + crop, h), min(w_idx * stride + crop, w)
+            expected.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    assert window_grid(h, w, crop, stride) == expected
+
+
+def test_1500_with_crop_1024_stride_683_is_a_2x2_grid_clamped_to_the_edge():
+    assert window_grid(1500, 1500, 1024, 683) == [(0, 1024, 0, 1024), (0, 1024, 476, 1500),
+                                                  (476, 1500, 0, 1024), (476, 1500, 476, 1500)]
+
+
+@pytest.mark.parametrize("h,w,crop,stride,window_batch", [(97, 131, 64, 43, 1), (97, 131, 64, 43, 5),
+                                                          (50, 70, 64, 43, 8), (130, 65, 64, 21, 3)])
+def test_slide_equals_mmseg_reference(h, w, crop, stride, window_batch):
+    model = ContextModel()
+    image = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h + w))
+    forward = checked_forward(model, K, 1, "test")
+    spec = InferenceSpec(mode="slide", crop=crop, stride=stride, window_batch=window_batch)
+    with torch.no_grad():
+        ours = predict_logits(forward, image, spec, K)
+        reference = mmseg_slide(model, image, crop, stride)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_large_odd_image_matches_reference():
+    model = ContextModel(bands=1)
+    image = torch.randn(1, 1, 1500, 1500, generator=torch.Generator().manual_seed(1))
+    spec = InferenceSpec(mode="slide", crop=1024, stride=683, window_batch=2)
+    with torch.no_grad():
+        ours = predict_logits(checked_forward(model, K, 1, "test"), image, spec, K)
+        torch.testing.assert_close(ours, mmseg_slide(model, image, 1024, 683), rtol=1e-5, atol=1e-5)
+
+
+def test_slide_on_an_image_smaller_than_the_crop_is_one_whole_pass():
+    model = ContextModel()
+    image = torch.randn(1, 3, 40, 30)
+    with torch.no_grad():
+        slid = predict_logits(checked_forward(model, K, 1, "t"), image,
+                              InferenceSpec(mode="slide", crop=64, stride=32), K)
+        whole = predict_logits(checked_forward(model, K, 1, "t"), image, InferenceSpec(mode="whole"), K)
+    torch.testing.assert_close(slid, whole)
+
+
+def test_padding_to_the_size_divisor_is_cropped_back_and_pads_with_zeros():
+    seen = []
+
+    def predict(x):
+        seen.append(x.shape)
+        return x[:, :1].repeat(1, K, 1, 1)
+
+    image = torch.ones(1, 3, 37, 50)
+    out = checked_forward(predict, K, 32, "t")(image)
+    assert seen == [torch.Size([1, 3, 64, 64])]
+    assert out.shape == (1, K, 37, 50) and torch.all(out == 1)
+
+
+def test_flip_tta_averages_probabilities_of_the_flipped_passes():
+    model = ContextModel()
+    image = torch.randn(1, 3, 32, 48)
+    forward = checked_forward(model, K, 1, "t")
+    with torch.no_grad():
+        ours = predict_logits(forward, image, InferenceSpec(tta=("hflip",)), K)
+        expected = (model(image).softmax(1) + model(image.flip(-1)).flip(-1).softmax(1)) / 2
+    torch.testing.assert_close(ours, expected)
+
+
+def test_wrong_output_shape_is_an_adapter_error():
+    forward = checked_forward(lambda x: torch.zeros(x.shape[0], K + 1, *x.shape[-2:]), K, 1, "bad")
+    with pytest.raises(AdapterError, match="expected"):
+        forward(torch.zeros(1, 3, 8, 8))
+
+
+def test_nan_logits_are_an_adapter_error():
+    forward = checked_forward(lambda x: torch.full((x.shape[0], K, *x.shape[-2:]), float("nan")), K, 1, "bad")
+    with pytest.raises(AdapterError, match="NaN"):
+        forward(torch.zeros(1, 3, 8, 8))
+
+
+def test_slide_spec_requires_crop_and_stride_no_larger_than_crop():
+    with pytest.raises(ValueError):
+        InferenceSpec(mode="slide", crop=64)
+    with pytest.raises(ValueError):
+        InferenceSpec(mode="slide", crop=64, stride=65)

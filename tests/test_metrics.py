@@ -1,0 +1,145 @@
+"""The metric engine against torchmetrics, against mmseg's formulas, and against hand-computed numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
+
+from rsdg_bench.errors import DataError
+from rsdg_bench.metrics import ConfusionAccumulator, confusion_matrix, scores_from_confusion
+
+IGNORE = 255
+
+
+def random_maps(seed: int, k: int, shape=(3, 97, 131), absent=(), ignore_fraction=0.1):
+    """Label/prediction pairs with ignore pixels; classes in `absent` appear in neither."""
+    rng = np.random.default_rng(seed)
+    present = [c for c in range(k) if c not in absent]
+    label = rng.choice(present, size=shape).astype(np.uint8)
+    pred = np.where(rng.random(shape) < 0.6, label, rng.choice(present, size=shape)).astype(np.uint8)
+    label[rng.random(shape) < ignore_fraction] = IGNORE
+    return label, pred
+
+
+def mmseg_reference(labels, preds, k):
+    """mmseg's IoUMetric, re-derived from its formulas: per-image histc areas, summed, then nanmean."""
+    area_i = torch.zeros(k, dtype=torch.float64)
+    area_p = torch.zeros(k, dtype=torch.float64)
+    area_l = torch.zeros(k, dtype=torch.float64)
+    for label, pred in zip(labels, preds):
+        label, pred = torch.as_tensor(label).long(), torch.as_tensor(pred).long()
+        mask = label != IGNORE
+        label, pred = label[mask], pred[mask]
+        hit = pred[pred == label]
+        area_i += torch.histc(hit.double(), bins=k, min=0, max=k - 1)
+        area_p += torch.histc(pred.double(), bins=k, min=0, max=k - 1)
+        area_l += torch.histc(label.double(), bins=k, min=0, max=k - 1)
+    area_u = area_p + area_l - area_i
+    iou = (area_i / area_u).numpy()
+    acc = (area_i / area_l).numpy()
+    dice = (2 * area_i / (area_p + area_l)).numpy()
+    return {"aAcc": float(area_i.sum() / area_l.sum()), "IoU": iou, "mIoU": np.nanmean(iou),
+            "mAcc": np.nanmean(acc), "mDice": np.nanmean(dice)}
+
+
+@pytest.mark.parametrize("seed,k,absent", [(0, 6, ()), (1, 6, (2,)), (2, 7, (0, 5)), (3, 2, ())])
+def test_confusion_matrix_is_bit_identical_to_torchmetrics(seed, k, absent):
+    label, pred = random_maps(seed, k, absent=absent)
+    ours = confusion_matrix(label, pred, k)
+    reference = MulticlassConfusionMatrix(num_classes=k, ignore_index=IGNORE)(
+        torch.from_numpy(pred).long(), torch.from_numpy(label).long())
+    assert ours.dtype == torch.int64
+    assert torch.equal(ours, reference.to(torch.int64))
+
+
+@pytest.mark.parametrize("seed,k,absent", [(4, 6, ()), (5, 6, (1, 3)), (6, 19, (4, 7, 11))])
+def test_miou_equals_torchmetrics_macro_jaccard(seed, k, absent):
+    label, pred = random_maps(seed, k, absent=absent)
+    scores = scores_from_confusion(confusion_matrix(label, pred, k))
+    reference = MulticlassJaccardIndex(num_classes=k, average="macro", ignore_index=IGNORE)(
+        torch.from_numpy(pred).long(), torch.from_numpy(label).long())
+    assert scores.miou == pytest.approx(reference.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed,k,absent", [(7, 6, ()), (8, 6, (2,)), (9, 5, (0, 4))])
+def test_metrics_match_mmseg_formulas_over_several_images(seed, k, absent):
+    pairs = [random_maps(seed * 10 + i, k, shape=(61, 83), absent=absent) for i in range(4)]
+    accumulator = ConfusionAccumulator(k)
+    for label, pred in pairs:
+        accumulator.update(label, pred)
+    scores = scores_from_confusion(accumulator.matrix)
+    reference = mmseg_reference([p[0] for p in pairs], [p[1] for p in pairs], k)
+    np.testing.assert_allclose(scores.iou, reference["IoU"], rtol=1e-12, equal_nan=True)
+    assert scores.miou == pytest.approx(reference["mIoU"], rel=1e-12)
+    assert scores.oa == pytest.approx(reference["aAcc"], rel=1e-12)
+    assert scores.aa == pytest.approx(reference["mAcc"], rel=1e-12)
+    assert scores.mf1 == pytest.approx(reference["mDice"], rel=1e-12)
+
+
+def test_hand_computed_example():
+    # rows = ground truth, columns = prediction
+    cm = torch.tensor([[3, 1, 0], [1, 2, 0], [0, 0, 0]])
+    s = scores_from_confusion(cm)
+    assert s.iou[0] == pytest.approx(3 / 5) and s.iou[1] == pytest.approx(2 / 4)
+    assert math.isnan(s.iou[2])                       # absent from ground truth and prediction
+    assert s.miou == pytest.approx((3 / 5 + 2 / 4) / 2)
+    assert s.oa == pytest.approx(5 / 7)
+    assert s.aa == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert s.mf1 == pytest.approx((6 / 8 + 4 / 6) / 2)
+
+
+def test_class_predicted_but_absent_from_ground_truth_scores_zero_not_nan():
+    cm = torch.tensor([[4, 1], [0, 0]])
+    s = scores_from_confusion(cm)
+    assert s.iou[1] == 0.0 and s.miou == pytest.approx((4 / 5 + 0) / 2)
+    assert math.isnan(s.recall[1])                    # nothing to recall: left out of AA
+    assert s.aa == pytest.approx(4 / 5)               # recall of class 0 alone
+
+
+def test_ignore_pixels_are_dropped_whatever_the_prediction():
+    label = np.array([[0, 1, IGNORE, IGNORE]], dtype=np.uint8)
+    pred = np.array([[0, 1, 1, 0]], dtype=np.uint8)
+    assert confusion_matrix(label, pred, 2).tolist() == [[1, 0], [0, 1]]
+
+
+def test_headline_classes_select_the_foreground_iou():
+    cm = torch.tensor([[90, 5], [5, 10]])             # background, building
+    s = scores_from_confusion(cm, headline_classes=[1])
+    assert s.miou == pytest.approx(10 / 20)
+    assert s.oa == pytest.approx(100 / 110)           # OA still counts every pixel
+
+
+def test_label_values_outside_the_schema_are_an_error_not_dropped():
+    label = np.array([[0, 1, 7]], dtype=np.uint8)
+    pred = np.zeros_like(label)
+    with pytest.raises(DataError, match=r"\[7\]"):
+        confusion_matrix(label, pred, 3)
+
+
+def test_predictions_out_of_range_are_rejected():
+    with pytest.raises(ValueError, match="predictions"):
+        confusion_matrix(np.zeros((2, 2), np.uint8), np.full((2, 2), 3, np.uint8), 3)
+
+
+def test_many_classes_use_the_wide_path_and_stay_exact():
+    k = 150
+    label, pred = random_maps(11, k, shape=(2, 64, 64))
+    reference = MulticlassConfusionMatrix(num_classes=k, ignore_index=IGNORE)(
+        torch.from_numpy(pred).long(), torch.from_numpy(label).long())
+    assert torch.equal(confusion_matrix(label, pred, k), reference.to(torch.int64))
+
+
+def test_int64_labels_are_accepted_and_range_checked():
+    label = torch.tensor([[0, 1, IGNORE]])
+    assert confusion_matrix(label, torch.tensor([[0, 0, 1]]), 2).tolist() == [[1, 0], [1, 0]]
+    with pytest.raises(DataError):
+        confusion_matrix(torch.tensor([[300]]), torch.tensor([[0]]), 2)
+
+
+def test_empty_confusion_matrix_gives_nan_everywhere():
+    s = scores_from_confusion(torch.zeros(3, 3, dtype=torch.int64))
+    assert all(math.isnan(v) for v in s.headline().values())

@@ -1,0 +1,197 @@
+"""Preparing ToyEarth from its raw layout: format, checks, bad input, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+
+from rsdg_bench.errors import DataError
+from rsdg_bench.io import sha256_file
+from rsdg_bench.prep import get_preparer
+from rsdg_bench.prepared import PreparedDataset, PreparedWriter, read_raster
+
+PREP = get_preparer("toyearth")
+
+
+def test_prepared_layout_card_and_manifest(data_root: Path):
+    ds = PreparedDataset.open(data_root, "toyearth")
+    assert ds.card.split_counts == {d: {"train": 32, "val": 4} for d in ("arid", "coarse", "irrg", "urban")}
+    assert ds.band_names("irrg") == ["nir", "red", "green"]
+    assert ds.card.manifest_sha256 == sha256_file(data_root / "toyearth" / "manifest.parquet")
+    frame = gpd.read_parquet(data_root / "toyearth" / "manifest.parquet")   # GeoParquet with footprints
+    assert frame.crs.to_string() == "EPSG:32632" and frame.geometry.notna().all()
+    assert ds.verify_files() == []
+    assert not (data_root / ".toyearth.partial").exists()
+
+
+def test_manifest_class_counts_and_hashes_match_the_files(data_root: Path):
+    ds = PreparedDataset.open(data_root, "toyearth")
+    for _, row in ds.manifest.sample(12, random_state=0).iterrows():
+        label = ds.read_label(row)
+        assert label.dtype == np.uint8 and label.shape == (row["height"], row["width"])
+        counts = np.bincount(label.ravel(), minlength=256)
+        assert list(row["class_counts"]) == counts[:5].tolist()
+        assert counts[5:255].sum() == 0
+        assert sha256_file(ds.root / row["image"]) == row["image_sha256"]
+
+
+def test_train_tiles_reassemble_the_raw_scene_with_labels_mapped(data_root: Path, toyearth_raw: Path):
+    ds = PreparedDataset.open(data_root, "toyearth")
+    rows = ds.rows("urban", "train")
+    rows = rows[rows["source_file"] == "urban/train/images/urban_train_003.tif"]
+    raw_image = read_raster(toyearth_raw / "urban/train/images/urban_train_003.tif")
+    raw_colours = read_raster(toyearth_raw / "urban/train/labels/urban_train_003.png").transpose(1, 2, 0)
+    assert len(rows) == 4
+    for _, row in rows.iterrows():
+        x0, y0, x1, y1 = row["window"]
+        np.testing.assert_array_equal(ds.read_image(row), raw_image[:, y0:y1, x0:x1])
+        label = ds.read_label(row)
+        colours = raw_colours[y0:y1, x0:x1]
+        assert np.all(label[(colours == [220, 40, 40]).all(-1)] == 1)   # building colour → index 1
+        assert np.all(label[(colours == [0, 0, 0]).all(-1)] == 255)     # no-data → ignore
+    with rasterio.open(ds.root / rows.iloc[0]["image"]) as src:
+        assert src.crs.to_string() == "EPSG:32632"
+
+
+def test_prepare_from_the_zip_archive(tmp_path: Path):
+    archive = PREP.make_fake(tmp_path / "dl", archive=True)
+    assert archive.name == "ToyEarth-v1.zip"
+    out = PREP.prepare(archive, tmp_path / "data", progress=False)
+    card = json.loads((out / "dataset.json").read_text())
+    assert card["source_archives"][0]["name"] == "ToyEarth-v1.zip"
+    assert card["source_archives"][0]["sha256"] == sha256_file(archive)
+
+
+def test_truncated_archive_is_a_clear_error(tmp_path: Path):
+    archive = PREP.make_fake(tmp_path / "dl", archive=True)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataError, match="ToyEarth-v1.zip"):
+        PREP.prepare(archive, tmp_path / "data", progress=False)
+    assert not (tmp_path / "data" / "toyearth").exists()
+
+
+def test_wrong_folder_names_what_was_expected(tmp_path: Path):
+    (tmp_path / "something").mkdir()
+    with pytest.raises(DataError, match="ToyEarth/.*ToyEarth-v1.zip"):
+        PREP.prepare(tmp_path / "something", tmp_path / "data", progress=False)
+
+
+@pytest.fixture
+def raw_copy(tmp_path: Path, toyearth_raw: Path) -> Path:
+    copy = tmp_path / "ToyEarth"
+    shutil.copytree(toyearth_raw, copy)
+    return copy
+
+
+def test_missing_file_is_named(raw_copy: Path, tmp_path: Path):
+    (raw_copy / "arid/val/labels/arid_val_002.png").unlink()
+    with pytest.raises(DataError, match="arid_val_002.png"):
+        PREP.prepare(raw_copy, tmp_path / "data", progress=False)
+
+
+def test_modified_file_fails_its_checksum(raw_copy: Path, tmp_path: Path):
+    path = raw_copy / "urban/val/images/urban_val_001.tif"
+    with rasterio.open(path, "r+") as dst:
+        band = dst.read(1)
+        band[0, 0] ^= 1
+        dst.write(band, 1)
+    with pytest.raises(DataError, match="urban_val_001.tif does not match its sha256"):
+        PREP.prepare(raw_copy, tmp_path / "data", progress=False)
+
+
+def test_unknown_label_colour_is_reported_with_file_and_position(raw_copy: Path, tmp_path: Path):
+    path = raw_copy / "coarse/val/labels/coarse_val_000.png"
+    with rasterio.open(path) as src:
+        colours = src.read()
+    colours[:, 5, 7] = (1, 2, 3)
+    with rasterio.open(path, "w", driver="PNG", height=colours.shape[1], width=colours.shape[2], count=3,
+                       dtype="uint8") as dst:
+        dst.write(colours)
+    release = json.loads((raw_copy / "toyearth.json").read_text())   # keep the checksum honest: test the colour check
+    for entry in release["files"]:
+        if entry["path"] == "coarse/val/labels/coarse_val_000.png":
+            entry["sha256"] = sha256_file(path)
+    (raw_copy / "toyearth.json").write_text(json.dumps(release))
+    with pytest.raises(DataError, match=r"coarse_val_000.png: colour \(1, 2, 3\) at \(row 5, col 7\)"):
+        PREP.prepare(raw_copy, tmp_path / "data", progress=False)
+
+
+def test_crash_leaves_nothing_published_and_the_rerun_resumes(raw_copy: Path, tmp_path: Path, monkeypatch,
+                                                                data_root: Path):
+    calls = {"n": 0}
+    original_add = PreparedWriter.add
+
+    def crashing_add(self, sample):
+        calls["n"] += 1
+        if calls["n"] == 60:
+            raise KeyboardInterrupt("simulated crash")
+        return original_add(self, sample)
+
+    monkeypatch.setattr(PreparedWriter, "add", crashing_add)
+    out_root = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt):
+        PREP.prepare(raw_copy, out_root, progress=False)
+    assert not (out_root / "toyearth").exists() and (out_root / ".toyearth.partial").exists()
+    with pytest.raises(DataError, match="interrupted"):
+        PreparedDataset.open(out_root, "toyearth")
+
+    monkeypatch.setattr(PreparedWriter, "add", original_add)
+    resumed = []
+    original_init = PreparedWriter.__init__
+
+    def spy_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        resumed.append(self.resumed_count)
+
+    monkeypatch.setattr(PreparedWriter, "__init__", spy_init)
+    PREP.prepare(raw_copy, out_root, progress=False)
+    assert resumed == [59]
+    fresh = PreparedDataset.open(data_root, "toyearth").manifest
+    again = PreparedDataset.open(out_root, "toyearth").manifest
+    assert again["image_sha256"].tolist() == fresh["image_sha256"].tolist()
+    assert again["label_sha256"].tolist() == fresh["label_sha256"].tolist()
+
+
+def test_rerun_over_a_finished_dataset_replaces_it_cleanly(raw_copy: Path, tmp_path: Path):
+    out_root = tmp_path / "data"
+    PREP.prepare(raw_copy, out_root, progress=False)
+    first = (out_root / "toyearth" / "dataset.json").read_text()
+    PREP.prepare(raw_copy, out_root, progress=False)
+    assert json.loads(first)["manifest_sha256"] == json.loads((out_root / "toyearth" / "dataset.json").read_text())["manifest_sha256"]
+    assert not any(p.name.endswith((".partial", ".old")) for p in out_root.iterdir())
+
+
+def test_tampered_manifest_is_refused(tmp_path: Path, raw_copy: Path):
+    out = PREP.prepare(raw_copy, tmp_path / "data", progress=False)
+    with open(out / "manifest.parquet", "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(DataError, match="does not match the sha256"):
+        PreparedDataset.open(tmp_path / "data", "toyearth")
+
+
+def test_opening_a_dataset_never_prepared_says_how(tmp_path: Path):
+    with pytest.raises(DataError, match="rsdg-bench prepare toyearth --raw"):
+        PreparedDataset.open(tmp_path, "toyearth")
+
+
+def test_fake_is_deterministic_from_its_seed(tmp_path: Path):
+    a = PREP.make_fake(tmp_path / "a", seed=3)
+    b = PREP.make_fake(tmp_path / "b", seed=3)
+    c = PREP.make_fake(tmp_path / "c", seed=4)
+    digest = lambda root: json.loads((root / "toyearth.json").read_text())["files"]  # noqa: E731
+    assert digest(a) == digest(b) != digest(c)
+
+
+def test_zip_with_path_traversal_is_refused(tmp_path: Path):
+    bad = tmp_path / "ToyEarth-v1.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../evil.txt", "x")
+    with pytest.raises(DataError, match="unsafe path"):
+        PREP.prepare(bad, tmp_path / "data", progress=False)

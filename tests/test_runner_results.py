@@ -1,0 +1,121 @@
+"""Runner and result records: contents, resume, smoke runs, failure isolation, tamper detection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsdg_bench.errors import ResultsError
+from rsdg_bench.results import ResultStore, load_record, metrics_block, recompute
+from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+from rsdg_bench.task_schema import TaskCatalog
+
+from conftest import SMALL_MODEL
+
+
+def settings(data_root: Path, results: Path, **kw) -> RunSettings:
+    return RunSettings(data_root=data_root, results_root=results, progress=False, **kw)
+
+
+def model_with(trained: dict) -> ModelSpec:
+    return ModelSpec(SMALL_MODEL.adapter, SMALL_MODEL.options, checkpoint=trained["checkpoint"], display_name="unet-r18")
+
+
+def test_records_hold_metrics_matrices_and_provenance(trained: dict, data_root: Path, tmp_path: Path):
+    task = TaskCatalog().task("demo/u2a")
+    [outcome] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
+    assert outcome.error is None and len(outcome.written) == 2          # source reference + one target
+    records = {load_record(Path(p)).evaluated.role: load_record(Path(p)) for p in outcome.written}
+    target = records["target"]
+    slug = "toyearth/arid/val"
+    assert set(target.metrics[slug]) >= {"miou", "oa", "aa", "mf1", "per_class"}
+    assert sum(map(sum, target.confusion_matrices[slug])) > 0
+    prov = target.provenance
+    assert prov["task_hash"] == task.hash
+    assert prov["checkpoint_sha256"] == target.model["checkpoint"]["sha256"]
+    assert prov["dataset_manifest_sha256"] == json.loads((data_root / "toyearth/dataset.json").read_text())["manifest_sha256"]
+    assert {"harness_version", "git_commit", "torch_version", "device", "wall_time_s", "date"} <= set(prov)
+    assert target.normalization["mean"] == [127.5, 127.5, 127.5]
+    assert target.inference == {"mode": "slide", "crop": 128, "stride": 85, "tta": [], "window_batch": 8}
+    # the trained model is much better on its own domain than on the unseen one
+    assert records["source"].metrics["toyearth/urban/val"]["miou"] > target.metrics[slug]["miou"] + 0.1
+
+
+def test_rerun_skips_and_force_recomputes_identically(trained: dict, data_root: Path, tmp_path: Path):
+    task = TaskCatalog().task("demo/rgb2irrg")
+    [first] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
+    [second] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
+    assert second.written == [] and sorted(second.skipped) == sorted(first.written)
+    [forced] = run_tasks([task], model_with(trained), settings(data_root, tmp_path, force=True))
+    assert sorted(forced.written) == sorted(first.written)
+    assert load_record(Path(forced.written[0])).confusion_matrices == load_record(Path(first.written[0])).confusion_matrices
+
+
+def test_limit_marks_a_smoke_run_under_its_own_key(trained: dict, data_root: Path, tmp_path: Path):
+    task = TaskCatalog().task("demo/u2a")
+    [full] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
+    [smoke] = run_tasks([task], model_with(trained), settings(data_root, tmp_path, limit=1))
+    assert smoke.written and not set(smoke.written) & set(full.written)
+    record = load_record(Path(smoke.written[0]))
+    assert record.smoke == {"limit": 1} and record.evaluated.num_samples == 1
+
+
+def test_a_failing_task_is_reported_and_the_rest_runs(trained: dict, data_root: Path, tmp_path: Path, monkeypatch):
+    catalog = TaskCatalog()
+    broken = catalog.task("demo/u2a").model_copy(update={
+        "id": "demo/missing", "targets": (catalog.task("demo/u2a").targets[0].model_copy(update={"dataset": "nope"}),)})
+    outcomes = run_tasks([broken, catalog.task("demo/u2coarse")], model_with(trained), settings(data_root, tmp_path))
+    assert "prepared dataset 'nope' not found" in outcomes[0].error
+    assert outcomes[1].error is None and outcomes[1].written
+    summary = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    assert [o["task_id"] for o in summary["outcomes"]] == ["demo/missing", "demo/u2coarse"]
+
+
+def test_an_adapter_returning_nan_fails_its_task_with_a_clear_error(trained: dict, data_root: Path, tmp_path: Path):
+    plugin = tmp_path / "nan_adapter.py"
+    plugin.write_text(
+        "import torch\n"
+        "from rsdg_bench.baselines.smp_adapter import SmpAdapter\n"
+        "class NanAdapter(SmpAdapter):\n"
+        "    def predict(self, x):\n"
+        "        return super().predict(x) * float('nan')\n")
+    model = ModelSpec(f"{plugin}:NanAdapter", {}, checkpoint=trained["checkpoint"])
+    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], model, settings(data_root, tmp_path))
+    assert "NaN or Inf" in outcome.error and not outcome.written
+
+
+def test_missing_checkpoint_says_how_to_get_one(data_root: Path, tmp_path: Path):
+    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], SMALL_MODEL, settings(data_root, tmp_path))
+    assert "rsdg-bench train --task demo/u2a" in outcome.error
+
+
+def test_edited_record_is_detected_and_recompute_restores_it(trained: dict, data_root: Path, tmp_path: Path):
+    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], model_with(trained), settings(data_root, tmp_path))
+    path = Path(outcome.written[-1])
+    original = json.loads(path.read_text())
+    slug = next(iter(original["metrics"]))
+    edited = json.loads(path.read_text())
+    edited["metrics"][slug]["miou"] = 0.99
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ResultsError, match="edited"):
+        load_record(path)
+    recompute(path)
+    assert load_record(path).metrics[slug]["miou"] == pytest.approx(original["metrics"][slug]["miou"])
+
+
+def test_malformed_record_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "records" / "demo" / "x" / "k.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    with pytest.raises(ResultsError, match="not a valid result record"):
+        ResultStore(tmp_path).load_all()
+
+
+def test_nan_metrics_are_stored_as_null_and_read_back():
+    block = metrics_block([[3, 1, 0], [0, 2, 0], [0, 0, 0]], ["a", "b", "c"], [0, 1, 2])
+    assert block["per_class"]["c"]["iou"] is None and block["per_class"]["c"]["recall"] is None
+    assert block["miou"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert "NaN" not in json.dumps(block, allow_nan=False)

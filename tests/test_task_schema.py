@@ -1,0 +1,97 @@
+"""Task YAML: validation with suggestions, includes, hashing, discovery, JSON Schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rsdg_bench.errors import TaskError
+from rsdg_bench.task_schema import TaskCatalog, load_task_file, task_json_schema
+
+BASE = {
+    "id": "mine/a2b", "name": "A2B", "version": 1, "suite": "mine", "gap": "region", "classes": "toyearth5",
+    "source": {"dataset": "toyearth", "domain": "urban", "split": "train"},
+    "select": {"dataset": "toyearth", "domain": "urban", "split": "val"},
+    "targets": [{"dataset": "toyearth", "domain": "arid", "split": "val"}],
+    "checkpoint_key": "k",
+}
+
+
+def write(folder: Path, name: str, data: dict) -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_shipped_task_and_suite_validates():
+    catalog = TaskCatalog()
+    assert {"demo/u2a", "demo/rgb2irrg", "demo/u2coarse"} <= set(catalog.tasks)
+    assert [t.id for t in catalog.suite_tasks("demo")] == ["demo/u2a", "demo/rgb2irrg", "demo/u2coarse"]
+
+
+def test_include_supplies_defaults_and_the_task_overrides_them(tmp_path):
+    write(tmp_path, "_defaults.yaml", {**{k: v for k, v in BASE.items() if k not in ("id", "name", "targets")},
+                                       "inference": {"mode": "slide", "crop": 64, "stride": 32}})
+    task = load_task_file(write(tmp_path, "t.yaml", {"include": "_defaults.yaml", "id": "mine/x", "name": "X",
+                                                      "targets": BASE["targets"], "inference": {"stride": 48}}))
+    assert task.inference.mode == "slide" and task.inference.crop == 64 and task.inference.stride == 48
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
+    with pytest.raises(TaskError, match=r"unknown key 'inferance'.*did you mean 'inference'") as info:
+        load_task_file(write(tmp_path, "t.yaml", {**BASE, "inferance": {"mode": "whole"}}))
+    assert "t.yaml" in str(info.value)
+
+
+def test_unknown_nested_key_is_an_error_with_a_suggestion(tmp_path):
+    with pytest.raises(TaskError, match=r"inference.strid.*did you mean 'stride'"):
+        load_task_file(write(tmp_path, "t.yaml", {**BASE, "inference": {"mode": "whole", "strid": 3}}))
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("id: [unclosed\n")
+    with pytest.raises(TaskError, match="broken.yaml is not valid YAML"):
+        load_task_file(path)
+
+
+def test_a_target_that_is_the_source_is_refused(tmp_path):
+    with pytest.raises(TaskError, match="would not be unseen"):
+        load_task_file(write(tmp_path, "t.yaml", {**BASE, "targets": [BASE["select"]]}))
+
+
+def test_headline_classes_must_exist_in_the_schema(tmp_path):
+    with pytest.raises(TaskError, match="bulding"):
+        load_task_file(write(tmp_path, "t.yaml", {**BASE, "metrics": {"classes": ["bulding"]}}))
+
+
+def test_hash_is_stable_and_moves_only_with_fields_that_can_move_a_number(tmp_path):
+    a = load_task_file(write(tmp_path, "a.yaml", BASE))
+    again = load_task_file(write(tmp_path, "b.yaml", dict(reversed(list(BASE.items())))))
+    renamed = load_task_file(write(tmp_path, "c.yaml", {**BASE, "name": "Other name", "description": "x"}))
+    other_crop = load_task_file(write(tmp_path, "d.yaml", {**BASE, "inference": {"mode": "slide", "crop": 64, "stride": 32}}))
+    bumped = load_task_file(write(tmp_path, "e.yaml", {**BASE, "version": 2}))
+    assert a.hash == again.hash == renamed.hash
+    assert len({a.hash, other_crop.hash, bumped.hash}) == 3
+
+
+def test_task_path_adds_user_tasks_and_duplicate_ids_are_refused(tmp_path, monkeypatch):
+    write(tmp_path, "mine.yaml", BASE)
+    monkeypatch.setenv("RSDG_TASK_PATH", str(tmp_path))
+    assert "mine/a2b" in TaskCatalog().tasks
+    write(tmp_path, "again.yaml", BASE)
+    with pytest.raises(TaskError, match="defined twice"):
+        TaskCatalog()
+
+
+def test_unknown_task_suggests_close_ids():
+    with pytest.raises(TaskError, match="demo/u2a"):
+        TaskCatalog().task("demo/u2b")
+
+
+def test_json_schema_describes_the_task_fields():
+    schema = task_json_schema()
+    assert {"id", "source", "targets", "inference", "metrics", "training"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False

@@ -1,0 +1,70 @@
+"""Training: only source and selection splits are read; checkpoints carry the task hash and load strictly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsdg_bench.data import SegmentationSplit, TaskData
+from rsdg_bench.errors import AdapterError, SplitAccessError
+from rsdg_bench.runner import build_for_task
+from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.training import RandomCrops, TrainOverrides, train_adapter
+
+from conftest import SMALL_MODEL
+
+
+def test_the_training_door_refuses_target_splits(data_root: Path):
+    task = TaskCatalog().task("demo/u2a")
+    access = TaskData(data_root, task, phase="train")
+    access.open(task.source)
+    access.open(task.select)
+    for target in task.targets:
+        with pytest.raises(SplitAccessError, match="toyearth/arid/val"):
+            access.open(target)
+    assert TaskData(data_root, task, phase="evaluate").open(task.targets[0]) is not None
+
+
+def test_training_reads_no_sample_of_any_target(data_root: Path, tmp_path: Path, monkeypatch):
+    task = TaskCatalog().task("demo/rgb2irrg")
+    read = set()
+    original = SegmentationSplit.__getitem__
+
+    def spy(self, index):
+        read.add(self.ref.slug)
+        return original(self, index)
+
+    monkeypatch.setattr(SegmentationSplit, "__getitem__", spy)
+    adapter = build_for_task(SMALL_MODEL, task, TaskData(data_root, task, phase="train"))
+    report = train_adapter(adapter, task, data_root, tmp_path / "c.pt",
+                           overrides=TrainOverrides(iterations=2, batch_size=2, val_interval=1), progress=False)
+    assert read == {"toyearth/urban/train", "toyearth/urban/val"}
+    assert set(report.opened_splits) == read
+
+
+def test_checkpoint_records_task_hash_and_reloads_strictly(trained: dict, data_root: Path):
+    payload = torch.load(trained["checkpoint"], weights_only=True)
+    meta = payload["rsdg"]
+    assert meta["task_hash"] == trained["task"].hash
+    assert meta["checkpoint_key"] == "toyearth_urban"
+    assert meta["opened_splits"] == ["toyearth/urban/train", "toyearth/urban/val"]
+    assert meta["selection"]["split"] == "toyearth/urban/val" and meta["selection"]["value"] > 0.5
+    task = trained["task"]
+    adapter = build_for_task(SMALL_MODEL, task, TaskData(data_root, task, phase="evaluate"))
+    adapter.load(trained["checkpoint"])
+    other = build_for_task(type(SMALL_MODEL)("smp", {"arch": "unet", "encoder": "resnet34"}), task,
+                           TaskData(data_root, task, phase="evaluate"))
+    with pytest.raises(AdapterError, match="missing"):
+        other.load(trained["checkpoint"])
+
+
+def test_random_crops_are_repeatable_and_pad_with_ignore(data_root: Path):
+    task = TaskCatalog().task("demo/u2a")
+    split = TaskData(data_root, task, phase="train").open(task.source)
+    a, b = RandomCrops(split, 160, 4, seed=1), RandomCrops(split, 160, 4, seed=1)
+    image_a, label_a = a[2]
+    image_b, label_b = b[2]
+    assert torch.equal(image_a, image_b) and torch.equal(label_a, label_b)
+    assert image_a.shape == (3, 160, 160) and (label_a == 255).sum() >= 160 * 160 - 128 * 128
