@@ -34,7 +34,7 @@ def make_maps(count: int, k: int, ignore_fraction: float, dtype: torch.dtype, se
 def time_ours(labels: torch.Tensor, preds: torch.Tensor, k: int) -> tuple[float, float]:
     start = time.perf_counter()
     accumulator = ConfusionAccumulator(k)
-    for label, pred in zip(labels, preds):
+    for label, pred in zip(labels, preds, strict=True):
         accumulator.update(label, pred)
     miou = scores_from_confusion(accumulator.matrix).miou
     return time.perf_counter() - start, miou
@@ -43,7 +43,7 @@ def time_ours(labels: torch.Tensor, preds: torch.Tensor, k: int) -> tuple[float,
 def time_torchmetrics(labels: torch.Tensor, preds: torch.Tensor, metric: MulticlassJaccardIndex) -> tuple[float, float]:
     metric.reset()
     start = time.perf_counter()
-    for label, pred in zip(labels, preds):
+    for label, pred in zip(labels, preds, strict=True):
         metric.update(pred, label)
     miou = metric.compute().item()
     return time.perf_counter() - start, miou

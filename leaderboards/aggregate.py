@@ -33,6 +33,7 @@ class TaskTable:
     task_hash: str
     primary: str
     class_names: list[str]
+    description: str = ""
     splits: list[tuple[str, str]] = field(default_factory=list)        # (role, slug), source first
     scores: dict[str, dict[str, SplitScores]] = field(default_factory=dict)  # model → slug → scores
 
@@ -107,7 +108,8 @@ def build_board(records: list[tuple[Path, ResultRecord]]) -> Board:
             continue
         table = tables.setdefault(task["id"], TaskTable(
             task_id=task["id"], name=task["name"], gap=task["gap"], version=task["version"],
-            task_hash=task["hash"], primary=task["primary"], class_names=record.class_names))
+            task_hash=task["hash"], primary=task["primary"], class_names=record.class_names,
+            description=task.get("resolved", {}).get("description", "")))
         model = labels[(record.model["display_name"], record.model["checkpoint"]["sha256"])]
         if model not in models:
             models.append(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -30,7 +30,7 @@ def _environment() -> Environment:
 def render_html(board: Board) -> str:
     template = _environment().get_template("index.html.j2")
     return template.render(board=board, version=__version__,
-                           generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                           generated=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 def render_scores_csv(board: Board) -> str:

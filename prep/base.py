@@ -27,10 +27,12 @@ class Preparer(abc.ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     prep_version: ClassVar[int]
+    archives: ClassVar[dict[str, str | None]]  # archive file name → published sha256 (None: none published)
 
     @abc.abstractmethod
-    def make_fake(self, out: Path, seed: int = 0) -> Path:
-        """Write a small fake of the raw download under `out`; return what to pass as `--raw`."""
+    def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
+        """Write a small fake of the raw download under `out` (the unpacked folder, or with `archive` the
+        archive as downloaded); return what to pass as `--raw`."""
 
     @abc.abstractmethod
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:

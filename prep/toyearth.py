@@ -33,7 +33,7 @@ import rasterio
 from affine import Affine
 from rasterio import features
 from shapely import affinity
-from shapely.geometry import LineString, Point, Polygon, box
+from shapely.geometry import LineString, Polygon, box
 from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
@@ -91,7 +91,7 @@ DOMAINS = {
 def _blob(rng: np.random.Generator, centre: tuple[float, float], radius: float) -> Polygon:
     angles = np.sort(rng.uniform(0, 2 * math.pi, 12))
     radii = radius * rng.uniform(0.6, 1.3, 12)
-    return Polygon([(centre[0] + r * math.cos(a), centre[1] + r * math.sin(a)) for a, r in zip(angles, radii)]).buffer(2)
+    return Polygon([(centre[0] + r * math.cos(a), centre[1] + r * math.sin(a)) for a, r in zip(angles, radii, strict=True)]).buffer(2)
 
 
 def _layout(rng: np.random.Generator, size: int, domain: Domain, scale: float) -> np.ndarray:
@@ -102,7 +102,7 @@ def _layout(rng: np.random.Generator, size: int, domain: Domain, scale: float) -
     if rng.random() < 0.6:
         ys = np.linspace(-10, size + 10, 8)
         xs = np.cumsum(rng.normal(0, 12 * scale, 8)) + rng.uniform(0.2, 0.8) * size
-        water = LineString(list(zip(xs, ys))).buffer(rng.uniform(6, 12) * scale)
+        water = LineString(list(zip(xs, ys, strict=True))).buffer(rng.uniform(6, 12) * scale)
     else:
         water = _blob(rng, tuple(rng.uniform(0, size, 2)), rng.uniform(18, 35) * scale)
     shapes.append((water, WATER))
@@ -266,7 +266,7 @@ class ToyEarth(Preparer):
             label_rel = rel.replace("/images/", "/labels/").replace(".tif", ".png")
             label = colours_to_indices(read_raster(folder / label_rel).transpose(1, 2, 0)[..., :3], palette,
                                        where=str(folder / label_rel))
-            for sample_id, (y0, y1, x0, x1) in zip(ids, windows):
+            for sample_id, (y0, y1, x0, x1) in zip(ids, windows, strict=True):
                 writer.add(SampleArrays(
                     sample_id=sample_id, domain=domain, split=split, image=image[:, y0:y1, x0:x1],
                     label=label[y0:y1, x0:x1], source_file=rel, window=(x0, y0, x1, y1),

@@ -62,10 +62,27 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         for name, cls in available_preparers().items():
             print(f"{name:20s} {cls.summary}")
         return 0
+    if args.verify:
+        return _verify_prepared(args)
     if args.raw is None:
-        raise RsdgError("prepare needs --raw", f"pass the downloaded archive or its folder: --raw PATH")
+        raise RsdgError("prepare needs --raw", "pass the downloaded archive or its folder: --raw PATH")
     out = get_preparer(args.name).prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
     print(f"prepared {args.name} -> {out}")
+    return 0
+
+
+def _verify_prepared(args: argparse.Namespace) -> int:
+    from .prepared import PreparedDataset
+
+    dataset = PreparedDataset.open(_data_root(args), args.name)
+    bad = dataset.verify_files()
+    if bad:
+        print(f"{len(bad)} of {2 * len(dataset.manifest)} files of {args.name} are missing or changed:")
+        for rel in bad[:20]:
+            print(f"  {dataset.root / rel}")
+        print(f"fix: re-run `rsdg-bench prepare {args.name} --raw <download>`")
+        return 1
+    print(f"ok  {args.name}: {len(dataset.manifest)} samples, every image and label matches its sha256")
     return 0
 
 
@@ -73,7 +90,7 @@ def cmd_fake(args: argparse.Namespace) -> int:
     from .prep import get_preparer
 
     preparer = get_preparer(args.name)
-    written = preparer.make_fake(Path(args.out), seed=args.seed, **({"archive": True} if args.archive else {}))
+    written = preparer.make_fake(Path(args.out), seed=args.seed, archive=args.archive)
     print(f"wrote a fake raw {args.name} download -> {written}")
     print(f"next: rsdg-bench prepare {args.name} --raw {written}")
     return 0
@@ -122,14 +139,13 @@ def _device(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import TaskData
-    from .runner import ModelSpec, build_for_task, default_checkpoint_dir
+    from .runner import ModelSpec, default_checkpoint_dir
     from .task_schema import TaskCatalog
-    from .training import TrainOverrides, train_adapter
+    from .training import TrainOverrides, build_trainable, train_adapter
 
     task = TaskCatalog().task(args.task)
     model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg))
-    adapter = build_for_task(model, task, TaskData(_data_root(args), task, phase="train"))
+    adapter = build_trainable(model, task, _data_root(args))
     out = Path(args.out) if args.out else default_checkpoint_dir(_results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
     report = train_adapter(
         adapter, task, _data_root(args), out,
@@ -137,6 +153,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=_device(args), num_workers=args.workers, progress=not args.quiet)
     selection = "" if report.best_selection_miou is None else \
         f" (selected at iteration {report.best_iteration}, selection-split mIoU {_fmt(report.best_selection_miou)})"
+    if report.resumed_from:
+        print(f"resumed an interrupted run at iteration {report.resumed_from}")
     print(f"checkpoint -> {report.checkpoint}{selection}")
     print(f"read only: {', '.join(sorted(set(report.opened_splits)))}")
     return 0
@@ -277,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="dataset name (see --list)")
     p.add_argument("--raw", help="the downloaded archive, or the folder it unpacks to")
     p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
+    p.add_argument("--verify", action="store_true", help="re-hash an already prepared dataset's files against its manifest")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("fake", help="write a small fake of a dataset's raw download",

@@ -10,16 +10,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
-from .data import TaskData
 from .leaderboards.aggregate import build_board
 from .leaderboards.render import write_site
 from .prep import get_preparer
 from .results import ResultStore
-from .runner import ModelSpec, RunSettings, build_for_task, default_checkpoint_dir, run_tasks
+from .runner import ModelSpec, RunSettings, default_checkpoint_dir, run_tasks
 from .task_schema import TaskCatalog
-from .training import TrainOverrides, train_adapter
+from .training import TrainOverrides, build_trainable, train_adapter
 
 DEMO_SUITE = "demo"
 DEMO_ITERATIONS = 300
@@ -28,7 +25,6 @@ DEMO_MODEL = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, display_n
 
 def run_demo(workdir: Path, iterations: int | None = None, progress: bool = True) -> Path:
     """Run the demo in `workdir`; return the leaderboard page."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     workdir = Path(workdir)
     data_root, results_root = workdir / "data", workdir / "results"
     if results_root.exists():
@@ -46,7 +42,7 @@ def run_demo(workdir: Path, iterations: int | None = None, progress: bool = True
     tasks = catalog.suite_tasks(DEMO_SUITE)
     first = tasks[0]
     say(f"[3/5] training {DEMO_MODEL.display_name} on {first.source.slug} for {iterations} iterations")
-    adapter = build_for_task(DEMO_MODEL, first, TaskData(data_root, first, phase="train"))
+    adapter = build_trainable(DEMO_MODEL, first, data_root)
     checkpoint = default_checkpoint_dir(results_root, adapter.name) / f"{first.checkpoint_key}.pt"
     train_adapter(adapter, first, data_root, checkpoint,
                   overrides=TrainOverrides(iterations=iterations, val_interval=max(iterations // 3, 1)),

@@ -58,7 +58,7 @@ def _slide(forward: Forward, x: torch.Tensor, num_classes: int, crop: int, strid
         chunk = windows[start:start + window_batch]
         crops = torch.cat([x[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk])
         out = forward(crops).reshape(len(chunk), batch, num_classes, *crops.shape[-2:])
-        for (y0, y1, x0, x1), window_logits in zip(chunk, out):
+        for (y0, y1, x0, x1), window_logits in zip(chunk, out, strict=True):
             logits[:, :, y0:y1, x0:x1] += window_logits
             count[:, :, y0:y1, x0:x1] += 1
     return logits / count

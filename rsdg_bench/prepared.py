@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +274,7 @@ class PreparedWriter:
             harness_version=__version__, citation=citation, licence=licence, classes=self.schema,
             ignore_index=IGNORE_INDEX, domains=domains, split_counts=split_counts,
             source_archives=source_archives, crs=self.crs, manifest_sha256=sha256_file(manifest_path),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         atomic_write_json(self.work_dir / CARD_FILE, card.model_dump(mode="json"))
         (self.work_dir / _ROWS_FILE).unlink()

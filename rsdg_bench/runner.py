@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import torch
@@ -139,7 +139,7 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
             smoke={"limit": settings.limit} if settings.limit is not None else None,
             provenance=provenance(task_hash=task.hash, manifest_sha256=prepared.manifest_sha256,
                                   checkpoint_sha256=checkpoint_sha, device=settings.device, wall_time_s=elapsed,
-                                  date=datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                                  date=datetime.now(UTC).isoformat(timespec="seconds")),
         )
         outcome.written.append(str(store.write(record)))
     return outcome
@@ -162,7 +162,7 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
         except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
             outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         outcomes.append(outcome)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     atomic_write_json(Path(settings.results_root) / "runs" / f"{stamp}.json", {
         "model": {"adapter": model.adapter, "options": model.options,
                   "checkpoint": str(model.checkpoint) if model.checkpoint else None},

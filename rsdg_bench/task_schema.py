@@ -213,24 +213,25 @@ def _explain(exc: ValidationError, model: type[BaseModel], path: Any) -> TaskErr
     return TaskError(f"{path}: " + "; ".join(lines), "fix the keys named above (`rsdg-bench tasks schema` prints the schema)")
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `SplitRef | None` or `tuple[SplitRef, ...]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if (found := _nested_model(arg)) is not None:
+            return found
+    return None
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    current: Any = model
+    """The model that owns the key at `loc` (list indices skipped), to list its allowed keys."""
+    current: type[BaseModel] | None = model
     for part in loc:
         if isinstance(part, int):
             continue
-        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        for candidate in getattr(annotation, "__args__", (annotation,)):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                current = candidate
-                break
-            for inner in getattr(candidate, "__args__", ()):
-                if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    current = inner
-                    break
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        field = current.model_fields.get(part) if current else None
+        current = _nested_model(field.annotation) if field else None
+    return current
 
 
 def load_task_file(path: Path) -> Task:

@@ -5,22 +5,21 @@ the selection split and nothing else. Model selection uses the selection split's
 best state is saved with the task hash, the normalization and the splits that were read.
 Augmentation is a random crop (padded with the ignore label when the sample is smaller) and random
 flips, drawn from a generator seeded by (seed, draw index), so runs are repeatable with any number of
-DataLoader workers.
+DataLoader workers, and a resumed run continues exactly where the crashed one stopped.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -31,6 +30,7 @@ from .errors import AdapterError, TaskError
 from .evaluation import evaluate_split
 from .io import atomic_write_bytes
 from .metrics import scores_from_confusion
+from .runner import ModelSpec, build_for_task
 from .task_schema import Task, TrainingSpec
 
 
@@ -83,6 +83,13 @@ class TrainReport:
     best_iteration: int
     best_selection_miou: float | None
     opened_splits: list[str]
+    resumed_from: int = 0
+
+
+def build_trainable(model: ModelSpec, task: Task, data_root: Path) -> Adapter:
+    """An adapter set up for `task`, its random init seeded by the protocol's seed (repeatable training)."""
+    torch.manual_seed(task.training.seed if task.training else 0)
+    return build_for_task(model, task, TaskData(data_root, task, phase="train"))
 
 
 def _optimizer(spec: TrainingSpec, params: Any) -> torch.optim.Optimizer:
@@ -95,10 +102,20 @@ def _poly(spec: TrainingSpec, iteration: int) -> float:
     return 1.0 if spec.schedule == "constant" else (1 - iteration / spec.iterations) ** 0.9
 
 
+def train_state_path(checkpoint_path: Path) -> Path:
+    """Where training keeps its resumable state, next to the checkpoint it will write."""
+    return checkpoint_path.with_name(checkpoint_path.name + ".train-state")
+
+
 def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path, *,
                   overrides: TrainOverrides = TrainOverrides(), device: torch.device = torch.device("cpu"),
                   num_workers: int = 0, progress: bool = True) -> TrainReport:
-    """Train `adapter` (already set up) on the task's source split and save the selected checkpoint."""
+    """Train `adapter` (already set up) on the task's source split and save the selected checkpoint.
+
+    At every selection point the full training state (weights, optimizer, schedule, best so far) is saved
+    next to the checkpoint; a rerun with the same task, adapter and protocol resumes from it and ends with
+    the same weights as an uninterrupted run.
+    """
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
     module = adapter.module
@@ -111,15 +128,19 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     select = access.open(task.select) if task.select is not None else None
     contract = adapter.input_contract()
     torch.manual_seed(spec.seed)
-    loader = DataLoader(RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed),
-                        batch_size=spec.batch_size, shuffle=False, num_workers=num_workers, drop_last=True)
+    module.to(device)
     optimizer = _optimizer(spec, module.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: _poly(spec, it))
+    fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(), "training": spec.model_dump(mode="json")}
+    state_path = train_state_path(checkpoint_path)
+    done, best = _resume(state_path, fingerprint, module, optimizer, scheduler)
+    draws = RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed)
+    loader = DataLoader(Subset(draws, range(done * spec.batch_size, len(draws))), batch_size=spec.batch_size,
+                        shuffle=False, num_workers=num_workers, drop_last=True)
     interval = spec.val_interval or spec.iterations
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    module.to(device)
-    bar = tqdm(total=spec.iterations, desc=f"train {task.checkpoint_key}", unit="it", disable=not progress)
-    for iteration, (images, labels) in enumerate(loader, start=1):
+    bar = tqdm(total=spec.iterations, initial=done, desc=f"train {task.checkpoint_key}", unit="it",
+               disable=not progress)
+    for iteration, (images, labels) in enumerate(loader, start=done + 1):
         module.train()
         x = contract.prepare(images.to(device), source.band_names, where=task.source.slug)
         loss = F.cross_entropy(adapter.predict(x), labels.to(device), ignore_index=IGNORE_INDEX)
@@ -132,25 +153,53 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
         scheduler.step()
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if select is not None and (iteration % interval == 0 or iteration == spec.iterations):
-            matrix = evaluate_split(adapter, select, task, device, progress=False)
-            miou = scores_from_confusion(matrix, task.headline_class_indices()).miou
-            bar.set_postfix(loss=f"{loss.item():.3f}", select_miou=f"{miou:.3f}")
-            if best is None or miou > best[0]:
-                best = (miou, iteration, copy.deepcopy(module.state_dict()))
+        if iteration % interval == 0 or iteration == spec.iterations:
+            if select is not None:
+                matrix = evaluate_split(adapter, select, task, device, progress=False)
+                miou = scores_from_confusion(matrix, task.headline_class_indices()).miou
+                bar.set_postfix(loss=f"{loss.item():.3f}", select_miou=f"{miou:.3f}")
+                if best is None or miou > best["miou"]:
+                    best = {"miou": miou, "iteration": iteration, "state": _cpu_copy(module.state_dict())}
+            atomic_write_bytes(state_path, checkpoint_bytes({
+                "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(module.state_dict()),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best}))
     bar.close()
-    best_miou, best_iteration, state = best if best is not None else (math.nan, spec.iterations, module.state_dict())
+    if best is None:
+        best = {"miou": math.nan, "iteration": spec.iterations, "state": _cpu_copy(module.state_dict())}
+    selected = None if math.isnan(best["miou"]) else best["miou"]
     payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "state_dict": best["state"],
         "rsdg": {
             "task_id": task.id, "task_hash": task.hash, "checkpoint_key": task.checkpoint_key,
             "adapter": adapter.identity(), "normalization": contract.record(), "band_names": source.band_names,
-            "training": spec.model_dump(mode="json"), "selection": {
+            "training": spec.model_dump(mode="json"), "resumed_from": done or None, "selection": {
                 "split": task.select.slug if task.select else None, "metric": "miou",
-                "value": None if math.isnan(best_miou) else best_miou, "iteration": best_iteration},
+                "value": selected, "iteration": best["iteration"]},
             "opened_splits": access.opened, "harness_version": __version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
     atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload))
-    return TrainReport(checkpoint_path, best_iteration, None if math.isnan(best_miou) else best_miou, access.opened)
+    state_path.unlink(missing_ok=True)
+    return TrainReport(checkpoint_path, best["iteration"], selected, access.opened, resumed_from=done)
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _resume(state_path: Path, fingerprint: dict[str, Any], module: torch.nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, dict[str, Any] | None]:
+    """Load a saved training state made under the same fingerprint; (iterations done, best so far)."""
+    if not state_path.exists():
+        return 0, None
+    try:
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception:  # a state cut short by a crash mid-write cannot exist (atomic writes); anything else: start over
+        return 0, None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+        return 0, None
+    module.load_state_dict(saved["module"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    return int(saved["iteration"]), saved["best"]

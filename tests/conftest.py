@@ -28,14 +28,13 @@ SMALL_MODEL = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, display_
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict:
     """A U-Net trained briefly on toyearth urban/train through the real training loop."""
-    from rsdg_bench.data import TaskData
-    from rsdg_bench.runner import build_for_task, default_checkpoint_dir
+    from rsdg_bench.runner import default_checkpoint_dir
     from rsdg_bench.task_schema import TaskCatalog
-    from rsdg_bench.training import TrainOverrides, train_adapter
+    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
 
     task = TaskCatalog().task("demo/u2a")
     results = tmp_path_factory.mktemp("results")
-    adapter = build_for_task(SMALL_MODEL, task, TaskData(data_root, task, phase="train"))
+    adapter = build_trainable(SMALL_MODEL, task, data_root)
     checkpoint = default_checkpoint_dir(results, adapter.name) / f"{task.checkpoint_key}.pt"
     report = train_adapter(adapter, task, data_root, checkpoint,
                            overrides=TrainOverrides(iterations=150, val_interval=75), progress=False)

@@ -54,6 +54,11 @@ def test_fake_then_prepare(capsys, tmp_path: Path):
     code, out, _ = run(capsys, "prepare", "toyearth", "--raw", str(tmp_path / "raw" / "ToyEarth-v1.zip"),
                        "--data-root", str(tmp_path / "data"), "--quiet")
     assert code == 0 and (tmp_path / "data" / "toyearth" / "dataset.json").exists()
+    code, out, _ = run(capsys, "prepare", "toyearth", "--verify", "--data-root", str(tmp_path / "data"))
+    assert code == 0 and "144 samples" in out
+    (tmp_path / "data" / "toyearth" / "arid" / "val" / "labels" / "arid_val_000.tif").write_bytes(b"changed")
+    code, out, _ = run(capsys, "prepare", "toyearth", "--verify", "--data-root", str(tmp_path / "data"))
+    assert code == 1 and "arid/val/labels/arid_val_000.tif" in out
 
 
 def test_prepare_with_a_wrong_path_names_it(capsys, tmp_path: Path):

@@ -30,7 +30,7 @@ def mmseg_reference(labels, preds, k):
     area_i = torch.zeros(k, dtype=torch.float64)
     area_p = torch.zeros(k, dtype=torch.float64)
     area_l = torch.zeros(k, dtype=torch.float64)
-    for label, pred in zip(labels, preds):
+    for label, pred in zip(labels, preds, strict=True):
         label, pred = torch.as_tensor(label).long(), torch.as_tensor(pred).long()
         mask = label != IGNORE
         label, pred = label[mask], pred[mask]

@@ -15,7 +15,7 @@ import rasterio
 from rsdg_bench.errors import DataError
 from rsdg_bench.io import sha256_file
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.prepared import PreparedDataset, PreparedWriter, read_raster
+from rsdg_bench.prepared import PreparedDataset, PreparedWriter, quiet_georef, read_raster
 
 PREP = get_preparer("toyearth")
 
@@ -108,11 +108,10 @@ def test_modified_file_fails_its_checksum(raw_copy: Path, tmp_path: Path):
 
 def test_unknown_label_colour_is_reported_with_file_and_position(raw_copy: Path, tmp_path: Path):
     path = raw_copy / "coarse/val/labels/coarse_val_000.png"
-    with rasterio.open(path) as src:
-        colours = src.read()
+    colours = read_raster(path)
     colours[:, 5, 7] = (1, 2, 3)
-    with rasterio.open(path, "w", driver="PNG", height=colours.shape[1], width=colours.shape[2], count=3,
-                       dtype="uint8") as dst:
+    with quiet_georef(), rasterio.open(path, "w", driver="PNG", height=colours.shape[1], width=colours.shape[2],
+                                       count=3, dtype="uint8") as dst:
         dst.write(colours)
     release = json.loads((raw_copy / "toyearth.json").read_text())   # keep the checksum honest: test the colour check
     for entry in release["files"]:

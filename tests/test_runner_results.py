@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from rsdg_bench.errors import ResultsError
 from rsdg_bench.results import ResultStore, load_record, metrics_block, recompute

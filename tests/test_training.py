@@ -68,3 +68,50 @@ def test_random_crops_are_repeatable_and_pad_with_ignore(data_root: Path):
     image_b, label_b = b[2]
     assert torch.equal(image_a, image_b) and torch.equal(label_a, label_b)
     assert image_a.shape == (3, 160, 160) and (label_a == 255).sum() >= 160 * 160 - 128 * 128
+
+
+def test_training_is_repeatable_from_the_protocol_seed(data_root: Path, tmp_path: Path):
+    from rsdg_bench.training import build_trainable
+
+    task = TaskCatalog().task("demo/u2a")
+    states = []
+    for run in ("a", "b"):
+        adapter = build_trainable(SMALL_MODEL, task, data_root)
+        train_adapter(adapter, task, data_root, tmp_path / f"{run}.pt",
+                      overrides=TrainOverrides(iterations=3, batch_size=2, val_interval=3), progress=False)
+        states.append(torch.load(tmp_path / f"{run}.pt", weights_only=True)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_path: Path, monkeypatch):
+    from rsdg_bench import training
+    from rsdg_bench.training import build_trainable, train_state_path
+
+    task = TaskCatalog().task("demo/u2a")
+    overrides = TrainOverrides(iterations=6, batch_size=2, val_interval=2)
+    adapter = build_trainable(SMALL_MODEL, task, data_root)
+    train_adapter(adapter, task, data_root, tmp_path / "straight.pt", overrides=overrides, progress=False)
+
+    real_loss, calls = training.F.cross_entropy, {"n": 0}
+
+    def crash_on_fifth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(training.F, "cross_entropy", crash_on_fifth)
+    crashed = tmp_path / "crashed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(build_trainable(SMALL_MODEL, task, data_root), task, data_root, crashed,
+                      overrides=overrides, progress=False)
+    assert not crashed.exists() and train_state_path(crashed).exists()
+    monkeypatch.setattr(training.F, "cross_entropy", real_loss)
+    report = train_adapter(build_trainable(SMALL_MODEL, task, data_root), task, data_root, crashed,
+                           overrides=overrides, progress=False)
+    assert report.resumed_from == 4 and not train_state_path(crashed).exists()
+    straight = torch.load(tmp_path / "straight.pt", weights_only=True)
+    resumed = torch.load(crashed, weights_only=True)
+    assert resumed["rsdg"]["selection"] == straight["rsdg"]["selection"]
+    assert all(torch.equal(straight["state_dict"][k], resumed["state_dict"][k]) for k in straight["state_dict"])
