@@ -12,6 +12,8 @@ import os
 import shutil
 import tarfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -93,33 +95,41 @@ def extract_archive(archive: Path, into: Path) -> None:
     os.replace(tmp, into)
 
 
-def locate_raw_folder(raw: Path, folder_name: str, archive_names: dict[str, str | None], scratch: Path) -> Path:
-    """Find the unpacked top folder `folder_name` of a download, extracting an archive if that is what we got.
+@contextmanager
+def raw_folder(raw: Path, folder_name: str, archive_names: dict[str, str | None], scratch: Path) -> Iterator[Path]:
+    """Yield the unpacked top folder `folder_name` of a download, extracting an archive if that is what we got.
 
     `raw` may be the unpacked folder itself, a folder that contains it, an archive, or a folder that
-    contains the archive. Archives with a known sha256 are checked before extraction.
+    contains the archive. Archives with a known sha256 are checked before extraction. An extraction goes
+    to `scratch`; it is kept if the prepare fails (a rerun reuses it) and removed once the prepare succeeds.
     """
     raw = Path(raw).expanduser()
     if not raw.exists():
         raise DataError(f"{raw} does not exist", "pass --raw the downloaded archive or the folder it unpacks to")
     if raw.is_dir() and raw.name == folder_name:
-        return raw
+        yield raw
+        return
     if raw.is_dir() and (raw / folder_name).is_dir():
-        return raw / folder_name
+        yield raw / folder_name
+        return
     archive = raw if raw.is_file() else next((raw / a for a in archive_names if (raw / a).is_file()), None)
     if archive is None:
         raise DataError(f"{raw} holds neither the folder {folder_name}/ nor the archive "
                         f"{' or '.join(archive_names)}",
                         "pass --raw the archive as downloaded or the folder it unpacks to")
-    known = archive_names.get(archive.name)
-    if known is not None:
-        actual = sha256_file(archive)
-        if actual != known:
+    extracted = scratch / archive.name.split(".")[0]
+    stamp = extracted / ".extracted-from"
+    identity = f"{archive.resolve()} {archive.stat().st_size} {archive.stat().st_mtime_ns}"
+    if not (stamp.is_file() and stamp.read_text() == identity):
+        known = archive_names.get(archive.name)
+        if known is not None and (actual := sha256_file(archive)) != known:
             raise DataError(f"{archive} has sha256 {actual}, expected {known}",
                             "the file is corrupt or another release; download it again")
-    extracted = scratch / archive.name.split(".")[0]
-    extract_archive(archive, extracted)
+        extract_archive(archive, extracted)
+        stamp.write_text(identity)
     if not (extracted / folder_name).is_dir():
         raise DataError(f"{archive} does not contain the folder {folder_name}/", "this is not the expected archive")
-    return extracted / folder_name
-
+    yield extracted / folder_name
+    shutil.rmtree(extracted)
+    if scratch.is_dir() and not any(scratch.iterdir()):
+        scratch.rmdir()

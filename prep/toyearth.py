@@ -44,7 +44,7 @@ from rsdg_bench.prepared import (
 )
 from rsdg_bench.windows import window_grid
 
-from .base import Preparer, locate_raw_folder, register_preparer
+from .base import Preparer, raw_folder, register_preparer
 from .labels import colours_to_indices
 
 FOLDER = "ToyEarth"
@@ -240,12 +240,15 @@ class ToyEarth(Preparer):
         return release
 
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        folder = locate_raw_folder(raw, FOLDER, self.archives, Path(data_root) / f".{self.name}.raw")
+        with raw_folder(raw, FOLDER, self.archives, Path(data_root) / f".{self.name}.raw") as folder:
+            return self._prepare_folder(folder, Path(raw), Path(data_root), progress)
+
+    def _prepare_folder(self, folder: Path, raw: Path, data_root: Path, progress: bool) -> Path:
         release = self._verify_release(folder)
         schema = load_class_schema("toyearth5")
         palette = _palette()
         release_sha = sha256_file(folder / RELEASE_MANIFEST)
-        writer = PreparedWriter(Path(data_root), self.name, schema, crs=CRS,
+        writer = PreparedWriter(data_root, self.name, schema, crs=CRS,
                                 fingerprint={"prep_version": self.prep_version, "release_sha256": release_sha, "tile": TILE})
         images = sorted(f["path"] for f in release["files"] if "/images/" in f["path"])
         expected: dict[tuple[str, str], int] = {}
@@ -274,7 +277,7 @@ class ToyEarth(Preparer):
         domains = {name: DomainInfo(description=d.description, gsd_m=d.gsd_m,
                                     bands=[BandInfo(name=b, dtype="uint8", units="DN") for b in d.bands])
                    for name, d in DOMAINS.items()}
-        source = Path(raw) if Path(raw).is_file() else folder / RELEASE_MANIFEST
+        source = raw if raw.is_file() else folder / RELEASE_MANIFEST
         return writer.finish(
             prep_version=self.prep_version, citation="rsdg-bench ToyEarth (synthetic)", licence="CC0-1.0",
             domains=domains, expected_counts=expected,

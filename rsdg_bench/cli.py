@@ -179,6 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                            args.force, progress=not args.quiet)
     outcomes = run_tasks(tasks, model, settings)
     failed = [o for o in outcomes if o.error]
+    done = [Path(p) for o in outcomes for p in (*o.written, *o.skipped)]
+    if done:
+        _print_records(done)
+        print()
     for outcome in outcomes:
         status = "FAILED" if outcome.error else f"{len(outcome.written)} written, {len(outcome.skipped)} already done"
         print(f"{outcome.task_id:22s} {status}")
@@ -193,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- results / leaderboard
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results import ResultStore, load_record, recompute
+    from .results import ResultStore, recompute
 
     store = ResultStore(_results_root(args))
     paths = [Path(p) for p in args.paths] or store.paths()
@@ -207,6 +211,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     if not paths:
         print(f"no result records under {store.root}")
         return 0
+    _print_records(paths)
+    return 0
+
+
+def _print_records(paths: list[Path]) -> None:
+    """A table of records (each checked against its confusion matrix on load), scores in percent."""
+    from .results import load_record
+
     print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mF1':>6s}  model")
     for path in paths:
         record = load_record(path)
@@ -215,7 +227,6 @@ def cmd_results(args: argparse.Namespace) -> int:
             print(f"{record.task['id']:22s} {slug:28s} {record.evaluated.role:6s} "
                   f"{_fmt(metrics['miou']):>6s} {_fmt(metrics['oa']):>6s} {_fmt(metrics['aa']):>6s} "
                   f"{_fmt(metrics['mf1']):>6s}  {record.model['display_name']}{smoke}")
-    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -72,7 +72,7 @@ def test_run_results_recompute_and_leaderboard(capsys, tmp_path: Path, trained: 
     assert code == 1 and "FAILED" in out and "no checkpoint" in out
     code, out, _ = run(capsys, "run", "--task", "demo/u2a", "--model-arg", "encoder=resnet18",
                        "--checkpoint", str(trained["checkpoint"]), "--name", "U-Net", *common)
-    assert code == 0 and "2 written" in out
+    assert code == 0 and "2 written" in out and "toyearth/arid/val" in out and "U-Net" in out
     code, out, _ = run(capsys, "results", "show", *common)
     assert code == 0 and "toyearth/arid/val" in out and "U-Net" in out
     record = next((tmp_path / "records").rglob("*.json"))

@@ -65,6 +65,7 @@ def test_prepare_from_the_zip_archive(tmp_path: Path):
     assert archive.name == "ToyEarth-v1.zip"
     out = PREP.prepare(archive, tmp_path / "data", progress=False)
     card = json.loads((out / "dataset.json").read_text())
+    assert not (tmp_path / "data" / ".toyearth.raw").exists()      # the extraction is removed after success
     assert card["source_archives"][0]["name"] == "ToyEarth-v1.zip"
     assert card["source_archives"][0]["sha256"] == sha256_file(archive)
 
@@ -194,3 +195,25 @@ def test_zip_with_path_traversal_is_refused(tmp_path: Path):
         zf.writestr("../evil.txt", "x")
     with pytest.raises(DataError, match="unsafe path"):
         PREP.prepare(bad, tmp_path / "data", progress=False)
+
+
+def test_a_failed_prepare_keeps_the_extraction_for_the_rerun(tmp_path: Path, monkeypatch):
+    from rsdg_bench.prep import base as prep_base
+
+    archive = PREP.make_fake(tmp_path / "dl", archive=True)
+    extractions = []
+    real_extract = prep_base.extract_archive
+
+    def counting_extract(*args):
+        extractions.append(args[0])
+        return real_extract(*args)
+
+    monkeypatch.setattr(prep_base, "extract_archive", counting_extract)
+    monkeypatch.setattr(PreparedWriter, "finish", lambda *a, **k: (_ for _ in ()).throw(DataError("boom")))
+    with pytest.raises(DataError, match="boom"):
+        PREP.prepare(archive, tmp_path / "data", progress=False)
+    assert (tmp_path / "data" / ".toyearth.raw" / "ToyEarth-v1" / "ToyEarth").is_dir()
+    monkeypatch.undo()
+    monkeypatch.setattr(prep_base, "extract_archive", counting_extract)
+    PREP.prepare(archive, tmp_path / "data", progress=False)
+    assert len(extractions) == 1 and not (tmp_path / "data" / ".toyearth.raw").exists()
