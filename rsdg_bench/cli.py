@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- train / run
 
 def _device(args: argparse.Namespace):
-    from .runner import resolve_device
+    from .distributed import resolve_device
 
     return resolve_device(args.device)
 
@@ -143,6 +144,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .task_schema import TaskCatalog
     from .training import TrainOverrides, build_trainable, train_adapter
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RsdgError("train runs in one process; it does not shard under torchrun",
+                        "run `rsdg-bench train` without torchrun (evaluation with `run` does shard)")
     task = TaskCatalog().task(args.task)
     model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg))
     adapter = build_trainable(model, task, _data_root(args))
@@ -161,6 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .distributed import join_from_environment
     from .runner import ModelSpec, RunSettings, run_tasks
     from .task_schema import TaskCatalog
 
@@ -175,10 +180,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                       checkpoint=Path(args.checkpoint) if args.checkpoint else None,
                       checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
                       random_init=args.random_init, display_name=args.name)
-    settings = RunSettings(_data_root(args), _results_root(args), _device(args), args.workers, args.limit,
-                           args.force, progress=not args.quiet)
+    group, device = join_from_environment(args.device)
+    settings = RunSettings(_data_root(args), _results_root(args), device, args.workers, args.limit,
+                           args.force, progress=not args.quiet, group=group)
     outcomes = run_tasks(tasks, model, settings)
     failed = [o for o in outcomes if o.error]
+    if not group.is_main:
+        return 1 if failed else 0
     done = [Path(p) for o in outcomes for p in (*o.written, *o.skipped)]
     if done:
         _print_records(done)

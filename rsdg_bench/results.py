@@ -108,11 +108,12 @@ def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str]
 
 
 def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: torch.device,
-               wall_time_s: float, date: str) -> dict[str, Any]:
+               world_size: int, wall_time_s: float, date: str) -> dict[str, Any]:
     return {
         "harness_version": __version__, "git_commit": git_commit(), "task_hash": task_hash,
         "dataset_manifest_sha256": manifest_sha256, "checkpoint_sha256": checkpoint_sha256,
-        "torch_version": torch.__version__, "device": str(device), "python": platform.python_version(),
+        "torch_version": torch.__version__, "device": str(device), "world_size": world_size,
+        "python": platform.python_version(),
         "platform": platform.platform(), "wall_time_s": round(wall_time_s, 3), "date": date,
     }
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .adapters import Adapter
 from .data import TaskData
+from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
 from .evaluation import evaluate_split
 from .io import atomic_write_json, sha256_file
@@ -50,6 +51,7 @@ class RunSettings:
     limit: int | None = None
     force: bool = False
     progress: bool = True
+    group: ProcessGroup = field(default_factory=ProcessGroup)
 
 
 @dataclass
@@ -58,14 +60,6 @@ class TaskOutcome:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RsdgError(f"device {name!r} asked for, but CUDA is not available here", "use --device cpu")
-    return torch.device(name)
 
 
 def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapter_name: str) -> Path | None:
@@ -113,13 +107,16 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
         key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=checkpoint_sha,
                          inference=task.inference.numeric_spec(), manifest_sha256=prepared.manifest_sha256,
                          split_slug=ref.slug, role=role, limit=settings.limit)
-        if store.exists(task.id, key) and not settings.force:
+        if settings.group.any(store.exists(task.id, key) and not settings.force):
             outcome.skipped.append(str(store.path_for(task.id, key)))
             continue
         split = data.open(ref, limit=settings.limit)
         started = time.perf_counter()
-        matrix = evaluate_split(adapter, split, task, settings.device, settings.num_workers, settings.progress)
+        matrix = evaluate_split(adapter, split, task, settings.device, settings.num_workers, settings.progress,
+                                settings.group)
         elapsed = time.perf_counter() - started
+        if not settings.group.is_main:
+            continue
         matrix_list = matrix.tolist()
         record = ResultRecord(
             schema_version=SCHEMA_VERSION, key=key,
@@ -138,7 +135,8 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
             normalization=contract.record(),
             smoke={"limit": settings.limit} if settings.limit is not None else None,
             provenance=provenance(task_hash=task.hash, manifest_sha256=prepared.manifest_sha256,
-                                  checkpoint_sha256=checkpoint_sha, device=settings.device, wall_time_s=elapsed,
+                                  checkpoint_sha256=checkpoint_sha, device=settings.device,
+                                  world_size=settings.group.world_size, wall_time_s=elapsed,
                                   date=datetime.now(UTC).isoformat(timespec="seconds")),
         )
         outcome.written.append(str(store.write(record)))
@@ -151,10 +149,14 @@ def _default_name(adapter: Adapter) -> str:
 
 
 def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> list[TaskOutcome]:
-    """Run every task; failures are caught, reported and summarised, never fatal to the rest."""
+    """Run every task; failures are caught, reported and summarised, never fatal to the rest.
+
+    Under torchrun every rank runs this; only rank 0 writes records and the run summary.
+    """
     store = ResultStore(settings.results_root)
     outcomes = []
-    for task in tqdm(tasks, desc="tasks", unit="task", disable=not settings.progress or len(tasks) < 2):
+    quiet = not (settings.progress and settings.group.is_main) or len(tasks) < 2
+    for task in tqdm(tasks, desc="tasks", unit="task", disable=quiet):
         try:
             outcome = run_task(task, model, settings, store)
         except RsdgError as exc:
@@ -162,9 +164,11 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
         except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
             outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         outcomes.append(outcome)
+    if not settings.group.is_main:
+        return outcomes
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     atomic_write_json(Path(settings.results_root) / "runs" / f"{stamp}.json", {
         "model": {"adapter": model.adapter, "options": model.options,
                   "checkpoint": str(model.checkpoint) if model.checkpoint else None},
-        "limit": settings.limit, "outcomes": [vars(o) for o in outcomes]})
+        "limit": settings.limit, "world_size": settings.group.world_size, "outcomes": [vars(o) for o in outcomes]})
     return outcomes

@@ -1,0 +1,88 @@
+"""torchrun evaluation: exact shards, and the same confusion matrices as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rsdg_bench.distributed import ProcessGroup
+
+
+@pytest.mark.parametrize("count,world", [(4, 3), (10, 4), (2, 3), (7, 1)])
+def test_shards_cover_every_sample_exactly_once(count, world):
+    shards = [list(ProcessGroup(rank, world).shard(count)) for rank in range(world)]
+    assert sorted(i for shard in shards for i in shard) == list(range(count))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def matrices(results: Path) -> dict[str, list]:
+    found = {}
+    for path in (results / "records").rglob("*.json"):
+        record = json.loads(path.read_text())
+        found.update(record["confusion_matrices"])
+        assert record["evaluated"]["num_samples"] == 4
+    return found
+
+
+def test_three_processes_give_the_single_process_numbers(trained: dict, data_root: Path, tmp_path: Path):
+    args = ["run", "--task", "demo/u2a", "--model-arg", "encoder=resnet18", "--checkpoint",
+            str(trained["checkpoint"]), "--data-root", str(data_root), "--device", "cpu", "--quiet"]
+    single = subprocess.run([sys.executable, "-m", "rsdg_bench.cli", *args, "--results", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "--master_addr", "127.0.0.1",
+                "--master_port", str(free_port()), "-m", "rsdg_bench.cli"]
+    sharded = subprocess.run([*torchrun, *args, "--results", str(tmp_path / "three")],
+                             capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    one, three = matrices(tmp_path / "one"), matrices(tmp_path / "three")
+    assert set(one) == {"toyearth/urban/val", "toyearth/arid/val"} and one == three
+    provenance = json.loads(next((tmp_path / "three" / "records").rglob("*.json")).read_text())["provenance"]
+    assert provenance["world_size"] == 3
+    assert len(list((tmp_path / "three" / "records").rglob("*.json"))) == 2     # rank 0 alone wrote
+
+
+FAILS_ON_RANK_1 = """
+import os
+import torch
+from rsdg_bench.adapters import Adapter, InputContract, Normalization
+
+class FailsOnRank1(Adapter):
+    def setup(self, task, band_names):
+        torch.manual_seed(0)
+        self.module = torch.nn.Conv2d(len(band_names), task.class_schema.num_classes, 1)
+        self._contract = InputContract(len(band_names), Normalization((0.0,) * 3, (1.0,) * 3))
+
+    def input_contract(self):
+        return self._contract
+
+    def predict(self, x):
+        if os.environ.get("RANK") == "1":
+            raise RuntimeError("rank 1 broke")
+        return self.module(x)
+"""
+
+
+def test_an_error_on_one_rank_fails_the_task_everywhere_without_hanging(data_root: Path, tmp_path: Path):
+    plugin = tmp_path / "fails.py"
+    plugin.write_text(FAILS_ON_RANK_1)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(free_port()), "-m", "rsdg_bench.cli"]
+    result = subprocess.run([*torchrun, "run", "--task", "demo/u2a", "--adapter", f"{plugin}:FailsOnRank1",
+                             "--random-init", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+                             "--device", "cpu", "--quiet"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    assert "another process of this distributed run failed" in result.stdout
+    assert not list((tmp_path / "r").rglob("records/**/*.json"))
