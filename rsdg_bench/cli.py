@@ -166,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .distributed import join_from_environment
+    from .registry import resolve_adapter
     from .runner import ModelSpec, RunSettings, run_tasks
     from .task_schema import TaskCatalog
 
@@ -180,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       checkpoint=Path(args.checkpoint) if args.checkpoint else None,
                       checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
                       random_init=args.random_init, display_name=args.name)
+    resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
     group, device = join_from_environment(args.device)
     settings = RunSettings(_data_root(args), _results_root(args), device, args.workers, args.limit,
                            args.force, progress=not args.quiet, group=group)

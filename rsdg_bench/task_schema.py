@@ -191,7 +191,8 @@ def _resolve_includes(path: Path, data: dict[str, Any], chain: tuple[str, ...] =
         if key in chain:
             raise TaskError(f"{path}: include cycle through {name}", "remove the circular include")
         if not included_path.is_file():
-            raise TaskError(f"{path}: included file {name!r} not found next to it", "fix the include path")
+            raise TaskError(f"{path}: included file {name!r} not found at {included_path}",
+                            "the include: path is relative to the including file; correct it or add the file")
         included = _resolve_includes(included_path, _read_yaml(included_path), (*chain, key))
         resolved = _deep_merge(resolved, included)
     return _deep_merge(resolved, data)
@@ -200,7 +201,11 @@ def _resolve_includes(path: Path, data: dict[str, Any], chain: tuple[str, ...] =
 def _explain(exc: ValidationError, model: type[BaseModel], path: Any) -> TaskError:
     """Turn pydantic's report into one line per problem, with a suggestion for misspelt keys."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    # A bad item also makes pydantic report its container (e.g. "too short"); the item's error says it all.
+    errors = [e for e in errors if not any(len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"]
+                                           for o in errors)]
+    for err in errors:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, err["loc"][:-1])

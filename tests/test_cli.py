@@ -44,6 +44,8 @@ def test_user_errors_print_the_fix_and_exit_2(capsys):
     assert code == 2 and err.startswith("error: unknown task 'demo/u2b'") and "demo/u2a" in err
     code, _, err = run(capsys, "run", "--suite", "demo", "--model-arg", "encoder")
     assert code == 2 and "fix:" in err
+    code, out, err = run(capsys, "run", "--suite", "demo", "--model", "crossearthh")
+    assert code == 2 and "unknown adapter 'crossearthh'" in err and out == ""
 
 
 def test_fake_then_prepare(capsys, tmp_path: Path):

@@ -50,6 +50,13 @@ def test_unknown_nested_key_is_an_error_with_a_suggestion(tmp_path):
         load_task_file(write(tmp_path, "t.yaml", {**BASE, "inference": {"mode": "whole", "strid": 3}}))
 
 
+def test_a_bad_list_item_is_reported_once_at_its_own_key(tmp_path):
+    bad_target = {**BASE["targets"][0], "extra": 1}
+    with pytest.raises(TaskError) as info:
+        load_task_file(write(tmp_path, "t.yaml", {**BASE, "targets": [bad_target]}))
+    assert "targets.0.extra" in str(info.value) and "at least 1 item" not in str(info.value)
+
+
 def test_malformed_yaml_names_the_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("id: [unclosed\n")
