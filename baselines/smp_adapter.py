@@ -4,7 +4,10 @@ Options (`--model-arg key=value`):
 - `arch`: an smp architecture name (`unet`, `fpn`, `deeplabv3plus`, `segformer`, …), default `unet`;
 - `encoder`: an smp encoder name (`resnet18`, `mobilenet_v2`, `tu-<timm model>`, …), default `resnet18`;
 - `mean`, `std`: per-band normalization in the data's units, comma-separated, or one value for every
-  band; default 127.5 / 63.75 (8-bit data to roughly [-2, 2]).
+  band; default 127.5 / 63.75 (8-bit data to roughly [-2, 2]);
+- `encoder_weights`: a local state-dict file for the encoder (e.g. pretrained weights to train from),
+  loaded strictly; keys may carry an `encoder.` prefix, and a classifier (`fc.*`) is dropped, as smp's
+  encoders have none.
 
 Weights are never downloaded: the network starts from random init and is trained by `rsdg-bench train`,
 or loaded from a local state dict with `--checkpoint`.
@@ -12,10 +15,12 @@ or loaded from a local state dict with `--checkpoint`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import segmentation_models_pytorch as smp
 import torch
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.adapters import Adapter, InputContract, Normalization, load_state_strict
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.registry import register_adapter
 from rsdg_bench.task_schema import Task
@@ -44,7 +49,7 @@ class SmpAdapter(Adapter):
     """Any smp model; trainable by the harness."""
 
     trainable = True
-    _KNOWN_OPTIONS = {"arch", "encoder", "mean", "std"}
+    _KNOWN_OPTIONS = {"arch", "encoder", "mean", "std", "encoder_weights"}
 
     def __init__(self, **options: str) -> None:
         unknown = set(options) - self._KNOWN_OPTIONS
@@ -65,6 +70,8 @@ class SmpAdapter(Adapter):
         except (KeyError, ValueError) as exc:
             raise AdapterError(f"smp cannot build arch={self.options['arch']!r} encoder={self.options['encoder']!r}: {exc}",
                                "see segmentation_models_pytorch's lists of architectures and encoders") from exc
+        if self.options.get("encoder_weights"):
+            self._load_encoder(Path(self.options["encoder_weights"]))
         divisor = getattr(getattr(self.module, "encoder", None), "output_stride", 32)
         self._contract = InputContract(
             num_bands=num_bands,
@@ -74,6 +81,19 @@ class SmpAdapter(Adapter):
             ),
             size_divisor=int(divisor),
         )
+
+    def _load_encoder(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a missing, corrupt or foreign file
+            raise AdapterError(f"cannot read encoder weights {path}: {exc}", "pass a PyTorch state-dict file") from exc
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict):
+            raise AdapterError(f"encoder weights {path} hold no state dict")
+        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "encoder.fc."))}
+        if state and all(k.startswith("encoder.") for k in state):
+            state = {k.removeprefix("encoder."): v for k, v in state.items()}
+        load_state_strict(self._require_module().encoder, state, str(path), what=f"the {self.options['encoder']} encoder")
 
     def input_contract(self) -> InputContract:
         if self._contract is None:

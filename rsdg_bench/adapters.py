@@ -136,7 +136,7 @@ class Adapter(abc.ABC):
         return self.module
 
 
-def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str = "the model") -> None:
     """Load `state` into `module`; any missing, unexpected or mis-shaped key is an error that lists them."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
@@ -147,7 +147,7 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source:
             return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
         parts = [f"{label}: {show(keys)}" for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)) if keys]
-        raise AdapterError(f"checkpoint {source} does not fit the model ({'; '.join(parts)})",
+        raise AdapterError(f"{source} does not fit {what} ({'; '.join(parts)})",
                            "check the model options (architecture, encoder, classes, bands) match the checkpoint")
     module.load_state_dict(state, strict=True)
 

@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default="smp", help="adapter name: a built-in (see `adapter list`) or a plug-in")
     model.add_argument("--adapter", help="adapter from a file instead: path/to/file.py:ClassName")
     model.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                       help="adapter option, repeatable (smp: arch=unet encoder=resnet18 mean=... std=...)")
+                       help="adapter option, repeatable (smp: arch=unet encoder=resnet18 mean=... std=... encoder_weights=FILE)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     model.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
 

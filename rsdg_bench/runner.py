@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .adapters import Adapter
 from .data import TaskData
 from .distributed import ProcessGroup
-from .errors import AdapterError, RsdgError
+from .errors import AdapterError, RsdgError, TaskError
 from .evaluation import evaluate_split
 from .io import atomic_write_json, sha256_file
 from .registry import resolve_adapter
@@ -90,7 +90,15 @@ def build_for_task(model: ModelSpec, task: Task, data: TaskData) -> Adapter:
     return adapter
 
 
+def require_segmentation(task: Task) -> None:
+    """Only segmentation has an evaluator yet; refuse other kinds rather than score them as segmentation."""
+    if task.kind != "segmentation":
+        raise TaskError(f"task {task.id} is of kind {task.kind!r}, which this version cannot evaluate yet",
+                        "only segmentation tasks run for now; the other kinds come with their suites")
+
+
 def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultStore) -> TaskOutcome:
+    require_segmentation(task)
     outcome = TaskOutcome(task.id)
     data = TaskData(settings.data_root, task, phase="evaluate")
     adapter = build_for_task(model, task, data)

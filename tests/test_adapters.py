@@ -127,3 +127,28 @@ def test_conformance_catches_a_broken_adapter(tmp_path: Path):
     nan.setup(TASK, ["red", "green", "blue"])
     failed = {r.name for r in run_conformance(nan, TASK, ["red", "green", "blue"]) if not r.passed}
     assert "shape and K" in failed
+
+
+def test_smp_encoder_weights_load_from_a_local_file(tmp_path: Path):
+    source = resolve_adapter("smp")()
+    source.setup(TASK, ["red", "green", "blue"])
+    encoder_state = {f"encoder.{k}": v for k, v in source.module.encoder.state_dict().items()}
+    encoder_state["fc.weight"] = torch.zeros(2, 2)            # a classifier, as torchvision files carry
+    torch.save(encoder_state, tmp_path / "enc.pt")
+    target = resolve_adapter("smp")(encoder_weights=str(tmp_path / "enc.pt"))
+    target.setup(TASK, ["red", "green", "blue"])
+    for key, value in source.module.encoder.state_dict().items():
+        assert torch.equal(target.module.encoder.state_dict()[key], value)
+    wrong = resolve_adapter("smp")(encoder="resnet34", encoder_weights=str(tmp_path / "enc.pt"))
+    with pytest.raises(AdapterError, match="missing"):
+        wrong.setup(TASK, ["red", "green", "blue"])
+
+
+def test_tasks_of_kinds_without_an_evaluator_are_refused(data_root):
+    from rsdg_bench.runner import RunSettings, run_tasks
+
+    from conftest import SMALL_MODEL
+
+    change = TASK.model_copy(update={"kind": "change_detection"})
+    [outcome] = run_tasks([change], SMALL_MODEL, RunSettings(data_root, data_root / "r", progress=False))
+    assert "cannot evaluate yet" in outcome.error
