@@ -182,6 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                       checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
                       random_init=args.random_init, display_name=args.name)
     resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
+    if args.launcher != "none":
+        return _submit(args, tasks, model)
     group, device = join_from_environment(args.device)
     settings = RunSettings(_data_root(args), _results_root(args), device, args.workers, args.limit,
                            args.force, progress=not args.quiet, group=group)
@@ -202,6 +204,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"smoke run (--limit {args.limit}): records are marked as such and never reach a leaderboard")
     print(f"results -> {settings.results_root}")
     return 1 if failed else 0
+
+
+def _submit(args: argparse.Namespace, tasks: list, model) -> int:
+    from .launchers import JobResources, collect, submit_tasks
+    from .runner import RunSettings
+
+    settings = RunSettings(_data_root(args).resolve(), _results_root(args).resolve(), _device(args), args.workers,
+                           args.limit, args.force, progress=False)
+    resources = JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
+                             mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
+                             slurm_account=args.slurm_account)
+    jobs = submit_tasks(tasks, model, settings, args.launcher, resources)
+    for task, job in zip(tasks, jobs, strict=True):
+        print(f"{task.id:22s} job {job.job_id}")
+    print(f"job logs -> {settings.results_root / 'jobs'}")
+    if not args.wait:
+        print("records will appear in the results folder as jobs finish; `rsdg-bench results show` lists them")
+        return 0
+    outcomes = collect(jobs)
+    for outcome in outcomes:
+        status = "FAILED" if outcome.error else f"{len(outcome.written)} written, {len(outcome.skipped)} already done"
+        print(f"{outcome.task_id:22s} {status}")
+        if outcome.error:
+            print("    " + outcome.error.replace("\n", "\n    "))
+    return 1 if any(o.error for o in outcomes) else 0
 
 
 # --------------------------------------------------------------------------- results / leaderboard
@@ -359,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="display name of the model on the leaderboard")
     p.add_argument("--limit", type=int, help="evaluate only the first N samples per split (smoke run, marked as such)")
     p.add_argument("--force", action="store_true", help="recompute records that already exist")
+    cluster = p.add_argument_group("cluster jobs (one job per task, through submitit)")
+    cluster.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
+                         help="submit each task as a Slurm job (or a local subprocess job) instead of running here")
+    cluster.add_argument("--wait", action="store_true", help="wait for the jobs and print their outcomes")
+    cluster.add_argument("--slurm-partition")
+    cluster.add_argument("--slurm-account")
+    cluster.add_argument("--job-minutes", type=int, default=240, help="time limit per job (default 240)")
+    cluster.add_argument("--job-gpus", type=int, default=1, help="GPUs per job (default 1)")
+    cluster.add_argument("--job-cpus", type=int, default=8, help="CPUs per job (default 8)")
+    cluster.add_argument("--job-mem-gb", type=int, default=32, help="memory per job in GB (default 32)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("results", parents=[common], help="show result records, or recompute their metrics",

@@ -86,3 +86,19 @@ def test_an_error_on_one_rank_fails_the_task_everywhere_without_hanging(data_roo
     assert result.returncode != 0
     assert "another process of this distributed run failed" in result.stdout
     assert not list((tmp_path / "r").rglob("records/**/*.json"))
+
+
+def test_local_launcher_runs_each_task_as_a_job_with_the_same_numbers(trained: dict, data_root: Path,
+                                                                        tmp_path: Path, capsys):
+    from rsdg_bench.cli import main
+
+    common = ["--task", "demo/u2a", "--task", "demo/u2coarse", "--model-arg", "encoder=resnet18", "--checkpoint",
+              str(trained["checkpoint"]), "--data-root", str(data_root), "--device", "cpu", "--quiet"]
+    assert main(["run", *common, "--results", str(tmp_path / "here")]) == 0
+    code = main(["run", *common, "--results", str(tmp_path / "jobs"), "--launcher", "local", "--job-gpus", "0",
+                 "--job-cpus", "1", "--wait"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count(" job ") == 2 and "demo/u2coarse          2 written" in out
+    here, jobs = matrices(tmp_path / "here"), matrices(tmp_path / "jobs")
+    assert len(here) == 3 and here == jobs

@@ -1,0 +1,78 @@
+"""Fanning tasks out as cluster jobs through submitit; the jobs' records meet in the shared results folder.
+
+`rsdg-bench run --launcher slurm ...` submits one job per task (each job runs `run_tasks([task], ...)`, so
+resume keys, smoke marking and failure isolation behave exactly as in one process). `--launcher local`
+runs the same jobs as local subprocesses through submitit's local executor, which is how it is tested
+here (no cluster is reachable). Job logs go to `<results>/jobs/<job id>/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from .errors import RsdgError
+from .runner import ModelSpec, RunSettings, TaskOutcome, run_tasks
+from .task_schema import Task
+
+Launcher = Literal["slurm", "local"]
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """What each job asks the scheduler for (slurm_* fields are ignored by the local launcher)."""
+
+    timeout_min: int = 240
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 32
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"timeout_min": self.timeout_min, "gpus_per_node": self.gpus_per_node,
+                                  "cpus_per_task": self.cpus_per_task, "mem_gb": self.mem_gb}
+        if self.slurm_partition:
+            params["slurm_partition"] = self.slurm_partition
+        if self.slurm_account:
+            params["slurm_account"] = self.slurm_account
+        return params
+
+
+def _submitit() -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise RsdgError("--launcher needs the submitit package, which is not installed",
+                        'pip install "rsdg-bench[cluster]" (or pip install submitit)') from None
+    return submitit
+
+
+def submit_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings, launcher: Launcher,
+                 resources: JobResources = JobResources()) -> list[Any]:
+    """Submit one job per task; returns the submitit jobs (`job.job_id`, `job.result()`)."""
+    submitit = _submitit()
+    folder = settings.results_root / "jobs" / "%j"
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="local" if launcher == "local" else "slurm")
+    except RuntimeError as exc:
+        raise RsdgError(f"cannot submit to {launcher}: {exc}",
+                        "run on a machine with sbatch (a Slurm login node), or use --launcher local") from exc
+    executor.update_parameters(**resources.parameters())
+    job_settings = replace(settings, progress=False)
+    jobs = []
+    for task in tasks:
+        executor.update_parameters(name=f"rsdg-{task.id.replace('/', '-')}")
+        jobs.append(executor.submit(run_tasks, [task], model, job_settings))
+    return jobs
+
+
+def collect(jobs: list[Any]) -> list[TaskOutcome]:
+    """Wait for every job; a job that died outright becomes a failed outcome, not an exception."""
+    outcomes = []
+    for job in jobs:
+        try:
+            outcomes.extend(job.result())
+        except Exception as exc:  # submitit re-raises the job's failure or the scheduler's
+            outcomes.append(TaskOutcome(f"job {job.job_id}", error=f"{type(exc).__name__}: {exc}"))
+    return outcomes
