@@ -186,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _submit(args, tasks, model)
     group, device = join_from_environment(args.device)
     settings = RunSettings(_data_root(args), _results_root(args), device, args.workers, args.limit,
-                           args.force, progress=not args.quiet, group=group)
+                           args.force, progress=not args.quiet, group=group, window_batch=args.window_batch)
     outcomes = run_tasks(tasks, model, settings)
     failed = [o for o in outcomes if o.error]
     if not group.is_main:
@@ -211,7 +211,7 @@ def _submit(args: argparse.Namespace, tasks: list, model) -> int:
     from .runner import RunSettings
 
     settings = RunSettings(_data_root(args).resolve(), _results_root(args).resolve(), _device(args), args.workers,
-                           args.limit, args.force, progress=False)
+                           args.limit, args.force, progress=False, window_batch=args.window_batch)
     resources = JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
                              mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
                              slurm_account=args.slurm_account)
@@ -386,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="display name of the model on the leaderboard")
     p.add_argument("--limit", type=int, help="evaluate only the first N samples per split (smoke run, marked as such)")
     p.add_argument("--force", action="store_true", help="recompute records that already exist")
+    p.add_argument("--window-batch", type=int, default=1,
+                   help="sliding windows per forward pass (speed only; raise it on a GPU; default 1)")
     cluster = p.add_argument_group("cluster jobs (one job per task, through submitit)")
     cluster.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
                          help="submit each task as a Slurm job (or a local subprocess job) instead of running here")

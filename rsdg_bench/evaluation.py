@@ -20,7 +20,8 @@ def _single(batch: list[dict]) -> dict:
 
 
 def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-                   num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup()) -> torch.Tensor:
+                   num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
+                   window_batch: int = 1) -> torch.Tensor:
     """The K×K int64 confusion matrix of `adapter` over every sample of `split`.
 
     Under torchrun each rank takes its exact shard and the matrices are summed, so every rank returns the
@@ -40,7 +41,7 @@ def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, devic
                                disable=not (progress and group.is_main)):
                 image = sample["image"][None].to(device)
                 x = contract.prepare(image, split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}")
-                scores = predict_logits(forward, x, task.inference, num_classes)
+                scores = predict_logits(forward, x, task.inference, num_classes, window_batch)
                 accumulator.update(sample["label"], scores.argmax(dim=1)[0].to(torch.uint8).cpu())
     except Exception as exc:  # shared with the other ranks below, then re-raised
         failure = exc

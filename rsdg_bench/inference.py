@@ -3,7 +3,8 @@
 Sliding window follows mmseg's `slide_inference` exactly (the grid is `rsdg_bench.windows`: the last
 window is clamped to the image edge; an image smaller than the crop is one window of its own size). Logits of overlapping
 windows are summed and divided by the per-pixel window count. Windows are stacked into batches of
-`window_batch` for speed; that cannot change a number.
+`window_batch` (a run setting, not part of the protocol: it cannot change a number; on CPU, 1 is as fast
+as any, see bench/sliding_window.py).
 
 Each forward pass pads its input on the bottom/right with zeros (the normalized mean) to the adapter's
 size divisor and crops the logits back, so odd sizes work with any encoder. With TTA, the softmax
@@ -67,13 +68,14 @@ def _slide(forward: Forward, x: torch.Tensor, num_classes: int, crop: int, strid
 _FLIPS = {"hflip": (-1,), "vflip": (-2,)}
 
 
-def predict_logits(forward: Forward, x: torch.Tensor, spec: InferenceSpec, num_classes: int) -> torch.Tensor:
+def predict_logits(forward: Forward, x: torch.Tensor, spec: InferenceSpec, num_classes: int,
+                   window_batch: int = 1) -> torch.Tensor:
     """B×K×H×W scores for a normalized batch under `spec` (logits, or mean probabilities with TTA)."""
 
     def once(inp: torch.Tensor) -> torch.Tensor:
         if spec.mode == "slide":
             assert spec.crop is not None and spec.stride is not None  # guaranteed by InferenceSpec
-            return _slide(forward, inp, num_classes, spec.crop, spec.stride, spec.window_batch)
+            return _slide(forward, inp, num_classes, spec.crop, spec.stride, window_batch)
         return forward(inp)
 
     if not spec.tta:

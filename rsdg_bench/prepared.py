@@ -29,7 +29,7 @@ import pandas as pd
 import rasterio
 from affine import Affine
 from pydantic import BaseModel, ConfigDict, ValidationError
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from . import __version__
 from .classes import IGNORE_INDEX, ClassSchema
@@ -144,9 +144,14 @@ class quiet_georef:
 
 
 def read_raster(path: str | Path) -> np.ndarray:
-    """Read every band of a raster as C×H×W in its stored dtype."""
-    with quiet_georef(), rasterio.open(path) as src:
-        return src.read()
+    """Read every band of a raster as C×H×W in its stored dtype; an unreadable file is a DataError naming it."""
+    try:
+        with quiet_georef(), rasterio.open(path) as src:
+            return src.read()
+    except RasterioError as exc:
+        raise DataError(f"cannot read raster {path}: {exc}",
+                        "the file is missing or corrupt; `rsdg-bench prepare NAME --verify` checks a prepared "
+                        "dataset, and re-running prepare rewrites it") from exc
 
 
 class PreparedWriter:

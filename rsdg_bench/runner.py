@@ -52,6 +52,7 @@ class RunSettings:
     force: bool = False
     progress: bool = True
     group: ProcessGroup = field(default_factory=ProcessGroup)
+    window_batch: int = 1  # sliding windows per forward pass: speed only, never a number
 
 
 @dataclass
@@ -113,7 +114,7 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
     for role, ref in task.evaluation_splits():
         prepared = data.prepared(ref.dataset)
         key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=checkpoint_sha,
-                         inference=task.inference.numeric_spec(), manifest_sha256=prepared.manifest_sha256,
+                         inference=task.inference.model_dump(mode="json"), manifest_sha256=prepared.manifest_sha256,
                          split_slug=ref.slug, role=role, limit=settings.limit)
         if settings.group.any(store.exists(task.id, key) and not settings.force):
             outcome.skipped.append(str(store.path_for(task.id, key)))
@@ -121,7 +122,7 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
         split = data.open(ref, limit=settings.limit)
         started = time.perf_counter()
         matrix = evaluate_split(adapter, split, task, settings.device, settings.num_workers, settings.progress,
-                                settings.group)
+                                settings.group, settings.window_batch)
         elapsed = time.perf_counter() - started
         if not settings.group.is_main:
             continue

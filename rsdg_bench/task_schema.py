@@ -54,7 +54,6 @@ class InferenceSpec(_Strict):
     crop: int | None = Field(default=None, gt=0)
     stride: int | None = Field(default=None, gt=0)
     tta: tuple[Literal["hflip", "vflip"], ...] = ()
-    window_batch: int = Field(default=8, gt=0, description="windows per forward pass; does not change numbers")
 
     @model_validator(mode="after")
     def _slide_needs_crop_and_stride(self) -> InferenceSpec:
@@ -63,10 +62,6 @@ class InferenceSpec(_Strict):
         if self.stride is not None and self.crop is not None and self.stride > self.crop:
             raise ValueError(f"inference.stride {self.stride} is larger than crop {self.crop}: pixels would be skipped")
         return self
-
-    def numeric_spec(self) -> dict[str, Any]:
-        """The part of the spec that can change a prediction (batching cannot)."""
-        return self.model_dump(mode="json", exclude={"window_batch"})
 
 
 class MetricsSpec(_Strict):

@@ -66,9 +66,9 @@ def test_slide_equals_mmseg_reference(h, w, crop, stride, window_batch):
     model = ContextModel()
     image = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h + w))
     forward = checked_forward(model, K, 1, "test")
-    spec = InferenceSpec(mode="slide", crop=crop, stride=stride, window_batch=window_batch)
+    spec = InferenceSpec(mode="slide", crop=crop, stride=stride)
     with torch.no_grad():
-        ours = predict_logits(forward, image, spec, K)
+        ours = predict_logits(forward, image, spec, K, window_batch)
         reference = mmseg_slide(model, image, crop, stride)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
@@ -76,9 +76,9 @@ def test_slide_equals_mmseg_reference(h, w, crop, stride, window_batch):
 def test_large_odd_image_matches_reference():
     model = ContextModel(bands=1)
     image = torch.randn(1, 1, 1500, 1500, generator=torch.Generator().manual_seed(1))
-    spec = InferenceSpec(mode="slide", crop=1024, stride=683, window_batch=2)
+    spec = InferenceSpec(mode="slide", crop=1024, stride=683)
     with torch.no_grad():
-        ours = predict_logits(checked_forward(model, K, 1, "test"), image, spec, K)
+        ours = predict_logits(checked_forward(model, K, 1, "test"), image, spec, K, window_batch=2)
         torch.testing.assert_close(ours, mmseg_slide(model, image, 1024, 683), rtol=1e-5, atol=1e-5)
 
 

@@ -38,7 +38,7 @@ def test_records_hold_metrics_matrices_and_provenance(trained: dict, data_root: 
     assert prov["dataset_manifest_sha256"] == json.loads((data_root / "toyearth/dataset.json").read_text())["manifest_sha256"]
     assert {"harness_version", "git_commit", "torch_version", "device", "wall_time_s", "date"} <= set(prov)
     assert target.normalization["mean"] == [127.5, 127.5, 127.5]
-    assert target.inference == {"mode": "slide", "crop": 128, "stride": 85, "tta": [], "window_batch": 8}
+    assert target.inference == {"mode": "slide", "crop": 128, "stride": 85, "tta": []}
     # the trained model is much better on its own domain than on the unseen one
     assert records["source"].metrics["toyearth/urban/val"]["miou"] > target.metrics[slug]["miou"] + 0.1
 
@@ -118,3 +118,14 @@ def test_nan_metrics_are_stored_as_null_and_read_back():
     assert block["per_class"]["c"]["iou"] is None and block["per_class"]["c"]["recall"] is None
     assert block["miou"] == pytest.approx((3 / 4 + 2 / 3) / 2)
     assert "NaN" not in json.dumps(block, allow_nan=False)
+
+
+def test_a_corrupt_prepared_file_names_itself(trained: dict, data_root: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data_root, copy)
+    broken = sorted((copy / "toyearth" / "arid" / "val" / "images").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:200])
+    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], model_with(trained), settings(copy, tmp_path / "r"))
+    assert f"cannot read raster {broken}" in outcome.error and "--verify" in outcome.error
