@@ -143,13 +143,17 @@ class ResultStore:
         return [(path, load_record(path)) for path in self.paths()]
 
 
-def load_record(path: Path) -> ResultRecord:
-    """Parse and validate a record, and check its metrics against its confusion matrices."""
+def _parse_record(path: Path) -> ResultRecord:
     try:
-        record = ResultRecord.model_validate(json.loads(Path(path).read_text()))
+        return ResultRecord.model_validate(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path} is not a valid result record: {exc}",
                            "delete it and re-run the task (it will be recomputed)") from exc
+
+
+def load_record(path: Path) -> ResultRecord:
+    """Parse and validate a record, and check its metrics against its confusion matrices."""
+    record = _parse_record(path)
     check_consistency(record, path)
     return record
 
@@ -181,10 +185,7 @@ def _same(a: float | None, b: float | None) -> bool:
 
 def recompute(path: Path) -> ResultRecord:
     """Rewrite a record's metrics from its confusion matrices (after a metric fix, or a hand edit)."""
-    try:
-        record = ResultRecord.model_validate(json.loads(Path(path).read_text()))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise ResultsError(f"{path} is not a valid result record: {exc}", "delete it and re-run the task") from exc
+    record = _parse_record(path)
     record.metrics = {slug: metrics_block(matrix, record.class_names, record.headline_classes)
                       for slug, matrix in record.confusion_matrices.items()}
     atomic_write_json(path, record.model_dump(mode="json"))

@@ -92,7 +92,7 @@ class Reference(_Strict):
 
 
 class Task(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9_.-]+/[a-z0-9_.+-]+$")
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.+-]*$")
     name: str
     description: str = ""
     version: int = Field(ge=1)

@@ -102,3 +102,9 @@ def test_json_schema_describes_the_task_fields():
     schema = task_json_schema()
     assert {"id", "source", "targets", "inference", "metrics", "training"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("bad_id", ["../evil", "demo/../x", "Demo/u2a", "demo", "demo/.hidden"])
+def test_task_ids_are_slugs_that_cannot_escape_the_results_folder(tmp_path, bad_id):
+    with pytest.raises(TaskError, match="id"):
+        load_task_file(write(tmp_path, "t.yaml", {**BASE, "id": bad_id}))
