@@ -224,7 +224,7 @@ class ToyEarth(Preparer):
                 zf.write(path, path.relative_to(Path(out)).as_posix())
         return zip_path
 
-    def _verify_release(self, folder: Path) -> dict:
+    def _verify_release(self, folder: Path, progress: bool) -> dict:
         manifest_path = folder / RELEASE_MANIFEST
         if not manifest_path.is_file():
             raise DataError(f"{manifest_path} is missing", "the download is incomplete; re-download ToyEarth-v1.zip")
@@ -233,7 +233,7 @@ class ToyEarth(Preparer):
         if missing:
             raise DataError(f"{len(missing)} file(s) of the ToyEarth release are missing, first {folder / missing[0]}",
                             "the download is incomplete; re-download or re-extract it")
-        for entry in tqdm(release["files"], desc="verify toyearth", unit="file", leave=False):
+        for entry in tqdm(release["files"], desc="verify toyearth", unit="file", leave=False, disable=not progress):
             if sha256_file(folder / entry["path"]) != entry["sha256"]:
                 raise DataError(f"{folder / entry['path']} does not match its sha256 in {RELEASE_MANIFEST}",
                                 "the file is corrupt or was modified; re-download it")
@@ -244,7 +244,7 @@ class ToyEarth(Preparer):
             return self._prepare_folder(folder, Path(raw), Path(data_root), progress)
 
     def _prepare_folder(self, folder: Path, raw: Path, data_root: Path, progress: bool) -> Path:
-        release = self._verify_release(folder)
+        release = self._verify_release(folder, progress)
         schema = load_class_schema("toyearth5")
         palette = _palette()
         release_sha = sha256_file(folder / RELEASE_MANIFEST)
