@@ -14,27 +14,10 @@ import time
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 
 from rsdg_bench.inference import checked_forward, predict_logits
+from rsdg_bench.references import mmseg_slide_inference
 from rsdg_bench.task_schema import InferenceSpec
-
-
-def mmseg_slide(model: torch.nn.Module, img: torch.Tensor, k: int, crop: int, stride: int) -> torch.Tensor:
-    _, _, h_img, w_img = img.shape
-    h_grids = max(h_img - crop + stride - 1, 0) // stride + 1
-    w_grids = max(w_img - crop + stride - 1, 0) // stride + 1
-    preds = img.new_zeros((img.shape[0], k, h_img, w_img))
-    count = img.new_zeros((img.shape[0], 1, h_img, w_img))
-    for h_idx in range(h_grids):
-        for w_idx in range(w_grids):
-            y1, x1 = h_idx * stride, w_idx * stride
-            y2, x2 = min(y1 + crop, h_img), min(x1 + crop, w_img)
-            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
-            logit = model(img[:, :, y1:y2, x1:x2])
-            preds += F.pad(logit, (x1, w_img - x2, y1, h_img - y2))
-            count[:, :, y1:y2, x1:x2] += 1
-    return preds / count
 
 
 def main() -> None:
@@ -58,7 +41,7 @@ def main() -> None:
             ours = predict_logits(forward, image, spec, k, args.window_batch)
             ours_runs.append(time.perf_counter() - start)
             start = time.perf_counter()
-            reference = mmseg_slide(model, image, k, args.crop, args.stride)
+            reference = mmseg_slide_inference(model, image, k, args.crop, args.stride)
             ref_runs.append(time.perf_counter() - start)
     gap = (ours - reference).abs().max().item()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.size}², crop {args.crop}, "

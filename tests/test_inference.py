@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.inference import checked_forward, predict_logits
+from rsdg_bench.references import mmseg_slide_inference
 from rsdg_bench.task_schema import InferenceSpec
 from rsdg_bench.windows import window_grid
 
@@ -24,24 +24,6 @@ class ContextModel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) + x.mean(dim=(1, 2, 3), keepdim=True)
-
-
-def mmseg_slide(model, img, crop, stride):
-    """mmseg's slide_inference, step by step, one window at a time."""
-    batch, _, h_img, w_img = img.shape
-    h_grids = max(h_img - crop + stride - 1, 0) // stride + 1
-    w_grids = max(w_img - crop + stride - 1, 0) // stride + 1
-    preds = img.new_zeros((batch, K, h_img, w_img))
-    count_mat = img.new_zeros((batch, 1, h_img, w_img))
-    for h_idx in range(h_grids):
-        for w_idx in range(w_grids):
-            y1, x1 = h_idx * stride, w_idx * stride
-            y2, x2 = min(y1 + crop, h_img), min(x1 + crop, w_img)
-            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
-            crop_logit = model(img[:, :, y1:y2, x1:x2])
-            preds += F.pad(crop_logit, (int(x1), int(preds.shape[3] - x2), int(y1), int(preds.shape[2] - y2)))
-            count_mat[:, :, y1:y2, x1:x2] += 1
-    return preds / count_mat
 
 
 @pytest.mark.parametrize("h,w,crop,stride", [(1500, 1500, 1024, 683), (97, 131, 64, 43), (50, 70, 64, 43),
@@ -69,7 +51,7 @@ def test_slide_equals_mmseg_reference(h, w, crop, stride, window_batch):
     spec = InferenceSpec(mode="slide", crop=crop, stride=stride)
     with torch.no_grad():
         ours = predict_logits(forward, image, spec, K, window_batch)
-        reference = mmseg_slide(model, image, crop, stride)
+        reference = mmseg_slide_inference(model, image, K, crop, stride)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
@@ -79,7 +61,7 @@ def test_large_odd_image_matches_reference():
     spec = InferenceSpec(mode="slide", crop=1024, stride=683)
     with torch.no_grad():
         ours = predict_logits(checked_forward(model, K, 1, "test"), image, spec, K, window_batch=2)
-        torch.testing.assert_close(ours, mmseg_slide(model, image, 1024, 683), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours, mmseg_slide_inference(model, image, K, 1024, 683), rtol=1e-5, atol=1e-5)
 
 
 def test_slide_on_an_image_smaller_than_the_crop_is_one_whole_pass():
