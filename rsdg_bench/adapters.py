@@ -127,9 +127,6 @@ class Adapter(abc.ABC):
     def eval(self) -> None:
         self._require_module().eval()
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self._require_module().state_dict()
-
     def _require_module(self) -> nn.Module:
         if self.module is None:
             raise AdapterError(f"adapter {self.name!r} used before setup()")
