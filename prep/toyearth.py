@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio import features
+from rasterio.transform import Affine
 from shapely import affinity
 from shapely.geometry import LineString, Polygon, box
 from tqdm.auto import tqdm
@@ -40,7 +40,13 @@ from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
 from rsdg_bench.errors import DataError
 from rsdg_bench.io import atomic_write_text, sha256_file
 from rsdg_bench.prepared import (
-    BandInfo, DomainInfo, PreparedWriter, SampleArrays, SourceArchive, quiet_georef, read_raster,
+    BandInfo,
+    DomainInfo,
+    PreparedWriter,
+    SampleArrays,
+    SourceArchive,
+    quiet_georef,
+    read_raster,
 )
 from rsdg_bench.windows import window_grid
 

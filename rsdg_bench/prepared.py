@@ -20,16 +20,16 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import rasterio
-from affine import Affine
 from pydantic import BaseModel, ConfigDict, ValidationError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import Affine
 
 from . import __version__
 from .classes import IGNORE_INDEX, ClassSchema
