@@ -210,12 +210,12 @@ def _submit(args: argparse.Namespace, tasks: list, model) -> int:
     from .launchers import JobResources, collect, submit_tasks
     from .runner import RunSettings
 
-    settings = RunSettings(_data_root(args).resolve(), _results_root(args).resolve(), _device(args), args.workers,
-                           args.limit, args.force, progress=False, window_batch=args.window_batch)
+    settings = RunSettings(_data_root(args).resolve(), _results_root(args).resolve(), num_workers=args.workers,
+                           limit=args.limit, force=args.force, progress=False, window_batch=args.window_batch)
     resources = JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
                              mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
                              slurm_account=args.slurm_account)
-    jobs = submit_tasks(tasks, model, settings, args.launcher, resources)
+    jobs = submit_tasks(tasks, model, settings, args.launcher, args.device, resources)
     for task, job in zip(tasks, jobs, strict=True):
         print(f"{task.id:22s} job {job.job_id}")
     print(f"job logs -> {settings.results_root / 'jobs'}")

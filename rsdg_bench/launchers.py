@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from .distributed import resolve_device
 from .errors import RsdgError
 from .runner import ModelSpec, RunSettings, TaskOutcome, run_tasks
 from .task_schema import Task
@@ -48,9 +49,19 @@ def _submitit() -> Any:
     return submitit
 
 
+def run_in_job(tasks: list[Task], model: ModelSpec, settings: RunSettings, device_name: str) -> list[TaskOutcome]:
+    """What a job runs: the device is resolved here, on the compute node, not where the job was submitted
+    (a login node without GPUs would otherwise send every job to the CPU)."""
+    return run_tasks(tasks, model, replace(settings, device=resolve_device(device_name)))
+
+
 def submit_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings, launcher: Launcher,
-                 resources: JobResources = JobResources()) -> list[Any]:
-    """Submit one job per task; returns the submitit jobs (`job.job_id`, `job.result()`)."""
+                 device_name: str, resources: JobResources = JobResources()) -> list[Any]:
+    """Submit one job per task; returns the submitit jobs (`job.job_id`, `job.result()`).
+
+    `device_name` (`auto`, `cpu`, `cuda`, …) is resolved by each job on its own node; `settings.device` is
+    ignored.
+    """
     submitit = _submitit()
     folder = settings.results_root / "jobs" / "%j"
     try:
@@ -63,7 +74,7 @@ def submit_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings, lau
     jobs = []
     for task in tasks:
         executor.update_parameters(name=f"rsdg-{task.id.replace('/', '-')}")
-        jobs.append(executor.submit(run_tasks, [task], model, job_settings))
+        jobs.append(executor.submit(run_in_job, [task], model, job_settings, device_name))
     return jobs
 
 

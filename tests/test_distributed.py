@@ -102,3 +102,14 @@ def test_local_launcher_runs_each_task_as_a_job_with_the_same_numbers(trained: d
     assert out.count(" job ") == 2 and "demo/u2coarse          2 written" in out
     here, jobs = matrices(tmp_path / "here"), matrices(tmp_path / "jobs")
     assert len(here) == 3 and here == jobs
+
+
+def test_a_job_resolves_its_device_on_its_own_node(monkeypatch, data_root: Path, tmp_path: Path):
+    from rsdg_bench import launchers
+    from rsdg_bench.runner import RunSettings
+
+    seen = []
+    monkeypatch.setattr(launchers, "resolve_device", lambda name: seen.append(name) or __import__("torch").device("cpu"))
+    monkeypatch.setattr(launchers, "run_tasks", lambda tasks, model, settings: [settings.device])
+    out = launchers.run_in_job([], None, RunSettings(data_root, tmp_path), "auto")
+    assert seen == ["auto"] and str(out[0]) == "cpu"
