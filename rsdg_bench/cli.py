@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -167,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .distributed import join_from_environment
     from .registry import resolve_adapter
-    from .runner import ModelSpec, RunSettings, run_tasks
+    from .runner import ModelSpec, run_tasks
     from .task_schema import TaskCatalog
 
     catalog = TaskCatalog()
@@ -185,8 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.launcher != "none":
         return _submit(args, tasks, model)
     group, device = join_from_environment(args.device)
-    settings = RunSettings(_data_root(args), _results_root(args), device, args.workers, args.limit,
-                           args.force, progress=not args.quiet, group=group, window_batch=args.window_batch)
+    settings = _run_settings(args, device=device, group=group)
     outcomes = run_tasks(tasks, model, settings)
     failed = [o for o in outcomes if o.error]
     if not group.is_main:
@@ -195,23 +195,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     if done:
         _print_records(done)
         print()
-    for outcome in outcomes:
-        status = "FAILED" if outcome.error else f"{len(outcome.written)} written, {len(outcome.skipped)} already done"
-        print(f"{outcome.task_id:22s} {status}")
-        if outcome.error:
-            print("    " + outcome.error.replace("\n", "\n    "))
+    _print_outcomes(outcomes)
     if args.limit is not None:
         print(f"smoke run (--limit {args.limit}): records are marked as such and never reach a leaderboard")
     print(f"results -> {settings.results_root}")
     return 1 if failed else 0
 
 
-def _submit(args: argparse.Namespace, tasks: list, model) -> int:
-    from .launchers import JobResources, collect, submit_tasks
+def _print_outcomes(outcomes: list) -> None:
+    """One line per task (written / skipped, or FAILED with its indented error)."""
+    for outcome in outcomes:
+        status = "FAILED" if outcome.error else f"{len(outcome.written)} written, {len(outcome.skipped)} already done"
+        print(f"{outcome.task_id:22s} {status}")
+        if outcome.error:
+            print("    " + outcome.error.replace("\n", "\n    "))
+
+
+def _run_settings(args: argparse.Namespace, **overrides):
+    """RunSettings from the `run` flags; `overrides` sets what differs (device, process group, …)."""
     from .runner import RunSettings
 
-    settings = RunSettings(_data_root(args).resolve(), _results_root(args).resolve(), num_workers=args.workers,
-                           limit=args.limit, force=args.force, progress=False, window_batch=args.window_batch)
+    return RunSettings(_data_root(args), _results_root(args), num_workers=args.workers, limit=args.limit,
+                       force=args.force, progress=not args.quiet, window_batch=args.window_batch, **overrides)
+
+
+def _submit(args: argparse.Namespace, tasks: list, model) -> int:
+    from .launchers import JobResources, collect, submit_tasks
+
+    settings = _run_settings(args)
+    settings = replace(settings, data_root=settings.data_root.resolve(), results_root=settings.results_root.resolve())
     resources = JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
                              mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
                              slurm_account=args.slurm_account)
@@ -223,11 +235,7 @@ def _submit(args: argparse.Namespace, tasks: list, model) -> int:
         print("records will appear in the results folder as jobs finish; `rsdg-bench results show` lists them")
         return 0
     outcomes = collect(jobs)
-    for outcome in outcomes:
-        status = "FAILED" if outcome.error else f"{len(outcome.written)} written, {len(outcome.skipped)} already done"
-        print(f"{outcome.task_id:22s} {status}")
-        if outcome.error:
-            print("    " + outcome.error.replace("\n", "\n    "))
+    _print_outcomes(outcomes)
     return 1 if any(o.error for o in outcomes) else 0
 
 
