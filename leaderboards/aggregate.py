@@ -1,8 +1,9 @@
 """Result records → a plain board structure (no HTML here; rendering reads this and nothing else).
 
 Metrics are recomputed from each record's confusion matrix, never read from the record. Records are
-left out, with the reason listed on the page, when they are smoke runs (`--limit`), random-init runs, or
-computed under an older definition of their task (another task hash than the newest version seen).
+left out, with the reason listed on the page, when they are smoke runs (`--limit`), random-init runs,
+evaluated on a split whose size is not the published one (a fake or a partial download), or computed
+under an older definition of their task (another task hash than the newest version seen).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def build_board(records: list[tuple[Path, ResultRecord]]) -> Board:
             excluded.append((str(path), f"smoke run (--limit {record.smoke.get('limit')})"))
         elif record.model["checkpoint"]["random_init"]:
             excluded.append((str(path), "random-init weights"))
+        elif record.evaluated.partial_data:
+            excluded.append((str(path), f"{record.evaluated.slug} had {record.evaluated.num_samples} samples; "
+                                        f"the published split has {record.evaluated.published_samples}"))
         else:
             kept.append((path, record))
     newest: dict[str, tuple[int, str, str]] = {}  # task id → (version, date, hash) of its newest record

@@ -41,6 +41,13 @@ class Preparer(abc.ABC):
         """Prepare the raw download at `raw` into `data_root/<name>`; return that folder."""
 
 
+def uint8_bands(names: tuple[str, ...] | list[str]) -> list:
+    """BandInfo entries for 8-bit digital numbers, the encoding of every RGB / NIR-R-G photo product."""
+    from rsdg_bench.prepared import BandInfo
+
+    return [BandInfo(name=name, dtype="uint8", units="DN") for name in names]
+
+
 def register_preparer(cls: type[Preparer]) -> type[Preparer]:
     _PREPARERS[cls.name] = cls
     return cls
@@ -95,6 +102,21 @@ def extract_archive(archive: Path, into: Path) -> None:
     os.replace(tmp, into)
 
 
+def extract_once(archive: Path, known_sha256: str | None, scratch: Path) -> Path:
+    """Extract `archive` into `scratch/<stem>` unless a stamp shows this very file was extracted there
+    before (a rerun after a failure); the sha256 is checked first when one is published."""
+    extracted = scratch / archive.name.split(".")[0]
+    stamp = extracted / ".extracted-from"
+    identity = f"{archive.resolve()} {archive.stat().st_size} {archive.stat().st_mtime_ns}"
+    if not (stamp.is_file() and stamp.read_text() == identity):
+        if known_sha256 is not None and (actual := sha256_file(archive)) != known_sha256:
+            raise DataError(f"{archive} has sha256 {actual}, expected {known_sha256}",
+                            "the file is corrupt or another release; download it again")
+        extract_archive(archive, extracted)
+        stamp.write_text(identity)
+    return extracted
+
+
 @contextmanager
 def raw_folder(raw: Path, folder_name: str, archive_names: dict[str, str | None], scratch: Path) -> Iterator[Path]:
     """Yield the unpacked top folder `folder_name` of a download, extracting an archive if that is what we got.
@@ -117,19 +139,88 @@ def raw_folder(raw: Path, folder_name: str, archive_names: dict[str, str | None]
         raise DataError(f"{raw} holds neither the folder {folder_name}/ nor the archive "
                         f"{' or '.join(archive_names)}",
                         "pass --raw the archive as downloaded or the folder it unpacks to")
-    extracted = scratch / archive.name.split(".")[0]
-    stamp = extracted / ".extracted-from"
-    identity = f"{archive.resolve()} {archive.stat().st_size} {archive.stat().st_mtime_ns}"
-    if not (stamp.is_file() and stamp.read_text() == identity):
-        known = archive_names.get(archive.name)
-        if known is not None and (actual := sha256_file(archive)) != known:
-            raise DataError(f"{archive} has sha256 {actual}, expected {known}",
-                            "the file is corrupt or another release; download it again")
-        extract_archive(archive, extracted)
-        stamp.write_text(identity)
+    extracted = extract_once(archive, archive_names.get(archive.name), scratch)
     if not (extracted / folder_name).is_dir():
         raise DataError(f"{archive} does not contain the folder {folder_name}/", "this is not the expected archive")
     yield extracted / folder_name
     shutil.rmtree(extracted)
     if scratch.is_dir() and not any(scratch.iterdir()):
         scratch.rmdir()
+
+
+class RawFiles:
+    """The files of a download made of several archives, each given zipped or already unpacked.
+
+    `raw` is a folder holding the archives as downloaded and/or what they unpack to (any nesting), or one
+    archive. Archives named in `archives` are extracted into `scratch` unless a folder of the same stem
+    sits beside them. Files are then found by name pattern across the folder and the extractions;
+    the first copy of a file name wins, so an unpacked copy is preferred over its archive.
+    """
+
+    def __init__(self, raw: Path, archives: dict[str, str | None], scratch: Path, progress: bool = True) -> None:
+        raw = Path(raw).expanduser()
+        if not raw.exists():
+            raise DataError(f"{raw} does not exist", "pass --raw the folder holding the downloaded archives")
+        self.raw = raw
+        self.scratch = scratch
+        self.roots: list[Path] = [raw] if raw.is_dir() else []
+        self.archives_used: list[Path] = []
+        candidates = [raw] if raw.is_file() else [raw / name for name in archives if (raw / name).is_file()]
+        for archive in candidates:
+            if raw.is_dir() and (raw / archive.name.split(".")[0]).is_dir():
+                continue  # unpacked beside its archive: use the folder
+            self.roots.append(extract_once(archive, archives.get(archive.name), scratch))
+            self.archives_used.append(archive)
+        self._index: dict[str, Path] | None = None
+
+    def _files(self) -> dict[str, Path]:
+        if self._index is None:
+            self._index = {}
+            for root in self.roots:
+                for path in sorted(root.rglob("*")):
+                    if path.is_file() and not path.name.startswith("."):
+                        self._index.setdefault(path.relative_to(root).as_posix(), path)
+        return self._index
+
+    def find(self, pattern: str) -> dict[str, Path]:
+        """Files whose path (relative to their root) matches the glob `pattern`, keyed by file name."""
+        from fnmatch import fnmatch
+
+        found: dict[str, Path] = {}
+        for rel, path in self._files().items():
+            if fnmatch(rel, pattern) or fnmatch(rel, f"*/{pattern}"):
+                found.setdefault(path.name, path)
+        return found
+
+    def cleanup(self) -> None:
+        """Remove the extractions (after a successful prepare)."""
+        if self.scratch.is_dir():
+            shutil.rmtree(self.scratch)
+
+
+@contextmanager
+def raw_files(raw: Path, archives: dict[str, str | None], scratch: Path) -> Iterator[RawFiles]:
+    """`RawFiles` whose extractions are removed when the block succeeds and kept (for a rerun) when it fails."""
+    files = RawFiles(raw, archives, scratch)
+    yield files
+    files.cleanup()
+
+
+def source_archives_of(files: RawFiles) -> list:
+    """What the prepare read, for the dataset card: each archive used (name, sha256, size); for a download
+    given unpacked, the folder with the sha256 of its file listing (paths and sizes; hashing every
+    multi-GB raster again would double the prepare time)."""
+    from rsdg_bench.io import sha256_bytes
+    from rsdg_bench.prepared import SourceArchive
+
+    entries = [SourceArchive(name=p.name, sha256=sha256_file(p), size=p.stat().st_size) for p in files.archives_used]
+    if files.raw.is_dir():
+        used = set(files.archives_used)
+        listing = sorted((rel, path.stat().st_size) for rel, path in files._files().items()
+                         if path.is_relative_to(files.raw) and not path.is_relative_to(files.scratch)
+                         and path not in used)
+        if listing:
+            text = "\n".join(f"{rel} {size}" for rel, size in listing)
+            entries.append(SourceArchive(name=f"{files.raw.name}/ (unpacked, listing sha256)",
+                                         sha256=sha256_bytes(text.encode()), size=sum(s for _, s in listing)))
+    return entries

@@ -17,6 +17,18 @@ def colours_to_indices(rgb: np.ndarray, palette: dict[tuple[int, int, int], int]
     A colour outside the palette raises DataError naming the file, the colour, how many pixels have it and
     where the first one is: a wrong archive or a resampled (blurred) label must not become silent class 0.
     """
+    indices, _ = decode_colour_label(rgb, palette, where, tolerance=0.0)
+    return indices
+
+
+def decode_colour_label(rgb: np.ndarray, palette: dict[tuple[int, int, int], int], where: str,
+                        tolerance: float) -> tuple[np.ndarray, int]:
+    """Like `colours_to_indices`, but up to a `tolerance` fraction of off-palette pixels become ignore (255).
+
+    Returns the indices and how many pixels were off-palette, for the dataset card. Scattered stray
+    colours in hand-drawn labels are tolerated this way (mmseg maps them to ignore silently); a wrong or
+    resampled label file has far more and still raises.
+    """
     if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
         raise DataError(f"{where}: expected an H×W×3 uint8 colour label, got {rgb.dtype} {rgb.shape}")
     keys = _rgb_keys(rgb)
@@ -26,7 +38,12 @@ def colours_to_indices(rgb: np.ndarray, palette: dict[tuple[int, int, int], int]
                       dtype=np.uint8)
     position = np.clip(np.searchsorted(known, keys), 0, len(known) - 1)
     unknown = known[position] != keys
-    if unknown.any():
+    stray = int(unknown.sum())
+    if stray and stray <= tolerance * unknown.size:
+        indices = values[position]
+        indices[unknown] = 255
+        return indices, stray
+    if stray:
         ys, xs = np.nonzero(unknown)
         colour = tuple(int(c) for c in rgb[ys[0], xs[0]])
         distinct = np.unique(keys[unknown]).size
@@ -36,4 +53,4 @@ def colours_to_indices(rgb: np.ndarray, palette: dict[tuple[int, int, int], int]
             "the label file is not from the expected release, or was resampled/compressed lossily; "
             "use the original label files",
         )
-    return values[position]
+    return values[position], 0

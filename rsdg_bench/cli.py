@@ -70,7 +70,32 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise RsdgError("prepare needs --raw", "pass the downloaded archive or its folder: --raw PATH")
     out = get_preparer(args.name).prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
     print(f"prepared {args.name} -> {out}")
+    _report_prepared(_data_root(args), args.name)
     return 0
+
+
+def _report_prepared(data_root: Path, name: str) -> None:
+    """Split sizes against the published ones, the class histogram, and the preparer's notes."""
+    import numpy as np
+
+    from .prepared import PreparedDataset
+
+    dataset = PreparedDataset.open(data_root, name)
+    card = dataset.card
+    for domain, splits in card.split_counts.items():
+        for split, count in splits.items():
+            published = card.published_counts.get(domain, {}).get(split)
+            check = "" if published is None else ("  (= published)" if published == count else f"  (published: {published})")
+            print(f"  {domain}/{split}: {count} samples{check}")
+    if mismatches := card.count_mismatches():
+        print(f"warning: {len(mismatches)} split(s) differ from the published sizes; results on this data are not "
+              "comparable with the papers' (expected for fakes and partial downloads)")
+    pixels = np.sum(np.stack(dataset.manifest["class_counts"].to_numpy()), axis=0)
+    total = max(int(pixels.sum()), 1)
+    print("  class histogram (labelled pixels): " + ", ".join(
+        f"{c.name} {100 * int(n) / total:.1f}%" for c, n in zip(card.classes.classes, pixels, strict=True)))
+    for note in card.notes:
+        print(f"  note: {note}")
 
 
 def _verify_prepared(args: argparse.Namespace) -> int:
@@ -126,7 +151,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     tasks = catalog.suite_tasks(args.suite) if args.suite else [catalog.tasks[t] for t in sorted(catalog.tasks)]
     for task in tasks:
         targets = ", ".join(t.slug for t in task.targets)
-        print(f"{task.id:22s} {task.name:12s} {task.gap:16s} {task.source.slug} -> {targets}")
+        print(f"{task.id:22s} {task.name:12s} {task.gap:20s} {task.source.slug} -> {targets}")
     if not args.suite and catalog.suites:
         print("\nsuites: " + ", ".join(f"{s.id} ({len(s.tasks)} tasks)" for s in catalog.suites.values()))
     return 0
@@ -268,7 +293,7 @@ def _print_records(paths: list[Path]) -> None:
     for path in paths:
         record = load_record(path)
         for slug, metrics in record.metrics.items():
-            smoke = "  [smoke]" if record.smoke else ""
+            smoke = "  [smoke]" if record.smoke else ("  [not the published split]" if record.evaluated.partial_data else "")
             print(f"{record.task['id']:22s} {slug:28s} {record.evaluated.role:6s} "
                   f"{_fmt(metrics['miou']):>6s} {_fmt(metrics['oa']):>6s} {_fmt(metrics['aa']):>6s} "
                   f"{_fmt(metrics['mf1']):>6s}  {record.model['display_name']}{smoke}")
@@ -349,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Verify a raw download (archive or unpacked folder) and write the canonical prepared "
                                    "dataset into the data root, atomically; an interrupted prepare resumes.")
     p.add_argument("name", nargs="?", help="dataset name (see --list)")
-    p.add_argument("--raw", help="the downloaded archive, or the folder it unpacks to")
+    p.add_argument("--raw", help="the downloaded archive, or the folder holding the archives as downloaded or unpacked")
     p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
     p.add_argument("--verify", action="store_true", help="re-hash an already prepared dataset's files against its manifest")
     p.set_defaults(func=cmd_prepare)

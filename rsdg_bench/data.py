@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import SplitAccessError
+from .errors import DataError, SplitAccessError
+from .label_maps import LabelMap, load_label_map
 from .prepared import PreparedDataset
 from .task_schema import SplitRef, Task
 
@@ -23,11 +24,14 @@ Phase = Literal["train", "evaluate"]
 
 
 class SegmentationSplit(Dataset):
-    """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units), `label` (H×W uint8)."""
+    """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units), `label` (H×W uint8,
+    through the split's label map when it has one)."""
 
-    def __init__(self, prepared: PreparedDataset, ref: SplitRef, limit: int | None = None) -> None:
+    def __init__(self, prepared: PreparedDataset, ref: SplitRef, limit: int | None = None,
+                 label_map: LabelMap | None = None) -> None:
         self.prepared = prepared
         self.ref = ref
+        self.label_map = label_map
         rows = prepared.rows(ref.domain, ref.split)
         self.rows = rows.head(limit) if limit is not None else rows
         self.band_names = prepared.band_names(ref.domain)
@@ -39,6 +43,8 @@ class SegmentationSplit(Dataset):
         row = self.rows.iloc[index]
         image = self.prepared.read_image(row).astype(np.float32)
         label = self.prepared.read_label(row)
+        if self.label_map is not None:
+            label = self.label_map.apply(label)
         return {"image": torch.from_numpy(image), "label": torch.from_numpy(label), "sample_id": row["sample_id"]}
 
 
@@ -69,5 +75,19 @@ class TaskData:
                 f"({self.task.select.slug if self.task.select else 'none'}) splits, not {ref.slug}",
                 "targets are for evaluation only; select models on the source domain",
             )
+        prepared = self.prepared(ref.dataset)
+        label_map = self._label_map_for(ref, prepared)
         self.opened.append(ref.slug)
-        return SegmentationSplit(self.prepared(ref.dataset), ref, limit)
+        return SegmentationSplit(prepared, ref, limit, label_map)
+
+    def _label_map_for(self, ref: SplitRef, prepared: PreparedDataset) -> LabelMap | None:
+        """The split's label map, after checking that it joins the dataset's classes to the task's."""
+        native = prepared.card.classes.id
+        label_map = load_label_map(ref.label_map) if ref.label_map else None
+        expected = label_map.source if label_map else self.task.classes
+        if native != expected:
+            fix = (f"the label map {ref.label_map!r} expects {label_map.source!r} labels" if label_map else
+                   f"add `label_map:` to {ref.slug} in the task, mapping {native!r} to {self.task.classes!r}")
+            raise DataError(f"task {self.task.id}: {ref.slug} holds {native!r} labels, the task needs "
+                            f"{self.task.classes!r}", fix)
+        return label_map

@@ -1,4 +1,4 @@
-"""Turning a normalized image batch into logits: whole image, sliding window, optional flip TTA.
+"""Turning a normalized image batch into logits: optional resize, whole image or sliding window, flip TTA.
 
 Sliding window follows mmseg's `slide_inference` exactly (the grid is `rsdg_bench.windows`: the last
 window is clamped to the image edge; an image smaller than the crop is one window of its own size). Logits of overlapping
@@ -10,6 +10,12 @@ Each forward pass pads its input on the bottom/right with zeros (the normalized 
 size divisor and crops the logits back, so odd sizes work with any encoder. With TTA, the softmax
 probabilities of the plain and flipped passes are averaged (mmseg's SegTTAModel); without it the raw
 logits are returned. Outputs are checked: wrong shape, or NaN/Inf, is an AdapterError.
+
+With `resize_long_side` S the image is first scaled as mmseg's `Resize(scale=(S, S), keep_ratio=True)`
+does (factor S / long side, sizes rounded as mmcv rounds them), and each pass's scores are resized back
+bilinearly to the input size before any softmax, as mmseg's `postprocess_result` does, so metrics are
+computed against the labels at their own resolution. One difference remains: mmseg resizes the uint8
+image and we resize the normalized float image, which skips a rounding to integers.
 """
 
 from __future__ import annotations
@@ -68,15 +74,34 @@ def _slide(forward: Forward, x: torch.Tensor, num_classes: int, crop: int, strid
 _FLIPS = {"hflip": (-1,), "vflip": (-2,)}
 
 
+def keep_ratio_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """mmcv's `rescale_size` for scale (S, S) with keep_ratio: factor S / max(h, w), rounded half up."""
+    factor = long_side / max(height, width)
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def predict_logits(forward: Forward, x: torch.Tensor, spec: InferenceSpec, num_classes: int,
                    window_batch: int = 1) -> torch.Tensor:
     """B×K×H×W scores for a normalized batch under `spec` (logits, or mean probabilities with TTA)."""
 
-    def once(inp: torch.Tensor) -> torch.Tensor:
+    def infer(inp: torch.Tensor) -> torch.Tensor:
         if spec.mode == "slide":
             assert spec.crop is not None and spec.stride is not None  # guaranteed by InferenceSpec
             return _slide(forward, inp, num_classes, spec.crop, spec.stride, window_batch)
         return forward(inp)
+
+    def once(inp: torch.Tensor) -> torch.Tensor:
+        if spec.resize_long_side is None:
+            return infer(inp)
+        size = tuple(inp.shape[-2:])
+        scaled = _bilinear(inp, keep_ratio_size(*size, spec.resize_long_side))
+        return _bilinear(infer(scaled), size)
 
     if not spec.tta:
         return once(x)

@@ -44,7 +44,7 @@ _FINGERPRINT_FILE = "fingerprint.json"
 
 MANIFEST_COLUMNS = [
     "sample_id", "domain", "split", "image", "label", "height", "width", "source_file",
-    "window", "image_sha256", "label_sha256", "class_counts",
+    "window", "image_sha256", "label_sha256", "class_counts", "crs",
 ]
 
 
@@ -87,11 +87,24 @@ class DatasetCard(BaseModel):
     crs: str | None = None
     manifest_sha256: str
     created: str
+    published_counts: dict[str, dict[str, int]] = {}
+    notes: list[str] = []
+
+    def count_mismatches(self) -> list[str]:
+        """`domain/split: got N, published M` for every split whose size differs from the published one."""
+        return [f"{domain}/{split}: {self.split_counts.get(domain, {}).get(split, 0)} samples, published {n}"
+                for domain, splits in self.published_counts.items() for split, n in splits.items()
+                if self.split_counts.get(domain, {}).get(split, 0) != n]
 
 
 @dataclass
 class SampleArrays:
-    """One sample ready to write: image C×H×W (any dtype), label H×W uint8 class indices."""
+    """One sample ready to write: image C×H×W (any dtype), label H×W uint8 class indices.
+
+    `crs` overrides the dataset's CRS for this sample (datasets spanning UTM zones). `image_copy_from`
+    stores that file's bytes as the image instead of re-encoding `image` (which must be its decoded
+    content): for a lossy source such as JPEG, a lossless re-encode would only triple its size.
+    """
 
     sample_id: str
     domain: str
@@ -101,6 +114,8 @@ class SampleArrays:
     source_file: str
     window: tuple[int, int, int, int]
     transform: Affine | None = None
+    crs: str | None = None
+    image_copy_from: Path | None = None
 
 
 def raster_suffix(array: np.ndarray, transform: Affine | None) -> str:
@@ -231,12 +246,20 @@ class PreparedWriter:
                 "check the dataset's label mapping in prep/",
             )
         rel_dir = Path(sample.domain) / sample.split
-        image_rel = rel_dir / "images" / f"{sample.sample_id}{raster_suffix(sample.image, sample.transform)}"
+        image_suffix = (sample.image_copy_from.suffix.lower() if sample.image_copy_from is not None
+                        else raster_suffix(sample.image, sample.transform))
+        image_rel = rel_dir / "images" / f"{sample.sample_id}{image_suffix}"
         label_rel = rel_dir / "labels" / f"{sample.sample_id}{raster_suffix(label[None], sample.transform)}"
         for rel in (image_rel, label_rel):
             (self.work_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        _write_raster(self.work_dir / image_rel, sample.image, sample.transform, self.crs)
-        _write_raster(self.work_dir / label_rel, label[None], sample.transform, self.crs)
+        crs = sample.crs or self.crs
+        if sample.image_copy_from is not None:
+            tmp = self.work_dir / image_rel.with_name(f".{image_rel.name}.tmp")
+            shutil.copyfile(sample.image_copy_from, tmp)
+            os.replace(tmp, self.work_dir / image_rel)
+        else:
+            _write_raster(self.work_dir / image_rel, sample.image, sample.transform, crs)
+        _write_raster(self.work_dir / label_rel, label[None], sample.transform, crs)
         height, width = label.shape
         row = {
             "sample_id": sample.sample_id, "domain": sample.domain, "split": sample.split,
@@ -247,6 +270,7 @@ class PreparedWriter:
             "label_sha256": sha256_file(self.work_dir / label_rel),
             "class_counts": counts[: self.schema.num_classes].tolist(),
             "bounds": _bounds(sample.transform, width, height),
+            "crs": crs if sample.transform is not None else None,
         }
         self._rows[sample.sample_id] = row
         self._rows_handle.write(json.dumps(row) + "\n")
@@ -254,8 +278,13 @@ class PreparedWriter:
         os.fsync(self._rows_handle.fileno())
 
     def finish(self, *, prep_version: int, citation: str, licence: str, domains: dict[str, DomainInfo],
-               source_archives: list[SourceArchive], expected_counts: dict[tuple[str, str], int]) -> Path:
-        """Verify counts and hashes, write manifest and card, and rename the folder into place."""
+               source_archives: list[SourceArchive], expected_counts: dict[tuple[str, str], int],
+               published_counts: dict[str, dict[str, int]] | None = None, notes: list[str] | None = None) -> Path:
+        """Verify counts and hashes, write manifest and card, and rename the folder into place.
+
+        `expected_counts` must hold (what the raw files present imply); `published_counts` are the sizes
+        the papers report for the full release, recorded so a run on other data can say so.
+        """
         self._rows_handle.close()
         manifest = self._manifest_frame()
         split_counts = _split_counts(manifest)
@@ -273,13 +302,14 @@ class PreparedWriter:
                     raise DataError(f"{self.work_dir / rel} changed while preparing (sha256 mismatch)",
                                     "re-run prepare; the sample will be rewritten")
         manifest_path = self.work_dir / MANIFEST_FILE
-        _write_manifest(manifest, manifest_path, self.crs)
+        _write_manifest(manifest, manifest_path)
         card = DatasetCard(
             name=self.name, format_version=FORMAT_VERSION, prep_version=prep_version,
             harness_version=__version__, citation=citation, licence=licence, classes=self.schema,
             ignore_index=IGNORE_INDEX, domains=domains, split_counts=split_counts,
             source_archives=source_archives, crs=self.crs, manifest_sha256=sha256_file(manifest_path),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            published_counts=published_counts or {}, notes=notes or [],
         )
         atomic_write_json(self.work_dir / CARD_FILE, card.model_dump(mode="json"))
         (self.work_dir / _ROWS_FILE).unlink()
@@ -319,15 +349,25 @@ def _split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _write_manifest(manifest: pd.DataFrame, path: Path, crs: str | None) -> None:
-    """GeoParquet with footprints when every sample is georeferenced; plain Parquet otherwise."""
+def _write_manifest(manifest: pd.DataFrame, path: Path) -> None:
+    """GeoParquet with footprints when every sample is georeferenced; plain Parquet otherwise.
+
+    Footprints are in the dataset's CRS when all samples share it, else in EPSG:4326 (each sample's own
+    CRS is kept in the `crs` column and in its GeoTIFF).
+    """
     bounds = manifest.pop("bounds")
+    crs_column = manifest["crs"]
     tmp = path.with_name(f".{path.name}.tmp")
-    if crs is not None and bounds.notna().all() and len(manifest):
+    if bounds.notna().all() and crs_column.notna().all() and len(manifest):
         import geopandas as gpd
+        from rasterio.warp import transform_bounds
         from shapely.geometry import box
 
-        frame = gpd.GeoDataFrame(manifest, geometry=[box(*b) for b in bounds], crs=crs)
+        shared = crs_column.iloc[0] if crs_column.nunique() == 1 else None
+        frame_crs = shared or "EPSG:4326"
+        footprints = [box(*(b if shared else transform_bounds(c, frame_crs, *b)))
+                      for b, c in zip(bounds, crs_column, strict=True)]
+        frame = gpd.GeoDataFrame(manifest, geometry=footprints, crs=frame_crs)
         frame.to_parquet(tmp, index=False)
     else:
         manifest.to_parquet(tmp, index=False)

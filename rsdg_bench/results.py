@@ -59,10 +59,16 @@ class EvaluatedSplit(BaseModel):
     domain: str
     split: str
     num_samples: int
+    published_samples: int | None = None  # the split's size in the full release, when the dataset publishes it
 
     @property
     def slug(self) -> str:
         return f"{self.dataset}/{self.domain}/{self.split}"
+
+    @property
+    def partial_data(self) -> bool:
+        """True when the split evaluated is not the published one (a fake, a partial download)."""
+        return self.published_samples is not None and self.num_samples != self.published_samples
 
 
 class ResultRecord(BaseModel):

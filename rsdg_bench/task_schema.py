@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .classes import ClassSchema, load_class_schema
 from .errors import TaskError
 from .io import canonical_json, sha256_bytes
+from .label_maps import load_label_map
 
 TaskKind = Literal["segmentation", "temporal_segmentation", "change_detection", "classification"]
 MetricName = Literal["miou", "oa", "aa", "mf1"]
@@ -36,11 +37,13 @@ class _Strict(BaseModel):
 
 
 class SplitRef(_Strict):
-    """One split of one domain of one prepared dataset."""
+    """One split of one domain of one prepared dataset, optionally read through a label map."""
 
     dataset: str
     domain: str
     split: str
+    label_map: str | None = Field(
+        default=None, description="id of a tasks/label_maps YAML turning the dataset's classes into the task's")
 
     @property
     def slug(self) -> str:
@@ -51,6 +54,10 @@ class InferenceSpec(_Strict):
     """How predictions are made: whole image, or mmseg-style sliding windows; optional flip TTA."""
 
     mode: Literal["whole", "slide"] = "whole"
+    resize_long_side: int | None = Field(
+        default=None, gt=0,
+        description="mmseg Resize(scale=(S, S), keep_ratio=True) before inference: scale by S / long side; "
+                    "the scores are resized back, so metrics are at the label's own resolution")
     crop: int | None = Field(default=None, gt=0)
     stride: int | None = Field(default=None, gt=0)
     tta: tuple[Literal["hflip", "vflip"], ...] = ()
@@ -111,9 +118,9 @@ class Task(_Strict):
 
     @model_validator(mode="after")
     def _targets_are_unseen(self) -> Task:
-        seen_in_training = {self.source} | ({self.select} if self.select else set())
+        seen_in_training = {self.source.slug} | ({self.select.slug} if self.select else set())
         for target in self.targets:
-            if target in seen_in_training:
+            if target.slug in seen_in_training:
                 raise ValueError(f"target {target.slug} is also the source or selection split: it would not be unseen")
         return self
 
@@ -123,8 +130,15 @@ class Task(_Strict):
 
     @cached_property
     def hash(self) -> str:
-        """sha256 over every field that can move a number."""
-        return sha256_bytes(canonical_json(self.model_dump(mode="json", exclude=_DISPLAY_ONLY)).encode())
+        """sha256 over every field that can move a number, including the content of its label maps."""
+        content = self.model_dump(mode="json", exclude=_DISPLAY_ONLY)
+        content["label_maps"] = {ref.label_map: load_label_map(ref.label_map).model_dump(mode="json")
+                                 for ref in self.splits() if ref.label_map}
+        return sha256_bytes(canonical_json(content).encode())
+
+    def splits(self) -> list[SplitRef]:
+        """Every split the task reads: source, selection, targets."""
+        return [self.source, *([self.select] if self.select else []), *self.targets]
 
     def headline_class_indices(self) -> list[int]:
         if self.metrics.classes == "all":
@@ -247,6 +261,14 @@ def load_task_file(path: Path) -> Task:
 
 def _check_against_schema(task: Task, path: Any) -> None:
     schema = task.class_schema
+    for ref in task.splits():
+        if ref.label_map is None:
+            continue
+        label_map = load_label_map(ref.label_map)
+        if label_map.target != task.classes:
+            raise TaskError(f"{path}: label map {ref.label_map!r} on {ref.slug} maps into {label_map.target!r}, "
+                            f"but the task's classes are {task.classes!r}",
+                            "use a label map whose `to` is the task's class schema")
     if task.metrics.classes != "all":
         unknown = [c for c in task.metrics.classes if c not in schema.names]
         if unknown:

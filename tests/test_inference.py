@@ -114,3 +114,45 @@ def test_slide_spec_requires_crop_and_stride_no_larger_than_crop():
         InferenceSpec(mode="slide", crop=64)
     with pytest.raises(ValueError):
         InferenceSpec(mode="slide", crop=64, stride=65)
+
+
+@pytest.mark.parametrize(("h", "w", "long_side", "expected"), [
+    (3000, 4000, 512, (384, 512)),    # RescueNet-sized UAV image under CrossEarth's 512 test Resize
+    (512, 512, 512, (512, 512)),      # ISPRS windows: unchanged
+    (700, 1024, 1024, (700, 1024)),   # long side already S: unchanged
+    (900, 600, 1024, (1024, 683)),    # upscaled too (mmcv's keep_ratio rescale); 600·1024/900 = 682.67 → 683
+    (335, 1000, 512, (172, 512)),     # 335·0.512 = 171.52 → 172 (mmcv rounds, not floors)
+])
+def test_keep_ratio_size_is_mmcv_rescale(h, w, long_side, expected):
+    from rsdg_bench.inference import keep_ratio_size
+
+    assert keep_ratio_size(h, w, long_side) == expected
+
+
+def test_resize_runs_the_model_at_the_scaled_size_and_scores_at_the_input_size():
+    seen = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape[-2:]))
+        return x[:, :2] * 1.0
+
+    x = torch.rand(1, 3, 30, 40)
+    spec = InferenceSpec(mode="whole", resize_long_side=16)
+    scores = predict_logits(forward, x, spec, num_classes=2)
+    assert seen == [(12, 16)] and scores.shape == (1, 2, 30, 40)
+    down = torch.nn.functional.interpolate(x[:, :2], size=(12, 16), mode="bilinear", align_corners=False)
+    up = torch.nn.functional.interpolate(down, size=(30, 40), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(scores, up)
+
+
+def test_resize_with_slide_windows_the_scaled_image():
+    seen = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape[-2:]))
+        return torch.zeros(x.shape[0], 3, *x.shape[-2:])
+
+    predict_logits(forward, torch.rand(1, 3, 300, 400), InferenceSpec(mode="slide", resize_long_side=200, crop=128,
+                                                                      stride=85), num_classes=3)
+    # 150×200 after the resize; a 128/85 grid over it is 2 rows × 2 columns.
+    assert seen == [(128, 128)] * 4
