@@ -29,7 +29,15 @@ class Preparer(abc.ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     prep_version: ClassVar[int]
-    archives: ClassVar[dict[str, str | None]]  # archive file name → published sha256 (None: none published)
+    # Archive file name → its published checksum as "md5:<hex>" or "sha256:<hex>" (None: none published).
+    archives: ClassVar[dict[str, str | None]]
+
+    def __init__(self, verify_checksums: bool = True) -> None:
+        self.verify_checksums = verify_checksums
+
+    def checksums(self) -> dict[str, str | None]:
+        """The archives with the checksums to verify (none when verification is switched off)."""
+        return dict(self.archives) if self.verify_checksums else dict.fromkeys(self.archives)
 
     @abc.abstractmethod
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
@@ -57,10 +65,10 @@ def available_preparers() -> dict[str, type[Preparer]]:
     return dict(sorted(_PREPARERS.items()))
 
 
-def get_preparer(name: str) -> Preparer:
+def get_preparer(name: str, verify_checksums: bool = True) -> Preparer:
     if name not in _PREPARERS:
         raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(_PREPARERS))}")
-    return _PREPARERS[name]()
+    return _PREPARERS[name](verify_checksums)
 
 
 def _safe_members(names: list[str], archive: Path) -> None:
@@ -102,16 +110,30 @@ def extract_archive(archive: Path, into: Path) -> None:
     os.replace(tmp, into)
 
 
-def extract_once(archive: Path, known_sha256: str | None, scratch: Path) -> Path:
+def verify_checksum(path: Path, expected: str) -> None:
+    """Check `path` against a published checksum, "md5:<hex>" or "sha256:<hex>" (a bare hex is sha256)."""
+    import hashlib
+
+    algorithm, _, digest = expected.rpartition(":")
+    hasher = hashlib.new(algorithm or "sha256")
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    if hasher.hexdigest() != digest.lower():
+        raise DataError(f"{path} has {algorithm or 'sha256'} {hasher.hexdigest()}, the published one is {digest}",
+                        "the file is corrupt, truncated or from another release; download it again "
+                        "(--no-checksum skips this check for archives you re-packed yourself)")
+
+
+def extract_once(archive: Path, checksum: str | None, scratch: Path) -> Path:
     """Extract `archive` into `scratch/<stem>` unless a stamp shows this very file was extracted there
-    before (a rerun after a failure); the sha256 is checked first when one is published."""
+    before (a rerun after a failure); its checksum is verified first when one is published."""
     extracted = scratch / archive.name.split(".")[0]
     stamp = extracted / ".extracted-from"
     identity = f"{archive.resolve()} {archive.stat().st_size} {archive.stat().st_mtime_ns}"
     if not (stamp.is_file() and stamp.read_text() == identity):
-        if known_sha256 is not None and (actual := sha256_file(archive)) != known_sha256:
-            raise DataError(f"{archive} has sha256 {actual}, expected {known_sha256}",
-                            "the file is corrupt or another release; download it again")
+        if checksum is not None:
+            verify_checksum(archive, checksum)
         extract_archive(archive, extracted)
         stamp.write_text(identity)
     return extracted

@@ -3,7 +3,7 @@
 Dataset card
 ------------
 - **Raw download** (Zenodo record 5706578): `Train.zip`, `Val.zip` (and `Test.zip`, which has no masks and
-  is not prepared), unpacking to `<Split>/<Urban|Rural>/images_png/<id>.png` (1024×1024 RGB, 0.3 m) and
+  is not prepared), each checked against its published md5 before extraction, unpacking to `<Split>/<Urban|Rural>/images_png/<id>.png` (1024×1024 RGB, 0.3 m) and
   `.../masks_png/<id>.png` (single-band uint8). Zipped or unpacked, in one folder.
 - **Labels**: mask 0 is no-data → 255; 1..7 (background, building, road, water, barren, forest,
   agricultural) → 0..6 (`tasks/classes/loveda7.yaml`), as the official loader's `mask - 1` and mmseg's
@@ -28,7 +28,9 @@ from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, quiet_
 
 from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
 
-ARCHIVES = {"Train.zip": None, "Val.zip": None, "Test.zip": None}
+# Zenodo record 5706578's md5s (as TorchGeo's LoveDA class also checks them).
+ARCHIVES = {"Train.zip": "md5:de2b196043ed9b4af1690b3f9a7d558f", "Val.zip": "md5:84cae2577468ff0b5386758bb386d31d",
+            "Test.zip": "md5:a489be0090465e01fb067795d24e6b47"}
 SPLITS = {"train": "Train", "val": "Val"}
 DOMAINS = {"urban": "Urban", "rural": "Rural"}
 PUBLISHED_COUNTS = {"urban": {"train": 1156, "val": 677}, "rural": {"train": 1366, "val": 992}}
@@ -89,7 +91,7 @@ class LoveDA(Preparer):
         return zip_folders(root, Path(out) / "loveda_download", ["Train", "Val", "Test"])
 
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.archives, Path(data_root) / f".{self.name}.raw") as files:
+        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
             return self._prepare(files, Path(data_root), progress)
 
     def _prepare(self, files, data_root: Path, progress: bool) -> Path:

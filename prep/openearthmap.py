@@ -98,7 +98,7 @@ class OpenEarthMap(Preparer):
         return zip_folders(root, Path(out) / "openearthmap_download", [FOLDER]) / f"{FOLDER}.zip"
 
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.archives, Path(data_root) / f".{self.name}.raw") as files:
+        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
             return self._prepare(files, Path(data_root), progress)
 
     def _prepare(self, files, data_root: Path, progress: bool) -> Path:

@@ -246,7 +246,7 @@ class ToyEarth(Preparer):
         return release
 
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_folder(raw, FOLDER, self.archives, Path(data_root) / f".{self.name}.raw") as folder:
+        with raw_folder(raw, FOLDER, self.checksums(), Path(data_root) / f".{self.name}.raw") as folder:
             return self._prepare_folder(folder, Path(raw), Path(data_root), progress)
 
     def _prepare_folder(self, folder: Path, raw: Path, data_root: Path, progress: bool) -> Path:

@@ -70,7 +70,7 @@ class Vaihingen(Preparer):
                            keep_folder=False)
 
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.archives, Path(data_root) / f".{self.name}.raw") as files:
+        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
             return self._prepare(files, Path(data_root), progress)
 
     def _prepare(self, files, data_root: Path, progress: bool) -> Path:

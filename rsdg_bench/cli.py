@@ -68,7 +68,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         return _verify_prepared(args)
     if args.raw is None:
         raise RsdgError("prepare needs --raw", "pass the downloaded archive or its folder: --raw PATH")
-    out = get_preparer(args.name).prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
+    preparer = get_preparer(args.name, verify_checksums=not args.no_checksum)
+    out = preparer.prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
     print(f"prepared {args.name} -> {out}")
     _report_prepared(_data_root(args), args.name)
     return 0
@@ -119,7 +120,9 @@ def cmd_fake(args: argparse.Namespace) -> int:
     preparer = get_preparer(args.name)
     written = preparer.make_fake(Path(args.out), seed=args.seed, archive=args.archive)
     print(f"wrote a fake raw {args.name} download -> {written}")
-    print(f"next: rsdg-bench prepare {args.name} --raw {written}")
+    # A fake archive cannot match the real one's published checksum.
+    skip = " --no-checksum" if args.archive and any(preparer.archives.values()) else ""
+    print(f"next: rsdg-bench prepare {args.name} --raw {written}{skip}")
     return 0
 
 
@@ -375,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "dataset into the data root, atomically; an interrupted prepare resumes.")
     p.add_argument("name", nargs="?", help="dataset name (see --list)")
     p.add_argument("--raw", help="the downloaded archive, or the folder holding the archives as downloaded or unpacked")
+    p.add_argument("--no-checksum", action="store_true",
+                   help="skip the published-checksum check of archives (for archives you re-packed yourself, "
+                        "or the fakes of `rsdg-bench fake`)")
     p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
     p.add_argument("--verify", action="store_true", help="re-hash an already prepared dataset's files against its manifest")
     p.set_defaults(func=cmd_prepare)
