@@ -1,6 +1,18 @@
 """Dataset preparers: one module per raw dataset, each registered by name (see prep/base.py)."""
 
-from . import loveda, openearthmap, potsdam, rescuenet, toyearth, vaihingen  # noqa: F401  (registers them)
+from . import (  # noqa: F401  (importing a module registers its preparer)
+    casid,
+    deepglobe_road,
+    globalroadnet,
+    loveda,
+    massachusetts_roads,
+    openearthmap,
+    potsdam,
+    rescuenet,
+    toyearth,
+    vaihingen,
+    whu_building,
+)
 from .base import Preparer, available_preparers, get_preparer, register_preparer
 
 __all__ = ["Preparer", "available_preparers", "get_preparer", "register_preparer"]

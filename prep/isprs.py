@@ -50,17 +50,6 @@ def window_id(domain: str, tile: str, window: tuple[int, int, int, int]) -> str:
     return f"{domain}_{tile}_{x0}_{y0}_{x1}_{y1}"
 
 
-def stray_notes(stray_total: int) -> list[str]:
-    """The dataset-card note for off-palette label pixels that were tolerated, if any."""
-    return [f"{stray_total} off-palette label pixels set to ignore"] if stray_total else []
-
-
-def raster_size(path: Path) -> tuple[int, int]:
-    """(height, width) of a raster, read from its header only."""
-    with quiet_georef(), rasterio.open(path) as src:
-        return src.height, src.width
-
-
 def decode_label(path: Path) -> tuple[np.ndarray, int]:
     """H×W isprs6 indices of an ISPRS colour label file, and its count of stray (off-palette) pixels."""
     rgb = read_raster(path)[:3].transpose(1, 2, 0)

@@ -54,3 +54,8 @@ def decode_colour_label(rgb: np.ndarray, palette: dict[tuple[int, int, int], int
             "use the original label files",
         )
     return values[position], 0
+
+
+def stray_notes(stray_total: int) -> list[str]:
+    """The dataset-card note for tolerated off-palette label pixels, if there were any."""
+    return [f"{stray_total} off-palette label pixels set to ignore"] if stray_total else []

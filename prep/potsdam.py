@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter
+from rsdg_bench.prepared import DomainInfo, PreparedWriter, raster_size
 
 from . import isprs
 from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .labels import stray_notes
 
 TRAIN_TILES = ("2_10 2_11 2_12 3_10 3_11 3_12 4_10 4_11 4_12 5_10 5_11 5_12 6_10 6_11 6_12 6_7 6_8 6_9 "
                "7_10 7_11 7_12 7_7 7_8 7_9").split()
@@ -102,7 +103,7 @@ class Potsdam(Preparer):
             split = "train" if tile in TRAIN_TILES else "val"
             images = {domain: products[kind][tile] for domain, kind in sources.items()}
             label_path = labels[tile]
-            height, width = isprs.raster_size(label_path)
+            height, width = raster_size(label_path)
             windows = isprs.tile_windows(height, width)
             for domain in DOMAIN_BANDS:
                 expected[(domain, split)] = expected.get((domain, split), 0) + len(windows)
@@ -120,7 +121,7 @@ class Potsdam(Preparer):
                                     "the image and label files are from different releases; re-download them")
                 isprs.add_tile(writer, pixels, label, domain=domain, split=split, tile=tile,
                                source_file=path.name, transform=transform)
-        notes += isprs.stray_notes(stray_total)
+        notes += stray_notes(stray_total)
         domains = {d: DomainInfo(description=f"Potsdam {d.upper()} orthophotos, 5 cm", gsd_m=GSD_M,
                                  bands=uint8_bands(bands))
                    for d, bands in DOMAIN_BANDS.items()}

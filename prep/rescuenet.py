@@ -25,9 +25,16 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, quiet_georef, read_raster
+from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, read_raster
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import (
+    Preparer,
+    raw_files,
+    register_preparer,
+    source_archives_of,
+    uint8_bands,
+)
+from .fakes import write_raster
 
 ARCHIVES = {"RescueNet.zip": None}
 SPLITS = ("train", "val", "test")
@@ -58,10 +65,6 @@ class RescueNet(Preparer):
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`RescueNet/<split>/<split>-org-img/*.jpg` and `-label-img/*_lab.png`, or zipped with `archive`."""
-        import rasterio
-        from rasterio.io import MemoryFile
-        from rasterio.shutil import copy as raster_copy
-
         root = Path(out) / "rescuenet_raw"
         folder = root / "RescueNet"
         image_id = 10000
@@ -73,16 +76,9 @@ class RescueNet(Preparer):
                 label[:3, :NUM_CLASSES] = np.arange(NUM_CLASSES, dtype=np.uint8)  # every class at a known place
                 image = np.clip(40 + 18 * label[None].astype(np.int16) + rng.integers(-8, 9, (3, height, width)),
                                 0, 255).astype(np.uint8)
-                images_dir, labels_dir = folder / split / f"{split}-org-img", folder / split / f"{split}-label-img"
-                images_dir.mkdir(parents=True, exist_ok=True)
-                labels_dir.mkdir(parents=True, exist_ok=True)
-                with quiet_georef(), MemoryFile() as memory, memory.open(
-                        driver="GTiff", height=height, width=width, count=3, dtype="uint8") as mem:
-                    mem.write(image)  # GDAL writes JPEG only by copying another dataset
-                    raster_copy(mem, images_dir / f"{image_id}.jpg", driver="JPEG", quality=90)
-                with quiet_georef(), rasterio.open(labels_dir / f"{image_id}_lab.png", "w", driver="PNG", height=height,
-                                                   width=width, count=1, dtype="uint8") as dst:
-                    dst.write(label[None])
+                split_dir = folder / split
+                write_raster(split_dir / f"{split}-org-img" / f"{image_id}.jpg", image, "JPEG", quality=90)
+                write_raster(split_dir / f"{split}-label-img" / f"{image_id}_lab.png", label[None])
                 image_id += 1
         if not archive:
             return folder

@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter
+from rsdg_bench.prepared import DomainInfo, PreparedWriter, raster_size
 
 from . import isprs
 from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .labels import stray_notes
 
 TRAIN_AREAS = [f"area{n}" for n in (1, 11, 13, 15, 17, 21, 23, 26, 28, 3, 30, 32, 34, 37, 5, 7)]
 VAL_AREAS = [f"area{n}" for n in (6, 24, 35, 16, 14, 22, 10, 4, 2, 20, 8, 31, 33, 27, 38, 12, 29)]
@@ -93,7 +94,7 @@ class Vaihingen(Preparer):
         stray_total = 0
         for area in tqdm(areas, desc="prepare vaihingen", unit="area", disable=not progress):
             split = "train" if area in TRAIN_AREAS else "val"
-            windows = isprs.tile_windows(*isprs.raster_size(labels[area]))
+            windows = isprs.tile_windows(*raster_size(labels[area]))
             expected[("irrg", split)] = expected.get(("irrg", split), 0) + len(windows)
             if all(writer.has(isprs.window_id("irrg", area, w)) for w in windows):
                 continue
@@ -106,7 +107,7 @@ class Vaihingen(Preparer):
             isprs.add_tile(writer, pixels, label, domain="irrg", split=split, tile=area,
                            source_file=images[area].name, transform=transform)
         notes = ["labels: eroded ground truth (noBoundary), as CrossEarth"]
-        notes += isprs.stray_notes(stray_total)
+        notes += stray_notes(stray_total)
         domains = {"irrg": DomainInfo(description="Vaihingen NIR-R-G orthophotos, 9 cm", gsd_m=GSD_M,
                                       bands=uint8_bands(BANDS))}
         return writer.finish(

@@ -169,6 +169,15 @@ def read_raster(path: str | Path) -> np.ndarray:
                         "dataset, and re-running prepare rewrites it") from exc
 
 
+def raster_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of a raster, from its header only."""
+    try:
+        with quiet_georef(), rasterio.open(path) as src:
+            return src.height, src.width
+    except RasterioError as exc:
+        raise DataError(f"cannot read raster {path}: {exc}", "the file is missing or corrupt; re-extract it") from exc
+
+
 class PreparedWriter:
     """Writes one prepared dataset into a partial folder, then publishes it atomically.
 

@@ -39,3 +39,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict:
     report = train_adapter(adapter, task, data_root, checkpoint,
                            overrides=TrainOverrides(iterations=150, val_interval=75), progress=False)
     return {"task": task, "checkpoint": checkpoint, "report": report, "results": results}
+
+
+CROSSEARTH_DATASETS = ("potsdam", "vaihingen", "loveda", "rescuenet", "openearthmap", "deepglobe_road",
+                       "massachusetts_roads", "globalroadnet", "whu_building", "casid")
+
+
+@pytest.fixture(scope="session")
+def ce_raw(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The raw-layout fake of every CrossEarth dataset, unpacked."""
+    out = tmp_path_factory.mktemp("ce_raw")
+    return {name: get_preparer(name).make_fake(out / name) for name in CROSSEARTH_DATASETS}
+
+
+@pytest.fixture(scope="session")
+def ce_data(tmp_path_factory: pytest.TempPathFactory, ce_raw: dict[str, Path]) -> Path:
+    """Every CrossEarth dataset prepared by its real preparer from its fake, in one data root."""
+    root = tmp_path_factory.mktemp("ce_data")
+    for name in CROSSEARTH_DATASETS:
+        get_preparer(name).prepare(ce_raw[name], root, progress=False)
+    return root

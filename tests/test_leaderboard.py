@@ -18,12 +18,13 @@ POOR = [[25, 25, 0, 0, 0], [0, 20, 20, 0, 0], [0, 0, 30, 0, 0], [0, 0, 10, 10, 0
 
 
 def record(*, key: str, matrix, role="target", model="unet", domain="arid", task_hash="h1", version=1,
-           smoke=None, random_init=False, date="2026-01-01T00:00:00+00:00", sha="c" * 64) -> ResultRecord:
+           smoke=None, random_init=False, date="2026-01-01T00:00:00+00:00", sha="c" * 64, task_id="demo/u2a",
+           gap="region+climate") -> ResultRecord:
     slug = f"toyearth/{domain}/val"
     return ResultRecord(
         schema_version=1, key=key,
-        task={"id": "demo/u2a", "name": "U2A", "version": version, "hash": task_hash, "suite": "demo",
-              "gap": "region+climate", "kind": "segmentation", "classes": "toyearth5", "class_names": NAMES,
+        task={"id": task_id, "name": task_id, "version": version, "hash": task_hash, "suite": "demo",
+              "gap": gap, "kind": "segmentation", "classes": "toyearth5", "class_names": NAMES,
               "headline_classes": list(range(5)), "primary": "miou", "resolved": {}},
         model={"adapter": "smp", "options": {}, "display_name": model,
                "checkpoint": {"path": None, "sha256": None if random_init else sha, "random_init": random_init}},
@@ -45,6 +46,18 @@ def test_source_and_target_scores_and_the_drop():
     assert table.source_score("unet") == pytest.approx(1.0)
     assert table.target_mean("unet") == pytest.approx(poor)
     assert table.drop("unet") == pytest.approx(1.0 - poor)
+
+
+def test_means_are_also_grouped_by_domain_gap():
+    board = board_of(record(key="a", matrix=GOOD, task_id="demo/a", gap="region"),
+                     record(key="b", matrix=POOR, task_id="demo/b", gap="region"),
+                     record(key="c", matrix=POOR, task_id="demo/c", gap="spectral-band"))
+    poor = metrics_block(POOR, NAMES, list(range(5)))["miou"]
+    assert board.gaps == ["region", "spectral-band"]
+    assert board.model_mean("unet", "region") == pytest.approx((1.0 + poor) / 2)
+    assert board.model_mean("unet", "spectral-band") == pytest.approx(poor)
+    assert board.model_mean("unet") == pytest.approx((1.0 + 2 * poor) / 3)
+    assert "By domain gap" in render_html(board)
 
 
 def test_numbers_come_from_the_matrix_not_the_stored_metrics():
