@@ -79,7 +79,7 @@ class CASID(Preparer):
         """`CASID/<zone>/image/<name>.png` and `label/<name>-label.png` (colour labels), 3 images per zone."""
         root = Path(out) / "casid_raw"
         colours = np.array(list(PALETTE), dtype=np.uint8)
-        for z, (zone, folder) in enumerate(ZONES.items()):
+        for z, folder in enumerate(ZONES.values()):
             for n in range(FAKE_IMAGES):
                 rng = np.random.default_rng([seed, z, n])
                 classes = blocky_classes(rng, *FAKE_SIZE, 5, (5, 5))
