@@ -23,21 +23,38 @@ from .task_schema import Task
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-band (x − mean) / std, with mean and std in the units the prepared data is stored in."""
+    """Per-band (x − mean) / std, with mean and std in the units the prepared data is stored in; then,
+    optionally, a clip to `clip` = (low, high) and a quantization to `levels` steps (floor(x·levels) / levels).
+
+    The plain form is ImageNet-style standardization. The optional steps express rescalings such as
+    CromSS's: clip each band to mean ± 2σ, stretch to 0..255, truncate to uint8, divide by 255, which is
+    mean = μ − 2σ, std = 4σ, clip = (0, 1), levels = 255.
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    clip: tuple[float, float] | None = None
+    levels: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std):
             raise AdapterError(f"normalization has {len(self.mean)} means but {len(self.std)} stds")
         if any(s <= 0 for s in self.std):
             raise AdapterError(f"normalization std must be positive, got {self.std}")
+        if self.clip is not None and not self.clip[0] < self.clip[1]:
+            raise AdapterError(f"normalization clip {self.clip} must be (low, high) with low < high")
+        if self.levels is not None and self.levels < 1:
+            raise AdapterError(f"normalization levels must be positive, got {self.levels}")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return (x.to(torch.float32) - mean) / std
+        out = (x.to(torch.float32) - mean) / std
+        if self.clip is not None:
+            out = out.clamp(*self.clip)
+        if self.levels is not None:
+            out = torch.floor(out * self.levels) / self.levels
+        return out
 
 
 @dataclass(frozen=True)
@@ -108,17 +125,11 @@ class Adapter(abc.ABC):
         return {"adapter": self.name, "options": dict(sorted(self.options.items()))}
 
     def load(self, checkpoint: Path) -> None:
-        """Load a local checkpoint: a state dict, or a harness checkpoint holding one under `state_dict`."""
-        module = self._require_module()
-        try:
-            payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a corrupt or foreign file
-            raise AdapterError(f"cannot read checkpoint {checkpoint}: {exc}",
-                               "pass a PyTorch state dict or a checkpoint written by `rsdg-bench train`") from exc
-        state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-        if not isinstance(state, dict):
-            raise AdapterError(f"checkpoint {checkpoint} holds no state dict")
-        load_state_strict(module, state, str(checkpoint))
+        """Load a local checkpoint (any container `checkpoints.read_state_dict` knows) strictly."""
+        from .checkpoints import read_state_dict
+
+        state, _ = read_state_dict(checkpoint)
+        load_state_strict(self._require_module(), state, str(checkpoint))
 
     def to(self, device: torch.device) -> Adapter:
         self._require_module().to(device)
@@ -135,18 +146,9 @@ class Adapter(abc.ABC):
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, what: str = "the model") -> None:
     """Load `state` into `module`; any missing, unexpected or mis-shaped key is an error that lists them."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mis_shaped = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or mis_shaped:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
-        parts = [f"{label}: {show(keys)}" for label, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)) if keys]
-        raise AdapterError(f"{source} does not fit {what} ({'; '.join(parts)})",
-                           "check the model options (architecture, encoder, classes, bands) match the checkpoint")
-    module.load_state_dict(state, strict=True)
+    from .checkpoints import load_checked
+
+    load_checked(module, state, source, what)
 
 
 def checkpoint_bytes(payload: dict[str, Any]) -> bytes:

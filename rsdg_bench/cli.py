@@ -329,9 +329,13 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     if not args.name:
         raise RsdgError("adapter check needs an adapter name", "e.g. rsdg-bench adapter check smp")
     task = TaskCatalog().task(args.task)
-    bands = [b.strip() for b in args.bands.split(",") if b.strip()]
+    bands = [b.strip() for b in (args.bands or "red,green,blue").split(",") if b.strip()]
     adapter = resolve_adapter(args.name)(**_model_args(args.model_arg))
     adapter.setup(task, bands)
+    named = adapter.input_contract().band_names
+    if args.bands is None and named:  # a model that picks bands by name is checked on exactly those
+        bands = list(named)
+        adapter.setup(task, bands)
     if args.checkpoint:
         adapter.load(Path(args.checkpoint))
     results = run_conformance(adapter, task, bands)
@@ -458,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="adapter name or path/to/file.py:Class")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--task", default="demo/u2a", help="task whose class schema sets K (default demo/u2a)")
-    p.add_argument("--bands", default="red,green,blue", help="band names of the synthetic input")
+    p.add_argument("--bands", default=None,
+                   help="band names of the synthetic input (default: the bands the adapter names, else red,green,blue)")
     p.add_argument("--checkpoint", help="check with these weights instead of random init")
     p.set_defaults(func=cmd_adapter)
 

@@ -124,7 +124,7 @@ def test_potsdam_full_size_tile_has_144_windows(tmp_path: Path):
 
 
 def test_off_palette_pixels_within_tolerance_become_ignore_beyond_it_raise(ce_raw: dict[str, Path], tmp_path: Path):
-    from prep import isprs
+    from rsdg_bench.prep import isprs
 
     source = ce_raw["potsdam"] / "5_Labels_all_noBoundary" / "top_potsdam_2_10_label_noBoundary.tif"
     label = read_raster(source)
@@ -277,7 +277,8 @@ def test_prepare_from_the_archives_as_downloaded(name: str, ce_data: Path, tmp_p
 
 
 def test_a_run_on_data_that_is_not_the_published_split_is_flagged_and_kept_off_the_board(ce_data: Path, tmp_path: Path):
-    from leaderboards.aggregate import build_board
+    from rsdg_bench.leaderboards.aggregate import build_board
+
     from rsdg_bench.results import ResultStore
     from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
     from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter

@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from rsdg_bench.prep import casid, get_preparer
+from rsdg_bench.prep.fakes import write_raster
 
-from prep import casid
-from prep.fakes import write_raster
 from rsdg_bench.errors import DataError
 from rsdg_bench.io import sha256_file
-from rsdg_bench.prep import get_preparer
 from rsdg_bench.prepared import PreparedDataset, read_raster
 from rsdg_bench.task_schema import TaskCatalog
 from rsdg_bench.windows import window_grid
