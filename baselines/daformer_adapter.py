@@ -88,7 +88,7 @@ class DAFormerAdapter(Adapter):
         self._num_classes = 0
 
     def setup(self, task: Task, band_names: list[str]) -> None:
-        if len(band_names) != 3:
+        if len(band_names) != 3 and not (task.inputs.replicate_single_band and len(band_names) == 1):
             raise AdapterError(f"DAFormer takes 3 bands; {task.source.slug} has {len(band_names)} ({band_names})",
                                "use a task with 3-band (RGB or IRRG) imagery")
         self._num_classes = task.class_schema.num_classes

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (importing a module registers its preparer)
     loveda,
     massachusetts_roads,
     openearthmap,
+    openearthmap_sar,
     potsdam,
     rescuenet,
     toyearth,

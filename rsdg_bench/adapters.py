@@ -75,9 +75,13 @@ class InputContract:
         if self.band_names is not None and len(self.band_names) != self.num_bands:
             raise AdapterError(f"input contract names {len(self.band_names)} bands but declares {self.num_bands}")
 
-    def prepare(self, image: torch.Tensor, available_bands: list[str], where: str) -> torch.Tensor:
-        """Select bands, check the count, and normalize a B×C×H×W batch of stored values."""
-        if self.band_names is not None:
+    def prepare(self, image: torch.Tensor, available_bands: list[str], where: str,
+                replicate_single_band: bool = False) -> torch.Tensor:
+        """Select bands, check the count, and normalize a B×C×H×W batch of stored values. With
+        `replicate_single_band` (a task option), a 1-band image is repeated to the model's band count."""
+        if replicate_single_band and image.shape[1] == 1 and self.num_bands > 1 and self.band_names is None:
+            image = image.expand(-1, self.num_bands, -1, -1)
+        elif self.band_names is not None:
             missing = [b for b in self.band_names if b not in available_bands]
             if missing:
                 raise AdapterError(f"{where} has bands {available_bands}; the model needs {missing} too",

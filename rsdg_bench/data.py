@@ -76,6 +76,9 @@ class TaskData:
                 "targets are for evaluation only; select models on the source domain",
             )
         prepared = self.prepared(ref.dataset)
+        if f"{ref.domain}/{ref.split}" in prepared.card.unlabelled:
+            raise DataError(f"task {self.task.id}: {ref.slug} has no public labels (the release gives its inputs only)",
+                            "score on a labelled split; predictions for unlabelled splits go to the contest server")
         label_map = self._label_map_for(ref, prepared)
         self.opened.append(ref.slug)
         return SegmentationSplit(prepared, ref, limit, label_map)

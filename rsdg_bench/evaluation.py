@@ -40,7 +40,8 @@ def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, devic
             for sample in tqdm(loader, desc=f"eval {split.ref.slug}", unit="img", leave=False,
                                disable=not (progress and group.is_main)):
                 image = sample["image"][None].to(device)
-                x = contract.prepare(image, split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}")
+                x = contract.prepare(image, split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}",
+                                     replicate_single_band=task.inputs.replicate_single_band)
                 scores = predict_logits(forward, x, task.inference, num_classes, window_batch)
                 accumulator.update(sample["label"], scores.argmax(dim=1)[0].to(torch.uint8).cpu())
     except Exception as exc:  # shared with the other ranks below, then re-raised

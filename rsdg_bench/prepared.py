@@ -89,6 +89,7 @@ class DatasetCard(BaseModel):
     created: str
     published_counts: dict[str, dict[str, int]] = {}
     notes: list[str] = []
+    unlabelled: list[str] = []  # "domain/split" whose labels are not public: inputs only, never scored
 
     def count_mismatches(self) -> list[str]:
         """`domain/split: got N, published M` for every split whose size differs from the published one."""
@@ -288,7 +289,8 @@ class PreparedWriter:
 
     def finish(self, *, prep_version: int, citation: str, licence: str, domains: dict[str, DomainInfo],
                source_archives: list[SourceArchive], expected_counts: dict[tuple[str, str], int],
-               published_counts: dict[str, dict[str, int]] | None = None, notes: list[str] | None = None) -> Path:
+               published_counts: dict[str, dict[str, int]] | None = None, notes: list[str] | None = None,
+               unlabelled: list[str] | None = None) -> Path:
         """Verify counts and hashes, write manifest and card, and rename the folder into place.
 
         `expected_counts` must hold (what the raw files present imply); `published_counts` are the sizes
@@ -318,7 +320,7 @@ class PreparedWriter:
             ignore_index=IGNORE_INDEX, domains=domains, split_counts=split_counts,
             source_archives=source_archives, crs=self.crs, manifest_sha256=sha256_file(manifest_path),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            published_counts=published_counts or {}, notes=notes or [],
+            published_counts=published_counts or {}, notes=notes or [], unlabelled=unlabelled or [],
         )
         atomic_write_json(self.work_dir / CARD_FILE, card.model_dump(mode="json"))
         (self.work_dir / _ROWS_FILE).unlink()

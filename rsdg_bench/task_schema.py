@@ -71,6 +71,14 @@ class InferenceSpec(_Strict):
         return self
 
 
+class InputSpec(_Strict):
+    """How stored bands reach a model beyond its own contract."""
+
+    replicate_single_band: bool = Field(
+        default=False, description="feed a 1-band image (e.g. SAR) to a model that takes N bands by repeating it "
+                                   "N times, as DFC25's winning solution does")
+
+
 class MetricsSpec(_Strict):
     primary: MetricName = "miou"
     report: tuple[MetricName, ...] = ("miou", "oa", "aa", "mf1")
@@ -110,6 +118,7 @@ class Task(_Strict):
     source: SplitRef
     select: SplitRef | None = None
     targets: tuple[SplitRef, ...] = Field(min_length=1)
+    inputs: InputSpec = InputSpec()
     inference: InferenceSpec = InferenceSpec()
     metrics: MetricsSpec = MetricsSpec()
     training: TrainingSpec | None = None

@@ -143,7 +143,8 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
                disable=not progress)
     for iteration, (images, labels) in enumerate(loader, start=done + 1):
         module.train()
-        x = contract.prepare(images.to(device), source.band_names, where=task.source.slug)
+        x = contract.prepare(images.to(device), source.band_names, where=task.source.slug,
+                             replicate_single_band=task.inputs.replicate_single_band)
         loss = F.cross_entropy(adapter.predict(x), labels.to(device), ignore_index=IGNORE_INDEX)
         if not math.isfinite(loss.item()):
             raise AdapterError(f"training loss became {loss.item()} at iteration {iteration}",
