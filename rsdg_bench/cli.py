@@ -194,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .distributed import join_from_environment
+    from .distributed import join_from_environment, leave_process_group
     from .registry import resolve_adapter
     from .runner import ModelSpec, run_tasks
     from .task_schema import TaskCatalog
@@ -215,7 +215,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _submit(args, tasks, model)
     group, device = join_from_environment(args.device)
     settings = _run_settings(args, device=device, group=group)
-    outcomes = run_tasks(tasks, model, settings)
+    try:
+        outcomes = run_tasks(tasks, model, settings)
+    finally:
+        leave_process_group()
     failed = [o for o in outcomes if o.error]
     if not group.is_main:
         return 1 if failed else 0

@@ -74,3 +74,12 @@ def join_from_environment(device_name: str) -> tuple[ProcessGroup, torch.device]
     if use_cuda:
         torch.cuda.set_device(device)
     return ProcessGroup(rank, world_size, device), device
+
+
+def leave_process_group() -> None:
+    """Tear the torchrun process group down before the interpreter exits. Without it, gloo's threads can be
+    destroyed while running at exit ("terminate called without an active exception") and a finished rank
+    aborts, failing a run whose records were already written. (No barrier: every collective of a run is
+    complete when `run_tasks` returns, and a rank leaving on an error must not wait for the others.)"""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
