@@ -50,8 +50,18 @@ def task(classes: str, dataset: str = "d") -> Task:
 
 # ----------------------------------------------------------------------------- DAFormer
 
+def load_fixture(name: str) -> dict:
+    """A `fx_*.pt` fixture stored as JSON text (tensors as dtype, shape and exact values)."""
+    def tensor(entry: dict) -> torch.Tensor:
+        return torch.tensor(entry["values"], dtype=getattr(torch, entry["dtype"])).reshape(entry["shape"])
+
+    raw = json.loads((REFERENCE / name).read_text())
+    return {"state_dict": {k: tensor(v) for k, v in raw["state_dict"].items()},
+            "input": [tensor(v) for v in raw["input"]], "output": tensor(raw["output"])}
+
+
 def test_daformer_head_reproduces_the_upstream_fixture():
-    fixture = torch.load(REFERENCE / "fx_daformer_head.pt", weights_only=True)
+    fixture = load_fixture("fx_daformer_head.json")
     head = DAFormerHead((8, 16, 24, 32), 5, channels=16, embed_dims=16)
     head.load_state_dict(fixture["state_dict"], strict=True)
     head.eval()
