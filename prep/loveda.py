@@ -27,6 +27,7 @@ from rsdg_bench.errors import DataError
 from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, quiet_georef, read_raster
 
 from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .pairs import match_pairs
 
 # Zenodo record 5706578's md5s (as TorchGeo's LoveDA class also checks them).
 ARCHIVES = {"Train.zip": "md5:de2b196043ed9b4af1690b3f9a7d558f", "Val.zip": "md5:84cae2577468ff0b5386758bb386d31d",
@@ -103,12 +104,9 @@ class LoveDA(Preparer):
                 if not images:
                     raise DataError(f"{files.raw} holds no {split_dir}/{domain_dir}/images_png/*.png",
                                     f"put {split_dir}.zip (or its unpacked {split_dir}/ folder) in the --raw folder")
-                unmatched = sorted(set(images) ^ set(masks))
-                if unmatched:
-                    raise DataError(f"{split_dir}/{domain_dir}: {len(unmatched)} image(s) without a mask or mask(s) "
-                                    f"without an image, first {unmatched[0]}",
+                pairs = match_pairs(images, masks, f"LoveDA {split_dir}/{domain_dir}",
                                     f"the {split_dir}.zip extraction is incomplete; extract it again")
-                work += [(domain, split, images[n], masks[n]) for n in sorted(images, key=_numeric)]
+                work += [(domain, split, image, mask) for key, image, mask in sorted(pairs, key=lambda p: _numeric(p[0]))]
         expected: dict[tuple[str, str], int] = {}
         for domain, split, _, _ in work:
             expected[(domain, split)] = expected.get((domain, split), 0) + 1

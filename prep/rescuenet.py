@@ -35,6 +35,7 @@ from .base import (
     uint8_bands,
 )
 from .fakes import write_raster
+from .pairs import match_pairs
 
 ARCHIVES = {"RescueNet.zip": None}
 SPLITS = ("train", "val", "test")
@@ -98,11 +99,8 @@ class RescueNet(Preparer):
             if not images:
                 raise DataError(f"{files.raw} holds no {split}/{split}-org-img/*.jpg",
                                 "pass --raw the RescueNet folder (with train/, val/, test/) or its archive")
-            unmatched = sorted(set(images) ^ set(labels))
-            if unmatched:
-                raise DataError(f"RescueNet {split}: {len(unmatched)} image(s) without a label or label(s) without an "
-                                f"image, first {unmatched[0]}", "the download or extraction is incomplete")
-            work += [(split, images[i], labels[i]) for i in sorted(images)]
+            work += [(split, image, label) for _, image, label in
+                     match_pairs(images, labels, f"RescueNet {split}", "the download or extraction is incomplete")]
         expected = {(DOMAIN, s): sum(1 for w in work if w[0] == s) for s in SPLITS}
         schema = load_class_schema("rescuenet11")
         writer = PreparedWriter(data_root, self.name, schema, fingerprint={
