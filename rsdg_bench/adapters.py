@@ -128,6 +128,17 @@ class Adapter(abc.ABC):
         """What distinguishes this model configuration in records and resume keys."""
         return {"adapter": self.name, "options": dict(sorted(self.options.items()))}
 
+    def checkpoint_names(self, task: Task) -> list[str]:
+        """File names to look for, in order, in a checkpoint folder (`--checkpoint-dir`) for `task`. By
+        default `<checkpoint_key>.pt`, what `rsdg-bench train` writes; an adapter for released weights
+        puts the authors' own file names first."""
+        return [f"{task.checkpoint_key}.pt"]
+
+    def use_backbone_checkpoint(self, path: Path) -> None:
+        """Take frozen backbone weights from a second file (or folder), for checkpoints saved without them."""
+        raise AdapterError(f"adapter {self.name!r} does not take a separate backbone checkpoint",
+                           "drop --backbone-checkpoint; this model's checkpoints hold all its weights")
+
     def load(self, checkpoint: Path) -> None:
         """Load a local checkpoint (any container `checkpoints.read_state_dict` knows) strictly."""
         from .checkpoints import read_state_dict

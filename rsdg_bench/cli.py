@@ -209,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg),
                       checkpoint=Path(args.checkpoint) if args.checkpoint else None,
                       checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+                      backbone_checkpoint=Path(args.backbone_checkpoint) if args.backbone_checkpoint else None,
                       random_init=args.random_init, display_name=args.name)
     resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
     if args.launcher != "none":
@@ -427,7 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="suite id, or `all`")
     p.add_argument("--task", action="append", help="task id (repeatable), instead of --suite")
     p.add_argument("--checkpoint", help="one checkpoint file for every task")
-    p.add_argument("--checkpoint-dir", help="folder of <checkpoint_key>.pt files (default <results>/checkpoints/<adapter>)")
+    p.add_argument("--checkpoints", "--checkpoint-dir", dest="checkpoint_dir",
+                   help="folder of checkpoints, one per source setting: <checkpoint_key>.pt as `train` writes them, or "
+                        "the authors' released file names for adapters that know them (crossearth); default "
+                        "<results>/checkpoints/<adapter>")
+    p.add_argument("--backbone-checkpoint",
+                   help="frozen backbone weights (file or folder) for checkpoints saved without them (crossearth: "
+                        "dinov2_converted.pth / dinov2_converted_1024x1024.pth)")
     p.add_argument("--random-init", action="store_true", help="no weights (plumbing tests); never on a leaderboard")
     p.add_argument("--name", help="display name of the model on the leaderboard")
     p.add_argument("--limit", type=int, help="evaluate only the first N samples per split (smoke run, marked as such)")

@@ -34,7 +34,8 @@ class ModelSpec:
     adapter: str
     options: dict[str, str] = field(default_factory=dict)
     checkpoint: Path | None = None          # one file for every task
-    checkpoint_dir: Path | None = None      # <dir>/<task.checkpoint_key>.pt
+    checkpoint_dir: Path | None = None      # <dir>/<a name from adapter.checkpoint_names(task)>
+    backbone_checkpoint: Path | None = None  # frozen backbone weights kept apart from the checkpoint
     random_init: bool = False               # explicit opt-in; such records never reach a leaderboard
     display_name: str | None = None
 
@@ -63,20 +64,22 @@ class TaskOutcome:
     error: str | None = None
 
 
-def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapter_name: str) -> Path | None:
+def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapter: Adapter) -> Path | None:
     """The checkpoint file a task uses, or None for an explicit random-init run."""
     if model.random_init:
         return None
     if model.checkpoint is not None:
-        path = model.checkpoint
-    else:
-        folder = model.checkpoint_dir or default_checkpoint_dir(results_root, adapter_name)
-        path = folder / f"{task.checkpoint_key}.pt"
-    if not path.is_file():
-        raise AdapterError(f"no checkpoint for task {task.id} at {path}",
-                           f"train one with `rsdg-bench train --task {task.id} --model {model.adapter}`, "
-                           "or pass --checkpoint FILE / --checkpoint-dir DIR")
-    return path
+        if not model.checkpoint.is_file():
+            raise AdapterError(f"checkpoint {model.checkpoint} not found", "check the --checkpoint path")
+        return model.checkpoint
+    folder = model.checkpoint_dir or default_checkpoint_dir(results_root, adapter.name)
+    names = adapter.checkpoint_names(task)
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise AdapterError(f"no checkpoint for task {task.id} in {folder} (looked for {', '.join(names)})",
+                       f"train one with `rsdg-bench train --task {task.id} --model {model.adapter}`, "
+                       "or pass --checkpoint FILE / --checkpoints DIR")
 
 
 def default_checkpoint_dir(results_root: Path, adapter_name: str) -> Path:
@@ -103,8 +106,10 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
     outcome = TaskOutcome(task.id)
     data = TaskData(settings.data_root, task, phase="evaluate")
     adapter = build_for_task(model, task, data)
-    checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter.name)
+    checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter)
     checkpoint_sha = sha256_file(checkpoint) if checkpoint is not None else None
+    if model.backbone_checkpoint is not None:
+        adapter.use_backbone_checkpoint(model.backbone_checkpoint)
     if checkpoint is not None:
         adapter.load(checkpoint)
     adapter.to(settings.device)

@@ -7,7 +7,6 @@ in the real container formats (Lightning `.ckpt`, mmcv-1 `.pth` with DAFormer's 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +19,7 @@ from rsdg_bench.baselines.daformer_head import DAFormerHead
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.io import sha256_file
 from rsdg_bench.task_schema import Task
-
-REFERENCE = Path(__file__).parent / "fixtures" / "upstream"  # copied from the shared reference; see its README
-
-
-def manifest(name: str) -> dict[str, list[int]]:
-    return json.loads((REFERENCE / name).read_text())["keys"]
-
-
-def synthetic_state(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-
-    def tensor(key: str, shape: list[int]) -> torch.Tensor:
-        if key.endswith("num_batches_tracked"):
-            return torch.randint(0, 5, shape, generator=generator)
-        if key.endswith("running_var"):  # a variance must be positive, as in any real checkpoint
-            return torch.rand(shape, generator=generator) + 0.5
-        return torch.randn(shape, generator=generator) * 0.1
-
-    return {k: tensor(k, shape) for k, shape in shapes.items()}
-
+from upstream_fixtures import load_fixture, manifest, synthetic_state
 
 def task(classes: str, dataset: str = "d") -> Task:
     return Task.model_validate({
@@ -50,23 +30,13 @@ def task(classes: str, dataset: str = "d") -> Task:
 
 # ----------------------------------------------------------------------------- DAFormer
 
-def load_fixture(name: str) -> dict:
-    """A `fx_*.pt` fixture stored as JSON text (tensors as dtype, shape and exact values)."""
-    def tensor(entry: dict) -> torch.Tensor:
-        return torch.tensor(entry["values"], dtype=getattr(torch, entry["dtype"])).reshape(entry["shape"])
-
-    raw = json.loads((REFERENCE / name).read_text())
-    return {"state_dict": {k: tensor(v) for k, v in raw["state_dict"].items()},
-            "input": [tensor(v) for v in raw["input"]], "output": tensor(raw["output"])}
-
-
 def test_daformer_head_reproduces_the_upstream_fixture():
     fixture = load_fixture("fx_daformer_head.json")
     head = DAFormerHead((8, 16, 24, 32), 5, channels=16, embed_dims=16)
     head.load_state_dict(fixture["state_dict"], strict=True)
     head.eval()
     with torch.no_grad():
-        torch.testing.assert_close(head(fixture["input"]), fixture["output"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(head(list(fixture["input"])), fixture["output"], atol=1e-5, rtol=0)
 
 
 def _daformer_checkpoint(path: Path, num_classes: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,202 @@
+"""CrossEarth (Gong et al., 2025): DINOv2-L (patch 16) with LoRA Reins and a Mask2Former head, loading the
+authors' released per-setting checkpoints without mmseg, mmdet or mmcv.
+
+The network is `baselines/reins_vit.py` (backbone) + `baselines/mask2former_head.py` (head), with the keys
+of CrossEarth's mmseg `EncoderDecoder` (`backbone.*`, `decode_head.*`). The image size (512 or 1024) is the
+task's sliding-window crop, as in CrossEarth's two configs; the class count is the task's and must equal
+the checkpoint's (`decode_head.cls_embed` has K + 1 rows).
+
+Checkpoints come in two forms, both accepted:
+- full: every key (646), e.g. after the authors' `tools/generate_full_weights.py`, or saved by an mmengine
+  that bypasses the backbone's `state_dict` override;
+- partial: only `backbone.reins.*` and `decode_head.*` (303 keys). CrossEarth's backbone drops its frozen
+  DINOv2 weights when saved, so they come from a second file, the converted DINOv2-L the authors
+  distribute: `dinov2_converted.pth` for the 512 models, `dinov2_converted_1024x1024.pth` for the 1024
+  ones (no key prefix, patch embedding already resized to 16 and position embedding to 32² or 64²).
+  Give it with `--backbone-checkpoint FILE` (or a folder holding those names); without, it is looked up
+  next to the checkpoint.
+
+Released files (Hugging Face `Cusyoung/CrossEarth`) are found in `--checkpoints DIR` under their own names:
+see `RELEASED_FILES`. Input: three bands as stored (an IRRG file goes in as IR-R-G), 0-255 values with
+ImageNet mean/std. Output: Mask2Former's scores, Σ_q softmax(class)[:K] · sigmoid(mask), which the harness
+averages over overlapping windows and resizes back like mmseg does with these scores.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.checkpoints import load_checked, read_state_dict
+from rsdg_bench.errors import AdapterError
+from rsdg_bench.io import sha256_file
+from rsdg_bench.registry import register_adapter
+from rsdg_bench.task_schema import Task
+
+from .mask2former_head import Mask2FormerConfig, ReinMask2FormerHead
+from .reins_vit import ReinsDinoBackbone, ReinsViTConfig
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+IMAGE_SIZES = (512, 1024)
+# task checkpoint_key → the authors' released file (README of Cuzyoung/CrossEarth); LoveDA is "coming soon".
+RELEASED_FILES = {
+    "potsdam_irrg_source": "Potsdam(i)-source.pth",
+    "potsdam_rgb_source": "Potsdam(r)-source.pth",
+    "vaihingen_source": "Vaihingen-source.pth",
+    "whu_aerial_source": "WHU-Building-A2S.pth",
+    "whu_satellite2_source": "WHU-Building-S2A.pth",
+    "deepglobe_road_source": "D2M-Rein.pth",
+    "potsdam_rgb_res5_source": "Potsdam(r)2RescueNet.pth",
+    "potsdam_irrg_res5_source": "Potsdam(i)2RescueNet.pth",
+    "casid_sub_source": "casid-sub-source.pth",
+    "casid_tem_source": "casid-tem-source.pth",
+    "casid_tms_source": "casid-tms-source.pth",
+    "casid_trf_source": "casid-trf-source.pth",
+}
+BACKBONE_FILES = {512: "dinov2_converted.pth", 1024: "dinov2_converted_1024x1024.pth"}
+
+
+def crossearth_configs(num_classes: int, img_size: int) -> tuple[ReinsViTConfig, Mask2FormerConfig]:
+    """The released model's sizes: DINOv2-L/16 with LoRA Reins (100 tokens, rank 16), 256-channel head."""
+    return ReinsViTConfig(img_size=img_size), Mask2FormerConfig(num_classes=num_classes)
+
+
+class CrossEarthSegmentor(nn.Module):
+    """`backbone` + `decode_head`; returns B × K × H × W scores at the input size."""
+
+    def __init__(self, backbone: ReinsViTConfig, head: Mask2FormerConfig) -> None:
+        super().__init__()
+        self.backbone = ReinsDinoBackbone(backbone)
+        self.decode_head = ReinMask2FormerHead(head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, queries = self.backbone(x)
+        return self.decode_head.predict(features, queries, tuple(x.shape[-2:]))
+
+
+def is_backbone_key(key: str) -> bool:
+    """A frozen DINOv2 key of the segmentor (the Reins are trained and travel with the head)."""
+    return key.startswith("backbone.") and not key.startswith("backbone.reins.")
+
+
+def segmentor_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's `backbone.*` / `decode_head.*` tensors; any other key means a foreign file."""
+    foreign = [k for k in state if not k.startswith(("backbone.", "decode_head."))]
+    if foreign:
+        raise AdapterError(f"{source} is not a CrossEarth segmentor checkpoint (keys such as "
+                           f"{', '.join(foreign[:4])} are neither backbone.* nor decode_head.*)",
+                           "pass a released CrossEarth .pth (e.g. Potsdam(i)-source.pth)")
+    return state
+
+
+def backbone_state(path: Path, img_size: int) -> dict[str, torch.Tensor]:
+    """The converted DINOv2 weights as `backbone.*` keys, checked for patch size and position grid."""
+    state, _ = read_state_dict(path)
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    patch = state.get("patch_embed.proj.weight")
+    if patch is not None and tuple(patch.shape[-2:]) != (16, 16):
+        raise AdapterError(f"{path} has a {patch.shape[-1]}×{patch.shape[-1]} patch embedding; CrossEarth uses "
+                           "DINOv2 converted to patch 16",
+                           f"use the authors' converted file ({BACKBONE_FILES[img_size]}), made by their "
+                           "convert_models/convert_dinov2.py")
+    pos = state.get("pos_embed")
+    expected = 1 + (img_size // 16) ** 2
+    if pos is not None and pos.shape[1] != expected:
+        raise AdapterError(f"{path} has a position embedding for {pos.shape[1] - 1} patches; the {img_size}-px model "
+                           f"needs {expected - 1}", f"use {BACKBONE_FILES[img_size]} for {img_size}-px models")
+    return {f"backbone.{k}": v for k, v in state.items()}
+
+
+@register_adapter("crossearth")
+class CrossEarthAdapter(Adapter):
+    """CrossEarth DINOv2-L + Reins + Mask2Former. Option: `img_size` (512 | 1024; default: the task's crop
+    when it is one of these, else 512)."""
+
+    _KNOWN_OPTIONS = {"img_size"}
+
+    def __init__(self, **options: str) -> None:
+        unknown = set(options) - self._KNOWN_OPTIONS
+        if unknown:
+            raise AdapterError(f"unknown crossearth options {sorted(unknown)}", "use: img_size=512|1024")
+        super().__init__(**options)
+        self.img_size = 0
+        self.num_classes = 0
+        self.backbone_checkpoint: Path | None = None
+        self.weights: dict[str, str] = {}
+
+    def setup(self, task: Task, band_names: list[str]) -> None:
+        if len(band_names) != 3 and not (task.inputs.replicate_single_band and len(band_names) == 1):
+            raise AdapterError(f"CrossEarth takes 3 bands; {task.source.slug} has {len(band_names)} ({band_names})",
+                               "use a task with 3-band (RGB or IRRG) imagery")
+        self.img_size = self._image_size(task)
+        self.num_classes = task.class_schema.num_classes
+        self.module = CrossEarthSegmentor(*crossearth_configs(self.num_classes, self.img_size))
+
+    def _image_size(self, task: Task) -> int:
+        """The option, else the task's crop when it is one of the released sizes, else 512 (other input
+        sizes then run with the position embedding resized, as DINOv2 does)."""
+        if "img_size" not in self.options:
+            return task.inference.crop if task.inference.crop in IMAGE_SIZES else IMAGE_SIZES[0]
+        size = int(self.options["img_size"]) if self.options["img_size"].isdigit() else 0
+        if size not in IMAGE_SIZES:
+            raise AdapterError(f"CrossEarth models are trained at {IMAGE_SIZES} px, not {self.options['img_size']}",
+                               "pass --model-arg img_size=512 or 1024 (default: the task's crop)")
+        return size
+
+    def input_contract(self) -> InputContract:
+        return InputContract(num_bands=3, normalization=Normalization(IMAGENET_MEAN, IMAGENET_STD), size_divisor=16)
+
+    def checkpoint_names(self, task: Task) -> list[str]:
+        released = RELEASED_FILES.get(task.checkpoint_key)
+        return ([released] if released else []) + super().checkpoint_names(task)
+
+    def use_backbone_checkpoint(self, path: Path) -> None:
+        self.backbone_checkpoint = path
+
+    def _backbone_file(self, checkpoint: Path) -> Path:
+        name = BACKBONE_FILES[self.img_size]
+        given = self.backbone_checkpoint
+        candidates = [given / name] if given is not None and given.is_dir() else [given] if given else \
+            [checkpoint.parent / name]
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise AdapterError(
+            f"{checkpoint} holds only the Rein and head weights; the frozen DINOv2-L backbone of a {self.img_size}-px "
+            f"CrossEarth model comes from a separate file, {name}, which was not found at {candidates[0]}",
+            f"download {name} from the authors' release and pass --backbone-checkpoint FILE (or put it next to "
+            "the checkpoint)")
+
+    def load(self, checkpoint: Path) -> None:
+        module = self._require_module()
+        state = segmentor_state(read_state_dict(checkpoint)[0], str(checkpoint))
+        classes = state.get("decode_head.cls_embed.weight")
+        if classes is not None and classes.shape[0] - 1 != self.num_classes:
+            raise AdapterError(f"{checkpoint} predicts {classes.shape[0] - 1} classes; the task has {self.num_classes}",
+                               "use the released file for this task (see docs/models.md)")
+        self.weights = {"checkpoint_sha256": sha256_file(checkpoint)}
+        if not any(is_backbone_key(k) for k in state):
+            backbone_file = self._backbone_file(checkpoint)
+            state = {**backbone_state(backbone_file, self.img_size), **state}
+            self.weights["backbone_sha256"] = sha256_file(backbone_file)
+        pos = state.get("backbone.pos_embed")
+        if pos is not None and pos.shape[1] != 1 + (self.img_size // 16) ** 2:
+            grid = round((pos.shape[1] - 1) ** 0.5) * 16
+            raise AdapterError(f"{checkpoint} is a {grid}-px CrossEarth model; this task runs it at {self.img_size} px",
+                               f"pass --model-arg img_size={grid} if you mean to run it on this task anyway")
+        load_checked(module, state, str(checkpoint), "CrossEarth (DINOv2-L + Reins + Mask2Former)",
+                     may_be_missing=re.escape("backbone.mask_token") + "$")
+
+    def identity(self) -> dict:
+        identity = super().identity()
+        if "backbone_sha256" in self.weights:
+            identity["backbone_sha256"] = self.weights["backbone_sha256"]
+        return identity
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._require_module()(x)
