@@ -7,8 +7,10 @@ Released weights are Lightning pretraining checkpoints `weights-cromss-{13B,9B}-
 
 Options (`--model-arg key=value`):
 - `arch`: `unet` | `pspnet` | `deeplabv3plus` | `fpn` (smp, ResNet-50 encoder; the paper uses PSPNet for
-  DFC2020, DeepLabV3+ for SSL4EO-S12@DW, FPN for @OSM), default `unet`;
-- `modality`: `s2` (default) or `s1`; `bands`: 13 or 9 (S2 only; 9 = B2-B8, B11, B12);
+  DFC2020, DeepLabV3+ for SSL4EO-S12@DW, FPN for @OSM), default: the task's `training.architecture` when it
+  is one of these, else `unet`;
+- `modality`: `s2` or `s1`; `bands`: 13 or 9 (S2 only; 9 = B2-B8, B11, B12); default: what the task feeds
+  (VV, VH → s1; CromSS's nine S2 bands → 9), else s2 with 13 bands;
 - `fusion`: `mid` (default) or `late`: the layout of the pretraining checkpoint;
 - `pretrained`: a CromSS `.ckpt` whose encoder initialises this model (the transfer setting: the decoder
   starts from scratch and is trained with `rsdg-bench train`);
@@ -93,6 +95,7 @@ class CromSSAdapter(Adapter):
         unknown = set(options) - self._KNOWN_OPTIONS
         if unknown:
             raise AdapterError(f"unknown cromss options {sorted(unknown)}", f"use: {', '.join(sorted(self._KNOWN_OPTIONS))}")
+        self._task_decides = {"arch", "modality", "bands"} - set(options)
         for key, default in (("arch", "unet"), ("modality", "s2"), ("bands", "13"), ("fusion", "mid"),
                              ("freeze_encoder", "false"), ("mode", "transfer")):
             options.setdefault(key, default)
@@ -104,7 +107,19 @@ class CromSSAdapter(Adapter):
         super().__init__(**{k: str(v).lower() if k != "pretrained" else str(v) for k, v in options.items()})
         self._contract: InputContract | None = None
 
+    def _defaults_from_task(self, task: Task, band_names: list[str]) -> None:
+        """Options not given take the task's: its framework (`training.architecture`) and, from the bands it
+        feeds, the modality (VV/VH → s1) and the S2 band count (exactly CromSS's nine → 9)."""
+        if "arch" in self._task_decides and task.training and task.training.architecture in ARCHS:
+            self.options["arch"] = task.training.architecture
+        if "modality" in self._task_decides and set(band_names) == set(S1_BANDS):
+            self.options["modality"] = "s1"
+        nine = [S2_BANDS[i] for i in NINE_BANDS]
+        if "bands" in self._task_decides and sorted(band_names) == sorted(nine):
+            self.options["bands"] = "9"
+
     def setup(self, task: Task, band_names: list[str]) -> None:
+        self._defaults_from_task(task, band_names)
         names, mean, std = band_statistics(self.options["modality"], int(self.options["bands"]))
         num_classes = task.class_schema.num_classes
         if self.options["mode"] == "zeroshot" and (self.options["arch"] != "unet" or num_classes != DW_CLASSES):

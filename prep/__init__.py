@@ -3,9 +3,11 @@
 from . import (  # noqa: F401  (importing a module registers its preparer)
     casid,
     deepglobe_road,
+    dfc2020,
     globalroadnet,
     loveda,
     massachusetts_roads,
+    noldo_s12,
     openearthmap,
     openearthmap_sar,
     potsdam,

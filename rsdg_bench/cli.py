@@ -91,12 +91,23 @@ def _report_prepared(data_root: Path, name: str) -> None:
     if mismatches := card.count_mismatches():
         print(f"warning: {len(mismatches)} split(s) differ from the published sizes; results on this data are not "
               "comparable with the papers' (expected for fakes and partial downloads)")
-    pixels = np.sum(np.stack(dataset.manifest["class_counts"].to_numpy()), axis=0)
-    total = max(int(pixels.sum()), 1)
-    print("  class histogram (labelled pixels): " + ", ".join(
-        f"{c.name} {100 * int(n) / total:.1f}%" for c, n in zip(card.classes.classes, pixels, strict=True)))
+    manifest = dataset.manifest
+    schemas = {card.classes_of(d).id: card.classes_of(d) for d in card.domains}
+    for schema_id, schema in schemas.items():
+        rows = manifest[manifest["domain"].map(lambda d: card.classes_of(d).id) == schema_id]
+        if rows.empty:
+            continue
+        pixels = np.sum(np.stack(rows["class_counts"].to_numpy()), axis=0)
+        total = max(int(pixels.sum()), 1)
+        label = "" if len(schemas) == 1 else f" ({schema_id})"
+        print(f"  class histogram{label} (labelled pixels): " + ", ".join(
+            f"{c.name} {100 * int(n) / total:.1f}%" for c, n in zip(schema.classes, pixels, strict=True)))
     for note in card.notes:
         print(f"  note: {note}")
+    for pair, count in card.footprint_overlaps.items():
+        print(f"  warning: spatial leakage: {count} sample pair(s) of {pair} overlap on the ground")
+    if not card.footprint_overlaps and "geometry" in dataset.manifest.columns:
+        print("  leakage audit: no footprints of different splits overlap")
 
 
 def _verify_prepared(args: argparse.Namespace) -> int:

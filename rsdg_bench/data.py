@@ -24,28 +24,42 @@ Phase = Literal["train", "evaluate"]
 
 
 class SegmentationSplit(Dataset):
-    """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units), `label` (H×W uint8,
-    through the split's label map when it has one)."""
+    """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units; only `bands`, in that
+    order, when given), `label` (H×W uint8, through the split's label map when it has one)."""
 
     def __init__(self, prepared: PreparedDataset, ref: SplitRef, limit: int | None = None,
-                 label_map: LabelMap | None = None) -> None:
+                 label_map: LabelMap | None = None, bands: tuple[str, ...] | None = None) -> None:
         self.prepared = prepared
         self.ref = ref
         self.label_map = label_map
         rows = prepared.rows(ref.domain, ref.split)
         self.rows = rows.head(limit) if limit is not None else rows
-        self.band_names = prepared.band_names(ref.domain)
+        stored = prepared.band_names(ref.domain)
+        self.band_indices = select_bands(stored, bands, ref.slug)
+        self.band_names = [stored[i] for i in self.band_indices] if self.band_indices is not None else stored
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows.iloc[index]
-        image = self.prepared.read_image(row).astype(np.float32)
+        image = self.prepared.read_image(row)
+        image = (image[self.band_indices] if self.band_indices is not None else image).astype(np.float32)
         label = self.prepared.read_label(row)
         if self.label_map is not None:
             label = self.label_map.apply(label)
         return {"image": torch.from_numpy(image), "label": torch.from_numpy(label), "sample_id": row["sample_id"]}
+
+
+def select_bands(stored: list[str], wanted: tuple[str, ...] | None, where: str) -> list[int] | None:
+    """Indices of the `wanted` bands among the `stored` ones (None: keep all); a missing band is an error."""
+    if wanted is None:
+        return None
+    missing = [b for b in wanted if b not in stored]
+    if missing:
+        raise DataError(f"{where} has no band {', '.join(missing)} (it stores {', '.join(stored)})",
+                        "fix `inputs.bands` in the task, or prepare the dataset with those bands")
+    return [stored.index(b) for b in wanted]
 
 
 @dataclass
@@ -81,11 +95,17 @@ class TaskData:
                             "score on a labelled split; predictions for unlabelled splits go to the contest server")
         label_map = self._label_map_for(ref, prepared)
         self.opened.append(ref.slug)
-        return SegmentationSplit(prepared, ref, limit, label_map)
+        return SegmentationSplit(prepared, ref, limit, label_map, self.task.inputs.bands)
+
+    def band_names(self, ref: SplitRef) -> list[str]:
+        """The bands a split reaches the model with: the task's `inputs.bands`, or all stored ones."""
+        stored = self.prepared(ref.dataset).band_names(ref.domain)
+        indices = select_bands(stored, self.task.inputs.bands, ref.slug)
+        return stored if indices is None else [stored[i] for i in indices]
 
     def _label_map_for(self, ref: SplitRef, prepared: PreparedDataset) -> LabelMap | None:
         """The split's label map, after checking that it joins the dataset's classes to the task's."""
-        native = prepared.card.classes.id
+        native = prepared.card.classes_of(ref.domain).id
         label_map = load_label_map(ref.label_map) if ref.label_map else None
         expected = label_map.source if label_map else self.task.classes
         if native != expected:

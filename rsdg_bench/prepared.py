@@ -35,6 +35,7 @@ from . import __version__
 from .classes import IGNORE_INDEX, ClassSchema
 from .errors import DataError
 from .io import atomic_write_json, atomic_write_text, sha256_file
+from .leakage import split_overlaps
 
 FORMAT_VERSION = 1
 CARD_FILE = "dataset.json"
@@ -90,6 +91,12 @@ class DatasetCard(BaseModel):
     published_counts: dict[str, dict[str, int]] = {}
     notes: list[str] = []
     unlabelled: list[str] = []  # "domain/split" whose labels are not public: inputs only, never scored
+    footprint_overlaps: dict[str, int] = {}  # "domain: split/split" → overlapping sample pairs (leakage audit)
+    domain_classes: dict[str, ClassSchema] = {}  # domains labelled in another class space than `classes`
+
+    def classes_of(self, domain: str) -> ClassSchema:
+        """The class schema of one domain's labels."""
+        return self.domain_classes.get(domain, self.classes)
 
     def count_mismatches(self) -> list[str]:
         """`domain/split: got N, published M` for every split whose size differs from the published one."""
@@ -187,10 +194,11 @@ class PreparedWriter:
     """
 
     def __init__(self, data_root: Path, name: str, schema: ClassSchema, fingerprint: dict[str, Any],
-                 crs: str | None = None) -> None:
+                 crs: str | None = None, domain_schemas: dict[str, ClassSchema] | None = None) -> None:
         self.data_root = Path(data_root)
         self.name = name
         self.schema = schema
+        self.domain_schemas = domain_schemas or {}
         self.crs = crs
         self.final_dir = self.data_root / name
         self.work_dir = self.data_root / f".{name}.partial"
@@ -246,13 +254,14 @@ class PreparedWriter:
                 f"image of {sample.sample_id} has shape {sample.image.shape}, label {label.shape}: "
                 "they must be C×H×W and H×W of the same size"
             )
+        schema = self.domain_schemas.get(sample.domain, self.schema)
         counts = np.bincount(label.ravel(), minlength=256)
-        bad = np.flatnonzero(counts[self.schema.num_classes:IGNORE_INDEX])
+        bad = np.flatnonzero(counts[schema.num_classes:IGNORE_INDEX])
         if bad.size:
             raise DataError(
                 f"label of {sample.sample_id} (from {sample.source_file}) holds values "
-                f"{(bad + self.schema.num_classes).tolist()} outside the {self.schema.num_classes} classes of "
-                f"{self.schema.id!r} and not the ignore index {IGNORE_INDEX}",
+                f"{(bad + schema.num_classes).tolist()} outside the {schema.num_classes} classes of "
+                f"{schema.id!r} and not the ignore index {IGNORE_INDEX}",
                 "check the dataset's label mapping in prep/",
             )
         rel_dir = Path(sample.domain) / sample.split
@@ -278,7 +287,7 @@ class PreparedWriter:
             "window": list(sample.window),
             "image_sha256": sha256_file(self.work_dir / image_rel),
             "label_sha256": sha256_file(self.work_dir / label_rel),
-            "class_counts": counts[: self.schema.num_classes].tolist(),
+            "class_counts": counts[: schema.num_classes].tolist(),
             "bounds": _bounds(sample.transform, width, height),
             "crs": crs if sample.transform is not None else None,
         }
@@ -312,6 +321,8 @@ class PreparedWriter:
                 if sha256_file(self.work_dir / rel) != expected_sha:
                     raise DataError(f"{self.work_dir / rel} changed while preparing (sha256 mismatch)",
                                     "re-run prepare; the sample will be rewritten")
+        manifest = _with_footprints(manifest)
+        overlaps = split_overlaps(manifest) if "geometry" in manifest.columns else {}
         manifest_path = self.work_dir / MANIFEST_FILE
         _write_manifest(manifest, manifest_path)
         card = DatasetCard(
@@ -321,6 +332,7 @@ class PreparedWriter:
             source_archives=source_archives, crs=self.crs, manifest_sha256=sha256_file(manifest_path),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             published_counts=published_counts or {}, notes=notes or [], unlabelled=unlabelled or [],
+            footprint_overlaps=overlaps, domain_classes=self.domain_schemas,
         )
         atomic_write_json(self.work_dir / CARD_FILE, card.model_dump(mode="json"))
         (self.work_dir / _ROWS_FILE).unlink()
@@ -360,28 +372,32 @@ def _split_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _write_manifest(manifest: pd.DataFrame, path: Path) -> None:
-    """GeoParquet with footprints when every sample is georeferenced; plain Parquet otherwise.
+def _with_footprints(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest as a GeoDataFrame of sample footprints when every sample is georeferenced, else as is.
 
     Footprints are in the dataset's CRS when all samples share it, else in EPSG:4326 (each sample's own
     CRS is kept in the `crs` column and in its GeoTIFF).
     """
-    bounds = manifest.pop("bounds")
+    bounds = manifest["bounds"]
     crs_column = manifest["crs"]
-    tmp = path.with_name(f".{path.name}.tmp")
-    if bounds.notna().all() and crs_column.notna().all() and len(manifest):
-        import geopandas as gpd
-        from rasterio.warp import transform_bounds
-        from shapely.geometry import box
+    plain = manifest.drop(columns="bounds")
+    if not (len(manifest) and bounds.notna().all() and crs_column.notna().all()):
+        return plain
+    import geopandas as gpd
+    from rasterio.warp import transform_bounds
+    from shapely.geometry import box
 
-        shared = crs_column.iloc[0] if crs_column.nunique() == 1 else None
-        frame_crs = shared or "EPSG:4326"
-        footprints = [box(*(b if shared else transform_bounds(c, frame_crs, *b)))
-                      for b, c in zip(bounds, crs_column, strict=True)]
-        frame = gpd.GeoDataFrame(manifest, geometry=footprints, crs=frame_crs)
-        frame.to_parquet(tmp, index=False)
-    else:
-        manifest.to_parquet(tmp, index=False)
+    shared = crs_column.iloc[0] if crs_column.nunique() == 1 else None
+    frame_crs = shared or "EPSG:4326"
+    footprints = [box(*(b if shared else transform_bounds(c, frame_crs, *b)))
+                  for b, c in zip(bounds, crs_column, strict=True)]
+    return gpd.GeoDataFrame(plain, geometry=footprints, crs=frame_crs)
+
+
+def _write_manifest(manifest: pd.DataFrame, path: Path) -> None:
+    """GeoParquet with footprints when every sample is georeferenced; plain Parquet otherwise."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    manifest.to_parquet(tmp, index=False)
     os.replace(tmp, path)
 
 

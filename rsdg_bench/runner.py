@@ -89,7 +89,7 @@ def default_checkpoint_dir(results_root: Path, adapter_name: str) -> Path:
 def build_for_task(model: ModelSpec, task: Task, data: TaskData) -> Adapter:
     """An adapter set up for the task's classes and its source domain's bands."""
     adapter = model.instantiate()
-    source_bands = data.prepared(task.source.dataset).band_names(task.source.domain)
+    source_bands = data.band_names(task.source)
     adapter.setup(task, source_bands)
     return adapter
 

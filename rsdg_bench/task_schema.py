@@ -77,6 +77,10 @@ class InputSpec(_Strict):
     replicate_single_band: bool = Field(
         default=False, description="feed a 1-band image (e.g. SAR) to a model that takes N bands by repeating it "
                                    "N times, as DFC25's winning solution does")
+    bands: tuple[str, ...] | None = Field(
+        default=None, min_length=1,
+        description="the stored bands the task uses, by name and in this order (e.g. S2's nine bands B2-B8, B11, "
+                    "B12); every split must have them. Without it, all stored bands are used")
 
 
 class MetricsSpec(_Strict):
@@ -90,15 +94,34 @@ class MetricsSpec(_Strict):
 class TrainingSpec(_Strict):
     """The paper's training protocol for a source-only model (scaled down with CLI flags for smoke runs)."""
 
-    iterations: int = Field(gt=0)
+    iterations: int | None = Field(default=None, gt=0)
+    epochs: int | None = Field(default=None, gt=0, description="passes over the source split (instead of iterations)")
     batch_size: int = Field(gt=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     schedule: Literal["poly", "constant"] = "poly"
+    loss: Literal["ce", "ce+dice"] = Field(
+        default="ce", description="cross-entropy, or cross-entropy plus the Dice loss 1 − 2Σzq / Σ(z + q) over "
+                                  "all labelled pixels and classes (CromSS's eq. 4)")
     crop: int = Field(gt=0)
+    architecture: str | None = Field(
+        default=None, description="the paper's segmentation framework for this task (e.g. pspnet); adapters that "
+                                  "build several use it when not told otherwise")
     val_interval: int | None = Field(default=None, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainingSpec:
+        if (self.iterations is None) == (self.epochs is None):
+            raise ValueError("training needs exactly one of 'iterations' and 'epochs'")
+        return self
+
+    def total_iterations(self, source_samples: int) -> int:
+        """Iterations of the schedule: given, or epochs × full batches per pass over the source split."""
+        if self.iterations is not None:
+            return self.iterations
+        return self.epochs * max(1, source_samples // self.batch_size)
 
 
 class Reference(_Strict):

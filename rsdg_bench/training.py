@@ -95,7 +95,23 @@ def build_trainable(model: ModelSpec, task: Task, data_root: Path) -> Adapter:
 def _optimizer(spec: TrainingSpec, params: Any) -> torch.optim.Optimizer:
     if spec.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     return torch.optim.SGD(params, lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1 − 2 Σ z·q / Σ (z + q), summed over every labelled pixel and class (CromSS's eq. 4; z one-hot
+    labels, q softmax probabilities); ignored pixels take no part."""
+    valid = labels != IGNORE_INDEX
+    probabilities = logits.softmax(dim=1).permute(0, 2, 3, 1)[valid]  # N × K
+    one_hot = F.one_hot(labels[valid].long(), logits.shape[1]).to(probabilities.dtype)
+    return 1 - 2 * (one_hot * probabilities).sum() / (one_hot.sum() + probabilities.sum()).clamp_min(1e-6)
+
+
+def segmentation_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    return loss + dice_loss(logits, labels) if kind == "ce+dice" else loss
 
 
 def _poly(spec: TrainingSpec, iteration: int) -> float:
@@ -127,6 +143,7 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     access = TaskData(data_root, task, phase="train")
     source = access.open(task.source)
     select = access.open(task.select) if task.select is not None else None
+    spec = spec.model_copy(update={"iterations": spec.total_iterations(len(source))})  # epochs → iterations
     contract = adapter.input_contract()
     torch.manual_seed(spec.seed)
     module.to(device)
@@ -145,7 +162,7 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
         module.train()
         x = contract.prepare(images.to(device), source.band_names, where=task.source.slug,
                              replicate_single_band=task.inputs.replicate_single_band)
-        loss = F.cross_entropy(adapter.predict(x), labels.to(device), ignore_index=IGNORE_INDEX)
+        loss = segmentation_loss(spec.loss, adapter.predict(x), labels.to(device))
         if not math.isfinite(loss.item()):
             raise AdapterError(f"training loss became {loss.item()} at iteration {iteration}",
                                "lower the learning rate or check the normalization")
