@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsdg_bench.results import ResultRecord, metrics_block
+from rsdg_bench.task_schema import Task, TaskCatalog
+
+from .reported import ReportedRow
 
 
 @dataclass
@@ -23,6 +26,7 @@ class SplitScores:
     metrics: dict[str, float]          # miou, oa, aa, mf1 (NaN when undefined)
     per_class_iou: dict[str, float]
     record: str
+    matrix: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -35,8 +39,16 @@ class TaskTable:
     primary: str
     class_names: list[str]
     description: str = ""
+    suite: str = ""
     splits: list[tuple[str, str]] = field(default_factory=list)        # (role, slug), source first
     scores: dict[str, dict[str, SplitScores]] = field(default_factory=dict)  # model → slug → scores
+    reported: list[ReportedRow] = field(default_factory=list)          # the papers' numbers, shown apart
+
+    def reported_target(self, row: ReportedRow) -> float:
+        """A reported headline that stands for this task's target mean: NaN when it was measured on another
+        split than the task's targets (e.g. a contest test server)."""
+        targets = [slug for role, slug in self.splits if role == "target"]
+        return row.headline if row.split is None or row.split in targets else math.nan
 
     def target_mean(self, model: str) -> float:
         """Mean primary metric over the target splits this model has (NaN if none)."""
@@ -56,10 +68,21 @@ class TaskTable:
 
 
 @dataclass
+class SuiteView:
+    """A suite as the site shows it: its tasks that have results or reported numbers, in suite order."""
+
+    id: str
+    name: str
+    description: str
+    tasks: list[TaskTable]
+
+
+@dataclass
 class Board:
     tasks: list[TaskTable]
     models: list[str]
     excluded: list[tuple[str, str]]
+    suites: list[SuiteView] = field(default_factory=list)
 
     def model_mean(self, model: str, gap: str | None = None) -> float:
         """Mean over tasks of the model's mean target score; with `gap`, over that domain gap's tasks only."""
@@ -131,6 +154,40 @@ def build_board(records: list[tuple[Path, ResultRecord]]) -> Board:
             role=record.evaluated.role,
             metrics={k: _nan(block[k]) for k in ("miou", "oa", "aa", "mf1")},
             per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
-            record=str(path),
+            record=str(path), matrix=record.confusion_matrices[slug],
         )
+        table.suite = task.get("suite", "")
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
+
+
+def _table_of(task: Task) -> TaskTable:
+    """An empty table for a catalog task (one that has reported numbers but no results yet)."""
+    return TaskTable(task_id=task.id, name=task.name, gap=task.gap, version=task.version, task_hash=task.hash,
+                     primary=task.metrics.primary, class_names=list(task.class_schema.names),
+                     description=task.description, suite=task.suite,
+                     splits=[("target", ref.slug) for ref in task.targets])
+
+
+def with_suites(board: Board, catalog: TaskCatalog, reported: list[ReportedRow] = ()) -> Board:
+    """Attach the papers' reported rows to their tasks (adding catalog tasks that have only those) and
+    group the tasks by suite, in each suite's own order; tasks of unknown suites form their own group."""
+    tables = {t.task_id: t for t in board.tasks}
+    for row in reported:
+        if row.task not in tables:
+            if row.task not in catalog.tasks:
+                continue
+            tables[row.task] = _table_of(catalog.tasks[row.task])
+        tables[row.task].reported.append(row)
+    suites = []
+    placed: set[str] = set()
+    for suite_id, suite in sorted(catalog.suites.items()):
+        members = [tables[t] for t in suite.tasks if t in tables]
+        placed.update(t.task_id for t in members)
+        if members:
+            suites.append(SuiteView(suite_id, suite.name, suite.description, members))
+    for suite_id in sorted({t.suite for t in tables.values() if t.task_id not in placed}):
+        members = [t for t in sorted(tables.values(), key=lambda t: t.task_id)
+                   if t.task_id not in placed and t.suite == suite_id]
+        suites.append(SuiteView(suite_id or "other", suite_id or "other tasks", "", members))
+    return Board(tasks=[tables[t] for t in sorted(tables)], models=board.models, excluded=board.excluded,
+                 suites=suites)

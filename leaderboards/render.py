@@ -1,11 +1,19 @@
-"""Board → files: a static, offline `index.html` (no CDN, all text escaped) and CSV exports."""
+"""Board → a static, offline site: index, one page per suite and per task, exports and the aggregated JSON.
+
+Jinja2 with autoescape renders every page; figures are matplotlib SVG inlined; the only script is the
+inline sorter in `base.html.j2`; nothing is loaded from the network. Layout of the output folder:
+`index.html`, `suites/<suite>.html`, `tasks/<task>.html`, `exports/<table>.{csv,md,tex}`, `board.json`,
+`scores.csv`, `per_class.csv`.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
-from datetime import datetime, UTC
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -13,24 +21,72 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from rsdg_bench import __version__
 from rsdg_bench.io import atomic_write_text
 
-from .aggregate import Board
+from .aggregate import Board, SuiteView, TaskTable
+from .plots import casid_svg, confusion_svg
+from .tables import Table, to_csv, to_latex, to_markdown
+from .views import (CASID_ZONES, casid_matrices, reported_elsewhere, slugify, suite_table, task_class_table,
+                    task_summary_table)
 
 
-def _percent(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+def _raw(value: float) -> str:
+    return "" if value is None or math.isnan(value) else repr(round(float(value), 10))
 
 
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("rsdg_bench.leaderboards", "templates"),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = _percent
+    env.filters["slug"] = slugify
+    env.filters["raw"] = _raw
     return env
 
 
+class SiteWriter:
+    """Renders pages and collects every table shown, so each gets its CSV / Markdown / LaTeX export."""
+
+    def __init__(self, board: Board, results_root: Path | None) -> None:
+        self.board = board
+        self.results_root = results_root
+        self.env = _environment()
+        self.generated = datetime.now(UTC).isoformat(timespec="seconds")
+        self.tables: list[Table] = []
+
+    def _page(self, template: str, root: str, **context: object) -> str:
+        return self.env.get_template(template).render(board=self.board, root=root, version=__version__,
+                                                      generated=self.generated, **context)
+
+    def index(self) -> str:
+        """Suites with their three best rows by mean target score (ours or reported, marked)."""
+        leaders = {}
+        for suite in self.board.suites:
+            table = suite_table(suite, self.board)
+            mean = len(suite.tasks)
+            leaders[suite.id] = [(row.label, row.values[mean], row.reported) for row in table.rows[:3]]
+        return self._page("index.html.j2", "", leaders=leaders,
+                          results=str(self.results_root or "(records given directly)"))
+
+    def suite(self, suite: SuiteView) -> str:
+        table = suite_table(suite, self.board)
+        self.tables.append(table)
+        casid = {label: (casid_svg(matrix, list(CASID_ZONES), label), source)
+                 for label, (matrix, source) in casid_matrices(suite, self.board).items()}
+        return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid)
+
+    def task(self, task: TaskTable, page_dir: Path) -> str:
+        summary = task_summary_table(task)
+        class_tables = [(slug, task_class_table(task, slug)) for _, slug in task.splits]
+        elsewhere = reported_elsewhere(task)
+        self.tables += [summary, *(t for _, t in class_tables), *([elsewhere] if elsewhere else [])]
+        confusions = [(model, slug, confusion_svg(s.matrix, task.class_names, f"{model}\n{slug}"))
+                      for model, splits in task.scores.items() for slug, s in splits.items() if s.matrix]
+        records = [(model, slug, os.path.relpath(s.record, page_dir) if Path(s.record).is_absolute() else s.record)
+                   for model, splits in task.scores.items() for slug, s in splits.items()]
+        return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables,
+                          elsewhere=elsewhere, confusions=confusions, records=records)
+
+
 def render_html(board: Board) -> str:
-    template = _environment().get_template("index.html.j2")
-    return template.render(board=board, version=__version__,
-                           generated=datetime.now(UTC).isoformat(timespec="seconds"))
+    """The index page alone (what `write_site` writes as index.html)."""
+    return SiteWriter(board, None).index()
 
 
 def render_scores_csv(board: Board) -> str:
@@ -45,7 +101,7 @@ def render_scores_csv(board: Board) -> str:
                 if slug in splits:
                     s = splits[slug]
                     writer.writerow([table.task_id, table.name, table.gap, table.version, table.task_hash, model,
-                                     role, slug, *(_plain(s.metrics[m]) for m in ("miou", "oa", "aa", "mf1")),
+                                     role, slug, *(_raw(s.metrics[m]) for m in ("miou", "oa", "aa", "mf1")),
                                      s.record])
     return out.getvalue()
 
@@ -60,19 +116,50 @@ def render_per_class_csv(board: Board) -> str:
                 if slug in splits:
                     for name in table.class_names:
                         writer.writerow([table.task_id, model, role, slug, name,
-                                         _plain(splits[slug].per_class_iou[name])])
+                                         _raw(splits[slug].per_class_iou[name])])
     return out.getvalue()
 
 
-def _plain(value: float) -> str:
-    return "" if math.isnan(value) else repr(round(value, 10))
+def board_json(board: Board) -> str:
+    """Everything aggregated, numbers as fractions (null when undefined)."""
+    def number(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 10)
+
+    tasks = []
+    for task in board.tasks:
+        tasks.append({
+            "id": task.task_id, "name": task.name, "gap": task.gap, "version": task.version, "hash": task.task_hash,
+            "suite": task.suite, "primary": task.primary, "classes": task.class_names,
+            "splits": [{"role": role, "slug": slug} for role, slug in task.splits],
+            "results": {model: {"target_mean": number(task.target_mean(model)), "drop": number(task.drop(model)),
+                                "splits": {slug: {"metrics": {k: number(v) for k, v in s.metrics.items()},
+                                                  "per_class_iou": {k: number(v) for k, v in s.per_class_iou.items()},
+                                                  "record": s.record} for slug, s in splits.items()}}
+                        for model, splits in task.scores.items()},
+            "reported": [{"method": r.method, "backbone": r.backbone, "split": r.split, "headline": number(r.headline),
+                          "per_class": {k: number(v) for k, v in r.per_class.items()},
+                          "metrics": {k: number(v) for k, v in r.metrics.items()}, "source": r.source}
+                         for r in task.reported],
+        })
+    return json.dumps({"harness_version": __version__, "models": board.models,
+                       "suites": [{"id": s.id, "name": s.name, "tasks": [t.task_id for t in s.tasks]} for s in board.suites],
+                       "tasks": tasks, "excluded": [{"record": p, "why": w} for p, w in board.excluded]}, indent=1)
 
 
-def write_site(board: Board, out_dir: Path) -> Path:
-    """Write index.html, scores.csv and per_class.csv; return the page's path."""
+def write_site(board: Board, out_dir: Path, results_root: Path | None = None) -> Path:
+    """Write the whole site into `out_dir`; return the index page's path."""
     out_dir = Path(out_dir)
+    site = SiteWriter(board, results_root)
+    for suite in board.suites:
+        atomic_write_text(out_dir / "suites" / f"{slugify(suite.id)}.html", site.suite(suite))
+    for task in board.tasks:
+        atomic_write_text(out_dir / "tasks" / f"{slugify(task.task_id)}.html", site.task(task, out_dir / "tasks"))
+    for table in site.tables:
+        for suffix, export in ((".csv", to_csv), (".md", to_markdown), (".tex", to_latex)):
+            atomic_write_text(out_dir / "exports" / f"{table.id}{suffix}", export(table))
+    atomic_write_text(out_dir / "board.json", board_json(board))
     atomic_write_text(out_dir / "scores.csv", render_scores_csv(board))
     atomic_write_text(out_dir / "per_class.csv", render_per_class_csv(board))
     page = out_dir / "index.html"
-    atomic_write_text(page, render_html(board))
+    atomic_write_text(page, site.index())
     return page

@@ -26,7 +26,7 @@ a first tour:
   rsdg-bench tasks list --suite demo                # the protocols (task YAMLs)
   rsdg-bench train --task demo/u2a --model smp      # train a source-only model under the task's protocol
   rsdg-bench run --suite demo --model smp           # evaluate it on the unseen target domains
-  rsdg-bench leaderboard build                      # static HTML + CSV from the result records
+  rsdg-bench leaderboard build --reported           # static site (+ the papers' numbers) from the records
 
 data root: --data-root, else $RSDG_DATA, else ~/.local/share/rsdg-bench/data
 results:   --results,   else $RSDG_RESULTS, else ./rsdg-results
@@ -318,14 +318,18 @@ def _print_records(paths: list[Path]) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboards.aggregate import build_board
+    from .leaderboards.aggregate import build_board, with_suites
     from .leaderboards.render import write_site
+    from .leaderboards.reported import reported_rows
     from .results import ResultStore
+    from .task_schema import TaskCatalog
 
     results = _results_root(args)
-    board = build_board(ResultStore(results).load_all())
-    page = write_site(board, Path(args.out) if args.out else results / "site")
-    print(f"{len(board.tasks)} tasks, {len(board.models)} models, {len(board.excluded)} records left out")
+    board = with_suites(build_board(ResultStore(results).load_all()), TaskCatalog(),
+                        reported_rows() if args.reported else [])
+    page = write_site(board, Path(args.out) if args.out else results / "site", results_root=results)
+    print(f"{len(board.tasks)} tasks, {len(board.models)} models, {len(board.excluded)} records left out"
+          + (f", {sum(len(t.reported) for t in board.tasks)} reported rows" if args.reported else ""))
     print(f"leaderboard -> {page.resolve()}")
     return 0
 
@@ -474,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", parents=[common], help="build the static leaderboard site from result records")
     p.add_argument("action", choices=["build"])
     p.add_argument("--out", help="site folder (default <results>/site)")
+    p.add_argument("--reported", action="store_true",
+                   help="also show the papers' reported numbers (leaderboards/reported/*.yaml), marked as reported")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("adapter", help="list adapters, or run the conformance suite on one",

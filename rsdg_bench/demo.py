@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .leaderboards.aggregate import build_board
+from .leaderboards.aggregate import build_board, with_suites
 from .leaderboards.render import write_site
 from .prep import get_preparer
 from .results import ResultStore
@@ -56,9 +56,9 @@ def run_demo(workdir: Path, iterations: int | None = None, progress: bool = True
             raise RuntimeError(f"demo task {outcome.task_id} failed: {outcome.error}")
 
     say("[5/5] building the leaderboard")
-    board = build_board(ResultStore(results_root).load_all())
+    board = with_suites(build_board(ResultStore(results_root).load_all()), TaskCatalog())
     for table in board.tasks:
         for model in table.scores:
             say(f"  {table.name:10s} source mIoU {100 * table.source_score(model):5.1f}  "
                 f"unseen target mIoU {100 * table.target_mean(model):5.1f}  ({table.gap})")
-    return write_site(board, results_root / "site")
+    return write_site(board, results_root / "site", results_root=results_root)

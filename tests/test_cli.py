@@ -82,7 +82,10 @@ def test_run_results_recompute_and_leaderboard(capsys, tmp_path: Path, trained: 
     assert code == 0 and "recomputed" in out
     code, out, _ = run(capsys, "leaderboard", "build", *common)
     assert code == 0 and "1 tasks, 1 models" in out
-    assert "U-Net" in (tmp_path / "site" / "index.html").read_text()
+    assert "U-Net" in (tmp_path / "site" / "suites" / "demo.html").read_text()
+    code, out, _ = run(capsys, "leaderboard", "build", "--reported", "--out", str(tmp_path / "site2"), *common)
+    assert code == 0 and "reported rows" in out
+    assert "CrossEarth (ViT-L)" in (tmp_path / "site2" / "suites" / "crossearth.html").read_text()
 
 
 def test_adapter_list_and_check(capsys):

@@ -1,4 +1,5 @@
-"""Leaderboard: recomputes from matrices, leaves out smoke/random/stale records, escapes text, exports CSV."""
+"""Leaderboard: recomputes from matrices, leaves out smoke/random/stale records, escapes text, exports tables,
+shows the papers' reported numbers (checked) apart from ours, and works in a real browser."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from rsdg_bench.leaderboards.aggregate import build_board
+import json
+import math
+import os
+import shutil
+import subprocess
+
+from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.render import render_html, render_scores_csv, write_site
+from rsdg_bench.leaderboards.reported import ReportedRow, check, load_tables, reported_rows
+from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_latex, to_markdown
+from rsdg_bench.leaderboards.views import casid_matrices, suite_table
 from rsdg_bench.results import ResultRecord, ResultStore, metrics_block
+from rsdg_bench.task_schema import TaskCatalog
 
 NAMES = ["bare", "building", "road", "vegetation", "water"]
 GOOD = [[50, 0, 0, 0, 0], [0, 40, 0, 0, 0], [0, 0, 30, 0, 0], [0, 0, 0, 20, 0], [0, 0, 0, 0, 10]]
@@ -57,7 +68,10 @@ def test_means_are_also_grouped_by_domain_gap():
     assert board.model_mean("unet", "region") == pytest.approx((1.0 + poor) / 2)
     assert board.model_mean("unet", "spectral-band") == pytest.approx(poor)
     assert board.model_mean("unet") == pytest.approx((1.0 + 2 * poor) / 3)
-    assert "By domain gap" in render_html(board)
+    suite = with_suites(board, TaskCatalog()).suites[0]
+    table = suite_table(suite, board)
+    assert table.columns[-2:] == ["Mean: region", "Mean: spectral-band"]
+    assert table.rows[0].values[-2] == pytest.approx((1.0 + poor) / 2)
 
 
 def test_numbers_come_from_the_matrix_not_the_stored_metrics():
@@ -85,17 +99,34 @@ def test_two_checkpoints_with_one_name_are_told_apart():
     assert sorted(board.models) == ["unet @aaaaaaaa", "unet @bbbbbbbb"]
 
 
-def test_text_from_records_is_escaped():
-    html = render_html(board_of(record(key="x", matrix=GOOD, model="<script>alert(1)</script>")))
-    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+def site_of(tmp_path: Path, *records: ResultRecord, reported: bool = False) -> Path:
+    board = with_suites(board_of(*records), TaskCatalog(), reported_rows() if reported else [])
+    return write_site(board, tmp_path / "site").parent
 
 
-def test_html_shows_per_class_tables_and_needs_no_network():
-    html = render_html(board_of(record(key="s", matrix=GOOD, role="source", domain="urban"),
-                                record(key="t", matrix=POOR)))
+def test_text_from_records_is_escaped_on_every_page(tmp_path: Path):
+    evil = "<script>alert(1)</script>"
+    site = site_of(tmp_path, record(key="x", matrix=GOOD, model=evil))
+    pages = [site / "index.html", *(site / "suites").glob("*.html"), *(site / "tasks").glob("*.html")]
+    assert len(pages) == 3
+    for page in pages:
+        html = page.read_text()
+        assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (site / "tasks" / "demo-u2a.html").read_text()
+    assert evil not in (site / "exports" / "task-demo-u2a-summary.md").read_text()  # Markdown may render HTML
+
+
+def test_pages_show_per_class_tables_confusions_and_need_no_network(tmp_path: Path):
+    site = site_of(tmp_path, record(key="s", matrix=GOOD, role="source", domain="urban"), record(key="t", matrix=POOR))
+    html = (site / "tasks" / "demo-u2a.html").read_text()
     for name in NAMES:
         assert f"<th>{name}</th>" in html
-    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert html.count("<svg") == 2  # one confusion matrix per evaluated split
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        assert "src=\"http" not in text and "href=\"http" not in text and "<link" not in text
+        assert "<script src" not in text
+    assert render_html(board_of(record(key="t", matrix=POOR))).startswith("<!doctype html>")
 
 
 def test_csv_export_has_one_row_per_model_and_split(tmp_path: Path):
@@ -106,9 +137,130 @@ def test_csv_export_has_one_row_per_model_and_split(tmp_path: Path):
     assert rows[1]["aa"] != "" and float(rows[1]["miou"]) < 1
 
 
-def test_site_files_are_written(tmp_path: Path):
+def test_site_files_and_every_table_export_are_written(tmp_path: Path):
     store = ResultStore(tmp_path)
     store.write(record(key="t", matrix=POOR))
-    page = write_site(build_board(store.load_all()), tmp_path / "site")
+    page = write_site(with_suites(build_board(store.load_all()), TaskCatalog()), tmp_path / "site")
+    site = page.parent
     assert page.read_text().startswith("<!doctype html>")
-    assert (tmp_path / "site" / "scores.csv").exists() and (tmp_path / "site" / "per_class.csv").exists()
+    assert (site / "scores.csv").exists() and (site / "per_class.csv").exists()
+    assert (site / "suites" / "demo.html").exists() and (site / "tasks" / "demo-u2a.html").exists()
+    exports = sorted(p.name for p in (site / "exports").iterdir())
+    assert "suite-demo.csv" in exports and "suite-demo.md" in exports and "suite-demo.tex" in exports
+    assert "task-demo-u2a-toyearth-arid-val.tex" in exports
+    board = json.loads((site / "board.json").read_text())
+    assert board["tasks"][0]["results"]["unet"]["splits"]["toyearth/arid/val"]["metrics"]["miou"] == pytest.approx(
+        metrics_block(POOR, NAMES, list(range(5)))["miou"])
+
+
+def test_table_exports_mark_best_second_and_reported_rows():
+    table = Table(id="t", title="T & co", columns=["a_1", "rank"], lower_is_better={1}, percent=[True, False],
+                  rows=[Row("x", [0.5, 2.0]), Row("y", [0.7, 1.0], reported="Paper, Table 1"),
+                        Row("z", [math.nan, 3.0])])
+    assert table.marks() == {(1, 0): "best", (0, 0): "second", (1, 1): "best", (0, 1): "second"}
+    latex = to_latex(table)
+    assert "\\toprule" in latex and "\\textbf{70.00}" in latex and "\\underline{50.00}" in latex
+    assert "a\\_1" in latex and "y$^\\dagger$" in latex and "--" in latex
+    markdown = to_markdown(table)
+    assert "| y (reported: Paper, Table 1) | **70.00** | **1.00** |" in markdown
+    assert to_csv(table).splitlines()[2] == "y,0.7,1.0,\"Paper, Table 1\""
+
+
+def test_suite_table_ranks_rows_and_keeps_reported_rows_apart():
+    board = with_suites(board_of(record(key="a", matrix=GOOD, task_id="crossearth/pi2v"),
+                                 record(key="b", matrix=POOR, task_id="crossearth/v2pi")), TaskCatalog(),
+                        [ReportedRow("Rein", "ViT-L", "crossearth/pi2v", None, 0.603, {}, {}, "CrossEarth, Table 2"),
+                         ReportedRow("Rein", "ViT-L", "crossearth/v2pi", None, 0.576, {}, {}, "CrossEarth, Table 2")])
+    suite = next(s for s in board.suites if s.id == "crossearth")
+    table = suite_table(suite, board)
+    rows = {r.label: r for r in table.rows}
+    assert rows["Rein (ViT-L)"].reported == "CrossEarth, Table 2" and rows["unet"].reported is None
+    mean, rank, tasks = len(suite.tasks), len(suite.tasks) + 1, len(suite.tasks) + 2
+    poor = metrics_block(POOR, NAMES, list(range(5)))["miou"]
+    assert rows["unet"].values[mean] == pytest.approx((1.0 + poor) / 2)
+    assert rows["unet"].values[rank] == pytest.approx(1.5) and rows["Rein (ViT-L)"].values[rank] == pytest.approx(1.5)
+    assert rows["unet"].values[tasks] == 2
+
+
+def test_casid_matrix_is_source_by_target(tmp_path: Path):
+    board = with_suites(board_of(record(key="a", matrix=GOOD, task_id="crossearth/sub2tem"),
+                                 record(key="b", matrix=POOR, task_id="crossearth/trf2trf")), TaskCatalog())
+    suite = next(s for s in board.suites if s.id == "crossearth")
+    matrix, source = casid_matrices(suite, board)["unet"]
+    assert source is None and matrix[0, 1] == pytest.approx(1.0) and not math.isnan(matrix[3, 3])
+    assert math.isnan(matrix[1, 0])
+    site = write_site(board, tmp_path / "site").parent
+    assert "CASID: source climate zone" in (site / "suites" / "crossearth.html").read_text()
+
+
+def test_reported_tables_reproduce_their_headlines_row_by_row():
+    tables = load_tables()
+    assert {p.name for p in tables} >= {"crossearth-table2-isprs.yaml", "cromss-table2-dfc2020.yaml",
+                                        "cromss-table3-dw.yaml", "cromss-table4-osm.yaml", "dfc25-table2.yaml"}
+    assert check(tables, TaskCatalog()) == []
+    isprs = next(t for p, t in tables.items() if p.name == "crossearth-table2-isprs.yaml")
+    crossearth = next(e for e in isprs.entries if e.method == "CrossEarth" and e.task == "crossearth/pi2v")
+    assert crossearth.headline == 67.5 and crossearth.per_class["building"] == 91.7
+    unreadable = [e for e in isprs.entries if e.headline is None]
+    assert unreadable and all(all(v is None for v in e.per_class.values()) for e in unreadable)
+
+
+def test_a_misread_reported_cell_is_caught(tmp_path: Path):
+    (tmp_path / "bad.yaml").write_text(
+        "source: {paper: P, table: '1'}\nentries:\n"
+        "  - {method: M, task: crossearth/pi2v, headline: 54.4, per_class: {impervious_surface: 73.8, building: 82.9,"
+        " low_vegetation: 46.1, tree: 70.0, car: 4.59, clutter: 8.0}}\n")
+    [problem] = check(load_tables(tmp_path), TaskCatalog())
+    assert "per-class mean" in problem and "54.4" in problem
+
+
+def test_reported_rows_on_other_splits_are_shown_but_not_averaged(tmp_path: Path):
+    board = with_suites(board_of(record(key="x", matrix=GOOD)), TaskCatalog(), reported_rows())
+    sar = next(t for t in board.tasks if t.task_id == "dfc25/sar")
+    assert sar.reported and all(math.isnan(sar.reported_target(r)) for r in sar.reported)
+    site = write_site(board, tmp_path / "site").parent
+    assert "Reported on other splits" in (site / "tasks" / "dfc25-sar.html").read_text()
+    assert not any(r.label.startswith("Winner") for r in
+                   suite_table(next(s for s in board.suites if s.id == "dfc25"), board).rows)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_site_renders_and_sorts_in_headless_chromium(tmp_path: Path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("headless Chromium not found: install it (Debian: apt-get install chromium) to run this test")
+    board = with_suites(board_of(record(key="a", matrix=GOOD, task_id="crossearth/pi2v"),
+                                 record(key="b", matrix=POOR, task_id="crossearth/v2pi")), TaskCatalog(),
+                        reported_rows())
+    site = write_site(board, tmp_path / "site").parent
+    page = (site / "suites" / "crossearth.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"]
+
+    def dom(query: str) -> str:
+        done = subprocess.run([browser, *flags, "--dump-dom", page + query], capture_output=True, text=True,
+                              timeout=120, check=True)
+        return done.stdout
+
+    def first_column(html: str) -> list[str]:
+        body = html[html.index("<tbody>"):html.index("</tbody>")]
+        return [cell.split("<")[0].strip() for cell in body.split("<tr")[1:] for cell in [cell.split("<td>", 1)[1]]]
+
+    table = suite_table(next(s for s in board.suites if s.id == "crossearth"), board)
+    assert first_column(dom("")) == [r.label for r in table.rows]  # the browser shows the rows in our order
+    column = 1 + table.columns.index(next(t.name for t in board.tasks if t.task_id == "crossearth/v2pi"))
+    sorted_dom = dom(f"?sort=suite-crossearth:{column}:asc")  # the inline sorter, run by Chromium
+    values = {r.label: r.values[column - 1] for r in table.rows}
+    expected = sorted(values, key=lambda label: (math.isnan(values[label]), values[label]))
+    got = first_column(sorted_dom)
+    assert [values[label] for label in got] == [values[label] for label in expected]  # ties may swap
+    assert got != [r.label for r in table.rows] and 'aria-sort="ascending"' in sorted_dom
+    shots = Path(os.environ.get("RSDG_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    for name in ("suites/crossearth.html", "tasks/crossearth-pi2v.html", "index.html"):
+        target = shots / (name.replace("/", "_") + ".png")
+        subprocess.run([browser, *flags, f"--screenshot={target}", (site / name).as_uri()], capture_output=True,
+                       timeout=120, check=True)
+        assert target.stat().st_size > 10_000

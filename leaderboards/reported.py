@@ -1,0 +1,132 @@
+"""The papers' reported numbers (`leaderboards/reported/*.yaml`), checked, for showing beside our results.
+
+Each file transcribes one table of one paper:
+
+```yaml
+source: {paper: "CrossEarth (Gong et al., 2025)", table: "2"}
+note: how the table was read, what could not be
+entries:
+  - {method: DAFormer, backbone: MiT-B5, task: crossearth/pi2v, headline: 54.4,
+     per_class: {impervious_surface: 73.8, building: 82.9, ...}}
+```
+
+Values are percentages as printed. `split` names the evaluated split when it is not the task's (single)
+target, e.g. a contest's test server; such rows are shown on the task page only, never averaged with our
+targets. A cell that could not be read is `null`, never guessed. `check` verifies that every row's
+per-class mean reproduces its headline within the rounding of the printed digits, so an OCR slip in a
+transcription fails a test instead of reaching a page.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rsdg_bench.errors import ResultsError
+from rsdg_bench.task_schema import TaskCatalog
+
+REPORTED_DIR = Path(__file__).parent / "reported"
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paper: str
+    table: str
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: str
+    backbone: str | None = None
+    task: str
+    split: str | None = None
+    headline: float | None = Field(default=None, ge=0, le=100)
+    per_class: dict[str, float | None] = {}
+    metrics: dict[str, float | None] = {}  # other reported metrics (oa, aa, mf1, ...), percentages
+
+
+class ReportedTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: Source
+    note: str = ""
+    entries: list[Entry]
+
+
+@dataclass(frozen=True)
+class ReportedRow:
+    """One reported result, values as fractions (NaN when missing), ready for a board."""
+
+    method: str
+    backbone: str | None
+    task: str
+    split: str | None
+    headline: float
+    per_class: dict[str, float]
+    metrics: dict[str, float]
+    source: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.backbone})" if self.backbone else self.method
+
+
+def _fraction(value: float | None) -> float:
+    return math.nan if value is None else value / 100
+
+
+def load_tables(folder: Path = REPORTED_DIR) -> dict[Path, ReportedTable]:
+    tables = {}
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            tables[path] = ReportedTable.model_validate(yaml.safe_load(path.read_text()))
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise ResultsError(f"{path} is not a valid reported-results file: {exc}",
+                               "see leaderboards/reported.py for the format") from exc
+    return tables
+
+
+def _decimals(value: float) -> int:
+    text = repr(value)
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def check(tables: dict[Path, ReportedTable], catalog: TaskCatalog) -> list[str]:
+    """Problems: unknown tasks or classes, and rows whose per-class mean misses the headline."""
+    problems = []
+    for path, table in tables.items():
+        for entry in table.entries:
+            where = f"{path.name}: {entry.method} on {entry.task}"
+            if entry.task not in catalog.tasks:
+                problems.append(f"{where}: unknown task")
+                continue
+            task = catalog.tasks[entry.task]
+            unknown = set(entry.per_class) - set(task.class_schema.names)
+            if unknown:
+                problems.append(f"{where}: unknown classes {sorted(unknown)}")
+                continue
+            headline_classes = [task.class_schema.names[i] for i in task.headline_class_indices()]
+            values = [entry.per_class.get(c) for c in headline_classes]
+            if entry.headline is None or not entry.per_class or any(v is None for v in values):
+                continue
+            mean = sum(values) / len(values)
+            tolerance = 0.5 * 10 ** -min(_decimals(v) for v in values) + 0.5 * 10 ** -_decimals(entry.headline)
+            if abs(mean - entry.headline) > tolerance + 1e-9:
+                problems.append(f"{where}: per-class mean {mean:.3f} vs headline {entry.headline} "
+                                f"(tolerance {tolerance:.3f})")
+    return problems
+
+
+def reported_rows(folder: Path = REPORTED_DIR) -> list[ReportedRow]:
+    rows = []
+    for table in load_tables(folder).values():
+        source = f"{table.source.paper}, Table {table.source.table}"
+        for entry in table.entries:
+            rows.append(ReportedRow(
+                method=entry.method, backbone=entry.backbone, task=entry.task, split=entry.split,
+                headline=_fraction(entry.headline), per_class={k: _fraction(v) for k, v in entry.per_class.items()},
+                metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source))
+    return rows

@@ -1,0 +1,125 @@
+"""One table model for every leaderboard table, and its exports (CSV, Markdown, LaTeX booktabs).
+
+A `Table` has column headers and rows of numbers (fractions in [0, 1] shown as percentages, or plain
+numbers such as ranks); rows copied from papers are flagged `reported` so every format marks them. The
+best and second-best value per column are marked as the papers do (bold, underline), over the rows that
+are ranked: by default the higher the better; columns listed in `lower_is_better` (ranks, drops) the
+other way.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Row:
+    label: str
+    values: list[float]            # NaN when missing
+    reported: str | None = None    # the source ("CrossEarth Table 2") when copied from a paper
+    link: str | None = None        # a page for the row's model, if any
+
+
+@dataclass
+class Table:
+    id: str
+    title: str
+    columns: list[str]
+    rows: list[Row] = field(default_factory=list)
+    percent: list[bool] | None = None          # per column: show ×100 (default: every column)
+    lower_is_better: set[int] = field(default_factory=set)
+    unmarked: set[int] = field(default_factory=set)  # columns without best / second marks (counts)
+    groups: list[tuple[str, int]] = field(default_factory=list)  # (header, column span) above the columns
+
+    def is_percent(self, column: int) -> bool:
+        return True if self.percent is None else self.percent[column]
+
+    def marks(self) -> dict[tuple[int, int], str]:
+        """(row, column) → "best" | "second" for each column's top two distinct values."""
+        marks: dict[tuple[int, int], str] = {}
+        for column in range(len(self.columns)):
+            if column in self.unmarked:
+                continue
+            values = sorted({round(r.values[column], 6) for r in self.rows if not math.isnan(r.values[column])},
+                            reverse=column not in self.lower_is_better)
+            for rank, value in zip(("best", "second"), values[:2], strict=False):
+                for index, row in enumerate(self.rows):
+                    if not math.isnan(row.values[column]) and round(row.values[column], 6) == value:
+                        marks[(index, column)] = rank
+        return marks
+
+    def formatted(self, row: int, column: int) -> str:
+        value = self.rows[row].values[column]
+        if math.isnan(value):
+            return "–"
+        if not self.is_percent(column):
+            return f"{value:.0f}" if column in self.unmarked else f"{value:.2f}"
+        return f"{100 * value:.2f}"
+
+
+def _label(row: Row) -> str:
+    return f"{row.label} (reported: {row.reported})" if row.reported else row.label
+
+
+def to_csv(table: Table) -> str:
+    """Numbers as stored (fractions, not percentages), empty when missing; a `reported` column."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["model", *table.columns, "reported"])
+    for row in table.rows:
+        writer.writerow([row.label, *("" if math.isnan(v) else repr(round(v, 10)) for v in row.values),
+                         row.reported or ""])
+    return out.getvalue()
+
+
+def to_markdown(table: Table) -> str:
+    marks = table.marks()
+    lines = ["| Model | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
+    for i, row in enumerate(table.rows):
+        cells = []
+        for j in range(len(table.columns)):
+            text = table.formatted(i, j)
+            cells.append(f"**{text}**" if marks.get((i, j)) == "best" else
+                         f"<u>{text}</u>" if marks.get((i, j)) == "second" else text)
+        lines.append(f"| {_md_escape(_label(row))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    """Table-cell safe, and inert where a Markdown renderer passes HTML through."""
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs tabular; best in bold, second underlined, reported rows marked with a dagger."""
+    marks = table.marks()
+    lines = [f"% {latex_escape(table.title)} (rsdg-bench); requires \\usepackage{{booktabs}}",
+             "\\begin{tabular}{l" + "r" * len(table.columns) + "}", "\\toprule"]
+    if table.groups:
+        lines.append(" & " + " & ".join(f"\\multicolumn{{{span}}}{{c}}{{{latex_escape(name)}}}"
+                                        for name, span in table.groups) + " \\\\")
+    lines += ["Model & " + " & ".join(latex_escape(c) for c in table.columns) + " \\\\", "\\midrule"]
+    for i, row in enumerate(table.rows):
+        cells = []
+        for j in range(len(table.columns)):
+            text = table.formatted(i, j).replace("–", "--")
+            cells.append(f"\\textbf{{{text}}}" if marks.get((i, j)) == "best" else
+                         f"\\underline{{{text}}}" if marks.get((i, j)) == "second" else text)
+        label = latex_escape(row.label) + ("$^\\dagger$" if row.reported else "")
+        lines.append(f"{label} & " + " & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if any(r.reported for r in table.rows):
+        lines.append("% $^\\dagger$ reported in the cited paper, not produced by rsdg-bench")
+    return "\n".join(lines) + "\n"

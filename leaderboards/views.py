@@ -1,0 +1,163 @@
+"""Board → the tables the site shows (as `tables.Table`), with ranks and per-gap means; no HTML here.
+
+Suite table: one column per task, grouped by domain gap (as CrossEarth's Table 1 / Fig. 2 group them),
+then the mean over the tasks a row has, the average rank, how many tasks that is, and the mean per gap. A row is a model whose
+records the harness produced, or a method the papers report (flagged, never merged with ours). Ranks are
+per task column over every row that has a value (1 = best, ties share the better rank); the average rank
+is over the tasks a row has.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from .aggregate import Board, SuiteView, TaskTable
+from .reported import ReportedRow
+from .tables import Row, Table
+
+CASID_ZONES = ("sub", "tem", "tms", "trf")
+METRIC_COLUMNS = ("miou", "oa", "aa", "mf1")
+METRIC_LABELS = {"miou": "mIoU", "oa": "OA", "aa": "AA", "mf1": "mF1"}
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-")
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """1 = highest; NaN stays NaN; ties share the better rank."""
+    present = sorted((v for v in values if not math.isnan(v)), reverse=True)
+    return [math.nan if math.isnan(v) else float(present.index(v) + 1) for v in values]
+
+
+def _reported_by_label(tasks: list[TaskTable]) -> dict[str, tuple[str, dict[str, float]]]:
+    """label → (source, task id → reported target value) over the tasks, for rows that stand for a target."""
+    rows: dict[str, tuple[str, dict[str, float]]] = {}
+    for task in tasks:
+        for reported in task.reported:
+            value = task.reported_target(reported)
+            if not math.isnan(value):
+                rows.setdefault(reported.label, (reported.source, {}))[1][task.task_id] = value
+    return rows
+
+
+def suite_table(suite: SuiteView, board: Board) -> Table:
+    gaps = _gap_order(suite.tasks)
+    tasks = sorted(suite.tasks, key=lambda t: gaps.index(t.gap))  # stable: suite order within a gap
+    columns = [t.name for t in tasks] + ["Mean", "Avg. rank", "Tasks"] + \
+        ([f"Mean: {g}" for g in gaps] if len(gaps) > 1 else [])
+    raw: list[tuple[Row, dict[str, float]]] = []
+    for model in board.models:
+        values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
+        if values:
+            raw.append((Row(model, []), values))
+    for label, (source, values) in _reported_by_label(tasks).items():
+        raw.append((Row(label, [], reported=source), values))
+    per_task = [[values.get(t.task_id, math.nan) for t in tasks] for _, values in raw]
+    ranks = np.array([_ranks(list(column)) for column in zip(*per_task, strict=True)]).T if per_task else []
+    rows = []
+    for index, (row, values) in enumerate(raw):
+        task_values = per_task[index]
+        gap_means = [_mean([v for v, t in zip(task_values, tasks, strict=True) if t.gap == g]) for g in gaps]
+        row.values = [*task_values, _mean(task_values), _mean(list(ranks[index])),
+                      float(sum(not math.isnan(v) for v in task_values)), *(gap_means if len(gaps) > 1 else [])]
+        rows.append(row)
+    rows.sort(key=lambda r: (math.isnan(r.values[len(tasks)]), -r.values[len(tasks)] if not math.isnan(r.values[len(tasks)]) else 0))
+    groups = [(g, sum(t.gap == g for t in tasks)) for g in gaps] + [("", len(columns) - len(tasks))]
+    percent = [True] * len(tasks) + [True, False, False] + [True] * (len(columns) - len(tasks) - 3)
+    return Table(id=f"suite-{slugify(suite.id)}", title=f"{suite.name}: target score per task", columns=columns,
+                 rows=rows, percent=percent, lower_is_better={len(tasks) + 1}, unmarked={len(tasks) + 2},
+                 groups=groups)
+
+
+def _gap_order(tasks: list[TaskTable]) -> list[str]:
+    order: list[str] = []
+    for task in tasks:
+        if task.gap not in order:
+            order.append(task.gap)
+    return order
+
+
+def task_summary_table(task: TaskTable) -> Table:
+    """Primary metric per evaluated split, the mean over targets, and the source → target drop."""
+    columns = [f"{slug} (source)" if role == "source" else slug for role, slug in task.splits] + ["Targets", "Drop"]
+    rows = []
+    for model, splits in task.scores.items():
+        values = [splits[slug].metrics[task.primary] if slug in splits else math.nan for _, slug in task.splits]
+        rows.append(Row(model, [*values, task.target_mean(model), task.drop(model)]))
+    for reported in task.reported:
+        value = task.reported_target(reported)
+        if math.isnan(value):
+            continue
+        values = [value if _reported_on(task, reported, slug) else math.nan for _, slug in task.splits]
+        rows.append(Row(reported.label, [*values, value, math.nan], reported=reported.source))
+    return Table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
+                 columns=columns, rows=rows, lower_is_better={len(columns) - 1})
+
+
+def task_class_table(task: TaskTable, slug: str) -> Table:
+    """Per-class IoU with mIoU, OA, AA, mF1 on one split (the papers' table layout)."""
+    columns = [*task.class_names, *(METRIC_LABELS[m] for m in METRIC_COLUMNS)]
+    rows = []
+    for model, splits in task.scores.items():
+        if slug in splits:
+            s = splits[slug]
+            rows.append(Row(model, [*(s.per_class_iou[c] for c in task.class_names),
+                                    *(s.metrics[m] for m in METRIC_COLUMNS)]))
+    for reported in task.reported:
+        if _reported_on(task, reported, slug):
+            metrics = {"miou": reported.headline, **reported.metrics}
+            rows.append(Row(reported.label, [*(reported.per_class.get(c, math.nan) for c in task.class_names),
+                                             *(metrics.get(m, math.nan) for m in METRIC_COLUMNS)],
+                            reported=reported.source))
+    return Table(id=f"task-{slugify(task.task_id)}-{slugify(slug)}", title=f"{task.name}: per-class IoU on {slug}",
+                 columns=columns, rows=rows)
+
+
+def _reported_on(task: TaskTable, reported: ReportedRow, slug: str) -> bool:
+    """Whether a reported row was measured on split `slug`: named so, or unnamed on a single-target task."""
+    targets = [s for role, s in task.splits if role == "target"]
+    return reported.split == slug or (reported.split is None and targets == [slug])
+
+
+def reported_elsewhere(task: TaskTable) -> Table | None:
+    """Reported numbers measured on a split that is not one of the task's targets (shown, never averaged)."""
+    rows = [r for r in task.reported if math.isnan(task.reported_target(r))]
+    if not rows:
+        return None
+    return Table(id=f"task-{slugify(task.task_id)}-reported-other",
+                 title=f"{task.name}: reported on other splits", columns=["split", "mIoU"],
+                 rows=[Row(r.label, [math.nan, r.headline], reported=r.source) for r in rows],
+                 percent=[False, True])
+
+
+def casid_matrices(suite: SuiteView, board: Board) -> dict[str, tuple[np.ndarray, str | None]]:
+    """Per model (or reported method): the 4×4 CASID source × target matrix of target mIoU (NaN if missing)."""
+    by_id = {t.task_id: t for t in suite.tasks}
+    cells = {(a, b): by_id.get(f"crossearth/{a}2{b}") for a in CASID_ZONES for b in CASID_ZONES}
+    if not any(cells.values()):
+        return {}
+    out: dict[str, tuple[np.ndarray, str | None]] = {}
+    for model in board.models:
+        matrix = np.array([[cells[(a, b)].target_mean(model) if cells[(a, b)] and model in cells[(a, b)].scores
+                            else math.nan for b in CASID_ZONES] for a in CASID_ZONES])
+        if not np.isnan(matrix).all():
+            out[model] = (matrix, None)
+    reported: dict[str, tuple[np.ndarray, str]] = {}
+    for (a, b), task in cells.items():
+        for row in task.reported if task else []:
+            value = task.reported_target(row)
+            if math.isnan(value):
+                continue
+            matrix, _ = reported.setdefault(row.label, (np.full((4, 4), math.nan), row.source))
+            matrix[CASID_ZONES.index(a), CASID_ZONES.index(b)] = value
+    out.update(reported)
+    return out
