@@ -12,10 +12,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rsdg_bench.results import ResultRecord, metrics_block
+import numpy as np
+
+from rsdg_bench.results import ResultRecord, decode_per_image, metrics_block
 from rsdg_bench.task_schema import Task, TaskCatalog
 
 from .reported import ReportedRow
+from .uncertainty import target_interval, tie_groups
 
 
 @dataclass
@@ -27,6 +30,8 @@ class SplitScores:
     per_class_iou: dict[str, float]
     record: str
     matrix: list[list[int]] = field(default_factory=list)
+    per_image: np.ndarray | None = None  # N×K×K, when the record stores it (bootstrap intervals)
+    predictions: list[dict[str, str]] = field(default_factory=list)  # sample_id + image/label/prediction PNG paths
 
 
 @dataclass
@@ -39,10 +44,13 @@ class TaskTable:
     primary: str
     class_names: list[str]
     description: str = ""
+    headline: list[int] = field(default_factory=list)
+    classes: str = ""  # the class schema id (colours for prediction maps)
     suite: str = ""
     splits: list[tuple[str, str]] = field(default_factory=list)        # (role, slug), source first
     scores: dict[str, dict[str, SplitScores]] = field(default_factory=dict)  # model → slug → scores
     reported: list[ReportedRow] = field(default_factory=list)          # the papers' numbers, shown apart
+    _intervals: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
     def reported_target(self, row: ReportedRow) -> float:
         """A reported headline that stands for this task's target mean: NaN when it was measured on another
@@ -65,6 +73,21 @@ class TaskTable:
     def drop(self, model: str) -> float:
         """Source → mean-target drop of the primary metric (points of the metric, not relative)."""
         return self.source_score(model) - self.target_mean(model)
+
+    def interval(self, model: str) -> tuple[float, float]:
+        """95% bootstrap interval of the model's target mean (mIoU primary only; NaN when the records do not
+        hold per-image matrices or the primary metric is not mIoU)."""
+        if model not in self._intervals:
+            targets = [s.per_image for s in self.scores.get(model, {}).values() if s.role == "target"]
+            if self.primary != "miou" or not targets or any(t is None for t in targets):
+                self._intervals[model] = (math.nan, math.nan)
+            else:
+                self._intervals[model] = target_interval(targets, self.headline or list(range(len(self.class_names))))
+        return self._intervals[model]
+
+    def tie_groups(self) -> dict[str, int]:
+        """Models grouped where their target-mean intervals overlap (see `uncertainty.tie_groups`)."""
+        return tie_groups({m: (self.target_mean(m), *self.interval(m)) for m in self.scores})
 
 
 @dataclass
@@ -142,7 +165,8 @@ def build_board(records: list[tuple[Path, ResultRecord]]) -> Board:
         table = tables.setdefault(task["id"], TaskTable(
             task_id=task["id"], name=task["name"], gap=task["gap"], version=task["version"],
             task_hash=task["hash"], primary=task["primary"], class_names=record.class_names,
-            description=task.get("resolved", {}).get("description", "")))
+            description=task.get("resolved", {}).get("description", ""), headline=record.headline_classes,
+            classes=task.get("classes", "")))
         model = labels[(record.model["display_name"], record.model["checkpoint"]["sha256"])]
         if model not in models:
             models.append(model)
@@ -155,6 +179,9 @@ def build_board(records: list[tuple[Path, ResultRecord]]) -> Board:
             metrics={k: _nan(block[k]) for k in ("miou", "oa", "aa", "mf1")},
             per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
             record=str(path), matrix=record.confusion_matrices[slug],
+            per_image=decode_per_image(record.per_image_matrices[slug]) if slug in record.per_image_matrices else None,
+            predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}
+                         for entry in record.predictions.get(slug, [])],
         )
         table.suite = task.get("suite", "")
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
@@ -164,6 +191,7 @@ def _table_of(task: Task) -> TaskTable:
     """An empty table for a catalog task (one that has reported numbers but no results yet)."""
     return TaskTable(task_id=task.id, name=task.name, gap=task.gap, version=task.version, task_hash=task.hash,
                      primary=task.metrics.primary, class_names=list(task.class_schema.names),
+                     headline=task.headline_class_indices(), classes=task.classes,
                      description=task.description, suite=task.suite,
                      splits=[("target", ref.slug) for ref in task.targets])
 

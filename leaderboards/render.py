@@ -19,7 +19,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from rsdg_bench import __version__
-from rsdg_bench.io import atomic_write_text
+from rsdg_bench.io import atomic_write_bytes, atomic_write_text
 
 from .aggregate import Board, SuiteView, TaskTable
 from .plots import casid_svg, confusion_svg
@@ -80,8 +80,39 @@ class SiteWriter:
                       for model, splits in task.scores.items() for slug, s in splits.items() if s.matrix]
         records = [(model, slug, os.path.relpath(s.record, page_dir) if Path(s.record).is_absolute() else s.record)
                    for model, splits in task.scores.items() for slug, s in splits.items()]
+        samples = [(model, slug, self._copy_predictions(task, model, slug, s.predictions, page_dir))
+                   for model, splits in task.scores.items() for slug, s in splits.items() if s.predictions]
         return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables,
-                          elsewhere=elsewhere, confusions=confusions, records=records)
+                          elsewhere=elsewhere, confusions=confusions, records=records, samples=samples,
+                          class_colours=_class_colours(task.classes) if samples else [])
+
+    def _copy_predictions(self, task: TaskTable, model: str, slug: str, saved: list[dict[str, str]],
+                          page_dir: Path) -> list[dict[str, str]]:
+        """Copy a run's saved PNGs into the site (it must stand alone); their paths relative to the page."""
+        folder = page_dir.parent / "predictions" / slugify(task.task_id) / slugify(model) / slugify(slug)
+        copied = []
+        for entry in saved:
+            item = {"sample_id": entry["sample_id"]}
+            for kind in ("image", "label", "prediction"):
+                source = Path(entry[kind])
+                if not source.is_file():
+                    break
+                target = folder / source.name
+                atomic_write_bytes(target, source.read_bytes())
+                item[kind] = os.path.relpath(target, page_dir)
+            else:
+                copied.append(item)
+        return copied
+
+
+def _class_colours(schema_id: str) -> list:
+    from rsdg_bench.classes import load_class_schema
+    from rsdg_bench.errors import RsdgError
+
+    try:
+        return list(load_class_schema(schema_id).classes)
+    except RsdgError:  # a task of a user's own, whose schema is not installed here
+        return []
 
 
 def render_html(board: Board) -> str:

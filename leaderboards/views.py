@@ -88,19 +88,26 @@ def _gap_order(tasks: list[TaskTable]) -> list[str]:
 
 def task_summary_table(task: TaskTable) -> Table:
     """Primary metric per evaluated split, the mean over targets, and the source → target drop."""
-    columns = [f"{slug} (source)" if role == "source" else slug for role, slug in task.splits] + ["Targets", "Drop"]
+    columns = [f"{slug} (source)" if role == "source" else slug for role, slug in task.splits] + \
+        ["Targets", "95% CI low", "95% CI high", "Tie group", "Drop"]
+    groups = task.tie_groups()
     rows = []
     for model, splits in task.scores.items():
         values = [splits[slug].metrics[task.primary] if slug in splits else math.nan for _, slug in task.splits]
-        rows.append(Row(model, [*values, task.target_mean(model), task.drop(model)]))
+        low, high = task.interval(model)
+        rows.append(Row(model, [*values, task.target_mean(model), low, high, float(groups.get(model, math.nan)),
+                                task.drop(model)]))
     for reported in task.reported:
         value = task.reported_target(reported)
         if math.isnan(value):
             continue
         values = [value if _reported_on(task, reported, slug) else math.nan for _, slug in task.splits]
-        rows.append(Row(reported.label, [*values, value, math.nan], reported=reported.source))
+        rows.append(Row(reported.label, [*values, value, math.nan, math.nan, math.nan, math.nan],
+                        reported=reported.source))
+    n = len(task.splits)
     return Table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
-                 columns=columns, rows=rows, lower_is_better={len(columns) - 1})
+                 columns=columns, rows=rows, lower_is_better={n + 4},
+                 percent=[True] * (n + 3) + [False, True], unmarked={n + 1, n + 2, n + 3})
 
 
 def task_class_table(task: TaskTable, slug: str) -> Table:

@@ -259,7 +259,8 @@ def _run_settings(args: argparse.Namespace, **overrides):
     from .runner import RunSettings
 
     return RunSettings(_data_root(args), _results_root(args), num_workers=args.workers, limit=args.limit,
-                       force=args.force, progress=not args.quiet, window_batch=args.window_batch, **overrides)
+                       force=args.force, progress=not args.quiet, window_batch=args.window_batch,
+                       save_predictions=args.save_predictions, **overrides)
 
 
 def _submit(args: argparse.Namespace, tasks: list, model) -> int:
@@ -454,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="display name of the model on the leaderboard")
     p.add_argument("--limit", type=int, help="evaluate only the first N samples per split (smoke run, marked as such)")
     p.add_argument("--force", action="store_true", help="recompute records that already exist")
+    p.add_argument("--save-predictions", type=int, default=0, metavar="K",
+                   help="keep image / ground truth / prediction PNGs of the first K samples of each split (shown on "
+                        "the leaderboard's task pages)")
     p.add_argument("--window-batch", type=int, default=1,
                    help="sliding windows per forward pass (speed only; raise it on a GPU; default 1)")
     cluster = p.add_argument_group("cluster jobs (one job per task, through submitit)")

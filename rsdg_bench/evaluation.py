@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
@@ -11,7 +13,7 @@ from .data import SegmentationSplit
 from .distributed import ProcessGroup
 from .errors import RsdgError
 from .inference import checked_forward, predict_logits
-from .metrics import ConfusionAccumulator
+from .metrics import confusion_matrix
 from .task_schema import Task
 
 
@@ -22,28 +24,41 @@ def _single(batch: list[dict]) -> dict:
 def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                    num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
                    window_batch: int = 1) -> torch.Tensor:
-    """The K×K int64 confusion matrix of `adapter` over every sample of `split`.
+    """The K×K confusion matrix of the split (see `evaluate_split_per_image`)."""
+    return evaluate_split_per_image(adapter, split, task, device, num_workers, progress, group, window_batch).sum(0)
 
-    Under torchrun each rank takes its exact shard and the matrices are summed, so every rank returns the
-    matrix of the whole split.
+
+def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+                             num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
+                             window_batch: int = 1,
+                             on_prediction: Callable[[dict, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """N×K×K int64: one confusion matrix per sample of `split`, in the split's order (their sum is the
+    split's matrix; per-image matrices are what a bootstrap over images resamples).
+
+    Under torchrun each rank fills the rows of its exact shard and the tensors are summed, so every rank
+    returns the matrices of the whole split. `on_prediction(sample, prediction)` sees each sample the main
+    process evaluates (to keep a few predictions).
     """
     contract = adapter.input_contract()
     num_classes = task.class_schema.num_classes
     forward = checked_forward(adapter.predict, num_classes, contract.size_divisor, adapter.name)
-    accumulator = ConfusionAccumulator(num_classes)
-    loader = DataLoader(Subset(split, group.shard(len(split))), batch_size=1, num_workers=num_workers,
-                        collate_fn=_single)
+    per_image = torch.zeros(len(split), num_classes, num_classes, dtype=torch.int64)
+    indices = group.shard(len(split))
+    loader = DataLoader(Subset(split, indices), batch_size=1, num_workers=num_workers, collate_fn=_single)
     adapter.eval()
     failure: Exception | None = None
     try:
         with torch.inference_mode():
-            for sample in tqdm(loader, desc=f"eval {split.ref.slug}", unit="img", leave=False,
-                               disable=not (progress and group.is_main)):
+            for index, sample in zip(indices, tqdm(loader, desc=f"eval {split.ref.slug}", unit="img", leave=False,
+                                                    disable=not (progress and group.is_main)), strict=True):
                 image = sample["image"][None].to(device)
                 x = contract.prepare(image, split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}",
                                      replicate_single_band=task.inputs.replicate_single_band)
                 scores = predict_logits(forward, x, task.inference, num_classes, window_batch)
-                accumulator.update(sample["label"], scores.argmax(dim=1)[0].to(torch.uint8).cpu())
+                prediction = scores.argmax(dim=1)[0].to(torch.uint8).cpu()
+                per_image[index] = confusion_matrix(sample["label"], prediction, num_classes)
+                if on_prediction is not None and group.is_main:
+                    on_prediction(sample, prediction)
     except Exception as exc:  # shared with the other ranks below, then re-raised
         failure = exc
     if group.any(failure is not None):
@@ -51,4 +66,4 @@ def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, devic
             raise failure
         raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
                         "see that process's output above")
-    return group.sum(accumulator.matrix)
+    return group.sum(per_image)

@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -86,6 +87,8 @@ class ResultRecord(BaseModel):
     normalization: dict[str, Any]
     smoke: dict[str, Any] | None
     provenance: dict[str, Any]
+    per_image_matrices: dict[str, dict[str, Any]] = {}  # slug → `encode_per_image` (for bootstrap intervals)
+    predictions: dict[str, list[dict[str, str]]] = {}  # slug → saved samples (`run --save-predictions`)
 
     @property
     def class_names(self) -> list[str]:
@@ -94,6 +97,25 @@ class ResultRecord(BaseModel):
     @property
     def headline_classes(self) -> list[int]:
         return list(self.task["headline_classes"])
+
+
+def encode_per_image(matrices: torch.Tensor) -> dict[str, Any]:
+    """N×K×K per-image confusion matrices, stored sparsely: `entries` = [image, row·K + column, count] for
+    every non-zero cell, with N and K."""
+    images, k, _ = matrices.shape
+    flat = matrices.reshape(images, k * k)
+    image, cell = torch.nonzero(flat, as_tuple=True)
+    entries = torch.stack([image, cell, flat[image, cell]], dim=1).tolist()
+    return {"images": images, "k": k, "entries": entries}
+
+
+def decode_per_image(block: dict[str, Any]) -> np.ndarray:
+    """The N×K×K int64 array back from `encode_per_image`'s form."""
+    out = np.zeros((block["images"], block["k"] * block["k"]), dtype=np.int64)
+    if block["entries"]:
+        image, cell, count = np.asarray(block["entries"], dtype=np.int64).T
+        out[image, cell] = count
+    return out.reshape(block["images"], block["k"], block["k"])
 
 
 def resume_key(*, task_hash: str, adapter_identity: dict[str, Any], checkpoint_sha256: str | None,
@@ -172,6 +194,11 @@ def check_consistency(record: ResultRecord, path: Path | str) -> None:
         k = len(record.class_names)
         if len(matrix) != k or any(len(row) != k for row in matrix):
             raise ResultsError(f"{path}: confusion matrix for {slug} is not {k}×{k}")
+        if slug in record.per_image_matrices:
+            summed = decode_per_image(record.per_image_matrices[slug]).sum(axis=0)
+            if summed.shape != (k, k) or not np.array_equal(summed, np.asarray(matrix)):
+                raise ResultsError(f"{path}: the per-image matrices of {slug} do not add up to its confusion matrix: "
+                                   "the record was edited", "delete the record and re-run the evaluation")
         expected = metrics_block(matrix, record.class_names, record.headline_classes)
         stored = record.metrics[slug]
         for name in METRIC_NAMES:

@@ -20,10 +20,12 @@ from .adapters import Adapter
 from .data import TaskData
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError, TaskError
-from .evaluation import evaluate_split
+from .evaluation import evaluate_split_per_image
 from .io import atomic_write_json, sha256_file
+from .predictions import PredictionSaver
 from .registry import resolve_adapter
-from .results import SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, metrics_block, provenance, resume_key
+from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, encode_per_image, metrics_block,
+                      provenance, resume_key)
 from .task_schema import Task
 
 
@@ -54,6 +56,7 @@ class RunSettings:
     progress: bool = True
     group: ProcessGroup = field(default_factory=ProcessGroup)
     window_batch: int = 1  # sliding windows per forward pass: speed only, never a number
+    save_predictions: int = 0  # keep image / ground truth / prediction PNGs of the first K samples per split
 
 
 @dataclass
@@ -126,12 +129,14 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
             continue
         split = data.open(ref, limit=settings.limit)
         started = time.perf_counter()
-        matrix = evaluate_split(adapter, split, task, settings.device, settings.num_workers, settings.progress,
-                                settings.group, settings.window_batch)
+        saver = PredictionSaver(settings.results_root, task.id, key, task.class_schema, settings.save_predictions,
+                                store.path_for(task.id, key).parent) if settings.save_predictions else None
+        per_image = evaluate_split_per_image(adapter, split, task, settings.device, settings.num_workers,
+                                             settings.progress, settings.group, settings.window_batch, saver)
         elapsed = time.perf_counter() - started
         if not settings.group.is_main:
             continue
-        matrix_list = matrix.tolist()
+        matrix_list = per_image.sum(0).tolist()
         record = ResultRecord(
             schema_version=SCHEMA_VERSION, key=key,
             task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
@@ -145,7 +150,8 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
                                      num_samples=len(split),
                                      published_samples=prepared.card.published_counts.get(ref.domain, {}).get(ref.split)),
             metrics={ref.slug: metrics_block(matrix_list, class_names, headline)},
-            confusion_matrices={ref.slug: matrix_list},
+            confusion_matrices={ref.slug: matrix_list}, per_image_matrices={ref.slug: encode_per_image(per_image)},
+            predictions={ref.slug: saver.saved} if saver else {},
             inference=task.inference.model_dump(mode="json"),
             normalization=contract.record(),
             smoke={"limit": settings.limit} if settings.limit is not None else None,

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
-
-import pytest
-
 import json
 import math
 import os
 import shutil
 import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.render import render_html, render_scores_csv, write_site
@@ -264,3 +264,64 @@ def test_site_renders_and_sorts_in_headless_chromium(tmp_path: Path):
         subprocess.run([browser, *flags, f"--screenshot={target}", (site / name).as_uri()], capture_output=True,
                        timeout=120, check=True)
         assert target.stat().st_size > 10_000
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+def test_per_image_matrices_round_trip_and_tampering_is_caught(tmp_path: Path):
+    import torch
+
+    from rsdg_bench.results import check_consistency, decode_per_image, encode_per_image
+    from rsdg_bench.errors import ResultsError
+
+    stack = torch.tensor([GOOD, POOR, GOOD])
+    block = encode_per_image(stack)
+    assert block["images"] == 3 and block["k"] == 5 and np.array_equal(decode_per_image(block), stack.numpy())
+    honest = record(key="x", matrix=(stack.sum(0)).tolist())
+    honest.per_image_matrices = {"toyearth/arid/val": block}
+    check_consistency(honest, "x.json")
+    honest.per_image_matrices["toyearth/arid/val"]["entries"][0][2] += 1
+    with pytest.raises(ResultsError, match="do not add up"):
+        check_consistency(honest, "x.json")
+
+
+def test_bootstrap_matches_a_plain_resampling_loop_over_the_metric_engine():
+    import torch
+
+    from rsdg_bench.leaderboards.uncertainty import miou_replicates
+    from rsdg_bench.metrics import scores_from_confusion
+
+    rng = np.random.default_rng(5)
+    per_image = rng.integers(0, 20, size=(7, 4, 4))
+    per_image[:, 3, :] = 0  # class 3 absent from the ground truth of every image
+    fast = miou_replicates(per_image, [0, 1, 2, 3], replicates=50, seed=11)
+    draws = np.random.default_rng(11).integers(0, 7, size=(50, 7))
+    slow = [scores_from_confusion(torch.as_tensor(per_image[d].sum(0)), [0, 1, 2, 3]).miou for d in draws]
+    np.testing.assert_allclose(fast, slow, atol=1e-12)
+    same = np.repeat(per_image[:1], 5, axis=0)  # identical images: no spread
+    assert np.ptp(miou_replicates(same, [0, 1, 2])) == pytest.approx(0)
+
+
+def test_tie_groups_follow_interval_overlap():
+    from rsdg_bench.leaderboards.uncertainty import tie_groups
+
+    groups = tie_groups({"a": (0.80, 0.75, 0.85), "b": (0.78, 0.70, 0.80), "c": (0.60, 0.55, 0.65),
+                         "d": (0.59, 0.50, 0.62), "e": (math.nan, math.nan, math.nan)})
+    assert groups == {"a": 1, "b": 1, "c": 2, "d": 2}
+
+
+def test_task_page_shows_intervals_from_per_image_matrices(tmp_path: Path):
+    import torch
+
+    from rsdg_bench.results import encode_per_image
+
+    good = record(key="g", matrix=(torch.tensor([GOOD] * 4).sum(0)).tolist(), model="good", sha="a" * 64)
+    good.per_image_matrices = {"toyearth/arid/val": encode_per_image(torch.tensor([GOOD] * 4))}
+    mixed = torch.tensor([GOOD] + [POOR] * 7)
+    poor = record(key="p", matrix=mixed.sum(0).tolist(), model="mixed", sha="b" * 64)
+    poor.per_image_matrices = {"toyearth/arid/val": encode_per_image(mixed)}
+    [table] = board_of(good, poor).tasks
+    assert table.interval("good") == pytest.approx((1.0, 1.0))
+    low, high = table.interval("mixed")
+    assert low < table.target_mean("mixed") < high < 1.0
+    assert table.tie_groups() == {"good": 1, "mixed": 2}

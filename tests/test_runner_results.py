@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rsdg_bench.errors import ResultsError
-from rsdg_bench.results import ResultStore, load_record, metrics_block, recompute
+from rsdg_bench.results import ResultStore, decode_per_image, load_record, metrics_block, recompute
 from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
 from rsdg_bench.task_schema import TaskCatalog
 
@@ -32,6 +32,9 @@ def test_records_hold_metrics_matrices_and_provenance(trained: dict, data_root: 
     slug = "toyearth/arid/val"
     assert set(target.metrics[slug]) >= {"miou", "oa", "aa", "mf1", "per_class"}
     assert sum(map(sum, target.confusion_matrices[slug])) > 0
+    per_image = decode_per_image(target.per_image_matrices[slug])  # one matrix per image, for bootstrap intervals
+    assert per_image.shape[0] == target.evaluated.num_samples and (per_image.sum(axis=(1, 2)) > 0).all()
+    assert per_image.sum(axis=0).tolist() == target.confusion_matrices[slug]
     prov = target.provenance
     assert prov["task_hash"] == task.hash
     assert prov["checkpoint_sha256"] == target.model["checkpoint"]["sha256"]
@@ -129,3 +132,33 @@ def test_a_corrupt_prepared_file_names_itself(trained: dict, data_root: Path, tm
     broken.write_bytes(broken.read_bytes()[:200])
     [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], model_with(trained), settings(copy, tmp_path / "r"))
     assert f"cannot read raster {broken}" in outcome.error and "--verify" in outcome.error
+
+
+def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(trained: dict, data_root: Path,
+                                                                        tmp_path: Path):
+    import numpy as np
+    from matplotlib.image import imread
+
+    from rsdg_bench.leaderboards.aggregate import build_board, with_suites
+    from rsdg_bench.leaderboards.render import write_site
+    from rsdg_bench.prepared import PreparedDataset
+
+    task = TaskCatalog().task("demo/u2a")
+    [outcome] = run_tasks([task], model_with(trained), settings(data_root, tmp_path, save_predictions=2))
+    record_path = next(Path(p) for p in outcome.written if load_record(Path(p)).evaluated.role == "target")
+    record = load_record(record_path)
+    [slug] = record.predictions
+    saved = record.predictions[slug]
+    assert len(saved) == 2 and {"sample_id", "image", "label", "prediction"} <= set(saved[0])
+    label_png = imread(record_path.parent / saved[0]["label"])[..., :3]
+    dataset = PreparedDataset.open(data_root, "toyearth")
+    row = dataset.rows("arid", "val").iloc[0]
+    assert row["sample_id"] == saved[0]["sample_id"]
+    colours = np.array([c.colour for c in task.class_schema.classes], dtype=np.uint8)
+    label = dataset.read_label(row)
+    painted = np.where(label[..., None] == 255, 0, colours[np.minimum(label, len(colours) - 1)])
+    assert np.array_equal(np.round(label_png * 255).astype(np.uint8), painted)  # ground truth in the class colours
+    site = write_site(with_suites(build_board(ResultStore(tmp_path).load_all()), TaskCatalog()), tmp_path / "site").parent
+    html = (site / "tasks" / "demo-u2a.html").read_text()
+    assert html.count("<img ") >= 6 and "Sample predictions" in html
+    assert len(list((site / "predictions").rglob("*.png"))) >= 6
