@@ -121,12 +121,30 @@ def check(tables: dict[Path, ReportedTable], catalog: TaskCatalog) -> list[str]:
 
 
 def reported_rows(folder: Path = REPORTED_DIR) -> list[ReportedRow]:
-    rows = []
+    """Every entry as a row. One method's result on one split given by two tables of the same paper with the
+    same headline (CrossEarth's Table 6 and its per-class Table 14) becomes one row citing both; different
+    headlines stay two rows, so the disagreement shows."""
+    rows: dict[tuple, ReportedRow] = {}
     for table in load_tables(folder).values():
         source = f"{table.source.paper}, Table {table.source.table}"
         for entry in table.entries:
-            rows.append(ReportedRow(
+            row = ReportedRow(
                 method=entry.method, backbone=entry.backbone, task=entry.task, split=entry.split,
                 headline=_fraction(entry.headline), per_class={k: _fraction(v) for k, v in entry.per_class.items()},
-                metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source))
-    return rows
+                metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source)
+            key = (row.method, row.backbone, row.task, row.split, table.source.paper, row.headline)
+            if key in rows and not math.isnan(row.headline):
+                rows[key] = _merged(rows[key], row)
+            else:
+                rows[key if not math.isnan(row.headline) else (*key, id(row))] = row
+    return list(rows.values())
+
+
+def _merged(first: ReportedRow, second: ReportedRow) -> ReportedRow:
+    def pick(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {k: b.get(k, math.nan) if math.isnan(a.get(k, math.nan)) else a[k] for k in {**a, **b}}
+
+    table = second.source.rsplit("Table ", 1)[-1]
+    return ReportedRow(method=first.method, backbone=first.backbone, task=first.task, split=first.split,
+                       headline=first.headline, per_class=pick(first.per_class, second.per_class),
+                       metrics=pick(first.metrics, second.metrics), source=f"{first.source} + Table {table}")
