@@ -127,7 +127,7 @@ class CrossEarthAdapter(Adapter):
         self.img_size = 0
         self.num_classes = 0
         self.backbone_checkpoint: Path | None = None
-        self.weights: dict[str, str] = {}
+        self.backbone_sha256: str | None = None  # of the separate backbone file, when one was loaded
 
     def setup(self, task: Task, band_names: list[str]) -> None:
         if len(band_names) != 3 and not (task.inputs.replicate_single_band and len(band_names) == 1):
@@ -179,11 +179,11 @@ class CrossEarthAdapter(Adapter):
         if classes is not None and classes.shape[0] - 1 != self.num_classes:
             raise AdapterError(f"{checkpoint} predicts {classes.shape[0] - 1} classes; the task has {self.num_classes}",
                                "use the released file for this task (see docs/models.md)")
-        self.weights = {"checkpoint_sha256": sha256_file(checkpoint)}
+        self.backbone_sha256 = None
         if not any(is_backbone_key(k) for k in state):
             backbone_file = self._backbone_file(checkpoint)
             state = {**backbone_state(backbone_file, self.img_size), **state}
-            self.weights["backbone_sha256"] = sha256_file(backbone_file)
+            self.backbone_sha256 = sha256_file(backbone_file)
         pos = state.get("backbone.pos_embed")
         if pos is not None and pos.shape[1] != 1 + (self.img_size // 16) ** 2:
             grid = round((pos.shape[1] - 1) ** 0.5) * 16
@@ -194,8 +194,8 @@ class CrossEarthAdapter(Adapter):
 
     def identity(self) -> dict:
         identity = super().identity()
-        if "backbone_sha256" in self.weights:
-            identity["backbone_sha256"] = self.weights["backbone_sha256"]
+        if self.backbone_sha256:
+            identity["backbone_sha256"] = self.backbone_sha256
         return identity
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

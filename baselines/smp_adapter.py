@@ -49,6 +49,7 @@ class SmpAdapter(Adapter):
     """Any smp model; trainable by the harness."""
 
     trainable = True
+    kinds = frozenset({"segmentation", "change_detection"})  # change: early fusion of the stacked dates
     _KNOWN_OPTIONS = {"arch", "encoder", "mean", "std", "encoder_weights"}
 
     def __init__(self, **options: str) -> None:

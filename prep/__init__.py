@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (importing a module registers its preparer)
     loveda,
     massachusetts_roads,
     noldo_s12,
+    oscd,
     openearthmap,
     openearthmap_sar,
     potsdam,

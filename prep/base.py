@@ -214,6 +214,13 @@ class RawFiles:
                 found.setdefault(path.name, path)
         return found
 
+    def find_all(self, pattern: str) -> dict[str, Path]:
+        """Like `find`, keyed by relative path, for datasets that repeat file names across folders."""
+        from fnmatch import fnmatch
+
+        return {rel: path for rel, path in self._files().items()
+                if fnmatch(rel, pattern) or fnmatch(rel, f"*/{pattern}")}
+
     def cleanup(self) -> None:
         """Remove the extractions (after a successful prepare)."""
         if self.scratch.is_dir():

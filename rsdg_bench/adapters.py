@@ -107,6 +107,7 @@ class Adapter(abc.ABC):
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
+    kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})  # task kinds the adapter can do
 
     def __init__(self, **options: str) -> None:
         self.options = dict(options)

@@ -97,18 +97,27 @@ def build_for_task(model: ModelSpec, task: Task, data: TaskData) -> Adapter:
     return adapter
 
 
-def require_segmentation(task: Task) -> None:
-    """Only segmentation has an evaluator yet; refuse other kinds rather than score them as segmentation."""
-    if task.kind != "segmentation":
+# Kinds the evaluator scores: per-pixel class maps. A change-detection sample is the bi-temporal pair stacked
+# as bands (`t1_*`, `t2_*`), so it is scored like segmentation, with the change class as the headline.
+EVALUATED_KINDS = ("segmentation", "change_detection")
+
+
+def require_kind(task: Task, adapter: Adapter | None = None) -> None:
+    """Refuse a task kind this version cannot score, and a task the adapter does not declare it can do."""
+    if task.kind not in EVALUATED_KINDS:
         raise TaskError(f"task {task.id} is of kind {task.kind!r}, which this version cannot evaluate yet",
-                        "only segmentation tasks run for now; the other kinds come with their suites")
+                        f"the kinds that run now are {', '.join(EVALUATED_KINDS)}")
+    if adapter is not None and task.kind not in adapter.kinds:
+        raise AdapterError(f"adapter {adapter.name!r} does not do {task.kind} (it declares {', '.join(sorted(adapter.kinds))})",
+                           "pick an adapter that declares this kind (`kinds` in its class), e.g. smp for change detection")
 
 
 def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultStore) -> TaskOutcome:
-    require_segmentation(task)
+    require_kind(task)
     outcome = TaskOutcome(task.id)
     data = TaskData(settings.data_root, task, phase="evaluate")
     adapter = build_for_task(model, task, data)
+    require_kind(task, adapter)
     checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter)
     checkpoint_sha = sha256_file(checkpoint) if checkpoint is not None else None
     if model.backbone_checkpoint is not None:

@@ -30,7 +30,7 @@ from .errors import AdapterError, TaskError
 from .evaluation import evaluate_split
 from .io import atomic_write_bytes
 from .metrics import scores_from_confusion
-from .runner import ModelSpec, build_for_task, require_segmentation
+from .runner import ModelSpec, build_for_task, require_kind
 from .task_schema import Task, TrainingSpec
 
 
@@ -132,7 +132,7 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     next to the checkpoint; a rerun with the same task, adapter and protocol resumes from it and ends with
     the same weights as an uninterrupted run.
     """
-    require_segmentation(task)
+    require_kind(task, adapter)
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
     module = adapter.module

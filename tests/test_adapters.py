@@ -149,6 +149,7 @@ def test_tasks_of_kinds_without_an_evaluator_are_refused(data_root):
 
     from conftest import SMALL_MODEL
 
-    change = TASK.model_copy(update={"kind": "change_detection"})
-    [outcome] = run_tasks([change], SMALL_MODEL, RunSettings(data_root, data_root / "r", progress=False))
-    assert "cannot evaluate yet" in outcome.error
+    for kind in ("temporal_segmentation", "classification"):
+        other = TASK.model_copy(update={"kind": kind})
+        [outcome] = run_tasks([other], SMALL_MODEL, RunSettings(data_root, data_root / "r", progress=False))
+        assert "cannot evaluate yet" in outcome.error

@@ -1,0 +1,175 @@
+"""OSCD (Onera Satellite Change Detection) → prepared `oscd`, domain `s2`, bi-temporal pairs as stacked bands.
+
+Dataset card
+------------
+- **Raw download** (IEEE DataPort; the archive names are those torchgeo's `OSCD` uses):
+  `Onera Satellite Change Detection dataset - Images.zip` → `.../<city>/imgs_1_rect/B01.tif … B12.tif, B8A.tif`,
+  `.../<city>/imgs_2_rect/…`, `.../<city>/dates.txt`, and `train.txt` / `test.txt` (comma-separated cities);
+  `... - Train Labels.zip` / `... - Test Labels.zip` → `.../<city>/cm/cm.png` (0 no change, 255 change).
+- **Sample** = one city: the 13 Sentinel-2 bands of date 1 then of date 2, stacked as 26 bands named
+  `t1_B01 … t1_B12, t1_B8A` and `t2_…` (uint16 as stored), so a change-detection task picks its bands by name
+  (CoDEX's 3-channel input is `t1_B04, t1_B03, t2_B02`-style RGB per date) and any per-pixel model can fuse
+  the dates early. The first band fixes the grid; a band of another size is an error.
+- **Labels**: `cm.png` 0 → 0 (no change), 255 → 1 (change) (`tasks/classes/change2.yaml`); other values are
+  an error (torchgeo clamps them; here they would mean a wrong file).
+- **Splits** (official, also in `train.txt` / `test.txt`, which win when present): train 14 cities
+  (aguasclaras, bercy, bordeaux, nantes, paris, rennes, saclay_e, abudhabi, cupertino, pisa, beihai,
+  hongkong, beirut, mumbai), test 10 (brasilia, montpellier, norcia, rio, saclay_w, valencia, dubai, lasvegas,
+  milano, chongqing). In CoDEX each city is a domain; the city is the sample id.
+- **CoDEX specifics UNVERIFIED** (not in its repository): its 3 channels and 75×75 patches; cities are kept
+  whole here and the task documents its choice.
+- **Citation**: Daudt et al., Urban Change Detection for Multispectral Earth Observation Using Convolutional
+  Neural Networks, IGARSS 2018. **Licence**: CC BY-NC-SA 4.0 (UNVERIFIED).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import Affine
+from tqdm.auto import tqdm
+
+from rsdg_bench.classes import load_class_schema
+from rsdg_bench.errors import DataError
+from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, quiet_georef
+
+from .base import Preparer, raw_files, register_preparer, source_archives_of
+from .fakes import write_raster, zip_tree
+
+IMAGES = "Onera Satellite Change Detection dataset - Images"
+LABELS = {"train": "Onera Satellite Change Detection dataset - Train Labels",
+          "test": "Onera Satellite Change Detection dataset - Test Labels"}
+ARCHIVES = {f"{IMAGES}.zip": None, **{f"{name}.zip": None for name in LABELS.values()}}
+BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+CITIES = {"train": ("aguasclaras", "bercy", "bordeaux", "nantes", "paris", "rennes", "saclay_e", "abudhabi",
+                    "cupertino", "pisa", "beihai", "hongkong", "beirut", "mumbai"),
+          "test": ("brasilia", "montpellier", "norcia", "rio", "saclay_w", "valencia", "dubai", "lasvegas", "milano",
+                   "chongqing")}
+FAKE_CITIES = {"train": ("bercy", "mumbai"), "test": ("rio",)}
+FAKE_SIZE = 40
+
+
+def stacked_band_names() -> list[str]:
+    return [f"t{date}_{band}" for date in (1, 2) for band in BANDS]
+
+
+def decode_change(raw: np.ndarray, where: str) -> np.ndarray:
+    stray = sorted(set(np.unique(raw).tolist()) - {0, 255})
+    if stray:
+        raise DataError(f"{where} holds values {stray[:5]}; OSCD change maps are 0 (no change) and 255 (change)",
+                        "the file is not an OSCD cm.png; re-extract the labels archive")
+    return (raw == 255).astype(np.uint8)
+
+
+@register_preparer
+class OSCD(Preparer):
+    name = "oscd"
+    summary = "OSCD: Sentinel-2 bi-temporal urban change detection, 24 cities (CoDEX suite)"
+    prep_version = 1
+    archives = ARCHIVES
+
+    def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
+        """The three folders of the release for 3 cities; changes drawn where date 2 differs from date 1."""
+        root = Path(out) / "oscd_raw"
+        for index, (split, cities) in enumerate(FAKE_CITIES.items()):
+            for j, city in enumerate(cities):
+                rng = np.random.default_rng([seed, index, j])
+                change = np.zeros((FAKE_SIZE, FAKE_SIZE), dtype=np.uint8)
+                change[5:15, 8:20] = 1
+                change[0, 0] = 1
+                base = rng.integers(500, 1500, (13, FAKE_SIZE, FAKE_SIZE))
+                for date, folder in ((1, "imgs_1_rect"), (2, "imgs_2_rect")):
+                    stack = base + (date - 1) * 900 * change[None].astype(np.int64) + 10 * np.arange(13)[:, None, None]
+                    for b, band in enumerate(BANDS):
+                        path = root / IMAGES / city / folder / f"{band}.tif"
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        transform = Affine(10, 0, 300_000 + 1000 * (index * 3 + j), 0, -10, 5_000_000)
+                        with rasterio.open(path, "w", driver="GTiff", height=FAKE_SIZE, width=FAKE_SIZE, count=1,
+                                           dtype="uint16", crs="EPSG:32631", transform=transform) as dst:
+                            dst.write(stack[b][None].astype(np.uint16))
+                (root / IMAGES / city / "dates.txt").write_text("date_1: 20151126\ndate_2: 20170420\n")
+                with quiet_georef():
+                    write_raster(root / LABELS[split] / city / "cm" / "cm.png", (255 * change)[None])
+        for split, cities in FAKE_CITIES.items():
+            (root / IMAGES / f"{split}.txt").write_text(",".join(cities))
+        if not archive:
+            return root
+        download = root.with_name("oscd_download")
+        for number, folder in enumerate((IMAGES, *LABELS.values())):
+            staging = root.with_name(f"oscd_staging_{number}")
+            staging.mkdir(parents=True)
+            (root / folder).rename(staging / folder)
+            zip_tree(staging, download / f"{folder}.zip")
+        root.rmdir()
+        return download
+
+    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
+        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
+            splits = self._splits(files)
+            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("change2"),
+                                    fingerprint={"prep_version": self.prep_version,
+                                                 "cities": sorted(c for cs in splits.values() for c in cs)})
+            expected: dict[tuple[str, str], int] = {}
+            for split, cities in splits.items():
+                for city in tqdm(cities, desc=f"prepare oscd/{split}", unit="city", disable=not progress):
+                    expected[("s2", split)] = expected.get(("s2", split), 0) + 1
+                    if writer.has(city):
+                        continue
+                    image, transform, crs = self._pair(files, city)
+                    label_file = files.find(f"{LABELS[split]}/{city}/cm/cm.png").get("cm.png")
+                    if label_file is None:
+                        raise DataError(f"no change map for {city} ({LABELS[split]}/{city}/cm/cm.png)",
+                                        f"pass --raw the folder with {LABELS[split]}.zip or its unpacked folder")
+                    with quiet_georef(), rasterio.open(label_file) as src:
+                        label = decode_change(src.read(1), str(label_file))
+                    if label.shape != image.shape[1:]:
+                        raise DataError(f"{city}: change map {label.shape} and images {image.shape[1:]} differ in size")
+                    writer.add(SampleArrays(sample_id=city, domain="s2", split=split, image=image, label=label,
+                                            source_file=f"{IMAGES}/{city}", window=(0, 0, label.shape[1], label.shape[0]),
+                                            transform=transform, crs=crs))
+            return writer.finish(
+                prep_version=self.prep_version, licence="CC BY-NC-SA 4.0 (UNVERIFIED)",
+                citation="Daudt et al., Urban Change Detection for Multispectral Earth Observation Using Convolutional "
+                         "Neural Networks, IGARSS 2018",
+                domains={"s2": DomainInfo(description="Sentinel-2 L1C pairs (date 1 bands, then date 2 bands), 10 m",
+                                          gsd_m=10.0, bands=[BandInfo(name=n, dtype="uint16", units="DN")
+                                                             for n in stacked_band_names()])},
+                expected_counts=expected, source_archives=source_archives_of(files),
+                published_counts={"s2": {"train": 14, "test": 10}},
+                notes=["one sample per city (the city is the sample id and CoDEX's domain); bands of both dates stacked"])
+
+    @staticmethod
+    def _splits(files) -> dict[str, list[str]]:
+        """The split lists: `train.txt` / `test.txt` of the release when present, else the official lists."""
+        splits = {}
+        for split, official in CITIES.items():
+            listed = files.find(f"{IMAGES}/{split}.txt").get(f"{split}.txt")
+            splits[split] = [c.strip() for c in listed.read_text().split(",") if c.strip()] if listed else list(official)
+        present = {Path(rel).parts[-3] for rel in files.find_all(f"{IMAGES}/*/imgs_1_rect/B01.tif")}
+        missing = [c for cities in splits.values() for c in cities if c not in present]
+        if missing:
+            raise DataError(f"{files.raw}: no imgs_1_rect for {', '.join(missing[:4])}",
+                            f"pass --raw the folder with '{IMAGES}.zip' (and the label zips) or their unpacked folders")
+        return splits
+
+    @staticmethod
+    def _pair(files, city: str) -> tuple[np.ndarray, Affine, str | None]:
+        """26 × H × W: date 1's 13 bands, then date 2's, in BANDS order."""
+        bands, transform, crs = [], None, None
+        for folder in ("imgs_1_rect", "imgs_2_rect"):
+            found = {p.name: p for p in files.find_all(f"{IMAGES}/{city}/{folder}/*.tif").values()}
+            for band in BANDS:
+                path = found.get(f"{band}.tif")
+                if path is None:
+                    raise DataError(f"{city}/{folder}/{band}.tif is missing", "re-extract the images archive")
+                with rasterio.open(path) as src:
+                    data = src.read(1)
+                    if transform is None:
+                        transform, crs = src.transform, src.crs.to_string() if src.crs else None
+                if bands and data.shape != bands[0].shape:
+                    raise DataError(f"{path} is {data.shape}, the city's first band is {bands[0].shape}",
+                                    "use the *_rect (resampled to 10 m) folders of the release")
+                bands.append(data)
+        return np.stack(bands).astype(np.uint16), transform, crs

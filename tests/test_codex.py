@@ -1,0 +1,77 @@
+"""CoDEX suite, change-detection part: OSCD's raw layout through the real preparer, the stacked bi-temporal
+bands, the change metrics, and adapters declaring the kinds they do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rsdg_bench.prep import get_preparer
+from rsdg_bench.prep.oscd import BANDS, IMAGES, decode_change, stacked_band_names
+
+from rsdg_bench.errors import DataError
+from rsdg_bench.prepared import PreparedDataset
+from rsdg_bench.results import ResultStore
+from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+from rsdg_bench.task_schema import TaskCatalog
+
+
+@pytest.fixture(scope="module")
+def oscd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("oscd")
+    raw = get_preparer("oscd").make_fake(root / "raw")
+    get_preparer("oscd").prepare(raw, root / "data", progress=False)
+    return {"raw": raw, "data": root / "data"}
+
+
+def test_cities_become_stacked_pairs_with_binary_change_maps(oscd: dict[str, Path]):
+    dataset = PreparedDataset.open(oscd["data"], "oscd")
+    assert dataset.card.split_counts == {"s2": {"test": 1, "train": 2}}  # from the fake's train.txt / test.txt
+    assert dataset.band_names("s2") == stacked_band_names() and dataset.band_names("s2")[13] == "t2_B01"
+    row = dataset.rows("s2", "train").iloc[0]
+    image = dataset.read_image(row)
+    for date, folder in ((0, "imgs_1_rect"), (1, "imgs_2_rect")):
+        for b, band in enumerate(BANDS):
+            with rasterio.open(oscd["raw"] / IMAGES / row["sample_id"] / folder / f"{band}.tif") as src:
+                assert np.array_equal(image[13 * date + b], src.read(1))  # every band of both dates, in order
+    label = dataset.read_label(row)
+    assert label[0, 0] == 1 and label[5:15, 8:20].all() and label.sum() == 121  # 255 → change, 0 → no change
+    with pytest.raises(DataError, match="0 \\(no change\\) and 255"):
+        decode_change(np.array([[0, 128]], np.uint8), "cm.png")
+
+
+def test_archives_prepare_and_a_missing_band_is_named(tmp_path: Path):
+    download = get_preparer("oscd").make_fake(tmp_path / "a", archive=True)
+    assert sorted(p.name for p in download.iterdir())[0].startswith("Onera Satellite Change Detection dataset")
+    get_preparer("oscd", verify_checksums=False).prepare(download, tmp_path / "data", progress=False)
+    raw = get_preparer("oscd").make_fake(tmp_path / "b")
+    (raw / IMAGES / "rio" / "imgs_2_rect" / "B8A.tif").unlink()
+    with pytest.raises(DataError, match="rio/imgs_2_rect/B8A.tif is missing"):
+        get_preparer("oscd").prepare(raw, tmp_path / "data2", progress=False)
+
+
+def test_change_task_scores_the_change_class_and_checks_adapter_kinds(oscd: dict[str, Path], tmp_path: Path):
+    task = TaskCatalog().task("codex/oscd")
+    assert task.kind == "change_detection" and task.headline_class_indices() == [1]
+    settings = RunSettings(oscd["data"], tmp_path, progress=False)
+    [outcome] = run_tasks([task], ModelSpec("smp", {"encoder": "resnet18"}, random_init=True), settings)
+    assert outcome.error is None
+    (_, record), = ResultStore(tmp_path).load_all()
+    block = next(iter(record.metrics.values()))
+    change = block["per_class"]["change"]
+    assert block["miou"] == change["iou"] and block["mf1"] == change["f1"] and block["aa"] == change["recall"]
+    assert "precision" in change and record.normalization["num_bands"] == 6  # t1/t2 × B04, B03, B02
+    [refused] = run_tasks([task], ModelSpec("cromss", {}, random_init=True), settings)
+    assert "does not do change_detection" in refused.error
+
+
+def test_change_task_trains_on_the_source_cities(oscd: dict[str, Path], tmp_path: Path):
+    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+
+    task = TaskCatalog().task("codex/oscd")
+    adapter = build_trainable(ModelSpec("smp", {"encoder": "resnet18"}), task, oscd["data"])
+    report = train_adapter(adapter, task, oscd["data"], tmp_path / "oscd.pt",
+                           overrides=TrainOverrides(iterations=2, batch_size=2), progress=False)
+    assert report.opened_splits == ["oscd/s2/train"]  # the test cities are never read
