@@ -10,7 +10,8 @@ entries:
      per_class: {impervious_surface: 73.8, building: 82.9, ...}}
 ```
 
-Values are percentages as printed. `split` names the evaluated split when it is not the task's (single)
+Values are percentages as printed; `headline` is the task's primary metric (mIoU for most, the change F1 for
+codex/oscd). `split` names the evaluated split when it is not the task's (single)
 target, e.g. a contest's test server; such rows are shown on the task page only, never averaged with our
 targets. A cell that could not be read is `null`, never guessed. `check` verifies that every row's
 per-class mean reproduces its headline within the rounding of the printed digits, so an OCR slip in a

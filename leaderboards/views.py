@@ -121,7 +121,7 @@ def task_class_table(task: TaskTable, slug: str) -> Table:
                                     *(s.metrics[m] for m in METRIC_COLUMNS)]))
     for reported in task.reported:
         if _reported_on(task, reported, slug):
-            metrics = {"miou": reported.headline, **reported.metrics}
+            metrics = {task.primary: reported.headline, **reported.metrics}  # the headline is the primary metric
             rows.append(Row(reported.label, [*(reported.per_class.get(c, math.nan) for c in task.class_names),
                                              *(metrics.get(m, math.nan) for m in METRIC_COLUMNS)],
                             reported=reported.source))

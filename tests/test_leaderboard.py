@@ -199,7 +199,8 @@ def test_reported_tables_reproduce_their_headlines_row_by_row():
                                         "crossearth-table4-buildings-roads.yaml", "crossearth-table5-rescuenet.yaml",
                                         "crossearth-table6-casid.yaml", "crossearth-table14-casid-per-class.yaml",
                                         "cromss-table2-dfc2020.yaml",
-                                        "cromss-table3-dw.yaml", "cromss-table4-osm.yaml", "dfc25-table2.yaml"}
+                                        "cromss-table3-dw.yaml", "cromss-table4-osm.yaml", "dfc25-table2.yaml",
+                                        "codex-table2.yaml"}
     assert check(tables, TaskCatalog()) == []
     isprs = next(t for p, t in tables.items() if p.name == "crossearth-table2-isprs.yaml")
     crossearth = next(e for e in isprs.entries if e.method == "CrossEarth" and e.task == "crossearth/pi2v")
@@ -336,3 +337,14 @@ def test_task_page_shows_intervals_from_per_image_matrices(tmp_path: Path):
     low, high = table.interval("mixed")
     assert low < table.target_mean("mixed") < high < 1.0
     assert table.tie_groups() == {"good": 1, "mixed": 2}
+
+
+def test_a_reported_headline_lands_in_the_tasks_primary_metric_column():
+    from rsdg_bench.leaderboards.views import task_class_table
+
+    board = with_suites(board_of(record(key="x", matrix=GOOD)), TaskCatalog(), reported_rows())
+    oscd = next(t for t in board.tasks if t.task_id == "codex/oscd")
+    table = task_class_table(oscd, "oscd/s2/test")
+    row = next(r for r in table.rows if r.label == "CoDEX")
+    assert row.values[table.columns.index("mF1")] == pytest.approx(0.478)  # CoDEX reports the change F1
+    assert math.isnan(row.values[table.columns.index("mIoU")])
