@@ -27,23 +27,23 @@ def _svg(figure: plt.Figure) -> str:
 
 
 def heatmap_svg(values: np.ndarray, row_labels: list[str], col_labels: list[str], *, title: str,
-                xlabel: str, ylabel: str, cmap: str = "Blues", fmt: str = "{:.1f}") -> str:
-    """A labelled heatmap with each cell's value written in it; NaN cells are left blank."""
+                xlabel: str, ylabel: str, cmap: str = "Blues", fmt: str = "{:.1f}", vmax: float = 100.0) -> str:
+    """A labelled heatmap (colour scale 0..vmax, the same for every figure of a kind, so they compare) with
+    each cell's value written in it; NaN cells are left blank."""
     rows, cols = values.shape
     figure, axes = plt.subplots(figsize=(1.2 + 0.55 * cols, 0.9 + 0.45 * rows))
     masked = np.ma.masked_invalid(values)
-    axes.imshow(masked, cmap=cmap, vmin=0, vmax=np.nanmax(values) if np.isfinite(values).any() else 1)
+    axes.imshow(masked, cmap=cmap, vmin=0, vmax=vmax)
     axes.set_xticks(range(cols), labels=col_labels, rotation=45, ha="right")
     axes.set_yticks(range(rows), labels=row_labels)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
-    high = np.nanmax(values) if np.isfinite(values).any() else 1
     for i in range(rows):
         for j in range(cols):
             if not math.isnan(values[i, j]):
                 axes.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=7,
-                          color="white" if values[i, j] > 0.6 * high else "black")
+                          color="white" if values[i, j] > 0.6 * vmax else "black")
     return _svg(figure)
 
 
