@@ -135,8 +135,9 @@ def _model_labels(records: list[ResultRecord]) -> dict[tuple[str, str | None], s
     return labels
 
 
-def build_board(records: list[tuple[Path, ResultRecord]]) -> Board:
-    excluded: list[tuple[str, str]] = []
+def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[str, str]] = ()) -> Board:
+    """`refused`: records that failed their own checks (listed as left out, with the reason)."""
+    excluded: list[tuple[str, str]] = list(refused)
     kept: list[tuple[Path, ResultRecord]] = []
     for path, record in records:
         if record.smoke is not None:

@@ -326,7 +326,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .task_schema import TaskCatalog
 
     results = _results_root(args)
-    board = with_suites(build_board(ResultStore(results).load_all()), TaskCatalog(),
+    board = with_suites(build_board(*ResultStore(results).load_valid()), TaskCatalog(),
                         reported_rows() if args.reported else [])
     page = write_site(board, Path(args.out) if args.out else results / "site", results_root=results)
     print(f"{len(board.tasks)} tasks, {len(board.models)} models, {len(board.excluded)} records left out"

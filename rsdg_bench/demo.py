@@ -56,7 +56,7 @@ def run_demo(workdir: Path, iterations: int | None = None, progress: bool = True
             raise RuntimeError(f"demo task {outcome.task_id} failed: {outcome.error}")
 
     say("[5/5] building the leaderboard")
-    board = with_suites(build_board(ResultStore(results_root).load_all()), TaskCatalog())
+    board = with_suites(build_board(*ResultStore(results_root).load_valid()), TaskCatalog())
     for table in board.tasks:
         for model in table.scores:
             say(f"  {table.name:10s} source mIoU {100 * table.source_score(model):5.1f}  "

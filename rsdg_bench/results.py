@@ -170,6 +170,17 @@ class ResultStore:
     def load_all(self) -> list[tuple[Path, ResultRecord]]:
         return [(path, load_record(path)) for path in self.paths()]
 
+    def load_valid(self) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
+        """(the records that pass every check, [(path, why) for those that do not]): for readers such as the
+        leaderboard, which show what is sound and list the rest instead of stopping at the first bad file."""
+        valid, refused = [], []
+        for path in self.paths():
+            try:
+                valid.append((path, load_record(path)))
+            except ResultsError as exc:
+                refused.append((str(path), f"refused: {exc.problem}"))
+        return valid, refused
+
 
 def _parse_record(path: Path) -> ResultRecord:
     try:

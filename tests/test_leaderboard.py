@@ -348,3 +348,18 @@ def test_a_reported_headline_lands_in_the_tasks_primary_metric_column():
     row = next(r for r in table.rows if r.label == "CoDEX")
     assert row.values[table.columns.index("mF1")] == pytest.approx(0.478)  # CoDEX reports the change F1
     assert math.isnan(row.values[table.columns.index("mIoU")])
+
+
+def test_a_tampered_record_is_left_out_with_its_reason_and_the_rest_still_builds(tmp_path: Path):
+    store = ResultStore(tmp_path)
+    good = store.write(record(key="good", matrix=GOOD, model="honest", sha="a" * 64))
+    bad = store.write(record(key="bad", matrix=POOR, model="edited", sha="b" * 64))
+    data = json.loads(bad.read_text())
+    data["metrics"]["toyearth/arid/val"]["miou"] = 0.99  # someone improved the number by hand
+    bad.write_text(json.dumps(data))
+    board = build_board(*store.load_valid())
+    assert board.models == ["honest"]
+    [(path, why)] = [(p, w) for p, w in board.excluded if p == str(bad)]
+    assert "refused" in why and "miou" in why and str(good) not in dict(board.excluded)
+    site = write_site(with_suites(board, TaskCatalog()), tmp_path / "site").parent
+    assert "refused" in (site / "index.html").read_text()
