@@ -23,20 +23,16 @@ from rsdg_bench.io import atomic_write_bytes, atomic_write_text
 
 from .aggregate import Board, SuiteView, TaskTable
 from .plots import casid_svg, confusion_svg
-from .tables import Table, to_csv, to_latex, to_markdown
+from .tables import Table, plain_number, to_csv, to_latex, to_markdown
 from .views import (CASID_ZONES, casid_matrices, reported_elsewhere, slugify, suite_table, task_class_table,
                     task_summary_table)
-
-
-def _raw(value: float) -> str:
-    return "" if value is None or math.isnan(value) else repr(round(float(value), 10))
 
 
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("rsdg_bench.leaderboards", "templates"),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["slug"] = slugify
-    env.filters["raw"] = _raw
+    env.filters["raw"] = plain_number
     return env
 
 
@@ -132,7 +128,7 @@ def render_scores_csv(board: Board) -> str:
                 if slug in splits:
                     s = splits[slug]
                     writer.writerow([table.task_id, table.name, table.gap, table.version, table.task_hash, model,
-                                     role, slug, *(_raw(s.metrics[m]) for m in ("miou", "oa", "aa", "mf1")),
+                                     role, slug, *(plain_number(s.metrics[m]) for m in ("miou", "oa", "aa", "mf1")),
                                      s.record])
     return out.getvalue()
 
@@ -147,7 +143,7 @@ def render_per_class_csv(board: Board) -> str:
                 if slug in splits:
                     for name in table.class_names:
                         writer.writerow([table.task_id, model, role, slug, name,
-                                         _raw(splits[slug].per_class_iou[name])])
+                                         plain_number(splits[slug].per_class_iou[name])])
     return out.getvalue()
 
 

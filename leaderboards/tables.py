@@ -61,6 +61,11 @@ class Table:
         return f"{100 * value:.2f}"
 
 
+def plain_number(value: float | None) -> str:
+    """A stored fraction for machine-readable exports: full precision (10 decimals), empty when missing."""
+    return "" if value is None or math.isnan(value) else repr(round(float(value), 10))
+
+
 def _label(row: Row) -> str:
     return f"{row.label} (reported: {row.reported})" if row.reported else row.label
 
@@ -71,7 +76,7 @@ def to_csv(table: Table) -> str:
     writer = csv.writer(out)
     writer.writerow(["model", *table.columns, "reported"])
     for row in table.rows:
-        writer.writerow([row.label, *("" if math.isnan(v) else repr(round(v, 10)) for v in row.values),
+        writer.writerow([row.label, *(plain_number(v) for v in row.values),
                          row.reported or ""])
     return out.getvalue()
 

@@ -206,12 +206,9 @@ class RawFiles:
 
     def find(self, pattern: str) -> dict[str, Path]:
         """Files whose path (relative to their root) matches the glob `pattern`, keyed by file name."""
-        from fnmatch import fnmatch
-
         found: dict[str, Path] = {}
-        for rel, path in self._files().items():
-            if fnmatch(rel, pattern) or fnmatch(rel, f"*/{pattern}"):
-                found.setdefault(path.name, path)
+        for path in self.find_all(pattern).values():
+            found.setdefault(path.name, path)
         return found
 
     def find_all(self, pattern: str) -> dict[str, Path]:

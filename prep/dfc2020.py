@@ -43,6 +43,8 @@ ARCHIVES = {"DFC_Public_Dataset.zip": None}
 LAYOUT = {"validation": ("ROIs0000_validation", "validation", "validation"), "test": ("ROIs0000_test", "0", "test")}
 # raw DFC value → CromSS's DW-ordered class (dfc_lbls=[1,2,4,5,6,7,9,10] → dw_lbls=[1,5,2,3,4,6,7,0])
 DFC_TO_CLASS = {1: 1, 2: 5, 4: 2, 5: 3, 6: 4, 7: 6, 9: 7, 10: 0}
+DFC_LOOKUP = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+DFC_LOOKUP[list(DFC_TO_CLASS)] = list(DFC_TO_CLASS.values())
 PUBLISHED_COUNTS = {"s2": {"validation": 986, "test": 5128}, "s1": {"validation": 986, "test": 5128}}
 CRS = "EPSG:32632"
 FAKE_SIZE = 32
@@ -55,10 +57,7 @@ def decode_dfc(raw: np.ndarray, where: str) -> np.ndarray:
     if stray:
         raise DataError(f"{where} holds label value(s) {stray[:5]}; DFC2020 labels are 0..10",
                         "the file is not a DFC2020 dfc label; re-extract the release")
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for value, index in DFC_TO_CLASS.items():
-        lut[value] = index
-    return lut[raw.astype(np.uint8)]
+    return DFC_LOOKUP[raw.astype(np.uint8)]
 
 
 @register_preparer
