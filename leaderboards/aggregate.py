@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rsdg_bench.metrics import GROUP_METRIC_NAMES, METRIC_NAMES
 from rsdg_bench.results import ResultRecord, decode_per_image, metrics_block
 from rsdg_bench.task_schema import Task, TaskCatalog
 
@@ -140,7 +141,9 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
     excluded: list[tuple[str, str]] = list(refused)
     kept: list[tuple[Path, ResultRecord]] = []
     for path, record in records:
-        if record.smoke is not None:
+        if record.model.get("peeks_at_labels"):
+            excluded.append((str(path), "upper bound that chooses with the labels (an oracle), not a method"))
+        elif record.smoke is not None:
             excluded.append((str(path), f"smoke run (--limit {record.smoke.get('limit')})"))
         elif record.model["checkpoint"]["random_init"]:
             excluded.append((str(path), "random-init weights"))
@@ -174,13 +177,16 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
         slug = record.evaluated.slug
         if (record.evaluated.role, slug) not in table.splits:
             table.splits.append((record.evaluated.role, slug))
-        block = metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes)
+        groups = record.groups.get(slug)
+        block = metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes,
+                              record.per_image_matrices.get(slug) if groups is not None else None, groups)
         table.scores.setdefault(model, {})[slug] = SplitScores(
             role=record.evaluated.role,
-            metrics={k: _nan(block[k]) for k in ("miou", "oa", "aa", "mf1")},
+            metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
             per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
             record=str(path), matrix=record.confusion_matrices[slug],
-            per_image=decode_per_image(record.per_image_matrices[slug]) if slug in record.per_image_matrices else None,
+            per_image=(decode_per_image(record.per_image_matrices[slug])  # only the mIoU bootstrap reads them
+                       if slug in record.per_image_matrices and task["primary"] == "miou" else None),
             predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}
                          for entry in record.predictions.get(slug, [])],
         )

@@ -64,7 +64,7 @@ def suite_table(suite: SuiteView, board: Board) -> Table:
     per_task = [[values.get(t.task_id, math.nan) for t in tasks] for _, values in raw]
     ranks = np.array([_ranks(list(column)) for column in zip(*per_task, strict=True)]).T if per_task else []
     rows = []
-    for index, (row, values) in enumerate(raw):
+    for index, (row, _values) in enumerate(raw):
         task_values = per_task[index]
         gap_means = [_mean([v for v, t in zip(task_values, tasks, strict=True) if t.gap == g]) for g in gaps]
         row.values = [*task_values, _mean(task_values), _mean(list(ranks[index])),

@@ -103,11 +103,16 @@ class Adapter(abc.ABC):
     Life cycle: `__init__(**options)` with string options from `--model-arg k=v`; `setup(task, bands)`
     builds the network for the task's classes and the source data's bands; `load(checkpoint)` loads the
     weights (missing or unexpected keys are an error); `predict(x)` maps a normalized batch to logits.
+    Each task kind has its own entry point (`predict`, `predict_series`, `classify`); `kinds` says which
+    the adapter implements, and the runner refuses the others before anything is loaded.
     """
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
     kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})  # task kinds the adapter can do
+    # An upper-bound mode that chooses with the labels (e.g. CoDEX's Oracle): the evaluator calls
+    # `oracle_series` with them, and the records it gives are marked and never reach a leaderboard.
+    peeks_at_labels: bool = False
 
     def __init__(self, **options: str) -> None:
         self.options = dict(options)
@@ -124,6 +129,19 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized B×C×H×W (H, W multiples of the size divisor) → logits B×K×H×W."""
+
+    def predict_series(self, x: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
+        """`temporal_segmentation`: normalized B×T×C×H×W and B×T day offsets (days since the series' first
+        date) → logits B×T×K×H×W, one map per date. Adapters that declare the kind override it."""
+        raise AdapterError(f"adapter {self.name!r} does not predict time series", "declare and implement predict_series")
+
+    def oracle_series(self, x: torch.Tensor, days: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`predict_series` for an adapter with `peeks_at_labels`, given the B×T×H×W labels (ignore = 255)."""
+        raise AdapterError(f"adapter {self.name!r} has no label-peeking upper bound", "set peeks_at_labels only with it")
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """`classification`: normalized B×C×H×W → logits B×K, one class per image."""
+        raise AdapterError(f"adapter {self.name!r} does not classify images", "declare and implement classify")
 
     def identity(self) -> dict[str, Any]:
         """What distinguishes this model configuration in records and resume keys."""

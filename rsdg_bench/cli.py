@@ -195,8 +195,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         adapter, task, _data_root(args), out,
         overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
         device=_device(args), num_workers=args.workers, progress=not args.quiet)
-    selection = "" if report.best_selection_miou is None else \
-        f" (selected at iteration {report.best_iteration}, selection-split mIoU {_fmt(report.best_selection_miou)})"
+    selection = "" if report.best_selection_value is None else \
+        (f" (selected at iteration {report.best_iteration}, selection-split {report.selection_metric} "
+         f"{_fmt(report.best_selection_value)})")
     if report.resumed_from:
         print(f"resumed an interrupted run at iteration {report.resumed_from}")
     print(f"checkpoint -> {report.checkpoint}{selection}")
@@ -305,7 +306,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def _print_records(paths: list[Path]) -> None:
-    """A table of records (each checked against its confusion matrix on load), scores in percent."""
+    """A table of records (each checked against its confusion matrix on load), scores in percent; per-place
+    accuracies (classification) follow the model name. For classification OA is the accuracy."""
     from .results import load_record
 
     print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mF1':>6s}  model")
@@ -313,9 +315,17 @@ def _print_records(paths: list[Path]) -> None:
         record = load_record(path)
         for slug, metrics in record.metrics.items():
             smoke = "  [smoke]" if record.smoke else ("  [not the published split]" if record.evaluated.partial_data else "")
+            smoke += "  [oracle: chose with the labels]" if record.model.get("peeks_at_labels") else ""
             print(f"{record.task['id']:22s} {slug:28s} {record.evaluated.role:6s} "
                   f"{_fmt(metrics['miou']):>6s} {_fmt(metrics['oa']):>6s} {_fmt(metrics['aa']):>6s} "
-                  f"{_fmt(metrics['mf1']):>6s}  {record.model['display_name']}{smoke}")
+                  f"{_fmt(metrics['mf1']):>6s}  {record.model['display_name']}{smoke}{_place_scores(metrics)}")
+
+
+def _place_scores(metrics: dict) -> str:
+    if metrics.get("group_acc") is None:
+        return ""
+    return (f"  (per-place accuracy: mean {_fmt(metrics['domain_acc'])}, worst {_fmt(metrics['worst_domain_acc'])}, "
+            f"{len(metrics['group_acc'])} places)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -350,7 +360,11 @@ def cmd_adapter(args: argparse.Namespace) -> int:
         raise RsdgError("adapter check needs an adapter name", "e.g. rsdg-bench adapter check smp")
     task = TaskCatalog().task(args.task)
     bands = [b.strip() for b in (args.bands or "red,green,blue").split(",") if b.strip()]
-    adapter = resolve_adapter(args.name)(**_model_args(args.model_arg))
+    adapter_class = resolve_adapter(args.name)
+    if task.kind not in adapter_class.kinds:
+        raise RsdgError(f"adapter {args.name!r} does {', '.join(sorted(adapter_class.kinds))}; task {task.id} is {task.kind}",
+                        "pass --task a task of its kind, e.g. codex/dynamicearthnet for a time-series model")
+    adapter = adapter_class(**_model_args(args.model_arg))
     adapter.setup(task, bands)
     named = adapter.input_contract().band_names
     if args.bands is None and named:  # a model that picks bands by name is checked on exactly those

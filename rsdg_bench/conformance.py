@@ -4,6 +4,10 @@ Checks run through the same wrapper the harness uses (padding to the size diviso
 random normalized input, so they need no data and no GPU: contract consistency, output shape and K on
 even and odd sizes, floating dtype, finite values, determinism, batch independence, sensitivity to the
 input, and rejection of the wrong band count.
+
+Every task kind is checked through one B×C×H×W → B×K×H×W view of the adapter (`map_predictor`): a
+time-series adapter gets each image as a two-date series (the image and its mirror, 31 days apart) and
+answers with its first date's map; a classifier's B×K scores are spread over the image.
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
     adapter.eval()
     k = task.class_schema.num_classes
     contract = adapter.input_contract()
-    forward = checked_forward(adapter.predict, k, contract.size_divisor, adapter.name)
+    if task.kind not in adapter.kinds:
+        raise RsdgError(f"adapter {adapter.name!r} does {', '.join(sorted(adapter.kinds))}, task {task.id} is {task.kind}",
+                        "check it with --task set to a task of its kind (`rsdg-bench tasks list`)")
+    predict = map_predictor(adapter, task.kind)
+    forward = checked_forward(predict, k, contract.size_divisor, adapter.name)
     generator = torch.Generator().manual_seed(seed)
     divisor = max(contract.size_divisor, 16)  # test sizes in multiples of it; at least 16 px so they stay images
 
@@ -63,7 +71,7 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
 
     def dtype() -> str:
         with torch.inference_mode():
-            raw = adapter.predict(batch(1, 2 * divisor, 2 * divisor))
+            raw = predict(batch(1, 2 * divisor, 2 * divisor))
         assert raw.is_floating_point(), f"logits have dtype {raw.dtype}"
         return str(raw.dtype)
 
@@ -92,7 +100,7 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
     def rejects_wrong_bands() -> str:
         try:
             with torch.inference_mode():
-                adapter.predict(batch(1, 2 * divisor, 2 * divisor, contract.num_bands + 1))
+                predict(batch(1, 2 * divisor, 2 * divisor, contract.num_bands + 1))
         except (RuntimeError, ValueError, RsdgError):
             return f"{contract.num_bands + 1} bands refused"
         raise AssertionError(f"accepted {contract.num_bands + 1} bands though its contract says {contract.num_bands}")
@@ -101,3 +109,20 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
               ("finite and deterministic", deterministic), ("batch independence", batch_independent),
               ("input sensitivity", sensitive), ("band count", rejects_wrong_bands)]
     return [_attempt(name, check) for name, check in checks]
+
+
+def map_predictor(adapter: Adapter, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """B×C×H×W → B×K×H×W through the adapter's entry point for `kind` (module docstring)."""
+    if kind == "temporal_segmentation":
+        def series(x: torch.Tensor) -> torch.Tensor:
+            dates = torch.stack([x, x.flip(-1)], dim=1)
+            days = torch.tensor([[0, 31]], dtype=torch.int64, device=x.device).expand(x.shape[0], -1)
+            return adapter.predict_series(dates, days)[:, 0]
+
+        return series
+    if kind == "classification":
+        def spread(x: torch.Tensor) -> torch.Tensor:
+            return adapter.classify(x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+
+        return spread
+    return adapter.predict

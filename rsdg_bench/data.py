@@ -8,6 +8,7 @@ model cannot be tuned on the domains it is judged on. Every split it opens is lo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,12 @@ Phase = Literal["train", "evaluate"]
 
 class SegmentationSplit(Dataset):
     """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units; only `bands`, in that
-    order, when given), `label` (H×W uint8, through the split's label map when it has one)."""
+    order, when given), `label` (H×W uint8, through the split's label map when it has one), and `group`
+    (the sample's place, or None).
+
+    Time-series data (`timesteps` on the card) gives `image` T×C×H×W, `label` T×H×W and `days` (T int64:
+    days since the first date of the series); image-level data gives `label` as a 0-d uint8 (the class).
+    """
 
     def __init__(self, prepared: PreparedDataset, ref: SplitRef, limit: int | None = None,
                  label_map: LabelMap | None = None, bands: tuple[str, ...] | None = None) -> None:
@@ -37,18 +43,47 @@ class SegmentationSplit(Dataset):
         stored = prepared.band_names(ref.domain)
         self.band_indices = select_bands(stored, bands, ref.slug)
         self.band_names = [stored[i] for i in self.band_indices] if self.band_indices is not None else stored
+        self.timesteps = list(prepared.card.timesteps)
+        self.days = torch.tensor(days_since_first(self.timesteps), dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def groups(self, level: str = "group") -> list[str]:
+        """Each sample's place, in order: its group, or with `level="region"` the region the card puts the
+        group in. A dataset without groups is one group named after the domain; "" is no place (a sample
+        without a group, or WILDS's catch-all region "Other"), left out of per-place scores."""
+        column = self.rows["group"] if "group" in self.rows.columns else [None] * len(self.rows)
+        names = [str(g) if isinstance(g, str) else self.ref.domain if g is None else "" for g in column]
+        if level == "region":
+            regions = self.prepared.card.group_regions
+            names = [regions.get(name, "") for name in names]
+            names = ["" if name == "Other" else name for name in names]
+        return names
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows.iloc[index]
         image = self.prepared.read_image(row)
-        image = (image[self.band_indices] if self.band_indices is not None else image).astype(np.float32)
+        if self.timesteps:
+            image = image.reshape(len(self.timesteps), -1, *image.shape[-2:])
+        if self.band_indices is not None:
+            image = image[..., self.band_indices, :, :]
         label = self.prepared.read_label(row)
         if self.label_map is not None:
             label = self.label_map.apply(label)
-        return {"image": torch.from_numpy(image), "label": torch.from_numpy(label), "sample_id": row["sample_id"]}
+        sample = {"image": torch.from_numpy(image.astype(np.float32)), "label": torch.from_numpy(np.asarray(label)),
+                  "sample_id": row["sample_id"], "group": row.get("group")}
+        if self.timesteps:
+            sample["days"] = self.days
+        return sample
+
+
+def days_since_first(dates: list[str]) -> list[int]:
+    """Day offsets of ISO dates from the first one (the temporal position a time-series model encodes)."""
+    if not dates:
+        return []
+    parsed = [date.fromisoformat(d) for d in dates]
+    return [(d - parsed[0]).days for d in parsed]
 
 
 def select_bands(stored: list[str], wanted: tuple[str, ...] | None, where: str) -> list[int] | None:

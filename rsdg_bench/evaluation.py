@@ -1,20 +1,34 @@
-"""Evaluating an adapter on one split: prepared samples → harness normalization → inference → confusion matrix."""
+"""Evaluating an adapter on one split: prepared samples → harness normalization → inference → confusion matrix.
+
+Every task kind is scored by the same confusion-matrix engine (`metrics.py`); only what one sample
+contributes differs:
+
+- `segmentation` and `change_detection` (the bi-temporal pair stacked as bands): one H×W map per sample;
+- `temporal_segmentation`: a T×C×H×W series with its day offsets → T maps, every labelled date counted
+  (a missing frame's label is all ignore, so it adds nothing);
+- `classification`: one class per image; the image adds one count to cell (label, prediction), and its
+  group (country, area) lets per-place accuracies be computed from the same per-image matrices.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .adapters import Adapter
+from .adapters import Adapter, InputContract
+from .classes import IGNORE_INDEX
 from .data import SegmentationSplit
 from .distributed import ProcessGroup
-from .errors import RsdgError
+from .errors import AdapterError, RsdgError
 from .inference import checked_forward, predict_logits
 from .metrics import confusion_matrix
 from .task_schema import Task
+
+SampleScorer = Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # sample → (label, prediction), same shape
 
 
 def _single(batch: list[dict]) -> dict:
@@ -39,9 +53,8 @@ def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: T
     returns the matrices of the whole split. `on_prediction(sample, prediction)` sees each sample the main
     process evaluates (to keep a few predictions).
     """
-    contract = adapter.input_contract()
     num_classes = task.class_schema.num_classes
-    forward = checked_forward(adapter.predict, num_classes, contract.size_divisor, adapter.name)
+    score = sample_scorer(adapter, split, task, device, window_batch)
     per_image = torch.zeros(len(split), num_classes, num_classes, dtype=torch.int64)
     indices = group.shard(len(split))
     loader = DataLoader(Subset(split, indices), batch_size=1, num_workers=num_workers, collate_fn=_single)
@@ -51,12 +64,8 @@ def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: T
         with torch.inference_mode():
             for index, sample in zip(indices, tqdm(loader, desc=f"eval {split.ref.slug}", unit="img", leave=False,
                                                     disable=not (progress and group.is_main)), strict=True):
-                image = sample["image"][None].to(device)
-                x = contract.prepare(image, split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}",
-                                     replicate_single_band=task.inputs.replicate_single_band)
-                scores = predict_logits(forward, x, task.inference, num_classes, window_batch)
-                prediction = scores.argmax(dim=1)[0].to(torch.uint8).cpu()
-                per_image[index] = confusion_matrix(sample["label"], prediction, num_classes)
+                label, prediction = score(sample)
+                per_image[index] = confusion_matrix(label, prediction, num_classes)
                 if on_prediction is not None and group.is_main:
                     on_prediction(sample, prediction)
     except Exception as exc:  # shared with the other ranks below, then re-raised
@@ -67,3 +76,95 @@ def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: T
         raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
                         "see that process's output above")
     return group.sum(per_image)
+
+
+def sample_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+                  window_batch: int = 1) -> SampleScorer:
+    """The function that turns one sample into (label, prediction) for the task's kind."""
+    contract = adapter.input_contract()
+    num_classes = task.class_schema.num_classes
+
+    def prepare(image: torch.Tensor, sample: dict) -> torch.Tensor:
+        return contract.prepare(image.to(device), split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}",
+                                replicate_single_band=task.inputs.replicate_single_band)
+
+    if task.kind == "temporal_segmentation":
+        def score_series(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            x = prepare(sample["image"], sample)[None]  # frames normalized as a batch → 1×T×C×H×W
+            predict = adapter.predict_series
+            if adapter.peeks_at_labels:  # an upper bound that chooses with the labels (padded as the input)
+                labels = sample["label"][None].to(device=device, dtype=torch.long)
+
+                def predict(xp: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
+                    pad = (0, xp.shape[-1] - labels.shape[-1], 0, xp.shape[-2] - labels.shape[-2])
+                    return adapter.oracle_series(xp, days, F.pad(labels, pad, value=IGNORE_INDEX))
+            forward = checked_series_forward(predict, num_classes, contract.size_divisor, adapter.name)
+            logits = forward(x, sample["days"][None].to(device))
+            return sample["label"], logits.argmax(dim=2)[0].to(torch.uint8).cpu()
+
+        return score_series
+    if task.kind == "classification":
+        classify = checked_classify(adapter.classify, num_classes, adapter.name)
+
+        def score_image(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = classify(prepare(sample["image"][None], sample))
+            return sample["label"].reshape(1), logits.argmax(dim=1).to(torch.uint8).cpu()
+
+        return score_image
+    forward = checked_forward(adapter.predict, num_classes, contract.size_divisor, adapter.name)
+
+    def score_map(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = predict_logits(forward, prepare(sample["image"][None], sample), task.inference, num_classes,
+                                window_batch)
+        return sample["label"], scores.argmax(dim=1)[0].to(torch.uint8).cpu()
+
+    return score_map
+
+
+SeriesForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def checked_series_forward(predict_series: SeriesForward, num_classes: int, size_divisor: int, who: str
+                           ) -> SeriesForward:
+    """Wrap an adapter's `predict_series` with padding to `size_divisor`, cropping back and output checks:
+    B×T×C×H×W and B×T day offsets → B×T×K×H×W logits."""
+
+    def forward(x: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
+        batch, frames, _, height, width = x.shape
+        pad_h, pad_w = (-height) % size_divisor, (-width) % size_divisor
+        padded = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+        logits = predict_series(padded, days)
+        _check_output(logits, (batch, frames, num_classes, height + pad_h, width + pad_w), who, tuple(padded.shape),
+                      "B×T×K×H×W logits, one map per date")
+        return logits[..., :height, :width].float()
+
+    return forward
+
+
+def checked_classify(classify: Callable[[torch.Tensor], torch.Tensor], num_classes: int, who: str
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wrap an adapter's `classify` with output checks: B×C×H×W → B×K logits."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = classify(x)
+        _check_output(logits, (x.shape[0], num_classes), who, tuple(x.shape), "B×K logits")
+        return logits.float()
+
+    return forward
+
+
+def _check_output(logits: object, expected: tuple[int, ...], who: str, given: tuple[int, ...], form: str) -> None:
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise AdapterError(f"adapter {who} returned {got} for input {given}, expected {expected} ({form})",
+                           "fix the adapter; `rsdg-bench adapter check` tests it")
+    if not torch.isfinite(logits).all():
+        raise AdapterError(f"adapter {who} returned NaN or Inf logits",
+                           "check the checkpoint and the input normalization the adapter declares")
+
+
+def prepare_series(contract: InputContract, image: torch.Tensor, band_names: list[str], where: str) -> torch.Tensor:
+    """Normalize a B×T×C×H×W batch frame by frame under the adapter's contract."""
+    batch, frames = image.shape[:2]
+    flat = contract.prepare(image.flatten(0, 1), band_names, where)
+    return flat.reshape(batch, frames, *flat.shape[1:])

@@ -9,6 +9,9 @@ Semantics (the same as mmseg's IoUMetric, with exact integer counts):
 - OA = trace / total; AA = mean per-class recall (recall is NaN for a class absent from the ground truth);
 - F1_c = 2·CM[c,c] / (row_c + col_c) (mmseg's Dice; NaN only when the class is absent from both);
 - mIoU, AA and mF1 average over the task's headline classes (`metrics.classes`); OA counts every pixel.
+- Classification counts each image as one "pixel", so OA is the accuracy. With each image's group
+  (country) known, `domain_acc` is the mean of the groups' accuracies and `worst_domain_acc` the lowest
+  (`results.group_accuracy`).
 
 The fast path builds `label·K + pred` in int16 (int32 for K > 127) and counts it with one bincount.
 Ignored pixels land in bins past K², so no mask pass is needed, and labels that are neither a class nor
@@ -28,6 +31,8 @@ from .classes import IGNORE_INDEX
 from .errors import DataError
 
 METRIC_NAMES = ("miou", "oa", "aa", "mf1")
+# Per-place accuracy of a split whose samples name their group (classification): mean over groups, worst group.
+GROUP_METRIC_NAMES = ("domain_acc", "worst_domain_acc")
 
 
 def _as_tensor(array: torch.Tensor | np.ndarray) -> torch.Tensor:

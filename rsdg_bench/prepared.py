@@ -8,6 +8,18 @@ Layout of `<data root>/<dataset>/`:
 - `<domain>/<split>/images/<sample_id>.tif` and `.../labels/<sample_id>.tif`: lossless GeoTIFF
   (PNG for plain 8-bit RGB without georeferencing); labels are single-band uint8, 255 = ignore.
 
+Two card fields widen the sample for the other task kinds (DESIGN's "kind"):
+
+- `timesteps` (ISO dates, one per frame): the image is a time series stored time-major as T·C bands
+  (frame 0's C bands, then frame 1's, …; the card's band list names the C bands of one frame), and the
+  label is T-band, one map per date. A frame missing from the series is stored as zeros with an all-ignore
+  label, so it is never scored.
+- `label_level: image`: one class per sample (classification). The class index is the manifest's `target`
+  column; there is no label file (`label` and `label_sha256` are null).
+
+The manifest's `group` column names the place a sample comes from (city, area, country) when the dataset's
+domains of generalization are finer than its prepared domains: scores per group, and leakage checks, use it.
+
 A prepare writes into `<data root>/.<dataset>.partial/`, recording each finished sample in
 `rows.jsonl`. A crashed prepare resumes from there (samples whose files still hash right are kept);
 only when every count and hash checks out is the folder renamed into place, so a half-finished prepare
@@ -22,7 +34,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,7 +57,7 @@ _FINGERPRINT_FILE = "fingerprint.json"
 
 MANIFEST_COLUMNS = [
     "sample_id", "domain", "split", "image", "label", "height", "width", "source_file",
-    "window", "image_sha256", "label_sha256", "class_counts", "crs",
+    "window", "image_sha256", "label_sha256", "class_counts", "crs", "group", "target",
 ]
 
 
@@ -93,6 +105,9 @@ class DatasetCard(BaseModel):
     unlabelled: list[str] = []  # "domain/split" whose labels are not public: inputs only, never scored
     footprint_overlaps: dict[str, int] = {}  # "domain: split/split" → overlapping sample pairs (leakage audit)
     domain_classes: dict[str, ClassSchema] = {}  # domains labelled in another class space than `classes`
+    timesteps: list[str] = []  # acquisition date of each frame: the samples are time series (module docstring)
+    label_level: Literal["pixel", "image"] = "pixel"  # "image": one class per sample, in the manifest's `target`
+    group_regions: dict[str, str] = {}  # group → the coarser region holding it (FMoW: country → continent)
 
     def classes_of(self, domain: str) -> ClassSchema:
         """The class schema of one domain's labels."""
@@ -109,6 +124,9 @@ class DatasetCard(BaseModel):
 class SampleArrays:
     """One sample ready to write: image C×H×W (any dtype), label H×W uint8 class indices.
 
+    A time-series dataset gives image (T·C)×H×W, time-major, and label T×H×W; an image-level dataset gives a
+    0-d uint8 label (the class). `group` is the place the sample belongs to (see the module docstring).
+
     `crs` overrides the dataset's CRS for this sample (datasets spanning UTM zones). `image_copy_from`
     stores that file's bytes as the image instead of re-encoding `image` (which must be its decoded
     content): for a lossy source such as JPEG, a lossless re-encode would only triple its size.
@@ -124,6 +142,7 @@ class SampleArrays:
     transform: Affine | None = None
     crs: str | None = None
     image_copy_from: Path | None = None
+    group: str | None = None
 
 
 def raster_suffix(array: np.ndarray, transform: Affine | None) -> str:
@@ -194,11 +213,14 @@ class PreparedWriter:
     """
 
     def __init__(self, data_root: Path, name: str, schema: ClassSchema, fingerprint: dict[str, Any],
-                 crs: str | None = None, domain_schemas: dict[str, ClassSchema] | None = None) -> None:
+                 crs: str | None = None, domain_schemas: dict[str, ClassSchema] | None = None,
+                 timesteps: list[str] | None = None, label_level: Literal["pixel", "image"] = "pixel") -> None:
         self.data_root = Path(data_root)
         self.name = name
         self.schema = schema
         self.domain_schemas = domain_schemas or {}
+        self.timesteps = list(timesteps or [])
+        self.label_level = label_level
         self.crs = crs
         self.final_dir = self.data_root / name
         self.work_dir = self.data_root / f".{name}.partial"
@@ -228,9 +250,7 @@ class PreparedWriter:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line a crash cut short
-            image, label = self.work_dir / row["image"], self.work_dir / row["label"]
-            if (image.exists() and label.exists() and sha256_file(image) == row["image_sha256"]
-                    and sha256_file(label) == row["label_sha256"]):
+            if all(_file_intact(self.work_dir, rel, sha) for rel, sha in _stored_files(row)):
                 kept[row["sample_id"]] = row
         # Rewrite the journal with only what survived, so it stays the truth.
         atomic_write_text(rows_path, "".join(json.dumps(r) + "\n" for r in kept.values()))
@@ -247,13 +267,7 @@ class PreparedWriter:
     def add(self, sample: SampleArrays) -> None:
         """Write one sample's image and label and journal its manifest row."""
         label = sample.label
-        if label.ndim != 2 or label.dtype != np.uint8:
-            raise DataError(f"label of {sample.sample_id} must be H×W uint8, got {label.dtype} {label.shape}")
-        if sample.image.ndim != 3 or sample.image.shape[1:] != label.shape:
-            raise DataError(
-                f"image of {sample.sample_id} has shape {sample.image.shape}, label {label.shape}: "
-                "they must be C×H×W and H×W of the same size"
-            )
+        self._check_shapes(sample)
         schema = self.domain_schemas.get(sample.domain, self.schema)
         counts = np.bincount(label.ravel(), minlength=256)
         bad = np.flatnonzero(counts[schema.num_classes:IGNORE_INDEX])
@@ -267,39 +281,61 @@ class PreparedWriter:
         rel_dir = Path(sample.domain) / sample.split
         image_suffix = (sample.image_copy_from.suffix.lower() if sample.image_copy_from is not None
                         else raster_suffix(sample.image, sample.transform))
+        label_planes = label.reshape((-1, *label.shape[-2:])) if label.ndim else None  # 1 or T planes
         image_rel = rel_dir / "images" / f"{sample.sample_id}{image_suffix}"
-        label_rel = rel_dir / "labels" / f"{sample.sample_id}{raster_suffix(label[None], sample.transform)}"
+        label_rel = (rel_dir / "labels" / f"{sample.sample_id}{raster_suffix(label_planes, sample.transform)}"
+                     if label_planes is not None else None)
         for rel in (image_rel, label_rel):
-            (self.work_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            if rel is not None:
+                (self.work_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         crs = sample.crs or self.crs
         if sample.image_copy_from is not None:
-            tmp = self.work_dir / image_rel.with_name(f".{image_rel.name}.tmp")
-            shutil.copyfile(sample.image_copy_from, tmp)
-            os.replace(tmp, self.work_dir / image_rel)
+            _link_or_copy(sample.image_copy_from, self.work_dir / image_rel)
         else:
             _write_raster(self.work_dir / image_rel, sample.image, sample.transform, crs)
-        _write_raster(self.work_dir / label_rel, label[None], sample.transform, crs)
-        height, width = label.shape
+        if label_rel is not None:
+            _write_raster(self.work_dir / label_rel, label_planes, sample.transform, crs)
+        height, width = sample.image.shape[-2:]
         row = {
             "sample_id": sample.sample_id, "domain": sample.domain, "split": sample.split,
-            "image": image_rel.as_posix(), "label": label_rel.as_posix(),
+            "image": image_rel.as_posix(), "label": label_rel.as_posix() if label_rel else None,
             "height": height, "width": width, "source_file": sample.source_file,
             "window": list(sample.window),
             "image_sha256": sha256_file(self.work_dir / image_rel),
-            "label_sha256": sha256_file(self.work_dir / label_rel),
+            "label_sha256": sha256_file(self.work_dir / label_rel) if label_rel else None,
             "class_counts": counts[: schema.num_classes].tolist(),
             "bounds": _bounds(sample.transform, width, height),
             "crs": crs if sample.transform is not None else None,
+            "group": sample.group, "target": int(label) if label_rel is None else None,
         }
         self._rows[sample.sample_id] = row
         self._rows_handle.write(json.dumps(row) + "\n")
         self._rows_handle.flush()
         os.fsync(self._rows_handle.fileno())
 
+    def _check_shapes(self, sample: SampleArrays) -> None:
+        """The label's form follows the dataset's kind: H×W, T×H×W for a time series, 0-d for image labels."""
+        image, label = sample.image, sample.label
+        frames = len(self.timesteps)
+        if self.label_level == "image":
+            expected, ok = "a 0-d uint8 class", label.ndim == 0
+        elif frames:
+            expected, ok = f"{frames}×H×W uint8 (one map per date)", label.ndim == 3 and label.shape[0] == frames
+        else:
+            expected, ok = "H×W uint8", label.ndim == 2
+        if not ok or label.dtype != np.uint8:
+            raise DataError(f"label of {sample.sample_id} must be {expected}, got {label.dtype} {label.shape}")
+        if image.ndim != 3 or (label.ndim and image.shape[1:] != label.shape[-2:]):
+            raise DataError(f"image of {sample.sample_id} has shape {image.shape}, label {label.shape}: "
+                            "they must be C×H×W and H×W of the same size")
+        if frames and image.shape[0] % frames:
+            raise DataError(f"image of {sample.sample_id} has {image.shape[0]} bands, not a multiple of its "
+                            f"{frames} dates", "a time series is stored time-major as T·C bands")
+
     def finish(self, *, prep_version: int, citation: str, licence: str, domains: dict[str, DomainInfo],
                source_archives: list[SourceArchive], expected_counts: dict[tuple[str, str], int],
                published_counts: dict[str, dict[str, int]] | None = None, notes: list[str] | None = None,
-               unlabelled: list[str] | None = None) -> Path:
+               unlabelled: list[str] | None = None, group_regions: dict[str, str] | None = None) -> Path:
         """Verify counts and hashes, write manifest and card, and rename the folder into place.
 
         `expected_counts` must hold (what the raw files present imply); `published_counts` are the sizes
@@ -316,8 +352,8 @@ class PreparedWriter:
                     "the raw download is incomplete or not the expected version; re-download it and re-run "
                     f"(the partial work stays in {self.work_dir} and resumes)",
                 )
-        for row in manifest.itertuples():
-            for rel, expected_sha in ((row.image, row.image_sha256), (row.label, row.label_sha256)):
+        for row in manifest.to_dict("records"):
+            for rel, expected_sha in _stored_files(row):
                 if sha256_file(self.work_dir / rel) != expected_sha:
                     raise DataError(f"{self.work_dir / rel} changed while preparing (sha256 mismatch)",
                                     "re-run prepare; the sample will be rewritten")
@@ -332,7 +368,8 @@ class PreparedWriter:
             source_archives=source_archives, crs=self.crs, manifest_sha256=sha256_file(manifest_path),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             published_counts=published_counts or {}, notes=notes or [], unlabelled=unlabelled or [],
-            footprint_overlaps=overlaps, domain_classes=self.domain_schemas,
+            footprint_overlaps=overlaps, domain_classes=self.domain_schemas, timesteps=self.timesteps,
+            label_level=self.label_level, group_regions=group_regions or {},
         )
         atomic_write_json(self.work_dir / CARD_FILE, card.model_dump(mode="json"))
         (self.work_dir / _ROWS_FILE).unlink()
@@ -355,6 +392,31 @@ class PreparedWriter:
         os.replace(self.work_dir, self.final_dir)
         if old is not None:
             shutil.rmtree(old)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Store `source`'s bytes at `target` atomically: a hard link when both sit on one file system (no
+    second copy of a large release; the sha256 in the manifest still catches a later change of either
+    name), else a copy."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _stored_files(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """(relative path, sha256) of a manifest row's files: the image, and the label unless image-level."""
+    files = [(row["image"], row["image_sha256"])]
+    if row.get("label"):
+        files.append((row["label"], row["label_sha256"]))
+    return files
+
+
+def _file_intact(root: Path, rel: str, sha: str) -> bool:
+    return (root / rel).exists() and sha256_file(root / rel) == sha
 
 
 def _bounds(transform: Affine | None, width: int, height: int) -> list[float] | None:
@@ -450,14 +512,13 @@ class PreparedDataset:
         return read_raster(self.root / row["image"])
 
     def read_label(self, row: Any) -> np.ndarray:
-        return read_raster(self.root / row["label"])[0]
+        """H×W class indices; T×H×W for a time series; a 0-d array (the class) for image-level labels."""
+        if self.card.label_level == "image":
+            return np.asarray(row["target"], dtype=np.uint8)
+        planes = read_raster(self.root / row["label"])
+        return planes if self.card.timesteps else planes[0]
 
     def verify_files(self) -> list[str]:
         """Re-hash every file; returns the relative paths that are missing or changed."""
-        bad = []
-        for row in self.manifest.itertuples():
-            for rel, expected in ((row.image, row.image_sha256), (row.label, row.label_sha256)):
-                path = self.root / rel
-                if not path.exists() or sha256_file(path) != expected:
-                    bad.append(rel)
-        return bad
+        return [rel for row in self.manifest.to_dict("records") for rel, sha in _stored_files(row)
+                if not _file_intact(self.root, rel, sha)]

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import __version__
 from .errors import ResultsError
 from .io import atomic_write_json, canonical_json, sha256_bytes
-from .metrics import METRIC_NAMES, scores_from_confusion
+from .metrics import GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
 
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
@@ -89,6 +89,7 @@ class ResultRecord(BaseModel):
     provenance: dict[str, Any]
     per_image_matrices: dict[str, dict[str, Any]] = {}  # slug → `encode_per_image` (for bootstrap intervals)
     predictions: dict[str, list[dict[str, str]]] = {}  # slug → saved samples (`run --save-predictions`)
+    groups: dict[str, list[str]] = {}  # slug → each image's group (place), in per-image order (classification)
 
     @property
     def class_names(self) -> list[str]:
@@ -127,12 +128,38 @@ def resume_key(*, task_hash: str, adapter_identity: dict[str, Any], checkpoint_s
     return sha256_bytes(canonical_json(material).encode())[:24]
 
 
-def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str], headline: list[int]) -> dict[str, Any]:
-    """The stored metrics of one confusion matrix (NaN as None)."""
+def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str], headline: list[int],
+                  per_image: dict[str, Any] | None = None, groups: list[str] | None = None) -> dict[str, Any]:
+    """The stored metrics of one confusion matrix (NaN as None). With the per-image matrices and each
+    image's group, also the per-group accuracy, its mean over groups and its worst group."""
     scores = scores_from_confusion(torch.as_tensor(matrix), headline)
     per_class = {name: {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in values.items()}
                  for name, values in scores.per_class(class_names).items()}
-    return {**{k: _none_if_nan(v) for k, v in scores.headline().items()}, "per_class": per_class}
+    block = {**{k: _none_if_nan(v) for k, v in scores.headline().items()}, "per_class": per_class}
+    if per_image is not None and groups is not None:
+        by_group = group_accuracy(per_image, groups)
+        values = list(by_group.values())
+        block.update(domain_acc=sum(values) / len(values) if values else None,
+                     worst_domain_acc=min(values) if values else None, group_acc=by_group)
+    return block
+
+
+def group_accuracy(per_image: dict[str, Any], groups: list[str]) -> dict[str, float]:
+    """Accuracy (diagonal share of counts) of each group, from `encode_per_image` entries: for a
+    classification split, the share of a country's images classified right. Groups in sorted order; images
+    whose group is "" (no place known, or WILDS's catch-all "Other" region) count in no group."""
+    if len(groups) != per_image["images"]:
+        raise ResultsError(f"{len(groups)} groups for {per_image['images']} per-image matrices")
+    k = per_image["k"]
+    correct: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for image, cell, count in per_image["entries"]:
+        name = groups[image]
+        if not name:
+            continue
+        total[name] = total.get(name, 0) + count
+        correct[name] = correct.get(name, 0) + (count if cell // k == cell % k else 0)
+    return {name: correct[name] / total[name] for name in sorted(total)}
 
 
 def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: torch.device,
@@ -206,13 +233,15 @@ def check_consistency(record: ResultRecord, path: Path | str) -> None:
         if len(matrix) != k or any(len(row) != k for row in matrix):
             raise ResultsError(f"{path}: confusion matrix for {slug} is not {k}×{k}")
         if slug in record.per_image_matrices:
-            summed = decode_per_image(record.per_image_matrices[slug]).sum(axis=0)
+            summed = _summed_entries(record.per_image_matrices[slug])
             if summed.shape != (k, k) or not np.array_equal(summed, np.asarray(matrix)):
                 raise ResultsError(f"{path}: the per-image matrices of {slug} do not add up to its confusion matrix: "
                                    "the record was edited", "delete the record and re-run the evaluation")
-        expected = metrics_block(matrix, record.class_names, record.headline_classes)
+        expected = _block_of(record, slug)
         stored = record.metrics[slug]
-        for name in METRIC_NAMES:
+        for name in (*METRIC_NAMES, *GROUP_METRIC_NAMES):
+            if name not in expected and name not in stored:
+                continue
             if not _same(stored.get(name), expected[name]):
                 raise ResultsError(
                     f"{path}: stored {name} for {slug} is {stored.get(name)} but its confusion matrix gives "
@@ -220,6 +249,24 @@ def check_consistency(record: ResultRecord, path: Path | str) -> None:
                     f"run `rsdg-bench results recompute {path}` to restore the numbers from the matrix, "
                     "or delete the record and re-run",
                 )
+
+
+def _summed_entries(block: dict[str, Any]) -> np.ndarray:
+    """The sum of `encode_per_image` matrices without building the N×K×K stack (cheap for many images)."""
+    k = block["k"]
+    if not block["entries"]:
+        return np.zeros((k, k), dtype=np.int64)
+    _, cell, count = np.asarray(block["entries"], dtype=np.int64).T
+    if cell.min() < 0 or cell.max() >= k * k:
+        return np.full((0, 0), -1, dtype=np.int64)
+    return np.bincount(cell, weights=count, minlength=k * k).astype(np.int64).reshape(k, k)
+
+
+def _block_of(record: ResultRecord, slug: str) -> dict[str, Any]:
+    """The metrics a record's own matrices give for one split (group metrics when it stores groups)."""
+    groups = record.groups.get(slug)
+    return metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes,
+                         record.per_image_matrices.get(slug) if groups is not None else None, groups)
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -230,8 +277,7 @@ def _same(a: float | None, b: float | None) -> bool:
 def recompute(path: Path) -> ResultRecord:
     """Rewrite a record's metrics from its confusion matrices (after a metric fix, or a hand edit)."""
     record = _parse_record(path)
-    record.metrics = {slug: metrics_block(matrix, record.class_names, record.headline_classes)
-                      for slug, matrix in record.confusion_matrices.items()}
+    record.metrics = {slug: _block_of(record, slug) for slug in record.confusion_matrices}
     atomic_write_json(path, record.model_dump(mode="json"))
     return record
 

@@ -97,13 +97,16 @@ def build_for_task(model: ModelSpec, task: Task, data: TaskData) -> Adapter:
     return adapter
 
 
-# Kinds the evaluator scores: per-pixel class maps. A change-detection sample is the bi-temporal pair stacked
-# as bands (`t1_*`, `t2_*`), so it is scored like segmentation, with the change class as the headline.
-EVALUATED_KINDS = ("segmentation", "change_detection")
+# Kinds the evaluator scores (`evaluation.sample_scorer`). A change-detection sample is the bi-temporal pair
+# stacked as bands (`t1_*`, `t2_*`), scored like segmentation with the change class as the headline.
+EVALUATED_KINDS = ("segmentation", "change_detection", "temporal_segmentation", "classification")
+# Kinds whose predictions `--save-predictions` can paint (one 2-D map per sample).
+_PAINTABLE_KINDS = ("segmentation", "change_detection")
 
 
-def require_kind(task: Task, adapter: Adapter | None = None) -> None:
-    """Refuse a task kind this version cannot score, and a task the adapter does not declare it can do."""
+def require_kind(task: Task, adapter: Adapter | type[Adapter] | None = None) -> None:
+    """Refuse a task kind this version cannot score, and a task the adapter (instance or class) does not
+    declare it can do."""
     if task.kind not in EVALUATED_KINDS:
         raise TaskError(f"task {task.id} is of kind {task.kind!r}, which this version cannot evaluate yet",
                         f"the kinds that run now are {', '.join(EVALUATED_KINDS)}")
@@ -113,11 +116,10 @@ def require_kind(task: Task, adapter: Adapter | None = None) -> None:
 
 
 def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultStore) -> TaskOutcome:
-    require_kind(task)
+    require_kind(task, resolve_adapter(model.adapter))  # before any data is opened
     outcome = TaskOutcome(task.id)
     data = TaskData(settings.data_root, task, phase="evaluate")
     adapter = build_for_task(model, task, data)
-    require_kind(task, adapter)
     checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter)
     checkpoint_sha = sha256_file(checkpoint) if checkpoint is not None else None
     if model.backbone_checkpoint is not None:
@@ -138,14 +140,17 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
             continue
         split = data.open(ref, limit=settings.limit)
         started = time.perf_counter()
-        saver = PredictionSaver(settings.results_root, task.id, key, task.class_schema, settings.save_predictions,
-                                store.path_for(task.id, key).parent) if settings.save_predictions else None
+        saver = (PredictionSaver(settings.results_root, task.id, key, task.class_schema, settings.save_predictions,
+                                 store.path_for(task.id, key).parent)
+                 if settings.save_predictions and task.kind in _PAINTABLE_KINDS else None)
         per_image = evaluate_split_per_image(adapter, split, task, settings.device, settings.num_workers,
                                              settings.progress, settings.group, settings.window_batch, saver)
         elapsed = time.perf_counter() - started
         if not settings.group.is_main:
             continue
         matrix_list = per_image.sum(0).tolist()
+        encoded = encode_per_image(per_image)
+        groups = split.groups(task.metrics.groups) if task.kind == "classification" else None
         record = ResultRecord(
             schema_version=SCHEMA_VERSION, key=key,
             task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
@@ -153,13 +158,15 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
                   "headline_classes": headline, "primary": task.metrics.primary,
                   "resolved": task.model_dump(mode="json")},
             model={**adapter.identity(), "display_name": model.display_name or _default_name(adapter),
+                   **({"peeks_at_labels": True} if adapter.peeks_at_labels else {}),
                    "checkpoint": {"path": str(checkpoint) if checkpoint else None, "sha256": checkpoint_sha,
                                   "random_init": checkpoint is None}},
             evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
                                      num_samples=len(split),
                                      published_samples=prepared.card.published_counts.get(ref.domain, {}).get(ref.split)),
-            metrics={ref.slug: metrics_block(matrix_list, class_names, headline)},
-            confusion_matrices={ref.slug: matrix_list}, per_image_matrices={ref.slug: encode_per_image(per_image)},
+            metrics={ref.slug: metrics_block(matrix_list, class_names, headline, encoded, groups)},
+            confusion_matrices={ref.slug: matrix_list}, per_image_matrices={ref.slug: encoded},
+            groups={ref.slug: groups} if groups is not None else {},
             predictions={ref.slug: saver.saved} if saver else {},
             inference=task.inference.model_dump(mode="json"),
             normalization=contract.record(),

@@ -27,7 +27,10 @@ from .io import canonical_json, sha256_bytes
 from .label_maps import load_label_map
 
 TaskKind = Literal["segmentation", "temporal_segmentation", "change_detection", "classification"]
-MetricName = Literal["miou", "oa", "aa", "mf1"]
+MetricName = Literal["miou", "oa", "aa", "mf1", "domain_acc", "worst_domain_acc"]
+_GROUP_METRICS = {"domain_acc", "worst_domain_acc"}  # need the samples' groups: classification only
+# Kinds whose samples are one 2-D map: the only ones the inference options (windows, resize, TTA) apply to.
+_MAP_KINDS = {"segmentation", "change_detection"}
 _DISPLAY_ONLY = {"name", "description", "reference"}
 _NOT_TASK_DIRS = {"classes", "suites", "label_maps"}
 
@@ -87,6 +90,9 @@ class MetricsSpec(_Strict):
     primary: MetricName = "miou"
     report: tuple[MetricName, ...] = ("miou", "oa", "aa", "mf1")
     classes: Literal["all"] | tuple[str, ...] = "all"
+    groups: Literal["group", "region"] = Field(
+        default="group", description="the places domain_acc / worst_domain_acc average over: the samples' "
+                                     "group (e.g. country), or the region the dataset card puts it in (continent)")
     source_reference: bool = Field(
         default=False, description="also evaluate the selection split, to show the source→target drop")
 
@@ -154,6 +160,18 @@ class Task(_Strict):
         for target in self.targets:
             if target.slug in seen_in_training:
                 raise ValueError(f"target {target.slug} is also the source or selection split: it would not be unseen")
+        return self
+
+    @model_validator(mode="after")
+    def _options_fit_kind(self) -> Task:
+        if self.kind not in _MAP_KINDS and self.inference != InferenceSpec():
+            raise ValueError(f"inference options (windows, resize, TTA) apply to 2-D maps; a {self.kind} task "
+                             "is predicted whole: drop `inference:`")
+        if self.kind == "classification" and self.training is not None and self.training.loss != "ce":
+            raise ValueError("a classification task trains with loss 'ce' (the Dice loss is per pixel)")
+        group_metrics = _GROUP_METRICS & {self.metrics.primary, *self.metrics.report}
+        if group_metrics and self.kind != "classification":
+            raise ValueError(f"metrics {sorted(group_metrics)} are per-place accuracies of classification tasks")
         return self
 
     @cached_property

@@ -27,7 +27,7 @@ from .adapters import Adapter, checkpoint_bytes
 from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
 from .errors import AdapterError, TaskError
-from .evaluation import evaluate_split
+from .evaluation import evaluate_split, prepare_series
 from .io import atomic_write_bytes
 from .metrics import scores_from_confusion
 from .runner import ModelSpec, build_for_task, require_kind
@@ -35,7 +35,12 @@ from .task_schema import Task, TrainingSpec
 
 
 class RandomCrops(Dataset):
-    """Draw i → a random crop and flips of a random sample, determined by (seed, i) alone."""
+    """Draw i → a random crop and flips of a random sample, determined by (seed, i) alone.
+
+    The crop and flips act on the last two axes, so a time series (T×C×H×W with T×H×W labels) is cut the
+    same way on every date; an image-level label (0-d) is kept as it is. Draws are dicts with `image`,
+    `label` and, for a time series, `days`.
+    """
 
     def __init__(self, split: SegmentationSplit, crop: int, draws: int, seed: int) -> None:
         self.split, self.crop, self.draws, self.seed = split, crop, draws, seed
@@ -43,24 +48,30 @@ class RandomCrops(Dataset):
     def __len__(self) -> int:
         return self.draws
 
-    def __getitem__(self, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, draw])
         sample = self.split[int(rng.integers(len(self.split)))]
         image, label = sample["image"], sample["label"].long()
-        height, width = label.shape
+        per_pixel = label.ndim > 0
+        height, width = image.shape[-2:]
         pad_h, pad_w = max(self.crop - height, 0), max(self.crop - width, 0)
         if pad_h or pad_w:
             image = F.pad(image, (0, pad_w, 0, pad_h))
-            label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
-        y0 = int(rng.integers(label.shape[0] - self.crop + 1))
-        x0 = int(rng.integers(label.shape[1] - self.crop + 1))
-        image = image[:, y0:y0 + self.crop, x0:x0 + self.crop]
-        label = label[y0:y0 + self.crop, x0:x0 + self.crop]
-        if rng.random() < 0.5:
-            image, label = image.flip(-1), label.flip(-1)
-        if rng.random() < 0.5:
-            image, label = image.flip(-2), label.flip(-2)
-        return image, label
+            if per_pixel:
+                label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        y0 = int(rng.integers(image.shape[-2] - self.crop + 1))
+        x0 = int(rng.integers(image.shape[-1] - self.crop + 1))
+        image = image[..., y0:y0 + self.crop, x0:x0 + self.crop]
+        if per_pixel:
+            label = label[..., y0:y0 + self.crop, x0:x0 + self.crop]
+        for axis in (-1, -2):
+            if rng.random() < 0.5:
+                image = image.flip(axis)
+                label = label.flip(axis) if per_pixel else label
+        draw_out = {"image": image, "label": label}
+        if "days" in sample:
+            draw_out["days"] = sample["days"]
+        return draw_out
 
 
 @dataclass(frozen=True)
@@ -81,9 +92,10 @@ class TrainOverrides:
 class TrainReport:
     checkpoint: Path
     best_iteration: int
-    best_selection_miou: float | None
+    best_selection_value: float | None  # of `selection_metric` on the selection split
     opened_splits: list[str]
     resumed_from: int = 0
+    selection_metric: str = "miou"
 
 
 def build_trainable(model: ModelSpec, task: Task, data_root: Path) -> Adapter:
@@ -112,6 +124,27 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def segmentation_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
     return loss + dice_loss(logits, labels) if kind == "ce+dice" else loss
+
+
+def training_logits(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], band_names: list[str],
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of one training batch, shaped for the loss: B×K×H×W and B×H×W for per-pixel kinds
+    (a time series' dates folded into the batch), B×K and B for classification."""
+    contract = adapter.input_contract()
+    images, labels = batch["image"].to(device), batch["label"].to(device)
+    where = task.source.slug
+    if task.kind == "temporal_segmentation":
+        x = prepare_series(contract, images, band_names, where)
+        return adapter.predict_series(x, batch["days"].to(device)).flatten(0, 1), labels.flatten(0, 1)
+    x = contract.prepare(images, band_names, where=where, replicate_single_band=task.inputs.replicate_single_band)
+    if task.kind == "classification":
+        return adapter.classify(x), labels
+    return adapter.predict(x), labels
+
+
+def selection_metric(task: Task) -> str:
+    """What model selection maximizes: accuracy for classification, headline mIoU otherwise."""
+    return "oa" if task.kind == "classification" else "miou"
 
 
 def _poly(spec: TrainingSpec, iteration: int) -> float:
@@ -158,11 +191,11 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     interval = spec.val_interval or spec.iterations
     bar = tqdm(total=spec.iterations, initial=done, desc=f"train {task.checkpoint_key}", unit="it",
                disable=not progress)
-    for iteration, (images, labels) in enumerate(loader, start=done + 1):
+    metric = selection_metric(task)
+    for iteration, batch in enumerate(loader, start=done + 1):
         module.train()
-        x = contract.prepare(images.to(device), source.band_names, where=task.source.slug,
-                             replicate_single_band=task.inputs.replicate_single_band)
-        loss = segmentation_loss(spec.loss, adapter.predict(x), labels.to(device))
+        logits, labels = training_logits(adapter, task, batch, source.band_names, device)
+        loss = segmentation_loss(spec.loss, logits, labels)
         if not math.isfinite(loss.item()):
             raise AdapterError(f"training loss became {loss.item()} at iteration {iteration}",
                                "lower the learning rate or check the normalization")
@@ -175,24 +208,24 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
         if iteration % interval == 0 or iteration == spec.iterations:
             if select is not None:
                 matrix = evaluate_split(adapter, select, task, device, progress=False)
-                miou = scores_from_confusion(matrix, task.headline_class_indices()).miou
-                bar.set_postfix(loss=f"{loss.item():.3f}", select_miou=f"{miou:.3f}")
-                if best is None or miou > best["miou"]:
-                    best = {"miou": miou, "iteration": iteration, "state": _cpu_copy(module.state_dict())}
+                value = getattr(scores_from_confusion(matrix, task.headline_class_indices()), metric)
+                bar.set_postfix(loss=f"{loss.item():.3f}", **{f"select_{metric}": f"{value:.3f}"})
+                if best is None or value > best["value"]:
+                    best = {"value": value, "iteration": iteration, "state": _cpu_copy(module.state_dict())}
             atomic_write_bytes(state_path, checkpoint_bytes({
                 "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(module.state_dict()),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best}))
     bar.close()
     if best is None:
-        best = {"miou": math.nan, "iteration": spec.iterations, "state": _cpu_copy(module.state_dict())}
-    selected = None if math.isnan(best["miou"]) else best["miou"]
+        best = {"value": math.nan, "iteration": spec.iterations, "state": _cpu_copy(module.state_dict())}
+    selected = None if math.isnan(best["value"]) else best["value"]
     payload = {
         "state_dict": best["state"],
         "rsdg": {
             "task_id": task.id, "task_hash": task.hash, "checkpoint_key": task.checkpoint_key,
             "adapter": adapter.identity(), "normalization": contract.record(), "band_names": source.band_names,
             "training": spec.model_dump(mode="json"), "resumed_from": done or None, "selection": {
-                "split": task.select.slug if task.select else None, "metric": "miou",
+                "split": task.select.slug if task.select else None, "metric": metric,
                 "value": selected, "iteration": best["iteration"]},
             "opened_splits": access.opened, "harness_version": __version__,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -200,7 +233,8 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     }
     atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload))
     state_path.unlink(missing_ok=True)
-    return TrainReport(checkpoint_path, best["iteration"], selected, access.opened, resumed_from=done)
+    return TrainReport(checkpoint_path, best["iteration"], selected, access.opened, resumed_from=done,
+                       selection_metric=metric)
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -144,12 +144,12 @@ def test_smp_encoder_weights_load_from_a_local_file(tmp_path: Path):
         wrong.setup(TASK, ["red", "green", "blue"])
 
 
-def test_tasks_of_kinds_without_an_evaluator_are_refused(data_root):
+def test_a_kind_the_adapter_does_not_declare_is_refused_before_any_data_is_read(tmp_path):
     from rsdg_bench.runner import RunSettings, run_tasks
 
     from conftest import SMALL_MODEL
 
     for kind in ("temporal_segmentation", "classification"):
         other = TASK.model_copy(update={"kind": kind})
-        [outcome] = run_tasks([other], SMALL_MODEL, RunSettings(data_root, data_root / "r", progress=False))
-        assert "cannot evaluate yet" in outcome.error
+        [outcome] = run_tasks([other], SMALL_MODEL, RunSettings(tmp_path / "no-data-here", tmp_path / "r", progress=False))
+        assert f"does not do {kind}" in outcome.error and "not found" not in outcome.error

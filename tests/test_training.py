@@ -64,8 +64,8 @@ def test_random_crops_are_repeatable_and_pad_with_ignore(data_root: Path):
     task = TaskCatalog().task("demo/u2a")
     split = TaskData(data_root, task, phase="train").open(task.source)
     a, b = RandomCrops(split, 160, 4, seed=1), RandomCrops(split, 160, 4, seed=1)
-    image_a, label_a = a[2]
-    image_b, label_b = b[2]
+    image_a, label_a = a[2]["image"], a[2]["label"]
+    image_b, label_b = b[2]["image"], b[2]["label"]
     assert torch.equal(image_a, image_b) and torch.equal(label_a, label_b)
     assert image_a.shape == (3, 160, 160) and (label_a == 255).sum() >= 160 * 160 - 128 * 128
 
