@@ -67,7 +67,7 @@ def decode_change(raw: np.ndarray, where: str) -> np.ndarray:
 class OSCD(Preparer):
     name = "oscd"
     summary = "OSCD: Sentinel-2 bi-temporal urban change detection, 24 cities (CoDEX suite)"
-    prep_version = 1
+    prep_version = 2  # 2: the manifest's group is the city
     archives = ARCHIVES
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
@@ -126,7 +126,7 @@ class OSCD(Preparer):
                         label = decode_change(src.read(1), str(label_file))
                     if label.shape != image.shape[1:]:
                         raise DataError(f"{city}: change map {label.shape} and images {image.shape[1:]} differ in size")
-                    writer.add(SampleArrays(sample_id=city, domain="s2", split=split, image=image, label=label,
+                    writer.add(SampleArrays(sample_id=city, domain="s2", split=split, image=image, label=label, group=city,
                                             source_file=f"{IMAGES}/{city}", window=(0, 0, label.shape[1], label.shape[0]),
                                             transform=transform, crs=crs))
             return writer.finish(

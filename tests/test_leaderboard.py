@@ -348,6 +348,12 @@ def test_a_reported_headline_lands_in_the_tasks_primary_metric_column():
     row = next(r for r in table.rows if r.label == "CoDEX")
     assert row.values[table.columns.index("mF1")] == pytest.approx(0.478)  # CoDEX reports the change F1
     assert math.isnan(row.values[table.columns.index("mIoU")])
+    muds = next(t for t in board.tasks if t.task_id == "codex/muds")
+    codex_muds = next(r for r in muds.reported if r.method == "CoDEX")
+    assert muds.reported_target(codex_muds) == pytest.approx(0.642) and codex_muds.metrics["oa"] == pytest.approx(0.958)
+    fmow = next(t for t in board.tasks if t.task_id == "codex/fmow")
+    codex_fmow = next(r for r in fmow.reported if r.method == "CoDEX")
+    assert codex_fmow.split and math.isnan(fmow.reported_target(codex_fmow))  # CoDEX's country lists are not ours
 
 
 def test_a_tampered_record_is_left_out_with_its_reason_and_the_rest_still_builds(tmp_path: Path):
