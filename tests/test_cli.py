@@ -35,6 +35,11 @@ def test_tasks_list_show_validate_schema(capsys):
     assert code == 0 and '"spectral_band"' in out and "# hash " in out
     code, out, _ = run(capsys, "tasks", "validate")
     assert code == 0 and "are valid" in out
+    from rsdg_bench.task_schema import package_tasks_dir
+
+    codex = sorted(str(p) for p in (package_tasks_dir() / "codex").glob("*.yaml"))
+    code, out, _ = run(capsys, "tasks", "validate", *codex)
+    assert code == 0 and "skip" in out and "_defaults.yaml" in out and "ok " in out  # fragments are not tasks
     code, out, _ = run(capsys, "tasks", "schema")
     assert json.loads(out)["title"] == "rsdg-bench task"
 
