@@ -121,3 +121,16 @@ def test_the_oracle_picks_the_best_expert_and_never_reaches_the_board(den_data: 
     assert all(r.model["peeks_at_labels"] for _, r in records)
     board = build_board(records)
     assert not board.tasks and any("chooses with the labels" in why for _, why in board.excluded)
+
+
+def test_skip_aggregation_equals_the_u_tae_formulation_with_and_without_padding():
+    from rsdg_bench.baselines.multi_ltae import aggregate_skip
+    from rsdg_bench.references import utae_att_group_aggregation
+
+    generator = torch.Generator().manual_seed(4)
+    attention = torch.rand(4, 2, 3, 3, 8, 8, generator=generator).softmax(dim=3)
+    for size in (16, 8, 4):  # upsampled, same size, average-pooled
+        x = torch.randn(2, 3, 8, size, size, generator=generator)
+        for pad in (torch.zeros(2, 3, dtype=torch.bool), torch.tensor([[False, True, False], [False, False, False]])):
+            torch.testing.assert_close(aggregate_skip(x, attention, pad), utae_att_group_aggregation(x, attention, pad),
+                                       atol=1e-6, rtol=0)
