@@ -97,7 +97,12 @@ def aggregate_skip(x: torch.Tensor, attention: torch.Tensor, pad_mask: torch.Ten
     else:
         flat = F.avg_pool2d(flat, kernel_size=width // x.shape[-2])
     weights = flat.reshape(heads, batch, frames, frames, *x.shape[-2:])
-    weights = weights * (~pad_mask).to(weights.dtype)[None, :, None, :, None, None]
+    if pad_mask.any():
+        weights = weights * (~pad_mask).to(weights.dtype)[None, :, None, :, None, None]
     groups = torch.stack(x.chunk(heads, dim=2))  # heads×B×T×C/heads×H×W
-    out = torch.einsum("nbtuhw,nbukhw->nbtkhw", weights, groups)
+    # Σ_u weights[t, u] · groups[u], accumulated date by date: never holds the T×T×C/heads product
+    # (bench/skip_aggregation.py times it against the formulation that does).
+    out = groups.new_zeros(heads, batch, frames, *groups.shape[3:])
+    for attended in range(frames):
+        out += weights[:, :, :, attended, None] * groups[:, :, None, attended]
     return torch.cat(list(out), dim=2)
