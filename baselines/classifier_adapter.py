@@ -29,13 +29,9 @@ class TimmClassifierAdapter(Adapter):
 
     trainable = True
     kinds = frozenset({"classification"})
-    _KNOWN_OPTIONS = {"model", "mean", "std"}
+    known_options = frozenset({"model", "mean", "std"})
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown timm-classifier options {sorted(unknown)}",
-                               f"use: {', '.join(sorted(self._KNOWN_OPTIONS))}")
         options.setdefault("model", "resnet18")
         super().__init__(**options)
         self._contract: InputContract | None = None

@@ -55,12 +55,9 @@ class CodexAdapter(Adapter):
     """CoDEX's expert mixture (or its label-peeking Oracle) for time-series segmentation."""
 
     kinds = frozenset({"temporal_segmentation"})
-    _KNOWN_OPTIONS = {"selection", "mean", "std"}
+    known_options = frozenset({"selection", "mean", "std"})
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown codex options {sorted(unknown)}", f"use: {', '.join(sorted(self._KNOWN_OPTIONS))}")
         options.setdefault("selection", "mixture")
         if options["selection"] not in ("mixture", "oracle"):
             raise AdapterError(f"codex option selection={options['selection']!r}", "use selection=mixture or oracle")

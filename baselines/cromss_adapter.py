@@ -89,12 +89,9 @@ def pretrained_state(state: dict[str, torch.Tensor], fusion: str, modality: str,
 @register_adapter("cromss")
 class CromSSAdapter(Adapter):
     trainable = True
-    _KNOWN_OPTIONS = {"arch", "modality", "bands", "fusion", "pretrained", "freeze_encoder", "mode"}
+    known_options = frozenset({"arch", "modality", "bands", "fusion", "pretrained", "freeze_encoder", "mode"})
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown cromss options {sorted(unknown)}", f"use: {', '.join(sorted(self._KNOWN_OPTIONS))}")
         self._task_decides = {"arch", "modality", "bands"} - set(options)
         for key, default in (("arch", "unet"), ("modality", "s2"), ("bands", "13"), ("fusion", "mid"),
                              ("freeze_encoder", "false"), ("mode", "transfer")):

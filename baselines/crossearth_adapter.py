@@ -117,12 +117,10 @@ class CrossEarthAdapter(Adapter):
     """CrossEarth DINOv2-L + Reins + Mask2Former. Option: `img_size` (512 | 1024; default: the task's crop
     when it is one of these, else 512)."""
 
-    _KNOWN_OPTIONS = {"img_size"}
+    known_options = frozenset({"img_size"})
+    options_help = "use: img_size=512|1024"
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown crossearth options {sorted(unknown)}", "use: img_size=512|1024")
         super().__init__(**options)
         self.img_size = 0
         self.num_classes = 0

@@ -77,12 +77,10 @@ class DAFormerAdapter(Adapter):
     """MiT-B5 + DAFormer head; options: `keep` (model | ema_model, for UDA checkpoints)."""
 
     trainable = True
-    _KNOWN_OPTIONS = {"keep"}
+    known_options = frozenset({"keep"})
+    options_help = "use: keep=model|ema_model"
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown daformer options {sorted(unknown)}", "use: keep=model|ema_model")
         options.setdefault("keep", "model")
         super().__init__(**options)
         self._num_classes = 0

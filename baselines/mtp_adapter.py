@@ -66,13 +66,10 @@ class MTPSegmentor(nn.Module):
 class MTPAdapter(Adapter):
     """MTP's RVSA ViT + UPerHead. Options: `variant` (large | base), `img_size` (512 | 384), `stride`."""
 
-    _KNOWN_OPTIONS = {"variant", "img_size", "stride"}
+    known_options = frozenset({"variant", "img_size", "stride"})
+    options_help = "use: variant=large|base img_size=512|384 stride=N"
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown mtp options {sorted(unknown)}",
-                               "use: variant=large|base img_size=512|384 stride=N")
         options.setdefault("variant", "large")
         options.setdefault("img_size", "512")
         super().__init__(**options)

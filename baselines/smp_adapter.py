@@ -50,12 +50,9 @@ class SmpAdapter(Adapter):
 
     trainable = True
     kinds = frozenset({"segmentation", "change_detection"})  # change: early fusion of the stacked dates
-    _KNOWN_OPTIONS = {"arch", "encoder", "mean", "std", "encoder_weights"}
+    known_options = frozenset({"arch", "encoder", "mean", "std", "encoder_weights"})
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown smp options {sorted(unknown)}", f"use: {', '.join(sorted(self._KNOWN_OPTIONS))}")
         options.setdefault("arch", "unet")
         options.setdefault("encoder", "resnet18")
         super().__init__(**options)

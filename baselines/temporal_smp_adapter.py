@@ -48,13 +48,9 @@ class TemporalSmpAdapter(Adapter):
 
     trainable = True
     kinds = frozenset({"temporal_segmentation"})
-    _KNOWN_OPTIONS = {"arch", "encoder", "mean", "std", "features"}
+    known_options = frozenset({"arch", "encoder", "mean", "std", "features"})
 
     def __init__(self, **options: str) -> None:
-        unknown = set(options) - self._KNOWN_OPTIONS
-        if unknown:
-            raise AdapterError(f"unknown smp-temporal options {sorted(unknown)}",
-                               f"use: {', '.join(sorted(self._KNOWN_OPTIONS))}")
         options.setdefault("arch", "unet")
         options.setdefault("encoder", "resnet18")
         options.setdefault("features", "16")

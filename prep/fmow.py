@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import rasterio
 from tqdm.auto import tqdm
 
 from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, quiet_georef
+from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, read_raster
 
 from .base import Preparer, RawFiles, raw_files, register_preparer, source_archives_of, uint8_bands
 from .fakes import write_raster
@@ -214,11 +213,7 @@ class FMoW(Preparer):
 
 def _read_png(path: Path) -> tuple[np.ndarray, bool]:
     """3×224×224 uint8, and whether the file holds exactly that (then it is stored as is, not re-encoded)."""
-    try:
-        with quiet_georef(), rasterio.open(path) as src:
-            image = src.read()
-    except rasterio.errors.RasterioError as exc:
-        raise DataError(f"cannot read {path}: {exc}", "the file is corrupt; re-extract fmow_v1.1") from exc
+    image = read_raster(path, fix="the file is corrupt; re-extract fmow_v1.1")
     as_stored = image.shape[0] == 3
     if image.shape[0] == 4:
         image = image[:3]  # an alpha band, as PIL's convert("RGB") in WILDS drops it

@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import rasterio
 from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, quiet_georef
+from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, read_raster
 
 from .base import Preparer, RawFiles, raw_files, source_archives_of
 from .fakes import write_raster, zip_tree
@@ -208,7 +207,7 @@ class SitsPreparer(Preparer):
                 if name not in found:
                     raise DataError(f"{area_dir}/{name} is missing (month {MONTHS[month]:%Y-%m} is labelled)",
                                     "re-extract the release zip")
-                bands.append(_read_image(found[name]))
+                bands.append(read_raster(found[name], fix="the file is corrupt; re-extract the release zip"))
             frame = np.concatenate(bands)
             if frame.shape != series.shape[1:]:
                 raise DataError(f"{area_dir}: month {MONTHS[month]:%Y-%m} is {frame.shape}, expected "
@@ -219,14 +218,6 @@ class SitsPreparer(Preparer):
 
 def _patch_id(area: str, rc: tuple[int, int]) -> str:
     return f"{area}_r{rc[0]}_c{rc[1]}"
-
-
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        with quiet_georef(), rasterio.open(path) as src:
-            return src.read()
-    except rasterio.errors.RasterioError as exc:
-        raise DataError(f"cannot read {path}: {exc}", "the file is corrupt; re-extract the release zip") from exc
 
 
 def write_fake_jpeg(path: Path, array: np.ndarray) -> None:

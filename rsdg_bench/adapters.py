@@ -113,8 +113,14 @@ class Adapter(abc.ABC):
     # An upper-bound mode that chooses with the labels (e.g. CoDEX's Oracle): the evaluator calls
     # `oracle_series` with them, and the records it gives are marked and never reach a leaderboard.
     peeks_at_labels: bool = False
+    known_options: ClassVar[frozenset[str] | None] = None  # the `--model-arg` keys it takes (None: any)
+    options_help: ClassVar[str] = ""  # the fix shown for an unknown option (default: the known keys)
 
     def __init__(self, **options: str) -> None:
+        unknown = set(options) - self.known_options if self.known_options is not None else set()
+        if unknown:
+            raise AdapterError(f"unknown {self.name} options {sorted(unknown)}",
+                               self.options_help or f"use: {', '.join(sorted(self.known_options))}")
         self.options = dict(options)
         self.module: nn.Module | None = None
 

@@ -89,18 +89,23 @@ def sample_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device
                                 replicate_single_band=task.inputs.replicate_single_band)
 
     if task.kind == "temporal_segmentation":
+        plain = checked_series_forward(adapter.predict_series, num_classes, contract.size_divisor, adapter.name)
+
         def score_series(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
             x = prepare(sample["image"], sample)[None]  # frames normalized as a batch → 1×T×C×H×W
-            predict = adapter.predict_series
-            if adapter.peeks_at_labels:  # an upper bound that chooses with the labels (padded as the input)
-                labels = sample["label"][None].to(device=device, dtype=torch.long)
-
-                def predict(xp: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
-                    pad = (0, xp.shape[-1] - labels.shape[-1], 0, xp.shape[-2] - labels.shape[-2])
-                    return adapter.oracle_series(xp, days, F.pad(labels, pad, value=IGNORE_INDEX))
-            forward = checked_series_forward(predict, num_classes, contract.size_divisor, adapter.name)
+            forward = oracle_forward(sample["label"]) if adapter.peeks_at_labels else plain
             logits = forward(x, sample["days"][None].to(device))
             return sample["label"], logits.argmax(dim=2)[0].to(torch.uint8).cpu()
+
+        def oracle_forward(label: torch.Tensor) -> SeriesForward:
+            """An upper bound that chooses with the sample's labels, padded as the input is."""
+            labels = label[None].to(device=device, dtype=torch.long)
+
+            def predict(xp: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
+                pad = (0, xp.shape[-1] - labels.shape[-1], 0, xp.shape[-2] - labels.shape[-2])
+                return adapter.oracle_series(xp, days, F.pad(labels, pad, value=IGNORE_INDEX))
+
+            return checked_series_forward(predict, num_classes, contract.size_divisor, adapter.name)
 
         return score_series
     if task.kind == "classification":

@@ -185,15 +185,16 @@ class quiet_georef:
         self._ctx.__exit__(*exc)
 
 
-def read_raster(path: str | Path) -> np.ndarray:
-    """Read every band of a raster as C×H×W in its stored dtype; an unreadable file is a DataError naming it."""
+def read_raster(path: str | Path, fix: str | None = None) -> np.ndarray:
+    """Read every band of a raster as C×H×W in its stored dtype; an unreadable file is a DataError naming it
+    (with `fix` as the remedy, e.g. re-extracting a raw download; by default the prepared-data one)."""
     try:
         with quiet_georef(), rasterio.open(path) as src:
             return src.read()
     except RasterioError as exc:
         raise DataError(f"cannot read raster {path}: {exc}",
-                        "the file is missing or corrupt; `rsdg-bench prepare NAME --verify` checks a prepared "
-                        "dataset, and re-running prepare rewrites it") from exc
+                        fix or "the file is missing or corrupt; `rsdg-bench prepare NAME --verify` checks a "
+                               "prepared dataset, and re-running prepare rewrites it") from exc
 
 
 def raster_size(path: str | Path) -> tuple[int, int]:
