@@ -8,6 +8,7 @@ for tests and the demo, and `prepare()` turning the raw download into the canoni
 from __future__ import annotations
 
 import abc
+import json
 import os
 import shutil
 import tarfile
@@ -250,3 +251,22 @@ def source_archives_of(files: RawFiles) -> list:
             entries.append(SourceArchive(name=f"{files.raw.name}/ (unpacked, listing sha256)",
                                          sha256=sha256_bytes(text.encode()), size=sum(s for _, s in listing)))
     return entries
+
+
+def read_split_lists(path: Path, splits: tuple[str, ...], kind: str) -> dict[str, list[str]]:
+    """A JSON file `{split: [id, ...]}` naming which places (areas, countries) go to which split, checked:
+    every split present, and no `kind` in two splits (that would leak test places into training)."""
+    try:
+        lists = json.loads(Path(path).read_text())
+        out = {split: [str(item) for item in lists[split]] for split in splits}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        shape = ", ".join(f'"{s}": [...]' for s in splits)
+        raise DataError(f"{path} is not a split file ({exc})", f"it must hold {{{shape}}}") from exc
+    seen: dict[str, str] = {}
+    for split, items in out.items():
+        for item in items:
+            if item in seen:
+                raise DataError(f"{path}: {kind} {item} is in both {seen[item]} and {split}: a {kind} in two splits "
+                                "would leak test places into training", "fix the file: each belongs to one split")
+            seen[item] = split
+    return out

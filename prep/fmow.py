@@ -30,7 +30,6 @@ Dataset card
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
 from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, read_raster
 
-from .base import Preparer, RawFiles, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, raw_files, read_split_lists, register_preparer, source_archives_of, uint8_bands
 from .fakes import write_raster
 
 FOLDER = "fmow_v1.1"
@@ -186,16 +185,7 @@ class FMoW(Preparer):
         listed = files.find(SPLIT_FILE).get(SPLIT_FILE)
         if listed is None:
             return country_split(present), "rsdg-bench's hash-ordered 100/50/50 definition, not CoDEX's lists"
-        try:
-            lists = json.loads(listed.read_text())
-            split = {name: [str(c) for c in lists[name]] for name in COUNTRY_SPLIT_SIZES}
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(f"{listed} is not a country split ({exc})",
-                            'it must hold {"train": [...], "val": [...], "test": [...]} of alpha-3 codes') from exc
-        everywhere = [c for codes in split.values() for c in codes]
-        if len(everywhere) != len(set(everywhere)):
-            raise DataError(f"{listed} puts a country in two splits", "each country belongs to one split")
-        return split, f"from {SPLIT_FILE}"
+        return read_split_lists(listed, tuple(COUNTRY_SPLIT_SIZES), "country"), f"from {SPLIT_FILE}"
 
     @staticmethod
     def _plan(metadata: pd.DataFrame, countries: dict[str, list[str]]) -> list[tuple[str, str, object]]:

@@ -38,7 +38,7 @@ from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
 from rsdg_bench.errors import DataError
 from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, read_raster
 
-from .base import Preparer, RawFiles, raw_files, source_archives_of
+from .base import Preparer, RawFiles, raw_files, read_split_lists, source_archives_of
 from .fakes import write_raster, zip_tree
 
 PATCH = 128
@@ -166,20 +166,7 @@ class SitsPreparer(Preparer):
         if path is None:
             raise DataError(f"{files.raw}: no {self.folder}/split.json",
                             f"pass --raw the folder holding {self.folder}.zip (CoDEX's release) or its unpacked folder")
-        try:
-            lists = json.loads(path.read_text())
-            areas = {split: [str(a) for a in lists[split]] for split in RELEASE_SPLITS}
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(f"{path} is not CoDEX's split file ({exc})",
-                            'it must hold {"train": [...], "val": [...], "test": [...]}') from exc
-        seen: dict[str, str] = {}
-        for split, ids in areas.items():
-            for area in ids:
-                if area in seen:
-                    raise DataError(f"{path}: area {area} is in both {seen[area]} and {split}",
-                                    "an area in two splits would leak test places into training; fix the file")
-                seen[area] = split
-        return areas
+        return read_split_lists(path, RELEASE_SPLITS, "area")
 
     def _labels(self, files: RawFiles, area: str) -> np.ndarray:
         path = files.find(f"{self.folder}/labels/{area}.npy").get(f"{area}.npy")
