@@ -26,8 +26,8 @@ Phase = Literal["train", "evaluate"]
 
 class SegmentationSplit(Dataset):
     """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units; only `bands`, in that
-    order, when given), `label` (H×W uint8, through the split's label map when it has one), and `group`
-    (the sample's place, or None).
+    order, when given), `label` (H×W uint8, through the split's label map when it has one); `groups()` gives
+    each sample's place.
 
     Time-series data (`timesteps` on the card) gives `image` T×C×H×W, `label` T×H×W and `days` (T int64:
     days since the first date of the series); image-level data gives `label` as a 0-d uint8 (the class).
@@ -72,7 +72,7 @@ class SegmentationSplit(Dataset):
         if self.label_map is not None:
             label = self.label_map.apply(label)
         sample = {"image": torch.from_numpy(image.astype(np.float32)), "label": torch.from_numpy(np.asarray(label)),
-                  "sample_id": row["sample_id"], "group": row.get("group")}
+                  "sample_id": row["sample_id"]}
         if self.timesteps:
             sample["days"] = self.days
         return sample
