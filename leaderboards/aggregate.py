@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from rsdg_bench.metrics import GROUP_METRIC_NAMES, METRIC_NAMES
-from rsdg_bench.results import ResultRecord, decode_per_image, metrics_block
+from rsdg_bench.results import ResultRecord, metrics_block
 from rsdg_bench.task_schema import Task, TaskCatalog
 
 from .reported import ReportedRow
-from .uncertainty import target_interval, tie_groups
+from .uncertainty import SplitEvidence, metric_replicates, paired_difference, paired_tie_groups
+from .uncertainty import interval as percentile_interval
 
 
 @dataclass
@@ -31,7 +32,8 @@ class SplitScores:
     per_class_iou: dict[str, float]
     record: str
     matrix: list[list[int]] = field(default_factory=list)
-    per_image: np.ndarray | None = None  # N×K×K, when the record stores it (bootstrap intervals)
+    evidence: SplitEvidence | None = None  # per-image matrices and scenes, when the record stores them
+    other_conventions: dict[str, dict[str, float]] = field(default_factory=dict)  # convention → headline metrics
     predictions: list[dict[str, str]] = field(default_factory=list)  # sample_id + image/label/prediction PNG paths
 
 
@@ -51,7 +53,8 @@ class TaskTable:
     splits: list[tuple[str, str]] = field(default_factory=list)        # (role, slug), source first
     scores: dict[str, dict[str, SplitScores]] = field(default_factory=dict)  # model → slug → scores
     reported: list[ReportedRow] = field(default_factory=list)          # the papers' numbers, shown apart
-    _intervals: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    convention: str = "mmseg"  # the metric convention of the task's paper (`metrics.convention`)
+    _replicates: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
 
     def reported_target(self, row: ReportedRow) -> float:
         """A reported headline that stands for this task's target mean: NaN when it was measured on another
@@ -75,20 +78,49 @@ class TaskTable:
         """Source → mean-target drop of the primary metric (points of the metric, not relative)."""
         return self.source_score(model) - self.target_mean(model)
 
-    def interval(self, model: str) -> tuple[float, float]:
-        """95% bootstrap interval of the model's target mean (mIoU primary only; NaN when the records do not
-        hold per-image matrices or the primary metric is not mIoU)."""
-        if model not in self._intervals:
-            targets = [s.per_image for s in self.scores.get(model, {}).values() if s.role == "target"]
-            if self.primary != "miou" or not targets or any(t is None for t in targets):
-                self._intervals[model] = (math.nan, math.nan)
+    def replicates(self, model: str) -> np.ndarray | None:
+        """Bootstrap replicates of the model's target mean (see `uncertainty`): None when a target's record
+        holds no per-image matrices or the primary metric is a per-place accuracy."""
+        if model not in self._replicates:
+            targets = [(slug, s.evidence) for slug, s in self.scores.get(model, {}).items() if s.role == "target"]
+            if self.primary not in METRIC_NAMES or not targets or any(e is None for _, e in targets):
+                self._replicates[model] = None
             else:
-                self._intervals[model] = target_interval(targets, self.headline or list(range(len(self.class_names))))
-        return self._intervals[model]
+                headline = self.headline or list(range(len(self.class_names)))
+                self._replicates[model] = np.mean([metric_replicates(slug, evidence, self.primary, headline,
+                                                                     self.convention)
+                                                   for slug, evidence in targets], axis=0)
+        return self._replicates[model]
+
+    def interval(self, model: str) -> tuple[float, float]:
+        """95% scene-bootstrap interval of the model's target mean (NaN without per-image matrices)."""
+        return percentile_interval(self.replicates(model))
+
+    def leader(self) -> str | None:
+        """The model with the best target mean (None when no model has one)."""
+        ranked = [m for m in self.scores if not math.isnan(self.target_mean(m))]
+        return max(ranked, key=self.target_mean) if ranked else None
+
+    def difference_to_leader(self, model: str) -> tuple[float, float]:
+        """Paired 95% interval of (leader − model) on the same resampled scenes; (0, 0) for the leader."""
+        leader = self.leader()
+        if leader is None:
+            return math.nan, math.nan
+        return paired_difference(self.replicates(leader), self.replicates(model))
 
     def tie_groups(self) -> dict[str, int]:
-        """Models grouped where their target-mean intervals overlap (see `uncertainty.tie_groups`)."""
-        return tie_groups({m: (self.target_mean(m), *self.interval(m)) for m in self.scores})
+        """Models grouped until a paired difference excludes 0 (see `uncertainty.paired_tie_groups`)."""
+        return paired_tie_groups({m: self.target_mean(m) for m in self.scores},
+                                 {m: self.replicates(m) for m in self.scores})
+
+    def resampling_units(self) -> list[tuple[str, int, str]]:
+        """(target slug, number of scenes, what a scene is) of each target, as the bootstrap saw them."""
+        units: dict[str, tuple[int, str]] = {}
+        for splits in self.scores.values():
+            for slug, score in splits.items():
+                if score.role == "target" and score.evidence is not None:
+                    units.setdefault(slug, (score.evidence.num_scenes, score.evidence.scene_unit))
+        return [(slug, count, unit) for slug, (count, unit) in sorted(units.items())]
 
 
 @dataclass
@@ -179,14 +211,16 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
             table.splits.append((record.evaluated.role, slug))
         groups = record.groups.get(slug)
         block = metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes,
-                              record.per_image_matrices.get(slug) if groups is not None else None, groups)
+                              record.per_image_matrices.get(slug) if groups is not None else None, groups,
+                              record.convention, record.ignored_predictions.get(slug))
+        table.convention = record.convention
         table.scores.setdefault(model, {})[slug] = SplitScores(
             role=record.evaluated.role,
             metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
             per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
-            record=str(path), matrix=record.confusion_matrices[slug],
-            per_image=(decode_per_image(record.per_image_matrices[slug])  # only the mIoU bootstrap reads them
-                       if slug in record.per_image_matrices and task["primary"] == "miou" else None),
+            record=str(path), matrix=record.confusion_matrices[slug], evidence=_evidence(record, slug),
+            other_conventions={name: {k: _nan(v) for k, v in values.items()}
+                               for name, values in block["other_conventions"].items()},
             predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}
                          for entry in record.predictions.get(slug, [])],
         )
@@ -194,12 +228,25 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
 
 
+def _evidence(record: ResultRecord, slug: str) -> SplitEvidence | None:
+    """The bootstrap's view of a record's split. Records made before scenes were kept resample images, and
+    say so in their unit."""
+    per_image = record.per_image_matrices.get(slug)
+    if per_image is None:
+        return None
+    samples = record.samples.get(slug)
+    if samples is None:
+        return SplitEvidence(per_image, [str(i) for i in range(per_image["images"])],
+                             "image (the record keeps no scenes)")
+    return SplitEvidence(per_image, samples.scenes, samples.scene_unit)
+
+
 def _table_of(task: Task) -> TaskTable:
     """An empty table for a catalog task (one that has reported numbers but no results yet)."""
     return TaskTable(task_id=task.id, name=task.name, gap=task.gap, version=task.version, task_hash=task.hash,
                      primary=task.metrics.primary, class_names=list(task.class_schema.names),
                      headline=task.headline_class_indices(), classes=task.classes,
-                     description=task.description, suite=task.suite,
+                     description=task.description, suite=task.suite, convention=task.metrics.convention,
                      splits=[("target", ref.slug) for ref in task.targets])
 
 

@@ -25,7 +25,7 @@ from .aggregate import Board, SuiteView, TaskTable
 from .plots import casid_svg, confusion_svg
 from .tables import Table, plain_number, to_csv, to_latex, to_markdown
 from .views import (CASID_ZONES, casid_matrices, reported_elsewhere, slugify, suite_table, task_class_table,
-                    task_summary_table)
+                    task_convention_table, task_summary_table)
 
 
 def _environment() -> Environment:
@@ -71,7 +71,8 @@ class SiteWriter:
         summary = task_summary_table(task)
         class_tables = [(slug, task_class_table(task, slug)) for _, slug in task.splits]
         elsewhere = reported_elsewhere(task)
-        self.tables += [summary, *(t for _, t in class_tables), *([elsewhere] if elsewhere else [])]
+        conventions = task_convention_table(task)
+        self.tables += [summary, *(t for _, t in class_tables), *(t for t in (elsewhere, conventions) if t)]
         confusions = [(model, slug, confusion_svg(s.matrix, task.class_names, f"{model}\n{slug}"))
                       for model, splits in task.scores.items() for slug, s in splits.items() if s.matrix]
         records = [(model, slug, os.path.relpath(s.record, page_dir) if Path(s.record).is_absolute() else s.record)
@@ -79,7 +80,8 @@ class SiteWriter:
         samples = [(model, slug, self._copy_predictions(task, model, slug, s.predictions, page_dir))
                    for model, splits in task.scores.items() for slug, s in splits.items() if s.predictions]
         return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables,
-                          elsewhere=elsewhere, confusions=confusions, records=records, samples=samples,
+                          elsewhere=elsewhere, conventions=conventions, units=task.resampling_units(),
+                          confusions=confusions, records=records, samples=samples,
                           class_colours=_class_colours(task.classes) if samples else [])
 
     def _copy_predictions(self, task: TaskTable, model: str, slug: str, saved: list[dict[str, str]],

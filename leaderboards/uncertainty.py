@@ -1,53 +1,117 @@
-"""How precise is a score? Bootstrap intervals over target images, and tie groups of models.
+"""How precise is a score, and is one model really ahead of another? A paired scene-level bootstrap.
 
-A split's score comes from one confusion matrix summed over its images; resampling the images with
-replacement (the per-image matrices are stored in each record) and recomputing the metric gives its
-sampling spread. For a task with several targets, each target's images are resampled independently and
-the replicate scores averaged, as the task's target mean is. Models whose intervals overlap the leader's
-of their group form a tie group: the ranking between them is not resolved by the test set.
+A split's score comes from one confusion matrix summed over its images. The images are not independent:
+Potsdam's 2016 test windows come from 14 tiles, a CoDEX patch shares its area with 63 others. So the unit
+resampled is the **scene** an image was cut from (records keep each image's scene; see
+`results.SampleIndex`): a replicate draws the split's scenes with replacement and sums the matrices of every
+image of each drawn scene (the cluster bootstrap; Davison & Hinkley 1997, §3.8; Field & Welsh 2007,
+"Bootstrapping clustered data", JRSS B 69(3)). Resampling windows as if independent gives intervals that
+are too narrow whenever windows of one scene agree with each other.
+
+The draws of a split are a function of the split and its scene list only (`draw_counts`), never of the
+model: every model evaluated on the same data gets the same resampled test sets, so the difference between
+two models is bootstrapped **paired**, replicate by replicate, and the same target split is resampled the
+same way in every task that scores it (so suite means are resampled jointly). A task's replicate is the
+mean over its targets, as its score is; a suite's is the mean over its tasks. Intervals are percentile
+intervals at `LEVEL`. Two models are told apart only when the interval of their paired difference excludes
+0; tie groups follow from that (`paired_tie_groups`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
+
+from rsdg_bench.metrics import headline_metrics
 
 BOOTSTRAP_REPLICATES = 1000
 LEVEL = 0.95
 
 
-def miou_replicates(per_image: np.ndarray, headline: list[int], replicates: int = BOOTSTRAP_REPLICATES,
-                    seed: int = 0) -> np.ndarray:
-    """B bootstrap mIoUs (over the `headline` classes, NaN classes left out) of an N×K×K stack."""
-    images, k, _ = per_image.shape
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, images, size=(replicates, images))
-    weights = np.zeros((replicates, images))
-    np.add.at(weights, (np.repeat(np.arange(replicates), images), draws.ravel()), 1)
-    matrices = (weights @ per_image.reshape(images, k * k).astype(np.float64)).reshape(replicates, k, k)
-    diagonal = np.diagonal(matrices, axis1=1, axis2=2)
-    union = matrices.sum(axis=2) + matrices.sum(axis=1) - diagonal
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, diagonal / union, np.nan)[:, headline]
-    present = ~np.isnan(iou)
-    return np.where(present.any(axis=1), np.nansum(iou, axis=1) / np.maximum(present.sum(axis=1), 1), np.nan)
+@dataclass(frozen=True)
+class SplitEvidence:
+    """What the bootstrap needs of one model on one split: the record's sparse per-image matrices
+    (`results.encode_per_image`), each image's scene, and the unit a scene is."""
+
+    per_image: dict
+    scenes: list[str]
+    scene_unit: str
+
+    @property
+    def num_scenes(self) -> int:
+        return len(set(self.scenes))
 
 
-def target_interval(targets: list[np.ndarray], headline: list[int], seed: int = 0) -> tuple[float, float]:
-    """Percentile interval (95%) of the mean target mIoU; each target resampled on its own."""
-    replicates = np.mean([miou_replicates(t, headline, seed=seed + i) for i, t in enumerate(targets)], axis=0)
+def draw_counts(slug: str, scenes: Sequence[str], replicates: int = BOOTSTRAP_REPLICATES) -> np.ndarray:
+    """B×S: how often each of the split's S scenes (sorted by name) is drawn in each replicate. Seeded by the
+    split and its scene list, so every model on the same data gets the same draws."""
+    names = sorted(set(scenes))
+    digest = hashlib.sha256("\n".join([slug, *names]).encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    draws = rng.integers(0, len(names), size=(replicates, len(names)))
+    rows = np.repeat(np.arange(replicates), len(names))
+    return np.bincount(rows * len(names) + draws.ravel(), minlength=replicates * len(names)).reshape(
+        replicates, len(names))
+
+
+def _by_scene(entries: list, scene_of: np.ndarray, num_scenes: int, width: int) -> np.ndarray:
+    """Sparse [image, cell, count] entries summed per scene: S×width float64."""
+    out = np.zeros(num_scenes * width)
+    if entries:
+        image, cell, count = np.asarray(entries, dtype=np.int64).T
+        out = np.bincount(scene_of[image] * width + cell, weights=count, minlength=num_scenes * width)
+    return out.reshape(num_scenes, width)
+
+
+def metric_replicates(slug: str, evidence: SplitEvidence, metric: str, headline: list[int],
+                      convention: str = "mmseg", replicates: int = BOOTSTRAP_REPLICATES) -> np.ndarray:
+    """B bootstrap values of `metric` (miou, oa, aa or mf1) on one split, resampling its scenes."""
+    names = sorted(set(evidence.scenes))
+    index = {name: i for i, name in enumerate(names)}
+    scene_of = np.array([index[s] for s in evidence.scenes], dtype=np.int64)
+    k = evidence.per_image["k"]
+    counts = draw_counts(slug, names, replicates).astype(np.float64)
+    matrices = (counts @ _by_scene(evidence.per_image["entries"], scene_of, len(names), k * k)).reshape(-1, k, k)
+    ignored = None
+    if "ignored_entries" in evidence.per_image:
+        ignored = counts @ _by_scene(evidence.per_image["ignored_entries"], scene_of, len(names), k)
+    return headline_metrics(matrices, headline, convention, ignored)[metric]
+
+
+def interval(replicates: np.ndarray | None) -> tuple[float, float]:
+    """The percentile interval at `LEVEL` (NaN, NaN without replicates)."""
+    if replicates is None or np.isnan(replicates).all():
+        return math.nan, math.nan
     low, high = np.nanpercentile(replicates, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
     return float(low), float(high)
 
 
-def tie_groups(scores: dict[str, tuple[float, float, float]]) -> dict[str, int]:
-    """{model: group}, 1 = the top group. `scores` maps model → (estimate, low, high). Going down the
-    ranking, a model joins the current group while its interval reaches the group leader's lower bound."""
+def paired_difference(better: np.ndarray | None, other: np.ndarray | None) -> tuple[float, float]:
+    """Interval of `better − other` over shared replicates (both from the same draws)."""
+    if better is None or other is None:
+        return math.nan, math.nan
+    return interval(better - other)
+
+
+def separated(better: np.ndarray | None, other: np.ndarray | None) -> bool:
+    """Whether the paired difference's interval lies above 0 (the test set tells the two apart)."""
+    low, _ = paired_difference(better, other)
+    return not math.isnan(low) and low > 0
+
+
+def paired_tie_groups(estimates: dict[str, float], replicates: dict[str, np.ndarray | None]) -> dict[str, int]:
+    """{model: group}, 1 = the top group. Going down the ranking, a model stays in the current group unless
+    the paired difference to the group's leader excludes 0; then it leads the next group. Models without
+    replicates cannot be told apart from the leader and stay in its group."""
     groups: dict[str, int] = {}
-    ordered = sorted((m for m in scores if not np.isnan(scores[m][0])), key=lambda m: -scores[m][0])
-    group, leader_low = 0, None
+    ordered = sorted((m for m in estimates if not math.isnan(estimates[m])), key=lambda m: -estimates[m])
+    group, leader = 0, None
     for model in ordered:
-        _, low, high = scores[model]
-        if leader_low is None or high < leader_low:
-            group, leader_low = group + 1, low
+        if leader is None or separated(replicates.get(leader), replicates.get(model)):
+            group, leader = group + 1, model
         groups[model] = group
     return groups

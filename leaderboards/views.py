@@ -17,6 +17,7 @@ import numpy as np
 from .aggregate import Board, SuiteView, TaskTable
 from .reported import ReportedRow
 from .tables import Row, Table
+from .uncertainty import interval as percentile_interval
 
 CASID_ZONES = ("sub", "tem", "tms", "trf")
 METRIC_COLUMNS = ("miou", "oa", "aa", "mf1")
@@ -52,13 +53,15 @@ def _reported_by_label(tasks: list[TaskTable]) -> dict[str, tuple[str, dict[str,
 def suite_table(suite: SuiteView, board: Board) -> Table:
     gaps = _gap_order(suite.tasks)
     tasks = sorted(suite.tasks, key=lambda t: gaps.index(t.gap))  # stable: suite order within a gap
-    columns = [t.name for t in tasks] + ["Mean", "Avg. rank", "Tasks"] + \
+    columns = [t.name for t in tasks] + ["Mean", "Avg. rank", "Tasks", "Mean 95% CI low", "Mean 95% CI high"] + \
         ([f"Mean: {g}" for g in gaps] if len(gaps) > 1 else [])
     raw: list[tuple[Row, dict[str, float]]] = []
+    intervals: dict[str, tuple[float, float]] = {}
     for model in board.models:
         values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
         if values:
             raw.append((Row(model, []), values))
+            intervals[model] = suite_mean_interval(tasks, model)
     for label, (source, values) in _reported_by_label(tasks).items():
         raw.append((Row(label, [], reported=source), values))
     per_task = [[values.get(t.task_id, math.nan) for t in tasks] for _, values in raw]
@@ -68,14 +71,25 @@ def suite_table(suite: SuiteView, board: Board) -> Table:
         task_values = per_task[index]
         gap_means = [_mean([v for v, t in zip(task_values, tasks, strict=True) if t.gap == g]) for g in gaps]
         row.values = [*task_values, _mean(task_values), _mean(list(ranks[index])),
-                      float(sum(not math.isnan(v) for v in task_values)), *(gap_means if len(gaps) > 1 else [])]
+                      float(sum(not math.isnan(v) for v in task_values)),
+                      *intervals.get(row.label if not row.reported else "", (math.nan, math.nan)),
+                      *(gap_means if len(gaps) > 1 else [])]
         rows.append(row)
     rows.sort(key=lambda r: (math.isnan(r.values[len(tasks)]), -r.values[len(tasks)] if not math.isnan(r.values[len(tasks)]) else 0))
     groups = [(g, sum(t.gap == g for t in tasks)) for g in gaps] + [("", len(columns) - len(tasks))]
     percent = [True] * len(tasks) + [True, False, False] + [True] * (len(columns) - len(tasks) - 3)
     return Table(id=f"suite-{slugify(suite.id)}", title=f"{suite.name}: target score per task", columns=columns,
-                 rows=rows, percent=percent, lower_is_better={len(tasks) + 1}, unmarked={len(tasks) + 2},
-                 groups=groups)
+                 rows=rows, percent=percent, lower_is_better={len(tasks) + 1},
+                 unmarked={len(tasks) + 2, len(tasks) + 3, len(tasks) + 4}, groups=groups)
+
+
+def suite_mean_interval(tasks: list[TaskTable], model: str) -> tuple[float, float]:
+    """95% interval of the model's mean over the tasks, every task's scenes resampled jointly (the draws are
+    shared by split, see `uncertainty`); NaN unless the model has every task with per-image matrices."""
+    replicates = [t.replicates(model) if model in t.scores else None for t in tasks]
+    if not replicates or any(r is None for r in replicates):
+        return math.nan, math.nan
+    return percentile_interval(np.mean(replicates, axis=0))
 
 
 def _gap_order(tasks: list[TaskTable]) -> list[str]:
@@ -89,25 +103,39 @@ def _gap_order(tasks: list[TaskTable]) -> list[str]:
 def task_summary_table(task: TaskTable) -> Table:
     """Primary metric per evaluated split, the mean over targets, and the source → target drop."""
     columns = [f"{slug} (source)" if role == "source" else slug for role, slug in task.splits] + \
-        ["Targets", "95% CI low", "95% CI high", "Tie group", "Drop"]
+        ["Targets", "95% CI low", "95% CI high", "Δ to leader low", "Δ to leader high", "Tie group", "Drop"]
     groups = task.tie_groups()
     rows = []
     for model, splits in task.scores.items():
         values = [splits[slug].metrics[task.primary] if slug in splits else math.nan for _, slug in task.splits]
-        low, high = task.interval(model)
-        rows.append(Row(model, [*values, task.target_mean(model), low, high, float(groups.get(model, math.nan)),
+        rows.append(Row(model, [*values, task.target_mean(model), *task.interval(model),
+                                *task.difference_to_leader(model), float(groups.get(model, math.nan)),
                                 task.drop(model)]))
     for reported in task.reported:
         value = task.reported_target(reported)
         if math.isnan(value):
             continue
         values = [value if _reported_on(task, reported, slug) else math.nan for _, slug in task.splits]
-        rows.append(Row(reported.label, [*values, value, math.nan, math.nan, math.nan, math.nan],
-                        reported=reported.source))
+        rows.append(Row(reported.label, [*values, value, *[math.nan] * 6], reported=reported.source))
     n = len(task.splits)
     return Table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
-                 columns=columns, rows=rows, lower_is_better={n + 4},
-                 percent=[True] * (n + 3) + [False, True], unmarked={n + 1, n + 2, n + 3})
+                 columns=columns, rows=rows, lower_is_better={n + 6},
+                 percent=[True] * (n + 5) + [False, True], unmarked={n + 1, n + 2, n + 3, n + 4, n + 5})
+
+
+def task_convention_table(task: TaskTable) -> Table | None:
+    """The headline metrics of each model's targets under the conventions other than the task's own (the
+    same matrices, computed as another paper would): None when no record has them."""
+    others = sorted({c for splits in task.scores.values() for s in splits.values() for c in s.other_conventions})
+    if not others:
+        return None
+    targets = [slug for role, slug in task.splits if role == "target"]
+    columns = [f"{slug} {METRIC_LABELS[m]} ({c})" for c in others for slug in targets for m in METRIC_COLUMNS]
+    rows = [Row(model, [splits[slug].other_conventions.get(c, {}).get(m, math.nan) if slug in splits else math.nan
+                        for c in others for slug in targets for m in METRIC_COLUMNS])
+            for model, splits in task.scores.items()]
+    return Table(id=f"task-{slugify(task.task_id)}-conventions",
+                 title=f"{task.name}: targets under the {', '.join(others)} convention", columns=columns, rows=rows)
 
 
 def task_class_table(task: TaskTable, slug: str) -> Table:

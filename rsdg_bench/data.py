@@ -61,6 +61,18 @@ class SegmentationSplit(Dataset):
             names = ["" if name == "Other" else name for name in names]
         return names
 
+    def scenes(self) -> tuple[list[str], str]:
+        """Each sample's scene, in order, and what a scene is here: the sample's group (the city, area or
+        country the card names) where the manifest has one, else its source file (the tile or area a window
+        was cut from). A bootstrap resamples scenes, because windows of one scene are not independent."""
+        if "group" in self.rows.columns and self.rows["group"].notna().all():
+            scenes, unit = [str(g) for g in self.rows["group"]], "place"
+        else:
+            scenes, unit = [str(s) for s in self.rows["source_file"]], "source file"
+        if len(set(scenes)) == len(scenes):
+            unit = "image"
+        return scenes, unit
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows.iloc[index]
         image = self.prepared.read_image(row)

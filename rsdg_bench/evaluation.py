@@ -13,6 +13,7 @@ contributes differs:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from .data import SegmentationSplit
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
 from .inference import checked_forward, predict_logits
-from .metrics import confusion_matrix
+from .metrics import confusion_counts
 from .task_schema import Task
 
 SampleScorer = Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # sample → (label, prediction), same shape
@@ -46,16 +47,36 @@ def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: T
                              num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
                              window_batch: int = 1,
                              on_prediction: Callable[[dict, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """N×K×K int64: one confusion matrix per sample of `split`, in the split's order (their sum is the
-    split's matrix; per-image matrices are what a bootstrap over images resamples).
+    """N×K×K int64: one confusion matrix per sample of `split` (see `evaluate_split_counts`)."""
+    return evaluate_split_counts(adapter, split, task, device, num_workers, progress, group, window_batch,
+                                 on_prediction).per_image
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """What evaluating a split counts, per sample in the split's order: `per_image` (N×K×K int64 confusion
+    matrices; their sum is the split's matrix, and a bootstrap resamples them) and `ignored` (N×K int64
+    predictions on pixels whose label is the ignore index, which only the smp convention's
+    `ignored_pixels: error` scores)."""
+
+    per_image: torch.Tensor
+    ignored: torch.Tensor
+
+
+def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+                          num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
+                          window_batch: int = 1,
+                          on_prediction: Callable[[dict, torch.Tensor], None] | None = None) -> SplitCounts:
+    """Every sample of `split` scored (see `SplitCounts`).
 
     Under torchrun each rank fills the rows of its exact shard and the tensors are summed, so every rank
-    returns the matrices of the whole split. `on_prediction(sample, prediction)` sees each sample the main
+    returns the counts of the whole split. `on_prediction(sample, prediction)` sees each sample the main
     process evaluates (to keep a few predictions).
     """
     num_classes = task.class_schema.num_classes
     score = sample_scorer(adapter, split, task, device, window_batch)
     per_image = torch.zeros(len(split), num_classes, num_classes, dtype=torch.int64)
+    ignored = torch.zeros(len(split), num_classes, dtype=torch.int64)
     indices = group.shard(len(split))
     loader = DataLoader(Subset(split, indices), batch_size=1, num_workers=num_workers, collate_fn=_single)
     adapter.eval()
@@ -65,7 +86,7 @@ def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: T
             for index, sample in zip(indices, tqdm(loader, desc=f"eval {split.ref.slug}", unit="img", leave=False,
                                                     disable=not (progress and group.is_main)), strict=True):
                 label, prediction = score(sample)
-                per_image[index] = confusion_matrix(label, prediction, num_classes)
+                per_image[index], ignored[index] = confusion_counts(label, prediction, num_classes)
                 if on_prediction is not None and group.is_main:
                     on_prediction(sample, prediction)
     except Exception as exc:  # shared with the other ranks below, then re-raised
@@ -75,7 +96,7 @@ def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: T
             raise failure
         raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
                         "see that process's output above")
-    return group.sum(per_image)
+    return SplitCounts(group.sum(per_image), group.sum(ignored))
 
 
 def sample_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,

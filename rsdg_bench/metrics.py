@@ -13,6 +13,15 @@ Semantics (the same as mmseg's IoUMetric, with exact integer counts):
   (country) known, `domain_acc` is the mean of the groups' accuracies and `worst_domain_acc` the lowest
   (`results.group_accuracy`).
 
+Conventions (`metrics.convention` of a task; the record keeps the matrices, so both are computed from them):
+
+- `mmseg` (the default, above);
+- `smp` (segmentation_models_pytorch's per-class functions with `zero_division=1`, as CromSS computes its
+  numbers): a ratio whose denominator is 0 is 1, not NaN, and the means divide by the number of headline
+  classes. With `ignored_pixels: error` (CromSS's DFC2020 run, which has no mask) pixels whose label is the
+  ignore index still count: their predictions are false positives of the predicted class, and they are in
+  OA's denominator. The predictions on ignored pixels are counted for that (`confusion_counts`).
+
 The fast path builds `label·K + pred` in int16 (int32 for K > 127) and counts it with one bincount.
 Ignored pixels land in bins past K², so no mask pass is needed, and labels that are neither a class nor
 the ignore index land in bins that are checked and reported, never silently dropped.
@@ -31,6 +40,7 @@ from .classes import IGNORE_INDEX
 from .errors import DataError
 
 METRIC_NAMES = ("miou", "oa", "aa", "mf1")
+CONVENTIONS = ("mmseg", "smp")
 # Per-place accuracy of a split whose samples name their group (classification): mean over groups, worst group.
 GROUP_METRIC_NAMES = ("domain_acc", "worst_domain_acc")
 
@@ -46,6 +56,13 @@ def confusion_matrix(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.n
     `label` holds class indices or 255 (ignore); `pred` holds class indices in [0, K). Any other label
     value raises :class:`DataError`; a prediction outside [0, K) raises ValueError.
     """
+    return confusion_counts(label, pred, num_classes)[0]
+
+
+def confusion_counts(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray,
+                     num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K×K confusion matrix, K-vector of the predictions on pixels whose label is the ignore index), int64,
+    from one bincount: the second is what the `smp` convention with `ignored_pixels: error` needs."""
     label, pred = _as_tensor(label), _as_tensor(pred)
     if label.shape != pred.shape:
         raise ValueError(f"label shape {tuple(label.shape)} and prediction shape {tuple(pred.shape)} differ")
@@ -66,7 +83,8 @@ def confusion_matrix(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.n
         values = sorted({int(v) // k for v in torch.nonzero(stray).flatten() + k * k})
         raise DataError(f"label values {values} are neither one of the {k} classes nor the ignore index {IGNORE_INDEX}",
                         "the prepared labels do not match the task's class schema; check the dataset's label map")
-    return counts[: k * k].reshape(k, k).to(torch.int64)
+    return (counts[: k * k].reshape(k, k).to(torch.int64),
+            counts[IGNORE_INDEX * k: (IGNORE_INDEX + 1) * k].to(torch.int64))
 
 
 class ConfusionAccumulator:
@@ -109,9 +127,10 @@ class SegmentationScores:
         }
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
+    """numerator / denominator, `empty` where the denominator is 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), empty)
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -119,26 +138,67 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def scores_from_confusion(matrix: torch.Tensor | np.ndarray, headline_classes: list[int] | None = None
+def class_rates(matrices: np.ndarray, convention: str = "mmseg", ignored: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+    """Per-class IoU, F1, recall and precision, and OA, of a stack of K×K matrices (any leading shape).
+
+    `ignored` (same leading shape, K): predictions on ignored pixels, counted as false positives and in
+    OA's denominator (the `smp` convention's `ignored_pixels: error`); None leaves them out.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown metric convention {convention!r} (known: {', '.join(CONVENTIONS)})")
+    cm = np.asarray(matrices, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    gt = cm.sum(axis=-1)
+    pred = cm.sum(axis=-2)
+    total = cm.sum(axis=(-2, -1))
+    if ignored is not None:
+        extra = np.asarray(ignored, dtype=np.float64)
+        pred, total = pred + extra, total + extra.sum(axis=-1)
+    empty = math.nan if convention == "mmseg" else 1.0  # smp's zero_division=1
+    return {"iou": _ratio(tp, gt + pred - tp, empty), "f1": _ratio(2 * tp, gt + pred, empty),
+            "recall": _ratio(tp, gt, empty), "precision": _ratio(tp, pred, empty),
+            "oa": _ratio(tp.sum(axis=-1), total, math.nan)}
+
+
+def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = None, convention: str = "mmseg",
+                     ignored: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """mIoU, OA, AA and mF1 of a stack of K×K matrices (leading shape kept; a bootstrap passes B×K×K).
+    `mmseg` averages the classes that are not NaN; `smp` divides by the number of headline classes."""
+    rates = class_rates(matrices, convention, ignored)
+    k = np.asarray(matrices).shape[-1]
+    selected = np.arange(k) if headline_classes is None else np.asarray(headline_classes, dtype=np.int64)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        chosen = values[..., selected]
+        if convention == "smp":
+            return chosen.mean(axis=-1)
+        if chosen.ndim == 1:  # one matrix: the reduction the stored numbers were always made with
+            return np.asarray(_nanmean(chosen))
+        present = ~np.isnan(chosen)
+        count = present.sum(axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, np.where(present, chosen, 0).sum(axis=-1) / np.maximum(count, 1), np.nan)
+
+    return {"miou": mean(rates["iou"]), "oa": rates["oa"], "aa": mean(rates["recall"]), "mf1": mean(rates["f1"])}
+
+
+def scores_from_confusion(matrix: torch.Tensor | np.ndarray, headline_classes: list[int] | None = None,
+                          convention: str = "mmseg", ignored: torch.Tensor | np.ndarray | None = None
                           ) -> SegmentationScores:
-    """All segmentation metrics from one K×K confusion matrix (rows = ground truth)."""
+    """All segmentation metrics from one K×K confusion matrix (rows = ground truth), under a convention."""
     cm = np.asarray(matrix, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"confusion matrix must be square, got shape {cm.shape}")
     if (cm < 0).any():
         raise ValueError("confusion matrix has negative counts")
-    tp = np.diag(cm).astype(np.float64)
-    gt = cm.sum(axis=1).astype(np.float64)
-    pred = cm.sum(axis=0).astype(np.float64)
-    iou = _ratio(tp, gt + pred - tp)
-    recall = _ratio(tp, gt)
-    precision = _ratio(tp, pred)
-    f1 = _ratio(2 * tp, gt + pred)
-    selected = np.arange(cm.shape[0]) if headline_classes is None else np.asarray(headline_classes)
-    total = cm.sum()
+    extra = None if ignored is None else np.asarray(ignored, dtype=np.int64)
+    if extra is not None and (extra.shape != (cm.shape[0],) or (extra < 0).any()):
+        raise ValueError(f"ignored-pixel predictions must be {cm.shape[0]} non-negative counts")
+    rates = class_rates(cm, convention, extra)
+    means = headline_metrics(cm, headline_classes, convention, extra)
     return SegmentationScores(
-        miou=_nanmean(iou[selected]), oa=float(tp.sum() / total) if total else math.nan,
-        aa=_nanmean(recall[selected]), mf1=_nanmean(f1[selected]),
-        iou=iou, f1=f1, recall=recall, precision=precision,
+        miou=float(means["miou"]), oa=float(means["oa"]), aa=float(means["aa"]), mf1=float(means["mf1"]),
+        iou=rates["iou"], f1=rates["f1"], recall=rates["recall"], precision=rates["precision"],
         gt_pixels=cm.sum(axis=1), pred_pixels=cm.sum(axis=0),
     )

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import __version__
 from .errors import ResultsError
 from .io import atomic_write_json, canonical_json, sha256_bytes
-from .metrics import GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
+from .metrics import CONVENTIONS, GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
 
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
@@ -72,6 +72,22 @@ class EvaluatedSplit(BaseModel):
         return self.published_samples is not None and self.num_samples != self.published_samples
 
 
+class SampleIndex(BaseModel):
+    """Which images a split's per-image matrices belong to, in their order, and the scene each was cut from
+    (the source tile, area, city or place: the unit a bootstrap resamples, since windows of one scene are
+    correlated). `scene_unit` names what a scene is for this split ("source file", "place", or "image"
+    when every image is its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str]
+    scenes: list[str]
+    scene_unit: str
+
+    @property
+    def num_scenes(self) -> int:
+        return len(set(self.scenes))
+
+
 class ResultRecord(BaseModel):
     """The on-disk record. `metrics` and `confusion_matrices` are keyed by the evaluated split's slug."""
 
@@ -90,6 +106,8 @@ class ResultRecord(BaseModel):
     per_image_matrices: dict[str, dict[str, Any]] = {}  # slug → `encode_per_image` (for bootstrap intervals)
     predictions: dict[str, list[dict[str, str]]] = {}  # slug → saved samples (`run --save-predictions`)
     groups: dict[str, list[str]] = {}  # slug → each image's group (place), in per-image order (classification)
+    samples: dict[str, SampleIndex] = {}  # slug → each image's sample id and scene, in per-image order
+    ignored_predictions: dict[str, list[int]] = {}  # slug → predictions on ignore-labelled pixels (smp, error)
 
     @property
     def class_names(self) -> list[str]:
@@ -99,15 +117,26 @@ class ResultRecord(BaseModel):
     def headline_classes(self) -> list[int]:
         return list(self.task["headline_classes"])
 
+    @property
+    def convention(self) -> str:
+        """The task's metric convention (records made before conventions existed are mmseg)."""
+        return self.task.get("resolved", {}).get("metrics", {}).get("convention", "mmseg")
 
-def encode_per_image(matrices: torch.Tensor) -> dict[str, Any]:
+
+def encode_per_image(matrices: torch.Tensor, ignored: torch.Tensor | None = None) -> dict[str, Any]:
     """N×K×K per-image confusion matrices, stored sparsely: `entries` = [image, row·K + column, count] for
-    every non-zero cell, with N and K."""
+    every non-zero cell, with N and K. With `ignored` (N×K predictions on ignore-labelled pixels, kept for
+    the smp convention's `ignored_pixels: error`), also `ignored_entries` = [image, class, count]."""
     images, k, _ = matrices.shape
-    flat = matrices.reshape(images, k * k)
-    image, cell = torch.nonzero(flat, as_tuple=True)
-    entries = torch.stack([image, cell, flat[image, cell]], dim=1).tolist()
-    return {"images": images, "k": k, "entries": entries}
+    block = {"images": images, "k": k, "entries": _sparse(matrices.reshape(images, k * k))}
+    if ignored is not None:
+        block["ignored_entries"] = _sparse(ignored)
+    return block
+
+
+def _sparse(flat: torch.Tensor) -> list[list[int]]:
+    row, column = torch.nonzero(flat, as_tuple=True)
+    return torch.stack([row, column, flat[row, column]], dim=1).tolist()
 
 
 def decode_per_image(block: dict[str, Any]) -> np.ndarray:
@@ -129,13 +158,26 @@ def resume_key(*, task_hash: str, adapter_identity: dict[str, Any], checkpoint_s
 
 
 def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str], headline: list[int],
-                  per_image: dict[str, Any] | None = None, groups: list[str] | None = None) -> dict[str, Any]:
-    """The stored metrics of one confusion matrix (NaN as None). With the per-image matrices and each
+                  per_image: dict[str, Any] | None = None, groups: list[str] | None = None,
+                  convention: str = "mmseg", ignored: list[int] | None = None) -> dict[str, Any]:
+    """The stored metrics of one confusion matrix (NaN as None), under the task's convention; the headline
+    metrics under every other convention go to `other_conventions`. `ignored`: predictions on ignore-labelled
+    pixels, counted only by the smp convention (`ignored_pixels: error`). With the per-image matrices and each
     image's group, also the per-group accuracy, its mean over groups and its worst group."""
-    scores = scores_from_confusion(torch.as_tensor(matrix), headline)
+    scores = scores_from_confusion(torch.as_tensor(matrix), headline, convention,
+                                   ignored if convention == "smp" else None)
     per_class = {name: {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in values.items()}
                  for name, values in scores.per_class(class_names).items()}
     block = {**{k: _none_if_nan(v) for k, v in scores.headline().items()}, "per_class": per_class}
+    if convention != "mmseg":  # records of mmseg tasks keep the form they always had
+        block["convention"] = convention
+    others = {}
+    for other in CONVENTIONS:
+        if other != convention:
+            values = scores_from_confusion(torch.as_tensor(matrix), headline, other,
+                                           ignored if other == "smp" else None).headline()
+            others[other] = {k: _none_if_nan(v) for k, v in values.items()}
+    block["other_conventions"] = others
     if per_image is not None and groups is not None:
         by_group = group_accuracy(per_image, groups)
         values = list(by_group.values())
@@ -237,15 +279,28 @@ def check_consistency(record: ResultRecord, path: Path | str) -> None:
             if summed.shape != (k, k) or not np.array_equal(summed, np.asarray(matrix)):
                 raise ResultsError(f"{path}: the per-image matrices of {slug} do not add up to its confusion matrix: "
                                    "the record was edited", "delete the record and re-run the evaluation")
+        ignored = record.ignored_predictions.get(slug)
+        if ignored is not None and (len(ignored) != k or min(ignored, default=0) < 0):
+            raise ResultsError(f"{path}: the ignored-pixel predictions of {slug} are not {k} counts: the record "
+                               "was edited", "delete the record and re-run the evaluation")
+        samples = record.samples.get(slug)
+        images = record.per_image_matrices.get(slug, {}).get("images")
+        if samples is not None and (len(samples.ids) != len(samples.scenes) or
+                                    (images is not None and len(samples.ids) != images)):
+            raise ResultsError(f"{path}: the sample list of {slug} does not match its per-image matrices: "
+                               "the record was edited", "delete the record and re-run the evaluation")
         expected = _block_of(record, slug)
         stored = record.metrics[slug]
-        for name in (*METRIC_NAMES, *GROUP_METRIC_NAMES):
-            if name not in expected and name not in stored:
-                continue
-            if not _same(stored.get(name), expected[name]):
+        pairs = [(name, stored.get(name), expected.get(name)) for name in (*METRIC_NAMES, *GROUP_METRIC_NAMES)
+                 if name in expected or name in stored]
+        pairs += [(f"{convention} {name}", stored.get("other_conventions", {}).get(convention, {}).get(name), value)
+                  for convention, values in expected["other_conventions"].items() for name, value in values.items()
+                  if "other_conventions" in stored]
+        for name, stored_value, expected_value in pairs:
+            if not _same(stored_value, expected_value):
                 raise ResultsError(
-                    f"{path}: stored {name} for {slug} is {stored.get(name)} but its confusion matrix gives "
-                    f"{expected[name]}: the record was edited",
+                    f"{path}: stored {name} for {slug} is {stored_value} but its confusion matrix gives "
+                    f"{expected_value}: the record was edited",
                     f"run `rsdg-bench results recompute {path}` to restore the numbers from the matrix, "
                     "or delete the record and re-run",
                 )
@@ -266,7 +321,8 @@ def _block_of(record: ResultRecord, slug: str) -> dict[str, Any]:
     """The metrics a record's own matrices give for one split (group metrics when it stores groups)."""
     groups = record.groups.get(slug)
     return metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes,
-                         record.per_image_matrices.get(slug) if groups is not None else None, groups)
+                         record.per_image_matrices.get(slug) if groups is not None else None, groups,
+                         record.convention, record.ignored_predictions.get(slug))
 
 
 def _same(a: float | None, b: float | None) -> bool:

@@ -20,12 +20,12 @@ from .adapters import Adapter
 from .data import TaskData
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError, TaskError
-from .evaluation import evaluate_split_per_image
+from .evaluation import evaluate_split_counts
 from .io import atomic_write_json, sha256_file
 from .predictions import PredictionSaver
 from .registry import resolve_adapter
-from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, encode_per_image, metrics_block,
-                      provenance, resume_key)
+from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, SampleIndex, encode_per_image,
+                      metrics_block, provenance, resume_key)
 from .task_schema import Task
 
 
@@ -143,14 +143,17 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
         saver = (PredictionSaver(settings.results_root, task.id, key, task.class_schema, settings.save_predictions,
                                  store.path_for(task.id, key).parent)
                  if settings.save_predictions and task.kind in _PAINTABLE_KINDS else None)
-        per_image = evaluate_split_per_image(adapter, split, task, settings.device, settings.num_workers,
-                                             settings.progress, settings.group, settings.window_batch, saver)
+        counts = evaluate_split_counts(adapter, split, task, settings.device, settings.num_workers,
+                                       settings.progress, settings.group, settings.window_batch, saver)
         elapsed = time.perf_counter() - started
         if not settings.group.is_main:
             continue
-        matrix_list = per_image.sum(0).tolist()
-        encoded = encode_per_image(per_image)
+        matrix_list = counts.per_image.sum(0).tolist()
+        counts_ignored = task.metrics.ignored_pixels == "error"
+        ignored = counts.ignored.sum(0).tolist() if counts_ignored else None
+        encoded = encode_per_image(counts.per_image, counts.ignored if counts_ignored else None)
         groups = split.groups(task.metrics.groups) if task.kind == "classification" else None
+        scenes, scene_unit = split.scenes()
         record = ResultRecord(
             schema_version=SCHEMA_VERSION, key=key,
             task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
@@ -164,9 +167,13 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
             evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
                                      num_samples=len(split),
                                      published_samples=prepared.card.published_counts.get(ref.domain, {}).get(ref.split)),
-            metrics={ref.slug: metrics_block(matrix_list, class_names, headline, encoded, groups)},
+            metrics={ref.slug: metrics_block(matrix_list, class_names, headline, encoded, groups,
+                                             task.metrics.convention, ignored)},
             confusion_matrices={ref.slug: matrix_list}, per_image_matrices={ref.slug: encoded},
             groups={ref.slug: groups} if groups is not None else {},
+            samples={ref.slug: SampleIndex(ids=[str(i) for i in split.rows["sample_id"]], scenes=scenes,
+                                           scene_unit=scene_unit)},
+            ignored_predictions={ref.slug: ignored} if ignored is not None else {},
             predictions={ref.slug: saver.saved} if saver else {},
             inference=task.inference.model_dump(mode="json"),
             normalization=contract.record(),

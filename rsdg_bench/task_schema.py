@@ -95,6 +95,21 @@ class MetricsSpec(_Strict):
                                      "group (e.g. country), or the region the dataset card puts it in (continent)")
     source_reference: bool = Field(
         default=False, description="also evaluate the selection split, to show the source→target drop")
+    convention: Literal["mmseg", "smp"] = Field(
+        default="mmseg", description="how the paper computed its numbers from the same predictions: 'mmseg' (a "
+                                     "class absent from ground truth and prediction is NaN, left out of the mean) or "
+                                     "'smp' (segmentation_models_pytorch's functions, zero_division=1, mean over "
+                                     "every headline class: CromSS). The headline uses it; the other is shown beside")
+    ignored_pixels: Literal["excluded", "error"] = Field(
+        default="excluded", description="'error': pixels labelled ignore still count, their predictions as false "
+                                        "positives and in OA's denominator (CromSS's DFC2020 run has no mask). "
+                                        "Only with convention 'smp'")
+
+    @model_validator(mode="after")
+    def _ignored_pixels_need_smp(self) -> MetricsSpec:
+        if self.ignored_pixels == "error" and self.convention != "smp":
+            raise ValueError("metrics.ignored_pixels 'error' is the smp convention's (set convention: smp)")
+        return self
 
 
 class TrainingSpec(_Strict):
@@ -133,6 +148,11 @@ class TrainingSpec(_Strict):
 class Reference(_Strict):
     paper: str
     table: str | int | None = None
+
+
+# Metrics fields added after tasks were first hashed: left out of the hash at their default value, so every
+# task that does not use them keeps its hash (and its records and resume keys stay valid).
+_ADDED_WITH_DEFAULT = {"convention": "mmseg", "ignored_pixels": "excluded"}
 
 
 class Task(_Strict):
@@ -182,6 +202,9 @@ class Task(_Strict):
     def hash(self) -> str:
         """sha256 over every field that can move a number, including the content of its label maps."""
         content = self.model_dump(mode="json", exclude=_DISPLAY_ONLY)
+        for field_name, default in _ADDED_WITH_DEFAULT.items():  # at their default, hashes stay as they were
+            if content["metrics"].get(field_name) == default:
+                del content["metrics"][field_name]
         content["label_maps"] = {ref.label_map: load_label_map(ref.label_map).model_dump(mode="json")
                                  for ref in self.splits() if ref.label_map}
         return sha256_bytes(canonical_json(content).encode())
