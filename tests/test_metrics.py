@@ -143,3 +143,69 @@ def test_int64_labels_are_accepted_and_range_checked():
 def test_empty_confusion_matrix_gives_nan_everywhere():
     s = scores_from_confusion(torch.zeros(3, 3, dtype=torch.int64))
     assert all(math.isnan(v) for v in s.headline().values())
+
+
+# ----------------------------------------------------------------------------- conventions
+
+def cromss_reference(label: np.ndarray, pred: np.ndarray, k: int, mask_ignored: bool) -> dict[str, float]:
+    """CromSS's test metrics, as its utils/evaluates.py makes them with segmentation_models_pytorch: stats of
+    all pixels at once (`batchwise`), per-class scores with smp's default zero_division=1, each mean the sum
+    over classes / K, OA = TP / all pixels. Without the mask (its DFC2020 run) the unknown pixels stay in, as
+    a label value (K) that is no class."""
+    import segmentation_models_pytorch as smp
+
+    label, pred = torch.as_tensor(label.astype(np.int64)), torch.as_tensor(pred.astype(np.int64))
+    if mask_ignored:
+        keep = label != IGNORE
+        label, pred = label[keep], pred[keep]
+    label = torch.where(label == IGNORE, k, label)
+    tp, fp, fn, tn = smp.metrics.get_stats(pred.reshape(1, -1), label.reshape(1, -1), mode="multiclass",
+                                           num_classes=k)
+    per_class = {name: getattr(smp.metrics, name)(tp, fp, fn, tn, reduction="none", zero_division=1).squeeze()
+                 for name in ("iou_score", "f1_score", "recall")}
+    return {"miou": float(per_class["iou_score"].sum() / k), "mf1": float(per_class["f1_score"].sum() / k),
+            "aa": float(per_class["recall"].sum() / k),
+            "oa": float(tp.sum() / (tp[0, 0] + fp[0, 0] + fn[0, 0] + tn[0, 0]))}
+
+
+@pytest.mark.parametrize("mask_ignored", [True, False], ids=["masked (DW, OSM)", "unknown counted (DFC2020)"])
+def test_smp_convention_equals_smp_functions_on_the_same_predictions(mask_ignored: bool):
+    from rsdg_bench.metrics import confusion_counts
+
+    label, pred = random_maps(seed=21, k=8, absent=(5,), ignore_fraction=0.15)
+    pred[pred == 6] = 7  # class 6 is in the ground truth but never predicted
+    matrix, ignored = confusion_counts(label, pred, 8)
+    ours = scores_from_confusion(matrix, list(range(8)), "smp", None if mask_ignored else ignored)
+    expected = cromss_reference(label, pred, 8, mask_ignored)
+    for name in ("miou", "oa", "aa", "mf1"):
+        assert getattr(ours, name) == pytest.approx(expected[name], abs=1e-6), name
+    assert ours.iou[5] == 1.0 and ours.iou[6] == 0.0  # absent from both: 1 (zero_division), not NaN
+    mmseg = scores_from_confusion(matrix, list(range(8)))
+    assert math.isnan(mmseg.iou[5]) and ours.miou > mmseg.miou  # the two conventions give other numbers
+
+
+def test_a_record_of_an_smp_task_keeps_both_conventions_and_an_edit_of_either_is_caught():
+    from rsdg_bench.errors import ResultsError
+    from rsdg_bench.results import ResultRecord, check_consistency, metrics_block
+
+    matrix, ignored = [[5, 1, 0], [0, 4, 0], [0, 0, 0]], [2, 1, 0]
+    names = ["a", "b", "c"]
+    block = metrics_block(matrix, names, [0, 1, 2], convention="smp", ignored=ignored)
+    assert block["convention"] == "smp" and block["oa"] == pytest.approx(9 / 13)
+    assert block["miou"] == pytest.approx((5 / 8 + 4 / 6 + 1) / 3)
+    assert block["other_conventions"]["mmseg"]["miou"] == pytest.approx((5 / 6 + 4 / 5) / 2)
+    slug = "d/x/test"
+    record = ResultRecord(
+        schema_version=1, key="k", task={"id": "t/x", "class_names": names, "headline_classes": [0, 1, 2],
+                                         "resolved": {"metrics": {"convention": "smp"}}},
+        model={}, evaluated={"role": "target", "dataset": "d", "domain": "x", "split": "test", "num_samples": 1},
+        metrics={slug: block}, confusion_matrices={slug: matrix}, ignored_predictions={slug: ignored},
+        inference={}, normalization={}, smoke=None, provenance={})
+    check_consistency(record, "r.json")
+    record.metrics[slug]["other_conventions"]["mmseg"]["miou"] = 0.99
+    with pytest.raises(ResultsError, match="mmseg miou"):
+        check_consistency(record, "r.json")
+    record.metrics[slug] = metrics_block(matrix, names, [0, 1, 2], convention="smp", ignored=ignored)
+    record.ignored_predictions[slug] = [0, 0, 0]  # dropping the counted unknown pixels moves OA
+    with pytest.raises(ResultsError, match="stored miou"):
+        check_consistency(record, "r.json")
