@@ -15,7 +15,8 @@ codex/oscd). `split` names the evaluated split when it is not the task's (single
 target, e.g. a contest's test server; such rows are shown on the task page only, never averaged with our
 targets. A cell that could not be read is `null`, never guessed. `check` verifies that every row's
 per-class mean reproduces its headline within the rounding of the printed digits, so an OCR slip in a
-transcription fails a test instead of reaching a page.
+transcription fails a test instead of reaching a page. A printed headline whose cells do not average to it
+is still kept as printed, with `flag:` saying why (its cells left missing): the page shows it flagged.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Entry(BaseModel):
     headline: float | None = Field(default=None, ge=0, le=100)
     per_class: dict[str, float | None] = {}
     metrics: dict[str, float | None] = {}  # other reported metrics (oa, aa, mf1, ...), percentages
+    flag: str | None = None  # why this printed headline is shown flagged (e.g. its cells do not average to it)
 
 
 class ReportedTable(BaseModel):
@@ -69,6 +71,7 @@ class ReportedRow:
     per_class: dict[str, float]
     metrics: dict[str, float]
     source: str
+    flag: str | None = None
 
     @property
     def label(self) -> str:
@@ -109,6 +112,10 @@ def check(tables: dict[Path, ReportedTable], catalog: TaskCatalog) -> list[str]:
             if unknown:
                 problems.append(f"{where}: unknown classes {sorted(unknown)}")
                 continue
+            if entry.flag is not None:
+                if entry.headline is None or any(v is not None for v in entry.per_class.values()):
+                    problems.append(f"{where}: a flagged row keeps its printed headline and no per-class cells")
+                continue
             headline_classes = [task.class_schema.names[i] for i in task.headline_class_indices()]
             values = [entry.per_class.get(c) for c in headline_classes]
             if entry.headline is None or not entry.per_class or any(v is None for v in values):
@@ -132,7 +139,7 @@ def reported_rows(folder: Path = REPORTED_DIR) -> list[ReportedRow]:
             row = ReportedRow(
                 method=entry.method, backbone=entry.backbone, task=entry.task, split=entry.split,
                 headline=_fraction(entry.headline), per_class={k: _fraction(v) for k, v in entry.per_class.items()},
-                metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source)
+                metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source, flag=entry.flag)
             key = (row.method, row.backbone, row.task, row.split, table.source.paper, row.headline)
             if key in rows and not math.isnan(row.headline):
                 rows[key] = _merged(rows[key], row)
@@ -148,4 +155,5 @@ def _merged(first: ReportedRow, second: ReportedRow) -> ReportedRow:
     table = second.source.rsplit("Table ", 1)[-1]
     return ReportedRow(method=first.method, backbone=first.backbone, task=first.task, split=first.split,
                        headline=first.headline, per_class=pick(first.per_class, second.per_class),
-                       metrics=pick(first.metrics, second.metrics), source=f"{first.source} + Table {table}")
+                       metrics=pick(first.metrics, second.metrics), source=f"{first.source} + Table {table}",
+                       flag=first.flag or second.flag)

@@ -22,6 +22,7 @@ class Row:
     values: list[float]            # NaN when missing
     reported: str | None = None    # the source ("CrossEarth Table 2") when copied from a paper
     link: str | None = None        # a page for the row's model, if any
+    flag: str | None = None        # why a reported row's numbers are shown with a warning
 
 
 @dataclass
@@ -67,17 +68,20 @@ def plain_number(value: float | None) -> str:
 
 
 def _label(row: Row) -> str:
-    return f"{row.label} (reported: {row.reported})" if row.reported else row.label
+    label = f"{row.label} (reported: {row.reported})" if row.reported else row.label
+    return f"{label} [flagged: {row.flag}]" if row.flag else label
 
 
 def to_csv(table: Table) -> str:
-    """Numbers as stored (fractions, not percentages), empty when missing; a `reported` column."""
+    """Numbers as stored (fractions, not percentages), empty when missing; a `reported` column (and a `flag`
+    column when a reported row is flagged)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["model", *table.columns, "reported"])
+    flagged = any(row.flag for row in table.rows)  # the `flag` column only where a row has one
+    writer.writerow(["model", *table.columns, "reported", *(["flag"] if flagged else [])])
     for row in table.rows:
         writer.writerow([row.label, *(plain_number(v) for v in row.values),
-                         row.reported or ""])
+                         row.reported or "", *([row.flag or ""] if flagged else [])])
     return out.getvalue()
 
 

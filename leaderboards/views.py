@@ -39,14 +39,18 @@ def _ranks(values: list[float]) -> list[float]:
     return [math.nan if math.isnan(v) else float(present.index(v) + 1) for v in values]
 
 
-def _reported_by_label(tasks: list[TaskTable]) -> dict[str, tuple[str, dict[str, float]]]:
-    """label → (source, task id → reported target value) over the tasks, for rows that stand for a target."""
-    rows: dict[str, tuple[str, dict[str, float]]] = {}
+def _reported_by_label(tasks: list[TaskTable]) -> dict[str, tuple[str, dict[str, float], list[str]]]:
+    """label → (source, task id → reported target value, flags of its cells) over the tasks, for rows that
+    stand for a target."""
+    rows: dict[str, tuple[str, dict[str, float], list[str]]] = {}
     for task in tasks:
         for reported in task.reported:
             value = task.reported_target(reported)
             if not math.isnan(value):
-                rows.setdefault(reported.label, (reported.source, {}))[1][task.task_id] = value
+                _, values, flags = rows.setdefault(reported.label, (reported.source, {}, []))
+                values[task.task_id] = value
+                if reported.flag:
+                    flags.append(f"{task.name}: {reported.flag}")
     return rows
 
 
@@ -62,8 +66,8 @@ def suite_table(suite: SuiteView, board: Board) -> Table:
         if values:
             raw.append((Row(model, []), values))
             intervals[model] = suite_mean_interval(tasks, model)
-    for label, (source, values) in _reported_by_label(tasks).items():
-        raw.append((Row(label, [], reported=source), values))
+    for label, (source, values, flags) in _reported_by_label(tasks).items():
+        raw.append((Row(label, [], reported=source, flag="; ".join(flags) or None), values))
     per_task = [[values.get(t.task_id, math.nan) for t in tasks] for _, values in raw]
     ranks = np.array([_ranks(list(column)) for column in zip(*per_task, strict=True)]).T if per_task else []
     rows = []
@@ -116,7 +120,8 @@ def task_summary_table(task: TaskTable) -> Table:
         if math.isnan(value):
             continue
         values = [value if _reported_on(task, reported, slug) else math.nan for _, slug in task.splits]
-        rows.append(Row(reported.label, [*values, value, *[math.nan] * 6], reported=reported.source))
+        rows.append(Row(reported.label, [*values, value, *[math.nan] * 6], reported=reported.source,
+                        flag=reported.flag))
     n = len(task.splits)
     return Table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
                  columns=columns, rows=rows, lower_is_better={n + 6},
@@ -152,7 +157,7 @@ def task_class_table(task: TaskTable, slug: str) -> Table:
             metrics = {task.primary: reported.headline, **reported.metrics}  # the headline is the primary metric
             rows.append(Row(reported.label, [*(reported.per_class.get(c, math.nan) for c in task.class_names),
                                              *(metrics.get(m, math.nan) for m in METRIC_COLUMNS)],
-                            reported=reported.source))
+                            reported=reported.source, flag=reported.flag))
     return Table(id=f"task-{slugify(task.task_id)}-{slugify(slug)}", title=f"{task.name}: per-class IoU on {slug}",
                  columns=columns, rows=rows)
 

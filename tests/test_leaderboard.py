@@ -205,11 +205,12 @@ def test_reported_tables_reproduce_their_headlines_row_by_row():
     isprs = next(t for p, t in tables.items() if p.name == "crossearth-table2-isprs.yaml")
     crossearth = next(e for e in isprs.entries if e.method == "CrossEarth" and e.task == "crossearth/pi2v")
     assert crossearth.headline == 67.5 and crossearth.per_class["building"] == 91.7
-    unreadable = [e for e in isprs.entries if e.headline is None]
-    assert unreadable and all(all(v is None for v in e.per_class.values()) for e in unreadable)
+    flagged = [e for e in isprs.entries if e.flag]  # printed headline kept, cells that fail the check left missing
+    assert flagged and all(e.headline is not None and all(v is None for v in e.per_class.values()) for e in flagged)
     loveda = next(t for p, t in tables.items() if p.name == "crossearth-table3-loveda.yaml")
     dofa = next(e for e in loveda.entries if e.method == "DOFA" and e.task == "crossearth/u2r")
-    assert dofa.headline is None  # the paper repeats DOFA's R2U class IoUs under U2R; the check refuses the row
+    # the paper repeats DOFA's R2U class IoUs under U2R: the check refuses the cells, the printed mIoU stays, flagged
+    assert dofa.headline == 13.2 and dofa.flag and all(v is None for v in dofa.per_class.values())
     casid = next(t for p, t in tables.items() if p.name == "crossearth-table6-casid.yaml")
     assert len({e.task for e in casid.entries}) == 16
     rows = [r for r in reported_rows() if r.method == "CrossEarth" and r.task == "crossearth/sub2sub"]
@@ -347,3 +348,26 @@ def test_a_tampered_record_is_left_out_with_its_reason_and_the_rest_still_builds
     assert "refused" in why and "miou" in why and str(good) not in dict(board.excluded)
     site = write_site(with_suites(board, TaskCatalog()), tmp_path / "site").parent
     assert "refused" in (site / "index.html").read_text()
+
+
+def test_a_printed_headline_whose_cells_do_not_average_to_it_is_kept_and_shown_flagged(tmp_path: Path):
+    from rsdg_bench.leaderboards.views import task_summary_table
+
+    rows = {(r.method, r.task): r for r in reported_rows()}
+    moco = rows[("S12-MoCo", "crossearth/pr2v")]
+    assert moco.headline == pytest.approx(0.071) and moco.flag and "do not average" in moco.flag
+    assert all(math.isnan(v) for v in moco.per_class.values())  # the cells stay missing, never guessed
+    assert {("DAFormer", "crossearth/pi2res"), ("SatMAE", "crossearth/u2oem")} <= {k for k, r in rows.items() if r.flag}
+    board = with_suites(board_of(record(key="x", matrix=GOOD)), TaskCatalog(), reported_rows())
+    [table] = [t for t in board.tasks if t.task_id == "crossearth/pr2v"]
+    summary = task_summary_table(table)
+    [row] = [r for r in summary.rows if r.label.startswith("S12-MoCo")]
+    assert row.flag == moco.flag and "[flagged:" in to_markdown(summary) and "flag" in to_csv(summary).splitlines()[0]
+    write_site(board, tmp_path)
+    assert "⚑ flagged" in (tmp_path / "tasks" / "crossearth-pr2v.html").read_text()
+    # a flagged row must keep its headline and no cells, or the check names it
+    tables = load_tables()
+    path = next(p for p in tables if p.name == "crossearth-table2-isprs.yaml")
+    entry = next(e for e in tables[path].entries if e.flag)
+    entry.per_class = {"building": 50.0}
+    assert any("flagged row" in problem for problem in check({path: tables[path]}, TaskCatalog()))
