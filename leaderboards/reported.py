@@ -15,7 +15,8 @@ codex/oscd). `split` names the evaluated split when it is not the task's (single
 target, e.g. a contest's test server; such rows are shown on the task page only, never averaged with our
 targets. A cell that could not be read is `null`, never guessed. `check` verifies that every row's
 per-class mean reproduces its headline within the rounding of the printed digits, so an OCR slip in a
-transcription fails a test instead of reaching a page. A printed headline whose cells do not average to it
+transcription fails a test instead of reaching a page. `convention` (default mmseg) is how the paper computed
+its numbers; it must be its tasks' `metrics.convention`, and rows show it. A printed headline whose cells do not average to it
 is still kept as printed, with `flag:` saying why (its cells left missing): the page shows it flagged.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -56,6 +58,7 @@ class ReportedTable(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: Source
     note: str = ""
+    convention: Literal["mmseg", "smp"] = "mmseg"  # how the paper computed its metrics (`metrics.convention`)
     entries: list[Entry]
 
 
@@ -72,6 +75,7 @@ class ReportedRow:
     metrics: dict[str, float]
     source: str
     flag: str | None = None
+    convention: str = "mmseg"
 
     @property
     def label(self) -> str:
@@ -108,6 +112,9 @@ def check(tables: dict[Path, ReportedTable], catalog: TaskCatalog) -> list[str]:
                 problems.append(f"{where}: unknown task")
                 continue
             task = catalog.tasks[entry.task]
+            if table.convention != task.metrics.convention:
+                problems.append(f"{where}: the paper's {table.convention} convention is not the task's "
+                                f"{task.metrics.convention}; its numbers would not compare")
             unknown = set(entry.per_class) - set(task.class_schema.names)
             if unknown:
                 problems.append(f"{where}: unknown classes {sorted(unknown)}")
@@ -135,11 +142,14 @@ def reported_rows(folder: Path = REPORTED_DIR) -> list[ReportedRow]:
     rows: dict[tuple, ReportedRow] = {}
     for table in load_tables(folder).values():
         source = f"{table.source.paper}, Table {table.source.table}"
+        if table.convention != "mmseg":
+            source += f" ({table.convention} metric convention)"
         for entry in table.entries:
             row = ReportedRow(
                 method=entry.method, backbone=entry.backbone, task=entry.task, split=entry.split,
                 headline=_fraction(entry.headline), per_class={k: _fraction(v) for k, v in entry.per_class.items()},
-                metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source, flag=entry.flag)
+                metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source, flag=entry.flag,
+                convention=table.convention)
             key = (row.method, row.backbone, row.task, row.split, table.source.paper, row.headline)
             if key in rows and not math.isnan(row.headline):
                 rows[key] = _merged(rows[key], row)
@@ -156,4 +166,4 @@ def _merged(first: ReportedRow, second: ReportedRow) -> ReportedRow:
     return ReportedRow(method=first.method, backbone=first.backbone, task=first.task, split=first.split,
                        headline=first.headline, per_class=pick(first.per_class, second.per_class),
                        metrics=pick(first.metrics, second.metrics), source=f"{first.source} + Table {table}",
-                       flag=first.flag or second.flag)
+                       flag=first.flag or second.flag, convention=first.convention)

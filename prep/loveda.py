@@ -57,7 +57,7 @@ def mask_to_indices(mask: np.ndarray, where: str) -> np.ndarray:
 class LoveDA(Preparer):
     name = "loveda"
     summary = "LoveDA, urban and rural domains, 7 classes, native 1024 images (CrossEarth U2R, R2U, U2OEM)"
-    prep_version = 1
+    prep_version = 2  # 2: sample ids name the split (unique across splits)
     archives = ARCHIVES
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
@@ -114,7 +114,7 @@ class LoveDA(Preparer):
         fingerprint = {"prep_version": self.prep_version, "counts": {f"{d}/{s}": n for (d, s), n in expected.items()}}
         writer = PreparedWriter(data_root, self.name, schema, fingerprint=fingerprint)
         for domain, split, image_path, mask_path in tqdm(work, desc="prepare loveda", unit="img", disable=not progress):
-            sample_id = f"{domain}_{image_path.stem}"
+            sample_id = f"{domain}_{split}_{image_path.stem}"
             if writer.has(sample_id):
                 continue
             image = read_raster(image_path)

@@ -19,8 +19,9 @@ Dataset card
 - **Labels**: DW (`label_dw/dw_<id>.tif`; band 2 when a file has several bands, as CromSS reads it): 0
   unlabelled and 10 cloud → ignore, 1..9 → 0..8 (`dynamicworld9`). OSM (`label_osm/osm_<id>.tif`): 0 no OSM
   label → ignore, 1..13 → 0..12 (`osm13`, CromSS's `CLS_DICT[13]` order). Any other value is an error.
-- **Counts** (CromSS README): DW 3,574 train / 340 test; OSM 1,375 train / 400 test (the paper says 1,372
-  train; which `osm_train` variant gives which is UNVERIFIED).
+- **Counts** (CromSS README): DW 3,574 train / 340 test; OSM 1,375 train / 400 test. The paper says 1,372
+  OSM training tiles; which `osm_train` variant gives which is UNVERIFIED, so both are accepted as the
+  published size (the card's `published_alternatives`, with their sources).
 - **NoL** (pretraining, 103,793 locations × 4 seasons): not copied. When `ssl4eo_s12_nol` is present
   unpacked (`dw_complete_ids.csv` with columns `ids, sub1..sub4`, labels `dw_noisy_labels/<id:07d>/<sub>/label.tif`),
   `nol_index.parquet` in the prepared folder lists one row per location and season with the label's path
@@ -56,6 +57,9 @@ NOL_ARCHIVE = "ssl4eo_s12_nol.zip"
 CRS = "EPSG:4326"
 PUBLISHED_COUNTS = {"dw_s2": {"train": 3574, "test": 340}, "dw_s1": {"train": 3574, "test": 340},
                     "osm_s2": {"train": 1375, "test": 400}, "osm_s1": {"train": 1375, "test": 400}}
+# Other published sizes of a split, with their source: the CromSS paper (§III) says 1,372 OSM training tiles, its
+# README 1,375; which osm_train release gives which is UNVERIFIED, so a split of either size is the published one.
+PUBLISHED_ALTERNATIVES = {domain: {"train": {"CromSS paper §III": 1372}} for domain in ("osm_s2", "osm_s1")}
 # label set → (raw values that mean "no label", number of classes); raw 1..K become 0..K-1.
 LABELS = {"dw": ({0, 10}, 9), "osm": ({0}, 13)}
 FAKE_SIZES = {"train": 30, "test": 32}
@@ -208,7 +212,7 @@ class NoLDOS12(Preparer):
                     if mod == "s2" else [BandInfo(name=b, dtype="float32", units="dB") for b in S1_BANDS])
                     for labels in LABELS for mod in ("s2", "s1")},
                 expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS, notes=notes)
+                published_counts=PUBLISHED_COUNTS, published_alternatives=PUBLISHED_ALTERNATIVES, notes=notes)
 
     @staticmethod
     def _plan(files) -> list[tuple[str, str, str, dict[str, Path]]]:

@@ -86,7 +86,10 @@ def _report_prepared(data_root: Path, name: str) -> None:
     for domain, splits in card.split_counts.items():
         for split, count in splits.items():
             published = card.published_counts.get(domain, {}).get(split)
-            check = "" if published is None else ("  (= published)" if published == count else f"  (published: {published})")
+            alternative = {n: source for source, n in card.published_alternatives.get(domain, {}).get(split, {}).items()}
+            check = ("" if published is None else "  (= published)" if published == count else
+                     f"  (= published by {alternative[count]}; {published} elsewhere)" if count in alternative else
+                     f"  (published: {published})")
             print(f"  {domain}/{split}: {count} samples{check}")
     if mismatches := card.count_mismatches():
         print(f"warning: {len(mismatches)} split(s) differ from the published sizes; results on this data are not "

@@ -101,6 +101,9 @@ class DatasetCard(BaseModel):
     manifest_sha256: str
     created: str
     published_counts: dict[str, dict[str, int]] = {}
+    # domain → split → {source: count}: other sizes a paper or release gives for the same split (CromSS's paper
+    # says 1,372 OSM training tiles, its README 1,375); a split of either size is the published one
+    published_alternatives: dict[str, dict[str, dict[str, int]]] = {}
     notes: list[str] = []
     unlabelled: list[str] = []  # "domain/split" whose labels are not public: inputs only, never scored
     footprint_overlaps: dict[str, int] = {}  # "domain: split/split" → overlapping sample pairs (leakage audit)
@@ -113,11 +116,23 @@ class DatasetCard(BaseModel):
         """The class schema of one domain's labels."""
         return self.domain_classes.get(domain, self.classes)
 
+    def accepted_counts(self, domain: str, split: str) -> list[int]:
+        """The sizes a split may have and still be the published one: the published count and its alternatives."""
+        published = self.published_counts.get(domain, {}).get(split)
+        alternatives = self.published_alternatives.get(domain, {}).get(split, {})
+        return ([] if published is None else [published]) + sorted(set(alternatives.values()) - {published})
+
     def count_mismatches(self) -> list[str]:
-        """`domain/split: got N, published M` for every split whose size differs from the published one."""
-        return [f"{domain}/{split}: {self.split_counts.get(domain, {}).get(split, 0)} samples, published {n}"
-                for domain, splits in self.published_counts.items() for split, n in splits.items()
-                if self.split_counts.get(domain, {}).get(split, 0) != n]
+        """`domain/split: got N, published M` for every split whose size is none of its accepted sizes."""
+        mismatches = []
+        for domain, splits in self.published_counts.items():
+            for split, n in splits.items():
+                got = self.split_counts.get(domain, {}).get(split, 0)
+                if got not in self.accepted_counts(domain, split):
+                    others = self.accepted_counts(domain, split)[1:]
+                    mismatches.append(f"{domain}/{split}: {got} samples, published {n}"
+                                      + (f" (or {', '.join(map(str, others))})" if others else ""))
+        return mismatches
 
 
 @dataclass
@@ -266,7 +281,17 @@ class PreparedWriter:
         return sample_id in self._rows
 
     def add(self, sample: SampleArrays) -> None:
-        """Write one sample's image and label and journal its manifest row."""
+        """Write one sample's image and label and journal its manifest row. Sample ids are unique in a dataset,
+        across domains and splits: another sample under a written id is an error, never a silent overwrite (the
+        same sample written again, as a resumed preparer may do, replaces its row)."""
+        first = self._rows.get(sample.sample_id)
+        if first is not None and (first["domain"], first["split"], first["source_file"], first["window"]) != (
+                sample.domain, sample.split, sample.source_file, list(sample.window)):
+            raise DataError(f"sample id {sample.sample_id!r} of {sample.domain}/{sample.split} (from "
+                            f"{sample.source_file}) was already given to {first['domain']}/{first['split']} (from "
+                            f"{first['source_file']}): sample ids must be unique in a dataset",
+                            "make the preparer's ids include what tells the two apart (e.g. the split); "
+                            "the prep module's make_fake can reproduce the case")
         label = sample.label
         self._check_shapes(sample)
         schema = self.domain_schemas.get(sample.domain, self.schema)
@@ -336,11 +361,13 @@ class PreparedWriter:
     def finish(self, *, prep_version: int, citation: str, licence: str, domains: dict[str, DomainInfo],
                source_archives: list[SourceArchive], expected_counts: dict[tuple[str, str], int],
                published_counts: dict[str, dict[str, int]] | None = None, notes: list[str] | None = None,
-               unlabelled: list[str] | None = None, group_regions: dict[str, str] | None = None) -> Path:
+               unlabelled: list[str] | None = None, group_regions: dict[str, str] | None = None,
+               published_alternatives: dict[str, dict[str, dict[str, int]]] | None = None) -> Path:
         """Verify counts and hashes, write manifest and card, and rename the folder into place.
 
         `expected_counts` must hold (what the raw files present imply); `published_counts` are the sizes
-        the papers report for the full release, recorded so a run on other data can say so.
+        the papers report for the full release, recorded so a run on other data can say so;
+        `published_alternatives` the other sizes a source gives for a split (domain → split → {source: count}).
         """
         self._rows_handle.close()
         manifest = self._manifest_frame()
@@ -368,7 +395,8 @@ class PreparedWriter:
             ignore_index=IGNORE_INDEX, domains=domains, split_counts=split_counts,
             source_archives=source_archives, crs=self.crs, manifest_sha256=sha256_file(manifest_path),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            published_counts=published_counts or {}, notes=notes or [], unlabelled=unlabelled or [],
+            published_counts=published_counts or {}, published_alternatives=published_alternatives or {},
+            notes=notes or [], unlabelled=unlabelled or [],
             footprint_overlaps=overlaps, domain_classes=self.domain_schemas, timesteps=self.timesteps,
             label_level=self.label_level, group_regions=group_regions or {},
         )

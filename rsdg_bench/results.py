@@ -61,6 +61,7 @@ class EvaluatedSplit(BaseModel):
     split: str
     num_samples: int
     published_samples: int | None = None  # the split's size in the full release, when the dataset publishes it
+    accepted_samples: list[int] = []  # other sizes a source gives for the same split (card's published_alternatives)
 
     @property
     def slug(self) -> str:
@@ -69,7 +70,8 @@ class EvaluatedSplit(BaseModel):
     @property
     def partial_data(self) -> bool:
         """True when the split evaluated is not the published one (a fake, a partial download)."""
-        return self.published_samples is not None and self.num_samples != self.published_samples
+        return (self.published_samples is not None and self.num_samples != self.published_samples
+                and self.num_samples not in self.accepted_samples)
 
 
 class SampleIndex(BaseModel):

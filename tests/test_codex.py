@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.prep.oscd import BANDS, IMAGES, decode_change, stacked_band_names
+from rsdg_bench.prep.oscd import BANDS, CITIES, IMAGES, decode_change, patch_origins, stacked_band_names
 
 from rsdg_bench.errors import DataError
 from rsdg_bench.prepared import PreparedDataset
@@ -28,7 +28,8 @@ def oscd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_cities_become_stacked_pairs_with_binary_change_maps(oscd: dict[str, Path]):
     dataset = PreparedDataset.open(oscd["data"], "oscd")
-    assert dataset.card.split_counts == {"s2": {"test": 1, "train": 2}}  # from the fake's train.txt / test.txt
+    assert dataset.card.split_counts == {"s2": {"test": 1, "train": 2},  # from the fake's train.txt / test.txt
+                                         "s2_75": {"test": 64, "train": 128}}  # 64 patches per city
     assert dataset.band_names("s2") == stacked_band_names() and dataset.band_names("s2")[13] == "t2_B01"
     row = dataset.rows("s2", "train").iloc[0]
     image = dataset.read_image(row)
@@ -74,4 +75,40 @@ def test_change_task_trains_on_the_source_cities(oscd: dict[str, Path], tmp_path
     adapter = build_trainable(ModelSpec("smp", {"encoder": "resnet18"}), task, oscd["data"])
     report = train_adapter(adapter, task, oscd["data"], tmp_path / "oscd.pt",
                            overrides=TrainOverrides(iterations=2, batch_size=2), progress=False)
-    assert report.opened_splits == ["oscd/s2/train"]  # the test cities are never read
+    assert report.opened_splits == ["oscd/s2_75/train"]  # the test cities are never read
+
+
+def test_codex_patches_are_an_evenly_spaced_8x8_grid_from_corner_to_corner():
+    assert patch_origins(600) == [0, 75, 150, 225, 300, 375, 450, 525]  # a 600 px city: the plain 8×8 cut
+    assert patch_origins(75) == [0] * 8
+    small = patch_origins(100)
+    assert small[0] == 0 and small[-1] == 25 and small == sorted(small)  # overlapping, still covering the city
+    with pytest.raises(DataError, match="smaller than a 75 px patch"):
+        patch_origins(74)
+
+
+def test_every_patch_is_its_window_of_the_city_and_keeps_the_city_as_its_scene(oscd: dict[str, Path]):
+    dataset = PreparedDataset.open(oscd["data"], "oscd")
+    city = dataset.rows("s2", "test").iloc[0]
+    whole, whole_label = dataset.read_image(city), dataset.read_label(city)
+    patches = dataset.rows("s2_75", "test")
+    assert len(patches) == 64 and set(patches["group"]) == {city["sample_id"]}
+    assert patches["sample_id"].is_unique
+    for _, row in patches.iloc[[0, 9, 63]].iterrows():
+        x0, y0, x1, y1 = row["window"]
+        assert (x1 - x0, y1 - y0) == (75, 75)
+        assert np.array_equal(dataset.read_image(row), whole[:, y0:y1, x0:x1])
+        assert np.array_equal(dataset.read_label(row), whole_label[y0:y1, x0:x1])
+
+
+def test_real_size_city_fakes_give_codex_896_and_640_patches(tmp_path: Path):
+    """All 24 official cities, of sizes from 96 to 359 px (not squares; the official sizes are not in our
+    references): 64 patches each, so exactly CoDEX's Table 1 counts, which are the published ones."""
+    names = [c for split in CITIES.values() for c in split]
+    sizes = {city: (96 + 11 * i, 130 + 9 * i) for i, city in enumerate(names)}
+    raw = get_preparer("oscd").make_fake(tmp_path / "raw", cities=CITIES, sizes=sizes)
+    get_preparer("oscd").prepare(raw, tmp_path / "data", progress=False)
+    dataset = PreparedDataset.open(tmp_path / "data", "oscd")
+    assert dataset.card.split_counts["s2_75"] == {"train": 896, "test": 640}
+    assert dataset.card.published_counts["s2_75"] == {"train": 896, "test": 640}
+    assert dataset.rows("s2_75", "test").groupby("group").size().eq(64).all()

@@ -323,7 +323,7 @@ def test_a_reported_headline_lands_in_the_tasks_primary_metric_column():
 
     board = with_suites(board_of(record(key="x", matrix=GOOD)), TaskCatalog(), reported_rows())
     oscd = next(t for t in board.tasks if t.task_id == "codex/oscd")
-    table = task_class_table(oscd, "oscd/s2/test")
+    table = task_class_table(oscd, "oscd/s2_75/test")
     row = next(r for r in table.rows if r.label == "CoDEX")
     assert row.values[table.columns.index("mF1")] == pytest.approx(0.478)  # CoDEX reports the change F1
     assert math.isnan(row.values[table.columns.index("mIoU")])
@@ -371,3 +371,14 @@ def test_a_printed_headline_whose_cells_do_not_average_to_it_is_kept_and_shown_f
     entry = next(e for e in tables[path].entries if e.flag)
     entry.per_class = {"building": 50.0}
     assert any("flagged row" in problem for problem in check({path: tables[path]}, TaskCatalog()))
+
+
+def test_reported_rows_carry_their_papers_metric_convention():
+    rows = reported_rows()
+    cromss = [r for r in rows if r.task.startswith("noldo_s12/")]
+    assert cromss and all(r.convention == "smp" and "smp metric convention" in r.source for r in cromss)
+    assert all(r.convention == "mmseg" for r in rows if r.task.startswith("crossearth/"))
+    tables = load_tables()
+    path = next(p for p in tables if p.name == "cromss-table3-dw.yaml")
+    tables[path].convention = "mmseg"  # a table read under another convention than its tasks' is named
+    assert any("not the task's smp" in problem for problem in check({path: tables[path]}, TaskCatalog()))

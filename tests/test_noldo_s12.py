@@ -182,3 +182,20 @@ def test_suite_runs_with_13_band_inputs_and_trains(noldo: dict[str, Path], tmp_p
     assert checkpoint["rsdg"]["adapter"]["options"]["arch"] == "pspnet"  # the task's framework
     assert checkpoint["rsdg"]["adapter"]["options"]["modality"] == "s1" and checkpoint["rsdg"]["band_names"] == ["VV", "VH"]
     assert checkpoint["rsdg"]["training"]["loss"] == "ce+dice" and checkpoint["rsdg"]["training"]["iterations"] == 2
+
+
+def test_osm_training_split_of_either_published_size_counts_as_the_published_one(noldo: dict[str, Path]):
+    from rsdg_bench.results import EvaluatedSplit
+
+    card = PreparedDataset.open(noldo["data"], "noldo_s12").card
+    assert card.accepted_counts("osm_s2", "train") == [1375, 1372]  # README first, then the paper's
+    assert card.published_alternatives["osm_s1"]["train"] == {"CromSS paper §III": 1372}
+    assert card.accepted_counts("dw_s2", "train") == [3574]
+    as_paper = card.model_copy(update={"split_counts": {**card.split_counts, "osm_s2": {"train": 1372, "test": 400}}})
+    assert not any(m.startswith("osm_s2/") for m in as_paper.count_mismatches())
+    assert any(m.startswith("osm_s2/train: 1371 samples, published 1375 (or 1372)") for m in card.model_copy(
+        update={"split_counts": {**card.split_counts, "osm_s2": {"train": 1371, "test": 400}}}).count_mismatches())
+    split = dict(role="target", dataset="noldo_s12", domain="osm_s2", split="train", published_samples=1375,
+                 accepted_samples=[1372])
+    assert not EvaluatedSplit(num_samples=1372, **split).partial_data  # an OSM record of 1,372 tiles is ranked
+    assert EvaluatedSplit(num_samples=1371, **split).partial_data

@@ -170,7 +170,7 @@ def test_loveda_masks_shift_by_one_with_zero_as_ignore(ce_data: Path, ce_raw: di
     dataset = PreparedDataset.open(ce_data, "loveda")
     raw_mask = read_raster(ce_raw["loveda"] / "Val" / "Urban" / "masks_png" / "9.png")[0]
     assert list(raw_mask[0, :8]) == list(range(8))  # the fake's row of every raw value
-    label = dataset.read_label(_row(dataset, "urban_9"))
+    label = dataset.read_label(_row(dataset, "urban_val_9"))
     assert list(label[0, :8]) == [255, 0, 1, 2, 3, 4, 5, 6]
     assert dataset.card.split_counts == {"rural": {"train": 3, "val": 3}, "urban": {"train": 3, "val": 3}}
     assert dataset.card.published_counts["urban"]["val"] == 677

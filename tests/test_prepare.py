@@ -217,3 +217,21 @@ def test_a_failed_prepare_keeps_the_extraction_for_the_rerun(tmp_path: Path, mon
     monkeypatch.setattr(prep_base, "extract_archive", counting_extract)
     PREP.prepare(archive, tmp_path / "data", progress=False)
     assert len(extractions) == 1 and not (tmp_path / "data" / ".toyearth.raw").exists()
+
+
+def test_a_sample_id_given_twice_in_a_dataset_is_an_error_not_a_lost_sample(tmp_path: Path):
+    import numpy as np
+
+    from rsdg_bench.classes import load_class_schema
+    from rsdg_bench.prepared import SampleArrays
+
+    writer = PreparedWriter(tmp_path, "twice", load_class_schema("toyearth5"), fingerprint={"v": 1})
+    pixels = np.zeros((3, 4, 4), np.uint8)
+    sample = SampleArrays(sample_id="urban_7", domain="urban", split="train", image=pixels,
+                          label=np.zeros((4, 4), np.uint8), source_file="Train/Urban/7.png", window=(0, 0, 4, 4))
+    writer.add(sample)
+    writer.add(sample)  # the same sample again (a resumed preparer redoing a tile) replaces its row
+    other = SampleArrays(sample_id="urban_7", domain="urban", split="val", image=pixels,
+                         label=np.zeros((4, 4), np.uint8), source_file="Val/Urban/7.png", window=(0, 0, 4, 4))
+    with pytest.raises(DataError, match="'urban_7' of urban/val .* was already given to urban/train"):
+        writer.add(other)
