@@ -65,7 +65,8 @@ class SiteWriter:
         self.tables.append(table)
         casid = {label: (casid_svg(matrix, list(CASID_ZONES), label), source)
                  for label, (matrix, source) in casid_matrices(suite, self.board).items()}
-        return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid)
+        units = [(task.name, slug, count, unit) for task in suite.tasks for slug, count, unit in task.resampling_units()]
+        return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid, units=units)
 
     def task(self, task: TaskTable, page_dir: Path) -> str:
         summary = task_summary_table(task)
@@ -156,18 +157,27 @@ def board_json(board: Board) -> str:
 
     tasks = []
     for task in board.tasks:
+        groups = task.tie_groups()
         tasks.append({
             "id": task.task_id, "name": task.name, "gap": task.gap, "version": task.version, "hash": task.task_hash,
-            "suite": task.suite, "primary": task.primary, "classes": task.class_names,
+            "suite": task.suite, "primary": task.primary, "convention": task.convention, "classes": task.class_names,
             "splits": [{"role": role, "slug": slug} for role, slug in task.splits],
+            "resampled": [{"slug": slug, "scenes": count, "unit": unit}
+                          for slug, count, unit in task.resampling_units()],
             "results": {model: {"target_mean": number(task.target_mean(model)), "drop": number(task.drop(model)),
+                                "interval_95": [number(v) for v in task.interval(model)],
+                                "difference_to_leader_95": [number(v) for v in task.difference_to_leader(model)],
+                                "tie_group": groups.get(model),
                                 "splits": {slug: {"metrics": {k: number(v) for k, v in s.metrics.items()},
+                                                  "other_conventions": {c: {k: number(v) for k, v in m.items()}
+                                                                        for c, m in s.other_conventions.items()},
                                                   "per_class_iou": {k: number(v) for k, v in s.per_class_iou.items()},
                                                   "record": s.record} for slug, s in splits.items()}}
                         for model, splits in task.scores.items()},
             "reported": [{"method": r.method, "backbone": r.backbone, "split": r.split, "headline": number(r.headline),
                           "per_class": {k: number(v) for k, v in r.per_class.items()},
-                          "metrics": {k: number(v) for k, v in r.metrics.items()}, "source": r.source}
+                          "metrics": {k: number(v) for k, v in r.metrics.items()}, "source": r.source,
+                          "convention": r.convention, "flag": r.flag}
                          for r in task.reported],
         })
     return json.dumps({"harness_version": __version__, "models": board.models,

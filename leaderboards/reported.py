@@ -15,9 +15,10 @@ codex/oscd). `split` names the evaluated split when it is not the task's (single
 target, e.g. a contest's test server; such rows are shown on the task page only, never averaged with our
 targets. A cell that could not be read is `null`, never guessed. `check` verifies that every row's
 per-class mean reproduces its headline within the rounding of the printed digits, so an OCR slip in a
-transcription fails a test instead of reaching a page. `convention` (default mmseg) is how the paper computed
-its numbers; it must be its tasks' `metrics.convention`, and rows show it. A printed headline whose cells do not average to it
-is still kept as printed, with `flag:` saying why (its cells left missing): the page shows it flagged.
+transcription fails a test instead of reaching a page. `convention` (default mmseg) is how the paper
+computed its numbers; it must be its tasks' `metrics.convention`, and rows show it. A printed headline whose
+cells do not average to it is still kept as printed, with `flag:` saying why (its cells left missing): the
+page shows it flagged.
 """
 
 from __future__ import annotations

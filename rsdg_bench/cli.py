@@ -86,9 +86,9 @@ def _report_prepared(data_root: Path, name: str) -> None:
     for domain, splits in card.split_counts.items():
         for split, count in splits.items():
             published = card.published_counts.get(domain, {}).get(split)
-            alternative = {n: source for source, n in card.published_alternatives.get(domain, {}).get(split, {}).items()}
+            by_count = {n: source for source, n in card.published_alternatives.get(domain, {}).get(split, {}).items()}
             check = ("" if published is None else "  (= published)" if published == count else
-                     f"  (= published by {alternative[count]}; {published} elsewhere)" if count in alternative else
+                     f"  (= published by {by_count[count]}; {published} elsewhere)" if count in by_count else
                      f"  (published: {published})")
             print(f"  {domain}/{split}: {count} samples{check}")
     if mismatches := card.count_mismatches():

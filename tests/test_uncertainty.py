@@ -4,13 +4,14 @@ scene count on the board of a prepared Potsdam fake."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from rsdg_bench.leaderboards.aggregate import build_board
+from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.uncertainty import (SplitEvidence, draw_counts, interval, metric_replicates,
                                                  paired_difference, paired_tie_groups, separated)
 from rsdg_bench.metrics import scores_from_confusion
@@ -129,6 +130,11 @@ def test_the_board_of_a_potsdam_fake_reports_a_scene_level_interval_with_its_sce
     assert table.resampling_units() == [(target.evaluated.slug, 14, "source file")]
     low, high = table.interval("unet")
     assert low <= table.target_mean("unet") <= high and high > low
-    write_site(board, tmp_path / "site")
+    write_site(with_suites(board, TaskCatalog()), tmp_path / "site")
     page = next((tmp_path / "site" / "tasks").glob("*.html")).read_text()
     assert "14 scenes (unit: source file)" in page
+    assert "Scenes resampled:" in (tmp_path / "site" / "suites" / "crossearth.html").read_text()
+    exported = json.loads((tmp_path / "site" / "board.json").read_text())["tasks"][0]
+    assert exported["resampled"] == [{"slug": target.evaluated.slug, "scenes": 14, "unit": "source file"}]
+    assert exported["results"]["unet"]["interval_95"] == pytest.approx([low, high])
+    assert exported["results"]["unet"]["tie_group"] == 1
