@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .code_identity import code_identity
 from .errors import AdapterError
 from .task_schema import Task
 
@@ -150,8 +151,10 @@ class Adapter(abc.ABC):
         raise AdapterError(f"adapter {self.name!r} does not classify images", "declare and implement classify")
 
     def identity(self) -> dict[str, Any]:
-        """What distinguishes this model configuration in records and resume keys."""
-        return {"adapter": self.name, "options": dict(sorted(self.options.items()))}
+        """What distinguishes this model configuration in records and resume keys: its name, its options and
+        its code (`code_identity`), so an edited adapter is evaluated again instead of answering from old
+        records."""
+        return {"adapter": self.name, "options": dict(sorted(self.options.items())), "code": code_identity(type(self))}
 
     def checkpoint_names(self, task: Task) -> list[str]:
         """File names to look for, in order, in a checkpoint folder (`--checkpoint-dir`) for `task`. By

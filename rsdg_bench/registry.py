@@ -53,6 +53,12 @@ def _from_file(spec: str) -> type[Adapter]:
     sys.modules[module_name] = module
     module_spec.loader.exec_module(module)
     cls = getattr(module, class_name, None)
+    if cls is None:
+        defined = sorted(n for n, v in vars(module).items()
+                         if isinstance(v, type) and issubclass(v, Adapter) and v.__module__ == module_name)
+        raise AdapterError(f"no class {class_name!r} in {path}"
+                           + (f" (its Adapter classes: {', '.join(defined)})" if defined else " (it defines no Adapter)"),
+                           f"give --adapter {path}:<ClassName> with a class defined in that file")
     return _check_class(cls, spec, class_name or path.stem)
 
 
@@ -69,9 +75,17 @@ def resolve_adapter(spec: str) -> type[Adapter]:
     if ".py:" in spec:
         return _from_file(spec)
     _load_builtins()
+    plugins = [entry for entry in entry_points(group=ENTRY_POINT_GROUP) if entry.name == spec]
+    if spec in _BUILTINS and plugins:
+        raise AdapterError(f"the plug-in adapter {spec!r} ({plugins[0].value}) has the name of a built-in adapter",
+                           f"rename the entry point in the plug-in's pyproject.toml ([project.entry-points."
+                           f"\"{ENTRY_POINT_GROUP}\"]) and reinstall it; built-in names are reserved")
+    if len(plugins) > 1:
+        raise AdapterError(f"two installed plug-ins register the adapter {spec!r}: "
+                           f"{', '.join(e.value for e in plugins)}", "uninstall or rename one of them")
     if spec in _BUILTINS:
         return _BUILTINS[spec]
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+    for entry in plugins:
         if entry.name == spec:
             try:
                 loaded = entry.load()

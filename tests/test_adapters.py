@@ -153,3 +153,55 @@ def test_a_kind_the_adapter_does_not_declare_is_refused_before_any_data_is_read(
         other = TASK.model_copy(update={"kind": kind})
         [outcome] = run_tasks([other], SMALL_MODEL, RunSettings(tmp_path / "no-data-here", tmp_path / "r", progress=False))
         assert f"does not do {kind}" in outcome.error and "not found" not in outcome.error
+
+
+def test_a_missing_class_in_an_adapter_file_is_named(tmp_path: Path):
+    path = write_plugin(tmp_path)
+    with pytest.raises(AdapterError, match=r"no class 'Nope' in .*tiny.py \(its Adapter classes: Tiny\)"):
+        resolve_adapter(f"{path}:Nope")
+
+
+def test_a_plugin_named_like_a_builtin_is_an_error_not_silently_shadowed(tmp_path: Path, monkeypatch):
+    write_plugin(tmp_path, name="shadow_mod.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = EntryPoint(name="smp", value="shadow_mod:Tiny", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    with pytest.raises(AdapterError, match="has the name of a built-in adapter"):
+        resolve_adapter("smp")
+
+
+def test_an_adapters_code_is_part_of_its_identity_so_an_edit_runs_again(tmp_path: Path, data_root: Path):
+    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+
+    path = write_plugin(tmp_path)
+    spec = ModelSpec(f"{path}:Tiny", random_init=True)
+    settings = RunSettings(data_root=data_root, results_root=tmp_path / "results", progress=False, limit=1)
+    [first] = run_tasks([TASK], spec, settings)
+    [again] = run_tasks([TASK], spec, settings)
+    assert first.written and again.written == [] and len(again.skipped) == len(first.written)
+    identity = resolve_adapter(f"{path}:Tiny")().identity()
+    assert identity["code"]["files"] == ["tiny.py"] and len(identity["code"]["sha256"]) == 64
+    write_plugin(tmp_path, suffix=" * -1")  # negated logits: other code, so other numbers
+    [edited] = run_tasks([TASK], spec, settings)
+    assert len(edited.written) == len(first.written) and edited.skipped == []
+    assert resolve_adapter(f"{path}:Tiny")().identity()["code"]["sha256"] != identity["code"]["sha256"]
+
+
+def test_a_builtins_code_identity_covers_the_modules_it_uses():
+    code = resolve_adapter("crossearth")().identity()["code"]
+    assert {"crossearth_adapter.py", "reins_vit.py", "mask2former_head.py"} <= set(code["files"])
+    assert "distribution" not in code  # the harness's own built-ins: its version and commit are in provenance
+
+
+def test_a_plugin_distribution_adds_its_name_and_version_to_the_code_identity(tmp_path: Path, monkeypatch):
+    from rsdg_bench import code_identity
+
+    write_plugin(tmp_path, name="dist_plugin_mod.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = EntryPoint(name="distplug", value="dist_plugin_mod:Tiny", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(code_identity, "packages_distributions", lambda: {"dist_plugin_mod": ["tiny-plugin"]})
+    monkeypatch.setattr(code_identity, "version", lambda name: {"tiny-plugin": "1.2.3"}[name])
+    code = resolve_adapter("distplug")().identity()["code"]
+    assert code["distribution"] == "tiny-plugin" and code["version"] == "1.2.3"
+    assert code["files"] == ["dist_plugin_mod.py"] and len(code["sha256"]) == 64

@@ -1,0 +1,96 @@
+"""What code an adapter is: so that changing it makes a new record instead of answering with an old one.
+
+An adapter's identity (`Adapter.identity()`) is its name, its options and its **code identity**:
+
+- `sha256` over the source of the adapter's module and of every module it imports (at module level) from
+  its own package folder, transitively: for a built-in, the `baselines/` files it uses; for a
+  `file.py:Class` adapter, that file and its sibling helpers; for a plug-in, its package's files (also when
+  installed editable, where the distribution's file list does not hold the sources);
+- `files`: those files' names, relative to the package folder (what the hash covers);
+- for a plug-in installed as a distribution, its `distribution` name and `version` as well.
+
+The identity enters the resume key and the record, so a rerun after an edit evaluates again. Modules
+imported inside functions are not seen; harness code outside the adapter's package is identified by the
+record's `harness_version` and `git_commit`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from functools import cache
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HARNESS_DISTRIBUTION = "rsdg-bench"
+
+
+def code_identity(cls: type) -> dict[str, Any]:
+    """The code identity of an adapter class (see the module docstring)."""
+    module = sys.modules.get(cls.__module__)
+    if module is None or getattr(module, "__file__", None) is None:
+        return {"sha256": None, "files": []}
+    return _identity_of(module)
+
+
+@cache
+def _identity_of(module: ModuleType) -> dict[str, Any]:
+    root = _package_root(module)
+    files = sorted(_source_files(module, root))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    identity: dict[str, Any] = {"sha256": digest.hexdigest(), "files": [p.relative_to(root).as_posix() for p in files]}
+    distribution = _distribution(module)
+    if distribution is not None:
+        identity.update(distribution=distribution, version=_version(distribution))
+    return identity
+
+
+def _package_root(module: ModuleType) -> Path:
+    """The folder whose modules count as the adapter's own: its package's folder (the sub-package for the
+    harness's built-ins), or the file's folder for a module loaded from a path."""
+    path = Path(module.__file__).resolve()
+    package = module.__name__.split(".")[0]
+    if package == "rsdg_bench" or "." not in module.__name__:
+        return path.parent
+    top = sys.modules.get(package)
+    top_file = getattr(top, "__file__", None)
+    return Path(top_file).resolve().parent if top_file else path.parent
+
+
+def _source_files(module: ModuleType, root: Path) -> set[Path]:
+    """The module's file and those of the modules it uses at module level from inside `root`, transitively."""
+    seen: set[Path] = set()
+    pending = [module]
+    while pending:
+        current = pending.pop()
+        file = getattr(current, "__file__", None)
+        if not file or not file.endswith(".py"):
+            continue
+        path = Path(file).resolve()
+        if path in seen or not path.is_relative_to(root):
+            continue
+        seen.add(path)
+        for value in vars(current).values():
+            used = value if isinstance(value, ModuleType) else sys.modules.get(getattr(value, "__module__", "") or "")
+            if isinstance(used, ModuleType) and used is not current:
+                pending.append(used)
+    return seen
+
+
+def _distribution(module: ModuleType) -> str | None:
+    """The installed distribution that provides the module's top-level package (None for the harness's own
+    built-ins and for modules loaded from a file)."""
+    names = packages_distributions().get(module.__name__.split(".")[0], [])
+    names = [n for n in names if n != HARNESS_DISTRIBUTION]
+    return names[0] if names else None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
