@@ -17,6 +17,7 @@ import numpy as np
 from rsdg_bench.metrics import GROUP_METRIC_NAMES, METRIC_NAMES
 from rsdg_bench.results import ResultRecord, metrics_block
 from rsdg_bench.task_schema import Task, TaskCatalog
+from rsdg_bench.training_record import badge
 
 from .reported import ReportedRow
 from .uncertainty import SplitEvidence, metric_replicates, paired_difference, paired_tie_groups
@@ -34,6 +35,7 @@ class SplitScores:
     matrix: list[list[int]] = field(default_factory=list)
     evidence: SplitEvidence | None = None  # per-image matrices and scenes, when the record stores them
     other_conventions: dict[str, dict[str, float]] = field(default_factory=dict)  # convention → headline metrics
+    training: dict | None = None  # the record's `model.training` (how its weights were trained vs the protocol)
     predictions: list[dict[str, str]] = field(default_factory=list)  # sample_id + image/label/prediction PNG paths
 
 
@@ -113,6 +115,11 @@ class TaskTable:
         return paired_tie_groups({m: self.target_mean(m) for m in self.scores},
                                  {m: self.replicates(m) for m in self.scores})
 
+    def badges(self, model: str) -> list[tuple[str, str]]:
+        """(text, explanation) of every training badge the model's records here carry (off-protocol, unknown)."""
+        found = {badge(s.training) for s in self.scores.get(model, {}).values()}
+        return sorted(b for b in found if b is not None)
+
     def resampling_units(self) -> list[tuple[str, int, str]]:
         """(target slug, number of scenes, what a scene is) of each target, as the bootstrap saw them."""
         units: dict[str, tuple[int, str]] = {}
@@ -168,12 +175,18 @@ def _model_labels(records: list[ResultRecord]) -> dict[tuple[str, str | None], s
     return labels
 
 
-def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[str, str]] = ()) -> Board:
-    """`refused`: records that failed their own checks (listed as left out, with the reason)."""
+def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[str, str]] = (),
+                only_protocol: bool = False) -> Board:
+    """`refused`: records that failed their own checks (listed as left out, with the reason). With
+    `only_protocol`, records whose weights were not trained by the task's full protocol (off-protocol or
+    unknown training) are left out too; otherwise they are shown with a badge."""
     excluded: list[tuple[str, str]] = list(refused)
     kept: list[tuple[Path, ResultRecord]] = []
     for path, record in records:
-        if record.model.get("peeks_at_labels"):
+        training_badge = badge(record.model.get("training"))
+        if only_protocol and training_badge is not None and not record.model["checkpoint"]["random_init"]:
+            excluded.append((str(path), f"{training_badge[0]}: {training_badge[1]}"))
+        elif record.model.get("peeks_at_labels"):
             excluded.append((str(path), "upper bound that chooses with the labels (an oracle), not a method"))
         elif record.smoke is not None:
             excluded.append((str(path), f"smoke run (--limit {record.smoke.get('limit')})"))
@@ -219,6 +232,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
             metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
             per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
             record=str(path), matrix=record.confusion_matrices[slug], evidence=_evidence(record, slug),
+            training=record.model.get("training"),
             other_conventions={name: {k: _nan(v) for k, v in values.items()}
                                for name, values in block["other_conventions"].items()},
             predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}

@@ -23,6 +23,7 @@ class Row:
     reported: str | None = None    # the source ("CrossEarth Table 2") when copied from a paper
     link: str | None = None        # a page for the row's model, if any
     flag: str | None = None        # why a reported row's numbers are shown with a warning
+    badges: list[tuple[str, str]] = field(default_factory=list)  # (text, explanation): e.g. off-protocol training
 
 
 @dataclass
@@ -69,6 +70,7 @@ def plain_number(value: float | None) -> str:
 
 def _label(row: Row) -> str:
     label = f"{row.label} (reported: {row.reported})" if row.reported else row.label
+    label += "".join(f" [{text}: {why}]" for text, why in row.badges)
     return f"{label} [flagged: {row.flag}]" if row.flag else label
 
 
@@ -80,7 +82,7 @@ def to_csv(table: Table) -> str:
     flagged = any(row.flag for row in table.rows)  # the `flag` column only where a row has one
     writer.writerow(["model", *table.columns, "reported", *(["flag"] if flagged else [])])
     for row in table.rows:
-        writer.writerow([row.label, *(plain_number(v) for v in row.values),
+        writer.writerow([_label(row) if row.badges else row.label, *(plain_number(v) for v in row.values),
                          row.reported or "", *([row.flag or ""] if flagged else [])])
     return out.getvalue()
 

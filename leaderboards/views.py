@@ -64,7 +64,8 @@ def suite_table(suite: SuiteView, board: Board) -> Table:
     for model in board.models:
         values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
         if values:
-            raw.append((Row(model, []), values))
+            badges = sorted({b for t in tasks for b in t.badges(model)})
+            raw.append((Row(model, [], badges=badges), values))
             intervals[model] = suite_mean_interval(tasks, model)
     for label, (source, values, flags) in _reported_by_label(tasks).items():
         raw.append((Row(label, [], reported=source, flag="; ".join(flags) or None), values))
@@ -114,7 +115,7 @@ def task_summary_table(task: TaskTable) -> Table:
         values = [splits[slug].metrics[task.primary] if slug in splits else math.nan for _, slug in task.splits]
         rows.append(Row(model, [*values, task.target_mean(model), *task.interval(model),
                                 *task.difference_to_leader(model), float(groups.get(model, math.nan)),
-                                task.drop(model)]))
+                                task.drop(model)], badges=task.badges(model)))
     for reported in task.reported:
         value = task.reported_target(reported)
         if math.isnan(value):

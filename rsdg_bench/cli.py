@@ -342,8 +342,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .task_schema import TaskCatalog
 
     results = _results_root(args)
-    board = with_suites(build_board(*ResultStore(results).load_valid()), TaskCatalog(),
-                        reported_rows() if args.reported else [])
+    board = with_suites(build_board(*ResultStore(results).load_valid(), only_protocol=args.only_protocol),
+                        TaskCatalog(), reported_rows() if args.reported else [])
     page = write_site(board, Path(args.out) if args.out else results / "site", results_root=results)
     print(f"{len(board.tasks)} tasks, {len(board.models)} models, {len(board.excluded)} records left out"
           + (f", {sum(len(t.reported) for t in board.tasks)} reported rows" if args.reported else ""))
@@ -504,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="site folder (default <results>/site)")
     p.add_argument("--reported", action="store_true",
                    help="also show the papers' reported numbers (leaderboards/reported/*.yaml), marked as reported")
+    p.add_argument("--only-protocol", action="store_true",
+                   help="leave out records whose weights were not trained by the task's full protocol (off-protocol "
+                        "or unknown training, e.g. released weights); without it they are shown with a badge")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("adapter", help="list adapters, or run the conformance suite on one",

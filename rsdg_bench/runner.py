@@ -27,6 +27,7 @@ from .registry import resolve_adapter
 from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, SampleIndex, encode_per_image,
                       metrics_block, provenance, resume_key)
 from .task_schema import Task
+from .training_record import read_training_block, training_provenance
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,10 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
         adapter.load(checkpoint)
     adapter.to(settings.device)
     contract = adapter.input_contract()
+    source_card = data.prepared(task.source.dataset).card
+    training = ({"status": "random-init"} if checkpoint is None else
+                training_provenance(task, read_training_block(checkpoint),
+                                    source_card.split_counts.get(task.source.domain, {}).get(task.source.split, 0)))
     class_names = task.class_schema.names
     headline = task.headline_class_indices()
     for role, ref in task.evaluation_splits():
@@ -163,7 +168,8 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
             model={**adapter.identity(), "display_name": model.display_name or _default_name(adapter),
                    **({"peeks_at_labels": True} if adapter.peeks_at_labels else {}),
                    "checkpoint": {"path": str(checkpoint) if checkpoint else None, "sha256": checkpoint_sha,
-                                  "random_init": checkpoint is None}},
+                                  "random_init": checkpoint is None},
+                   "training": training},
             evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
                                      num_samples=len(split),
                                      published_samples=prepared.card.published_counts.get(ref.domain, {}).get(ref.split),

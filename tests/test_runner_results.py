@@ -162,3 +162,51 @@ def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(trained:
     html = (site / "tasks" / "demo-u2a.html").read_text()
     assert html.count("<img ") >= 6 and "Sample predictions" in html
     assert len(list((site / "predictions").rglob("*.png"))) >= 6
+
+
+def test_a_short_trained_checkpoint_is_marked_off_protocol_everywhere_it_shows(trained: dict, data_root: Path,
+                                                                                tmp_path: Path):
+    from rsdg_bench.leaderboards.aggregate import build_board, with_suites
+    from rsdg_bench.leaderboards.render import write_site
+    from rsdg_bench.leaderboards.tables import to_markdown
+    from rsdg_bench.leaderboards.views import task_summary_table
+
+    task = TaskCatalog().task("demo/u2a")
+    [outcome] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
+    record = load_record(Path(outcome.written[0]))
+    training = record.model["training"]
+    assert training["status"] == "off-protocol" and training["trained_for"] == "demo/u2a"
+    assert training["differences"] == [f"iterations 150 (protocol {task.training.iterations})"]
+    assert training["iterations"] == 150 and training["seed"] == task.training.seed
+    records = [(Path(p), load_record(Path(p))) for p in outcome.written]
+    for _, rec in records:  # the demo data is a fake (not the published size); let it through here
+        rec.evaluated.published_samples = None
+    board = with_suites(build_board(records), TaskCatalog())
+    [table] = board.tasks
+    why = f"iterations 150 (protocol {task.training.iterations})"
+    assert table.badges("unet-r18") == [("off-protocol", why)]
+    assert f"[off-protocol: {why}]" in to_markdown(task_summary_table(table))
+    write_site(board, tmp_path / "site")
+    assert f'class="badge warn" title="{why}">off-protocol<' in (tmp_path / "site" / "suites" / "demo.html").read_text()
+    strict = build_board(records, only_protocol=True)
+    assert not strict.tasks and all("off-protocol: iterations 150" in why for _, why in strict.excluded)
+
+
+def test_training_verdicts_protocol_unknown_and_no_protocol(tmp_path: Path):
+    import torch
+
+    from rsdg_bench.training_record import badge, read_training_block, training_provenance
+
+    task = TaskCatalog().task("demo/u2a")
+    protocol = task.training.model_dump(mode="json")
+    assert training_provenance(task, {"training": protocol}, 32)["status"] == "protocol"
+    assert badge(training_provenance(task, {"training": protocol}, 32)) is None
+    bare = tmp_path / "released.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, bare)  # released weights: a plain state dict
+    unknown = training_provenance(task, read_training_block(bare), 32)
+    assert unknown["status"] == "unknown" and badge(unknown)[0] == "training unknown"
+    assert badge(None)[0] == "training unknown"  # a record made before training was recorded
+    epochs = TaskCatalog().task("noldo_s12/dw-s2")  # 50 epochs of batch 56: 50 × (3574 // 56) iterations
+    spec = {**epochs.training.model_dump(mode="json"), "iterations": 50 * (3574 // 56)}
+    assert training_provenance(epochs, {"training": spec}, 3574)["status"] == "protocol"
+    assert training_provenance(epochs, {"training": spec}, 3)["status"] == "off-protocol"
