@@ -378,7 +378,9 @@ def cmd_adapter(args: argparse.Namespace) -> int:
         adapter.setup(task, bands)
     if args.checkpoint:
         adapter.load(Path(args.checkpoint))
-    results = run_conformance(adapter, task, bands)
+    device = _device(args)
+    print(f"checking {adapter.name} on {device}")
+    results = run_conformance(adapter, task, bands, device=device)
     for result in results:
         print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:26s} {result.detail}")
     failed = sum(not r.passed for r in results)
@@ -387,10 +389,15 @@ def cmd_adapter(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import next_commands, run_demo
 
-    page = run_demo(Path(args.workdir), iterations=args.iterations, progress=not args.quiet)
+    workdir = Path(args.workdir)
+    page = run_demo(workdir, iterations=args.iterations, progress=not args.quiet)
     print(f"\nleaderboard page: {page.resolve()}")
+    print(f"prepared data:    {(workdir / 'data').resolve()}\nresults:          {(workdir / 'results').resolve()}")
+    print("The demo keeps its own folders; pass them to go on (or set RSDG_DATA and RSDG_RESULTS):")
+    for command in next_commands(workdir):
+        print(f"  {command}")
     return 0
 
 
@@ -519,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", default=None,
                    help="band names of the synthetic input (default: the bands the adapter names, else red,green,blue)")
     p.add_argument("--checkpoint", help="check with these weights instead of random init")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default): where the checks run")
     p.set_defaults(func=cmd_adapter)
 
     p = sub.add_parser("demo", help="the whole pipeline on synthetic data, then print the leaderboard's path",

@@ -39,8 +39,11 @@ def _attempt(name: str, check: Callable[[], str]) -> CheckResult:
         return CheckResult(name, False, f"{type(exc).__name__}: {exc}")
 
 
-def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: int = 0) -> list[CheckResult]:
-    """Run every check on an adapter that has been set up (and loaded, if a checkpoint was given)."""
+def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: int = 0,
+                    device: torch.device = torch.device("cpu")) -> list[CheckResult]:
+    """Run every check on an adapter that has been set up (and loaded, if a checkpoint was given), on
+    `device` (the synthetic inputs are drawn on the CPU, so they are the same on every device)."""
+    adapter.to(device)
     adapter.eval()
     k = task.class_schema.num_classes
     contract = adapter.input_contract()
@@ -53,7 +56,7 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
     divisor = max(contract.size_divisor, 16)  # test sizes in multiples of it; at least 16 px so they stay images
 
     def batch(b: int, h: int, w: int, c: int | None = None) -> torch.Tensor:
-        return torch.randn(b, c or contract.num_bands, h, w, generator=generator)
+        return torch.randn(b, c or contract.num_bands, h, w, generator=generator).to(device)
 
     def contract_matches() -> str:
         wanted = contract.band_names or ()

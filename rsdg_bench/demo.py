@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 from .leaderboards.aggregate import build_board, with_suites
 from .leaderboards.render import write_site
 from .prep import get_preparer
@@ -20,12 +22,35 @@ from .training import TrainOverrides, build_trainable, train_adapter
 
 DEMO_SUITE = "demo"
 DEMO_ITERATIONS = 300
+DEMO_THREADS = 2  # fixed, so a demo on a bigger machine sums in the same order as on the 2-core build machine
 DEMO_MODEL = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, display_name="U-Net R18 (source-only)")
 
 
+def next_commands(workdir: Path) -> list[str]:
+    """Commands that work on the demo's data and results as they are left (tested), for the user to go on."""
+    folders = f"--data-root {workdir / 'data'} --results {workdir / 'results'}"
+    model = " ".join(f"--model-arg {k}={v}" for k, v in DEMO_MODEL.options.items())
+    return [f"rsdg-bench run --suite {DEMO_SUITE} --model {DEMO_MODEL.adapter} {model} "
+            f"--name '{DEMO_MODEL.display_name}' {folders}",
+            f"rsdg-bench results show {folders}",
+            f"rsdg-bench leaderboard build {folders}",
+            f"rsdg-bench prepare toyearth --verify --data-root {workdir / 'data'}"]
+
+
 def run_demo(workdir: Path, iterations: int | None = None, progress: bool = True) -> Path:
-    """Run the demo in `workdir`; return the leaderboard page."""
-    workdir = Path(workdir)
+    """Run the demo in `workdir`; return the leaderboard page. Threads and algorithms are fixed (two intra-op
+    threads, deterministic kernels), so two runs on one machine give identical numbers."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(DEMO_THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _run_demo(Path(workdir), iterations, progress)
+    finally:  # the caller's settings back (a notebook goes on after the demo)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _run_demo(workdir: Path, iterations: int | None, progress: bool) -> Path:
     data_root, results_root = workdir / "data", workdir / "results"
     if results_root.exists():
         shutil.rmtree(results_root)

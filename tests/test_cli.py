@@ -98,6 +98,8 @@ def test_adapter_list_and_check(capsys):
     assert code == 0 and "smp" in out
     code, out, _ = run(capsys, "adapter", "check", "smp", "--model-arg", "encoder=resnet18")
     assert code == 0 and "7 passed, 0 failed" in out
+    code, out, _ = run(capsys, "adapter", "check", "smp", "--model-arg", "encoder=resnet18", "--device", "cpu")
+    assert code == 0 and "checking smp on cpu" in out and "7 passed, 0 failed" in out
 
 
 def test_installed_console_script():

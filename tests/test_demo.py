@@ -18,3 +18,15 @@ def test_demo_builds_a_leaderboard_where_unseen_domains_score_lower(tmp_path: Pa
         [model] = table.scores
         assert table.source_score(model) > 0.6, table.name
         assert table.target_mean(model) < table.source_score(model), table.name
+    # the commands the demo prints as the next steps work on what it left, as printed
+    import shlex
+
+    from rsdg_bench.cli import main
+    from rsdg_bench.demo import next_commands
+
+    for command in next_commands(tmp_path):
+        assert main(shlex.split(command)[1:]) == 0, command
+    records = ResultStore(tmp_path / "results").paths()
+    assert len(records) == 6  # `run` found the demo's checkpoint and records: nothing evaluated twice
+    training = ResultStore(tmp_path / "results").load_all()[0][1].model["training"]
+    assert training["status"] == "off-protocol" and training["iterations"] == 120  # the demo trains briefly: said so
