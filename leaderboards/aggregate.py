@@ -36,6 +36,7 @@ class SplitScores:
     evidence: SplitEvidence | None = None  # per-image matrices and scenes, when the record stores them
     other_conventions: dict[str, dict[str, float]] = field(default_factory=dict)  # convention → headline metrics
     training: dict | None = None  # the record's `model.training` (how its weights were trained vs the protocol)
+    checkpoint: str | None = None  # the record's checkpoint path (its training history lies beside it)
     predictions: list[dict[str, str]] = field(default_factory=list)  # sample_id + image/label/prediction PNG paths
 
 
@@ -232,7 +233,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
             metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
             per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
             record=str(path), matrix=record.confusion_matrices[slug], evidence=_evidence(record, slug),
-            training=record.model.get("training"),
+            training=record.model.get("training"), checkpoint=record.model["checkpoint"].get("path"),
             other_conventions={name: {k: _nan(v) for k, v in values.items()}
                                for name, values in block["other_conventions"].items()},
             predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from rsdg_bench import __version__
 from rsdg_bench.io import atomic_write_bytes, atomic_write_text
+from rsdg_bench.training_history import history_paths
 
 from .aggregate import Board, SuiteView, TaskTable
 from .plots import casid_svg, confusion_svg
@@ -80,10 +81,28 @@ class SiteWriter:
                    for model, splits in task.scores.items() for slug, s in splits.items()]
         samples = [(model, slug, self._copy_predictions(task, model, slug, s.predictions, page_dir))
                    for model, splits in task.scores.items() for slug, s in splits.items() if s.predictions]
+        histories = [(model, link) for model, splits in task.scores.items()
+                     if (link := self._copy_history(task, model, splits, page_dir)) is not None]
         return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables,
                           elsewhere=elsewhere, conventions=conventions, units=task.resampling_units(),
-                          confusions=confusions, records=records, samples=samples,
+                          confusions=confusions, records=records, samples=samples, histories=histories,
                           class_colours=_class_colours(task.classes) if samples else [])
+
+    def _copy_history(self, task: TaskTable, model: str, splits: dict, page_dir: Path) -> str | None:
+        """Copy the training-history plot `train` left beside the model's checkpoint into the site; its link
+        relative to the page. Only a plot inside the results folder is taken (a record names the path)."""
+        if self.results_root is None:
+            return None
+        root = Path(self.results_root).resolve()
+        for score in splits.values():
+            if not score.checkpoint:
+                continue
+            plot = history_paths(Path(score.checkpoint))["svg"].resolve()
+            if plot.is_relative_to(root) and plot.is_file():
+                target = page_dir.parent / "training" / slugify(task.task_id) / f"{slugify(model)}.svg"
+                atomic_write_bytes(target, plot.read_bytes())
+                return os.path.relpath(target, page_dir)
+        return None
 
     def _copy_predictions(self, task: TaskTable, model: str, slug: str, saved: list[dict[str, str]],
                           page_dir: Path) -> list[dict[str, str]]:

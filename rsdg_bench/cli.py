@@ -189,6 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .runner import ModelSpec, default_checkpoint_dir
     from .task_schema import TaskCatalog
     from .training import TrainOverrides, build_trainable, train_adapter
+    from .training_history import history_paths
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RsdgError("train runs in one process; it does not shard under torchrun",
@@ -207,6 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if report.resumed_from:
         print(f"resumed an interrupted run at iteration {report.resumed_from}")
     print(f"checkpoint -> {report.checkpoint}{selection}")
+    print(f"history    -> {history_paths(report.checkpoint)['csv']} (and .json, .svg: loss and selection per iteration)")
     print(f"read only: {', '.join(sorted(set(report.opened_splits)))}")
     return 0
 

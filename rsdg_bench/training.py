@@ -32,6 +32,7 @@ from .io import atomic_write_bytes
 from .metrics import scores_from_confusion
 from .runner import ModelSpec, build_for_task, require_kind
 from .task_schema import Task, TrainingSpec
+from .training_history import TrainingHistory, write_history
 
 
 class RandomCrops(Dataset):
@@ -184,14 +185,16 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: _poly(spec, it))
     fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(), "training": spec.model_dump(mode="json")}
     state_path = train_state_path(checkpoint_path)
-    done, best = _resume(state_path, fingerprint, module, optimizer, scheduler)
+    metric = selection_metric(task)
+    done, best, saved_history = _resume(state_path, fingerprint, module, optimizer, scheduler)
+    history = (TrainingHistory.from_state(saved_history, done) if saved_history else
+               TrainingHistory(task_id=task.id, metric=metric))
     draws = RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed)
     loader = DataLoader(Subset(draws, range(done * spec.batch_size, len(draws))), batch_size=spec.batch_size,
                         shuffle=False, num_workers=num_workers, drop_last=True)
     interval = spec.val_interval or spec.iterations
     bar = tqdm(total=spec.iterations, initial=done, desc=f"train {task.checkpoint_key}", unit="it",
                disable=not progress)
-    metric = selection_metric(task)
     for iteration, batch in enumerate(loader, start=done + 1):
         module.train()
         logits, labels = training_logits(adapter, task, batch, source.band_names, device)
@@ -199,6 +202,7 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
         if not math.isfinite(loss.item()):
             raise AdapterError(f"training loss became {loss.item()} at iteration {iteration}",
                                "lower the learning rate or check the normalization")
+        history.loss.append(loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -209,12 +213,14 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
             if select is not None:
                 matrix = evaluate_split(adapter, select, task, device, progress=False)
                 value = getattr(scores_from_confusion(matrix, task.headline_class_indices()), metric)
+                history.selection.append({"iteration": iteration, "value": value})
                 bar.set_postfix(loss=f"{loss.item():.3f}", **{f"select_{metric}": f"{value:.3f}"})
                 if best is None or value > best["value"]:
                     best = {"value": value, "iteration": iteration, "state": _cpu_copy(module.state_dict())}
             atomic_write_bytes(state_path, checkpoint_bytes({
                 "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(module.state_dict()),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best}))
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+                "history": history.to_state()}))
     bar.close()
     if best is None:
         best = {"value": math.nan, "iteration": spec.iterations, "state": _cpu_copy(module.state_dict())}
@@ -232,6 +238,8 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
         },
     }
     atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload))
+    history.selected_iteration = best["iteration"]
+    write_history(history, checkpoint_path)
     state_path.unlink(missing_ok=True)
     return TrainReport(checkpoint_path, best["iteration"], selected, access.opened, resumed_from=done,
                        selection_metric=metric)
@@ -242,17 +250,17 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _resume(state_path: Path, fingerprint: dict[str, Any], module: torch.nn.Module,
-            optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, dict[str, Any] | None]:
-    """Load a saved training state made under the same fingerprint; (iterations done, best so far)."""
+            optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, dict[str, Any] | None, dict | None]:
+    """Load a saved training state made under the same fingerprint; (iterations done, best so far, history)."""
     if not state_path.exists():
-        return 0, None
+        return 0, None, None
     try:
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception:  # a state cut short by a crash mid-write cannot exist (atomic writes); anything else: start over
-        return 0, None
+        return 0, None, None
     if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
-        return 0, None
+        return 0, None, None
     module.load_state_dict(saved["module"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    return int(saved["iteration"]), saved["best"]
+    return int(saved["iteration"]), saved["best"], saved.get("history")

@@ -12,6 +12,8 @@ from rsdg_bench.results import ResultStore
 def test_demo_builds_a_leaderboard_where_unseen_domains_score_lower(tmp_path: Path):
     page = run_demo(tmp_path, iterations=120, progress=False)
     assert page.exists() and "U-Net R18" in page.read_text()
+    task_page = (page.parent / "tasks" / "demo-u2a.html").read_text()  # train's loss history, copied into the site
+    assert "Training history" in task_page and (page.parent / "training" / "demo-u2a").is_dir()
     board = build_board(ResultStore(tmp_path / "results").load_all())
     assert len(board.tasks) == 3 and not board.excluded
     for table in board.tasks:

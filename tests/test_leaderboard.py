@@ -391,3 +391,17 @@ def test_crossearths_complete_tem2tms_and_tem2trf_rows_of_table_14_are_kept():
         assert "Table 14" in row.source and "Table 6" in row.source  # one row citing both tables
         assert row.headline == pytest.approx(headline) and row.per_class["water"] == pytest.approx(water)
         assert sum(row.per_class.values()) / 5 == pytest.approx(headline, abs=0.0011)
+
+
+def test_a_training_plot_is_copied_only_from_inside_the_results_folder(tmp_path: Path):
+    inside, outside = tmp_path / "results" / "checkpoints" / "smp" / "a.pt", tmp_path / "elsewhere" / "b.pt"
+    for checkpoint in (inside, outside):
+        checkpoint.parent.mkdir(parents=True)
+        (checkpoint.parent / f"{checkpoint.name}.history.svg").write_text("<?xml version='1.0'?><svg/>")
+    good = record(key="g", matrix=GOOD, model="good", sha="a" * 64)
+    good.model["checkpoint"]["path"] = str(inside)
+    hostile = record(key="h", matrix=GOOD, model="hostile", sha="b" * 64)
+    hostile.model["checkpoint"]["path"] = str(outside)
+    write_site(board_of(good, hostile), tmp_path / "site", results_root=tmp_path / "results")
+    copied = sorted(p.name for p in (tmp_path / "site" / "training").rglob("*.svg"))
+    assert copied == ["good.svg"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,13 @@ def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_pat
     resumed = torch.load(crashed, weights_only=True)
     assert resumed["rsdg"]["selection"] == straight["rsdg"]["selection"]
     assert all(torch.equal(straight["state_dict"][k], resumed["state_dict"][k]) for k in straight["state_dict"])
+    # the loss and selection history is the same too: it travels in the resumable state
+    from rsdg_bench.training_history import history_paths
+
+    straight_history = json.loads(history_paths(tmp_path / "straight.pt")["json"].read_text())
+    resumed_history = json.loads(history_paths(crashed)["json"].read_text())
+    assert resumed_history == straight_history and len(straight_history["loss"]) == 6
+    assert [s["iteration"] for s in straight_history["selection"]] == [2, 4, 6]
+    rows = history_paths(crashed)["csv"].read_text().splitlines()
+    assert rows[0] == "iteration,loss,selection_miou" and len(rows) == 7 and rows[2].count(",") == 2
+    assert history_paths(crashed)["svg"].read_text().lstrip().startswith("<?xml")
