@@ -8,6 +8,7 @@ under an older definition of their task (another task hash than the newest versi
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from rsdg_bench.training_record import badge
 from .reported import ReportedRow
 from .uncertainty import SplitEvidence, metric_replicates, paired_difference, paired_tie_groups
 from .uncertainty import interval as percentile_interval
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -240,6 +243,8 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
                          for entry in record.predictions.get(slug, [])],
         )
         table.suite = task.get("suite", "")
+    for path, why in excluded:
+        log.info("left out %s: %s", path, why)
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -424,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark harness for remote-sensing domain generalization: prepare data, run source→target "
                     "protocols, publish per-class leaderboards.")
     parser.add_argument("--version", action="version", version=f"rsdg-bench {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what happens (-v: each step, e.g. records skipped or written and why; -vv: debug)")
+    parser.add_argument("-q", "--quiet-log", action="store_true", help="log errors only (warnings are shown by default)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare", parents=[common], help="turn a raw download into prepared data",
@@ -541,8 +545,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Log records of the `rsdg_bench` loggers to stderr: warnings by default, `-v` info, `-vv` debug, `-q`
+    errors only. Results and tables go to stdout as before; the log says what happened on the way."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logger = logging.getLogger("rsdg_bench")
+    logger.setLevel(level)
+    if not any(getattr(h, "rsdg_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.rsdg_cli = True
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet_log)
     try:
         return args.func(args)
     except RsdgError as exc:

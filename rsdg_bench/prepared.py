@@ -29,6 +29,7 @@ is never mistaken for a finished one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ from .classes import IGNORE_INDEX, ClassSchema
 from .errors import DataError
 from .io import atomic_write_json, atomic_write_text, sha256_file
 from .leakage import split_overlaps
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CARD_FILE = "dataset.json"
@@ -249,7 +252,9 @@ class PreparedWriter:
             previous = json.loads(stamp.read_text()) if stamp.exists() else None
             if previous == fingerprint:
                 self._rows = self._load_verified_rows()
+                log.info("%s: resuming an interrupted prepare, %d samples kept", self.name, len(self._rows))
             else:
+                log.info("%s: discarding an interrupted prepare made from other inputs", self.name)
                 shutil.rmtree(self.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(stamp, fingerprint)

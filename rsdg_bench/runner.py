@@ -7,6 +7,7 @@ leaves a summary in `<results>/runs/<timestamp>.json`.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore,
                       metrics_block, provenance, resume_key)
 from .task_schema import Task
 from .training_record import read_training_block, training_provenance
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
     adapter = build_for_task(model, task, data)
     checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter)
     checkpoint_sha = sha256_file(checkpoint) if checkpoint is not None else None
+    log.info("%s: adapter %s, checkpoint %s", task.id, adapter.name, checkpoint or "none (random init)")
     if model.backbone_checkpoint is not None:
         adapter.use_backbone_checkpoint(model.backbone_checkpoint)
     if checkpoint is not None:
@@ -141,8 +145,11 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
                          inference=task.inference.model_dump(mode="json"), manifest_sha256=prepared.manifest_sha256,
                          split_slug=ref.slug, role=role, limit=settings.limit)
         if settings.group.any(store.exists(task.id, key) and not settings.force):
+            log.info("%s %s: record %s exists (same task, adapter code and options, checkpoint, data): skipped",
+                     task.id, ref.slug, key)
             outcome.skipped.append(str(store.path_for(task.id, key)))
             continue
+        log.info("%s %s: evaluating (%s)", task.id, ref.slug, "forced" if settings.force else "no record yet")
         split = data.open(ref, limit=settings.limit)
         started = time.perf_counter()
         saver = (PredictionSaver(settings.results_root, task.id, key, task.class_schema, settings.save_predictions,
@@ -191,6 +198,7 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
                                   date=datetime.now(UTC).isoformat(timespec="seconds")),
         )
         outcome.written.append(str(store.write(record)))
+        log.info("%s %s: wrote %s (%.1f s)", task.id, ref.slug, outcome.written[-1], elapsed)
     return outcome
 
 
@@ -211,8 +219,10 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
         try:
             outcome = run_task(task, model, settings, store)
         except RsdgError as exc:
+            log.warning("%s failed: %s", task.id, exc)
             outcome = TaskOutcome(task.id, error=str(exc))
         except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
+            log.warning("%s failed: %s: %s", task.id, type(exc).__name__, exc)
             outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         outcomes.append(outcome)
     if not settings.group.is_main:

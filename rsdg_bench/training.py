@@ -10,6 +10,7 @@ DataLoader workers, and a resumed run continues exactly where the crashed one st
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, UTC
@@ -33,6 +34,8 @@ from .metrics import scores_from_confusion
 from .runner import ModelSpec, build_for_task, require_kind
 from .task_schema import Task, TrainingSpec
 from .training_history import TrainingHistory, write_history
+
+log = logging.getLogger(__name__)
 
 
 class RandomCrops(Dataset):
@@ -189,6 +192,8 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     done, best, saved_history = _resume(state_path, fingerprint, module, optimizer, scheduler)
     history = (TrainingHistory.from_state(saved_history, done) if saved_history else
                TrainingHistory(task_id=task.id, metric=metric))
+    if done:
+        log.info("%s: resuming an interrupted run at iteration %d of %d", task.id, done, spec.iterations)
     draws = RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed)
     loader = DataLoader(Subset(draws, range(done * spec.batch_size, len(draws))), batch_size=spec.batch_size,
                         shuffle=False, num_workers=num_workers, drop_last=True)
@@ -214,6 +219,8 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
                 matrix = evaluate_split(adapter, select, task, device, progress=False)
                 value = getattr(scores_from_confusion(matrix, task.headline_class_indices()), metric)
                 history.selection.append({"iteration": iteration, "value": value})
+                log.info("%s: iteration %d, loss %.4f, selection %s %.4f", task.id, iteration, loss.item(), metric,
+                         value)
                 bar.set_postfix(loss=f"{loss.item():.3f}", **{f"select_{metric}": f"{value:.3f}"})
                 if best is None or value > best["value"]:
                     best = {"value": value, "iteration": iteration, "state": _cpu_copy(module.state_dict())}

@@ -210,3 +210,24 @@ def test_training_verdicts_protocol_unknown_and_no_protocol(tmp_path: Path):
     spec = {**epochs.training.model_dump(mode="json"), "iterations": 50 * (3574 // 56)}
     assert training_provenance(epochs, {"training": spec}, 3574)["status"] == "protocol"
     assert training_provenance(epochs, {"training": spec}, 3)["status"] == "off-protocol"
+
+
+def test_verbose_logging_says_what_a_run_did_and_why(trained: dict, data_root: Path, tmp_path: Path, caplog):
+    import logging
+
+    from rsdg_bench.cli import configure_logging
+
+    configure_logging(1, False)  # rsdg-bench -v
+    task = TaskCatalog().task("demo/u2a")
+    with caplog.at_level(logging.INFO, logger="rsdg_bench"):
+        run_tasks([task], model_with(trained), settings(data_root, tmp_path, limit=1))
+        run_tasks([task], model_with(trained), settings(data_root, tmp_path, limit=1))
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("rsdg_bench")]
+    assert any("evaluating (no record yet)" in m for m in messages)
+    assert any(m.startswith("demo/u2a toyearth/arid/val: wrote ") for m in messages)
+    assert any("exists (same task, adapter code and options, checkpoint, data): skipped" in m for m in messages)
+    configure_logging(0, True)  # rsdg-bench -q: errors only
+    assert logging.getLogger("rsdg_bench").level == logging.ERROR
+    configure_logging(0, False)
+    assert logging.getLogger("rsdg_bench").level == logging.WARNING
+    assert sum(getattr(h, "rsdg_cli", False) for h in logging.getLogger("rsdg_bench").handlers) == 1  # one handler
