@@ -366,7 +366,9 @@ def cmd_adapter(args: argparse.Namespace) -> int:
             print(f"{name:16s} {origin}")
         return 0
     if not args.name:
-        raise RsdgError("adapter check needs an adapter name", "e.g. rsdg-bench adapter check smp")
+        raise RsdgError(f"adapter {args.action} needs an adapter name", f"e.g. rsdg-bench adapter {args.action} smp")
+    if args.action == "new":
+        return _new_adapter(args)
     task = TaskCatalog().task(args.task)
     bands = [b.strip() for b in (args.bands or "red,green,blue").split(",") if b.strip()]
     adapter_class = resolve_adapter(args.name)
@@ -389,6 +391,26 @@ def cmd_adapter(args: argparse.Namespace) -> int:
     failed = sum(not r.passed for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _new_adapter(args: argparse.Namespace) -> int:
+    from .scaffold import new_adapter
+
+    def numbers(text: str, option: str) -> list[float]:
+        try:
+            return [float(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise RsdgError(f"{option} {text!r} is not a comma-separated list of numbers",
+                            f"e.g. {option} 123.675,116.28,103.53") from exc
+
+    bands = [b.strip() for b in (args.bands or "red,green,blue").split(",") if b.strip()]
+    folder = new_adapter(args.name, Path(args.out), bands, numbers(args.mean, "--mean"), numbers(args.std, "--std"),
+                         args.kind or ["segmentation"], args.size_divisor)
+    print(f"adapter package -> {folder}")
+    print(f"next:\n  pip install -e {folder}\n  rsdg-bench adapter check {args.name}\n"
+          f"  (before installing: rsdg-bench adapter check {folder}/rsdg_{args.name}/adapter.py:"
+          f"{''.join(p.capitalize() for p in args.name.split('_'))}Adapter)")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -522,10 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "or unknown training, e.g. released weights); without it they are shown with a badge")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("adapter", help="list adapters, or run the conformance suite on one",
+    p = sub.add_parser("adapter", help="list adapters, run the conformance suite on one, or start a new one",
                        description="`check NAME` builds the adapter with random weights (or --checkpoint) and runs shape, "
-                                   "dtype, K, NaN/Inf, determinism, batch-independence and band-count checks on synthetic input.")
-    p.add_argument("action", choices=["list", "check"])
+                                   "dtype, K, NaN/Inf, determinism, batch-independence and band-count checks on synthetic "
+                                   "input. `new NAME` writes a plug-in package (pyproject with the entry point, the "
+                                   "adapter with its input contract from --bands/--mean/--std, a conformance test) that "
+                                   "passes `check` as written; see docs/adapters.md.")
+    p.add_argument("action", choices=["list", "check", "new"])
     p.add_argument("name", nargs="?", help="adapter name or path/to/file.py:Class")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--task", default="demo/u2a", help="task whose class schema sets K (default demo/u2a)")
@@ -533,6 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="band names of the synthetic input (default: the bands the adapter names, else red,green,blue)")
     p.add_argument("--checkpoint", help="check with these weights instead of random init")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default): where the checks run")
+    p.add_argument("--out", default=".", help="new: the folder to write the package into (default .)")
+    p.add_argument("--mean", default="123.675,116.28,103.53",
+                   help="new: per-band mean in the prepared data's units (default ImageNet's, 0..255)")
+    p.add_argument("--std", default="58.395,57.12,57.375", help="new: per-band std (default ImageNet's, 0..255)")
+    p.add_argument("--kind", action="append", choices=["segmentation", "change_detection"], default=None,
+                   help="new: task kinds it does, repeatable (default segmentation; time series and classification "
+                        "adapters implement predict_series / classify instead, see docs/adapters.md)")
+    p.add_argument("--size-divisor", type=int, default=1, help="new: input sides are padded to a multiple of this")
     p.set_defaults(func=cmd_adapter)
 
     p = sub.add_parser("demo", help="the whole pipeline on synthetic data, then print the leaderboard's path",

@@ -205,3 +205,35 @@ def test_a_plugin_distribution_adds_its_name_and_version_to_the_code_identity(tm
     code = resolve_adapter("distplug")().identity()["code"]
     assert code["distribution"] == "tiny-plugin" and code["version"] == "1.2.3"
     assert code["files"] == ["dist_plugin_mod.py"] and len(code["sha256"]) == 64
+
+
+def test_a_generated_adapter_package_checks_trains_runs_and_reaches_the_board(tmp_path: Path, data_root: Path,
+                                                                              monkeypatch):
+    from rsdg_bench.errors import RsdgError
+    from rsdg_bench.leaderboards.aggregate import build_board
+    from rsdg_bench.results import ResultStore
+    from rsdg_bench.runner import ModelSpec, RunSettings, default_checkpoint_dir, run_tasks
+    from rsdg_bench.scaffold import new_adapter
+    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+
+    folder = new_adapter("tiny_net", tmp_path, ["red", "green", "blue"], [127.5] * 3, [127.5] * 3, ["segmentation"])
+    assert (folder / "pyproject.toml").read_text().count('tiny_net = "rsdg_tiny_net.adapter:TinyNetAdapter"') == 1
+    with pytest.raises(RsdgError, match="exists already"):
+        new_adapter("tiny_net", tmp_path, ["red"], [0.0], [1.0], ["segmentation"])
+    # installed, the package is an entry point (pip install -e registers it; here the entry point is given directly)
+    monkeypatch.syspath_prepend(str(folder))
+    entry = EntryPoint(name="tiny_net", value="rsdg_tiny_net.adapter:TinyNetAdapter", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    adapter = resolve_adapter("tiny_net")()
+    adapter.setup(TASK, ["red", "green", "blue"])
+    assert all(r.passed for r in run_conformance(adapter, TASK, ["red", "green", "blue"]))
+    model = ModelSpec("tiny_net", display_name="tiny net")
+    results = tmp_path / "results"
+    trainable = build_trainable(model, TASK, data_root)
+    train_adapter(trainable, TASK, data_root, default_checkpoint_dir(results, "tiny_net") / f"{TASK.checkpoint_key}.pt",
+                  overrides=TrainOverrides(iterations=2, batch_size=2), progress=False)
+    [outcome] = run_tasks([TASK], model, RunSettings(data_root=data_root, results_root=results, progress=False))
+    assert outcome.error is None and outcome.written
+    board = build_board(*ResultStore(results).load_valid())
+    assert board.models == ["tiny net"] and not board.excluded
+    assert board.tasks[0].badges("tiny net")[0][0] == "off-protocol"  # 2 iterations: said so on the board
