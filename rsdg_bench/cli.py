@@ -299,6 +299,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from .results import ResultStore, recompute
 
     store = ResultStore(_results_root(args))
+    if args.action == "export":
+        return _export_results(args, store.root)
     paths = [Path(p) for p in args.paths] or store.paths()
     if args.action == "recompute":
         if not args.paths:
@@ -311,6 +313,21 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"no result records under {store.root}")
         return 0
     _print_records(paths)
+    return 0
+
+
+def _export_results(args: argparse.Namespace, results_root: Path) -> int:
+    from .hub_export import export_results, push_to_hub
+
+    if args.format != "parquet":
+        raise RsdgError(f"unknown export format {args.format!r}", "use --format parquet")
+    if not args.out:
+        raise RsdgError("results export needs --out DIR", "e.g. rsdg-bench results export --format parquet --out hub/")
+    folder, rows, refused = export_results(results_root, Path(args.out))
+    print(f"{rows} records -> {folder} (Parquet + README card; datasets.load_dataset({str(folder)!r}) reads it)"
+          + (f"; {len(refused)} refused, listed in the card" if refused else ""))
+    if args.push_to_hub:
+        print(f"pushed -> {push_to_hub(folder, args.push_to_hub, private=args.private)}")
     return 0
 
 
@@ -527,11 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--job-mem-gb", type=int, default=32, help="memory per job in GB (default 32)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("results", parents=[common], help="show result records, or recompute their metrics",
+    p = sub.add_parser("results", parents=[common], help="show result records, recompute their metrics, or export them",
                        description="`show` lists records (checking each against its confusion matrix); `recompute` "
-                                   "rewrites a record's metrics from its stored confusion matrices.")
-    p.add_argument("action", choices=["show", "recompute"])
+                                   "rewrites a record's metrics from its stored confusion matrices; `export --format "
+                                   "parquet --out DIR [--push-to-hub ORG/NAME]` writes them as a Hugging Face Hub "
+                                   "dataset repo (one row per record: model, task, hash, metrics, per-class IoU, "
+                                   "matrix, provenance) that datasets.load_dataset(DIR) reads.")
+    p.add_argument("action", choices=["show", "recompute", "export"])
     p.add_argument("paths", nargs="*", help="record files (default: every record in the results folder)")
+    p.add_argument("--format", default="parquet", help="export: parquet (a Hugging Face Hub dataset repo layout)")
+    p.add_argument("--out", help="export: the folder to write")
+    p.add_argument("--push-to-hub", metavar="ORG/NAME",
+                   help='export: also upload the folder as a Hub dataset repo (pip install "rsdg-bench[hub]"; a token)')
+    p.add_argument("--private", action="store_true", help="export: make a new Hub repo private")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("leaderboard", parents=[common], help="build the static leaderboard site from result records")
