@@ -374,11 +374,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- adapters
 
 def cmd_adapter(args: argparse.Namespace) -> int:
-    from .conformance import run_conformance
-    from .registry import available_adapters, resolve_adapter
-    from .task_schema import TaskCatalog
+    from .registry import available_adapters
 
-    if args.action == "list":
+    if args.action == "list":  # imports no adapter (and no torch): the registry reads the built-ins' sources
         for name, origin in sorted(available_adapters().items()):
             print(f"{name:16s} {origin}")
         return 0
@@ -386,6 +384,10 @@ def cmd_adapter(args: argparse.Namespace) -> int:
         raise RsdgError(f"adapter {args.action} needs an adapter name", f"e.g. rsdg-bench adapter {args.action} smp")
     if args.action == "new":
         return _new_adapter(args)
+    from .conformance import run_conformance
+    from .registry import resolve_adapter
+    from .task_schema import TaskCatalog
+
     task = TaskCatalog().task(args.task)
     bands = [b.strip() for b in (args.bands or "red,green,blue").split(",") if b.strip()]
     adapter_class = resolve_adapter(args.name)

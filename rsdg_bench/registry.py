@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Callable
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .adapters import Adapter
 from .errors import AdapterError
+
+if TYPE_CHECKING:  # the adapter base class imports torch: listing adapters does not need it
+    from .adapters import Adapter
 
 ENTRY_POINT_GROUP = "rsdg_bench.adapters"
 _BUILTINS: dict[str, type[Adapter]] = {}
@@ -36,8 +41,30 @@ def register_adapter(name: str) -> Callable[[type[Adapter]], type[Adapter]]:
     return decorate
 
 
-def _load_builtins() -> None:
-    importlib.import_module("rsdg_bench.baselines")
+BUILTIN_PACKAGE = "rsdg_bench.baselines"
+_DECLARED = re.compile(r'^@register_adapter\(\s*"([^"]+)"\s*\)', re.MULTILINE)
+
+
+@cache
+def builtin_modules() -> dict[str, str]:
+    """name → module of every built-in adapter, read from the `@register_adapter("name")` lines of the
+    baselines' sources: listing adapters imports none of them (torch models take seconds to import)."""
+    spec = importlib.util.find_spec(BUILTIN_PACKAGE)
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found: dict[str, str] = {}
+    for path in sorted(folder.glob("*.py")):
+        for name in _DECLARED.findall(path.read_text(encoding="utf-8")):
+            if name in found:
+                raise AdapterError(f"two built-in adapters are registered as {name!r}: {found[name]} and "
+                                   f"{BUILTIN_PACKAGE}.{path.stem}")
+            found[name] = f"{BUILTIN_PACKAGE}.{path.stem}"
+    return found
+
+
+def _builtin(name: str) -> type[Adapter]:
+    """Import the module that registers built-in `name` (once) and return its class."""
+    importlib.import_module(builtin_modules()[name])
+    return _BUILTINS[name]
 
 
 def _from_file(spec: str) -> type[Adapter]:
@@ -54,6 +81,8 @@ def _from_file(spec: str) -> type[Adapter]:
     module_spec.loader.exec_module(module)
     cls = getattr(module, class_name, None)
     if cls is None:
+        from .adapters import Adapter
+
         defined = sorted(n for n, v in vars(module).items()
                          if isinstance(v, type) and issubclass(v, Adapter) and v.__module__ == module_name)
         raise AdapterError(f"no class {class_name!r} in {path}"
@@ -63,6 +92,8 @@ def _from_file(spec: str) -> type[Adapter]:
 
 
 def _check_class(cls: object, where: str, name: str) -> type[Adapter]:
+    from .adapters import Adapter
+
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise AdapterError(f"{where} is not an Adapter subclass", "subclass rsdg_bench.adapters.Adapter")
     if not cls.name:
@@ -74,17 +105,16 @@ def resolve_adapter(spec: str) -> type[Adapter]:
     """The adapter class for a name or `file.py:Class` spec."""
     if ".py:" in spec:
         return _from_file(spec)
-    _load_builtins()
     plugins = [entry for entry in entry_points(group=ENTRY_POINT_GROUP) if entry.name == spec]
-    if spec in _BUILTINS and plugins:
+    if spec in builtin_modules() and plugins:
         raise AdapterError(f"the plug-in adapter {spec!r} ({plugins[0].value}) has the name of a built-in adapter",
                            f"rename the entry point in the plug-in's pyproject.toml ([project.entry-points."
                            f"\"{ENTRY_POINT_GROUP}\"]) and reinstall it; built-in names are reserved")
     if len(plugins) > 1:
         raise AdapterError(f"two installed plug-ins register the adapter {spec!r}: "
                            f"{', '.join(e.value for e in plugins)}", "uninstall or rename one of them")
-    if spec in _BUILTINS:
-        return _BUILTINS[spec]
+    if spec in builtin_modules():
+        return _builtin(spec)
     for entry in plugins:
         if entry.name == spec:
             try:
@@ -98,9 +128,8 @@ def resolve_adapter(spec: str) -> type[Adapter]:
 
 
 def available_adapters() -> dict[str, str]:
-    """name → where it comes from (built-in or the plug-in's import path)."""
-    _load_builtins()
-    found = {name: "built-in" for name in _BUILTINS}
+    """name → where it comes from (built-in or the plug-in's import path); imports nothing."""
+    found = {name: "built-in" for name in builtin_modules()}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, f"plug-in {entry.value}")
     return found

@@ -237,3 +237,14 @@ def test_a_generated_adapter_package_checks_trains_runs_and_reaches_the_board(tm
     board = build_board(*ResultStore(results).load_valid())
     assert board.models == ["tiny net"] and not board.excluded
     assert board.tasks[0].badges("tiny net")[0][0] == "off-protocol"  # 2 iterations: said so on the board
+
+
+def test_listing_adapters_imports_no_adapter_module_and_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from rsdg_bench.registry import available_adapters; names = available_adapters(); "
+            "print(sorted(names)); print([m for m in sys.modules if m.startswith('rsdg_bench.baselines.') or m == 'torch'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "'smp'" in out[0] and "'crossearth'" in out[0] and out[1] == "[]"
+    assert resolve_adapter("smp").name == "smp"  # asked for, a built-in is imported then
