@@ -67,12 +67,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         return 0
     if args.verify:
         return _verify_prepared(args)
+    if args.from_hf:
+        from .hub_dataset import import_prepared
+
+        out = import_prepared(Path(args.from_hf), _data_root(args), args.name)
+        print(f"restored {args.name} from {args.from_hf} -> {out}")
+        _report_prepared(_data_root(args), args.name)
+        return 0
     if args.raw is None:
         raise RsdgError("prepare needs --raw", "pass the downloaded archive or its folder: --raw PATH")
     preparer = get_preparer(args.name, verify_checksums=not args.no_checksum)
     out = preparer.prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
     print(f"prepared {args.name} -> {out}")
     _report_prepared(_data_root(args), args.name)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .hub_dataset import export_prepared
+
+    out = export_prepared(_data_root(args), args.name, Path(args.out))
+    print(f"{args.name} -> {out} (a Hub dataset repo: data/*.parquet, rsdg/, README.md); "
+          f"restore with `rsdg-bench prepare {args.name} --from-hf {out}`")
     return 0
 
 
@@ -481,7 +497,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the fakes of `rsdg-bench fake`)")
     p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
     p.add_argument("--verify", action="store_true", help="re-hash an already prepared dataset's files against its manifest")
+    p.add_argument("--from-hf", metavar="DIR",
+                   help="restore the prepared dataset from an `rsdg-bench export NAME --format hf` folder (a Hub "
+                        "dataset repo, downloaded): same files, same manifest sha256")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("export", parents=[common], help="write a prepared dataset as a Hugging Face Hub dataset repo",
+                       description="Write a prepared dataset whose licence allows redistribution (CC0, MIT, CC BY "
+                                   "without NoDerivatives) as a Hub dataset repo: Parquet files per domain and split "
+                                   "with the stored image and label bytes and their sha256, the card and the manifest; "
+                                   "`prepare NAME --from-hf DIR` reads it back to the same manifest sha256.")
+    p.add_argument("name", help="prepared dataset name")
+    p.add_argument("--format", default="hf", choices=["hf"], help="hf: a Hugging Face Hub dataset repo layout")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("fake", help="write a small fake of a dataset's raw download",
                        description="Write a small copy of a dataset's raw layout (same archive, folder and file names, "

@@ -1,0 +1,137 @@
+"""A prepared dataset as a Hugging Face Hub dataset repo, and back (`export NAME --format hf`,
+`prepare NAME --from-hf DIR`).
+
+Only a dataset whose card licence clearly allows redistribution is exported (`redistributable`): CC0, MIT,
+or a Creative Commons BY licence without NoDerivatives (the prepared data is a derivative: tiled, relabelled),
+and never one marked UNVERIFIED. The repo holds
+
+- `data/<domain>-<split>.parquet`: one row per sample with `sample_id`, `domain`, `split`, the stored paths,
+  `image` and `label` as the prepared files' bytes (GeoTIFF or PNG, exactly as stored), their sha256, size,
+  group and image-level target; `datasets.load_dataset(DIR, "<domain>")` reads a domain;
+- `rsdg/dataset.json` and `rsdg/manifest.parquet`: the card and the manifest, byte for byte;
+- `README.md`: the card for the Hub (licence, citation, class names, splits, `configs:`).
+
+`--from-hf` writes every file back to its manifest path, checks each against the manifest's sha256, and
+publishes the folder atomically: the same bytes, so the same manifest sha256 (the data version records name).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import DataError, RsdgError
+from .io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+from .prepared import CARD_FILE, MANIFEST_FILE, DatasetCard, PreparedDataset
+
+META_DIR = "rsdg"
+_OPEN_LICENCE = re.compile(r"^(CC0(-1\.0)?|MIT|CC BY(-NC)?(-SA)? \d\.\d)$")
+_COLUMNS = ("sample_id", "domain", "split", "image", "label", "image_sha256", "label_sha256", "height", "width",
+            "group", "target")
+
+
+def redistributable(licence: str) -> bool:
+    """Whether a card's licence clearly allows publishing the prepared data (see the module docstring)."""
+    return bool(_OPEN_LICENCE.match(licence.strip()))
+
+
+def export_prepared(data_root: Path, name: str, out: Path) -> Path:
+    """Write the prepared dataset `name` as a Hub dataset repo folder `out`; return it."""
+    dataset = PreparedDataset.open(data_root, name)
+    card = dataset.card
+    if not redistributable(card.licence):
+        raise RsdgError(f"{name}'s licence is {card.licence!r}, which does not clearly allow publishing prepared "
+                        "(derived) data", "share the download instructions instead; rsdg-bench exports only CC0, MIT "
+                        "and CC BY licences without NoDerivatives, and none marked UNVERIFIED")
+    changed = dataset.verify_files()
+    if changed:
+        raise DataError(f"{len(changed)} prepared files of {name} differ from its manifest (e.g. {changed[0]})",
+                        f"re-run `rsdg-bench prepare {name}` before exporting")
+    out = Path(out)
+    manifest = dataset.manifest
+    for (domain, split), rows in manifest.groupby(["domain", "split"], sort=True):
+        columns = {c: rows[c].tolist() if c in rows.columns else [None] * len(rows) for c in _COLUMNS}
+        columns["image_bytes"] = [(dataset.root / rel).read_bytes() for rel in rows["image"]]
+        columns["label_bytes"] = [(dataset.root / rel).read_bytes() if isinstance(rel, str) else None
+                                  for rel in rows["label"]]
+        table = pa.table({k: pa.array(v) for k, v in columns.items()})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        atomic_write_bytes(out / "data" / f"{domain}-{split}.parquet", sink.getvalue().to_pybytes())
+    for meta in (CARD_FILE, MANIFEST_FILE):
+        atomic_write_bytes(out / META_DIR / meta, (dataset.root / meta).read_bytes())
+    atomic_write_text(out / "README.md", _card(card))
+    return out
+
+
+def _card(card: DatasetCard) -> str:
+    domains = sorted(card.split_counts)
+    configs = []
+    for domain in domains:
+        configs += [f"- config_name: {domain}", "  data_files:"]
+        configs += [f"  - split: {split}\n    path: data/{domain}-{split}.parquet" for split in sorted(card.split_counts[domain])]
+    licence = {"CC0-1.0": "cc0-1.0", "MIT": "mit"}.get(card.licence, card.licence.lower().replace(" ", "-"))
+    classes = ", ".join(f"{i} {c.name}" for i, c in enumerate(card.classes.classes))
+    return "\n".join([
+        "---", f"license: {licence}", "configs:", *configs, "tags:", "- remote-sensing", "- rsdg-bench", "---", "",
+        f"# {card.name} (prepared by rsdg-bench)", "",
+        f"The `{card.name}` dataset as `rsdg-bench prepare` stores it (prep version {card.prep_version}, manifest "
+        f"sha256 `{card.manifest_sha256}`). Each row holds a sample's image and label files exactly as stored "
+        "(`image_bytes`, `label_bytes`: GeoTIFF or PNG; labels are uint8 class indices, 255 = ignore) with their "
+        "sha256. `rsdg-bench prepare NAME --from-hf DIR` restores the prepared folder byte for byte.", "",
+        f"- Licence: {card.licence}", f"- Citation: {card.citation}", f"- Classes: {classes}",
+        "- Splits: " + "; ".join(f"{d}/{s}: {n}" for d in domains for s, n in sorted(card.split_counts[d].items())),
+        "",
+    ])
+
+
+def import_prepared(hf_dir: Path, data_root: Path, name: str) -> Path:
+    """Restore a prepared dataset from an export (`export_prepared`) into `data_root/name`; return it."""
+    hf_dir = Path(hf_dir)
+    card_path, manifest_path = hf_dir / META_DIR / CARD_FILE, hf_dir / META_DIR / MANIFEST_FILE
+    if not card_path.is_file() or not manifest_path.is_file():
+        raise DataError(f"{hf_dir} is not an rsdg-bench dataset export (no {META_DIR}/{CARD_FILE} and "
+                        f"{META_DIR}/{MANIFEST_FILE})", "pass the folder `rsdg-bench export NAME --format hf` wrote")
+    card = DatasetCard.model_validate_json(card_path.read_text())
+    if card.name != name:
+        raise DataError(f"{hf_dir} holds {card.name!r}, not {name!r}", f"run `rsdg-bench prepare {card.name} --from-hf`")
+    if sha256_file(manifest_path) != card.manifest_sha256:
+        raise DataError(f"{manifest_path} does not match the sha256 in its card", "download the export again")
+    manifest = pd.read_parquet(manifest_path)
+    expected = {row["sample_id"]: row for row in manifest.to_dict("records")}
+    staging = Path(data_root) / f".{name}.from-hf"
+    shutil.rmtree(staging, ignore_errors=True)
+    written = 0
+    for part in sorted((hf_dir / "data").glob("*.parquet")):
+        for row in pq.read_table(part).to_pylist():
+            wanted = expected.get(row["sample_id"])
+            if wanted is None:
+                raise DataError(f"{part.name}: sample {row['sample_id']!r} is not in the manifest", "download the export again")
+            for kind in ("image", "label"):
+                rel, data = wanted[kind], row[f"{kind}_bytes"]
+                if not isinstance(rel, str):
+                    continue
+                if data is None or sha256_bytes(data) != wanted[f"{kind}_sha256"]:
+                    raise DataError(f"{part.name}: the {kind} of {row['sample_id']} does not match its sha256 in "
+                                    "the manifest", "download the export again")
+                target = (staging / rel).resolve()
+                if not target.is_relative_to(staging.resolve()):
+                    raise DataError(f"manifest path {rel!r} leaves the dataset folder", "the export is not trustworthy")
+                atomic_write_bytes(target, data)
+            written += 1
+    if written != len(expected):
+        raise DataError(f"{hf_dir} holds {written} of the manifest's {len(expected)} samples",
+                        "download every data/*.parquet file of the export")
+    shutil.copyfile(manifest_path, staging / MANIFEST_FILE)
+    shutil.copyfile(card_path, staging / CARD_FILE)
+    final = Path(data_root) / name
+    if final.exists():
+        shutil.rmtree(staging)
+        raise DataError(f"{final} exists already", f"remove it (or use another --data-root) to restore {name} from {hf_dir}")
+    staging.rename(final)
+    return final
