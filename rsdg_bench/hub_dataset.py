@@ -9,7 +9,8 @@ and never one marked UNVERIFIED. The repo holds
   `image` and `label` as the prepared files' bytes (GeoTIFF or PNG, exactly as stored), their sha256, size,
   group and image-level target; `datasets.load_dataset(DIR, "<domain>")` reads a domain;
 - `rsdg/dataset.json` and `rsdg/manifest.parquet`: the card and the manifest, byte for byte;
-- `README.md`: the card for the Hub (licence, citation, class names, splits, `configs:`).
+- `README.md`: the card for the Hub (licence, citation, class names, splits, `configs:`, and `dataset_info`
+  features, the image-level `target` as a `ClassLabel` of the domain's class names).
 
 `--from-hf` writes every file back to its manifest path, checks each against the manifest's sha256, and
 publishes the folder atomically: the same bytes, so the same manifest sha256 (the data version records name).
@@ -33,6 +34,9 @@ META_DIR = "rsdg"
 _OPEN_LICENCE = re.compile(r"^(CC0(-1\.0)?|MIT|CC BY(-NC)?(-SA)? \d\.\d)$")
 _COLUMNS = ("sample_id", "domain", "split", "image", "label", "image_sha256", "label_sha256", "height", "width",
             "group", "target")
+_FEATURES = (("sample_id", "string"), ("domain", "string"), ("split", "string"), ("image", "string"),
+             ("label", "string"), ("image_sha256", "string"), ("label_sha256", "string"), ("height", "int64"),
+             ("width", "int64"), ("group", "string"), ("image_bytes", "binary"), ("label_bytes", "binary"))
 
 
 def redistributable(licence: str) -> bool:
@@ -56,10 +60,14 @@ def export_prepared(data_root: Path, name: str, out: Path) -> Path:
     manifest = dataset.manifest
     for (domain, split), rows in manifest.groupby(["domain", "split"], sort=True):
         columns = {c: rows[c].tolist() if c in rows.columns else [None] * len(rows) for c in _COLUMNS}
+        columns["target"] = [None if t is None or t != t else int(t) for t in columns["target"]]  # NaN → null
+        columns["group"] = [g if isinstance(g, str) else None for g in columns["group"]]
         columns["image_bytes"] = [(dataset.root / rel).read_bytes() for rel in rows["image"]]
         columns["label_bytes"] = [(dataset.root / rel).read_bytes() if isinstance(rel, str) else None
                                   for rel in rows["label"]]
-        table = pa.table({k: pa.array(v) for k, v in columns.items()})
+        types = {"height": pa.int64(), "width": pa.int64(), "target": pa.int64(), "image_bytes": pa.binary(),
+                 "label_bytes": pa.binary()}
+        table = pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in columns.items()})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         atomic_write_bytes(out / "data" / f"{domain}-{split}.parquet", sink.getvalue().to_pybytes())
@@ -77,8 +85,15 @@ def _card(card: DatasetCard) -> str:
         configs += [f"  - split: {split}\n    path: data/{domain}-{split}.parquet" for split in sorted(card.split_counts[domain])]
     licence = {"CC0-1.0": "cc0-1.0", "MIT": "mit"}.get(card.licence, card.licence.lower().replace(" ", "-"))
     classes = ", ".join(f"{i} {c.name}" for i, c in enumerate(card.classes.classes))
+    info = ["dataset_info:"]
+    for domain in domains:  # the features, with an image-level target as a ClassLabel of the domain's classes
+        names = [c.name for c in card.classes_of(domain).classes]
+        info += [f"- config_name: {domain}", "  features:"]
+        info += [f"  - name: {column}\n    dtype: {dtype}" for column, dtype in _FEATURES]
+        info += ["  - name: target", "    dtype:", "      class_label:", "        names:"]
+        info += [f"          '{i}': {name}" for i, name in enumerate(names)]
     return "\n".join([
-        "---", f"license: {licence}", "configs:", *configs, "tags:", "- remote-sensing", "- rsdg-bench", "---", "",
+        "---", f"license: {licence}", "configs:", *configs, *info, "tags:", "- remote-sensing", "- rsdg-bench", "---", "",
         f"# {card.name} (prepared by rsdg-bench)", "",
         f"The `{card.name}` dataset as `rsdg-bench prepare` stores it (prep version {card.prep_version}, manifest "
         f"sha256 `{card.manifest_sha256}`). Each row holds a sample's image and label files exactly as stored "

@@ -32,6 +32,7 @@ def test_the_export_reads_with_datasets(data_root: Path, tmp_path: Path):
     export_prepared(data_root, "toyearth", tmp_path / "hub")
     arid = datasets.load_dataset(str(tmp_path / "hub"), "arid", split="val")
     assert arid.num_rows == 4 and set(arid.column_names) >= {"sample_id", "image_bytes", "label_bytes", "image_sha256"}
+    assert arid.features["target"].names == ["bare", "building", "road", "vegetation", "water"]  # a ClassLabel
 
 
 def test_a_licence_that_does_not_allow_redistribution_is_refused_and_a_tampered_export_too(data_root: Path,
