@@ -106,13 +106,15 @@ def resolve_adapter(spec: str) -> type[Adapter]:
     if ".py:" in spec:
         return _from_file(spec)
     plugins = [entry for entry in entry_points(group=ENTRY_POINT_GROUP) if entry.name == spec]
-    if spec in builtin_modules() and plugins:
+    if (spec in builtin_modules() or spec in _BUILTINS) and plugins:
         raise AdapterError(f"the plug-in adapter {spec!r} ({plugins[0].value}) has the name of a built-in adapter",
                            f"rename the entry point in the plug-in's pyproject.toml ([project.entry-points."
                            f"\"{ENTRY_POINT_GROUP}\"]) and reinstall it; built-in names are reserved")
     if len(plugins) > 1:
         raise AdapterError(f"two installed plug-ins register the adapter {spec!r}: "
                            f"{', '.join(e.value for e in plugins)}", "uninstall or rename one of them")
+    if spec in _BUILTINS:  # imported already, or registered at run time by a script of the user's
+        return _BUILTINS[spec]
     if spec in builtin_modules():
         return _builtin(spec)
     for entry in plugins:
@@ -129,7 +131,7 @@ def resolve_adapter(spec: str) -> type[Adapter]:
 
 def available_adapters() -> dict[str, str]:
     """name → where it comes from (built-in or the plug-in's import path); imports nothing."""
-    found = {name: "built-in" for name in builtin_modules()}
+    found = {name: "built-in" for name in [*builtin_modules(), *_BUILTINS]}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, f"plug-in {entry.value}")
     return found

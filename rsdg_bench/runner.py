@@ -219,10 +219,10 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
         try:
             outcome = run_task(task, model, settings, store)
         except RsdgError as exc:
-            log.warning("%s failed: %s", task.id, exc)
+            log.info("%s failed: %s", task.id, exc)  # the run's summary reports it
             outcome = TaskOutcome(task.id, error=str(exc))
         except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
-            log.warning("%s failed: %s: %s", task.id, type(exc).__name__, exc)
+            log.info("%s failed: %s: %s", task.id, type(exc).__name__, exc)
             outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         outcomes.append(outcome)
     if not settings.group.is_main:
