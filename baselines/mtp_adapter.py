@@ -68,6 +68,7 @@ class MTPAdapter(Adapter):
 
     known_options = frozenset({"variant", "img_size", "stride"})
     options_help = "use: variant=large|base img_size=512|384 stride=N"
+    check_options = {"variant": "base", "img_size": "128"}  # ViT-L at 512 px takes minutes per check on a CPU
 
     def __init__(self, **options: str) -> None:
         options.setdefault("variant", "large")

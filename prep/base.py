@@ -1,8 +1,9 @@
 """What every dataset preparer shares: the registry, finding the raw download, safe archive extraction.
 
-A preparer is one class per raw dataset (TorchGeo's pattern): facts at the top (archive names, known
-checksums, expected counts, citation, licence), `make_fake()` writing a small copy of the *raw* layout
-for tests and the demo, and `prepare()` turning the raw download into the canonical prepared format.
+A preparer is one class per raw dataset (TorchGeo's pattern): facts as class attributes (archive names,
+known checksums, classes, domains and bands, published counts, citation, licence), `make_fake()` writing
+a small copy of the *raw* layout for tests and the demo, and `build()` reading that layout into the
+canonical prepared format; `prepare()`, shared, finds the download and runs `build`.
 """
 
 from __future__ import annotations
@@ -14,24 +15,41 @@ import shutil
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rsdg_bench.errors import DataError
 from rsdg_bench.io import sha256_file
 
+if TYPE_CHECKING:
+    from rsdg_bench.prepared import DomainInfo, PreparedWriter
+
+ENTRY_POINT_GROUP = "rsdg_bench.datasets"
 _PREPARERS: dict[str, type[Preparer]] = {}
 
 
 class Preparer(abc.ABC):
-    """One raw dataset → prepared data."""
+    """One raw dataset → prepared data.
+
+    A subclass states the dataset's facts as class attributes and implements two steps: `make_fake` (a small
+    copy of the raw layout) and `build` (read the raw files, add samples to the writer from `open_writer`,
+    end with `finish`). Finding the download, extracting archives (kept for a rerun when the build fails,
+    removed when it succeeds) and the dataset card's facts are shared here, in `prepare`.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     prep_version: ClassVar[int]
     # Archive file name → its published checksum as "md5:<hex>" or "sha256:<hex>" (None: none published).
     archives: ClassVar[dict[str, str | None]]
+    classes: ClassVar[str]  # the class schema (`tasks/classes/<name>.yaml`) the labels are decoded to
+    citation: ClassVar[str]
+    licence: ClassVar[str]
+    domains: ClassVar[dict[str, DomainInfo]]  # domain → what it is and its stored bands
+    # The sizes the papers report for the full release (domain → split → samples), recorded in the card.
+    published_counts: ClassVar[dict[str, dict[str, int]]] = {}
 
     def __init__(self, verify_checksums: bool = True) -> None:
         self.verify_checksums = verify_checksums
@@ -40,14 +58,47 @@ class Preparer(abc.ABC):
         """The archives with the checksums to verify (none when verification is switched off)."""
         return dict(self.archives) if self.verify_checksums else dict.fromkeys(self.archives)
 
+    def domain_bands(self, domain: str) -> list[str]:
+        """The stored bands of `domain`, known without preparing anything."""
+        if domain not in self.domains:
+            raise DataError(f"dataset {self.name} has no domain {domain!r}", f"its domains are {', '.join(self.domains)}")
+        return [band.name for band in self.domains[domain].bands]
+
     @abc.abstractmethod
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """Write a small fake of the raw download under `out` (the unpacked folder, or with `archive` the
         archive as downloaded); return what to pass as `--raw`."""
 
-    @abc.abstractmethod
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        """Prepare the raw download at `raw` into `data_root/<name>`; return that folder."""
+        """Prepare the raw download at `raw` (folder or archives) into `data_root/<name>`; return that folder."""
+        data_root = Path(data_root)
+        with self.open_raw(Path(raw), data_root / f".{self.name}.raw") as files:
+            return self.build(files, data_root, progress)
+
+    def open_raw(self, raw: Path, scratch: Path) -> AbstractContextManager[Any]:
+        """The raw files, as `build` reads them: by default a `RawFiles` over the folder and its archives."""
+        return raw_files(raw, self.checksums(), scratch)
+
+    @abc.abstractmethod
+    def build(self, files: Any, data_root: Path, progress: bool) -> Path:
+        """Read the raw files (what `open_raw` gives), write every sample, and return `self.finish(...)`."""
+
+    def open_writer(self, data_root: Path, **options: Any) -> PreparedWriter:
+        """The writer of this dataset's prepared folder, labels in the `classes` schema (options: fingerprint,
+        crs, timesteps, label_level, domain_schemas)."""
+        from rsdg_bench.classes import load_class_schema
+        from rsdg_bench.prepared import PreparedWriter
+
+        return PreparedWriter(data_root, self.name, load_class_schema(self.classes), **options)
+
+    def finish(self, writer: PreparedWriter, files: Any, **details: Any) -> Path:
+        """Publish the prepared folder with the card's facts from the class attributes and `details`
+        (expected_counts, notes, ...); what the prepare read is taken from `files` (a `RawFiles`, or the
+        `SourceArchive` list itself)."""
+        facts = {"prep_version": self.prep_version, "citation": self.citation, "licence": self.licence,
+                 "domains": self.domains, "published_counts": self.published_counts,
+                 "source_archives": source_archives_of(files) if isinstance(files, RawFiles) else files}
+        return writer.finish(**{**facts, **details})  # details win: e.g. only the domains a download holds
 
 
 def uint8_bands(names: tuple[str, ...] | list[str]) -> list:
@@ -58,18 +109,55 @@ def uint8_bands(names: tuple[str, ...] | list[str]) -> list:
 
 
 def register_preparer(cls: type[Preparer]) -> type[Preparer]:
+    """Class decorator: make a preparer available under its `name`; a second class of that name is an error."""
+    existing = _PREPARERS.get(cls.name)
+    if existing is not None and f"{existing.__module__}.{existing.__qualname__}" != f"{cls.__module__}.{cls.__qualname__}":
+        raise DataError(f"two preparers are registered as {cls.name!r}: {existing.__module__}.{existing.__qualname__} "
+                        f"and {cls.__module__}.{cls.__qualname__}", "give the new dataset its own name")
+    missing = [fact for fact in ("summary", "prep_version", "archives", "classes", "citation", "licence", "domains")
+               if not hasattr(cls, fact)]
+    if missing:
+        raise DataError(f"preparer {cls.__module__}.{cls.__qualname__} states no {', '.join(missing)}",
+                        "set them as class attributes (see docs/extending.md)")
     _PREPARERS[cls.name] = cls
     return cls
 
 
+def _load_plugins() -> None:
+    """Register the preparers that installed packages declare in the entry-point group `rsdg_bench.datasets`
+    (`[project.entry-points."rsdg_bench.datasets"] mydata = "mypkg.prep:MyData"`)."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = entry.load()
+        except Exception as exc:  # a broken plug-in must say which package it is
+            raise DataError(f"dataset plug-in {entry.name!r} ({entry.value}) fails to import: {exc}",
+                            "fix or uninstall that package") from exc
+        if getattr(cls, "name", None) != entry.name:
+            raise DataError(f"dataset plug-in {entry.value} is registered as {entry.name!r} but its class is named "
+                            f"{getattr(cls, 'name', None)!r}", "make the entry-point name equal the class's `name`")
+        register_preparer(cls)
+
+
+_plugins_loaded = False
+
+
+def _all_preparers() -> dict[str, type[Preparer]]:
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        _load_plugins()
+    return _PREPARERS
+
+
 def available_preparers() -> dict[str, type[Preparer]]:
-    return dict(sorted(_PREPARERS.items()))
+    return dict(sorted(_all_preparers().items()))
 
 
 def get_preparer(name: str, verify_checksums: bool = True) -> Preparer:
-    if name not in _PREPARERS:
-        raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(_PREPARERS))}")
-    return _PREPARERS[name](verify_checksums)
+    preparers = _all_preparers()
+    if name not in preparers:
+        raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(preparers))}")
+    return preparers[name](verify_checksums)
 
 
 def _safe_members(names: list[str], archive: Path) -> None:

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, raster_size, read_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, raster_size, read_raster
 from rsdg_bench.windows import window_grid
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import blocky_classes, write_raster
 from .labels import decode_colour_label, stray_notes
 
@@ -74,6 +74,13 @@ class CASID(Preparer):
     summary = "CASID, 4 climate zones of Asia, 5 classes, 1024² crops (CrossEarth's 16 CASID settings)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "casid5"
+    citation = ("Liu et al., CASID: A Large-scale Climate-Aware Satellite Image Dataset for Domain Adaptive "
+                "Land-Cover Semantic Segmentation, ISPRS J. Photogramm. Remote Sens., 2023")
+    licence = "research use (CASID terms)"
+    domains = {d: DomainInfo(description=f"{ZONE_NAMES[d]} climate zone, satellite RGB",
+                             bands=uint8_bands(("red", "green", "blue"))) for d in ZONES}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`CASID/<zone>/image/<name>.png` and `label/<name>-label.png` (colour labels), 3 images per zone."""
@@ -98,43 +105,35 @@ class CASID(Preparer):
         root.rmdir()
         return zips
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            work, notes = self._plan(files)
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("casid5"), fingerprint={
-                "prep_version": self.prep_version, "images": sorted(f"{d}/{s}/{i.name}" for d, s, i, _ in work)})
-            expected: dict[tuple[str, str], int] = {}
-            stray_total = 0
-            for domain, split, image_path, label_path in tqdm(work, desc="prepare casid", unit="img",
-                                                              disable=not progress):
-                stem = image_path.stem
-                height, width = raster_size(label_path)
-                windows = window_grid(height, width, CROP, CROP)
-                expected[(domain, split)] = expected.get((domain, split), 0) + len(windows)
-                ids = [f"{domain}_{stem}_{x0}_{y0}_{x1}_{y1}" for y0, y1, x0, x1 in windows]
-                if all(writer.has(i) for i in ids):
-                    continue
-                image = read_raster(image_path)[:3]
-                label, stray = decode_label(read_raster(label_path), str(label_path))
-                stray_total += stray
-                if image.shape[1:] != label.shape:
-                    raise DataError(f"{image_path} is {image.shape[1]}×{image.shape[2]} but its label is "
-                                    f"{label.shape[0]}×{label.shape[1]}", "the image and label do not belong together")
-                for sample_id, (y0, y1, x0, x1) in zip(ids, windows, strict=True):
-                    writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split,
-                                            image=np.ascontiguousarray(image[:, y0:y1, x0:x1]),
-                                            label=np.ascontiguousarray(label[y0:y1, x0:x1]),
-                                            source_file=f"{ZONES[domain]}/image/{image_path.name}",
-                                            window=(x0, y0, x1, y1)))
-            notes += stray_notes(stray_total)
-            return writer.finish(
-                prep_version=self.prep_version, licence="research use (CASID terms)",
-                citation="Liu et al., CASID: A Large-scale Climate-Aware Satellite Image Dataset for Domain Adaptive "
-                         "Land-Cover Semantic Segmentation, ISPRS J. Photogramm. Remote Sens., 2023",
-                domains={d: DomainInfo(description=f"{ZONE_NAMES[d]} climate zone, satellite RGB",
-                                       bands=uint8_bands(("red", "green", "blue"))) for d in ZONES},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS, notes=notes)
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        work, notes = self._plan(files)
+        writer = self.open_writer(data_root, fingerprint={
+            "prep_version": self.prep_version, "images": sorted(f"{d}/{s}/{i.name}" for d, s, i, _ in work)})
+        expected: dict[tuple[str, str], int] = {}
+        stray_total = 0
+        for domain, split, image_path, label_path in tqdm(work, desc="prepare casid", unit="img",
+                                                          disable=not progress):
+            stem = image_path.stem
+            height, width = raster_size(label_path)
+            windows = window_grid(height, width, CROP, CROP)
+            expected[(domain, split)] = expected.get((domain, split), 0) + len(windows)
+            ids = [f"{domain}_{stem}_{x0}_{y0}_{x1}_{y1}" for y0, y1, x0, x1 in windows]
+            if all(writer.has(i) for i in ids):
+                continue
+            image = read_raster(image_path)[:3]
+            label, stray = decode_label(read_raster(label_path), str(label_path))
+            stray_total += stray
+            if image.shape[1:] != label.shape:
+                raise DataError(f"{image_path} is {image.shape[1]}×{image.shape[2]} but its label is "
+                                f"{label.shape[0]}×{label.shape[1]}", "the image and label do not belong together")
+            for sample_id, (y0, y1, x0, x1) in zip(ids, windows, strict=True):
+                writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split,
+                                        image=np.ascontiguousarray(image[:, y0:y1, x0:x1]),
+                                        label=np.ascontiguousarray(label[y0:y1, x0:x1]),
+                                        source_file=f"{ZONES[domain]}/image/{image_path.name}",
+                                        window=(x0, y0, x1, y1)))
+        notes += stray_notes(stray_total)
+        return self.finish(writer, files, expected_counts=expected, notes=notes)
 
     @staticmethod
     def _plan(files) -> tuple[list[tuple[str, str, Path, Path]], list[str]]:

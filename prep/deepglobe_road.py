@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter
+from rsdg_bench.prepared import DomainInfo
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import blocky_classes, write_raster, zip_tree
 from .pairs import Pair, binary_mask, match_pairs, write_pairs
 
@@ -40,6 +39,13 @@ class DeepGlobeRoad(Preparer):
     summary = "DeepGlobe road extraction, 50 cm satellite RGB, binary roads (CrossEarth D2M / D2G source)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "road2"
+    citation = ("Demir et al., DeepGlobe 2018: A Challenge to Parse the Earth through Satellite Images, "
+                "CVPR Workshops 2018")
+    licence = "DeepGlobe challenge terms (research use)"
+    domains = {DOMAIN: DomainInfo(description="DigitalGlobe satellite RGB (Thailand, Indonesia, India), 50 cm",
+               gsd_m=0.5, bands=uint8_bands(("red", "green", "blue")))}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`train/<id>_sat.jpg` + `<id>_mask.png` (3-band, not pure 0/255), `valid/` and `test/` images only."""
@@ -61,26 +67,18 @@ class DeepGlobeRoad(Preparer):
             return root
         return zip_tree(root, root.with_name("deepglobe_download") / next(iter(ARCHIVES)))
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            images = {n.removesuffix("_sat.jpg"): p for n, p in files.find("train/*_sat.jpg").items()}
-            masks = {n.removesuffix("_mask.png"): p for n, p in files.find("train/*_mask.png").items()}
-            if not images:
-                raise DataError(f"{files.raw} holds no train/<id>_sat.jpg",
-                                "pass --raw the DeepGlobe road folder (with train/) or its Kaggle archive")
-            pairs = [Pair(f"{DOMAIN}_{key}", DOMAIN, "train", image, mask, f"train/{image.name}")
-                     for key, image, mask in match_pairs(images, masks, "DeepGlobe train/",
-                                                         "the download is incomplete; re-extract it")]
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("road2"),
-                                    fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
-            expected = write_pairs(writer, pairs, lambda m, where: binary_mask(m, where, THRESHOLD), progress,
-                                   "prepare deepglobe_road")
-            return writer.finish(
-                prep_version=self.prep_version, licence="DeepGlobe challenge terms (research use)",
-                citation="Demir et al., DeepGlobe 2018: A Challenge to Parse the Earth through Satellite Images, "
-                         "CVPR Workshops 2018",
-                domains={DOMAIN: DomainInfo(description="DigitalGlobe satellite RGB (Thailand, Indonesia, India), 50 cm",
-                                            gsd_m=0.5, bands=uint8_bands(("red", "green", "blue")))},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS,
-                notes=[f"masks binarized at {THRESHOLD} (first band), as the challenge instructs"])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        images = {n.removesuffix("_sat.jpg"): p for n, p in files.find("train/*_sat.jpg").items()}
+        masks = {n.removesuffix("_mask.png"): p for n, p in files.find("train/*_mask.png").items()}
+        if not images:
+            raise DataError(f"{files.raw} holds no train/<id>_sat.jpg",
+                            "pass --raw the DeepGlobe road folder (with train/) or its Kaggle archive")
+        pairs = [Pair(f"{DOMAIN}_{key}", DOMAIN, "train", image, mask, f"train/{image.name}")
+                 for key, image, mask in match_pairs(images, masks, "DeepGlobe train/",
+                                                     "the download is incomplete; re-extract it")]
+        writer = self.open_writer(data_root, fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
+        expected = write_pairs(writer, pairs, lambda m, where: binary_mask(m, where, THRESHOLD), progress,
+                               "prepare deepglobe_road")
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           notes=[f"masks binarized at {THRESHOLD} (first band), as the challenge instructs"])

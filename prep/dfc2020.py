@@ -31,11 +31,11 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of
+from .base import Preparer, RawFiles, register_preparer
 from .noldo_s12 import S1_BANDS, S2_BANDS
 
 ARCHIVES = {"DFC_Public_Dataset.zip": None}
@@ -66,6 +66,16 @@ class DFC2020(Preparer):
     summary = "DFC2020 in CromSS's 8 DW-ordered classes, Sentinel-2 13 bands and Sentinel-1 (NoLDO-S12 suite)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "dfc2020_8"
+    citation = ("Robinson et al., Global Land-Cover Mapping With Weak Supervision: Outcome of the 2020 IEEE "
+                "GRSS Data Fusion Contest, IEEE JSTARS 2021")
+    licence = "CC BY 4.0 (UNVERIFIED)"
+    domains = {"s2": DomainInfo(description="Sentinel-2 L1C, 13 bands, 10 m", gsd_m=10.0,
+                                bands=[BandInfo(name=b, dtype="uint16", units="TOA reflectance x 10000")
+                                       for b in S2_BANDS]),
+               "s1": DomainInfo(description="Sentinel-1 GRD, VV and VH in dB", gsd_m=10.0,
+                                bands=[BandInfo(name=b, dtype="float32", units="dB") for b in S1_BANDS])}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """Both ROI folders with every raw value 0..10 at known pixels of the first patch."""
@@ -96,48 +106,38 @@ class DFC2020(Preparer):
 
         return zip_tree(root, root.with_name("dfc2020_download") / next(iter(ARCHIVES)))
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            work = self._plan(files)
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("dfc2020_8"), crs=CRS,
-                                    fingerprint={"prep_version": self.prep_version, "count": len(work)})
-            expected: dict[tuple[str, str], int] = {}
-            ignored = 0
-            for split, patch, paths in tqdm(work, desc="prepare dfc2020", unit="patch", disable=not progress):
-                with rasterio.open(paths["dfc"]) as src:
-                    label = decode_dfc(src.read(1), str(paths["dfc"]))
-                ignored += int((label == IGNORE_INDEX).sum())
-                for modality, bands in (("s2", S2_BANDS), ("s1", S1_BANDS)):
-                    expected[(modality, split)] = expected.get((modality, split), 0) + 1
-                    sample_id = f"{modality}_{split}_{patch}"
-                    if writer.has(sample_id):
-                        continue
-                    with rasterio.open(paths[modality]) as src:
-                        image, transform = src.read(), src.transform
-                        crs = src.crs.to_string() if src.crs else None
-                    if image.shape[0] != len(bands) or image.shape[1:] != label.shape:
-                        raise DataError(f"{paths[modality]} has {image.shape[0]} bands of {image.shape[1:]}; expected "
-                                        f"{len(bands)} of {label.shape} like its dfc label",
-                                        "the files do not belong together; re-extract the release")
-                    if modality == "s1":
-                        image = image.astype(np.float32)
-                    writer.add(SampleArrays(sample_id=sample_id, domain=modality, split=split, image=image,
-                                            label=label, source_file=paths[modality].name,
-                                            window=(0, 0, label.shape[1], label.shape[0]), transform=transform,
-                                            crs=crs))
-            return writer.finish(
-                prep_version=self.prep_version, licence="CC BY 4.0 (UNVERIFIED)",
-                citation="Robinson et al., Global Land-Cover Mapping With Weak Supervision: Outcome of the 2020 IEEE "
-                         "GRSS Data Fusion Contest, IEEE JSTARS 2021",
-                domains={"s2": DomainInfo(description="Sentinel-2 L1C, 13 bands, 10 m", gsd_m=10.0,
-                                          bands=[BandInfo(name=b, dtype="uint16", units="TOA reflectance x 10000")
-                                                 for b in S2_BANDS]),
-                         "s1": DomainInfo(description="Sentinel-1 GRD, VV and VH in dB", gsd_m=10.0,
-                                          bands=[BandInfo(name=b, dtype="float32", units="dB") for b in S1_BANDS])},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS,
-                notes=["`validation` (986) is the training set and `test` (5,128) the test set, as in CromSS",
-                       f"{ignored} pixels of savanna (3), snow/ice (8) or no label (0) are ignore"])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        work = self._plan(files)
+        writer = self.open_writer(data_root, crs=CRS,
+                                fingerprint={"prep_version": self.prep_version, "count": len(work)})
+        expected: dict[tuple[str, str], int] = {}
+        ignored = 0
+        for split, patch, paths in tqdm(work, desc="prepare dfc2020", unit="patch", disable=not progress):
+            with rasterio.open(paths["dfc"]) as src:
+                label = decode_dfc(src.read(1), str(paths["dfc"]))
+            ignored += int((label == IGNORE_INDEX).sum())
+            for modality, bands in (("s2", S2_BANDS), ("s1", S1_BANDS)):
+                expected[(modality, split)] = expected.get((modality, split), 0) + 1
+                sample_id = f"{modality}_{split}_{patch}"
+                if writer.has(sample_id):
+                    continue
+                with rasterio.open(paths[modality]) as src:
+                    image, transform = src.read(), src.transform
+                    crs = src.crs.to_string() if src.crs else None
+                if image.shape[0] != len(bands) or image.shape[1:] != label.shape:
+                    raise DataError(f"{paths[modality]} has {image.shape[0]} bands of {image.shape[1:]}; expected "
+                                    f"{len(bands)} of {label.shape} like its dfc label",
+                                    "the files do not belong together; re-extract the release")
+                if modality == "s1":
+                    image = image.astype(np.float32)
+                writer.add(SampleArrays(sample_id=sample_id, domain=modality, split=split, image=image,
+                                        label=label, source_file=paths[modality].name,
+                                        window=(0, 0, label.shape[1], label.shape[0]), transform=transform,
+                                        crs=crs))
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           notes=["`validation` (986) is the training set and `test` (5,128) the test set, as in CromSS",
+                                  f"{ignored} pixels of savanna (3), snow/ice (8) or no label (0) are ignore"])
 
     @staticmethod
     def _plan(files) -> list[tuple[str, str, dict[str, Path]]]:

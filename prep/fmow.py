@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, read_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raster
 
-from .base import Preparer, RawFiles, raw_files, read_split_lists, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, read_split_lists, register_preparer, uint8_bands
 from .fakes import write_raster
 
 FOLDER = "fmow_v1.1"
@@ -83,6 +83,11 @@ class FMoW(Preparer):
     summary = "FMoW-WILDS: 224×224 RGB, 62 land-use classes; WILDS time split and a 100/50/50 country split (CoDEX)"
     prep_version = 1
     archives = {f"{FOLDER}.tar.gz": None}
+    citation = "Christie et al., Functional Map of the World, CVPR 2018; Koh et al., WILDS, ICML 2021"
+    licence = "FMoW Challenge Public License"
+    classes = "fmow62"
+    domains = {"rgb": DomainInfo(description="WorldView/QuickBird RGB crops, 224×224, 0.3-1.6 m",
+                                 bands=uint8_bands(["R", "G", "B"]))}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """A 90-row `rgb_metadata.csv` over 9 countries and 2002-2017 (some `seq` rows), the country
@@ -92,7 +97,7 @@ class FMoW(Preparer):
         rng = np.random.default_rng(seed)
         root = Path(out) / "fmow_raw" / FOLDER
         (root / "images").mkdir(parents=True, exist_ok=True)
-        categories = load_class_schema("fmow62").names
+        categories = load_class_schema(self.classes).names
         rows = []
         for index in range(90):
             country, _ = _FAKE_COUNTRIES[index % len(_FAKE_COUNTRIES)]
@@ -120,38 +125,32 @@ class FMoW(Preparer):
         shutil.rmtree(root.parent)
         return download
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        schema = load_class_schema("fmow62")
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            metadata, regions = self._metadata(files, schema.names)
-            countries, split_source = self._country_split(files, metadata)
-            plan = self._plan(metadata, countries)
-            writer = PreparedWriter(Path(data_root), self.name, schema, label_level="image",
-                                    fingerprint={"prep_version": self.prep_version, "countries": countries,
-                                                 "rows": len(metadata)})
-            images = {Path(rel).name: p for rel, p in files.find_all(f"{FOLDER}/images/*.png").items()}
-            expected: dict[tuple[str, str], int] = {}
-            for sample_id, split, row in tqdm(plan, desc="prepare fmow", unit="img", disable=not progress):
-                expected[("rgb", split)] = expected.get(("rgb", split), 0) + 1
-                if writer.has(sample_id):
-                    continue
-                name = f"rgb_img_{row.index}.png"
-                if name not in images:
-                    raise DataError(f"{FOLDER}/images/{name} is missing (row {row.index} of rgb_metadata.csv)",
-                                    "re-extract fmow_v1.1; WILDS's archive holds one PNG per metadata row")
-                image, as_stored = _read_png(images[name])
-                writer.add(SampleArrays(sample_id=sample_id, domain="rgb", split=split, image=image,
-                                        label=np.asarray(row.target, dtype=np.uint8), group=row.country,
-                                        source_file=f"{FOLDER}/images/{name}", window=(0, 0, image.shape[2], image.shape[1]),
-                                        image_copy_from=images[name] if as_stored else None))
-            return writer.finish(
-                prep_version=self.prep_version, licence="FMoW Challenge Public License",
-                citation="Christie et al., Functional Map of the World, CVPR 2018; Koh et al., WILDS, ICML 2021",
-                domains={"rgb": DomainInfo(description="WorldView/QuickBird RGB crops, 224×224, 0.3-1.6 m",
-                                           bands=uint8_bands(["R", "G", "B"]))},
-                expected_counts=expected, source_archives=source_archives_of(files), group_regions=regions,
-                notes=[f"country split ({split_source}): " + "; ".join(f"{k} {len(v)} countries" for k, v in countries.items()),
-                       "WILDS splits: time_after_2016 (train/id_val/id_test before 2013, ood_val 2013-2015, ood_test 2016+)"])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        metadata, regions = self._metadata(files, load_class_schema(self.classes).names)
+        countries, split_source = self._country_split(files, metadata)
+        plan = self._plan(metadata, countries)
+        writer = self.open_writer(data_root, label_level="image",
+                                  fingerprint={"prep_version": self.prep_version, "countries": countries,
+                                               "rows": len(metadata)})
+        images = {Path(rel).name: p for rel, p in files.find_all(f"{FOLDER}/images/*.png").items()}
+        expected: dict[tuple[str, str], int] = {}
+        for sample_id, split, row in tqdm(plan, desc="prepare fmow", unit="img", disable=not progress):
+            expected[("rgb", split)] = expected.get(("rgb", split), 0) + 1
+            if writer.has(sample_id):
+                continue
+            name = f"rgb_img_{row.index}.png"
+            if name not in images:
+                raise DataError(f"{FOLDER}/images/{name} is missing (row {row.index} of rgb_metadata.csv)",
+                                "re-extract fmow_v1.1; WILDS's archive holds one PNG per metadata row")
+            image, as_stored = _read_png(images[name])
+            writer.add(SampleArrays(sample_id=sample_id, domain="rgb", split=split, image=image,
+                                    label=np.asarray(row.target, dtype=np.uint8), group=row.country,
+                                    source_file=f"{FOLDER}/images/{name}", window=(0, 0, image.shape[2], image.shape[1]),
+                                    image_copy_from=images[name] if as_stored else None))
+        split_note = "; ".join(f"{k} {len(v)} countries" for k, v in countries.items())
+        return self.finish(writer, files, expected_counts=expected, group_regions=regions,
+                           notes=[f"country split ({split_source}): {split_note}",
+                                  "WILDS splits: time_after_2016 (train/id_val/id_test before 2013, ood_val 2013-2015, ood_test 2016+)"])
 
     @staticmethod
     def _metadata(files: RawFiles, categories: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter
+from rsdg_bench.prepared import DomainInfo
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import blocky_classes, write_raster
 from .pairs import Pair, binary_mask, match_pairs, write_pairs
 
@@ -43,6 +42,12 @@ class GlobalRoadNet(Preparer):
     summary = "GlobalRoadNet (assumed layout, see its card), binary roads (CrossEarth D2G target)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "road2"
+    citation = "Lu et al., GlobalRoadNet / GRSet, Geo-spatial Information Science 2024 (UNVERIFIED match)"
+    licence = "as distributed by the authors"
+    domains = {DOMAIN: DomainInfo(description="global satellite RGB, about 1 m",
+               bands=uint8_bands(("red", "green", "blue")))}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`GlobalRoadNet/test/images/<id>.jpg` + `labels/<id>.png` (0/255)."""
@@ -60,28 +65,21 @@ class GlobalRoadNet(Preparer):
 
         return zip_folders(root, root.with_name("globalroadnet_download"), [FOLDER]) / f"{FOLDER}.zip"
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            pairs = []
-            for split in SPLITS:
-                images = {Path(n).stem: p for suffix in IMAGE_SUFFIXES
-                          for n, p in files.find(f"{split}/images/*{suffix}").items()}
-                masks = {Path(n).stem: p for n, p in files.find(f"{split}/labels/*.png").items()}
-                if images or masks:
-                    pairs += [Pair(f"{DOMAIN}_{key}", DOMAIN, split, image, mask, f"{split}/images/{image.name}")
-                              for key, image, mask in match_pairs(images, masks, f"GlobalRoadNet {split}/",
-                                                                  "every image needs labels/<same id>.png")]
-            if not pairs:
-                raise DataError(f"{files.raw} holds no <split>/images/ and <split>/labels/ pairs",
-                                "arrange the data as the card in prep/globalroadnet.py describes")
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("road2"),
-                                    fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
-            expected = write_pairs(writer, pairs, binary_mask, progress, "prepare globalroadnet")
-            return writer.finish(
-                prep_version=self.prep_version, licence="as distributed by the authors",
-                citation="Lu et al., GlobalRoadNet / GRSet, Geo-spatial Information Science 2024 (UNVERIFIED match)",
-                domains={DOMAIN: DomainInfo(description="global satellite RGB, about 1 m",
-                                            bands=uint8_bands(("red", "green", "blue")))},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS,
-                notes=["layout is rsdg-bench's documented convention; CrossEarth's 241-image set is UNVERIFIED"])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        pairs = []
+        for split in SPLITS:
+            images = {Path(n).stem: p for suffix in IMAGE_SUFFIXES
+                      for n, p in files.find(f"{split}/images/*{suffix}").items()}
+            masks = {Path(n).stem: p for n, p in files.find(f"{split}/labels/*.png").items()}
+            if images or masks:
+                pairs += [Pair(f"{DOMAIN}_{key}", DOMAIN, split, image, mask, f"{split}/images/{image.name}")
+                          for key, image, mask in match_pairs(images, masks, f"GlobalRoadNet {split}/",
+                                                              "every image needs labels/<same id>.png")]
+        if not pairs:
+            raise DataError(f"{files.raw} holds no <split>/images/ and <split>/labels/ pairs",
+                            "arrange the data as the card in prep/globalroadnet.py describes")
+        writer = self.open_writer(data_root, fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
+        expected = write_pairs(writer, pairs, binary_mask, progress, "prepare globalroadnet")
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           notes=["layout is rsdg-bench's documented convention; CrossEarth's 241-image set is UNVERIFIED"])

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, quiet_georef, read_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, quiet_georef, read_raster
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .pairs import match_pairs
 
 # Zenodo record 5706578's md5s (as TorchGeo's LoveDA class also checks them).
@@ -59,6 +59,14 @@ class LoveDA(Preparer):
     summary = "LoveDA, urban and rural domains, 7 classes, native 1024 images (CrossEarth U2R, R2U, U2OEM)"
     prep_version = 2  # 2: sample ids name the split (unique across splits)
     archives = ARCHIVES
+    classes = "loveda7"
+    citation = ("Wang et al., LoveDA: A Remote Sensing Land-Cover Dataset for Domain Adaptive Semantic "
+                "Segmentation, NeurIPS Datasets and Benchmarks 2021")
+    licence = "CC BY-NC-SA 4.0"
+    published_counts = PUBLISHED_COUNTS
+    domains = {d: DomainInfo(description=f"LoveDA {DOMAINS[d]} (Nanjing, Changzhou, Wuhan), 0.3 m", gsd_m=0.3,
+                             bands=uint8_bands(("red", "green", "blue")))
+               for d in DOMAINS}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`Train/`, `Val/` and `Test/` (no masks) as unpacked, or with `archive` as the three zips."""
@@ -91,11 +99,7 @@ class LoveDA(Preparer):
 
         return zip_folders(root, Path(out) / "loveda_download", ["Train", "Val", "Test"])
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            return self._prepare(files, Path(data_root), progress)
-
-    def _prepare(self, files, data_root: Path, progress: bool) -> Path:
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
         work: list[tuple[str, str, Path, Path]] = []
         for split, split_dir in SPLITS.items():
             for domain, domain_dir in DOMAINS.items():
@@ -110,9 +114,8 @@ class LoveDA(Preparer):
         expected: dict[tuple[str, str], int] = {}
         for domain, split, _, _ in work:
             expected[(domain, split)] = expected.get((domain, split), 0) + 1
-        schema = load_class_schema("loveda7")
         fingerprint = {"prep_version": self.prep_version, "counts": {f"{d}/{s}": n for (d, s), n in expected.items()}}
-        writer = PreparedWriter(data_root, self.name, schema, fingerprint=fingerprint)
+        writer = self.open_writer(data_root, fingerprint=fingerprint)
         for domain, split, image_path, mask_path in tqdm(work, desc="prepare loveda", unit="img", disable=not progress):
             sample_id = f"{domain}_{split}_{image_path.stem}"
             if writer.has(sample_id):
@@ -125,16 +128,9 @@ class LoveDA(Preparer):
             writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image, label=label,
                                     source_file=f"{SPLITS[split]}/{DOMAINS[domain]}/images_png/{image_path.name}",
                                     window=(0, 0, label.shape[1], label.shape[0])))
-        domains = {d: DomainInfo(description=f"LoveDA {DOMAINS[d]} (Nanjing, Changzhou, Wuhan), 0.3 m", gsd_m=0.3,
-                                 bands=uint8_bands(("red", "green", "blue")))
-                   for d in DOMAINS}
-        return writer.finish(
-            prep_version=self.prep_version, licence="CC BY-NC-SA 4.0",
-            citation="Wang et al., LoveDA: A Remote Sensing Land-Cover Dataset for Domain Adaptive Semantic "
-                     "Segmentation, NeurIPS Datasets and Benchmarks 2021",
-            domains=domains, expected_counts=expected, source_archives=source_archives_of(files),
-            published_counts=PUBLISHED_COUNTS,
-            notes=["CrossEarth Table 1 gives R2U's test size as 667; LoveDA Val/Urban has 677 images (typo in the paper)"])
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           notes=["CrossEarth Table 1 gives R2U's test size as 667; LoveDA Val/Urban has 677 images (typo in the paper)"])
 
 
 def _numeric(name: str) -> tuple[int, str]:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter
+from rsdg_bench.prepared import DomainInfo
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import blocky_classes, write_raster, zip_tree
 from .pairs import Pair, binary_mask, match_pairs, write_pairs
 
@@ -40,6 +39,12 @@ class MassachusettsRoads(Preparer):
     summary = "Massachusetts Roads, 1 m aerial RGB 1500², binary roads (CrossEarth D2M target)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "road2"
+    citation = "Mnih, Machine Learning for Aerial Image Labeling, PhD thesis, University of Toronto, 2013"
+    licence = "research use, as distributed by the author"
+    domains = {DOMAIN: DomainInfo(description="aerial RGB over Massachusetts, 1 m", gsd_m=1.0,
+               bands=uint8_bands(("red", "green", "blue")))}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`tiff/<split>/<id>.tiff` and `tiff/<split>_labels/<id>.tif` with 0/255 masks."""
@@ -57,25 +62,17 @@ class MassachusettsRoads(Preparer):
             return root
         return zip_tree(root, root.with_name("massachusetts_download") / next(iter(ARCHIVES)))
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            pairs = []
-            for split in SPLITS:
-                images = {n.removesuffix(".tiff"): p for n, p in files.find(f"tiff/{split}/*.tiff").items()}
-                masks = {n.removesuffix(".tif"): p for n, p in files.find(f"tiff/{split}_labels/*.tif").items()}
-                if not images:
-                    raise DataError(f"{files.raw} holds no tiff/{split}/*.tiff",
-                                    "pass --raw the Massachusetts Roads folder (with tiff/) or its archive")
-                pairs += [Pair(f"{DOMAIN}_{key}", DOMAIN, split, image, mask, f"tiff/{split}/{image.name}")
-                          for key, image, mask in match_pairs(images, masks, f"Massachusetts tiff/{split}",
-                                                              "the download is incomplete; re-extract it")]
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("road2"),
-                                    fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
-            expected = write_pairs(writer, pairs, binary_mask, progress, "prepare massachusetts_roads")
-            return writer.finish(
-                prep_version=self.prep_version, licence="research use, as distributed by the author",
-                citation="Mnih, Machine Learning for Aerial Image Labeling, PhD thesis, University of Toronto, 2013",
-                domains={DOMAIN: DomainInfo(description="aerial RGB over Massachusetts, 1 m", gsd_m=1.0,
-                                            bands=uint8_bands(("red", "green", "blue")))},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS)
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        pairs = []
+        for split in SPLITS:
+            images = {n.removesuffix(".tiff"): p for n, p in files.find(f"tiff/{split}/*.tiff").items()}
+            masks = {n.removesuffix(".tif"): p for n, p in files.find(f"tiff/{split}_labels/*.tif").items()}
+            if not images:
+                raise DataError(f"{files.raw} holds no tiff/{split}/*.tiff",
+                                "pass --raw the Massachusetts Roads folder (with tiff/) or its archive")
+            pairs += [Pair(f"{DOMAIN}_{key}", DOMAIN, split, image, mask, f"tiff/{split}/{image.name}")
+                      for key, image, mask in match_pairs(images, masks, f"Massachusetts tiff/{split}",
+                                                          "the download is incomplete; re-extract it")]
+        writer = self.open_writer(data_root, fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
+        expected = write_pairs(writer, pairs, binary_mask, progress, "prepare massachusetts_roads")
+        return self.finish(writer, files, expected_counts=expected)

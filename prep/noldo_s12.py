@@ -46,9 +46,9 @@ from tqdm.auto import tqdm
 from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
 from rsdg_bench.errors import DataError
 from rsdg_bench.io import atomic_write_bytes
-from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, quiet_georef
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, quiet_georef
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of
+from .base import Preparer, RawFiles, register_preparer
 
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 S1_BANDS = ("VV", "VH")
@@ -97,6 +97,19 @@ class NoLDOS12(Preparer):
     summary = "NoLDO-S12 (CromSS): SSL4EO-S12@DW (9 classes) and @OSM (13), Sentinel-2 13 bands and Sentinel-1"
     prep_version = 1
     archives = ARCHIVES
+    classes = "dynamicworld9"
+    citation = ("Liu et al., Multi-modal Co-learning with Noisy Labels for Remote Sensing (CromSS), "
+                "IEEE TGRS 2025; SSL4EO-S12: Wang et al., IEEE GRSM 2023")
+    licence = "CC BY 4.0 (UNVERIFIED)"
+    domains = {f"{labels}_{mod}": DomainInfo(
+               description=f"SSL4EO-S12@{labels.upper()} tiles, "
+                           + ("Sentinel-2 L1C, 13 bands resampled to 10 m" if mod == "s2" else
+                              "Sentinel-1 GRD IW, VV and VH in dB on the S2 grid"),
+               gsd_m=10.0,
+               bands=[BandInfo(name=b, dtype="int16", units="TOA reflectance x 10000") for b in S2_BANDS]
+               if mod == "s2" else [BandInfo(name=b, dtype="float32", units="dB") for b in S1_BANDS])
+               for labels in LABELS for mod in ("s2", "s1")}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`data_s12/...` for DW and OSM (every class and no-label value at known pixels, the last DW test
@@ -169,50 +182,39 @@ class NoLDOS12(Preparer):
             writer.writerow(["ids", "sub1", "sub2", "sub3", "sub4"])
             writer.writerows(rows)
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            work = self._plan(files)
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("dynamicworld9"), crs=CRS,
-                                    fingerprint={"prep_version": self.prep_version, "count": len(work)},
-                                    domain_schemas={f"osm_{mod}": load_class_schema("osm13") for mod in ("s2", "s1")})
-            expected: dict[tuple[str, str], int] = {}
-            for labels, split, tile_id, paths in tqdm(work, desc="prepare noldo_s12", unit="tile",
-                                                      disable=not progress):
-                label_raw, _, _ = _read(paths["label"])
-                label = decode_label(label_raw[1] if label_raw.shape[0] > 1 else label_raw[0], labels,
-                                     str(paths["label"]))
-                for modality, bands in (("s2", S2_BANDS), ("s1", S1_BANDS)):
-                    domain = f"{labels}_{modality}"
-                    expected[(domain, split)] = expected.get((domain, split), 0) + 1
-                    sample_id = f"{domain}_{split}_{tile_id}"
-                    if writer.has(sample_id):
-                        continue
-                    image, transform, crs = _read(paths[modality])
-                    if image.shape[0] != len(bands) or image.shape[1:] != label.shape:
-                        raise DataError(f"{paths[modality]} is {image.shape[0]}×{image.shape[1]}×{image.shape[2]}; "
-                                        f"expected {len(bands)} bands of {label.shape[0]}×{label.shape[1]} "
-                                        f"like its label", "the files do not belong together; re-extract the release")
-                    writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image,
-                                            label=label, source_file=str(paths[modality].name),
-                                            window=(0, 0, label.shape[1], label.shape[0]), transform=transform,
-                                            crs=crs))
-            notes = ["DW raw 0 (unlabelled) and 10 (cloud) and OSM raw 0 (no OSM label) are ignore; 510×510 train "
-                     "and 512×512 test tiles are kept unpadded"]
-            notes.append(self._index_nol(Path(raw), writer.work_dir))
-            return writer.finish(
-                prep_version=self.prep_version, licence="CC BY 4.0 (UNVERIFIED)",
-                citation="Liu et al., Multi-modal Co-learning with Noisy Labels for Remote Sensing (CromSS), "
-                         "IEEE TGRS 2025; SSL4EO-S12: Wang et al., IEEE GRSM 2023",
-                domains={f"{labels}_{mod}": DomainInfo(
-                    description=f"SSL4EO-S12@{labels.upper()} tiles, "
-                                + ("Sentinel-2 L1C, 13 bands resampled to 10 m" if mod == "s2" else
-                                   "Sentinel-1 GRD IW, VV and VH in dB on the S2 grid"),
-                    gsd_m=10.0,
-                    bands=[BandInfo(name=b, dtype="int16", units="TOA reflectance x 10000") for b in S2_BANDS]
-                    if mod == "s2" else [BandInfo(name=b, dtype="float32", units="dB") for b in S1_BANDS])
-                    for labels in LABELS for mod in ("s2", "s1")},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS, published_alternatives=PUBLISHED_ALTERNATIVES, notes=notes)
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        work = self._plan(files)
+        writer = self.open_writer(data_root, crs=CRS,
+                                  fingerprint={"prep_version": self.prep_version, "count": len(work)},
+                                  domain_schemas={f"osm_{mod}": load_class_schema("osm13") for mod in ("s2", "s1")})
+        expected: dict[tuple[str, str], int] = {}
+        for labels, split, tile_id, paths in tqdm(work, desc="prepare noldo_s12", unit="tile",
+                                                  disable=not progress):
+            label_raw, _, _ = _read(paths["label"])
+            label = decode_label(label_raw[1] if label_raw.shape[0] > 1 else label_raw[0], labels,
+                                 str(paths["label"]))
+            for modality, bands in (("s2", S2_BANDS), ("s1", S1_BANDS)):
+                domain = f"{labels}_{modality}"
+                expected[(domain, split)] = expected.get((domain, split), 0) + 1
+                sample_id = f"{domain}_{split}_{tile_id}"
+                if writer.has(sample_id):
+                    continue
+                image, transform, crs = _read(paths[modality])
+                if image.shape[0] != len(bands) or image.shape[1:] != label.shape:
+                    raise DataError(f"{paths[modality]} is {image.shape[0]}×{image.shape[1]}×{image.shape[2]}; "
+                                    f"expected {len(bands)} bands of {label.shape[0]}×{label.shape[1]} "
+                                    f"like its label", "the files do not belong together; re-extract the release")
+                writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image,
+                                        label=label, source_file=str(paths[modality].name),
+                                        window=(0, 0, label.shape[1], label.shape[0]), transform=transform,
+                                        crs=crs))
+        notes = ["DW raw 0 (unlabelled) and 10 (cloud) and OSM raw 0 (no OSM label) are ignore; 510×510 train "
+                 "and 512×512 test tiles are kept unpadded"]
+        notes.append(self._index_nol(files.raw, writer.work_dir))
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           published_alternatives=PUBLISHED_ALTERNATIVES,
+                           notes=notes)
 
     @staticmethod
     def _plan(files) -> list[tuple[str, str, str, dict[str, Path]]]:

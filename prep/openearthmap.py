@@ -27,11 +27,11 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays
+from rsdg_bench.prepared import DomainInfo, SampleArrays
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 
 FOLDER = "OpenEarthMap_wo_xBD"
 ARCHIVES = {"OpenEarthMap.zip": None, "OpenEarthMap_wo_xBD.zip": None}
@@ -63,6 +63,13 @@ class OpenEarthMap(Preparer):
     summary = "OpenEarthMap (97 regions, 44 countries), 8 classes; CrossEarth U2OEM target via LoveDA's 7"
     prep_version = 1
     archives = ARCHIVES
+    classes = "openearthmap8"
+    citation = ("Xia et al., OpenEarthMap: A Benchmark Dataset for Global High-Resolution Land Cover Mapping, "
+                "WACV 2023")
+    licence = "CC BY-NC-SA 4.0 (xBD-derived parts under their own terms)"
+    published_counts = PUBLISHED_COUNTS
+    domains = {DOMAIN: DomainInfo(description="aerial and satellite RGB, 97 regions in 44 countries, 0.25-0.5 m",
+                                  bands=uint8_bands(("red", "green", "blue")))}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`OpenEarthMap_wo_xBD/` with split lists, xbd_files.csv, and GeoTIFFs in per-region UTM zones."""
@@ -97,11 +104,7 @@ class OpenEarthMap(Preparer):
 
         return zip_folders(root, Path(out) / "openearthmap_download", [FOLDER]) / f"{FOLDER}.zip"
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            return self._prepare(files, Path(data_root), progress)
-
-    def _prepare(self, files, data_root: Path, progress: bool) -> Path:
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
         lists = files.find("val.txt")
         if "val.txt" not in lists:
             raise DataError(f"{files.raw} holds no {FOLDER}/val.txt",
@@ -127,7 +130,7 @@ class OpenEarthMap(Preparer):
                             f"{folder / region_of(missing[0])}/images|labels/{missing[0]}",
                             "the download or extraction is incomplete; re-extract the archive")
         expected = {(DOMAIN, s): sum(1 for w in work if w[0] == s) for s in SPLITS}
-        writer = PreparedWriter(data_root, self.name, load_class_schema("openearthmap8"), fingerprint={
+        writer = self.open_writer(data_root, fingerprint={
             "prep_version": self.prep_version, "counts": {s: n for (_, s), n in expected.items()}})
         for split, name in tqdm(work, desc="prepare openearthmap", unit="img", disable=not progress):
             sample_id = f"{DOMAIN}_{name.removesuffix('.tif')}"
@@ -145,15 +148,9 @@ class OpenEarthMap(Preparer):
                                     source_file=f"{region_of(name)}/images/{name}",
                                     window=(0, 0, label.shape[1], label.shape[0]),
                                     transform=transform if crs else None, crs=crs.to_string() if crs else None))
-        domains = {DOMAIN: DomainInfo(description="aerial and satellite RGB, 97 regions in 44 countries, 0.25-0.5 m",
-                                      bands=uint8_bands(("red", "green", "blue")))}
-        return writer.finish(
-            prep_version=self.prep_version, licence="CC BY-NC-SA 4.0 (xBD-derived parts under their own terms)",
-            citation="Xia et al., OpenEarthMap: A Benchmark Dataset for Global High-Resolution Land Cover Mapping, "
-                     "WACV 2023",
-            domains=domains, expected_counts=expected, source_archives=source_archives_of(files),
-            published_counts=PUBLISHED_COUNTS,
-            notes=[(f"{skipped} xBD-derived entries of train.txt/val.txt left out (listed in xbd_files.csv), as "
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           notes=[(f"{skipped} xBD-derived entries of train.txt/val.txt left out (listed in xbd_files.csv), as "
                     "CrossEarth's U2OEM target (val without them: 384)")])
 
 

@@ -32,11 +32,11 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .openearthmap import label_to_indices
 
 FOLDER = "DFC2025Track1"
@@ -69,6 +69,15 @@ class OpenEarthMapSAR(Preparer):
     summary = "OpenEarthMap-SAR (DFC25 track 1): SAR and optical, 8 classes, pseudo-labelled train (DFC25 suite)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "openearthmap8"
+    citation = ("Xia et al., OpenEarthMap-SAR: A Benchmark Synthetic Aperture Radar Dataset for Global "
+                "High-Resolution Land Cover Mapping, arXiv 2501.10891, 2025")
+    licence = "CC BY-NC-SA 4.0 (UNVERIFIED)"
+    domains = {"sar": DomainInfo(description="airborne / spaceborne SAR amplitude, 0.15-0.5 m, Japan, France, USA",
+                                 bands=[BandInfo(name="sar", dtype="uint8", units="DN")]),
+               "optical": DomainInfo(description="RGB of the same scenes",
+                                     bands=uint8_bands(("red", "green", "blue")))}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`DFC2025Track1/{train,val,test}/...` with zero SAR borders and every class at a known place."""
@@ -105,52 +114,44 @@ class OpenEarthMapSAR(Preparer):
 
         return zip_folders(root.parent, root.parent.with_name("oemsar_download"), [FOLDER]) / f"{FOLDER}.zip"
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            work = self._plan(files)
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("openearthmap8"), crs=CRS,
-                                    fingerprint={"prep_version": self.prep_version, "count": len(work)})
-            expected: dict[tuple[str, str], int] = {}
-            masked = 0
-            for split, name, paths in tqdm(work, desc="prepare openearthmap_sar", unit="scene", disable=not progress):
-                sar, transform, crs = _read(paths["sar_images"])
-                border = edge_zero_mask(sar[0])
-                masked += int(border.sum())
-                if "labels" in paths:
-                    raw_label, _, _ = _read(paths["labels"])
-                    label = label_to_indices(raw_label[0], where=str(paths["labels"]))
-                else:
-                    label = np.full(sar.shape[1:], IGNORE_INDEX, dtype=np.uint8)
-                sar_label = label.copy()
-                sar_label[border] = IGNORE_INDEX  # the border is no-data in the SAR image only
-                stem = name.removesuffix(".tif")
-                images = {"sar": (sar, sar_label)}
-                if "rgb_images" in paths:
-                    images["optical"] = (_read(paths["rgb_images"])[0], label)
-                for domain, (image, label) in images.items():
-                    expected[(domain, split)] = expected.get((domain, split), 0) + 1
-                    if image.shape[1:] != label.shape:
-                        raise DataError(f"{FOLDER}/{split}: {name} has images and labels of different sizes",
-                                        "the files do not belong together; re-extract the release")
-                    sample_id = f"{domain}_{split}_{stem}"
-                    if writer.has(sample_id):
-                        continue
-                    writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image, label=label,
-                                            source_file=f"{split}/{'sar_images' if domain == 'sar' else 'rgb_images'}/{name}",
-                                            window=(0, 0, label.shape[1], label.shape[0]), transform=transform, crs=crs))
-            return writer.finish(
-                prep_version=self.prep_version, licence="CC BY-NC-SA 4.0 (UNVERIFIED)",
-                citation="Xia et al., OpenEarthMap-SAR: A Benchmark Synthetic Aperture Radar Dataset for Global "
-                         "High-Resolution Land Cover Mapping, arXiv 2501.10891, 2025",
-                domains={"sar": DomainInfo(description="airborne / spaceborne SAR amplitude, 0.15-0.5 m, Japan, France, USA",
-                                           bands=[BandInfo(name="sar", dtype="uint8", units="DN")]),
-                         "optical": DomainInfo(description="RGB of the same scenes",
-                                               bands=uint8_bands(("red", "green", "blue")))},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts=PUBLISHED_COUNTS, unlabelled=["sar/test"],
-                notes=["train labels (sar/train, optical/train) are PSEUDO-LABELS from optical models, not ground truth",
-                       "sar/test has no public labels: inputs only",
-                       f"{masked} zero-valued SAR border pixels set to ignore (no-data)"])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        work = self._plan(files)
+        writer = self.open_writer(data_root, crs=CRS,
+                                  fingerprint={"prep_version": self.prep_version, "count": len(work)})
+        expected: dict[tuple[str, str], int] = {}
+        masked = 0
+        for split, name, paths in tqdm(work, desc="prepare openearthmap_sar", unit="scene", disable=not progress):
+            sar, transform, crs = _read(paths["sar_images"])
+            border = edge_zero_mask(sar[0])
+            masked += int(border.sum())
+            if "labels" in paths:
+                raw_label, _, _ = _read(paths["labels"])
+                label = label_to_indices(raw_label[0], where=str(paths["labels"]))
+            else:
+                label = np.full(sar.shape[1:], IGNORE_INDEX, dtype=np.uint8)
+            sar_label = label.copy()
+            sar_label[border] = IGNORE_INDEX  # the border is no-data in the SAR image only
+            stem = name.removesuffix(".tif")
+            images = {"sar": (sar, sar_label)}
+            if "rgb_images" in paths:
+                images["optical"] = (_read(paths["rgb_images"])[0], label)
+            for domain, (image, label) in images.items():
+                expected[(domain, split)] = expected.get((domain, split), 0) + 1
+                if image.shape[1:] != label.shape:
+                    raise DataError(f"{FOLDER}/{split}: {name} has images and labels of different sizes",
+                                    "the files do not belong together; re-extract the release")
+                sample_id = f"{domain}_{split}_{stem}"
+                if writer.has(sample_id):
+                    continue
+                writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image, label=label,
+                                        source_file=f"{split}/{'sar_images' if domain == 'sar' else 'rgb_images'}/{name}",
+                                        window=(0, 0, label.shape[1], label.shape[0]), transform=transform, crs=crs))
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           unlabelled=["sar/test"],
+                           notes=["train labels (sar/train, optical/train) are PSEUDO-LABELS from optical models, not ground truth",
+                   "sar/test has no public labels: inputs only",
+                   f"{masked} zero-valued SAR border pixels set to ignore (no-data)"])
 
     @staticmethod
     def _plan(files) -> list[tuple[str, str, dict[str, Path]]]:

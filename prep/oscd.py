@@ -39,11 +39,10 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
 from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, quiet_georef
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of
+from .base import Preparer, RawFiles, register_preparer
 from .fakes import write_raster, zip_tree
 
 IMAGES = "Onera Satellite Change Detection dataset - Images"
@@ -77,6 +76,9 @@ def stacked_band_names() -> list[str]:
     return [f"t{date}_{band}" for date in (1, 2) for band in BANDS]
 
 
+STACKED_BANDS = [BandInfo(name=n, dtype="uint16", units="DN") for n in stacked_band_names()]
+
+
 def decode_change(raw: np.ndarray, where: str) -> np.ndarray:
     stray = sorted(set(np.unique(raw).tolist()) - {0, 255})
     if stray:
@@ -91,6 +93,17 @@ class OSCD(Preparer):
     summary = "OSCD: Sentinel-2 bi-temporal urban change detection, 24 cities (CoDEX suite)"
     prep_version = 3  # 2: the manifest's group is the city; 3: the s2_75 patch domain
     archives = ARCHIVES
+    classes = "change2"
+    citation = ("Daudt et al., Urban Change Detection for Multispectral Earth Observation Using Convolutional "
+                "Neural Networks, IGARSS 2018")
+    licence = "CC BY-NC-SA 4.0 (UNVERIFIED)"
+    published_counts = {"s2": {"train": 14, "test": 10},
+                        PATCH_DOMAIN: {"train": 896, "test": 640}}
+    domains = {"s2": DomainInfo(description="Sentinel-2 L1C pairs (date 1 bands, then date 2 bands), 10 m",
+                                gsd_m=10.0, bands=STACKED_BANDS),
+               PATCH_DOMAIN: DomainInfo(description=f"the same pairs cut into {GRID * GRID} patches of "
+                                                    f"{PATCH}×{PATCH} px per city (CoDEX's OSCD-3ch)",
+                                        gsd_m=10.0, bands=STACKED_BANDS)}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False,
                   cities: dict[str, tuple[str, ...]] | None = None,
@@ -132,51 +145,37 @@ class OSCD(Preparer):
         root.rmdir()
         return download
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            splits = self._splits(files)
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("change2"),
-                                    fingerprint={"prep_version": self.prep_version,
-                                                 "cities": sorted(c for cs in splits.values() for c in cs)})
-            expected: dict[tuple[str, str], int] = {}
-            for split, cities in splits.items():
-                for city in tqdm(cities, desc=f"prepare oscd/{split}", unit="city", disable=not progress):
-                    expected[("s2", split)] = expected.get(("s2", split), 0) + 1
-                    expected[(PATCH_DOMAIN, split)] = expected.get((PATCH_DOMAIN, split), 0) + GRID * GRID
-                    if writer.has(city) and writer.has(patch_id(city, GRID - 1, GRID - 1)):
-                        continue
-                    image, transform, crs = self._pair(files, city)
-                    label_file = files.find(f"{LABELS[split]}/{city}/cm/cm.png").get("cm.png")
-                    if label_file is None:
-                        raise DataError(f"no change map for {city} ({LABELS[split]}/{city}/cm/cm.png)",
-                                        f"pass --raw the folder with {LABELS[split]}.zip or its unpacked folder")
-                    with quiet_georef(), rasterio.open(label_file) as src:
-                        label = decode_change(src.read(1), str(label_file))
-                    if label.shape != image.shape[1:]:
-                        raise DataError(f"{city}: change map {label.shape} and images {image.shape[1:]} differ in size")
-                    if not writer.has(city):
-                        writer.add(SampleArrays(sample_id=city, domain="s2", split=split, image=image, label=label,
-                                                group=city, source_file=f"{IMAGES}/{city}",
-                                                window=(0, 0, label.shape[1], label.shape[0]),
-                                                transform=transform, crs=crs))
-                    self._add_patches(writer, city, split, image, label, transform, crs)
-            bands = [BandInfo(name=n, dtype="uint16", units="DN") for n in stacked_band_names()]
-            return writer.finish(
-                prep_version=self.prep_version, licence="CC BY-NC-SA 4.0 (UNVERIFIED)",
-                citation="Daudt et al., Urban Change Detection for Multispectral Earth Observation Using Convolutional "
-                         "Neural Networks, IGARSS 2018",
-                domains={"s2": DomainInfo(description="Sentinel-2 L1C pairs (date 1 bands, then date 2 bands), 10 m",
-                                          gsd_m=10.0, bands=bands),
-                         PATCH_DOMAIN: DomainInfo(description=f"the same pairs cut into {GRID * GRID} patches of "
-                                                              f"{PATCH}×{PATCH} px per city (CoDEX's OSCD-3ch)",
-                                                  gsd_m=10.0, bands=bands)},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts={"s2": {"train": 14, "test": 10},
-                                  PATCH_DOMAIN: {"train": 896, "test": 640}},  # CoDEX Table 1
-                notes=["s2: one sample per city (the city is the sample id and CoDEX's domain); bands of both dates "
-                       "stacked",
-                       f"{PATCH_DOMAIN}: {GRID}×{GRID} patches of {PATCH} px per city on an evenly spaced grid "
-                       "from corner to corner (CoDEX's cut is not published)"])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        splits = self._splits(files)
+        writer = self.open_writer(data_root, fingerprint={"prep_version": self.prep_version,
+                                                          "cities": sorted(c for cs in splits.values() for c in cs)})
+        expected: dict[tuple[str, str], int] = {}
+        for split, cities in splits.items():
+            for city in tqdm(cities, desc=f"prepare oscd/{split}", unit="city", disable=not progress):
+                expected[("s2", split)] = expected.get(("s2", split), 0) + 1
+                expected[(PATCH_DOMAIN, split)] = expected.get((PATCH_DOMAIN, split), 0) + GRID * GRID
+                if writer.has(city) and writer.has(patch_id(city, GRID - 1, GRID - 1)):
+                    continue
+                image, transform, crs = self._pair(files, city)
+                label_file = files.find(f"{LABELS[split]}/{city}/cm/cm.png").get("cm.png")
+                if label_file is None:
+                    raise DataError(f"no change map for {city} ({LABELS[split]}/{city}/cm/cm.png)",
+                                    f"pass --raw the folder with {LABELS[split]}.zip or its unpacked folder")
+                with quiet_georef(), rasterio.open(label_file) as src:
+                    label = decode_change(src.read(1), str(label_file))
+                if label.shape != image.shape[1:]:
+                    raise DataError(f"{city}: change map {label.shape} and images {image.shape[1:]} differ in size")
+                if not writer.has(city):
+                    writer.add(SampleArrays(sample_id=city, domain="s2", split=split, image=image, label=label,
+                                            group=city, source_file=f"{IMAGES}/{city}",
+                                            window=(0, 0, label.shape[1], label.shape[0]),
+                                            transform=transform, crs=crs))
+                self._add_patches(writer, city, split, image, label, transform, crs)
+        return self.finish(writer, files, expected_counts=expected,
+                           notes=["s2: one sample per city (the city is the sample id and CoDEX's domain); bands of "
+                                  "both dates stacked",
+                                  f"{PATCH_DOMAIN}: {GRID}×{GRID} patches of {PATCH} px per city on an evenly spaced "
+                                  "grid from corner to corner (CoDEX's cut is not published)"])
 
     @staticmethod
     def _add_patches(writer: PreparedWriter, city: str, split: str, image: np.ndarray, label: np.ndarray,

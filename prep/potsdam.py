@@ -26,12 +26,11 @@ import numpy as np
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, raster_size
+from rsdg_bench.prepared import DomainInfo, raster_size
 
 from . import isprs
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .labels import stray_notes
 
 TRAIN_TILES = ("2_10 2_11 2_12 3_10 3_11 3_12 4_10 4_11 4_12 5_10 5_11 5_12 6_10 6_11 6_12 6_7 6_8 6_9 "
@@ -57,6 +56,14 @@ class Potsdam(Preparer):
     summary = "ISPRS Potsdam, RGB and IRRG domains, 6 classes, mmseg 512 tiling (CrossEarth P(r)/P(i))"
     prep_version = 1
     archives = ARCHIVES
+    classes = "isprs6"
+    citation = ("Rottensteiner et al., The ISPRS benchmark on urban object classification and 3D building "
+                "reconstruction, ISPRS Annals I-3, 2012")
+    licence = isprs.LICENCE
+    published_counts = PUBLISHED_COUNTS
+    domains = {d: DomainInfo(description=f"Potsdam {d.upper()} orthophotos, 5 cm", gsd_m=GSD_M,
+                             bands=uint8_bands(bands))
+               for d, bands in DOMAIN_BANDS.items()}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False, size: tuple[int, int] = FAKE_SIZE,
                   full_size_tiles: tuple[str, ...] = ()) -> Path:
@@ -82,21 +89,16 @@ class Potsdam(Preparer):
 
         return zip_folders(root, Path(out) / "potsdam_download", [a.removesuffix(".zip") for a in ARCHIVES])
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            return self._prepare(files, Path(data_root), progress)
-
-    def _prepare(self, files, data_root: Path, progress: bool) -> Path:
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
         products = {kind: {_tile_of(n): p for n, p in files.find(f"top_potsdam_*_{kind}.tif").items()}
                     for kind in ("RGB", "IRRG", "RGBIR", "label", "label_noBoundary")}
         tiles = TRAIN_TILES + VAL_TILES
         labels, variant, label_note = self._choose_labels(products, tiles, files.raw)
         sources = self._choose_images(products, tiles, files.raw)
         notes = [label_note, "images: " + ", ".join(f"{d} from {k}" for d, k in sources.items())]
-        schema = load_class_schema("isprs6")
         fingerprint = {"prep_version": self.prep_version, "labels": variant, "sources": sources,
                        "files": {t: labels[t].stat().st_size for t in tiles}}
-        writer = PreparedWriter(data_root, self.name, schema, fingerprint=fingerprint, crs=CRS)
+        writer = self.open_writer(data_root, fingerprint=fingerprint, crs=CRS)
         expected: dict[tuple[str, str], int] = {}
         stray_total = 0
         for tile in tqdm(tiles, desc="prepare potsdam", unit="tile", disable=not progress):
@@ -122,15 +124,7 @@ class Potsdam(Preparer):
                 isprs.add_tile(writer, pixels, label, domain=domain, split=split, tile=tile,
                                source_file=path.name, transform=transform)
         notes += stray_notes(stray_total)
-        domains = {d: DomainInfo(description=f"Potsdam {d.upper()} orthophotos, 5 cm", gsd_m=GSD_M,
-                                 bands=uint8_bands(bands))
-                   for d, bands in DOMAIN_BANDS.items()}
-        return writer.finish(
-            prep_version=self.prep_version, licence=isprs.LICENCE,
-            citation="Rottensteiner et al., The ISPRS benchmark on urban object classification and 3D building "
-                     "reconstruction, ISPRS Annals I-3, 2012",
-            domains=domains, expected_counts=expected, source_archives=source_archives_of(files),
-            published_counts=PUBLISHED_COUNTS, notes=notes)
+        return self.finish(writer, files, expected_counts=expected, notes=notes)
 
     @staticmethod
     def _choose_labels(products: dict, tiles: list[str], raw: Path) -> tuple[dict[str, Path], str, str]:

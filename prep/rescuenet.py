@@ -23,17 +23,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, SampleArrays, read_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raster
 
-from .base import (
-    Preparer,
-    raw_files,
-    register_preparer,
-    source_archives_of,
-    uint8_bands,
-)
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import write_raster
 from .pairs import match_pairs
 
@@ -63,6 +56,13 @@ class RescueNet(Preparer):
     summary = "RescueNet (UAV, post-disaster), 11 classes; CrossEarth P2Res target via a 5-class label map"
     prep_version = 1
     archives = ARCHIVES
+    classes = "rescuenet11"
+    citation = ("Rahnemoonfar et al., RescueNet: A High Resolution UAV Semantic Segmentation Dataset for "
+                "Natural Disaster Damage Assessment, Scientific Data 10, 2023")
+    licence = "CC BY-NC-ND 4.0"
+    published_counts = PUBLISHED_COUNTS
+    domains = {DOMAIN: DomainInfo(description="UAV images after hurricane Michael (2018), about 1.5 cm",
+                                  bands=uint8_bands(("red", "green", "blue")))}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`RescueNet/<split>/<split>-org-img/*.jpg` and `-label-img/*_lab.png`, or zipped with `archive`."""
@@ -87,11 +87,7 @@ class RescueNet(Preparer):
 
         return zip_folders(root, Path(out) / "rescuenet_download", ["RescueNet"]) / "RescueNet.zip"
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            return self._prepare(files, Path(data_root), progress)
-
-    def _prepare(self, files, data_root: Path, progress: bool) -> Path:
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
         work: list[tuple[str, Path, Path]] = []
         for split in SPLITS:
             images = {Path(n).stem: p for n, p in files.find(f"{split}/{split}-org-img/*.jpg").items()}
@@ -102,8 +98,7 @@ class RescueNet(Preparer):
             work += [(split, image, label) for _, image, label in
                      match_pairs(images, labels, f"RescueNet {split}", "the download or extraction is incomplete")]
         expected = {(DOMAIN, s): sum(1 for w in work if w[0] == s) for s in SPLITS}
-        schema = load_class_schema("rescuenet11")
-        writer = PreparedWriter(data_root, self.name, schema, fingerprint={
+        writer = self.open_writer(data_root, fingerprint={
             "prep_version": self.prep_version, "counts": {s: n for (_, s), n in expected.items()}})
         for split, image_path, label_path in tqdm(work, desc="prepare rescuenet", unit="img", disable=not progress):
             sample_id = f"{DOMAIN}_{image_path.stem}"
@@ -117,13 +112,7 @@ class RescueNet(Preparer):
             writer.add(SampleArrays(sample_id=sample_id, domain=DOMAIN, split=split, image=image, label=label,
                                     source_file=f"{split}/{split}-org-img/{image_path.name}",
                                     window=(0, 0, label.shape[1], label.shape[0]), image_copy_from=image_path))
-        domains = {DOMAIN: DomainInfo(description="UAV images after hurricane Michael (2018), about 1.5 cm",
-                                      bands=uint8_bands(("red", "green", "blue")))}
-        return writer.finish(
-            prep_version=self.prep_version, licence="CC BY-NC-ND 4.0",
-            citation="Rahnemoonfar et al., RescueNet: A High Resolution UAV Semantic Segmentation Dataset for "
-                     "Natural Disaster Damage Assessment, Scientific Data 10, 2023",
-            domains=domains, expected_counts=expected, source_archives=source_archives_of(files),
-            published_counts=PUBLISHED_COUNTS,
-            notes=["class order 6 vehicle / 7 road-clear / 8 road-blocked is UNVERIFIED: check the histogram",
+        return self.finish(writer, files,
+                           expected_counts=expected,
+                           notes=["class order 6 vehicle / 7 road-clear / 8 road-blocked is UNVERIFIED: check the histogram",
                    "CrossEarth Table 1 gives 449 test images; the test split has 450 (val has 449)"])

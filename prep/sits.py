@@ -34,11 +34,11 @@ from typing import ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, read_raster
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, read_raster
 
-from .base import Preparer, RawFiles, raw_files, read_split_lists, source_archives_of
+from .base import Preparer, RawFiles, read_split_lists
 from .fakes import write_raster, zip_tree
 
 PATCH = 128
@@ -81,6 +81,16 @@ class SitsPreparer(Preparer):
     description: ClassVar[str]
     fake_size: ClassVar[int] = 3 * PATCH  # a 3×3 patch grid: 5 train + 2 + 2 held-out patches per area
     fake_areas: ClassVar[dict[str, list[str]]]
+    published_counts = {}  # set per subclass below: 640 val and 640 test patches (SitsSCD's 10 + 10 areas)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """The card's `domains` and `published_counts` of a release, from its `domain`, bands and description."""
+        super().__init_subclass__(**kwargs)
+        if "domain" in cls.__dict__:
+            cls.domains = {cls.domain: DomainInfo(description=cls.description, gsd_m=3.0,
+                                                  bands=[BandInfo(name=b, dtype="uint8", units="DN")
+                                                         for b in cls.band_names])}
+            cls.published_counts = {cls.domain: {"val": 640, "test": 640}}
 
     # ---- dataset-specific -------------------------------------------------------------------------------
     def frame_files(self, area_dir: str, area: str) -> list[list[str]]:
@@ -116,50 +126,43 @@ class SitsPreparer(Preparer):
         zip_tree(root, download / f"{self.folder}.zip")
         return download
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        schema = load_class_schema(self.classes)
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            areas = self._split_lists(files)
-            writer = PreparedWriter(Path(data_root), self.name, schema, timesteps=[m.isoformat() for m in MONTHS],
-                                    fingerprint={"prep_version": self.prep_version, "areas": areas})
-            expected: dict[tuple[str, str], int] = {}
-            size = None
-            for area_split, ids in areas.items():
-                for area in tqdm(ids, desc=f"prepare {self.name}/{area_split}", unit="area", disable=not progress):
-                    labels_raw = self._labels(files, area)
-                    size = size or labels_raw.shape[-1]
-                    if labels_raw.shape[1:] != (size, size):
-                        raise DataError(f"labels/{area}.npy is {labels_raw.shape}, other areas are 24×{size}×{size}",
-                                        "the release's areas are all the same size; re-extract the zip")
-                    plan = area_patches(area_split, patch_grid(size))
-                    for split, patches in plan.items():
-                        expected[(self.domain, split)] = expected.get((self.domain, split), 0) + len(patches)
-                    if all(writer.has(_patch_id(area, rc)) for patches in plan.values() for rc in patches):
-                        continue
-                    labels, present = self.decode_labels(labels_raw, f"{self.folder}/labels/{area}.npy")
-                    series = self._series(files, area_split, area, present, size)
-                    for split, patches in plan.items():
-                        for row, col in patches:
-                            sample_id = _patch_id(area, (row, col))
-                            if writer.has(sample_id):
-                                continue
-                            y0, x0 = row * PATCH, col * PATCH
-                            window = (slice(None), slice(None), slice(y0, y0 + PATCH), slice(x0, x0 + PATCH))
-                            writer.add(SampleArrays(
-                                sample_id=sample_id, domain=self.domain, split=split, group=area,
-                                image=series[window].reshape(-1, PATCH, PATCH), label=labels[window[1:]],
-                                source_file=f"{self.folder}/{area_split}/{area}", window=(x0, y0, PATCH, PATCH)))
-            return writer.finish(
-                prep_version=self.prep_version, citation=self.citation, licence=self.licence,
-                domains={self.domain: DomainInfo(description=self.description, gsd_m=3.0,
-                                                 bands=[BandInfo(name=b, dtype="uint8", units="DN")
-                                                        for b in self.band_names])},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts={self.domain: {"val": 640, "test": 640}},
-                notes=[f"split.json areas: {', '.join(f'{k} {len(v)}' for k, v in areas.items())}",
-                       f"{size}-px areas on a {patch_grid(size)}×{patch_grid(size)} patch grid; train holds the patches "
-                       "outside each training area's held-out 2×2 corner block (val_id / test_id): 60 of 64 for "
-                       "1024-px areas, which CoDEX counts as 64"])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        areas = self._split_lists(files)
+        writer = self.open_writer(data_root, timesteps=[m.isoformat() for m in MONTHS],
+                                  fingerprint={"prep_version": self.prep_version, "areas": areas})
+        expected: dict[tuple[str, str], int] = {}
+        size = None
+        for area_split, ids in areas.items():
+            for area in tqdm(ids, desc=f"prepare {self.name}/{area_split}", unit="area", disable=not progress):
+                labels_raw = self._labels(files, area)
+                size = size or labels_raw.shape[-1]
+                if labels_raw.shape[1:] != (size, size):
+                    raise DataError(f"labels/{area}.npy is {labels_raw.shape}, other areas are 24×{size}×{size}",
+                                    "the release's areas are all the same size; re-extract the zip")
+                plan = area_patches(area_split, patch_grid(size))
+                for split, patches in plan.items():
+                    expected[(self.domain, split)] = expected.get((self.domain, split), 0) + len(patches)
+                if all(writer.has(_patch_id(area, rc)) for patches in plan.values() for rc in patches):
+                    continue
+                labels, present = self.decode_labels(labels_raw, f"{self.folder}/labels/{area}.npy")
+                series = self._series(files, area_split, area, present, size)
+                for split, patches in plan.items():
+                    for row, col in patches:
+                        sample_id = _patch_id(area, (row, col))
+                        if writer.has(sample_id):
+                            continue
+                        y0, x0 = row * PATCH, col * PATCH
+                        window = (slice(None), slice(None), slice(y0, y0 + PATCH), slice(x0, x0 + PATCH))
+                        writer.add(SampleArrays(
+                            sample_id=sample_id, domain=self.domain, split=split, group=area,
+                            image=series[window].reshape(-1, PATCH, PATCH), label=labels[window[1:]],
+                            source_file=f"{self.folder}/{area_split}/{area}", window=(x0, y0, PATCH, PATCH)))
+        return self.finish(
+            writer, files, expected_counts=expected,
+            notes=[f"split.json areas: {', '.join(f'{k} {len(v)}' for k, v in areas.items())}",
+                   f"{size}-px areas on a {patch_grid(size)}×{patch_grid(size)} patch grid; train holds the patches "
+                   "outside each training area's held-out 2×2 corner block (val_id / test_id): 60 of 64 for "
+                   "1024-px areas, which CoDEX counts as 64"])
 
     def _split_lists(self, files: RawFiles) -> dict[str, list[str]]:
         path = files.find(f"{self.folder}/split.json").get("split.json")

@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +44,6 @@ from rsdg_bench.io import atomic_write_text, sha256_file
 from rsdg_bench.prepared import (
     BandInfo,
     DomainInfo,
-    PreparedWriter,
     SampleArrays,
     SourceArchive,
     quiet_georef,
@@ -191,6 +192,12 @@ class ToyEarth(Preparer):
     summary = "synthetic towns in 4 domains (region/climate, band order, platform); demo and tests"
     prep_version = 1
     archives = {ARCHIVE: None}  # generated locally, so no published checksum; the release manifest is checked
+    classes = "toyearth5"
+    citation = "rsdg-bench ToyEarth (synthetic)"
+    licence = "CC0-1.0"
+    domains = {name: DomainInfo(description=d.description, gsd_m=d.gsd_m,
+                                bands=[BandInfo(name=b, dtype="uint8", units="DN") for b in d.bands])
+               for name, d in DOMAINS.items()}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """Write the raw ToyEarth download (this dataset *is* synthetic, so the fake is the real thing)."""
@@ -245,17 +252,20 @@ class ToyEarth(Preparer):
                                 "the file is corrupt or was modified; re-download it")
         return release
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_folder(raw, FOLDER, self.checksums(), Path(data_root) / f".{self.name}.raw") as folder:
-            return self._prepare_folder(folder, Path(raw), Path(data_root), progress)
+    @contextmanager
+    def open_raw(self, raw: Path, scratch: Path) -> Iterator[tuple[Path, Path]]:
+        """The release folder (extracted from the archive if that is what we got), and the file that identifies
+        what was read: the archive, or the folder's release manifest."""
+        with raw_folder(raw, FOLDER, self.checksums(), scratch) as folder:
+            yield folder, raw if raw.is_file() else folder / RELEASE_MANIFEST
 
-    def _prepare_folder(self, folder: Path, raw: Path, data_root: Path, progress: bool) -> Path:
+    def build(self, files: tuple[Path, Path], data_root: Path, progress: bool) -> Path:
+        folder, source = files
         release = self._verify_release(folder, progress)
-        schema = load_class_schema("toyearth5")
         palette = _palette()
         release_sha = sha256_file(folder / RELEASE_MANIFEST)
-        writer = PreparedWriter(data_root, self.name, schema, crs=CRS,
-                                fingerprint={"prep_version": self.prep_version, "release_sha256": release_sha, "tile": TILE})
+        writer = self.open_writer(data_root, crs=CRS, fingerprint={"prep_version": self.prep_version,
+                                                                    "release_sha256": release_sha, "tile": TILE})
         images = sorted(f["path"] for f in release["files"] if "/images/" in f["path"])
         expected: dict[tuple[str, str], int] = {}
         for rel in tqdm(images, desc="prepare toyearth", unit="scene", disable=not progress):
@@ -280,12 +290,5 @@ class ToyEarth(Preparer):
                     sample_id=sample_id, domain=domain, split=split, image=image[:, y0:y1, x0:x1],
                     label=label[y0:y1, x0:x1], source_file=rel, window=(x0, y0, x1, y1),
                     transform=transform @ Affine.translation(x0, y0)))
-        domains = {name: DomainInfo(description=d.description, gsd_m=d.gsd_m,
-                                    bands=[BandInfo(name=b, dtype="uint8", units="DN") for b in d.bands])
-                   for name, d in DOMAINS.items()}
-        source = raw if raw.is_file() else folder / RELEASE_MANIFEST
-        return writer.finish(
-            prep_version=self.prep_version, citation="rsdg-bench ToyEarth (synthetic)", licence="CC0-1.0",
-            domains=domains, expected_counts=expected,
-            source_archives=[SourceArchive(name=source.name, sha256=sha256_file(source), size=source.stat().st_size)],
-        )
+        return self.finish(writer, [SourceArchive(name=source.name, sha256=sha256_file(source),
+                                                  size=source.stat().st_size)], expected_counts=expected)

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter, raster_size
+from rsdg_bench.prepared import DomainInfo, raster_size
 
 from . import isprs
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .labels import stray_notes
 
 TRAIN_AREAS = [f"area{n}" for n in (1, 11, 13, 15, 17, 21, 23, 26, 28, 3, 30, 32, 34, 37, 5, 7)]
@@ -48,6 +47,13 @@ class Vaihingen(Preparer):
     summary = "ISPRS Vaihingen, IRRG, 6 classes, eroded labels, mmseg 512 tiling (CrossEarth V)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "isprs6"
+    citation = ("Cramer, The DGPF test on digital aerial camera evaluation, PFG 2010; ISPRS 2D semantic "
+                "labeling benchmark (Rottensteiner et al., ISPRS Annals I-3, 2012)")
+    licence = isprs.LICENCE
+    published_counts = PUBLISHED_COUNTS
+    domains = {"irrg": DomainInfo(description="Vaihingen NIR-R-G orthophotos, 9 cm", gsd_m=GSD_M,
+                                  bands=uint8_bands(BANDS))}
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """Both archives' content (unpacked, or zipped with `archive`), areas of varying size 520-700 px.
@@ -70,11 +76,7 @@ class Vaihingen(Preparer):
         return zip_folders(root, Path(out) / "vaihingen_download", [images_dir.name, labels_dir.name],
                            keep_folder=False)
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            return self._prepare(files, Path(data_root), progress)
-
-    def _prepare(self, files, data_root: Path, progress: bool) -> Path:
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
         images = {n.removeprefix("top_mosaic_09cm_").removesuffix(".tif"): p
                   for n, p in files.find("top/top_mosaic_09cm_area*.tif").items()}
         labels = {n.removeprefix("top_mosaic_09cm_").removesuffix("_noBoundary.tif"): p
@@ -87,9 +89,8 @@ class Vaihingen(Preparer):
                 raise DataError(f"{files.raw}: {len(missing)} of the 33 Vaihingen areas have no "
                                 f"{what.format(missing[0])} (first missing)",
                                 f"put {archive} (or its unpacked files) in the --raw folder")
-        schema = load_class_schema("isprs6")
         fingerprint = {"prep_version": self.prep_version, "files": {a: labels[a].stat().st_size for a in areas}}
-        writer = PreparedWriter(data_root, self.name, schema, fingerprint=fingerprint, crs=CRS)
+        writer = self.open_writer(data_root, fingerprint=fingerprint, crs=CRS)
         expected: dict[tuple[str, str], int] = {}
         stray_total = 0
         for area in tqdm(areas, desc="prepare vaihingen", unit="area", disable=not progress):
@@ -108,12 +109,5 @@ class Vaihingen(Preparer):
                            source_file=images[area].name, transform=transform)
         notes = ["labels: eroded ground truth (noBoundary), as CrossEarth"]
         notes += stray_notes(stray_total)
-        domains = {"irrg": DomainInfo(description="Vaihingen NIR-R-G orthophotos, 9 cm", gsd_m=GSD_M,
-                                      bands=uint8_bands(BANDS))}
-        return writer.finish(
-            prep_version=self.prep_version, licence=isprs.LICENCE,
-            citation="Cramer, The DGPF test on digital aerial camera evaluation, PFG 2010; ISPRS 2D semantic "
-                     "labeling benchmark (Rottensteiner et al., ISPRS Annals I-3, 2012)",
-            domains=domains, expected_counts=expected, source_archives=source_archives_of(files),
-            published_counts=PUBLISHED_COUNTS, notes=notes)
+        return self.finish(writer, files, expected_counts=expected, notes=notes)
 

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, PreparedWriter
+from rsdg_bench.prepared import DomainInfo
 
-from .base import Preparer, raw_files, register_preparer, source_archives_of, uint8_bands
+from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import blocky_classes, write_raster
 from .pairs import Pair, binary_mask, match_pairs, write_pairs
 
@@ -58,6 +57,13 @@ class WHUBuilding(Preparer):
     summary = "WHU Building aerial + satellite I/II, 512² tiles, binary buildings (CrossEarth A2S, S2A, A2S-I)"
     prep_version = 1
     archives = ARCHIVES
+    classes = "building2"
+    citation = ("Ji, Wei and Lu, Fully Convolutional Networks for Multisource Building Extraction From an "
+                "Open Aerial and Satellite Imagery Data Set, IEEE TGRS 57(1), 2019")
+    licence = "research use (WHU Building dataset terms)"
+    domains = {d: DomainInfo(description=DESCRIPTIONS[d][0], gsd_m=DESCRIPTIONS[d][1],
+                             bands=uint8_bands(("red", "green", "blue"))) for d in SUBSETS}
+    published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`aerial/`, `satellite1/`, `satellite2/` with `<split>/{image,label}/<id>.tif` (labels 0/255)."""
@@ -80,32 +86,25 @@ class WHUBuilding(Preparer):
 
         return zip_folders(root, root.with_name("whu_download"), list(FAKE_COUNTS))
 
-    def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
-        with raw_files(raw, self.checksums(), Path(data_root) / f".{self.name}.raw") as files:
-            pairs: list[Pair] = []
-            absent = []
-            for domain, (tops, splits) in SUBSETS.items():
-                found = self._subset_pairs(files, domain, tops, splits)
-                if found:
-                    pairs += found
-                else:
-                    absent.append(domain)
-            if len(absent) == len(SUBSETS):
-                raise DataError(f"{files.raw} holds none of aerial/, satellite1/, satellite2/ with <split>/image/*.tif",
-                                "arrange the WHU downloads as the card in prep/whu_building.py describes")
-            writer = PreparedWriter(Path(data_root), self.name, load_class_schema("building2"),
-                                    fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
-            expected = write_pairs(writer, pairs, binary_mask, progress, "prepare whu_building")
-            present = [d for d in SUBSETS if d not in absent]
-            return writer.finish(
-                prep_version=self.prep_version, licence="research use (WHU Building dataset terms)",
-                citation="Ji, Wei and Lu, Fully Convolutional Networks for Multisource Building Extraction From an "
-                         "Open Aerial and Satellite Imagery Data Set, IEEE TGRS 57(1), 2019",
-                domains={d: DomainInfo(description=DESCRIPTIONS[d][0], gsd_m=DESCRIPTIONS[d][1],
-                                       bands=uint8_bands(("red", "green", "blue"))) for d in present},
-                expected_counts=expected, source_archives=source_archives_of(files),
-                published_counts={d: PUBLISHED_COUNTS[d] for d in present},
-                notes=[f"subset(s) not in the download: {', '.join(absent)}"] if absent else [])
+    def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
+        pairs: list[Pair] = []
+        absent = []
+        for domain, (tops, splits) in SUBSETS.items():
+            found = self._subset_pairs(files, domain, tops, splits)
+            if found:
+                pairs += found
+            else:
+                absent.append(domain)
+        if len(absent) == len(SUBSETS):
+            raise DataError(f"{files.raw} holds none of aerial/, satellite1/, satellite2/ with <split>/image/*.tif",
+                            "arrange the WHU downloads as the card in prep/whu_building.py describes")
+        writer = self.open_writer(data_root, fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
+        expected = write_pairs(writer, pairs, binary_mask, progress, "prepare whu_building")
+        present = [d for d in SUBSETS if d not in absent]
+        return self.finish(writer, files, expected_counts=expected,  # the card names the subsets the download holds
+                           domains={d: self.domains[d] for d in present},
+                           published_counts={d: PUBLISHED_COUNTS[d] for d in present},
+                           notes=[f"subset(s) not in the download: {', '.join(absent)}"] if absent else [])
 
     @staticmethod
     def _subset_pairs(files, domain: str, tops: tuple[str, ...], splits: dict[str, tuple[str, ...]]) -> list[Pair]:

@@ -1,3 +1,32 @@
-"""rsdg-bench: benchmark suite and leaderboard harness for remote-sensing domain generalization."""
+"""rsdg-bench: benchmark suite and leaderboard harness for remote-sensing domain generalization.
+
+The public Python API (`rsdg_bench.api`, docs/python-api.md) is importable from here:
+`list_tasks`, `load_task`, `open_split`, `evaluate`, `load_results`, `build_leaderboard`, and the types a
+plain model needs (`InputContract`, `Normalization`). They load on first use, so `import rsdg_bench` (and
+the CLI) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "list_tasks": "api", "load_task": "api", "open_split": "api", "evaluate": "api", "load_results": "api",
+    "build_leaderboard": "api", "Evaluation": "api", "Leaderboard": "api",
+    "Adapter": "adapters", "InputContract": "adapters", "Normalization": "adapters",
+    "register_adapter": "registry", "Task": "task_schema",
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -116,6 +116,9 @@ class Adapter(abc.ABC):
     peeks_at_labels: bool = False
     known_options: ClassVar[frozenset[str] | None] = None  # the `--model-arg` keys it takes (None: any)
     options_help: ClassVar[str] = ""  # the fix shown for an unknown option (default: the known keys)
+    # Options that make `adapter check` cheap on a CPU without changing the module's structure (e.g. a smaller
+    # input size): the contract tests run every registered adapter's checks with them.
+    check_options: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **options: str) -> None:
         unknown = set(options) - self.known_options if self.known_options is not None else set()

@@ -371,19 +371,12 @@ def _place_scores(metrics: dict) -> str:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboards.aggregate import build_board, with_suites
-    from .leaderboards.render import write_site
-    from .leaderboards.reported import reported_rows
-    from .results import ResultStore
-    from .task_schema import TaskCatalog
+    from .api import build_leaderboard
 
-    results = _results_root(args)
-    board = with_suites(build_board(*ResultStore(results).load_valid(), only_protocol=args.only_protocol),
-                        TaskCatalog(), reported_rows() if args.reported else [])
-    page = write_site(board, Path(args.out) if args.out else results / "site", results_root=results)
-    print(f"{len(board.tasks)} tasks, {len(board.models)} models, {len(board.excluded)} records left out"
-          + (f", {sum(len(t.reported) for t in board.tasks)} reported rows" if args.reported else ""))
-    print(f"leaderboard -> {page.resolve()}")
+    site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol)
+    print(f"{site.tasks} tasks, {site.models} models, {site.left_out} records left out"
+          + (f", {site.reported_rows} reported rows" if args.reported else ""))
+    print(f"leaderboard -> {site.page.resolve()}")
     return 0
 
 
@@ -400,32 +393,20 @@ def cmd_adapter(args: argparse.Namespace) -> int:
         raise RsdgError(f"adapter {args.action} needs an adapter name", f"e.g. rsdg-bench adapter {args.action} smp")
     if args.action == "new":
         return _new_adapter(args)
-    from .conformance import run_conformance
+    from .conformance import check_adapter
     from .registry import resolve_adapter
     from .task_schema import TaskCatalog
 
-    task = TaskCatalog().task(args.task)
-    bands = [b.strip() for b in (args.bands or "red,green,blue").split(",") if b.strip()]
-    adapter_class = resolve_adapter(args.name)
-    if task.kind not in adapter_class.kinds:
-        raise RsdgError(f"adapter {args.name!r} does {', '.join(sorted(adapter_class.kinds))}; task {task.id} is {task.kind}",
-                        "pass --task a task of its kind, e.g. codex/dynamicearthnet for a time-series model")
-    adapter = adapter_class(**_model_args(args.model_arg))
-    adapter.setup(task, bands)
-    named = adapter.input_contract().band_names
-    if args.bands is None and named:  # a model that picks bands by name is checked on exactly those
-        bands = list(named)
-        adapter.setup(task, bands)
-    if args.checkpoint:
-        adapter.load(Path(args.checkpoint))
+    bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
     device = _device(args)
-    print(f"checking {adapter.name} on {device}")
-    results = run_conformance(adapter, task, bands, device=device)
-    for result in results:
+    report = check_adapter(resolve_adapter(args.name), TaskCatalog().task(args.task) if args.task else None, bands,
+                           _model_args(args.model_arg), Path(args.checkpoint) if args.checkpoint else None, device)
+    print(f"checking {report.adapter.name} on {device}: task {report.task.id} ({report.task.kind}), "
+          f"bands {', '.join(report.bands)}")
+    for result in report.results:
         print(f"{'PASS' if result.passed else 'FAIL'}  {result.name:26s} {result.detail}")
-    failed = sum(not r.passed for r in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    print(f"{len(report.results) - report.failed} passed, {report.failed} failed")
+    return 1 if report.failed else 0
 
 
 def _new_adapter(args: argparse.Namespace) -> int:
@@ -609,9 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "check", "new"])
     p.add_argument("name", nargs="?", help="adapter name or path/to/file.py:Class")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--task", default="demo/u2a", help="task whose class schema sets K (default demo/u2a)")
+    p.add_argument("--task", default=None,
+                   help="check: the task whose classes set K and whose source bands the input has (default: demo/u2a "
+                        "for a segmentation model, else the first task of a kind the adapter declares)")
     p.add_argument("--bands", default=None,
-                   help="band names of the synthetic input (default: the bands the adapter names, else red,green,blue)")
+                   help="check: band names of the synthetic input (default: the bands the adapter names, else the "
+                        "task's source bands); new: the bands the adapter takes (default red,green,blue)")
     p.add_argument("--checkpoint", help="check with these weights instead of random init")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default): where the checks run")
     p.add_argument("--out", default=".", help="new: the folder to write the package into (default .)")

@@ -5,22 +5,25 @@ random normalized input, so they need no data and no GPU: contract consistency, 
 even and odd sizes, floating dtype, finite values, determinism, batch independence, sensitivity to the
 input, and rejection of the wrong band count.
 
-Every task kind is checked through one B×C×H×W → B×K×H×W view of the adapter (`map_predictor`): a
-time-series adapter gets each image as a two-date series (the image and its mirror, 31 days apart) and
-answers with its first date's map; a classifier's B×K scores are spread over the image.
+Every task kind is checked through one B×C×H×W → B×K×H×W view of the adapter, its kind's `map_predictor`
+(`rsdg_bench/kinds/`): a time-series adapter gets each image as a two-date series and answers with its
+first date's map; a classifier's B×K scores are spread over the image.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .adapters import Adapter
-from .errors import RsdgError
+from .data import select_bands
+from .errors import AdapterError, RsdgError
 from .inference import checked_forward
-from .task_schema import Task
+from .kinds import get_kind, require_adapter_kind
+from .task_schema import Task, TaskCatalog
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,8 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
     adapter.eval()
     k = task.class_schema.num_classes
     contract = adapter.input_contract()
-    if task.kind not in adapter.kinds:
-        raise RsdgError(f"adapter {adapter.name!r} does {', '.join(sorted(adapter.kinds))}, task {task.id} is {task.kind}",
-                        "check it with --task set to a task of its kind (`rsdg-bench tasks list`)")
-    predict = map_predictor(adapter, task.kind)
+    require_adapter_kind(task, adapter)
+    predict = get_kind(task.kind).map_predictor(adapter)
     forward = checked_forward(predict, k, contract.size_divisor, adapter.name)
     generator = torch.Generator().manual_seed(seed)
     divisor = max(contract.size_divisor, 16)  # test sizes in multiples of it; at least 16 px so they stay images
@@ -114,18 +115,60 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
     return [_attempt(name, check) for name, check in checks]
 
 
-def map_predictor(adapter: Adapter, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """B×C×H×W → B×K×H×W through the adapter's entry point for `kind` (module docstring)."""
-    if kind == "temporal_segmentation":
-        def series(x: torch.Tensor) -> torch.Tensor:
-            dates = torch.stack([x, x.flip(-1)], dim=1)
-            days = torch.tensor([[0, 31]], dtype=torch.int64, device=x.device).expand(x.shape[0], -1)
-            return adapter.predict_series(dates, days)[:, 0]
+DEFAULT_CHECK_TASK = "demo/u2a"
 
-        return series
-    if kind == "classification":
-        def spread(x: torch.Tensor) -> torch.Tensor:
-            return adapter.classify(x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
 
-        return spread
-    return adapter.predict
+@dataclass(frozen=True)
+class CheckReport:
+    """What `check_adapter` checked: the adapter (set up), the task and bands it was set up for, the results."""
+
+    adapter: Adapter
+    task: Task
+    bands: list[str]
+    results: list[CheckResult]
+
+    @property
+    def failed(self) -> int:
+        return sum(not r.passed for r in self.results)
+
+
+def default_check_task(adapter_class: type[Adapter], catalog: TaskCatalog | None = None) -> Task:
+    """The task an adapter is checked on when none is named: `demo/u2a` when the adapter segments, else the
+    first task by id of a kind it declares (a time-series model gets a time-series task, a classifier a
+    classification task)."""
+    catalog = catalog or TaskCatalog()
+    tasks = sorted(catalog.tasks.values(), key=lambda t: (t.id != DEFAULT_CHECK_TASK, t.id))
+    for task in tasks:
+        if task.kind in adapter_class.kinds:
+            return task
+    raise AdapterError(f"no task of a kind adapter {adapter_class.name!r} does ({', '.join(sorted(adapter_class.kinds))})",
+                       "add a task of that kind, or pass --task")
+
+
+def source_bands(task: Task) -> list[str]:
+    """The bands the task's source split reaches a model with, known from the dataset's preparer (so no
+    data needs to be prepared): its stored bands, narrowed to the task's `inputs.bands`."""
+    from .prep import get_preparer
+
+    stored = get_preparer(task.source.dataset).domain_bands(task.source.domain)
+    indices = select_bands(stored, task.inputs.bands, task.source.slug)
+    return stored if indices is None else [stored[i] for i in indices]
+
+
+def check_adapter(adapter_class: type[Adapter], task: Task | None = None, bands: list[str] | None = None,
+                  options: dict[str, str] | None = None, checkpoint: Path | None = None,
+                  device: torch.device = torch.device("cpu"), seed: int = 0) -> CheckReport:
+    """Set an adapter up as a run would and run every check: on `task` (default: `default_check_task`), with
+    `bands` (default: the task's source bands; a model that names its bands is checked on exactly those)."""
+    task = task or default_check_task(adapter_class)
+    require_adapter_kind(task, adapter_class)
+    adapter = adapter_class(**(options or {}))
+    chosen = list(bands) if bands is not None else source_bands(task)
+    adapter.setup(task, chosen)
+    named = adapter.input_contract().band_names
+    if bands is None and named and list(named) != chosen:
+        chosen = list(named)
+        adapter.setup(task, chosen)
+    if checkpoint is not None:
+        adapter.load(Path(checkpoint))
+    return CheckReport(adapter, task, chosen, run_conformance(adapter, task, chosen, seed=seed, device=device))

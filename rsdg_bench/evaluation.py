@@ -1,13 +1,8 @@
 """Evaluating an adapter on one split: prepared samples → harness normalization → inference → confusion matrix.
 
-Every task kind is scored by the same confusion-matrix engine (`metrics.py`); only what one sample
-contributes differs:
-
-- `segmentation` and `change_detection` (the bi-temporal pair stacked as bands): one H×W map per sample;
-- `temporal_segmentation`: a T×C×H×W series with its day offsets → T maps, every labelled date counted
-  (a missing frame's label is all ignore, so it adds nothing);
-- `classification`: one class per image; the image adds one count to cell (label, prediction), and its
-  group (country, area) lets per-place accuracies be computed from the same per-image matrices.
+Every task kind is scored by the same confusion-matrix engine (`metrics.py`); what one sample contributes
+is the task kind's business (`rsdg_bench/kinds/`): this module normalizes, loops, counts and shares the
+counts between processes, and holds the output checks the kinds wrap an adapter's entry points with.
 """
 
 from __future__ import annotations
@@ -21,15 +16,13 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .adapters import Adapter, InputContract
-from .classes import IGNORE_INDEX
 from .data import SegmentationSplit
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
-from .inference import checked_forward, predict_logits
+from .kinds import get_kind
+from .kinds.base import SampleScorer
 from .metrics import confusion_counts
 from .task_schema import Task
-
-SampleScorer = Callable[[dict], tuple[torch.Tensor, torch.Tensor]]  # sample → (label, prediction), same shape
 
 
 def _single(batch: list[dict]) -> dict:
@@ -101,50 +94,15 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
 
 def sample_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                   window_batch: int = 1) -> SampleScorer:
-    """The function that turns one sample into (label, prediction) for the task's kind."""
+    """The function that turns one sample into (label, prediction): the task kind's scorer, given the
+    harness's normalization of the sample under the adapter's input contract."""
     contract = adapter.input_contract()
-    num_classes = task.class_schema.num_classes
 
     def prepare(image: torch.Tensor, sample: dict) -> torch.Tensor:
         return contract.prepare(image.to(device), split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}",
                                 replicate_single_band=task.inputs.replicate_single_band)
 
-    if task.kind == "temporal_segmentation":
-        plain = checked_series_forward(adapter.predict_series, num_classes, contract.size_divisor, adapter.name)
-
-        def score_series(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-            x = prepare(sample["image"], sample)[None]  # frames normalized as a batch → 1×T×C×H×W
-            forward = oracle_forward(sample["label"]) if adapter.peeks_at_labels else plain
-            logits = forward(x, sample["days"][None].to(device))
-            return sample["label"], logits.argmax(dim=2)[0].to(torch.uint8).cpu()
-
-        def oracle_forward(label: torch.Tensor) -> SeriesForward:
-            """An upper bound that chooses with the sample's labels, padded as the input is."""
-            labels = label[None].to(device=device, dtype=torch.long)
-
-            def predict(xp: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
-                pad = (0, xp.shape[-1] - labels.shape[-1], 0, xp.shape[-2] - labels.shape[-2])
-                return adapter.oracle_series(xp, days, F.pad(labels, pad, value=IGNORE_INDEX))
-
-            return checked_series_forward(predict, num_classes, contract.size_divisor, adapter.name)
-
-        return score_series
-    if task.kind == "classification":
-        classify = checked_classify(adapter.classify, num_classes, adapter.name)
-
-        def score_image(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = classify(prepare(sample["image"][None], sample))
-            return sample["label"].reshape(1), logits.argmax(dim=1).to(torch.uint8).cpu()
-
-        return score_image
-    forward = checked_forward(adapter.predict, num_classes, contract.size_divisor, adapter.name)
-
-    def score_map(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = predict_logits(forward, prepare(sample["image"][None], sample), task.inference, num_classes,
-                                window_batch)
-        return sample["label"], scores.argmax(dim=1)[0].to(torch.uint8).cpu()
-
-    return score_map
+    return get_kind(task.kind).scorer(adapter, split, task, device, prepare, window_batch)
 
 
 SeriesForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

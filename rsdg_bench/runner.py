@@ -13,17 +13,20 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from .adapters import Adapter
-from .data import TaskData
+from .data import SegmentationSplit, TaskData
 from .distributed import ProcessGroup
-from .errors import AdapterError, RsdgError, TaskError
-from .evaluation import evaluate_split_counts
+from .errors import AdapterError, RsdgError
+from .evaluation import SplitCounts, evaluate_split_counts
 from .io import atomic_write_json, sha256_file
+from .kinds import get_kind, require_adapter_kind
 from .predictions import PredictionSaver
+from .prepared import DatasetCard
 from .registry import resolve_adapter
 from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, SampleIndex, encode_per_image,
                       metrics_block, provenance, resume_key)
@@ -101,50 +104,62 @@ def build_for_task(model: ModelSpec, task: Task, data: TaskData) -> Adapter:
     return adapter
 
 
-# Kinds the evaluator scores (`evaluation.sample_scorer`). A change-detection sample is the bi-temporal pair
-# stacked as bands (`t1_*`, `t2_*`), scored like segmentation with the change class as the headline.
-EVALUATED_KINDS = ("segmentation", "change_detection", "temporal_segmentation", "classification")
-# Kinds whose predictions `--save-predictions` can paint (one 2-D map per sample).
-_PAINTABLE_KINDS = ("segmentation", "change_detection")
+@dataclass(frozen=True)
+class Weights:
+    """Where the evaluated weights come from, for the record: a checkpoint file (`path`), a module's
+    in-memory state (`in_memory`, its sha256 over the serialized state dict), or none (random init)."""
 
+    sha256: str | None
+    training: dict[str, Any]
+    path: Path | None = None
+    in_memory: bool = False
 
-def require_kind(task: Task, adapter: Adapter | type[Adapter] | None = None) -> None:
-    """Refuse a task kind this version cannot score, and a task the adapter (instance or class) does not
-    declare it can do."""
-    if task.kind not in EVALUATED_KINDS:
-        raise TaskError(f"task {task.id} is of kind {task.kind!r}, which this version cannot evaluate yet",
-                        f"the kinds that run now are {', '.join(EVALUATED_KINDS)}")
-    if adapter is not None and task.kind not in adapter.kinds:
-        raise AdapterError(f"adapter {adapter.name!r} does not do {task.kind} (it declares {', '.join(sorted(adapter.kinds))})",
-                           "pick an adapter that declares this kind (`kinds` in its class), e.g. smp for change detection")
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path | None, task: Task, data: TaskData) -> Weights:
+        if checkpoint is None:
+            return cls(None, {"status": "random-init"})
+        card = data.prepared(task.source.dataset).card
+        source_samples = card.split_counts.get(task.source.domain, {}).get(task.source.split, 0)
+        return cls(sha256_file(checkpoint), training_provenance(task, read_training_block(checkpoint), source_samples),
+                   path=checkpoint)
+
+    def block(self) -> dict[str, Any]:
+        """The record's `model.checkpoint`."""
+        return {"path": str(self.path) if self.path else None, "sha256": self.sha256,
+                "random_init": self.sha256 is None, **({"in_memory": True} if self.in_memory else {})}
 
 
 def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultStore) -> TaskOutcome:
-    require_kind(task, resolve_adapter(model.adapter))  # before any data is opened
-    outcome = TaskOutcome(task.id)
+    require_adapter_kind(task, resolve_adapter(model.adapter))  # before any data is opened
     data = TaskData(settings.data_root, task, phase="evaluate")
     adapter = build_for_task(model, task, data)
     checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter)
-    checkpoint_sha = sha256_file(checkpoint) if checkpoint is not None else None
     log.info("%s: adapter %s, checkpoint %s", task.id, adapter.name, checkpoint or "none (random init)")
     if model.backbone_checkpoint is not None:
         adapter.use_backbone_checkpoint(model.backbone_checkpoint)
     if checkpoint is not None:
         adapter.load(checkpoint)
+    weights = Weights.of_checkpoint(checkpoint, task, data)
+    outcome, _ = evaluate_task(task, adapter, data, weights, model.display_name or _default_name(adapter), settings,
+                               store)
+    return outcome
+
+
+def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights, display_name: str,
+                  settings: RunSettings, store: ResultStore | None) -> tuple[TaskOutcome, list[ResultRecord]]:
+    """Evaluate an adapter that is set up and loaded on every evaluation split of `task`: one record per
+    split, written to `store` (a split whose resume key it holds is skipped unless `settings.force`), or
+    only returned when `store` is None (the Python API)."""
+    require_adapter_kind(task, adapter)
+    kind = get_kind(task.kind)
     adapter.to(settings.device)
-    contract = adapter.input_contract()
-    source_card = data.prepared(task.source.dataset).card
-    training = ({"status": "random-init"} if checkpoint is None else
-                training_provenance(task, read_training_block(checkpoint),
-                                    source_card.split_counts.get(task.source.domain, {}).get(task.source.split, 0)))
-    class_names = task.class_schema.names
-    headline = task.headline_class_indices()
+    outcome, records = TaskOutcome(task.id), []
     for role, ref in task.evaluation_splits():
         prepared = data.prepared(ref.dataset)
-        key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=checkpoint_sha,
+        key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=weights.sha256,
                          inference=task.inference.model_dump(mode="json"), manifest_sha256=prepared.manifest_sha256,
                          split_slug=ref.slug, role=role, limit=settings.limit)
-        if settings.group.any(store.exists(task.id, key) and not settings.force):
+        if store is not None and settings.group.any(store.exists(task.id, key) and not settings.force):
             log.info("%s %s: record %s exists (same task, adapter code and options, checkpoint, data): skipped",
                      task.id, ref.slug, key)
             outcome.skipped.append(str(store.path_for(task.id, key)))
@@ -154,52 +169,64 @@ def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultS
         started = time.perf_counter()
         saver = (PredictionSaver(settings.results_root, task.id, key, task.class_schema, settings.save_predictions,
                                  store.path_for(task.id, key).parent)
-                 if settings.save_predictions and task.kind in _PAINTABLE_KINDS else None)
+                 if store is not None and settings.save_predictions and kind.per_pixel_map else None)
         counts = evaluate_split_counts(adapter, split, task, settings.device, settings.num_workers,
                                        settings.progress, settings.group, settings.window_batch, saver)
         elapsed = time.perf_counter() - started
         if not settings.group.is_main:
             continue
-        matrix_list = counts.per_image.sum(0).tolist()
-        counts_ignored = task.metrics.ignored_pixels == "error"
-        ignored = counts.ignored.sum(0).tolist() if counts_ignored else None
-        encoded = encode_per_image(counts.per_image, counts.ignored if counts_ignored else None)
-        groups = split.groups(task.metrics.groups) if task.kind == "classification" else None
-        scenes, scene_unit = split.scenes()
-        record = ResultRecord(
-            schema_version=SCHEMA_VERSION, key=key,
-            task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
-                  "gap": task.gap, "kind": task.kind, "classes": task.classes, "class_names": class_names,
-                  "headline_classes": headline, "primary": task.metrics.primary,
-                  "resolved": task.model_dump(mode="json")},
-            model={**adapter.identity(), "display_name": model.display_name or _default_name(adapter),
-                   **({"peeks_at_labels": True} if adapter.peeks_at_labels else {}),
-                   "checkpoint": {"path": str(checkpoint) if checkpoint else None, "sha256": checkpoint_sha,
-                                  "random_init": checkpoint is None},
-                   "training": training},
-            evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
-                                     num_samples=len(split),
-                                     published_samples=prepared.card.published_counts.get(ref.domain, {}).get(ref.split),
-                                     accepted_samples=prepared.card.accepted_counts(ref.domain, ref.split)[1:]),
-            metrics={ref.slug: metrics_block(matrix_list, class_names, headline, encoded, groups,
-                                             task.metrics.convention, ignored)},
-            confusion_matrices={ref.slug: matrix_list}, per_image_matrices={ref.slug: encoded},
-            groups={ref.slug: groups} if groups is not None else {},
-            samples={ref.slug: SampleIndex(ids=[str(i) for i in split.rows["sample_id"]], scenes=scenes,
-                                           scene_unit=scene_unit)},
-            ignored_predictions={ref.slug: ignored} if ignored is not None else {},
-            predictions={ref.slug: saver.saved} if saver else {},
-            inference=task.inference.model_dump(mode="json"),
-            normalization=contract.record(),
-            smoke={"limit": settings.limit} if settings.limit is not None else None,
-            provenance=provenance(task_hash=task.hash, manifest_sha256=prepared.manifest_sha256,
-                                  checkpoint_sha256=checkpoint_sha, device=settings.device,
-                                  world_size=settings.group.world_size, wall_time_s=elapsed,
-                                  date=datetime.now(UTC).isoformat(timespec="seconds")),
-        )
-        outcome.written.append(str(store.write(record)))
-        log.info("%s %s: wrote %s (%.1f s)", task.id, ref.slug, outcome.written[-1], elapsed)
-    return outcome
+        record = record_from_evaluation(
+            key=key, task=task, adapter=adapter, weights=weights, display_name=display_name, role=role, split=split,
+            card=prepared.card, manifest_sha256=prepared.manifest_sha256, counts=counts,
+            predictions=saver.saved if saver else None, settings=settings, wall_time_s=elapsed)
+        records.append(record)
+        if store is not None:
+            outcome.written.append(str(store.write(record)))
+            log.info("%s %s: wrote %s (%.1f s)", task.id, ref.slug, outcome.written[-1], elapsed)
+    return outcome, records
+
+
+def record_from_evaluation(*, key: str, task: Task, adapter: Adapter, weights: Weights, display_name: str, role: str,
+                           split: SegmentationSplit, card: DatasetCard, manifest_sha256: str, counts: SplitCounts,
+                           predictions: list[dict[str, str]] | None, settings: RunSettings,
+                           wall_time_s: float) -> ResultRecord:
+    """The one constructor of a result record: what was evaluated (task, model, weights, data) and what it
+    counted, with the metrics computed from those counts."""
+    ref = split.ref
+    class_names = task.class_schema.names
+    headline = task.headline_class_indices()
+    matrix = counts.per_image.sum(0).tolist()
+    counts_ignored = task.metrics.ignored_pixels == "error"
+    ignored = counts.ignored.sum(0).tolist() if counts_ignored else None
+    encoded = encode_per_image(counts.per_image, counts.ignored if counts_ignored else None)
+    groups = get_kind(task.kind).sample_groups(split, task)
+    scenes, scene_unit = split.scenes()
+    return ResultRecord(
+        schema_version=SCHEMA_VERSION, key=key,
+        task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
+              "gap": task.gap, "kind": task.kind, "classes": task.classes, "class_names": class_names,
+              "headline_classes": headline, "primary": task.metrics.primary, "resolved": task.model_dump(mode="json")},
+        model={**adapter.identity(), "display_name": display_name,
+               **({"peeks_at_labels": True} if adapter.peeks_at_labels else {}),
+               "checkpoint": weights.block(), "training": weights.training},
+        evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
+                                 num_samples=len(split), published_samples=card.published_counts.get(ref.domain, {}).get(ref.split),
+                                 accepted_samples=card.accepted_counts(ref.domain, ref.split)[1:]),
+        metrics={ref.slug: metrics_block(matrix, class_names, headline, encoded, groups, task.metrics.convention,
+                                         ignored)},
+        confusion_matrices={ref.slug: matrix}, per_image_matrices={ref.slug: encoded},
+        groups={ref.slug: groups} if groups is not None else {},
+        samples={ref.slug: SampleIndex(ids=[str(i) for i in split.rows["sample_id"]], scenes=scenes,
+                                       scene_unit=scene_unit)},
+        ignored_predictions={ref.slug: ignored} if ignored is not None else {},
+        predictions={ref.slug: predictions} if predictions is not None else {},
+        inference=task.inference.model_dump(mode="json"),
+        normalization=adapter.input_contract().record(),
+        smoke={"limit": settings.limit} if settings.limit is not None else None,
+        provenance=provenance(task_hash=task.hash, manifest_sha256=manifest_sha256, checkpoint_sha256=weights.sha256,
+                              device=settings.device, world_size=settings.group.world_size, wall_time_s=wall_time_s,
+                              date=datetime.now(UTC).isoformat(timespec="seconds")),
+    )
 
 
 def _default_name(adapter: Adapter) -> str:

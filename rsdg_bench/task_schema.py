@@ -24,13 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .classes import ClassSchema, load_class_schema
 from .errors import TaskError
 from .io import canonical_json, sha256_bytes
+from .kinds import get_kind, kind_names
 from .label_maps import load_label_map
 
-TaskKind = Literal["segmentation", "temporal_segmentation", "change_detection", "classification"]
+TaskKind = Literal[kind_names()]  # the registered kinds (`rsdg_bench/kinds/`), segmentation first
 MetricName = Literal["miou", "oa", "aa", "mf1", "domain_acc", "worst_domain_acc"]
-_GROUP_METRICS = {"domain_acc", "worst_domain_acc"}  # need the samples' groups: classification only
-# Kinds whose samples are one 2-D map: the only ones the inference options (windows, resize, TTA) apply to.
-_MAP_KINDS = {"segmentation", "change_detection"}
+_GROUP_METRICS = {"domain_acc", "worst_domain_acc"}  # need the samples' groups (a kind that is `grouped`)
 _DISPLAY_ONLY = {"name", "description", "reference"}
 _NOT_TASK_DIRS = {"classes", "suites", "label_maps"}
 
@@ -184,14 +183,12 @@ class Task(_Strict):
 
     @model_validator(mode="after")
     def _options_fit_kind(self) -> Task:
-        if self.kind not in _MAP_KINDS and self.inference != InferenceSpec():
-            raise ValueError(f"inference options (windows, resize, TTA) apply to 2-D maps; a {self.kind} task "
-                             "is predicted whole: drop `inference:`")
-        if self.kind == "classification" and self.training is not None and self.training.loss != "ce":
-            raise ValueError("a classification task trains with loss 'ce' (the Dice loss is per pixel)")
+        kind = get_kind(self.kind)
+        kind.check_task(self)
         group_metrics = _GROUP_METRICS & {self.metrics.primary, *self.metrics.report}
-        if group_metrics and self.kind != "classification":
-            raise ValueError(f"metrics {sorted(group_metrics)} are per-place accuracies of classification tasks")
+        if group_metrics and not kind.grouped:
+            raise ValueError(f"metrics {sorted(group_metrics)} are per-place accuracies of classification tasks "
+                             f"(a kind whose samples have a place), not of {self.kind}")
         return self
 
     @cached_property

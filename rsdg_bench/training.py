@@ -28,10 +28,11 @@ from .adapters import Adapter, checkpoint_bytes
 from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
 from .errors import AdapterError, TaskError
-from .evaluation import evaluate_split, prepare_series
+from .evaluation import evaluate_split
 from .io import atomic_write_bytes
+from .kinds import get_kind, require_adapter_kind
 from .metrics import scores_from_confusion
-from .runner import ModelSpec, build_for_task, require_kind
+from .runner import ModelSpec, build_for_task
 from .task_schema import Task, TrainingSpec
 from .training_history import TrainingHistory, write_history
 
@@ -132,23 +133,13 @@ def segmentation_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> 
 
 def training_logits(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], band_names: list[str],
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) of one training batch, shaped for the loss: B×K×H×W and B×H×W for per-pixel kinds
-    (a time series' dates folded into the batch), B×K and B for classification."""
-    contract = adapter.input_contract()
-    images, labels = batch["image"].to(device), batch["label"].to(device)
-    where = task.source.slug
-    if task.kind == "temporal_segmentation":
-        x = prepare_series(contract, images, band_names, where)
-        return adapter.predict_series(x, batch["days"].to(device)).flatten(0, 1), labels.flatten(0, 1)
-    x = contract.prepare(images, band_names, where=where, replicate_single_band=task.inputs.replicate_single_band)
-    if task.kind == "classification":
-        return adapter.classify(x), labels
-    return adapter.predict(x), labels
+    """(logits, labels) of one training batch, shaped for the loss by the task's kind."""
+    return get_kind(task.kind).training_logits(adapter, task, batch, band_names, device)
 
 
 def selection_metric(task: Task) -> str:
-    """What model selection maximizes: accuracy for classification, headline mIoU otherwise."""
-    return "oa" if task.kind == "classification" else "miou"
+    """What model selection maximizes (the task kind's choice: accuracy for classification, else mIoU)."""
+    return get_kind(task.kind).selection_metric
 
 
 def _poly(spec: TrainingSpec, iteration: int) -> float:
@@ -169,7 +160,7 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     next to the checkpoint; a rerun with the same task, adapter and protocol resumes from it and ends with
     the same weights as an uninterrupted run.
     """
-    require_kind(task, adapter)
+    require_adapter_kind(task, adapter)
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
     module = adapter.module

@@ -9,7 +9,7 @@ from rsdg_bench.leaderboards.aggregate import build_board
 from rsdg_bench.results import ResultStore
 
 
-def test_demo_builds_a_leaderboard_where_unseen_domains_score_lower(tmp_path: Path):
+def test_demo_builds_a_leaderboard_where_unseen_domains_score_lower(tmp_path: Path, monkeypatch):
     page = run_demo(tmp_path, iterations=120, progress=False)
     assert page.exists() and "U-Net R18" in page.read_text()
     task_page = (page.parent / "tasks" / "demo-u2a.html").read_text()  # train's loss history, copied into the site
@@ -32,3 +32,25 @@ def test_demo_builds_a_leaderboard_where_unseen_domains_score_lower(tmp_path: Pa
     assert len(records) == 6  # `run` found the demo's checkpoint and records: nothing evaluated twice
     training = ResultStore(tmp_path / "results").load_all()[0][1].model["training"]
     assert training["status"] == "off-protocol" and training["iterations"] == 120  # the demo trains briefly: said so
+
+    # the Python API reads the same records
+    from rsdg_bench import load_results
+
+    frame = load_results(tmp_path / "results")
+    assert len(frame) == 6 and set(frame.model) == {"U-Net R18 (source-only)"} and set(frame.task_id) == {t.task_id for t in board.tasks}
+
+    # docs/python-api.md's walk-through runs as written, where the demo left its folders
+    here = tmp_path.parent / f"{tmp_path.name}-cwd"
+    here.mkdir()
+    (here / "rsdg-demo").symlink_to(tmp_path, target_is_directory=True)
+    monkeypatch.chdir(here)
+    exec(compile(python_blocks(Path(__file__).parents[1] / "docs" / "python-api.md")[0], "python-api.md", "exec"), {})
+    after = load_results(tmp_path / "results")
+    assert set(after.model) == {"U-Net R18 (source-only)", "my-unet"} and len(after) == 6 + 2
+
+
+def python_blocks(markdown: Path) -> list[str]:
+    """The ```python blocks of a Markdown file, in order."""
+    import re
+
+    return re.findall(r"```python\n(.*?)```", markdown.read_text(), flags=re.DOTALL)

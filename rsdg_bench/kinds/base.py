@@ -1,0 +1,74 @@
+"""What a task kind is: one object that knows how a sample of that kind is read, scored, checked and trained.
+
+Every kind is scored by the same confusion-matrix engine (`metrics.py`); a kind says only what one sample
+contributes, which adapter entry point it calls and how that entry point's output is checked. The harness
+(evaluation, training, conformance, the run's record, the task validator) asks the task's kind object and
+never branches on the kind's name, so a new kind is one module in this package plus a registration.
+
+Module-level imports stay light (no torch): the task validator consults kinds when a YAML is loaded, and
+listing tasks must not pay for importing torch. The methods that compute import what they need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..adapters import Adapter
+    from ..data import SegmentationSplit
+    from ..task_schema import Task
+
+SampleScorer = Callable[[dict], tuple["torch.Tensor", "torch.Tensor"]]  # sample → (label, prediction), same shape
+# Normalizes one sample's image tensor under the adapter's input contract (band selection, float, mean/std).
+Preparer = Callable[["torch.Tensor", dict], "torch.Tensor"]
+
+
+class TaskKind:
+    """One kind of task. Subclasses set the facts and implement the three model-facing steps."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # The adapter method this kind calls (`predict`, `predict_series`, `classify`); named in errors.
+    entry_point: ClassVar[str]
+    # One 2-D map per sample: the inference options (windows, resize, TTA) apply, and `run --save-predictions`
+    # can paint the predictions.
+    per_pixel_map: ClassVar[bool] = True
+    # Samples carry a place (country, area), so per-place accuracies (`domain_acc`, `worst_domain_acc`) exist.
+    grouped: ClassVar[bool] = False
+    # Training losses the protocol may name (the Dice loss is per pixel).
+    losses: ClassVar[frozenset[str]] = frozenset({"ce", "ce+dice"})
+    # What model selection maximizes.
+    selection_metric: ClassVar[str] = "miou"
+
+    def check_task(self, task: Task) -> None:
+        """Raise ValueError when the task asks for something this kind cannot do (called by the validator)."""
+        from ..task_schema import InferenceSpec
+
+        if not self.per_pixel_map and task.inference != InferenceSpec():
+            raise ValueError(f"inference options (windows, resize, TTA) apply to 2-D maps; a {self.name} task "
+                             "is predicted whole: drop `inference:`")
+        if task.training is not None and task.training.loss not in self.losses:
+            raise ValueError(f"a {self.name} task trains with loss {' or '.join(sorted(self.losses))} "
+                             f"(not {task.training.loss!r})")
+
+    def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+               prepare: Preparer, window_batch: int = 1) -> SampleScorer:
+        """The function that turns one sample into (label, prediction) of the same shape."""
+        raise NotImplementedError
+
+    def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of one training batch shaped for the loss: B×K×H×W and B×H×W for per-pixel
+        kinds, B×K and B for per-image ones."""
+        raise NotImplementedError
+
+    def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
+        """B×C×H×W → B×K×H×W through this kind's entry point: the one view the conformance checks use."""
+        raise NotImplementedError
+
+    def sample_groups(self, split: SegmentationSplit, task: Task) -> list[str] | None:
+        """Each sample's place, for per-place metrics (None when the kind has none)."""
+        return split.groups(task.metrics.groups) if self.grouped else None

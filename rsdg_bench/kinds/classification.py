@@ -1,0 +1,57 @@
+"""`classification`: one class per image through `Adapter.classify`; an image adds one count to cell
+(label, prediction), and its group (country, area) gives per-place accuracies from the same per-image
+matrices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .base import Preparer, SampleScorer, TaskKind
+from .registry import register_kind
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..adapters import Adapter
+    from ..data import SegmentationSplit
+    from ..task_schema import Task
+
+
+@register_kind
+class Classification(TaskKind):
+    name = "classification"
+    summary = "one class per image"
+    entry_point = "classify"
+    per_pixel_map = False
+    grouped = True
+    losses = frozenset({"ce"})
+    selection_metric = "oa"
+
+    def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+               prepare: Preparer, window_batch: int = 1) -> SampleScorer:
+        import torch
+
+        from ..evaluation import checked_classify
+
+        classify = checked_classify(adapter.classify, task.class_schema.num_classes, adapter.name)
+
+        def score_image(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = classify(prepare(sample["image"][None], sample))
+            return sample["label"].reshape(1), logits.argmax(dim=1).to(torch.uint8).cpu()
+
+        return score_image
+
+    def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        x = adapter.input_contract().prepare(batch["image"].to(device), band_names, where=task.source.slug,
+                                             replicate_single_band=task.inputs.replicate_single_band)
+        return adapter.classify(x), batch["label"].to(device)
+
+    def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The B×K scores spread over the image."""
+
+        def spread(x: torch.Tensor) -> torch.Tensor:
+            return adapter.classify(x)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+
+        return spread
