@@ -12,15 +12,13 @@ from __future__ import annotations
 import timm
 import torch
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.registry import register_adapter
 from rsdg_bench.task_schema import Task
 
 from .smp_adapter import _DEFAULT_MEAN, _DEFAULT_STD, _per_band
 
-_IMAGENET_MEAN = (123.675, 116.28, 103.53)
-_IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @register_adapter("timm-classifier")
@@ -46,9 +44,9 @@ class TimmClassifierAdapter(Adapter):
                                "see `timm.list_models()` for the names") from exc
         rgb = num_bands == 3
         mean = _per_band(self.options.get("mean"), _DEFAULT_MEAN, num_bands, "mean") if "mean" in self.options or not rgb \
-            else _IMAGENET_MEAN
+            else IMAGENET_MEAN
         std = _per_band(self.options.get("std"), _DEFAULT_STD, num_bands, "std") if "std" in self.options or not rgb \
-            else _IMAGENET_STD
+            else IMAGENET_STD
         self._contract = InputContract(num_bands=num_bands, normalization=Normalization(mean=mean, std=std))
 
     def input_contract(self) -> InputContract:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
 from rsdg_bench.checkpoints import load_checked, read_state_dict
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.io import sha256_file
@@ -40,8 +40,6 @@ from rsdg_bench.task_schema import Task
 from .mask2former_head import Mask2FormerConfig, ReinMask2FormerHead
 from .reins_vit import ReinsDinoBackbone, ReinsViTConfig
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 IMAGE_SIZES = (512, 1024)
 # task checkpoint_key → the authors' released file (README of Cuzyoung/CrossEarth); LoveDA is "coming soon".
 RELEASED_FILES = {

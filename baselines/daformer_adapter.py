@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
 from rsdg_bench.checkpoints import load_checked, read_state_dict, remap
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.registry import register_adapter
@@ -34,8 +34,6 @@ from rsdg_bench.task_schema import Task
 
 from .daformer_head import DAFormerHead
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 MIT_B5_CHANNELS = (64, 128, 320, 512)
 UDA_PREFIXES = ("model", "ema_model", "imnet_model")
 

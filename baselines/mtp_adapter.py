@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
 from rsdg_bench.checkpoints import load_checked, read_state_dict
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.inference import predict_logits
@@ -36,8 +36,6 @@ from rsdg_bench.task_schema import InferenceSpec, Task
 from .rvsa_vit import RVSAConfig, RVSAViT
 from .uper_head import UPerHead
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 DEFAULT_STRIDES = {512: 384, 384: 256}  # MTP's LoveDA and SpaceNet v1 test configs
 
 

@@ -171,7 +171,7 @@ def _model_labels(records: list[ResultRecord]) -> dict[tuple[str, str | None], s
     """Display name per (display name, checkpoint sha); the sha is shown only where names collide."""
     names: dict[str, set[str | None]] = {}
     for record in records:
-        names.setdefault(record.model["display_name"], set()).add(record.model["checkpoint"]["sha256"])
+        names.setdefault(record.model.display_name, set()).add(record.model.checkpoint["sha256"])
     labels = {}
     for name, shas in names.items():
         for sha in shas:
@@ -187,14 +187,14 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
     excluded: list[tuple[str, str]] = list(refused)
     kept: list[tuple[Path, ResultRecord]] = []
     for path, record in records:
-        training_badge = badge(record.model.get("training"))
-        if only_protocol and training_badge is not None and not record.model["checkpoint"]["random_init"]:
+        training_badge = badge(record.model.training)
+        if only_protocol and training_badge is not None and not record.model.checkpoint["random_init"]:
             excluded.append((str(path), f"{training_badge[0]}: {training_badge[1]}"))
-        elif record.model.get("peeks_at_labels"):
+        elif record.model.peeks_at_labels:
             excluded.append((str(path), "upper bound that chooses with the labels (an oracle), not a method"))
         elif record.smoke is not None:
             excluded.append((str(path), f"smoke run (--limit {record.smoke.get('limit')})"))
-        elif record.model["checkpoint"]["random_init"]:
+        elif record.model.checkpoint["random_init"]:
             excluded.append((str(path), "random-init weights"))
         elif record.evaluated.partial_data:
             excluded.append((str(path), f"{record.evaluated.slug} had {record.evaluated.num_samples} samples; "
@@ -203,24 +203,24 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
             kept.append((path, record))
     newest: dict[str, tuple[int, str, str]] = {}  # task id → (version, date, hash) of its newest record
     for _, record in kept:
-        candidate = (record.task["version"], record.provenance["date"], record.task["hash"])
-        if record.task["id"] not in newest or candidate[:2] > newest[record.task["id"]][:2]:
-            newest[record.task["id"]] = candidate
+        candidate = (record.task.version, record.provenance.date, record.task.hash)
+        if record.task.id not in newest or candidate[:2] > newest[record.task.id][:2]:
+            newest[record.task.id] = candidate
     labels = _model_labels([r for _, r in kept])
     tables: dict[str, TaskTable] = {}
     models: list[str] = []
-    for path, record in sorted(kept, key=lambda pr: (pr[1].task["id"], pr[1].evaluated.role != "source",
+    for path, record in sorted(kept, key=lambda pr: (pr[1].task.id, pr[1].evaluated.role != "source",
                                                       pr[1].evaluated.slug)):
         task = record.task
-        if task["hash"] != newest[task["id"]][2]:
-            excluded.append((str(path), f"older definition of {task['id']} (hash {task['hash'][:12]})"))
+        if task.hash != newest[task.id][2]:
+            excluded.append((str(path), f"older definition of {task.id} (hash {task.hash[:12]})"))
             continue
-        table = tables.setdefault(task["id"], TaskTable(
-            task_id=task["id"], name=task["name"], gap=task["gap"], version=task["version"],
-            task_hash=task["hash"], primary=task["primary"], class_names=record.class_names,
-            description=task.get("resolved", {}).get("description", ""), headline=record.headline_classes,
-            classes=task.get("classes", "")))
-        model = labels[(record.model["display_name"], record.model["checkpoint"]["sha256"])]
+        table = tables.setdefault(task.id, TaskTable(
+            task_id=task.id, name=task.name, gap=task.gap, version=task.version,
+            task_hash=task.hash, primary=task.primary, class_names=record.class_names,
+            description=task.resolved.get("description", ""), headline=record.headline_classes,
+            classes=task.classes or ""))
+        model = labels[(record.model.display_name, record.model.checkpoint["sha256"])]
         if model not in models:
             models.append(model)
         slug = record.evaluated.slug
@@ -236,13 +236,13 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
             metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
             per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
             record=str(path), matrix=record.confusion_matrices[slug], evidence=_evidence(record, slug),
-            training=record.model.get("training"), checkpoint=record.model["checkpoint"].get("path"),
+            training=record.model.training, checkpoint=record.model.checkpoint.get("path"),
             other_conventions={name: {k: _nan(v) for k, v in values.items()}
                                for name, values in block["other_conventions"].items()},
             predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}
                          for entry in record.predictions.get(slug, [])],
         )
-        table.suite = task.get("suite", "")
+        table.suite = task.suite or ""
     for path, why in excluded:
         log.info("left out %s: %s", path, why)
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)

@@ -44,7 +44,7 @@ class DeepGlobeRoad(Preparer):
                 "CVPR Workshops 2018")
     licence = "DeepGlobe challenge terms (research use)"
     domains = {DOMAIN: DomainInfo(description="DigitalGlobe satellite RGB (Thailand, Indonesia, India), 50 cm",
-               gsd_m=0.5, bands=uint8_bands(("red", "green", "blue")))}
+                                  gsd_m=0.5, bands=uint8_bands(("red", "green", "blue")))}
     published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
@@ -79,6 +79,5 @@ class DeepGlobeRoad(Preparer):
         writer = self.open_writer(data_root, fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
         expected = write_pairs(writer, pairs, lambda m, where: binary_mask(m, where, THRESHOLD), progress,
                                "prepare deepglobe_road")
-        return self.finish(writer, files,
-                           expected_counts=expected,
+        return self.finish(writer, files, expected_counts=expected,
                            notes=[f"masks binarized at {THRESHOLD} (first band), as the challenge instructs"])

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, open_raster
 
 from .base import Preparer, RawFiles, register_preparer
 from .noldo_s12 import S1_BANDS, S2_BANDS
@@ -113,7 +113,7 @@ class DFC2020(Preparer):
         expected: dict[tuple[str, str], int] = {}
         ignored = 0
         for split, patch, paths in tqdm(work, desc="prepare dfc2020", unit="patch", disable=not progress):
-            with rasterio.open(paths["dfc"]) as src:
+            with open_raster(paths["dfc"]) as src:
                 label = decode_dfc(src.read(1), str(paths["dfc"]))
             ignored += int((label == IGNORE_INDEX).sum())
             for modality, bands in (("s2", S2_BANDS), ("s1", S1_BANDS)):
@@ -121,7 +121,7 @@ class DFC2020(Preparer):
                 sample_id = f"{modality}_{split}_{patch}"
                 if writer.has(sample_id):
                     continue
-                with rasterio.open(paths[modality]) as src:
+                with open_raster(paths[modality]) as src:
                     image, transform = src.read(), src.transform
                     crs = src.crs.to_string() if src.crs else None
                 if image.shape[0] != len(bands) or image.shape[1:] != label.shape:
@@ -134,8 +134,7 @@ class DFC2020(Preparer):
                                         label=label, source_file=paths[modality].name,
                                         window=(0, 0, label.shape[1], label.shape[0]), transform=transform,
                                         crs=crs))
-        return self.finish(writer, files,
-                           expected_counts=expected,
+        return self.finish(writer, files, expected_counts=expected,
                            notes=["`validation` (986) is the training set and `test` (5,128) the test set, as in CromSS",
                                   f"{ignored} pixels of savanna (3), snow/ice (8) or no label (0) are ignore"])
 

@@ -150,7 +150,8 @@ class FMoW(Preparer):
         split_note = "; ".join(f"{k} {len(v)} countries" for k, v in countries.items())
         return self.finish(writer, files, expected_counts=expected, group_regions=regions,
                            notes=[f"country split ({split_source}): {split_note}",
-                                  "WILDS splits: time_after_2016 (train/id_val/id_test before 2013, ood_val 2013-2015, ood_test 2016+)"])
+                                  "WILDS splits: time_after_2016 (train/id_val/id_test before 2013, ood_val "
+                                  "2013-2015, ood_test 2016+)"])
 
     @staticmethod
     def _metadata(files: RawFiles, categories: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:

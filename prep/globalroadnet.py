@@ -46,7 +46,7 @@ class GlobalRoadNet(Preparer):
     citation = "Lu et al., GlobalRoadNet / GRSet, Geo-spatial Information Science 2024 (UNVERIFIED match)"
     licence = "as distributed by the authors"
     domains = {DOMAIN: DomainInfo(description="global satellite RGB, about 1 m",
-               bands=uint8_bands(("red", "green", "blue")))}
+                                  bands=uint8_bands(("red", "green", "blue")))}
     published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
@@ -80,6 +80,6 @@ class GlobalRoadNet(Preparer):
                             "arrange the data as the card in prep/globalroadnet.py describes")
         writer = self.open_writer(data_root, fingerprint={"prep_version": self.prep_version, "count": len(pairs)})
         expected = write_pairs(writer, pairs, binary_mask, progress, "prepare globalroadnet")
-        return self.finish(writer, files,
-                           expected_counts=expected,
-                           notes=["layout is rsdg-bench's documented convention; CrossEarth's 241-image set is UNVERIFIED"])
+        return self.finish(writer, files, expected_counts=expected,
+                           notes=["layout is rsdg-bench's documented convention; CrossEarth's 241-image set is "
+                                  "UNVERIFIED"])

@@ -22,7 +22,7 @@ import rasterio
 from rasterio.transform import Affine
 
 from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.prepared import PreparedWriter, SampleArrays, quiet_georef, read_raster
+from rsdg_bench.prepared import PreparedWriter, SampleArrays, open_raster, quiet_georef, read_raster
 from rsdg_bench.windows import window_grid
 
 from .labels import decode_colour_label
@@ -58,7 +58,7 @@ def decode_label(path: Path) -> tuple[np.ndarray, int]:
 
 def read_image(path: Path) -> tuple[np.ndarray, Affine | None]:
     """All bands of an orthophoto and its transform (None when the file carries no georeferencing)."""
-    with quiet_georef(), rasterio.open(path) as src:
+    with open_raster(path) as src:
         transform = None if src.transform == Affine.identity() else src.transform
         return src.read(), transform
 

@@ -128,9 +128,9 @@ class LoveDA(Preparer):
             writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image, label=label,
                                     source_file=f"{SPLITS[split]}/{DOMAINS[domain]}/images_png/{image_path.name}",
                                     window=(0, 0, label.shape[1], label.shape[0])))
-        return self.finish(writer, files,
-                           expected_counts=expected,
-                           notes=["CrossEarth Table 1 gives R2U's test size as 667; LoveDA Val/Urban has 677 images (typo in the paper)"])
+        return self.finish(writer, files, expected_counts=expected,
+                           notes=["CrossEarth Table 1 gives R2U's test size as 667; LoveDA Val/Urban has 677 images "
+                                  "(typo in the paper)"])
 
 
 def _numeric(name: str) -> tuple[int, str]:

@@ -43,7 +43,7 @@ class MassachusettsRoads(Preparer):
     citation = "Mnih, Machine Learning for Aerial Image Labeling, PhD thesis, University of Toronto, 2013"
     licence = "research use, as distributed by the author"
     domains = {DOMAIN: DomainInfo(description="aerial RGB over Massachusetts, 1 m", gsd_m=1.0,
-               bands=uint8_bands(("red", "green", "blue")))}
+                                  bands=uint8_bands(("red", "green", "blue")))}
     published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
 from rsdg_bench.errors import DataError
 from rsdg_bench.io import atomic_write_bytes
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, quiet_georef
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, open_raster, quiet_georef
 
 from .base import Preparer, RawFiles, register_preparer
 
@@ -81,7 +81,7 @@ def decode_label(raw: np.ndarray, labels: str, where: str) -> np.ndarray:
 
 
 def _read(path: Path) -> tuple[np.ndarray, Affine, str | None]:
-    with rasterio.open(path) as src:
+    with open_raster(path) as src:
         return src.read(), src.transform, src.crs.to_string() if src.crs else None
 
 
@@ -102,13 +102,13 @@ class NoLDOS12(Preparer):
                 "IEEE TGRS 2025; SSL4EO-S12: Wang et al., IEEE GRSM 2023")
     licence = "CC BY 4.0 (UNVERIFIED)"
     domains = {f"{labels}_{mod}": DomainInfo(
-               description=f"SSL4EO-S12@{labels.upper()} tiles, "
-                           + ("Sentinel-2 L1C, 13 bands resampled to 10 m" if mod == "s2" else
-                              "Sentinel-1 GRD IW, VV and VH in dB on the S2 grid"),
-               gsd_m=10.0,
-               bands=[BandInfo(name=b, dtype="int16", units="TOA reflectance x 10000") for b in S2_BANDS]
-               if mod == "s2" else [BandInfo(name=b, dtype="float32", units="dB") for b in S1_BANDS])
-               for labels in LABELS for mod in ("s2", "s1")}
+        description=f"SSL4EO-S12@{labels.upper()} tiles, "
+                    + ("Sentinel-2 L1C, 13 bands resampled to 10 m" if mod == "s2" else
+                       "Sentinel-1 GRD IW, VV and VH in dB on the S2 grid"),
+        gsd_m=10.0,
+        bands=[BandInfo(name=b, dtype="int16", units="TOA reflectance x 10000") for b in S2_BANDS]
+        if mod == "s2" else [BandInfo(name=b, dtype="float32", units="dB") for b in S1_BANDS])
+        for labels in LABELS for mod in ("s2", "s1")}
     published_counts = PUBLISHED_COUNTS
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
@@ -211,9 +211,7 @@ class NoLDOS12(Preparer):
         notes = ["DW raw 0 (unlabelled) and 10 (cloud) and OSM raw 0 (no OSM label) are ignore; 510×510 train "
                  "and 512×512 test tiles are kept unpadded"]
         notes.append(self._index_nol(files.raw, writer.work_dir))
-        return self.finish(writer, files,
-                           expected_counts=expected,
-                           published_alternatives=PUBLISHED_ALTERNATIVES,
+        return self.finish(writer, files, expected_counts=expected, published_alternatives=PUBLISHED_ALTERNATIVES,
                            notes=notes)
 
     @staticmethod

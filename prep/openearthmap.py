@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays
+from rsdg_bench.prepared import DomainInfo, SampleArrays, open_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 
@@ -137,9 +137,9 @@ class OpenEarthMap(Preparer):
             if writer.has(sample_id):
                 continue
             image_path, label_path = folder / region_of(name) / "images" / name, folder / region_of(name) / "labels" / name
-            with rasterio.open(image_path) as src:
+            with open_raster(image_path) as src:
                 image, transform, crs = src.read(), src.transform, src.crs
-            with rasterio.open(label_path) as src:
+            with open_raster(label_path) as src:
                 label = label_to_indices(src.read(1), where=str(label_path))
             if image.shape[0] < 3 or image.shape[1:] != label.shape:
                 raise DataError(f"{image_path} is {image.shape} (bands×H×W) but its label is {label.shape}",
@@ -148,10 +148,9 @@ class OpenEarthMap(Preparer):
                                     source_file=f"{region_of(name)}/images/{name}",
                                     window=(0, 0, label.shape[1], label.shape[0]),
                                     transform=transform if crs else None, crs=crs.to_string() if crs else None))
-        return self.finish(writer, files,
-                           expected_counts=expected,
-                           notes=[(f"{skipped} xBD-derived entries of train.txt/val.txt left out (listed in xbd_files.csv), as "
-                    "CrossEarth's U2OEM target (val without them: 384)")])
+        return self.finish(writer, files, expected_counts=expected,
+                           notes=[f"{skipped} xBD-derived entries of train.txt/val.txt left out (listed in "
+                                  "xbd_files.csv), as CrossEarth's U2OEM target (val without them: 384)"])
 
 
 def _write_geotiff(path: Path, array: np.ndarray, crs: str, transform: Affine) -> None:

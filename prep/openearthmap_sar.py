@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, open_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .openearthmap import label_to_indices
@@ -58,7 +58,7 @@ def edge_zero_mask(sar: np.ndarray) -> np.ndarray:
 
 
 def _read(path: Path) -> tuple[np.ndarray, Affine | None, str | None]:
-    with rasterio.open(path) as src:
+    with open_raster(path) as src:
         transform = None if src.transform == Affine.identity() else src.transform
         return src.read(), transform, src.crs.to_string() if src.crs else None
 
@@ -146,12 +146,11 @@ class OpenEarthMapSAR(Preparer):
                 writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image, label=label,
                                         source_file=f"{split}/{'sar_images' if domain == 'sar' else 'rgb_images'}/{name}",
                                         window=(0, 0, label.shape[1], label.shape[0]), transform=transform, crs=crs))
-        return self.finish(writer, files,
-                           expected_counts=expected,
-                           unlabelled=["sar/test"],
-                           notes=["train labels (sar/train, optical/train) are PSEUDO-LABELS from optical models, not ground truth",
-                   "sar/test has no public labels: inputs only",
-                   f"{masked} zero-valued SAR border pixels set to ignore (no-data)"])
+        return self.finish(writer, files, expected_counts=expected, unlabelled=["sar/test"],
+                           notes=["train labels (sar/train, optical/train) are PSEUDO-LABELS from optical models, "
+                                  "not ground truth",
+                                  "sar/test has no public labels: inputs only",
+                                  f"{masked} zero-valued SAR border pixels set to ignore (no-data)"])
 
     @staticmethod
     def _plan(files) -> list[tuple[str, str, dict[str, Path]]]:

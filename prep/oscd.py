@@ -40,7 +40,7 @@ from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, quiet_georef
+from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, open_raster, quiet_georef
 
 from .base import Preparer, RawFiles, register_preparer
 from .fakes import write_raster, zip_tree
@@ -161,7 +161,7 @@ class OSCD(Preparer):
                 if label_file is None:
                     raise DataError(f"no change map for {city} ({LABELS[split]}/{city}/cm/cm.png)",
                                     f"pass --raw the folder with {LABELS[split]}.zip or its unpacked folder")
-                with quiet_georef(), rasterio.open(label_file) as src:
+                with open_raster(label_file) as src:
                     label = decode_change(src.read(1), str(label_file))
                 if label.shape != image.shape[1:]:
                     raise DataError(f"{city}: change map {label.shape} and images {image.shape[1:]} differ in size")
@@ -218,7 +218,7 @@ class OSCD(Preparer):
                 path = found.get(f"{band}.tif")
                 if path is None:
                     raise DataError(f"{city}/{folder}/{band}.tif is missing", "re-extract the images archive")
-                with rasterio.open(path) as src:
+                with open_raster(path) as src:
                     data = src.read(1)
                     if transform is None:
                         transform, crs = src.transform, src.crs.to_string() if src.crs else None

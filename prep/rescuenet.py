@@ -112,7 +112,7 @@ class RescueNet(Preparer):
             writer.add(SampleArrays(sample_id=sample_id, domain=DOMAIN, split=split, image=image, label=label,
                                     source_file=f"{split}/{split}-org-img/{image_path.name}",
                                     window=(0, 0, label.shape[1], label.shape[0]), image_copy_from=image_path))
-        return self.finish(writer, files,
-                           expected_counts=expected,
-                           notes=["class order 6 vehicle / 7 road-clear / 8 road-blocked is UNVERIFIED: check the histogram",
-                   "CrossEarth Table 1 gives 449 test images; the test split has 450 (val has 449)"])
+        return self.finish(writer, files, expected_counts=expected,
+                           notes=["class order 6 vehicle / 7 road-clear / 8 road-blocked is UNVERIFIED: check the "
+                                  "histogram",
+                                  "CrossEarth Table 1 gives 449 test images; the test split has 450 (val has 449)"])

@@ -48,6 +48,7 @@ from rsdg_bench.prepared import (
     SourceArchive,
     quiet_georef,
     read_raster,
+    open_raster,
 )
 from rsdg_bench.windows import window_grid
 
@@ -277,7 +278,7 @@ class ToyEarth(Preparer):
             ids = [f"{stem}_{y0}_{x0}" if split == "train" else stem for y0, _, x0, _ in windows]
             if all(writer.has(i) for i in ids):
                 continue
-            with rasterio.open(folder / rel) as src:
+            with open_raster(folder / rel) as src:
                 image, transform, descriptions = src.read(), src.transform, src.descriptions
             if tuple(descriptions) != DOMAINS[domain].bands:
                 raise DataError(f"{folder / rel} has bands {descriptions}, expected {DOMAINS[domain].bands}",

@@ -22,6 +22,11 @@ from .errors import AdapterError
 from .task_schema import Task
 
 
+# ImageNet's per-channel mean and std of RGB in 0..255, the normalization of most pretrained RGB backbones.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Per-band (x − mean) / std, with mean and std in the units the prepared data is stored in; then,

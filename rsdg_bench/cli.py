@@ -357,10 +357,10 @@ def _print_records(paths: list[Path]) -> None:
         record = load_record(path)
         for slug, metrics in record.metrics.items():
             smoke = "  [smoke]" if record.smoke else ("  [not the published split]" if record.evaluated.partial_data else "")
-            smoke += "  [oracle: chose with the labels]" if record.model.get("peeks_at_labels") else ""
-            print(f"{record.task['id']:22s} {slug:28s} {record.evaluated.role:6s} "
+            smoke += "  [oracle: chose with the labels]" if record.model.peeks_at_labels else ""
+            print(f"{record.task.id:22s} {slug:28s} {record.evaluated.role:6s} "
                   f"{_fmt(metrics['miou']):>6s} {_fmt(metrics['oa']):>6s} {_fmt(metrics['aa']):>6s} "
-                  f"{_fmt(metrics['mf1']):>6s}  {record.model['display_name']}{smoke}{_place_scores(metrics)}")
+                  f"{_fmt(metrics['mf1']):>6s}  {record.model.display_name}{smoke}{_place_scores(metrics)}")
 
 
 def _place_scores(metrics: dict) -> str:

@@ -48,20 +48,20 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
                           ignored=record.ignored_predictions.get(slug))
     model, provenance = record.model, record.provenance
     return {
-        "record_key": record.key, "model": model.get("display_name"), "adapter": model.get("adapter"),
-        "options": json.dumps(model.get("options", {}), sort_keys=True),
-        "code_sha256": (model.get("code") or {}).get("sha256"), "checkpoint_sha256": model["checkpoint"].get("sha256"),
-        "training_status": (model.get("training") or {}).get("status"),
-        "task_id": record.task["id"], "task_version": record.task.get("version"), "task_hash": record.task["hash"],
-        "kind": record.task.get("kind"), "convention": record.convention, "role": record.evaluated.role,
+        "record_key": record.key, "model": model.display_name, "adapter": model.adapter,
+        "options": json.dumps(model.options, sort_keys=True),
+        "code_sha256": (model.code or {}).get("sha256"), "checkpoint_sha256": model.checkpoint.get("sha256"),
+        "training_status": (model.training or {}).get("status"),
+        "task_id": record.task.id, "task_version": record.task.version, "task_hash": record.task.hash,
+        "kind": record.task.kind, "convention": record.convention, "role": record.evaluated.role,
         "dataset": record.evaluated.dataset, "domain": record.evaluated.domain, "split": record.evaluated.split,
-        "num_samples": record.evaluated.num_samples, "manifest_sha256": provenance.get("dataset_manifest_sha256"),
+        "num_samples": record.evaluated.num_samples, "manifest_sha256": provenance.dataset_manifest_sha256,
         **{name: block[name] for name in ("miou", "oa", "aa", "mf1")},
         "class_names": record.class_names, "iou": [block["per_class"][c]["iou"] for c in record.class_names],
         "confusion_matrix": matrix, "smoke": record.smoke is not None,
-        "random_init": bool(model["checkpoint"].get("random_init")),
-        "harness_version": provenance.get("harness_version"), "git_commit": provenance.get("git_commit"),
-        "date": provenance.get("date"), "provenance": json.dumps(provenance, sort_keys=True),
+        "random_init": bool(model.checkpoint.get("random_init")),
+        "harness_version": provenance.harness_version, "git_commit": provenance.git_commit,
+        "date": provenance.date, "provenance": json.dumps(provenance.model_dump(mode="json"), sort_keys=True),
     }
 
 

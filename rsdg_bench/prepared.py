@@ -32,6 +32,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,6 +215,19 @@ def read_raster(path: str | Path, fix: str | None = None) -> np.ndarray:
         raise DataError(f"cannot read raster {path}: {exc}",
                         fix or "the file is missing or corrupt; `rsdg-bench prepare NAME --verify` checks a "
                                "prepared dataset, and re-running prepare rewrites it") from exc
+
+
+@contextmanager
+def open_raster(path: str | Path, fix: str = "the file is corrupt or truncated; re-extract the raw download"
+                ) -> Iterator[rasterio.DatasetReader]:
+    """A raster opened for reading (georeferencing warnings quiet); failing to open or read it inside the
+    block is a DataError naming the file, with `fix` as the remedy. For reads that need the transform or
+    CRS too; `read_raster` reads the pixels only."""
+    try:
+        with quiet_georef(), rasterio.open(path) as src:
+            yield src
+    except RasterioError as exc:
+        raise DataError(f"cannot read raster {path}: {exc}", fix) from exc
 
 
 def raster_size(path: str | Path) -> tuple[int, int]:

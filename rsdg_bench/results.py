@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from . import __version__
 from .errors import ResultsError
@@ -90,21 +90,97 @@ class SampleIndex(BaseModel):
         return len(set(self.scenes))
 
 
+class _Block(BaseModel):
+    """A typed block of a record. Fields the harness writes are typed; a record written by another version
+    may carry others (kept, `extra="allow"`). A block serializes exactly the keys it was given, so loading
+    and writing a record changes nothing, and it still reads like the dict it used to be
+    (`block["id"]`, `block.get("training")`) for code written against that."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: Any) -> dict[str, Any]:
+        given = self.model_fields_set | set(self.__pydantic_extra__ or {})
+        return {key: value for key, value in handler(self).items() if key in given}
+
+    def _has(self, key: str) -> bool:
+        return key in self.model_fields_set or key in (self.__pydantic_extra__ or {})
+
+    def __getitem__(self, key: str) -> Any:
+        if not self._has(key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if self._has(key) else default
+
+    def __contains__(self, key: str) -> bool:
+        return self._has(key)
+
+
+class TaskBlock(_Block):
+    """What was evaluated: the task's identity, classes and headline, and the resolved task itself."""
+
+    id: str
+    name: str | None = None
+    version: int | None = None
+    hash: str | None = None
+    suite: str | None = None
+    gap: str | None = None
+    kind: str = "segmentation"
+    classes: str | None = None
+    class_names: list[str] = []
+    headline_classes: list[int] = []
+    primary: str | None = None
+    resolved: dict[str, Any] = {}
+
+
+class ModelBlock(_Block):
+    """Who was evaluated: adapter, options and code identity, the name shown, and the weights (`checkpoint`:
+    path, sha256, random_init, in_memory) with how they were trained (`training`, see training_record.py)."""
+
+    adapter: str | None = None
+    options: dict[str, Any] = {}
+    code: dict[str, Any] | None = None
+    display_name: str | None = None
+    peeks_at_labels: bool = False
+    checkpoint: dict[str, Any] = {}
+    training: dict[str, Any] | None = None
+
+
+class ProvenanceBlock(_Block):
+    """Where and from what it was computed: harness version and commit, task hash, data manifest, weights,
+    the software and machine, the time taken and the date."""
+
+    harness_version: str | None = None
+    git_commit: str | None = None
+    task_hash: str | None = None
+    dataset_manifest_sha256: str | None = None
+    checkpoint_sha256: str | None = None
+    torch_version: str | None = None
+    device: str | None = None
+    world_size: int | None = None
+    python: str | None = None
+    platform: str | None = None
+    wall_time_s: float | None = None
+    date: str | None = None
+
+
 class ResultRecord(BaseModel):
     """The on-disk record. `metrics` and `confusion_matrices` are keyed by the evaluated split's slug."""
 
     model_config = ConfigDict(extra="forbid")
     schema_version: int
     key: str
-    task: dict[str, Any]
-    model: dict[str, Any]
+    task: TaskBlock
+    model: ModelBlock
     evaluated: EvaluatedSplit
     metrics: dict[str, dict[str, Any]]
     confusion_matrices: dict[str, list[list[int]]]
     inference: dict[str, Any]
     normalization: dict[str, Any]
     smoke: dict[str, Any] | None
-    provenance: dict[str, Any]
+    provenance: ProvenanceBlock
     per_image_matrices: dict[str, dict[str, Any]] = {}  # slug → `encode_per_image` (for bootstrap intervals)
     predictions: dict[str, list[dict[str, str]]] = {}  # slug → saved samples (`run --save-predictions`)
     groups: dict[str, list[str]] = {}  # slug → each image's group (place), in per-image order (classification)
@@ -113,16 +189,16 @@ class ResultRecord(BaseModel):
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.task["class_names"])
+        return list(self.task.class_names)
 
     @property
     def headline_classes(self) -> list[int]:
-        return list(self.task["headline_classes"])
+        return list(self.task.headline_classes)
 
     @property
     def convention(self) -> str:
         """The task's metric convention (records made before conventions existed are mmseg)."""
-        return self.task.get("resolved", {}).get("metrics", {}).get("convention", "mmseg")
+        return self.task.resolved.get("metrics", {}).get("convention", "mmseg")
 
 
 def encode_per_image(matrices: torch.Tensor, ignored: torch.Tensor | None = None) -> dict[str, Any]:
@@ -230,7 +306,7 @@ class ResultStore:
         return self.path_for(task_id, key).exists()
 
     def write(self, record: ResultRecord) -> Path:
-        path = self.path_for(record.task["id"], record.key)
+        path = self.path_for(record.task.id, record.key)
         atomic_write_json(path, record.model_dump(mode="json"))
         return path
 

@@ -28,15 +28,15 @@ def record_rows(record: ResultRecord, path: Path | None = None) -> list[dict[str
         block = metrics_block(matrix, record.class_names, record.headline_classes, convention=record.convention,
                               ignored=record.ignored_predictions.get(slug))
         row: dict[str, Any] = {
-            "task_id": record.task["id"], "task_version": record.task.get("version"), "task_hash": record.task["hash"],
-            "kind": record.task.get("kind"), "suite": record.task.get("suite"), "role": record.evaluated.role,
+            "task_id": record.task.id, "task_version": record.task.version, "task_hash": record.task.hash,
+            "kind": record.task.kind, "suite": record.task.suite, "role": record.evaluated.role,
             "split": slug, "num_samples": record.evaluated.num_samples,
-            "manifest_sha256": provenance.get("dataset_manifest_sha256"),
-            "model": model.get("display_name"), "adapter": model.get("adapter"),
-            "options": json.dumps(model.get("options", {}), sort_keys=True),
-            "code_sha256": (model.get("code") or {}).get("sha256"),
-            "weights_sha256": (model.get("checkpoint") or {}).get("sha256"),
-            "training_status": (model.get("training") or {}).get("status"),
+            "manifest_sha256": provenance.dataset_manifest_sha256,
+            "model": model.display_name, "adapter": model.adapter,
+            "options": json.dumps(model.options, sort_keys=True),
+            "code_sha256": (model.code or {}).get("sha256"),
+            "weights_sha256": model.checkpoint.get("sha256"),
+            "training_status": (model.training or {}).get("status"),
             "convention": record.convention, "smoke": record.smoke is not None,
             **{name: block[name] for name in HEADLINE},
         }

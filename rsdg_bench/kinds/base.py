@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 SampleScorer = Callable[[dict], tuple["torch.Tensor", "torch.Tensor"]]  # sample → (label, prediction), same shape
 # Normalizes one sample's image tensor under the adapter's input contract (band selection, float, mean/std).
-Preparer = Callable[["torch.Tensor", dict], "torch.Tensor"]
+SampleNormalizer = Callable[["torch.Tensor", dict], "torch.Tensor"]
 
 
 class TaskKind:
@@ -55,15 +55,18 @@ class TaskKind:
                              f"(not {task.training.loss!r})")
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-               prepare: Preparer, window_batch: int = 1) -> SampleScorer:
+               prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
         """The function that turns one sample into (label, prediction) of the same shape."""
         raise NotImplementedError
 
     def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) of one training batch shaped for the loss: B×K×H×W and B×H×W for per-pixel
-        kinds, B×K and B for per-image ones."""
-        raise NotImplementedError
+        kinds, B×K and B for per-image ones. By default: the batch normalized under the adapter's contract,
+        through the kind's entry point (a kind whose input is not one B×C×H×W batch overrides this)."""
+        x = adapter.input_contract().prepare(batch["image"].to(device), band_names, where=task.source.slug,
+                                             replicate_single_band=task.inputs.replicate_single_band)
+        return getattr(adapter, self.entry_point)(x), batch["label"].to(device)
 
     def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
         """B×C×H×W → B×K×H×W through this kind's entry point: the one view the conformance checks use."""

@@ -5,9 +5,9 @@ matrices."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .base import Preparer, SampleScorer, TaskKind
+from .base import SampleNormalizer, SampleScorer, TaskKind
 from .registry import register_kind
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class Classification(TaskKind):
     selection_metric = "oa"
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-               prepare: Preparer, window_batch: int = 1) -> SampleScorer:
+               prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
         import torch
 
         from ..evaluation import checked_classify
@@ -41,12 +41,6 @@ class Classification(TaskKind):
             return sample["label"].reshape(1), logits.argmax(dim=1).to(torch.uint8).cpu()
 
         return score_image
-
-    def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
-                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        x = adapter.input_contract().prepare(batch["image"].to(device), band_names, where=task.source.slug,
-                                             replicate_single_band=task.inputs.replicate_single_band)
-        return adapter.classify(x), batch["label"].to(device)
 
     def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
         """The B×K scores spread over the image."""

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .base import Preparer, SampleScorer, TaskKind
+from .base import SampleNormalizer, SampleScorer, TaskKind
 from .registry import register_kind
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ class Segmentation(TaskKind):
     entry_point = "predict"
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-               prepare: Preparer, window_batch: int = 1) -> SampleScorer:
+               prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
         from ..inference import checked_forward, predict_logits
 
         num_classes = task.class_schema.num_classes
@@ -39,12 +39,6 @@ class Segmentation(TaskKind):
             return sample["label"], scores.argmax(dim=1)[0].to(torch.uint8).cpu()
 
         return score_map
-
-    def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
-                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        x = adapter.input_contract().prepare(batch["image"].to(device), band_names, where=task.source.slug,
-                                             replicate_single_band=task.inputs.replicate_single_band)
-        return adapter.predict(x), batch["label"].to(device)
 
     def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
         return adapter.predict

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .base import Preparer, SampleScorer, TaskKind
+from .base import SampleNormalizer, SampleScorer, TaskKind
 from .registry import register_kind
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class TemporalSegmentation(TaskKind):
     per_pixel_map = False  # a series is predicted whole, and has no single map to paint
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-               prepare: Preparer, window_batch: int = 1) -> SampleScorer:
+               prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
         import torch
         import torch.nn.functional as F
 
