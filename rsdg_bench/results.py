@@ -15,6 +15,7 @@ import json
 import math
 import platform
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,18 @@ class _Block(BaseModel):
 
     def __contains__(self, key: str) -> bool:
         return self._has(key)
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # a Mapping's iteration: the keys given
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def keys(self) -> list[str]:
+        return [key for key in self.model_dump(mode="python")]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, getattr(self, key)) for key in self.keys()]
 
 
 class TaskBlock(_Block):
