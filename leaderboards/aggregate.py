@@ -179,6 +179,36 @@ def _model_labels(records: list[ResultRecord]) -> dict[tuple[str, str | None], s
     return labels
 
 
+def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
+                                ) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
+    """Keep, per task and evaluated split, only records made on the newest data version (the manifest sha256
+    of the split's most recent record), and per model (display name and weights) only its most recent
+    record there: a row never mixes data versions, and which record counts does not depend on file names."""
+    def when(pr: tuple[Path, ResultRecord]) -> tuple[str, str]:
+        return pr[1].provenance.date or "", str(pr[0])
+
+    current: dict[tuple[str, str], str | None] = {}
+    chosen: dict[tuple[str, str, str | None, str | None], tuple[Path, ResultRecord]] = {}
+    left_out: list[tuple[str, str]] = []
+    for path, record in sorted(records, key=when, reverse=True):
+        split = (record.task.id, record.evaluated.slug)
+        manifest = record.provenance.dataset_manifest_sha256
+        current.setdefault(split, manifest)
+        if manifest != current[split]:
+            left_out.append((str(path), f"made on another version of {record.evaluated.slug} (data manifest "
+                                        f"{(manifest or 'unknown')[:12]}; the newest records use "
+                                        f"{(current[split] or 'unknown')[:12]}): re-run it on the current data"))
+            continue
+        model = (*split, record.model.display_name, record.model.checkpoint.get("sha256"))
+        if model in chosen:
+            left_out.append((str(path), f"superseded by a newer record of the same model on {record.evaluated.slug} "
+                                        f"({chosen[model][0].name})"))
+            continue
+        chosen[model] = (path, record)
+    keep = {id(record) for _, record in chosen.values()}
+    return [pr for pr in records if id(pr[1]) in keep], left_out
+
+
 def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[str, str]] = (),
                 only_protocol: bool = False) -> Board:
     """`refused`: records that failed their own checks (listed as left out, with the reason). With
@@ -201,6 +231,8 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
                                         f"the published split has {record.evaluated.published_samples}"))
         else:
             kept.append((path, record))
+    kept, superseded = _one_data_version_per_split(kept)
+    excluded += superseded
     newest: dict[str, tuple[int, str, str]] = {}  # task id → (version, date, hash) of its newest record
     for _, record in kept:
         candidate = (record.task.version, record.provenance.date, record.task.hash)

@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
+# Labels are names from records: drawn as plain text, never parsed as mathtext (`$\frac{1}{$` would raise).
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "text.parse_math": False})
 
 
 def _svg(figure: plt.Figure) -> str:

@@ -13,18 +13,21 @@ import io
 import json
 import math
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from rsdg_bench import __version__
+from rsdg_bench.errors import RsdgError
+from rsdg_bench.folder_swap import recover_swap, swap_in
 from rsdg_bench.io import atomic_write_bytes, atomic_write_text
 from rsdg_bench.training_history import history_paths
 
 from .aggregate import Board, SuiteView, TaskTable
 from .plots import casid_svg, confusion_svg
-from .tables import Table, plain_number, to_csv, to_latex, to_markdown
+from .tables import Table, csv_text, plain_number, to_csv, to_latex, to_markdown
 from .views import (CASID_ZONES, casid_matrices, reported_elsewhere, slugify, suite_table, task_class_table,
                     task_convention_table, task_summary_table)
 
@@ -108,13 +111,14 @@ class SiteWriter:
                           page_dir: Path) -> list[dict[str, str]]:
         """Copy a run's saved PNGs into the site (it must stand alone); their paths relative to the page."""
         folder = page_dir.parent / "predictions" / slugify(task.task_id) / slugify(model) / slugify(slug)
+        root = Path(self.results_root).resolve() if self.results_root is not None else None
         copied = []
         for entry in saved:
             item = {"sample_id": entry["sample_id"]}
             for kind in ("image", "label", "prediction"):
-                source = Path(entry[kind])
-                if not source.is_file():
-                    break
+                source = Path(entry[kind]).resolve()
+                if (root is not None and not source.is_relative_to(root)) or not source.is_file():
+                    break  # only a run's own files go into the site (`ResultStore` checks this on load too)
                 target = folder / source.name
                 atomic_write_bytes(target, source.read_bytes())
                 item[kind] = os.path.relpath(target, page_dir)
@@ -149,9 +153,10 @@ def render_scores_csv(board: Board) -> str:
             for role, slug in table.splits:
                 if slug in splits:
                     s = splits[slug]
-                    writer.writerow([table.task_id, table.name, table.gap, table.version, table.task_hash, model,
-                                     role, slug, *(plain_number(s.metrics[m]) for m in ("miou", "oa", "aa", "mf1")),
-                                     s.record])
+                    writer.writerow([*map(csv_text, (table.task_id, table.name, table.gap)), table.version,
+                                     table.task_hash, csv_text(model), role, slug,
+                                     *(plain_number(s.metrics[m]) for m in ("miou", "oa", "aa", "mf1")),
+                                     csv_text(s.record)])
     return out.getvalue()
 
 
@@ -164,7 +169,7 @@ def render_per_class_csv(board: Board) -> str:
             for role, slug in table.splits:
                 if slug in splits:
                     for name in table.class_names:
-                        writer.writerow([table.task_id, model, role, slug, name,
+                        writer.writerow([csv_text(table.task_id), csv_text(model), role, slug, csv_text(name),
                                          plain_number(splits[slug].per_class_iou[name])])
     return out.getvalue()
 
@@ -204,9 +209,31 @@ def board_json(board: Board) -> str:
                        "tasks": tasks, "excluded": [{"record": p, "why": w} for p, w in board.excluded]}, indent=1)
 
 
+SITE_MARKER = ".rsdg-site"  # marks a folder as a site this harness built (so a rebuild may replace it)
+
+
 def write_site(board: Board, out_dir: Path, results_root: Path | None = None) -> Path:
-    """Write the whole site into `out_dir`; return the index page's path."""
-    out_dir = Path(out_dir)
+    """Build the whole site beside `out_dir` and swap it in (`folder_swap`): a reader, or a crash mid-build,
+    never sees old and new pages mixed. `out_dir` must be new, empty, or a site built before. Returns the
+    index page's path."""
+    out_dir = Path(out_dir).absolute()
+    recover_swap(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (
+            (out_dir / SITE_MARKER).exists() or ((out_dir / "index.html").exists() and (out_dir / "board.json").exists())):
+        raise RsdgError(f"{out_dir} holds files that are not an rsdg-bench leaderboard site; building there would "
+                        "replace them", "pass --out a new or empty folder")
+    staging = out_dir.with_name(f".{out_dir.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_pages(board, staging, results_root)
+        atomic_write_text(staging / SITE_MARKER, "built by rsdg-bench; `leaderboard build` replaces this folder whole\n")
+        swap_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / "index.html"
+
+
+def _write_pages(board: Board, out_dir: Path, results_root: Path | None) -> None:
     site = SiteWriter(board, results_root)
     for suite in board.suites:
         atomic_write_text(out_dir / "suites" / f"{slugify(suite.id)}.html", site.suite(suite))
@@ -218,6 +245,4 @@ def write_site(board: Board, out_dir: Path, results_root: Path | None = None) ->
     atomic_write_text(out_dir / "board.json", board_json(board))
     atomic_write_text(out_dir / "scores.csv", render_scores_csv(board))
     atomic_write_text(out_dir / "per_class.csv", render_per_class_csv(board))
-    page = out_dir / "index.html"
-    atomic_write_text(page, site.index())
-    return page
+    atomic_write_text(out_dir / "index.html", site.index())

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rsdg_bench.errors import ResultsError
 from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.yaml_load import load_yaml
 
 REPORTED_DIR = Path(__file__).parent / "reported"
 
@@ -91,7 +92,7 @@ def load_tables(folder: Path = REPORTED_DIR) -> dict[Path, ReportedTable]:
     tables = {}
     for path in sorted(folder.glob("*.yaml")):
         try:
-            tables[path] = ReportedTable.model_validate(yaml.safe_load(path.read_text()))
+            tables[path] = ReportedTable.model_validate(load_yaml(path.read_text()))
         except (ValidationError, yaml.YAMLError) as exc:
             raise ResultsError(f"{path} is not a valid reported-results file: {exc}",
                                "see leaderboards/reported.py for the format") from exc

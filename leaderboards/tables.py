@@ -80,16 +80,26 @@ def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     flagged = any(row.flag for row in table.rows)  # the `flag` column only where a row has one
-    writer.writerow(["model", *table.columns, "reported", *(["flag"] if flagged else [])])
+    writer.writerow([csv_text(c) for c in ["model", *table.columns, "reported", *(["flag"] if flagged else [])]])
     for row in table.rows:
-        writer.writerow([_label(row) if row.badges else row.label, *(plain_number(v) for v in row.values),
-                         row.reported or "", *([row.flag or ""] if flagged else [])])
+        writer.writerow([csv_text(_label(row) if row.badges else row.label), *(plain_number(v) for v in row.values),
+                         csv_text(row.reported or ""), *([csv_text(row.flag or "")] if flagged else [])])
     return out.getvalue()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one starting like a formula (`=`, `+`, `-`, `@`, tab, CR) gets
+    a leading apostrophe (OWASP's advice against CSV injection). Numbers are written apart, unchanged."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def to_markdown(table: Table) -> str:
     marks = table.marks()
-    lines = ["| Model | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
+    lines = ["| Model | " + " | ".join(_md_escape(c) for c in table.columns) + " |",
+             "|---|" + "---:|" * len(table.columns)]
     for i, row in enumerate(table.rows):
         cells = []
         for j in range(len(table.columns)):
@@ -101,8 +111,8 @@ def to_markdown(table: Table) -> str:
 
 
 def _md_escape(text: str) -> str:
-    """Table-cell safe, and inert where a Markdown renderer passes HTML through."""
-    return html.escape(text, quote=False).replace("|", "\\|")
+    """Table-cell safe (no `|`, no line break), and inert where a Markdown renderer passes HTML through."""
+    return " ".join(html.escape(text, quote=False).replace("|", "\\|").splitlines())
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

@@ -84,12 +84,13 @@ class Preparer(abc.ABC):
         """Read the raw files (what `open_raw` gives), write every sample, and return `self.finish(...)`."""
 
     def open_writer(self, data_root: Path, **options: Any) -> PreparedWriter:
-        """The writer of this dataset's prepared folder, labels in the `classes` schema (options: fingerprint,
-        crs, timesteps, label_level, domain_schemas)."""
+        """The writer of this dataset's prepared folder, labels in the `classes` schema, every image checked
+        against its domain's declared bands and dtype (options: fingerprint, crs, timesteps, label_level,
+        domain_schemas)."""
         from rsdg_bench.classes import load_class_schema
         from rsdg_bench.prepared import PreparedWriter
 
-        return PreparedWriter(data_root, self.name, load_class_schema(self.classes), **options)
+        return PreparedWriter(data_root, self.name, load_class_schema(self.classes), domains=self.domains, **options)
 
     def finish(self, writer: PreparedWriter, files: Any, **details: Any) -> Path:
         """Publish the prepared folder with the card's facts from the class attributes and `details`

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, raster_size, read_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, raster_size, read_raw_raster
 from rsdg_bench.windows import window_grid
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
@@ -120,8 +120,8 @@ class CASID(Preparer):
             ids = [f"{domain}_{stem}_{x0}_{y0}_{x1}_{y1}" for y0, y1, x0, x1 in windows]
             if all(writer.has(i) for i in ids):
                 continue
-            image = read_raster(image_path)[:3]
-            label, stray = decode_label(read_raster(label_path), str(label_path))
+            image = read_raw_raster(image_path)[:3]
+            label, stray = decode_label(read_raw_raster(label_path), str(label_path))
             stray_total += stray
             if image.shape[1:] != label.shape:
                 raise DataError(f"{image_path} is {image.shape[1]}×{image.shape[2]} but its label is "

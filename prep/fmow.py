@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import load_class_schema
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raw_raster
 
 from .base import Preparer, RawFiles, read_split_lists, register_preparer, uint8_bands
 from .fakes import write_raster
@@ -203,7 +203,7 @@ class FMoW(Preparer):
 
 def _read_png(path: Path) -> tuple[np.ndarray, bool]:
     """3×224×224 uint8, and whether the file holds exactly that (then it is stored as is, not re-encoded)."""
-    image = read_raster(path, fix="the file is corrupt; re-extract fmow_v1.1")
+    image = read_raw_raster(path, fix="the file is corrupt; re-extract fmow_v1.1")
     as_stored = image.shape[0] == 3
     if image.shape[0] == 4:
         image = image[:3]  # an alpha band, as PIL's convert("RGB") in WILDS drops it

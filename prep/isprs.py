@@ -22,7 +22,7 @@ import rasterio
 from rasterio.transform import Affine
 
 from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.prepared import PreparedWriter, SampleArrays, open_raster, quiet_georef, read_raster
+from rsdg_bench.prepared import PreparedWriter, SampleArrays, open_raster, quiet_georef, read_raw_raster
 from rsdg_bench.windows import window_grid
 
 from .labels import decode_colour_label
@@ -52,7 +52,7 @@ def window_id(domain: str, tile: str, window: tuple[int, int, int, int]) -> str:
 
 def decode_label(path: Path) -> tuple[np.ndarray, int]:
     """H×W isprs6 indices of an ISPRS colour label file, and its count of stray (off-palette) pixels."""
-    rgb = read_raster(path)[:3].transpose(1, 2, 0)
+    rgb = read_raw_raster(path)[:3].transpose(1, 2, 0)
     return decode_colour_label(np.ascontiguousarray(rgb), PALETTE, where=str(path), tolerance=STRAY_TOLERANCE)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import PreparedWriter, SampleArrays, read_raster
+from rsdg_bench.prepared import PreparedWriter, SampleArrays, read_raw_raster
 
 LOSSY_SUFFIXES = {".jpg", ".jpeg"}
 
@@ -66,8 +66,8 @@ def write_pairs(writer: PreparedWriter, pairs: list[Pair], decode: Callable[[np.
         expected[(pair.domain, pair.split)] = expected.get((pair.domain, pair.split), 0) + 1
         if writer.has(pair.sample_id):
             continue
-        image = read_raster(pair.image)[:3]
-        label = decode(read_raster(pair.mask), str(pair.mask))
+        image = read_raw_raster(pair.image)[:3]
+        label = decode(read_raw_raster(pair.mask), str(pair.mask))
         if image.shape[1:] != label.shape:
             raise DataError(f"{pair.image} is {image.shape[1]}×{image.shape[2]} but its mask {pair.mask} is "
                             f"{label.shape[0]}×{label.shape[1]}", "the image and mask do not belong together")

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, read_raster
+from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, read_raw_raster
 
 from .base import Preparer, RawFiles, read_split_lists
 from .fakes import write_raster, zip_tree
@@ -197,7 +197,7 @@ class SitsPreparer(Preparer):
                 if name not in found:
                     raise DataError(f"{area_dir}/{name} is missing (month {MONTHS[month]:%Y-%m} is labelled)",
                                     "re-extract the release zip")
-                bands.append(read_raster(found[name], fix="the file is corrupt; re-extract the release zip"))
+                bands.append(read_raw_raster(found[name], fix="the file is corrupt; re-extract the release zip"))
             frame = np.concatenate(bands)
             if frame.shape != series.shape[1:]:
                 raise DataError(f"{area_dir}: month {MONTHS[month]:%Y-%m} is {frame.shape}, expected "

@@ -47,7 +47,7 @@ from rsdg_bench.prepared import (
     SampleArrays,
     SourceArchive,
     quiet_georef,
-    read_raster,
+    read_raw_raster,
     open_raster,
 )
 from rsdg_bench.windows import window_grid
@@ -284,7 +284,7 @@ class ToyEarth(Preparer):
                 raise DataError(f"{folder / rel} has bands {descriptions}, expected {DOMAINS[domain].bands}",
                                 "the file is not from this release")
             label_rel = rel.replace("/images/", "/labels/").replace(".tif", ".png")
-            label = colours_to_indices(read_raster(folder / label_rel).transpose(1, 2, 0)[..., :3], palette,
+            label = colours_to_indices(read_raw_raster(folder / label_rel).transpose(1, 2, 0)[..., :3], palette,
                                        where=str(folder / label_rel))
             for sample_id, (y0, y1, x0, x1) in zip(ids, windows, strict=True):
                 writer.add(SampleArrays(

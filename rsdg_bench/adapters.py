@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import io
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +46,9 @@ class Normalization:
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std):
             raise AdapterError(f"normalization has {len(self.mean)} means but {len(self.std)} stds")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise AdapterError(f"normalization mean {self.mean} / std {self.std} must be finite numbers",
+                               "an infinite std makes every input the same; give the data's real statistics")
         if any(s <= 0 for s in self.std):
             raise AdapterError(f"normalization std must be positive, got {self.std}")
         if self.clip is not None and not self.clip[0] < self.clip[1]:

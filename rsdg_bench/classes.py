@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import TaskError
+from .yaml_load import load_yaml
 
 IGNORE_INDEX = 255
 
@@ -68,6 +69,6 @@ def load_class_schema(schema_id: str) -> ClassSchema:
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise TaskError(f"unknown class schema {schema_id!r}", f"use one of: {', '.join(known)}")
     try:
-        return ClassSchema.model_validate(yaml.safe_load(path.read_text()))
+        return ClassSchema.model_validate(load_yaml(path.read_text()))
     except (ValidationError, yaml.YAMLError) as exc:
         raise TaskError(f"class schema file {path} is malformed: {exc}", "fix the YAML") from exc

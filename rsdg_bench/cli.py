@@ -262,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     done = [Path(p) for o in outcomes for p in (*o.written, *o.skipped)]
     if done:
-        _print_records(done)
+        _print_records(done, settings.results_root)
         print()
     _print_outcomes(outcomes)
     if args.limit is not None:
@@ -328,7 +328,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     if not paths:
         print(f"no result records under {store.root}")
         return 0
-    _print_records(paths)
+    refused = _print_records(paths, store.root)
+    if refused:
+        print(f"{refused} of {len(paths)} records refused (see above); the others are sound")
+        return 1
     return 0
 
 
@@ -347,20 +350,30 @@ def _export_results(args: argparse.Namespace, results_root: Path) -> int:
     return 0
 
 
-def _print_records(paths: list[Path]) -> None:
+def _print_records(paths: list[Path], results_root: Path) -> int:
     """A table of records (each checked against its confusion matrix on load), scores in percent; per-place
-    accuracies (classification) follow the model name. For classification OA is the accuracy."""
-    from .results import load_record
+    accuracies (classification) follow the model name. For classification OA is the accuracy. A record that
+    fails its checks is listed with the reason and the rest are shown; returns how many failed."""
+    from .errors import ResultsError
+    from .results import ResultStore
 
+    store = ResultStore(results_root)
     print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mF1':>6s}  model")
+    refused = 0
     for path in paths:
-        record = load_record(path)
+        try:
+            record = store.load(path)
+        except ResultsError as exc:
+            refused += 1
+            print(f"refused: {exc}")
+            continue
         for slug, metrics in record.metrics.items():
             smoke = "  [smoke]" if record.smoke else ("  [not the published split]" if record.evaluated.partial_data else "")
             smoke += "  [oracle: chose with the labels]" if record.model.peeks_at_labels else ""
             print(f"{record.task.id:22s} {slug:28s} {record.evaluated.role:6s} "
                   f"{_fmt(metrics['miou']):>6s} {_fmt(metrics['oa']):>6s} {_fmt(metrics['aa']):>6s} "
                   f"{_fmt(metrics['mf1']):>6s}  {record.model.display_name}{smoke}{_place_scores(metrics)}")
+    return refused
 
 
 def _place_scores(metrics: dict) -> str:

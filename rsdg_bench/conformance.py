@@ -40,6 +40,8 @@ def _attempt(name: str, check: Callable[[], str]) -> CheckResult:
         return CheckResult(name, False, str(exc))
     except (RsdgError, RuntimeError, ValueError, TypeError) as exc:
         return CheckResult(name, False, f"{type(exc).__name__}: {exc}")
+    except SystemExit as exc:  # an adapter that exits fails the check; it must not end `adapter check` with 0
+        return CheckResult(name, False, f"the adapter exited (SystemExit {exc.code!r}) instead of raising")
 
 
 def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: int = 0,

@@ -19,6 +19,7 @@ from .adapters import Adapter, InputContract
 from .data import SegmentationSplit
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
+from .inference import check_logits
 from .kinds import get_kind
 from .kinds.base import SampleScorer
 from .metrics import confusion_counts
@@ -84,6 +85,9 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
                     on_prediction(sample, prediction)
     except Exception as exc:  # shared with the other ranks below, then re-raised
         failure = exc
+    except SystemExit as exc:  # an adapter that exits must not end the run as if it had succeeded
+        failure = AdapterError(f"adapter {adapter.name} exited (SystemExit {exc.code!r}) while evaluating "
+                               f"{split.ref.slug}", "an adapter must raise an exception, never call sys.exit()")
     if group.any(failure is not None):
         if failure is not None:
             raise failure
@@ -118,7 +122,7 @@ def checked_series_forward(predict_series: SeriesForward, num_classes: int, size
         pad_h, pad_w = (-height) % size_divisor, (-width) % size_divisor
         padded = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
         logits = predict_series(padded, days)
-        _check_output(logits, (batch, frames, num_classes, height + pad_h, width + pad_w), who, tuple(padded.shape),
+        check_logits(logits, (batch, frames, num_classes, height + pad_h, width + pad_w), who, tuple(padded.shape),
                       "B×T×K×H×W logits, one map per date")
         return logits[..., :height, :width].float()
 
@@ -131,20 +135,10 @@ def checked_classify(classify: Callable[[torch.Tensor], torch.Tensor], num_class
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         logits = classify(x)
-        _check_output(logits, (x.shape[0], num_classes), who, tuple(x.shape), "B×K logits")
+        check_logits(logits, (x.shape[0], num_classes), who, tuple(x.shape), "B×K logits")
         return logits.float()
 
     return forward
-
-
-def _check_output(logits: object, expected: tuple[int, ...], who: str, given: tuple[int, ...], form: str) -> None:
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise AdapterError(f"adapter {who} returned {got} for input {given}, expected {expected} ({form})",
-                           "fix the adapter; `rsdg-bench adapter check` tests it")
-    if not torch.isfinite(logits).all():
-        raise AdapterError(f"adapter {who} returned NaN or Inf logits",
-                           "check the checkpoint and the input normalization the adapter declares")
 
 
 def prepare_series(contract: InputContract, image: torch.Tensor, band_names: list[str], where: str) -> torch.Tensor:

@@ -40,17 +40,26 @@ def checked_forward(predict: Forward, num_classes: int, size_divisor: int, who: 
         pad_h, pad_w = (-height) % size_divisor, (-width) % size_divisor
         padded = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
         logits = predict(padded)
-        expected = (batch, num_classes, height + pad_h, width + pad_w)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise AdapterError(f"adapter {who} returned {got} for input {tuple(padded.shape)}, expected {expected} "
-                               "(B×K×H×W logits)", "fix the adapter's predict(); `rsdg-bench adapter check` tests it")
-        if not torch.isfinite(logits).all():
-            raise AdapterError(f"adapter {who} returned NaN or Inf logits",
-                               "check the checkpoint and the input normalization the adapter declares")
+        check_logits(logits, (batch, num_classes, height + pad_h, width + pad_w), who, tuple(padded.shape),
+                     "B×K×H×W logits")
         return logits[:, :, :height, :width].float()
 
     return forward
+
+
+def check_logits(logits: object, expected: tuple[int, ...], who: str, given: tuple[int, ...], form: str) -> None:
+    """Refuse what an adapter's entry point returned unless it is a floating-point tensor of the expected shape
+    with finite values: class indices, booleans or complex numbers would be scored as if they were scores."""
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise AdapterError(f"adapter {who} returned {got} for input {given}, expected {expected} ({form})",
+                           "fix the adapter; `rsdg-bench adapter check` tests it")
+    if logits.is_complex() or not logits.is_floating_point():
+        raise AdapterError(f"adapter {who} returned {logits.dtype} logits, not floating-point scores ({form})",
+                           "return the network's raw floating-point scores, not class indices or masks")
+    if not torch.isfinite(logits).all():
+        raise AdapterError(f"adapter {who} returned NaN or Inf logits",
+                           "check the checkpoint and the input normalization the adapter declares")
 
 
 def _slide(forward: Forward, x: torch.Tensor, num_classes: int, crop: int, stride: int, window_batch: int

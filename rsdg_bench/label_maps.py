@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .classes import IGNORE_INDEX, load_class_schema
 from .errors import TaskError
+from .yaml_load import load_yaml
 
 IGNORE = "ignore"
 
@@ -79,7 +80,7 @@ def load_label_map(map_id: str) -> LabelMap:
         known = sorted(p.stem for p in label_maps_dir().glob("*.yaml"))
         raise TaskError(f"unknown label map {map_id!r}", f"use one of: {', '.join(known) or '(none)'}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
         label_map = LabelMap.model_validate(data)
     except (ValidationError, yaml.YAMLError) as exc:
         raise TaskError(f"label map {path} is malformed: {exc}", "fix the YAML; every source class needs one entry") from exc

@@ -22,3 +22,23 @@ def default_results_root() -> Path:
     if env := os.environ.get("RSDG_RESULTS"):
         return Path(env).expanduser()
     return Path("rsdg-results")
+
+
+# A name that becomes one path component (a dataset, domain, split, checkpoint key, schema or map id):
+# letters, digits, `_ . + -`, not starting with a dot, so it can never climb out of its folder.
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+
+def confined(root: Path, candidate: str | Path, what: str) -> Path:
+    """`candidate` (relative to `root`, or absolute) resolved, when it lies inside `root`; else an error that
+    names `what` asked for it. Every path read from a record, task, card or option goes through here, so a
+    hostile file cannot make the harness read or write outside the folder it belongs to."""
+    from .errors import RsdgError
+
+    base = Path(root).resolve()
+    resolved = (base / Path(candidate)).resolve()
+    if not resolved.is_relative_to(base):
+        raise RsdgError(f"{what} names {str(candidate)!r}, which lies outside {base}",
+                        "paths in records, tasks and cards must stay inside their folder; this file was edited "
+                        "or made by hand")
+    return resolved

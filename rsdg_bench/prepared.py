@@ -28,6 +28,7 @@ is never mistaken for a finished one.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from rasterio.transform import Affine
 from . import __version__
 from .classes import IGNORE_INDEX, ClassSchema
 from .errors import DataError
+from .folder_swap import recover_swap, swap_in
 from .io import atomic_write_json, atomic_write_text, sha256_file
 from .leakage import split_overlaps
 
@@ -184,11 +186,43 @@ def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: 
         if transform is not None:
             profile.update(transform=transform, crs=crs)
     tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.Env(), quiet_georef():
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(array)
+    try:
+        with rasterio.Env(), quiet_georef():
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(array)
+        _check_written(tmp, array)
+    except (RasterioError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
     os.replace(tmp, path)
     Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
+
+
+def _check_written(path: Path, array: np.ndarray) -> None:
+    """Read a file just written back and compare it with what was meant: GDAL does not always report a full
+    disk, and a truncated file would otherwise be hashed, journaled and verified as good."""
+    try:
+        with quiet_georef(), rasterio.open(path) as src:
+            back = src.read()
+    except RasterioError:
+        back = None
+    if back is None or back.shape != array.shape or back.dtype != array.dtype or not np.array_equal(back, array):
+        raise OSError(errno.EIO, "the file on disk does not hold the pixels written to it (truncated?)")
+
+
+def write_error(path: Path, exc: BaseException) -> DataError:
+    """A failed write as an error that names the file, the cause, and the space left where it was going."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2 ** 20:.0f} MiB free there"
+    except OSError:
+        free = "its folder cannot be read"
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    readonly = isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    fix = ("the folder is read-only or not yours: point --data-root (or RSDG_DATA) at a writable one" if readonly else
+           "free space there (or point --data-root / RSDG_DATA elsewhere) and re-run: the samples written so "
+           "far are kept" if full else "check the disk (full? failing?) and re-run: the samples written so far are kept")
+    return DataError(f"cannot write {path}: {reason} ({free})", fix)
 
 
 class quiet_georef:
@@ -215,6 +249,30 @@ def read_raster(path: str | Path, fix: str | None = None) -> np.ndarray:
         raise DataError(f"cannot read raster {path}: {exc}",
                         fix or "the file is missing or corrupt; `rsdg-bench prepare NAME --verify` checks a "
                                "prepared dataset, and re-running prepare rewrites it") from exc
+
+
+def read_raw_raster(path: str | Path, fix: str = "the file is corrupt or truncated; re-extract the raw download"
+                    ) -> np.ndarray:
+    """`read_raster` for a file of a raw download, which may be cut short: GDAL decodes a truncated PNG or
+    JPEG without an error (the missing rows come back as zeros), so those are checked to be complete first
+    (a PNG's chunks and their CRCs up to IEND; a JPEG's end-of-image marker). A TIFF cut short fails to
+    read, which `read_raster` reports."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as exc:  # Pillow raises SyntaxError, OSError, struct.error ... for a broken PNG
+            raise DataError(f"{path} is not a complete PNG ({exc})", fix) from exc
+    elif suffix in (".jpg", ".jpeg"):
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 2))
+            if handle.read() != b"\xff\xd9":
+                raise DataError(f"{path} is not a complete JPEG (no end-of-image marker)", fix)
+    return read_raster(path, fix)
 
 
 @contextmanager
@@ -248,8 +306,10 @@ class PreparedWriter:
 
     def __init__(self, data_root: Path, name: str, schema: ClassSchema, fingerprint: dict[str, Any],
                  crs: str | None = None, domain_schemas: dict[str, ClassSchema] | None = None,
-                 timesteps: list[str] | None = None, label_level: Literal["pixel", "image"] = "pixel") -> None:
+                 timesteps: list[str] | None = None, label_level: Literal["pixel", "image"] = "pixel",
+                 domains: dict[str, DomainInfo] | None = None) -> None:
         self.data_root = Path(data_root)
+        self.domains = domains  # when given, every image is checked against its domain's bands and dtype
         self.name = name
         self.schema = schema
         self.domain_schemas = domain_schemas or {}
@@ -314,6 +374,7 @@ class PreparedWriter:
                             "the prep module's make_fake can reproduce the case")
         label = sample.label
         self._check_shapes(sample)
+        self._check_bands(sample)
         schema = self.domain_schemas.get(sample.domain, self.schema)
         counts = np.bincount(label.ravel(), minlength=256)
         bad = np.flatnonzero(counts[schema.num_classes:IGNORE_INDEX])
@@ -358,6 +419,23 @@ class PreparedWriter:
         self._rows_handle.write(json.dumps(row) + "\n")
         self._rows_handle.flush()
         os.fsync(self._rows_handle.fileno())
+
+    def _check_bands(self, sample: SampleArrays) -> None:
+        """The image holds its domain's declared bands, in their declared dtype (T·C bands for a time series):
+        a 16-bit or float tile where the card says 8-bit is an error, not a silently different dataset."""
+        if self.domains is None:
+            return
+        info = self.domains.get(sample.domain)
+        if info is None:
+            raise DataError(f"{self.name}: sample {sample.sample_id} is of domain {sample.domain!r}, which the "
+                            f"preparer does not declare ({', '.join(self.domains)})", "declare it in `domains`")
+        bands = len(info.bands) * max(1, len(self.timesteps))
+        dtypes = {band.dtype for band in info.bands}
+        if sample.image.shape[0] != bands or sample.image.dtype.name not in dtypes:
+            raise DataError(f"{sample.source_file} gives {sample.image.shape[0]} bands of {sample.image.dtype} for "
+                            f"{self.name}/{sample.domain}, which stores {bands} bands of {'/'.join(sorted(dtypes))}",
+                            "this file is not from the release the preparer reads (another product or "
+                            "processing level); use the files the dataset card in prep/ names")
 
     def _check_shapes(self, sample: SampleArrays) -> None:
         """The label's form follows the dataset's kind: H×W, T×H×W for a time series, 0-d for image labels."""
@@ -431,16 +509,8 @@ class PreparedWriter:
         return pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, "bounds"])
 
     def _publish(self) -> None:
-        """Swap the finished folder in; an older copy is moved aside first and removed after."""
-        old = None
-        if self.final_dir.exists():
-            old = self.data_root / f".{self.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(self.final_dir, old)
-        os.replace(self.work_dir, self.final_dir)
-        if old is not None:
-            shutil.rmtree(old)
+        """Swap the finished folder in whole (`folder_swap`): readers see the old dataset or the new one."""
+        swap_in(self.work_dir, self.final_dir)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -450,9 +520,15 @@ def _link_or_copy(source: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        if tmp.stat().st_size != source.stat().st_size:
+            raise OSError(errno.EIO, "the copy is shorter than its source")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(target, exc) from exc
     os.replace(tmp, target)
 
 
@@ -523,6 +599,7 @@ class PreparedDataset:
     @classmethod
     def open(cls, data_root: Path, name: str) -> PreparedDataset:
         root = Path(data_root) / name
+        recover_swap(root)  # a publish cut short between its two renames leaves the previous version aside
         card_path = root / CARD_FILE
         if not card_path.exists():
             partial = Path(data_root) / f".{name}.partial"

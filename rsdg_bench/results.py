@@ -25,12 +25,18 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from . import __version__
-from .errors import ResultsError
+from .errors import ResultsError, RsdgError
 from .io import atomic_write_json, canonical_json, sha256_bytes
+from .paths import confined
 from .metrics import CONVENTIONS, GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
 
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
+# Bounds a record's sizes must keep, so a hostile or broken record is refused before anything is allocated
+# from its numbers (a `k` of 10^6 would ask for terabytes).
+MAX_CLASSES = 1024
+MAX_IMAGES = 10_000_000
+MAX_RECORD_BYTES = 512 * 1024 * 1024
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -327,8 +333,14 @@ class ResultStore:
         folder = self.root / RECORDS_DIR
         return sorted(folder.rglob("*.json")) if folder.exists() else []
 
+    def load(self, path: Path) -> ResultRecord:
+        """One record of this folder, checked (`load_record`) and with every file it names inside the folder."""
+        record = load_record(path)
+        check_paths(record, path, self.root)
+        return record
+
     def load_all(self) -> list[tuple[Path, ResultRecord]]:
-        return [(path, load_record(path)) for path in self.paths()]
+        return [(path, self.load(path)) for path in self.paths()]
 
     def load_valid(self) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
         """(the records that pass every check, [(path, why) for those that do not]): for readers such as the
@@ -336,7 +348,7 @@ class ResultStore:
         valid, refused = [], []
         for path in self.paths():
             try:
-                valid.append((path, load_record(path)))
+                valid.append((path, self.load(path)))
             except ResultsError as exc:
                 refused.append((str(path), f"refused: {exc.problem}"))
         return valid, refused
@@ -344,10 +356,16 @@ class ResultStore:
 
 def _parse_record(path: Path) -> ResultRecord:
     try:
+        if Path(path).stat().st_size > MAX_RECORD_BYTES:
+            raise ResultsError(f"{path} is larger than a result record can be ({MAX_RECORD_BYTES >> 20} MiB)",
+                               "delete it and re-run the task (it will be recomputed)")
         return ResultRecord.model_validate(json.loads(Path(path).read_text()))
-    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
         raise ResultsError(f"{path} is not a valid result record: {exc}",
                            "delete it and re-run the task (it will be recomputed)") from exc
+    except OSError as exc:  # a dangling link, a folder named *.json, an unreadable file
+        raise ResultsError(f"{path} cannot be read as a result record: {exc.strerror or exc}",
+                           "remove it from the records folder") from exc
 
 
 def load_record(path: Path) -> ResultRecord:
@@ -357,14 +375,59 @@ def load_record(path: Path) -> ResultRecord:
     return record
 
 
-def check_consistency(record: ResultRecord, path: Path | str) -> None:
-    """Raise if any stored metric differs from what the record's own confusion matrix gives."""
-    if set(record.metrics) != set(record.confusion_matrices):
-        raise ResultsError(f"{path}: metrics and confusion matrices cover different splits")
+def check_bounds(record: ResultRecord, path: Path | str) -> None:
+    """Raise unless every size and count in the record is in range: 1..MAX_CLASSES classes, headline classes
+    among them, K×K matrices of non-negative counts, per-image blocks of at most MAX_IMAGES images whose
+    entries index those images and cells. Checked before any number is computed from the record."""
+    edited = "the record was edited or is corrupt"
+    fix = "delete it and re-run the task (it will be recomputed)"
+    k = len(record.class_names)
+    if not 1 <= k <= MAX_CLASSES:
+        raise ResultsError(f"{path}: {k} class names (1 to {MAX_CLASSES} allowed): {edited}", fix)
+    if any(not 0 <= c < k for c in record.headline_classes):
+        raise ResultsError(f"{path}: headline classes {record.headline_classes} are not among its {k} classes: "
+                           f"{edited}", fix)
+    if record.evaluated.num_samples < 0:
+        raise ResultsError(f"{path}: {record.evaluated.num_samples} samples: {edited}", fix)
     for slug, matrix in record.confusion_matrices.items():
-        k = len(record.class_names)
         if len(matrix) != k or any(len(row) != k for row in matrix):
             raise ResultsError(f"{path}: confusion matrix for {slug} is not {k}×{k}")
+        if any(count < 0 for row in matrix for count in row):
+            raise ResultsError(f"{path}: confusion matrix for {slug} holds a negative count: {edited}", fix)
+    for slug, block in record.per_image_matrices.items():
+        images, block_k = block.get("images"), block.get("k")
+        if block_k != k or not isinstance(images, int) or not 0 <= images <= MAX_IMAGES:
+            raise ResultsError(f"{path}: per-image matrices of {slug} claim {images} images of {block_k} classes "
+                               f"(the record has {k}; at most {MAX_IMAGES} images): {edited}", fix)
+        for name, cells in (("entries", k * k), ("ignored_entries", k)):
+            for entry in block.get(name, []):
+                if (len(entry) != 3 or not 0 <= entry[0] < images or not 0 <= entry[1] < cells
+                        or entry[2] < 0):
+                    raise ResultsError(f"{path}: per-image {name} of {slug} hold {entry}, out of range: {edited}",
+                                       fix)
+
+
+def check_paths(record: ResultRecord, path: Path, results_root: Path) -> None:
+    """Raise unless every file the record names (its saved predictions) lies inside the results folder:
+    a record must not make the site copy `/etc/passwd` or `../secret`."""
+    for slug, saved in record.predictions.items():
+        for entry in saved:
+            for kind in ("image", "label", "prediction"):
+                if kind in entry:
+                    try:
+                        confined(results_root, Path(path).parent / entry[kind], f"{path} ({slug} {kind})")
+                    except RsdgError as exc:
+                        raise ResultsError(exc.problem, exc.fix) from exc
+
+
+def check_consistency(record: ResultRecord, path: Path | str) -> None:
+    """Raise if a size is out of range (`check_bounds`) or any stored metric differs from what the record's
+    own confusion matrix gives."""
+    check_bounds(record, path)
+    if set(record.metrics) != set(record.confusion_matrices):
+        raise ResultsError(f"{path}: metrics and confusion matrices cover different splits")
+    k = len(record.class_names)
+    for slug, matrix in record.confusion_matrices.items():
         if slug in record.per_image_matrices:
             summed = _summed_entries(record.per_image_matrices[slug])
             if summed.shape != (k, k) or not np.array_equal(summed, np.asarray(matrix)):

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 from .adapters import Adapter
 from .data import SegmentationSplit, TaskData
 from .distributed import ProcessGroup
-from .errors import AdapterError, RsdgError
+from .errors import AdapterError, DataError, RsdgError
 from .evaluation import SplitCounts, evaluate_split_counts
 from .io import atomic_write_json, sha256_file
 from .kinds import get_kind, require_adapter_kind
 from .predictions import PredictionSaver
-from .prepared import DatasetCard
+from .prepared import DatasetCard, PreparedDataset
 from .registry import resolve_adapter
 from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, SampleIndex, encode_per_image,
                       metrics_block, provenance, resume_key)
@@ -173,6 +173,11 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
         counts = evaluate_split_counts(adapter, split, task, settings.device, settings.num_workers,
                                        settings.progress, settings.group, settings.window_batch, saver)
         elapsed = time.perf_counter() - started
+        now = PreparedDataset.open(data.data_root, ref.dataset).manifest_sha256
+        if now != prepared.manifest_sha256:  # re-prepared while it was read: the counts mix two versions
+            raise DataError(f"{ref.dataset} was prepared again while {task.id} evaluated {ref.slug} (manifest "
+                            f"{prepared.manifest_sha256[:12]} then {now[:12]}); nothing was written for it",
+                            "run again once the prepare has finished")
         if not settings.group.is_main:
             continue
         record = record_from_evaluation(
@@ -251,6 +256,10 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
         except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
             log.info("%s failed: %s: %s", task.id, type(exc).__name__, exc)
             outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        except SystemExit as exc:  # an adapter that calls sys.exit() while being set up or loaded
+            log.info("%s failed: the adapter exited (SystemExit %r)", task.id, exc.code)
+            outcome = TaskOutcome(task.id, error=f"the adapter exited (SystemExit {exc.code!r}) instead of raising "
+                                                 "an exception; nothing was written for this task")
         outcomes.append(outcome)
     if not settings.group.is_main:
         return outcomes

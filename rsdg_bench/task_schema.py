@@ -26,6 +26,8 @@ from .errors import TaskError
 from .io import canonical_json, sha256_bytes
 from .kinds import get_kind, kind_names
 from .label_maps import load_label_map
+from .paths import SAFE_NAME
+from .yaml_load import load_yaml
 
 TaskKind = Literal[kind_names()]  # the registered kinds (`rsdg_bench/kinds/`), segmentation first
 MetricName = Literal["miou", "oa", "aa", "mf1", "domain_acc", "worst_domain_acc"]
@@ -41,11 +43,12 @@ class _Strict(BaseModel):
 class SplitRef(_Strict):
     """One split of one domain of one prepared dataset, optionally read through a label map."""
 
-    dataset: str
-    domain: str
-    split: str
+    dataset: str = Field(pattern=SAFE_NAME)
+    domain: str = Field(pattern=SAFE_NAME)
+    split: str = Field(pattern=SAFE_NAME)
     label_map: str | None = Field(
-        default=None, description="id of a tasks/label_maps YAML turning the dataset's classes into the task's")
+        default=None, pattern=SAFE_NAME,
+        description="id of a tasks/label_maps YAML turning the dataset's classes into the task's")
 
     @property
     def slug(self) -> str:
@@ -162,7 +165,7 @@ class Task(_Strict):
     suite: str
     gap: str
     kind: TaskKind = "segmentation"
-    classes: str
+    classes: str = Field(pattern=SAFE_NAME)
     source: SplitRef
     select: SplitRef | None = None
     targets: tuple[SplitRef, ...] = Field(min_length=1)
@@ -170,7 +173,7 @@ class Task(_Strict):
     inference: InferenceSpec = InferenceSpec()
     metrics: MetricsSpec = MetricsSpec()
     training: TrainingSpec | None = None
-    checkpoint_key: str
+    checkpoint_key: str = Field(pattern=SAFE_NAME)  # a file name under the checkpoint folder, never a path
     reference: Reference | None = None
 
     @model_validator(mode="after")
@@ -240,7 +243,7 @@ def package_tasks_dir() -> Path:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise TaskError(f"{path} is not valid YAML: {exc}", "fix the syntax at the line shown") from exc
     if not isinstance(data, dict):

@@ -1,0 +1,348 @@
+"""Bad input ends in a clear error or a correct result, never in a traceback or a silently wrong number:
+strict YAML, confined paths, hostile and broken records, export injection, adapters that misbehave."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rsdg_bench as rb
+from rsdg_bench.cli import main
+from rsdg_bench.errors import AdapterError, RsdgError, TaskError
+from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_markdown
+from rsdg_bench.results import ResultStore
+from rsdg_bench.task_schema import load_task_file, package_tasks_dir
+
+from test_leaderboard import GOOD, POOR, record
+
+
+def _task_copy(tmp_path: Path, line: str = "", replacing: str | None = None) -> Path:
+    """demo/u2a as a file of one's own, with `line` added (replacing the line that sets `replacing`)."""
+    folder = tmp_path / "tasks"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(package_tasks_dir() / "demo" / "_defaults.yaml", folder / "_defaults.yaml")
+    text = (package_tasks_dir() / "demo" / "u2a.yaml").read_text().replace("id: demo/u2a", "id: mine/u2a")
+    kept = [entry for entry in text.splitlines() if replacing is None or not entry.startswith(f"{replacing}:")]
+    path = folder / "u2a.yaml"
+    path.write_text("\n".join([*kept, line]) + "\n")
+    return path
+
+
+def test_a_repeated_yaml_key_is_an_error_naming_it(tmp_path: Path):
+    path = _task_copy(tmp_path, "gap: region")
+    with pytest.raises(TaskError, match="found the key 'gap' twice"):
+        load_task_file(path)
+
+
+@pytest.mark.parametrize("line", ["checkpoint_key: ../../outside",
+                                  "targets: [{dataset: ../elsewhere, domain: arid, split: val}]",
+                                  "targets: [{dataset: toyearth, domain: ../../x, split: val}]",
+                                  "classes: ../classes/toyearth5"])
+def test_a_task_cannot_name_a_path_outside_its_folders(tmp_path: Path, line: str):
+    path = _task_copy(tmp_path, line, replacing=line.split(":")[0])
+    with pytest.raises(TaskError, match="should match pattern"):
+        load_task_file(path)
+
+
+def test_hostile_and_broken_records_are_refused_one_by_one_and_the_board_still_builds(tmp_path: Path,
+                                                                                        capsys: pytest.CaptureFixture):
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    (tmp_path / "secret").write_text("do not publish")
+    good = store.write(record(key="good", matrix=GOOD, model="$\\frac{1}{$ =cmd|' /C calc'!A0"))
+
+    def variant(key: str, edit) -> Path:
+        data = json.loads(good.read_text())
+        data["key"] = key
+        edit(data)
+        path = good.with_name(f"{key}.json")
+        path.write_text(json.dumps(data))
+        return path
+
+    slug = next(iter(json.loads(good.read_text())["confusion_matrices"]))
+    passwd = {"sample_id": "x", "image": "/etc/passwd", "label": "/etc/passwd", "prediction": "/etc/passwd"}
+    climb = {"sample_id": "y", "image": "../../../../secret", "label": "../../../../secret", "prediction": "../../../../secret"}
+    variant("passwd", lambda d: d.update(predictions={slug: [passwd]}))
+    variant("climb", lambda d: d.update(predictions={slug: [climb]}))
+    variant("negative", lambda d: d["confusion_matrices"][slug][0].__setitem__(1, -5))
+    variant("no-classes", lambda d: d["task"].update(class_names=[], headline_classes=[]))
+    variant("headline", lambda d: d["task"].update(headline_classes=[0, 99]))
+    variant("huge-k", lambda d: d.update(per_image_matrices={slug: {"images": 4, "k": 10 ** 6, "entries": []}}))
+    variant("images", lambda d: d.update(per_image_matrices={slug: {"images": -1, "k": 5, "entries": []}}))
+    variant("index", lambda d: d.update(per_image_matrices={slug: {"images": 1, "k": 5, "entries": [[7, 0, 1]]}}))
+    (good.parent / "folder.json").mkdir()
+    (good.parent / "dangling.json").symlink_to(tmp_path / "gone.json")
+
+    valid, refused = store.load_valid()
+    assert [p.name for p, _ in valid] == ["good.json"]
+    reasons = dict(refused)
+    assert len(reasons) == 10 and all(why.startswith("refused: ") for why in reasons.values())
+    assert "outside" in reasons[str(good.with_name("passwd.json"))]
+    assert "outside" in reasons[str(good.with_name("climb.json"))]
+    assert "negative count" in reasons[str(good.with_name("negative.json"))]
+    assert "10000" in reasons[str(good.with_name("huge-k.json"))] or "1000000" in reasons[str(good.with_name("huge-k.json"))]
+
+    assert main(["leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "site")]) == 0
+    site = tmp_path / "site"
+    assert not (site / "predictions").exists()
+    assert not any("do not publish" in p.read_text(errors="ignore") for p in site.rglob("*") if p.is_file())
+    assert "\\frac" in (site / "tasks" / "demo-u2a.html").read_text()  # the name drawn as plain text
+
+    capsys.readouterr()
+    assert main(["results", "show", "--results", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("refused: ") == 10 and "10 of 11 records refused" in out
+
+    scores = list(csv.reader(io.StringIO((site / "scores.csv").read_text())))
+    assert scores[1][5].startswith("'$") or scores[1][5].startswith("$")  # a name that is no formula stays
+    assert all(not cell.startswith(("=", "+", "@")) for row in scores[1:] for cell in row)
+
+
+def test_csv_and_markdown_exports_neutralise_what_a_name_could_inject():
+    table = Table(id="t", title="t", columns=["=SUM(A1)", "<script>x</script>\nnext"],
+                  rows=[Row(label="=cmd|' /C calc'!A0", values=[0.5, 0.25]), Row(label="-2+3", values=[0.1, 0.2]),
+                        Row(label="plain", values=[-0.5, 0.3])])
+    rows = list(csv.reader(io.StringIO(to_csv(table))))
+    assert rows[0][1] == "'=SUM(A1)" and rows[1][0] == "'=cmd|' /C calc'!A0" and rows[2][0] == "'-2+3"
+    assert rows[3] == ["plain", "-0.5", "0.3", ""]  # numbers are written as numbers
+    markdown = to_markdown(table)
+    assert "<script>" not in markdown and "&lt;script&gt;" in markdown
+    assert len(markdown.splitlines()) == 2 + 3  # the newline in a header does not break the table
+
+
+class _Returns(torch.nn.Module):
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((x.shape[0], 5, *x.shape[-2:]), dtype=self.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_logits_that_are_not_floating_point_are_refused(data_root: Path, dtype: torch.dtype):
+    contract = rb.InputContract(3, rb.Normalization((0.0,) * 3, (1.0,) * 3))
+    with pytest.raises(AdapterError, match="not floating-point scores"):
+        rb.evaluate(_Returns(dtype), "demo/u2a", input_contract=contract, data_root=data_root, limit=1,
+                    progress=False)
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, float("inf")), (0.0, float("nan")), (float("nan"), 1.0)])
+def test_an_infinite_or_nan_normalization_is_refused(mean: float, std: float):
+    with pytest.raises(AdapterError, match="finite"):
+        rb.Normalization((mean,), (std,))
+
+
+def test_a_model_arg_std_of_inf_stops_before_any_prediction(data_root: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture):
+    code = main(["run", "--task", "demo/u2a", "--model", "smp", "--model-arg", "std=inf", "--random-init", "--quiet",
+                 "--limit", "1", "--data-root", str(data_root), "--results", str(tmp_path)])
+    assert code == 1 and "must be finite" in capsys.readouterr().out
+
+
+EXITING = '''
+import sys
+import torch
+from rsdg_bench.adapters import Adapter, InputContract, Normalization
+
+
+class Exiting(Adapter):
+    kinds = frozenset({"segmentation"})
+
+    def setup(self, task, band_names):
+        self.module = torch.nn.Conv2d(len(band_names), task.class_schema.num_classes, 1)
+
+    def input_contract(self):
+        return InputContract(3, Normalization((0.0,) * 3, (1.0,) * 3))
+
+    def predict(self, x):
+        sys.exit(0)
+'''
+
+
+def test_an_adapter_that_exits_fails_run_and_check_instead_of_ending_them_with_0(data_root: Path, tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture):
+    (tmp_path / "exiting.py").write_text(EXITING)
+    spec = f"{tmp_path / 'exiting.py'}:Exiting"
+    code = main(["run", "--task", "demo/u2a", "--adapter", spec, "--random-init", "--limit", "1", "--quiet",
+                 "--data-root", str(data_root), "--results", str(tmp_path / "results")])
+    assert code == 1 and "exited (SystemExit 0)" in capsys.readouterr().out
+    assert not list((tmp_path / "results").rglob("records/**/*.json"))
+    assert main(["adapter", "check", spec]) == 1
+    assert "exited (SystemExit 0)" in capsys.readouterr().out
+
+
+def test_a_site_build_that_fails_leaves_the_previous_site_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from rsdg_bench.leaderboards import render
+    from rsdg_bench.leaderboards.aggregate import build_board
+
+    board = build_board([(tmp_path / "r.json", record(key="r", matrix=GOOD))])
+    site = tmp_path / "site"
+    render.write_site(board, site)
+    before = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
+
+    def broken(board):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(render, "render_per_class_csv", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        render.write_site(build_board([(tmp_path / "s.json", record(key="s", matrix=GOOD, model="other"))]), site)
+    after = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+    elsewhere = tmp_path / "documents"
+    elsewhere.mkdir()
+    (elsewhere / "thesis.tex").write_text("years of work")
+    with pytest.raises(RsdgError, match="not an rsdg-bench leaderboard site"):
+        render.write_site(board, elsewhere)
+    assert (elsewhere / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_publish_cut_between_its_renames_recovers_the_previous_dataset(data_root: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    from rsdg_bench import folder_swap
+    from rsdg_bench.prepared import PreparedDataset
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "toyearth", root / "toyearth")
+    shutil.copytree(data_root / "toyearth", tmp_path / "new-toyearth")
+    sha = PreparedDataset.open(root, "toyearth").manifest_sha256
+    real_replace = folder_swap.os.replace
+    calls = []
+
+    def crash_on_second(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed between moving the old dataset aside and renaming the new one in
+        real_replace(source, target)
+
+    monkeypatch.setattr(folder_swap, "_exchange", lambda a, b: False)  # the two-rename path, as off Linux
+    monkeypatch.setattr(folder_swap.os, "replace", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        folder_swap.swap_in(tmp_path / "new-toyearth", root / "toyearth")
+    monkeypatch.setattr(folder_swap.os, "replace", real_replace)
+    assert not (root / "toyearth").exists()  # the moment the old code left the dataset unreachable
+    assert PreparedDataset.open(root, "toyearth").manifest_sha256 == sha  # ... now put back on the next read
+
+
+def test_a_write_the_disk_cut_short_is_an_error_and_a_rerun_completes_the_same_dataset(
+        toyearth_raw: Path, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A full disk where GDAL does not raise: the 5th file written comes out truncated. The prepare must stop
+    with an error naming the file (not publish it, not journal it); a rerun resumes to the very dataset a
+    clean prepare gives."""
+    import rasterio
+
+    from rsdg_bench import prepared
+    from rsdg_bench.errors import DataError
+    from rsdg_bench.prep import get_preparer
+
+    real_open, written = rasterio.open, []
+
+    class ShortWrite:
+        def __init__(self, path, mode="r", **kwargs):
+            self.path, self.mode, self.inner = Path(path), mode, real_open(path, mode, **kwargs)
+
+        def __enter__(self):
+            return self.inner.__enter__()
+
+        def __exit__(self, *exc):
+            self.inner.__exit__(*exc)
+            if self.mode == "w":
+                written.append(self.path)
+                if len(written) == 5:
+                    self.path.write_bytes(self.path.read_bytes()[: self.path.stat().st_size // 3])
+
+    monkeypatch.setattr(prepared.rasterio, "open", ShortWrite)
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match=r"cannot write .*does not hold the pixels written.*MiB free"):
+        get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
+    assert not (root / "toyearth").exists()
+    monkeypatch.setattr(prepared.rasterio, "open", real_open)
+    get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
+    clean = prepared.PreparedDataset.open(data_root, "toyearth")
+    again = prepared.PreparedDataset.open(root, "toyearth")
+    assert again.manifest_sha256 == clean.manifest_sha256 and again.verify_files() == []
+
+
+@pytest.mark.parametrize("name, pattern", [("deepglobe_road", "*_mask.png"), ("fmow", "rgb_img_5.png"),
+                                           ("muds", "*_2018_01.jpg"), ("whu_building", "*.tif")])
+def test_a_raw_file_cut_short_is_named_not_decoded_as_zeros(name: str, pattern: str, tmp_path: Path):
+    """GDAL decodes a truncated PNG or JPEG without complaint (missing rows become zeros): a prepare must
+    stop at it, naming it."""
+    from rsdg_bench.errors import DataError
+    from rsdg_bench.prep import get_preparer
+
+    raw = get_preparer(name).make_fake(tmp_path / "raw")
+    victim = sorted(Path(raw).rglob(pattern))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(DataError, match=victim.name):
+        get_preparer(name).prepare(raw, tmp_path / "data", progress=False)
+
+
+def test_a_raw_tile_of_another_dtype_than_the_card_declares_is_refused(tmp_path: Path):
+    """A 16-bit tile where the release is 8-bit (another product) used to be stored as uint16 under a card
+    saying uint8; every preparer's writer now checks each image against its domain's declared bands."""
+    import rasterio
+
+    from rsdg_bench.errors import DataError
+    from rsdg_bench.prep import get_preparer
+
+    raw = get_preparer("whu_building").make_fake(tmp_path / "raw")
+    victim = sorted(p for p in Path(raw).rglob("*.tif") if "image" in p.parts)[0]
+    with rasterio.open(victim) as src:
+        pixels, profile = src.read(), src.profile
+    profile.update(dtype="uint16")
+    with rasterio.open(victim, "w", **profile) as dst:
+        dst.write(pixels.astype(np.uint16) * 257)
+    with pytest.raises(DataError, match=r"3 bands of uint16 .* stores 3 bands of uint8"):
+        get_preparer("whu_building").prepare(raw, tmp_path / "data", progress=False)
+
+
+def test_a_board_row_never_mixes_data_versions_and_newer_records_win_whatever_their_names(tmp_path: Path):
+    from rsdg_bench.leaderboards.aggregate import build_board
+    from rsdg_bench.results import ProvenanceBlock
+
+    def made(key: str, domain: str, manifest: str, date: str, matrix=GOOD):
+        rec = record(key=key, matrix=matrix, domain=domain, date=date)
+        rec.provenance = ProvenanceBlock.model_validate({**rec.provenance.model_dump(), "dataset_manifest_sha256": manifest})
+        return tmp_path / f"{key}.json", rec
+
+    board = build_board([made("z-old-arid", "arid", "old", "2026-01-01T00:00:00+00:00", POOR),
+                         made("a-new-arid", "arid", "new", "2026-02-01T00:00:00+00:00"),
+                         made("b-old-coarse", "coarse", "old", "2026-01-01T00:00:00+00:00"),
+                         made("c-old-coarse-again", "coarse", "old", "2026-01-02T00:00:00+00:00", POOR)])
+    [table] = board.tasks
+    assert table.scores["unet"]["toyearth/arid/val"].record.endswith("a-new-arid.json")
+    assert table.scores["unet"]["toyearth/coarse/val"].record.endswith("c-old-coarse-again.json")
+    reasons = dict(board.excluded)
+    assert "another version of toyearth/arid/val" in reasons[str(tmp_path / "z-old-arid.json")]
+    assert "superseded by a newer record" in reasons[str(tmp_path / "b-old-coarse.json")]
+
+
+def test_a_dataset_prepared_again_during_a_run_is_refused_not_mixed(trained: dict, data_root: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    from rsdg_bench import runner
+    from rsdg_bench.prepared import PreparedDataset
+    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+
+    real_open = PreparedDataset.open
+    opened = []
+
+    def re_prepared(data_root, name):  # the second look at the card sees another manifest
+        dataset = real_open(data_root, name)
+        opened.append(name)
+        if len(opened) > 1:
+            dataset.card = dataset.card.model_copy(update={"manifest_sha256": "0" * 64})
+        return dataset
+
+    monkeypatch.setattr(runner.PreparedDataset, "open", staticmethod(re_prepared))
+    spec = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, checkpoint=trained["checkpoint"])
+    [outcome] = run_tasks([rb.load_task("demo/u2a")], spec, RunSettings(data_root, tmp_path, progress=False, limit=1))
+    assert "was prepared again while demo/u2a evaluated" in outcome.error and not outcome.written
