@@ -45,13 +45,14 @@ import pandas as pd
 import rasterio
 from pydantic import BaseModel, ConfigDict, ValidationError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 
 from . import __version__
 from .classes import IGNORE_INDEX, ClassSchema
 from .errors import DataError
 from .folder_swap import recover_swap, swap_in
-from .io import atomic_write_json, atomic_write_text, sha256_file
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from .leakage import split_overlaps
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,9 @@ def raster_suffix(array: np.ndarray, transform: Affine | None) -> str:
 
 
 def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: str | None) -> None:
-    """Write C×H×W `array` losslessly in the format its file suffix names."""
+    """Write C×H×W `array` losslessly in the format its file suffix names. GDAL encodes into memory and the
+    bytes go to disk through an ordinary fsynced write, which raises on a full disk (GDAL's own writer does
+    not always), and whose size is checked; the manifest then hashes the bytes on disk."""
     bands, height, width = array.shape
     use_png = path.suffix == ".png"
     profile: dict[str, Any] = {
@@ -185,29 +188,16 @@ def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: 
         profile.update(compress="deflate", tiled=False)
         if transform is not None:
             profile.update(transform=transform, crs=crs)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with rasterio.Env(), quiet_georef():
-            with rasterio.open(tmp, "w", **profile) as dst:
+        with rasterio.Env(), quiet_georef(), MemoryFile(ext=path.suffix) as memory:
+            with memory.open(**profile) as dst:
                 dst.write(array)
-        _check_written(tmp, array)
+            encoded = memory.read()
+        atomic_write_bytes(path, encoded)
+        if path.stat().st_size != len(encoded):
+            raise OSError(errno.EIO, "the file on disk is shorter than the bytes written to it")
     except (RasterioError, OSError) as exc:
-        tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from exc
-    os.replace(tmp, path)
-    Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
-
-
-def _check_written(path: Path, array: np.ndarray) -> None:
-    """Read a file just written back and compare it with what was meant: GDAL does not always report a full
-    disk, and a truncated file would otherwise be hashed, journaled and verified as good."""
-    try:
-        with quiet_georef(), rasterio.open(path) as src:
-            back = src.read()
-    except RasterioError:
-        back = None
-    if back is None or back.shape != array.shape or back.dtype != array.dtype or not np.array_equal(back, array):
-        raise OSError(errno.EIO, "the file on disk does not hold the pixels written to it (truncated?)")
 
 
 def write_error(path: Path, exc: BaseException) -> DataError:

@@ -232,39 +232,35 @@ def test_a_publish_cut_between_its_renames_recovers_the_previous_dataset(data_ro
     assert PreparedDataset.open(root, "toyearth").manifest_sha256 == sha  # ... now put back on the next read
 
 
+@pytest.mark.parametrize("fault", ["short", "enospc"])
 def test_a_write_the_disk_cut_short_is_an_error_and_a_rerun_completes_the_same_dataset(
-        toyearth_raw: Path, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A full disk where GDAL does not raise: the 5th file written comes out truncated. The prepare must stop
-    with an error naming the file (not publish it, not journal it); a rerun resumes to the very dataset a
-    clean prepare gives."""
-    import rasterio
+        fault: str, toyearth_raw: Path, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The 5th raster's write goes wrong: the file system keeps a third of it without a word, or it reports a
+    full disk. The prepare must stop with an error naming the file and the space left (not publish it, not
+    journal it); a rerun resumes to the very dataset a clean prepare gives."""
+    import errno
 
     from rsdg_bench import prepared
     from rsdg_bench.errors import DataError
     from rsdg_bench.prep import get_preparer
 
-    real_open, written = rasterio.open, []
+    real_write, written = prepared.atomic_write_bytes, []
 
-    class ShortWrite:
-        def __init__(self, path, mode="r", **kwargs):
-            self.path, self.mode, self.inner = Path(path), mode, real_open(path, mode, **kwargs)
+    def faulty(path, data):
+        written.append(path)
+        if len(written) != 5:
+            return real_write(path, data)
+        if fault == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data[: len(data) // 3])
 
-        def __enter__(self):
-            return self.inner.__enter__()
-
-        def __exit__(self, *exc):
-            self.inner.__exit__(*exc)
-            if self.mode == "w":
-                written.append(self.path)
-                if len(written) == 5:
-                    self.path.write_bytes(self.path.read_bytes()[: self.path.stat().st_size // 3])
-
-    monkeypatch.setattr(prepared.rasterio, "open", ShortWrite)
+    monkeypatch.setattr(prepared, "atomic_write_bytes", faulty)
     root = tmp_path / "data"
-    with pytest.raises(DataError, match=r"cannot write .*does not hold the pixels written.*MiB free"):
+    expected = "shorter than the bytes written" if fault == "short" else "No space left on device"
+    with pytest.raises(DataError, match=rf"cannot write .*{expected}.*MiB free there"):
         get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
     assert not (root / "toyearth").exists()
-    monkeypatch.setattr(prepared.rasterio, "open", real_open)
+    monkeypatch.setattr(prepared, "atomic_write_bytes", real_write)
     get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
     clean = prepared.PreparedDataset.open(data_root, "toyearth")
     again = prepared.PreparedDataset.open(root, "toyearth")
