@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -89,8 +90,18 @@ class TrainOverrides:
     lr: float | None = None
 
     def apply(self, spec: TrainingSpec) -> TrainingSpec:
+        """The protocol with these flags, validated like the YAML's (positive counts and rates, finite); an
+        iteration count replaces an epoch count."""
         changes = {k: v for k, v in vars(self).items() if v is not None}
-        return spec.model_copy(update=changes)
+        if "iterations" in changes:
+            changes["epochs"] = None
+        try:
+            return TrainingSpec.model_validate({**spec.model_dump(), **changes})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg'].lower()}" for e in exc.errors())
+            raise TaskError(f"training flags {changes} do not give a valid protocol: {problems}",
+                            "--iterations, --batch-size and --val-interval take whole numbers above 0, --lr a "
+                            "number above 0") from exc
 
 
 @dataclass(frozen=True)

@@ -342,3 +342,14 @@ def test_a_dataset_prepared_again_during_a_run_is_refused_not_mixed(trained: dic
     spec = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, checkpoint=trained["checkpoint"])
     [outcome] = run_tasks([rb.load_task("demo/u2a")], spec, RunSettings(data_root, tmp_path, progress=False, limit=1))
     assert "was prepared again while demo/u2a evaluated" in outcome.error and not outcome.written
+
+
+@pytest.mark.parametrize("flags", [["--iterations", "0"], ["--iterations", "-3"], ["--batch-size", "0"],
+                                   ["--lr", "-1"], ["--lr", "nan"]])
+def test_training_flags_that_give_no_valid_protocol_are_an_error_not_a_traceback(
+        flags: list[str], data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = main(["train", "--task", "demo/u2a", "--model", "smp", *flags, "--quiet",
+                 "--data-root", str(data_root), "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "do not give a valid protocol" in err and "fix:" in err
+    assert not (tmp_path / "checkpoints").exists()
