@@ -9,6 +9,7 @@ canonical prepared format; `prepare()`, shared, finds the download and runs `bui
 from __future__ import annotations
 
 import abc
+import errno
 import json
 import os
 import shutil
@@ -16,10 +17,12 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rsdg_bench.data_lock import preparing
 from rsdg_bench.errors import DataError
 from rsdg_bench.io import sha256_file
 
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "rsdg_bench.datasets"
 _PREPARERS: dict[str, type[Preparer]] = {}
+DEFAULT_MAX_RAW_BYTES = 512 * 2 ** 30
+# The running prepare's cap on what its archives may unpack to (`Preparer.max_raw_bytes`).
+RAW_BYTES_LIMIT: ContextVar[int] = ContextVar("raw_bytes_limit", default=DEFAULT_MAX_RAW_BYTES)
 
 
 class Preparer(abc.ABC):
@@ -50,9 +56,18 @@ class Preparer(abc.ABC):
     domains: ClassVar[dict[str, DomainInfo]]  # domain → what it is and its stored bands
     # The sizes the papers report for the full release (domain → split → samples), recorded in the card.
     published_counts: ClassVar[dict[str, dict[str, int]]] = {}
+    # Size caps, so a corrupt or hostile download is refused before it fills memory or disk: the most pixels
+    # one raw image may have (read from its header before decoding), and the most bytes its archives may
+    # unpack to (their members' declared sizes, checked before extracting). Raised per run with
+    # `prepare --max-pixels` / `--max-raw-gib`.
+    max_raw_pixels: ClassVar[int] = 64 * 2 ** 20
+    max_raw_bytes: ClassVar[int] = DEFAULT_MAX_RAW_BYTES
 
-    def __init__(self, verify_checksums: bool = True) -> None:
+    def __init__(self, verify_checksums: bool = True, max_pixels: int | None = None,
+                 max_raw_bytes: int | None = None) -> None:
         self.verify_checksums = verify_checksums
+        self.pixel_limit = max_pixels or self.max_raw_pixels
+        self.byte_limit = max_raw_bytes or self.max_raw_bytes
 
     def checksums(self) -> dict[str, str | None]:
         """The archives with the checksums to verify (none when verification is switched off)."""
@@ -71,9 +86,16 @@ class Preparer(abc.ABC):
 
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
         """Prepare the raw download at `raw` (folder or archives) into `data_root/<name>`; return that folder."""
+        from rsdg_bench.prepared import RAW_PIXEL_LIMIT
+
         data_root = Path(data_root)
-        with self.open_raw(Path(raw), data_root / f".{self.name}.raw") as files:
-            return self.build(files, data_root, progress)
+        pixels, unpacked = RAW_PIXEL_LIMIT.set(self.pixel_limit), RAW_BYTES_LIMIT.set(self.byte_limit)
+        try:
+            with preparing(data_root, self.name), self.open_raw(Path(raw), data_root / f".{self.name}.raw") as files:
+                return self.build(files, data_root, progress)
+        finally:
+            RAW_PIXEL_LIMIT.reset(pixels)
+            RAW_BYTES_LIMIT.reset(unpacked)
 
     def open_raw(self, raw: Path, scratch: Path) -> AbstractContextManager[Any]:
         """The raw files, as `build` reads them: by default a `RawFiles` over the folder and its archives."""
@@ -154,11 +176,12 @@ def available_preparers() -> dict[str, type[Preparer]]:
     return dict(sorted(_all_preparers().items()))
 
 
-def get_preparer(name: str, verify_checksums: bool = True) -> Preparer:
+def get_preparer(name: str, verify_checksums: bool = True, max_pixels: int | None = None,
+                 max_raw_bytes: int | None = None) -> Preparer:
     preparers = _all_preparers()
     if name not in preparers:
         raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(preparers))}")
-    return preparers[name](verify_checksums)
+    return preparers[name](verify_checksums, max_pixels, max_raw_bytes)
 
 
 def _safe_members(names: list[str], archive: Path) -> None:
@@ -166,6 +189,25 @@ def _safe_members(names: list[str], archive: Path) -> None:
         target = Path(name)
         if target.is_absolute() or ".." in target.parts:
             raise DataError(f"{archive} holds an unsafe path {name!r}", "this is not the original archive")
+
+
+def _check_unpacked_size(archive: Path, sizes: dict[str, int], into: Path) -> None:
+    """Refuse to extract members whose declared sizes add up to more than the dataset's release can hold,
+    or than the disk has free (the archive is fine then: the advice is about space, not a new download).
+    zipfile and tarfile never write a member past its declared size, so the declared sizes bound the writes."""
+    total, limit = sum(sizes.values()), RAW_BYTES_LIMIT.get()
+    if total > limit:
+        largest = max(sizes, key=sizes.__getitem__)
+        raise DataError(f"{archive} would unpack to {total / 2 ** 30:.2f} GiB (largest member {largest}: "
+                        f"{sizes[largest] / 2 ** 30:.2f} GiB), more than the {limit / 2 ** 30:.2f} GiB this dataset's "
+                        "release holds: a corrupt or hostile archive, or not this dataset's",
+                        "check the download; if the release really is this large, raise the limit with "
+                        "`rsdg-bench prepare NAME --max-raw-gib G`")
+    free = shutil.disk_usage(into.parent).free
+    if total > free:
+        raise DataError(f"extracting {archive} needs {total / 2 ** 30:.2f} GiB, {free / 2 ** 30:.2f} GiB are free at "
+                        f"{into.parent}", "free space there, or point --data-root (RSDG_DATA) at a larger disk; "
+                        "the archive itself is fine")
 
 
 def extract_archive(archive: Path, into: Path) -> None:
@@ -178,18 +220,28 @@ def extract_archive(archive: Path, into: Path) -> None:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 _safe_members(zf.namelist(), archive)
+                _check_unpacked_size(archive, {info.filename: info.file_size for info in zf.infolist()}, tmp)
                 bad = zf.testzip()
                 if bad is not None:
                     raise DataError(f"{archive} is corrupt (member {bad} fails its CRC)", "download it again")
                 zf.extractall(tmp)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                _safe_members(tf.getnames(), archive)
+                members = tf.getmembers()
+                _safe_members([member.name for member in members], archive)
+                _check_unpacked_size(archive, {member.name: member.size for member in members}, tmp)
                 tf.extractall(tmp, filter="data")
         else:
             raise DataError(f"{archive} is neither a zip nor a tar archive (truncated or corrupt download?)",
                             "download it again")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):  # the disk, not the file
+            raise DataError(f"cannot extract {archive} into {into.parent}: {exc.strerror}",
+                            "free space there or make it writable, or point --data-root (RSDG_DATA) elsewhere; "
+                            "the archive itself is fine") from exc
+        raise DataError(f"{archive} cannot be read: {exc}", "the download is corrupt or truncated; download it again") from exc
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"{archive} cannot be read: {exc}", "the download is corrupt or truncated; download it again") from exc
     except BaseException:

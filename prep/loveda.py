@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, quiet_georef, read_raw_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, quiet_georef, read_raw_mask, read_raw_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .pairs import match_pairs
@@ -124,7 +124,7 @@ class LoveDA(Preparer):
             if image.shape[0] != 3 or image.dtype != np.uint8:
                 raise DataError(f"{image_path} is {image.dtype} with {image.shape[0]} bands, expected 3-band uint8 RGB",
                                 "the file is not from the LoveDA release")
-            label = mask_to_indices(read_raw_raster(mask_path)[0], where=str(mask_path))
+            label = mask_to_indices(read_raw_mask(mask_path), where=str(mask_path))
             writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image, label=label,
                                     source_file=f"{SPLITS[split]}/{DOMAINS[domain]}/images_png/{image_path.name}",
                                     window=(0, 0, label.shape[1], label.shape[0])))

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raw_raster
+from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raw_mask, read_raw_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import write_raster
@@ -105,7 +105,7 @@ class RescueNet(Preparer):
             if writer.has(sample_id):
                 continue
             image = read_raw_raster(image_path)
-            label = check_label(read_raw_raster(label_path)[0], where=str(label_path))
+            label = check_label(read_raw_mask(label_path), where=str(label_path))
             if image.shape != (3, *label.shape):
                 raise DataError(f"{image_path} is {image.shape} (bands×H×W) but its label is {label.shape}",
                                 "the image and label do not belong together; re-download RescueNet")

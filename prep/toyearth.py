@@ -39,8 +39,9 @@ from shapely.geometry import LineString, Polygon, box
 from tqdm.auto import tqdm
 
 from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
-from rsdg_bench.errors import DataError
+from rsdg_bench.errors import DataError, RsdgError
 from rsdg_bench.io import atomic_write_text, sha256_file
+from rsdg_bench.paths import confined
 from rsdg_bench.prepared import (
     BandInfo,
     DomainInfo,
@@ -187,12 +188,32 @@ def _scene_transform(domain: Domain, split: str, index: int) -> Affine:
     return Affine(domain.gsd_m, 0, x0, 0, -domain.gsd_m, 5_700_000)
 
 
+def _release_manifest(path: Path) -> dict:
+    """The release manifest, checked to be what `make_fake` writes: a `files` list of {path, sha256} with
+    relative paths inside the release (a malformed or hostile one is an error naming it)."""
+    try:
+        release = json.loads(path.read_text())
+        entries = release["files"]
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str)
+                for e in entries):
+            raise ValueError("`files` must list {path, sha256} objects")
+        for entry in entries:
+            confined(path.parent, path.parent / entry["path"], str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, RsdgError) as exc:
+        raise DataError(f"{path} is not a valid ToyEarth release manifest ({exc})",
+                        "the download is corrupt or was modified; re-download ToyEarth-v1.zip") from exc
+    return release
+
+
 @register_preparer
 class ToyEarth(Preparer):
     name = "toyearth"
     summary = "synthetic towns in 4 domains (region/climate, band order, platform); demo and tests"
     prep_version = 1
     archives = {ARCHIVE: None}  # generated locally, so no published checksum; the release manifest is checked
+    max_raw_pixels = SCENE_SIZE * SCENE_SIZE  # its scenes are all 256²
+    max_raw_bytes = 64 * 2 ** 20  # the release unpacks to about 3 MiB
     classes = "toyearth5"
     citation = "rsdg-bench ToyEarth (synthetic)"
     licence = "CC0-1.0"
@@ -242,7 +263,7 @@ class ToyEarth(Preparer):
         manifest_path = folder / RELEASE_MANIFEST
         if not manifest_path.is_file():
             raise DataError(f"{manifest_path} is missing", "the download is incomplete; re-download ToyEarth-v1.zip")
-        release = json.loads(manifest_path.read_text())
+        release = _release_manifest(manifest_path)
         missing = [f["path"] for f in release["files"] if not (folder / f["path"]).is_file()]
         if missing:
             raise DataError(f"{len(missing)} file(s) of the ToyEarth release are missing, first {folder / missing[0]}",

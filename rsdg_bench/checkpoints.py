@@ -25,8 +25,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt, truncated or foreign file
-        raise AdapterError(f"cannot read checkpoint {path}: {exc}",
-                           "the file is corrupt or not a PyTorch checkpoint; download it again") from exc
+        raise AdapterError(f"cannot read checkpoint {path}: {_what_went_wrong(Path(path), exc)}",
+                           "pass the model's PyTorch weights file (.pth/.pt/.ckpt); if it is one, it is corrupt or "
+                           "truncated: download it again") from exc
     kind = "state dict"
     if isinstance(payload, dict):
         for wrapper in ("state_dict", "model"):
@@ -43,6 +44,25 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state, kind
+
+
+def _what_went_wrong(path: Path, exc: BaseException) -> str:
+    """What the file is, when torch cannot load it: torch's own message for a foreign file is often a bare
+    number (a text file gives `KeyError: 101`)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as error:
+        return error.strerror or str(error)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return f"a PyTorch file that does not load ({type(exc).__name__}: {exc})"
+    if len(head) > 8 and head[8:9] == b"{":
+        return "a safetensors file (not read by this loader): convert it with safetensors' `load_file` + `torch.save`"
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        return f"a text file (it starts {head[:32].decode(errors='replace')!r}), not a PyTorch checkpoint"
+    return f"not a PyTorch checkpoint (torch says {type(exc).__name__}: {exc})"
 
 
 def remap(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], drop: list[str] = ()

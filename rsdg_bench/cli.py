@@ -7,6 +7,7 @@ Every subcommand is a thin layer over a library function; errors the user can fi
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import RsdgError
+from .io import check_writable
 from .paths import default_data_root, default_results_root
 
 EPILOG = """\
@@ -42,6 +44,22 @@ def _model_args(pairs: list[str]) -> dict[str, str]:
             raise RsdgError(f"--model-arg {pair!r} is not key=value", "write e.g. --model-arg encoder=resnet18")
         options[key.strip()] = value.strip()
     return options
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer above 0 (a limit or a count)."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number above 0")
+    return value
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -74,9 +92,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(f"restored {args.name} from {args.from_hf} -> {out}")
         _report_prepared(_data_root(args), args.name)
         return 0
+    preparer = get_preparer(args.name, verify_checksums=not args.no_checksum, max_pixels=args.max_pixels,
+                            max_raw_bytes=None if args.max_raw_gib is None else int(args.max_raw_gib * 2 ** 30))
     if args.raw is None:
         raise RsdgError("prepare needs --raw", "pass the downloaded archive or its folder: --raw PATH")
-    preparer = get_preparer(args.name, verify_checksums=not args.no_checksum)
     out = preparer.prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
     print(f"prepared {args.name} -> {out}")
     _report_prepared(_data_root(args), args.name)
@@ -215,6 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg))
     adapter = build_trainable(model, task, _data_root(args))
     out = Path(args.out) if args.out else default_checkpoint_dir(_results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
+    check_writable(out.parent, "results folder" if not args.out else "checkpoint folder")
     report = train_adapter(
         adapter, task, _data_root(args), out,
         overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
@@ -253,6 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _submit(args, tasks, model)
     group, device = join_from_environment(args.device)
     settings = _run_settings(args, device=device, group=group)
+    check_writable(settings.results_root, "results folder")  # before any evaluation is spent
     try:
         outcomes = run_tasks(tasks, model, settings)
     finally:
@@ -386,6 +407,8 @@ def _place_scores(metrics: dict) -> str:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .api import build_leaderboard
 
+    check_writable((Path(args.out) if args.out else _results_root(args) / "site").absolute().parent,
+                   "folder the site goes in")
     site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol)
     print(f"{site.tasks} tasks, {site.models} models, {site.left_out} records left out"
           + (f", {site.reported_rows} reported rows" if args.reported else ""))
@@ -489,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-checksum", action="store_true",
                    help="skip the published-checksum check of archives (for archives you re-packed yourself, "
                         "or the fakes of `rsdg-bench fake`)")
+    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="the most pixels (height × width) one raw image may have; each dataset sets a limit "
+                        "that its release keeps, so a corrupt file claiming a huge size is refused unread")
+    p.add_argument("--max-raw-gib", type=_positive_float, metavar="G",
+                   help="the most GiB the dataset's archives may unpack to (each dataset sets one; the disk's "
+                        "free space is checked as well)")
     p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
     p.add_argument("--verify", action="store_true", help="re-hash an already prepared dataset's files against its manifest")
     p.add_argument("--from-hf", metavar="DIR",
@@ -644,6 +673,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         logger.addHandler(handler)
 
 
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet_log)
@@ -655,6 +687,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished records and prepared samples are kept, re-run to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a disk that filled or turned read-only mid-command: name it, never a traceback
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        error = RsdgError(f"cannot write {exc.filename or 'a file'}: {exc.strerror}",
+                          "free space there or make it writable (or point --data-root / --results elsewhere) and "
+                          "re-run: finished records and prepared samples are kept")
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -47,6 +47,24 @@ def current_umask() -> int:
     return mask
 
 
+def check_writable(folder: str | Path, what: str) -> Path:
+    """Prove a file can be written in `folder` (or, while it does not exist yet, in the nearest folder above
+    it that does, where it would be created), before any work is spent on what will be written; creates
+    nothing. An error names the folder, the cause and the flag to point elsewhere."""
+    from .errors import RsdgError
+
+    folder = Path(folder).expanduser().absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise RsdgError(f"cannot write to the {what} {folder}: {exc.strerror or exc}",
+                        f"point {'--results (or RSDG_RESULTS)' if 'results' in what else '--out'} at a folder you "
+                        "can write to, or free space / make this one writable") from exc
+    return folder
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and an atomic rename. The file gets
     the mode an ordinary `open()` would give it under the user's umask (mkstemp alone makes it 0600, which a

@@ -35,6 +35,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +51,10 @@ from rasterio.transform import Affine
 
 from . import __version__
 from .classes import IGNORE_INDEX, ClassSchema
+from .data_lock import publishing, reading
 from .errors import DataError
 from .folder_swap import recover_swap, swap_in
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
 from .leakage import split_overlaps
 
 log = logging.getLogger(__name__)
@@ -229,6 +231,21 @@ class quiet_georef:
         self._ctx.__exit__(*exc)
 
 
+# The most pixels (height × width) a raw image may have before it is decoded: a raw file's header is read first,
+# so a small file that claims a huge size (a decompression bomb) is refused before memory is spent on it. Each
+# preparer sets the limit for its dataset (`Preparer.max_raw_pixels`, raised with `prepare --max-pixels`).
+RAW_PIXEL_LIMIT: ContextVar[int] = ContextVar("raw_pixel_limit", default=64 * 2 ** 20)
+
+
+def _check_pixel_count(src: rasterio.DatasetReader, path: str | Path) -> None:
+    limit = RAW_PIXEL_LIMIT.get()
+    if src.width * src.height > limit:
+        raise DataError(f"{path} claims {src.width}×{src.height} pixels, more than the {limit:,} a raw image of this "
+                        "dataset may have (a corrupt or hostile file, or not from this release)",
+                        "check the file; if the release really has images this large, raise the limit with "
+                        "`rsdg-bench prepare NAME --max-pixels N`")
+
+
 def read_raster(path: str | Path, fix: str | None = None) -> np.ndarray:
     """Read every band of a raster as C×H×W in its stored dtype; an unreadable file is a DataError naming it
     (with `fix` as the remedy, e.g. re-extracting a raw download; by default the prepared-data one)."""
@@ -248,6 +265,8 @@ def read_raw_raster(path: str | Path, fix: str = "the file is corrupt or truncat
     (a PNG's chunks and their CRCs up to IEND; a JPEG's end-of-image marker). A TIFF cut short fails to
     read, which `read_raster` reports."""
     path = Path(path)
+    with open_raster(path, fix):  # the header: refuses a size beyond the dataset's limit before any decoding
+        pass
     suffix = path.suffix.lower()
     if suffix == ".png":
         from PIL import Image
@@ -265,14 +284,26 @@ def read_raw_raster(path: str | Path, fix: str = "the file is corrupt or truncat
     return read_raster(path, fix)
 
 
+def read_raw_mask(path: str | Path, fix: str = "the file is not a mask from this release; re-extract the raw download"
+                  ) -> np.ndarray:
+    """A raw index mask as H×W uint8, checked to be one band of uint8 (a colour or 16-bit file is not taken
+    for one by reading its first band)."""
+    planes = read_raw_raster(path)
+    if planes.shape[0] != 1 or planes.dtype != np.uint8:
+        raise DataError(f"{path} is {planes.dtype} with {planes.shape[0]} bands; a mask of class indices is one "
+                        "band of uint8", fix)
+    return planes[0]
+
+
 @contextmanager
 def open_raster(path: str | Path, fix: str = "the file is corrupt or truncated; re-extract the raw download"
                 ) -> Iterator[rasterio.DatasetReader]:
     """A raster opened for reading (georeferencing warnings quiet); failing to open or read it inside the
     block is a DataError naming the file, with `fix` as the remedy. For reads that need the transform or
-    CRS too; `read_raster` reads the pixels only."""
+    CRS too; `read_raster` reads the pixels only. A raster larger than `RAW_PIXEL_LIMIT` is refused unread."""
     try:
         with quiet_georef(), rasterio.open(path) as src:
+            _check_pixel_count(src, path)
             yield src
     except RasterioError as exc:
         raise DataError(f"cannot read raster {path}: {exc}", fix) from exc
@@ -500,7 +531,8 @@ class PreparedWriter:
 
     def _publish(self) -> None:
         """Swap the finished folder in whole (`folder_swap`): readers see the old dataset or the new one."""
-        swap_in(self.work_dir, self.final_dir)
+        with publishing(self.data_root, self.name):  # waits for the runs reading the current version
+            swap_in(self.work_dir, self.final_dir)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -588,7 +620,12 @@ class PreparedDataset:
 
     @classmethod
     def open(cls, data_root: Path, name: str) -> PreparedDataset:
-        root = Path(data_root) / name
+        with reading(data_root, name):  # no publish swaps the folder while its card and manifest are read
+            return cls._open_unlocked(Path(data_root), name)
+
+    @classmethod
+    def _open_unlocked(cls, data_root: Path, name: str) -> PreparedDataset:
+        root = data_root / name
         recover_swap(root)  # a publish cut short between its two renames leaves the previous version aside
         card_path = root / CARD_FILE
         if not card_path.exists():
@@ -625,14 +662,35 @@ class PreparedDataset:
         return [band.name for band in self.card.domains[domain].bands]
 
     def read_image(self, row: Any) -> np.ndarray:
-        return read_raster(self.root / row["image"])
+        return self._read_verified(row["image"], row["image_sha256"])
 
     def read_label(self, row: Any) -> np.ndarray:
         """H×W class indices; T×H×W for a time series; a 0-d array (the class) for image-level labels."""
         if self.card.label_level == "image":
             return np.asarray(row["target"], dtype=np.uint8)
-        planes = read_raster(self.root / row["label"])
+        planes = self._read_verified(row["label"], row["label_sha256"])
         return planes if self.card.timesteps else planes[0]
+
+    def _read_verified(self, rel: str, sha256: str) -> np.ndarray:
+        """Decode a prepared file from bytes whose sha256 is the manifest's: a file changed after prepare
+        (same manifest, so same resume key) is an error, not a silently different number. Reading the bytes
+        once and decoding them from memory costs about a tenth of the decode (bench/verified_read.py)."""
+        path = self.root / rel
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}",
+                            f"`rsdg-bench prepare {self.card.name} --verify` checks every file; prepare it again "
+                            "to restore them") from exc
+        if sha256_bytes(data) != sha256:
+            raise DataError(f"{path} changed after {self.card.name} was prepared (its sha256 is not the manifest's)",
+                            f"`rsdg-bench prepare {self.card.name} --verify` lists every changed file; prepare "
+                            f"{self.card.name} again to restore them")
+        try:
+            with quiet_georef(), MemoryFile(data) as memory, memory.open() as src:
+                return src.read()
+        except RasterioError as exc:
+            raise DataError(f"cannot read raster {path}: {exc}", f"prepare {self.card.name} again") from exc
 
     def verify_files(self) -> list[str]:
         """Re-hash every file; returns the relative paths that are missing or changed."""

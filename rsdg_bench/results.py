@@ -4,6 +4,13 @@ A record keeps the raw confusion matrix, so every metric can be recomputed; load
 its metrics and refuses a record whose stored numbers disagree with its own matrix (hand-edited or
 tampered). NaN metrics (a class with nothing to measure) are stored as JSON null.
 
+Every record carries a content digest: the sha256 of its canonical JSON without the digest itself and
+without `metrics` (those are recomputed from the matrices, and `results recompute` may rewrite them after a
+metric fix). A hand edit of anything else (a smoke or random-init flag, a task hash, a count that keeps the
+numbers consistent) no longer matches it and the record is refused as edited. The digest detects edits; it
+is not a signature (anyone can recompute it), so trust in someone else's records comes from submission
+verification, which recomputes and re-runs.
+
 Layout: `<results>/records/<task id>/<resume key>.json`. The resume key hashes everything that can change
 the number: task hash, adapter identity, checkpoint sha256, numeric inference spec, dataset manifest
 sha256, the evaluated split, and the smoke-run limit.
@@ -205,6 +212,7 @@ class ResultRecord(BaseModel):
     groups: dict[str, list[str]] = {}  # slug → each image's group (place), in per-image order (classification)
     samples: dict[str, SampleIndex] = {}  # slug → each image's sample id and scene, in per-image order
     ignored_predictions: dict[str, list[int]] = {}  # slug → predictions on ignore-labelled pixels (smp, error)
+    digest: str | None = None  # `record_digest` of the rest, set when the record is written
 
     @property
     def class_names(self) -> list[str]:
@@ -325,7 +333,9 @@ class ResultStore:
         return self.path_for(task_id, key).exists()
 
     def write(self, record: ResultRecord) -> Path:
+        """Write `record` (stamped with its content digest) to its place in the folder."""
         path = self.path_for(record.task.id, record.key)
+        record.digest = record_digest(record)
         atomic_write_json(path, record.model_dump(mode="json"))
         return path
 
@@ -369,10 +379,28 @@ def _parse_record(path: Path) -> ResultRecord:
 
 
 def load_record(path: Path) -> ResultRecord:
-    """Parse and validate a record, and check its metrics against its confusion matrices."""
+    """Parse and validate a record, check its metrics against its confusion matrices, and its digest."""
     record = _parse_record(path)
     check_consistency(record, path)
+    check_digest(record, path)
     return record
+
+
+def record_digest(record: ResultRecord) -> str:
+    """The sha256 over the record's canonical JSON, leaving out the digest and the (recomputable) metrics."""
+    content = record.model_dump(mode="json", exclude={"digest", "metrics"})
+    return sha256_bytes(canonical_json(content).encode())
+
+
+def check_digest(record: ResultRecord, path: Path | str) -> None:
+    """Raise unless the record's stored digest is the digest of its content: it was not edited by hand."""
+    fix = "delete the record and re-run the task (it will be recomputed)"
+    if record.digest is None:
+        raise ResultsError(f"{path} has no content digest (the field was removed by hand, or the record "
+                           "predates digests)", fix)
+    if record.digest != record_digest(record):
+        raise ResultsError(f"{path} was edited after it was written: its content no longer matches its digest "
+                           f"{record.digest[:12]}…", fix)
 
 
 def check_bounds(record: ResultRecord, path: Path | str) -> None:
@@ -485,8 +513,11 @@ def _same(a: float | None, b: float | None) -> bool:
 
 
 def recompute(path: Path) -> ResultRecord:
-    """Rewrite a record's metrics from its confusion matrices (after a metric fix, or a hand edit)."""
+    """Rewrite a record's metrics from its confusion matrices (after a metric fix, or a hand edit of a
+    metric). Everything else must be as written: a record whose digest does not match is refused."""
     record = _parse_record(path)
+    check_bounds(record, path)
+    check_digest(record, path)
     record.metrics = {slug: _block_of(record, slug) for slug in record.confusion_matrices}
     atomic_write_json(path, record.model_dump(mode="json"))
     return record

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .adapters import Adapter
 from .data import SegmentationSplit, TaskData
+from .data_lock import reading
 from .distributed import ProcessGroup
 from .errors import AdapterError, DataError, RsdgError
 from .evaluation import SplitCounts, evaluate_split_counts
@@ -165,19 +166,17 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
             outcome.skipped.append(str(store.path_for(task.id, key)))
             continue
         log.info("%s %s: evaluating (%s)", task.id, ref.slug, "forced" if settings.force else "no record yet")
-        split = data.open(ref, limit=settings.limit)
-        started = time.perf_counter()
-        saver = (PredictionSaver(settings.results_root, task.id, key, task.class_schema, settings.save_predictions,
-                                 store.path_for(task.id, key).parent)
-                 if store is not None and settings.save_predictions and kind.per_pixel_map else None)
-        counts = evaluate_split_counts(adapter, split, task, settings.device, settings.num_workers,
-                                       settings.progress, settings.group, settings.window_batch, saver)
-        elapsed = time.perf_counter() - started
-        now = PreparedDataset.open(data.data_root, ref.dataset).manifest_sha256
-        if now != prepared.manifest_sha256:  # re-prepared while it was read: the counts mix two versions
-            raise DataError(f"{ref.dataset} was prepared again while {task.id} evaluated {ref.slug} (manifest "
-                            f"{prepared.manifest_sha256[:12]} then {now[:12]}); nothing was written for it",
-                            "run again once the prepare has finished")
+        with reading(data.data_root, ref.dataset):  # a prepare of it waits for this split to be read
+            _same_version(data, ref.dataset, prepared.manifest_sha256, f"{task.id} was set up")
+            split = data.open(ref, limit=settings.limit)
+            started = time.perf_counter()
+            saver = (PredictionSaver(settings.results_root, task.id, key, task.class_schema,
+                                     settings.save_predictions, store.path_for(task.id, key).parent)
+                     if store is not None and settings.save_predictions and kind.per_pixel_map else None)
+            counts = evaluate_split_counts(adapter, split, task, settings.device, settings.num_workers,
+                                           settings.progress, settings.group, settings.window_batch, saver)
+            elapsed = time.perf_counter() - started
+            _same_version(data, ref.dataset, prepared.manifest_sha256, f"{task.id} evaluated {ref.slug}")
         if not settings.group.is_main:
             continue
         record = record_from_evaluation(
@@ -189,6 +188,15 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
             outcome.written.append(str(store.write(record)))
             log.info("%s %s: wrote %s (%.1f s)", task.id, ref.slug, outcome.written[-1], elapsed)
     return outcome, records
+
+
+def _same_version(data: TaskData, dataset: str, manifest_sha256: str, since: str) -> None:
+    """Raise if `dataset` on disk is no longer the version (manifest) that was opened: a split's counts
+    must never mix two versions of its data. Checked at the start and the end of every split."""
+    now = PreparedDataset.open(data.data_root, dataset).manifest_sha256
+    if now != manifest_sha256:
+        raise DataError(f"{dataset} was prepared again since {since} (manifest {manifest_sha256[:12]} then "
+                        f"{now[:12]}); nothing was written for it", "run again: it will read the new version")
 
 
 def record_from_evaluation(*, key: str, task: Task, adapter: Adapter, weights: Weights, display_name: str, role: str,

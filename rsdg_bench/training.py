@@ -28,6 +28,7 @@ from . import __version__
 from .adapters import Adapter, checkpoint_bytes
 from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
+from .data_lock import reading_all
 from .errors import AdapterError, TaskError
 from .evaluation import evaluate_split
 from .io import atomic_write_bytes
@@ -169,8 +170,16 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
 
     At every selection point the full training state (weights, optimizer, schedule, best so far) is saved
     next to the checkpoint; a rerun with the same task, adapter and protocol resumes from it and ends with
-    the same weights as an uninterrupted run.
+    the same weights as an uninterrupted run. The datasets it reads are held (`data_lock.reading_all`) for
+    the whole run, so no prepare publishes a new version of them in between.
     """
+    datasets = {ref.dataset for ref in (task.source, task.select) if ref is not None}
+    with reading_all(data_root, datasets):
+        return _train(adapter, task, data_root, checkpoint_path, overrides, device, num_workers, progress)
+
+
+def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path, overrides: TrainOverrides,
+           device: torch.device, num_workers: int, progress: bool) -> TrainReport:
     require_adapter_kind(task, adapter)
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")

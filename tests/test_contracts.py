@@ -60,7 +60,8 @@ def test_preparer_states_its_facts_prepares_verifies_and_opens(name: str, every_
     archive = preparer.make_fake(tmp_path / "raw", archive=True)
     get_preparer(name, verify_checksums=False).prepare(archive, tmp_path / "data", progress=False)
     assert PreparedDataset.open(tmp_path / "data", name).manifest_sha256 == dataset.manifest_sha256
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [name]
+    left = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert left == sorted([name, f".{name}.lock", f".{name}.prepare.lock"])  # the dataset and its lock files
 
 
 TASKS = sorted(TaskCatalog().tasks)

@@ -17,7 +17,8 @@ import rsdg_bench as rb
 from rsdg_bench.cli import main
 from rsdg_bench.errors import AdapterError, RsdgError, TaskError
 from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_markdown
-from rsdg_bench.results import ResultStore
+from rsdg_bench.io import canonical_json, sha256_bytes
+from rsdg_bench.results import ResultStore, recompute
 from rsdg_bench.task_schema import load_task_file, package_tasks_dir
 
 from test_leaderboard import GOOD, POOR, record
@@ -51,6 +52,38 @@ def test_a_task_cannot_name_a_path_outside_its_folders(tmp_path: Path, line: str
         load_task_file(path)
 
 
+def _digest_of(data: dict) -> str:
+    """The content digest of a record's JSON, computed as anyone could (it detects edits, it signs nothing)."""
+    return sha256_bytes(canonical_json({k: v for k, v in data.items() if k not in ("digest", "metrics")}).encode())
+
+
+@pytest.mark.parametrize("edit", ["smoke", "random_init", "task_hash", "sample_count", "digest_removed"])
+def test_a_hand_edit_that_keeps_the_numbers_consistent_is_named_as_an_edit(tmp_path: Path, edit: str):
+    store = ResultStore(tmp_path / "results")
+    real = store.write(record(key="real", matrix=GOOD, task_hash="h1"))
+    smoke = store.write(record(key="smoke", matrix=POOR, smoke={"limit": 2}, model="smoke"))
+    data = json.loads((real if edit != "smoke" else smoke).read_text())
+    assert data["digest"] == _digest_of(data)  # the rule the module docstring states
+    if edit == "smoke":
+        data["smoke"] = None
+    elif edit == "random_init":
+        data["model"]["checkpoint"]["random_init"] = True
+    elif edit == "task_hash":
+        data["task"]["hash"] = "h2"  # a newer-looking definition would evict the real records
+    elif edit == "sample_count":
+        data["evaluated"]["num_samples"] = 400
+    else:
+        del data["digest"]
+    edited = tmp_path / "results" / "records" / "demo" / "u2a" / "edited.json"
+    edited.write_text(json.dumps(data))
+    valid, refused = store.load_valid()
+    assert str(edited) in dict(refused)
+    assert "was edited" in dict(refused)[str(edited)] or "no content digest" in dict(refused)[str(edited)]
+    assert {p.name for p, _ in valid} == {"real.json", "smoke.json"}
+    with pytest.raises(RsdgError, match="edited|digest"):
+        recompute(edited)  # restoring the metrics never launders an edit
+
+
 def test_hostile_and_broken_records_are_refused_one_by_one_and_the_board_still_builds(tmp_path: Path,
                                                                                         capsys: pytest.CaptureFixture):
     results = tmp_path / "results"
@@ -62,6 +95,7 @@ def test_hostile_and_broken_records_are_refused_one_by_one_and_the_board_still_b
         data = json.loads(good.read_text())
         data["key"] = key
         edit(data)
+        data["digest"] = _digest_of(data)  # a digest is not a signature: a hostile record can carry a matching one
         path = good.with_name(f"{key}.json")
         path.write_text(json.dumps(data))
         return path
@@ -341,7 +375,7 @@ def test_a_dataset_prepared_again_during_a_run_is_refused_not_mixed(trained: dic
     monkeypatch.setattr(runner.PreparedDataset, "open", staticmethod(re_prepared))
     spec = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, checkpoint=trained["checkpoint"])
     [outcome] = run_tasks([rb.load_task("demo/u2a")], spec, RunSettings(data_root, tmp_path, progress=False, limit=1))
-    assert "was prepared again while demo/u2a evaluated" in outcome.error and not outcome.written
+    assert "was prepared again since demo/u2a" in outcome.error and not outcome.written
 
 
 @pytest.mark.parametrize("flags", [["--iterations", "0"], ["--iterations", "-3"], ["--batch-size", "0"],
@@ -353,3 +387,117 @@ def test_training_flags_that_give_no_valid_protocol_are_an_error_not_a_traceback
     err = capsys.readouterr().err
     assert code == 2 and "do not give a valid protocol" in err and "fix:" in err
     assert not (tmp_path / "checkpoints").exists()
+
+
+def _bomb_png(path: Path, side: int) -> Path:
+    """A valid PNG of side² black pixels: a few hundred kilobytes that decode to side² bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    squeeze, row, parts = zlib.compressobj(9), b"\0" * (side + 1), []
+    for _ in range(side):
+        parts.append(squeeze.compress(row))
+    parts.append(squeeze.flush())
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_any_decoding(tmp_path: Path):
+    import resource
+
+    from rsdg_bench.errors import DataError
+    from rsdg_bench.prepared import RAW_PIXEL_LIMIT, read_raw_raster
+
+    bomb = _bomb_png(tmp_path / "label.png", 20_000)
+    assert bomb.stat().st_size < 2 * 2 ** 20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match=r"claims 20000×20000 pixels, more than the 67,108,864"):
+        read_raw_raster(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100 * 1024  # KiB: nothing was decoded
+    token = RAW_PIXEL_LIMIT.set(20_000 * 20_000)  # what `prepare --max-pixels 400000000` does
+    try:
+        assert read_raw_raster(_bomb_png(tmp_path / "small.png", 300)).shape == (1, 300, 300)
+    finally:
+        RAW_PIXEL_LIMIT.reset(token)
+
+
+def test_each_dataset_caps_its_raw_image_size_and_the_option_raises_it(toyearth_raw: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture):
+    args = ["prepare", "toyearth", "--raw", str(toyearth_raw), "--quiet", "--data-root", str(tmp_path)]
+    assert main([*args, "--max-pixels", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "claims 256×256 pixels, more than the 1,000" in err and "--max-pixels" in err
+    with pytest.raises(SystemExit):  # argparse: a limit of 0 is a usage error
+        main([*args, "--max-pixels", "0"])
+    assert "--max-pixels: 0 is not above 0" in capsys.readouterr().err
+    assert main([*args, "--max-pixels", str(256 * 256)]) == 0
+
+
+def test_an_archive_that_would_unpack_beyond_its_release_is_refused_before_extracting(tmp_path: Path,
+                                                                                      capsys: pytest.CaptureFixture):
+    import zipfile
+
+    from rsdg_bench.prep import get_preparer
+
+    archive = get_preparer("toyearth").make_fake(tmp_path / "zip", archive=True)
+    with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("ToyEarth/zeros.bin", "w", force_zip64=True) as member:
+            for _ in range(96):
+                member.write(bytes(2 ** 20))  # 96 MiB of zeros, about 100 KiB packed
+    assert archive.stat().st_size < 8 * 2 ** 20
+    root = tmp_path / "data"
+    args = ["prepare", "toyearth", "--raw", str(archive), "--no-checksum", "--quiet", "--data-root", str(root)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "would unpack to 0.10 GiB (largest member ToyEarth/zeros.bin" in err and "--max-raw-gib" in err
+    assert not any(root.rglob("zeros.bin"))
+    assert main([*args, "--max-raw-gib", "1"]) == 0  # the release really is that large: the option lets it through
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"files": 3}', '{"files": [{"path": "../../etc/passwd", '
+                                     '"sha256": "00"}]}', '{"version": 1}'])
+def test_a_malformed_release_manifest_is_an_error_naming_it(toyearth_raw: Path, tmp_path: Path, content: str,
+                                                            capsys: pytest.CaptureFixture):
+    raw = tmp_path / "raw"
+    shutil.copytree(toyearth_raw, raw / toyearth_raw.name)
+    manifest = raw / toyearth_raw.name / "toyearth.json"
+    manifest.write_text(content)
+    assert main(["prepare", "toyearth", "--raw", str(raw), "--quiet", "--data-root", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert f"{manifest} is not a valid ToyEarth release manifest" in err and "fix:" in err
+
+
+@pytest.mark.parametrize("content, says", [(b"hello world\n", "a text file (it starts 'hello world"),
+                                           (b"", "the file is empty")])
+def test_a_checkpoint_that_is_not_one_says_what_it_is(tmp_path: Path, content: bytes, says: str):
+    from rsdg_bench.checkpoints import read_state_dict
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(AdapterError, match="cannot read checkpoint") as caught:
+        read_state_dict(path)
+    assert says in caught.value.problem and "101" not in caught.value.problem
+
+
+def test_a_colour_mask_is_refused_not_read_by_its_first_band(tmp_path: Path):
+    """LoveDA's masks are single-band indices; a 3-band file there used to be decoded from band 0 alone."""
+    import rasterio
+
+    from rsdg_bench.errors import DataError
+    from rsdg_bench.prep import get_preparer
+    from rsdg_bench.prepared import quiet_georef
+
+    raw = get_preparer("loveda").make_fake(tmp_path / "raw")
+    victim = sorted(p for p in Path(raw).rglob("*.png") if "masks_png" in p.parts)[0]
+    with quiet_georef(), rasterio.open(victim) as src:
+        mask, profile = src.read(), src.profile
+    profile.update(count=3)
+    with quiet_georef(), rasterio.open(victim, "w", **profile) as dst:
+        dst.write(np.repeat(mask, 3, axis=0))
+    with pytest.raises(DataError, match=rf"{victim} is uint8 with 3 bands; a mask of class indices is one band"):
+        get_preparer("loveda").prepare(raw, tmp_path / "data", progress=False)

@@ -123,15 +123,24 @@ def test_nan_metrics_are_stored_as_null_and_read_back():
     assert "NaN" not in json.dumps(block, allow_nan=False)
 
 
-def test_a_corrupt_prepared_file_names_itself(trained: dict, data_root: Path, tmp_path: Path):
+@pytest.mark.parametrize("change", ["image cut short", "label swapped for another valid label"])
+def test_a_prepared_file_changed_after_prepare_names_itself_and_writes_nothing(trained: dict, data_root: Path,
+                                                                               tmp_path: Path, change: str):
+    """A changed file keeps the manifest, and so the resume key: only its bytes can tell. A valid label swapped
+    for another one decodes fine and would silently score against the wrong map."""
     import shutil
 
     copy = tmp_path / "data"
     shutil.copytree(data_root, copy)
-    broken = sorted((copy / "toyearth" / "arid" / "val" / "images").iterdir())[0]
-    broken.write_bytes(broken.read_bytes()[:200])
+    folder = copy / "toyearth" / "arid" / "val" / ("images" if change.startswith("image") else "labels")
+    first, second = sorted(folder.iterdir())[:2]
+    if change.startswith("image"):
+        first.write_bytes(first.read_bytes()[:200])
+    else:
+        first.write_bytes(second.read_bytes())
     [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], model_with(trained), settings(copy, tmp_path / "r"))
-    assert f"cannot read raster {broken}" in outcome.error and "--verify" in outcome.error
+    assert f"{first} changed after toyearth was prepared" in outcome.error and "--verify" in outcome.error
+    assert all(load_record(Path(path)).evaluated.domain != "arid" for path in outcome.written)  # none of it
 
 
 def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(trained: dict, data_root: Path,
