@@ -38,8 +38,10 @@ __all__ = ["Evaluation", "Leaderboard", "build_leaderboard", "evaluate", "list_t
 
 
 def list_tasks(suite: str | None = None) -> list[Task]:
-    """Every task (sorted by id), or a suite's tasks in the suite's order."""
-    return TaskCatalog().suite_tasks(suite or "all")
+    """Every task (sorted by id, the demo's too), or a suite's tasks in the suite's order (`all`: every
+    benchmark task, without the demo)."""
+    catalog = TaskCatalog()
+    return catalog.suite_tasks(suite) if suite else [catalog.tasks[t] for t in sorted(catalog.tasks)]
 
 
 def load_task(task_id: str) -> Task:

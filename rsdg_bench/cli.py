@@ -167,6 +167,10 @@ def _verify_prepared(args: argparse.Namespace) -> int:
 def cmd_fake(args: argparse.Namespace) -> int:
     from .prep import get_preparer
 
+    if args.list or not args.name:
+        return cmd_prepare(argparse.Namespace(list=True, name=None))
+    if not args.out:
+        raise RsdgError("fake needs --out DIR", f"e.g. rsdg-bench fake {args.name} --out raw/")
     preparer = get_preparer(args.name)
     written = preparer.make_fake(Path(args.out), seed=args.seed, archive=args.archive)
     print(f"wrote a fake raw {args.name} download -> {written}")
@@ -269,6 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       backbone_checkpoint=Path(args.backbone_checkpoint) if args.backbone_checkpoint else None,
                       random_init=args.random_init, display_name=args.name)
     resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
+    tasks = _ready_tasks(args, tasks, model)
     if args.launcher != "none":
         return _submit(args, tasks, model)
     group, device = join_from_environment(args.device)
@@ -290,6 +295,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"smoke run (--limit {args.limit}): records are marked as such and never reach a leaderboard")
     print(f"results -> {settings.results_root}")
     return 1 if failed else 0
+
+
+def _ready_tasks(args: argparse.Namespace, tasks: list, model) -> list:
+    """Pre-flight the whole selection before evaluating anything: every dataset to prepare and all missing
+    weights in one error; with --only-ready, the tasks that can run, after that list."""
+    from .preflight import check_selection
+
+    readiness = check_selection(tasks, model, _data_root(args), _results_root(args))
+    if not readiness.blocked:
+        return tasks
+    report = readiness.report(model, len(tasks))
+    if not (args.only_ready and readiness.ready):
+        ready = (f"add --only-ready to evaluate the {len(readiness.ready)} that can run now, or "
+                 if readiness.ready else "")
+        raise RsdgError(report, f"{ready}prepare and fetch what is listed, then run again")
+    print(f"{report}\nevaluating the {len(readiness.ready)} tasks that can run (--only-ready)\n")
+    return readiness.ready
 
 
 def _print_outcomes(outcomes: list) -> None:
@@ -338,7 +360,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     store = ResultStore(_results_root(args))
     if args.action == "export":
         return _export_results(args, store.root)
-    paths = [Path(p) for p in args.paths] or store.paths()
+    paths = [record for p in args.paths for record in _record_paths(Path(p))] or store.paths()
     if args.action == "recompute":
         if not args.paths:
             raise RsdgError("results recompute needs record paths", "pass the JSON files to recompute")
@@ -354,6 +376,21 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(f"{refused} of {len(paths)} records refused (see above); the others are sound")
         return 1
     return 0
+
+
+def _record_paths(path: Path) -> list[Path]:
+    """The records a user-given path names: the file itself, or every record inside a folder (a results folder,
+    its `records/`, or one task's folder). A path that does not exist is an error, not a refused record."""
+    if path.is_dir():
+        found = sorted(path.rglob("*.json"))
+        if not found:
+            raise RsdgError(f"{path} holds no result records (*.json)",
+                            "give a record file or a results folder that `rsdg-bench run` wrote into")
+        return found
+    if not path.exists():
+        raise RsdgError(f"no result record at {path}",
+                        "give a record's path, or list a folder's records with `rsdg-bench results show --results DIR`")
+    return [path]
 
 
 def _export_results(args: argparse.Namespace, results_root: Path) -> int:
@@ -407,6 +444,11 @@ def _place_scores(metrics: dict) -> str:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .api import build_leaderboard
 
+    results = _results_root(args)
+    if not results.is_dir() and not args.reported:
+        raise RsdgError(f"no results folder at {results}",
+                        "point --results at the folder `rsdg-bench run` wrote into (add --reported to build the "
+                        "papers' reported tables alone)")
     check_writable((Path(args.out) if args.out else _results_root(args) / "site").absolute().parent,
                    "folder the site goes in")
     site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol)
@@ -421,9 +463,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_adapter(args: argparse.Namespace) -> int:
     from .registry import available_adapters
 
-    if args.action == "list":  # imports no adapter (and no torch): the registry reads the built-ins' sources
+    if args.action == "list":  # imports each adapter to read its kinds; one that fails to import says why
+        from .registry import resolve_adapter
+
+        print(f"{'adapter':16s} {'kinds':40s} {'trainable':9s} origin")
         for name, origin in sorted(available_adapters().items()):
-            print(f"{name:16s} {origin}")
+            try:
+                cls = resolve_adapter(name)
+                kinds, trainable = ", ".join(sorted(cls.kinds)), "yes" if cls.trainable else "no"
+            except RsdgError as exc:
+                kinds, trainable = f"(cannot import: {exc.problem})", "?"
+            print(f"{name:16s} {kinds:40s} {trainable:9s} {origin}")
         return 0
     if not args.name:
         raise RsdgError(f"adapter {args.action} needs an adapter name", f"e.g. rsdg-bench adapter {args.action} smp")
@@ -538,9 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fake", help="write a small fake of a dataset's raw download",
                        description="Write a small copy of a dataset's raw layout (same archive, folder and file names, "
                                    "dtypes and label encodings), to try prepare and the pipeline without the download.")
-    p.add_argument("name")
-    p.add_argument("--out", required=True, help="folder to write into")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("name", nargs="?", help="dataset name, as for prepare (see --list)")
+    p.add_argument("--list", action="store_true", help="list the datasets that have a fake (all that can be prepared)")
+    p.add_argument("--out", help="folder to write into (required unless --list)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the fake's content (default 0; the same seed gives the same bytes)")
     p.add_argument("--archive", action="store_true", help="write the zip archive as downloaded, not the unpacked folder")
     p.set_defaults(func=cmd_fake)
 
@@ -567,7 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate on every target split of each task (and the source selection split where the "
                                    "task asks for it); one JSON record per split. Completed records are skipped; a failing "
                                    "task is reported and the rest still runs (exit status 1 if any failed).")
-    p.add_argument("--suite", help="suite id, or `all`")
+    p.add_argument("--suite", help="suite id, or `all` (every benchmark task; the demo only by name)")
+    p.add_argument("--only-ready", action="store_true",
+                   help="evaluate the selected tasks whose data is prepared and whose weights are found, after "
+                        "listing the others (without it, a selection with any such task stops before evaluating)")
     p.add_argument("--task", action="append", help="task id (repeatable), instead of --suite")
     p.add_argument("--checkpoint", help="one checkpoint file for every task")
     p.add_argument("--checkpoints", "--checkpoint-dir", dest="checkpoint_dir",
@@ -605,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "dataset repo (one row per record: model, task, hash, metrics, per-class IoU, "
                                    "matrix, provenance) that datasets.load_dataset(DIR) reads.")
     p.add_argument("action", choices=["show", "recompute", "export"])
-    p.add_argument("paths", nargs="*", help="record files (default: every record in the results folder)")
+    p.add_argument("paths", nargs="*", help="record files, or folders of records (default: every record in the results "
+                                            "folder)")
     p.add_argument("--format", default="parquet", help="export: parquet (a Hugging Face Hub dataset repo layout)")
     p.add_argument("--out", help="export: the folder to write")
     p.add_argument("--push-to-hub", metavar="ORG/NAME",
@@ -613,7 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="export: make a new Hub repo private")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("leaderboard", parents=[common], help="build the static leaderboard site from result records")
+    p = sub.add_parser("leaderboard", parents=[common], help="build the static leaderboard site from result records",
+                       description="`build` reads every record of the results folder (refusing, one by one and with "
+                                   "the reason, any that fails its checks), recomputes each number from the stored "
+                                   "confusion matrices, and writes a static site (index, one page per suite and "
+                                   "task, CSV/Markdown/LaTeX exports), swapped in whole. Open its index.html; nothing "
+                                   "external is loaded.")
     p.add_argument("action", choices=["build"])
     p.add_argument("--out", help="site folder (default <results>/site)")
     p.add_argument("--reported", action="store_true",
@@ -631,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "passes `check` as written; see docs/adapters.md.")
     p.add_argument("action", choices=["list", "check", "new"])
     p.add_argument("name", nargs="?", help="adapter name or path/to/file.py:Class")
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="check: adapter option, repeatable, as for run (smp: arch=unet encoder=resnet18)")
     p.add_argument("--task", default=None,
                    help="check: the task whose classes set K and whose source bands the input has (default: demo/u2a "
                         "for a segmentation model, else the first task of a kind the adapter declares)")

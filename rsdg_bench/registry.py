@@ -135,3 +135,15 @@ def available_adapters() -> dict[str, str]:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, f"plug-in {entry.value}")
     return found
+
+
+def adapters_doing(kind: str) -> list[str]:
+    """The installed adapters that declare `kind` (imports each; one that fails to import is left out)."""
+    doers = []
+    for name in sorted(available_adapters()):
+        try:
+            if kind in resolve_adapter(name).kinds:
+                doers.append(name)
+        except AdapterError:
+            continue
+    return doers

@@ -75,8 +75,30 @@ class TaskOutcome:
     error: str | None = None
 
 
-def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapter: Adapter) -> Path | None:
-    """The checkpoint file a task uses, or None for an explicit random-init run."""
+@dataclass(frozen=True)
+class MissingWeights:
+    """No checkpoint for a task in its folder: where it was looked for, and what can be done about it."""
+
+    task_id: str
+    folder: Path
+    looked_for: list[str]
+    released: list[str]  # the authors' own file names among them (none: nothing was released for this task)
+    trainable: bool
+
+    def error(self, model: ModelSpec) -> AdapterError:
+        if self.trainable:
+            fix = f"train one with `rsdg-bench train --task {self.task_id} {model_flag(model.adapter)}`, or "
+        elif self.released:
+            fix = f"put the released {self.released[0]} in {self.folder} (docs/models.md says where it is published), or "
+        else:
+            fix = (f"{model.adapter!r} evaluates released weights only (it is not trainable here) and none were "
+                   f"released for {self.task_id}: leave the task out, or if you have weights of your own ")
+        return AdapterError(f"no checkpoint for task {self.task_id} in {self.folder} (looked for "
+                            f"{', '.join(self.looked_for)})", fix + "pass --checkpoint FILE or --checkpoint-dir DIR")
+
+
+def find_checkpoint(model: ModelSpec, task: Task, results_root: Path, adapter: Adapter) -> Path | None | MissingWeights:
+    """The checkpoint file a task uses, None for an explicit random-init run, or what is missing."""
     if model.random_init:
         return None
     if model.checkpoint is not None:
@@ -88,9 +110,21 @@ def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapte
     for name in names:
         if (folder / name).is_file():
             return folder / name
-    raise AdapterError(f"no checkpoint for task {task.id} in {folder} (looked for {', '.join(names)})",
-                       f"train one with `rsdg-bench train --task {task.id} --model {model.adapter}`, "
-                       "or pass --checkpoint FILE / --checkpoints DIR")
+    return MissingWeights(task.id, folder, names, [n for n in names if n != f"{task.checkpoint_key}.pt"],
+                          adapter.trainable)
+
+
+def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapter: Adapter) -> Path | None:
+    """The checkpoint file a task uses, or None for an explicit random-init run; raises when there is none."""
+    found = find_checkpoint(model, task, results_root, adapter)
+    if isinstance(found, MissingWeights):
+        raise found.error(model)
+    return found
+
+
+def model_flag(spec: str) -> str:
+    """The flag that names this adapter on the command line: `--adapter` for a `file.py:Class`, else `--model`."""
+    return f"--adapter {spec}" if ".py" in spec else f"--model {spec}"
 
 
 def default_checkpoint_dir(results_root: Path, adapter_name: str) -> Path:

@@ -232,6 +232,7 @@ class Suite(_Strict):
     description: str = ""
     tasks: tuple[str, ...] = Field(min_length=1)
     aggregation: Literal["mean"] = "mean"
+    part_of_all: bool = True  # false keeps its tasks out of `--suite all` (the synthetic demo)
 
 
 # --------------------------------------------------------------------------- loading
@@ -246,6 +247,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise TaskError(f"{path} is not valid YAML: {exc}", "fix the syntax at the line shown") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TaskError(f"cannot read the task file {path}: {reason}",
+                        "give the path of a task YAML (`rsdg-bench tasks list` shows the installed tasks, "
+                        "`rsdg-bench tasks validate` with no path checks them all)") from exc
     if not isinstance(data, dict):
         raise TaskError(f"{path} must hold a mapping of keys, got {type(data).__name__}",
                         "start the file with `id: <suite>/<task>`")
@@ -403,16 +409,27 @@ class TaskCatalog:
                 raise TaskError(f"suite {suite.id!r} lists unknown tasks {missing}", "fix the suite's task list")
 
     def task(self, task_id: str) -> Task:
-        if task_id not in self.tasks:
-            guess = difflib.get_close_matches(task_id, list(self.tasks), n=3)
-            raise TaskError(f"unknown task {task_id!r}",
-                            f"did you mean {', '.join(guess)}?" if guess else "see `rsdg-bench tasks list`")
-        return self.tasks[task_id]
+        """The task with this id, or with this name as the papers print it (`R2U`, `P(i)2V`; any case) when one
+        task has it; an ambiguous name lists its tasks, an unknown one the closest ids and names."""
+        if task_id in self.tasks:
+            return self.tasks[task_id]
+        named = sorted(t.id for t in self.tasks.values()
+                       if task_id.casefold() in (t.name.casefold(), t.id.casefold(), t.id.split("/")[-1].casefold()))
+        if len(named) == 1:
+            return self.tasks[named[0]]
+        if named:
+            raise TaskError(f"{task_id!r} names {len(named)} tasks: {', '.join(named)}", "give the task id")
+        choices = {**{t: t for t in self.tasks}, **{task.name: task.id for task in self.tasks.values()}}
+        guess = [f"{choices[g]} ({g})" if choices[g] != g else g
+                 for g in difflib.get_close_matches(task_id, list(choices), n=3)]
+        raise TaskError(f"unknown task {task_id!r}",
+                        f"did you mean {', '.join(guess)}?" if guess else "see `rsdg-bench tasks list`")
 
     def suite_tasks(self, suite_id: str) -> list[Task]:
-        """Tasks of a suite, in its order; `all` is every task."""
+        """Tasks of a suite, in its order; `all` is every task of the suites that are part of it (not the demo)."""
         if suite_id == "all":
-            return [self.tasks[t] for t in sorted(self.tasks)]
+            left_out = {t for suite in self.suites.values() if not suite.part_of_all for t in suite.tasks}
+            return [self.tasks[t] for t in sorted(self.tasks) if t not in left_out]
         if suite_id not in self.suites:
             raise TaskError(f"unknown suite {suite_id!r}",
                             f"use `all` or one of: {', '.join(sorted(self.suites))}")

@@ -34,6 +34,7 @@ from .evaluation import evaluate_split
 from .io import atomic_write_bytes
 from .kinds import get_kind, require_adapter_kind
 from .metrics import scores_from_confusion
+from .registry import resolve_adapter
 from .runner import ModelSpec, build_for_task
 from .task_schema import Task, TrainingSpec
 from .training_history import TrainingHistory, write_history
@@ -115,8 +116,21 @@ class TrainReport:
     selection_metric: str = "miou"
 
 
+def require_trainable(adapter: Adapter | type[Adapter], task: Task) -> None:
+    """Refuse an adapter the harness cannot train: its class sets `trainable = False` (released weights
+    only), or, once set up, it has no module to optimise."""
+    if not adapter.trainable or (isinstance(adapter, Adapter) and adapter.module is None):
+        raise AdapterError(f"adapter {adapter.name!r} cannot be trained by the harness (its class sets "
+                           "`trainable = False`: it evaluates released weights)",
+                           f"evaluate its released checkpoint with `rsdg-bench run --task {task.id} --model "
+                           f"{adapter.name} --checkpoint FILE`, or train a trainable adapter (`rsdg-bench adapter "
+                           "list` marks them)")
+
+
 def build_trainable(model: ModelSpec, task: Task, data_root: Path) -> Adapter:
-    """An adapter set up for `task`, its random init seeded by the protocol's seed (repeatable training)."""
+    """An adapter set up for `task`, its random init seeded by the protocol's seed (repeatable training);
+    an adapter that cannot be trained is refused before anything is built or read."""
+    require_trainable(resolve_adapter(model.adapter), task)
     torch.manual_seed(task.training.seed if task.training else 0)
     return build_for_task(model, task, TaskData(data_root, task, phase="train"))
 
@@ -183,10 +197,8 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     require_adapter_kind(task, adapter)
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
+    require_trainable(adapter, task)
     module = adapter.module
-    if not adapter.trainable or module is None:
-        raise AdapterError(f"adapter {adapter.name!r} cannot be trained by the harness",
-                           "evaluate its released checkpoint with `rsdg-bench run --checkpoint`")
     spec = overrides.apply(task.training)
     access = TaskData(data_root, task, phase="train")
     source = access.open(task.source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,8 +76,8 @@ def test_prepare_with_a_wrong_path_names_it(capsys, tmp_path: Path):
 
 def test_run_results_recompute_and_leaderboard(capsys, tmp_path: Path, trained: dict, data_root: Path):
     common = ["--data-root", str(data_root), "--results", str(tmp_path), "--quiet"]
-    code, out, _ = run(capsys, "run", "--task", "demo/u2a", "--model-arg", "encoder=resnet18", *common)
-    assert code == 1 and "FAILED" in out and "no checkpoint" in out
+    code, out, err = run(capsys, "run", "--task", "demo/u2a", "--model-arg", "encoder=resnet18", *common)
+    assert code == 2 and "1 of 1 tasks cannot run yet" in err and "no trained weights: demo/u2a" in err
     code, out, _ = run(capsys, "run", "--task", "demo/u2a", "--model-arg", "encoder=resnet18",
                        "--checkpoint", str(trained["checkpoint"]), "--name", "U-Net", *common)
     assert code == 0 and "2 written" in out and "toyearth/arid/val" in out and "U-Net" in out
@@ -96,6 +97,9 @@ def test_run_results_recompute_and_leaderboard(capsys, tmp_path: Path, trained: 
 def test_adapter_list_and_check(capsys):
     code, out, _ = run(capsys, "adapter", "list")
     assert code == 0 and "smp" in out
+    kinds = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "classification" in kinds["timm-classifier"] and "temporal_segmentation" in kinds["codex"]
+    assert kinds["crossearth"].split()[2] == "no" and kinds["smp"].split()[3] == "yes"  # trainable
     code, out, _ = run(capsys, "adapter", "check", "smp", "--model-arg", "encoder=resnet18")
     assert code == 0 and "7 passed, 0 failed" in out
     code, out, _ = run(capsys, "adapter", "check", "smp", "--model-arg", "encoder=resnet18", "--device", "cpu")
@@ -107,3 +111,111 @@ def test_installed_console_script():
     assert exe, "rsdg-bench is not on PATH: install the project (pip install -e .)"
     result = subprocess.run([exe, "tasks", "list"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "demo/u2coarse" in result.stdout
+
+
+PLACEHOLDERS = {"ID": "demo/u2a", "NAME": "toyearth", "<download>": "raw.zip", "FILE": "w.pth", "DIR": "folder",
+                "N": "1000", "G": "2", "FILE.yaml": "card.yaml"}
+
+
+def accepted(fix: str) -> list[str]:
+    """Every `rsdg-bench ...` command a fix line suggests, parsed by the real parser (placeholders filled in):
+    a fix that names a missing subcommand, flag or choice fails here."""
+    from rsdg_bench.cli import build_parser
+
+    commands = re.findall(r"`rsdg-bench ([^`]+)`", fix)
+    for command in commands:
+        argv = [PLACEHOLDERS.get(word, word) for word in command.split()]
+        build_parser().parse_args(argv)  # SystemExit(2) on anything the CLI would refuse
+    return commands
+
+
+def error_and_fix(err: str) -> tuple[str, str]:
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    problem, _, fix = err.partition("\n  fix: ")
+    assert fix, err
+    return problem, fix
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["results", "show", "/nonexistent.json"], "no result record at /nonexistent.json"),
+    (["results", "recompute", "/nonexistent.json"], "no result record at /nonexistent.json"),
+    (["tasks", "validate", "/nonexistent.yaml"], "cannot read the task file /nonexistent.yaml"),
+    (["leaderboard", "build", "--results", "/nonexistent"], "no results folder at /nonexistent"),
+    (["prepare", "lovad", "--data-root", "/nonexistent"], "no preparer for dataset 'lovad'"),  # not "needs --raw"
+    (["run", "--task", "P(i)2W", "--data-root", "/nonexistent"], "unknown task 'P(i)2W'"),
+])
+def test_a_user_given_name_or_path_that_does_not_exist_is_an_error_with_a_fix_that_works(
+        argv: list[str], says: str, capsys):
+    code, _, err = run(capsys, *argv)
+    problem, fix = error_and_fix(err)
+    assert code == 2 and says in problem
+    accepted(fix)
+    if argv[0] == "run":
+        assert "crossearth/pi2v (P(i)2V)" in fix
+
+
+def test_results_show_of_a_folder_lists_its_records(capsys, tmp_path: Path):
+    code, _, err = run(capsys, "results", "show", str(tmp_path))
+    problem, fix = error_and_fix(err)
+    assert code == 2 and "holds no result records" in problem
+
+
+def test_papers_names_resolve_to_task_ids_and_all_leaves_out_the_demo():
+    from rsdg_bench.task_schema import TaskCatalog
+
+    catalog = TaskCatalog()
+    assert catalog.task("R2U").id == "crossearth/r2u" and catalog.task("P(i)2V").id == "crossearth/pi2v"
+    assert catalog.task("p(i)2v").id == "crossearth/pi2v" and catalog.task("u2a").id == "demo/u2a"
+    everything = {t.id for t in catalog.suite_tasks("all")}
+    assert not any(t.startswith("demo/") for t in everything) and "crossearth/r2u" in everything
+    assert len(everything) == len(catalog.tasks) - len(catalog.suites["demo"].tasks)
+
+
+def test_run_preflights_the_whole_selection_before_evaluating_anything(capsys, tmp_path: Path):
+    """No data and no weights: one error listing what to prepare and which weights are missing (and that
+    CrossEarth released none for three settings), instead of 32 near-identical task failures."""
+    code, out, err = run(capsys, "run", "--suite", "crossearth", "--model", "crossearth", "--data-root",
+                         str(tmp_path / "data"), "--results", str(tmp_path / "results"), "--quiet")
+    problem, fix = error_and_fix(err)
+    assert code == 2 and out == "" and not (tmp_path / "results" / "records").exists()
+    assert problem.startswith("error: 32 of 32 tasks cannot run yet:")
+    assert "not prepared: casid (" in problem and "potsdam (" in problem and "`rsdg-bench prepare NAME" in problem
+    assert "released weights not found in" in problem and "crossearth/pi2v (Potsdam(i)-source.pth)" in problem
+    none = re.search(r"no weights were released for ([^,]+(?:, [^,]+)*), and 'crossearth' cannot be trained", problem)
+    assert none and set(none.group(1).split(", ")) == {"crossearth/r2u", "crossearth/u2r", "crossearth/u2oem"}
+    assert accepted(problem) and problem.count("\n") <= 6
+
+
+def test_run_only_ready_evaluates_what_can_run_after_listing_the_rest(capsys, tmp_path: Path, trained: dict,
+                                                                        data_root: Path):
+    code, out, _ = run(capsys, "run", "--task", "demo/u2a", "--task", "crossearth/pi2v", "--model-arg",
+                       "encoder=resnet18", "--checkpoint", str(trained["checkpoint"]), "--only-ready", "--limit", "1",
+                       "--data-root", str(data_root), "--results", str(tmp_path), "--quiet")
+    assert code == 0 and "1 of 2 tasks cannot run yet" in out and "not prepared: potsdam" in out
+    assert "demo/u2a               2 written" in out
+
+
+def test_fixes_for_weights_name_the_right_command(capsys, tmp_path: Path, data_root: Path):
+    from rsdg_bench.runner import model_flag
+
+    code, _, err = run(capsys, "run", "--task", "demo/u2a", "--adapter", "my_adapter.py:Model",
+                       "--data-root", str(data_root), "--results", str(tmp_path))
+    problem, fix = error_and_fix(err)
+    assert code == 2 and "my_adapter.py" in problem  # the file does not exist
+    accepted(fix)
+    assert model_flag("my_adapter.py:Model") == "--adapter my_adapter.py:Model"
+    accepted(f"`rsdg-bench train --task demo/u2a {model_flag('my_adapter.py:Model')}`")
+    code, _, err = run(capsys, "train", "--task", "crossearth/pi2v", "--model", "crossearth",
+                       "--data-root", str(data_root), "--results", str(tmp_path))
+    problem, fix = error_and_fix(err)
+    assert code == 2 and "cannot be trained by the harness" in problem and "`trainable = False`" in problem
+    assert accepted(fix) == ["run --task crossearth/pi2v --model crossearth --checkpoint FILE", "adapter list"]
+
+
+def test_a_task_of_another_kind_names_the_adapters_that_do_it(capsys, tmp_path: Path):
+    code, _, err = run(capsys, "run", "--task", "codex/oscd", "--task", "codex/fmow", "--model", "daformer",
+                       "--random-init", "--data-root", str(tmp_path), "--results", str(tmp_path / "r"))
+    problem, fix = error_and_fix(err)
+    assert code == 2 and "change_detection, which 'daformer' does not do: codex/oscd (adapters that do: smp)" in problem
+    assert "classification, which 'daformer' does not do: codex/fmow (adapters that do: timm-classifier)" in problem
+    assert "smp for change detection" not in fix

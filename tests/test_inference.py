@@ -156,3 +156,40 @@ def test_resize_with_slide_windows_the_scaled_image():
                                                                       stride=85), num_classes=3)
     # 150×200 after the resize; a 128/85 grid over it is 2 rows × 2 columns.
     assert seen == [(128, 128)] * 4
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_class_indices_are_argmax_exactly_ties_included(dim: int):
+    """The predicted map comes from `max().indices` (a fifth of argmax's CPU time): it must be argmax's map,
+    first maximal class on ties, or every confusion matrix would move."""
+    from rsdg_bench.inference import class_indices
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (2, 5, 7, 33, 35), generator=generator).float()  # many ties
+    assert torch.equal(class_indices(scores, dim), scores.argmax(dim=dim).to(torch.uint8))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_one_non_finite_logit_anywhere_is_refused(bad: float):
+    from rsdg_bench.inference import check_logits
+
+    logits = torch.randn(1, 7, 64, 64)
+    check_logits(logits, (1, 7, 64, 64), "t", (1, 3, 64, 64), "B×K×H×W")
+    logits[0, 6, 63, 0] = bad
+    with pytest.raises(AdapterError, match="NaN or Inf"):
+        check_logits(logits, (1, 7, 64, 64), "t", (1, 3, 64, 64), "B×K×H×W")
+
+
+def test_a_single_window_slide_is_the_plain_forward_and_several_windows_still_average():
+    from rsdg_bench.inference import _slide
+
+    calls = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return x[:, :2] * 3.0
+
+    x = torch.randn(1, 3, 64, 48)
+    assert torch.equal(_slide(forward, x, 2, 64, 43, 1), x[:, :2] * 3.0) and calls == [(1, 3, 64, 48)]
+    overlapping = _slide(forward, x, 2, 32, 16, 1)
+    assert torch.allclose(overlapping, x[:, :2] * 3.0) and len(calls) > 2  # averaged windows of the same values

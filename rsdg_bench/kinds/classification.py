@@ -30,15 +30,14 @@ class Classification(TaskKind):
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
-        import torch
-
         from ..evaluation import checked_classify
+        from ..inference import class_indices
 
         classify = checked_classify(adapter.classify, task.class_schema.num_classes, adapter.name)
 
         def score_image(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
             logits = classify(prepare(sample["image"][None], sample))
-            return sample["label"].reshape(1), logits.argmax(dim=1).to(torch.uint8).cpu()
+            return sample["label"].reshape(1), class_indices(logits, dim=1).cpu()
 
         return score_image
 

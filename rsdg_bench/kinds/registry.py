@@ -38,7 +38,11 @@ def kind_names() -> tuple[str, ...]:
 def require_adapter_kind(task: Task, adapter: Adapter | type[Adapter]) -> None:
     """Refuse a task whose kind the adapter (instance or class) does not declare in its `kinds`."""
     if task.kind not in adapter.kinds:
+        from ..registry import adapters_doing
+
+        doers = adapters_doing(task.kind)
         raise AdapterError(f"adapter {adapter.name!r} does not do {task.kind} (task {task.id}; it declares "
                            f"{', '.join(sorted(adapter.kinds))})",
-                           "pick a task of its kind (`rsdg-bench tasks list`) or an adapter that declares "
-                           f"{task.kind!r} in its `kinds`")
+                           "pick a task of its kind (`rsdg-bench tasks list`) or an adapter that does "
+                           f"{task.kind}: " + (", ".join(doers) if doers else "none is installed; `rsdg-bench "
+                                               "adapter new NAME` starts one"))

@@ -26,17 +26,15 @@ class Segmentation(TaskKind):
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
-        from ..inference import checked_forward, predict_logits
+        from ..inference import checked_forward, class_indices, predict_logits
 
         num_classes = task.class_schema.num_classes
         forward = checked_forward(adapter.predict, num_classes, adapter.input_contract().size_divisor, adapter.name)
 
         def score_map(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-            import torch
-
             scores = predict_logits(forward, prepare(sample["image"][None], sample), task.inference, num_classes,
                                     window_batch)
-            return sample["label"], scores.argmax(dim=1)[0].to(torch.uint8).cpu()
+            return sample["label"], class_indices(scores, dim=1)[0].cpu()
 
         return score_map
 

@@ -33,6 +33,7 @@ class TemporalSegmentation(TaskKind):
 
         from ..classes import IGNORE_INDEX
         from ..evaluation import checked_series_forward
+        from ..inference import class_indices
 
         num_classes = task.class_schema.num_classes
         divisor = adapter.input_contract().size_divisor
@@ -52,7 +53,7 @@ class TemporalSegmentation(TaskKind):
             x = prepare(sample["image"], sample)[None]  # frames normalized as a batch → 1×T×C×H×W
             forward = oracle_forward(sample["label"]) if adapter.peeks_at_labels else plain
             logits = forward(x, sample["days"][None].to(device))
-            return sample["label"], logits.argmax(dim=2)[0].to(torch.uint8).cpu()
+            return sample["label"], class_indices(logits, dim=2)[0].cpu()
 
         return score_series
 
