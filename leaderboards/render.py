@@ -80,7 +80,7 @@ class SiteWriter:
         self.tables += [summary, *(t for _, t in class_tables), *(t for t in (elsewhere, conventions) if t)]
         confusions = [(model, slug, confusion_svg(s.matrix, task.class_names, f"{model}\n{slug}"))
                       for model, splits in task.scores.items() for slug, s in splits.items() if s.matrix]
-        records = [(model, slug, os.path.relpath(s.record, page_dir) if Path(s.record).is_absolute() else s.record)
+        records = [(model, slug, self._record_name(s.record))
                    for model, splits in task.scores.items() for slug, s in splits.items()]
         samples = [(model, slug, self._copy_predictions(task, model, slug, s.predictions, page_dir))
                    for model, splits in task.scores.items() for slug, s in splits.items() if s.predictions]
@@ -106,6 +106,15 @@ class SiteWriter:
                 atomic_write_bytes(target, plot.read_bytes())
                 return os.path.relpath(target, page_dir)
         return None
+
+    def _record_name(self, record: str) -> str:
+        """A record's path as text, relative to the results folder when it lies inside it: the site links
+        only to its own files, so it stays whole wherever it is copied (records are not copied into it)."""
+        if self.results_root is not None:
+            root, path = Path(self.results_root).resolve(), Path(record).resolve()
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return Path(record).name
 
     def _copy_predictions(self, task: TaskTable, model: str, slug: str, saved: list[dict[str, str]],
                           page_dir: Path) -> list[dict[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,28 @@ def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(trained:
     html = (site / "tasks" / "demo-u2a.html").read_text()
     assert html.count("<img ") >= 6 and "Sample predictions" in html
     assert len(list((site / "predictions").rglob("*.png"))) >= 6
+    copied = shutil.copytree(site, tmp_path / "elsewhere" / "copied-site")  # a site is published by copying it
+    shutil.rmtree(tmp_path / "records")  # ... away from the results it was built from
+    assert broken_links(copied) == []
+
+
+def broken_links(site: Path) -> list[str]:
+    """Every href/src of every page that is not a file inside the site (absolute paths and URLs count as
+    broken: a copied site must stand alone and load nothing external)."""
+    import re
+    from urllib.parse import unquote, urlsplit
+
+    broken = []
+    for page in site.rglob("*.html"):
+        for target in re.findall(r'(?:href|src)="([^"]*)"', page.read_text()):
+            parts = urlsplit(target)
+            if parts.scheme == "data" or target.startswith("#"):
+                continue
+            resolved = (page.parent / unquote(parts.path)).resolve()
+            if parts.scheme or target.startswith("/") or not resolved.is_file() or \
+                    not resolved.is_relative_to(site.resolve()):
+                broken.append(f"{page.relative_to(site)} -> {target}")
+    return broken
 
 
 def test_a_short_trained_checkpoint_is_marked_off_protocol_everywhere_it_shows(trained: dict, data_root: Path,
