@@ -238,7 +238,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg))
     adapter = build_trainable(model, task, _data_root(args))
     out = Path(args.out) if args.out else default_checkpoint_dir(_results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
-    check_writable(out.parent, "results folder" if not args.out else "checkpoint folder")
+    what, flag = ("checkpoint folder", "--out") if args.out else ("results folder", "--results (or RSDG_RESULTS)")
+    check_writable(out.parent, what, flag)
     report = train_adapter(
         adapter, task, _data_root(args), out,
         overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
@@ -278,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _submit(args, tasks, model)
     group, device = join_from_environment(args.device)
     settings = _run_settings(args, device=device, group=group)
-    check_writable(settings.results_root, "results folder")  # before any evaluation is spent
+    check_writable(settings.results_root, "results folder", "--results (or RSDG_RESULTS)")  # before any evaluation
     try:
         outcomes = run_tasks(tasks, model, settings)
     finally:
@@ -450,7 +451,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                         "point --results at the folder `rsdg-bench run` wrote into (add --reported to build the "
                         "papers' reported tables alone)")
     check_writable((Path(args.out) if args.out else _results_root(args) / "site").absolute().parent,
-                   "folder the site goes in")
+                   "folder the site goes in", "--out")
     site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol)
     print(f"{site.tasks} tasks, {site.models} models, {site.left_out} records left out"
           + (f", {site.reported_rows} reported rows" if args.reported else ""))

@@ -47,10 +47,10 @@ def current_umask() -> int:
     return mask
 
 
-def check_writable(folder: str | Path, what: str) -> Path:
+def check_writable(folder: str | Path, what: str, flag: str) -> Path:
     """Prove a file can be written in `folder` (or, while it does not exist yet, in the nearest folder above
     it that does, where it would be created), before any work is spent on what will be written; creates
-    nothing. An error names the folder, the cause and the flag to point elsewhere."""
+    nothing. An error names the folder, the cause and `flag`, the option that points elsewhere."""
     from .errors import RsdgError
 
     folder = Path(folder).expanduser().absolute()
@@ -60,8 +60,7 @@ def check_writable(folder: str | Path, what: str) -> Path:
             pass
     except OSError as exc:
         raise RsdgError(f"cannot write to the {what} {folder}: {exc.strerror or exc}",
-                        f"point {'--results (or RSDG_RESULTS)' if 'results' in what else '--out'} at a folder you "
-                        "can write to, or free space / make this one writable") from exc
+                        f"point {flag} at a folder you can write to, or free space / make this one writable") from exc
     return folder
 
 

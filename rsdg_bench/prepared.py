@@ -265,23 +265,22 @@ def read_raw_raster(path: str | Path, fix: str = "the file is corrupt or truncat
     (a PNG's chunks and their CRCs up to IEND; a JPEG's end-of-image marker). A TIFF cut short fails to
     read, which `read_raster` reports."""
     path = Path(path)
-    with open_raster(path, fix):  # the header: refuses a size beyond the dataset's limit before any decoding
-        pass
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        from PIL import Image
+    with open_raster(path, fix) as src:  # opening reads the header: a size beyond the limit is refused here
+        suffix = path.suffix.lower()
+        if suffix == ".png":
+            from PIL import Image
 
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except Exception as exc:  # Pillow raises SyntaxError, OSError, struct.error ... for a broken PNG
-            raise DataError(f"{path} is not a complete PNG ({exc})", fix) from exc
-    elif suffix in (".jpg", ".jpeg"):
-        with open(path, "rb") as handle:
-            handle.seek(max(0, path.stat().st_size - 2))
-            if handle.read() != b"\xff\xd9":
-                raise DataError(f"{path} is not a complete JPEG (no end-of-image marker)", fix)
-    return read_raster(path, fix)
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except Exception as exc:  # Pillow raises SyntaxError, OSError, struct.error ... for a broken PNG
+                raise DataError(f"{path} is not a complete PNG ({exc})", fix) from exc
+        elif suffix in (".jpg", ".jpeg"):
+            with open(path, "rb") as handle:
+                handle.seek(max(0, path.stat().st_size - 2))
+                if handle.read() != b"\xff\xd9":
+                    raise DataError(f"{path} is not a complete JPEG (no end-of-image marker)", fix)
+        return src.read()
 
 
 def read_raw_mask(path: str | Path, fix: str = "the file is not a mask from this release; re-extract the raw download"
