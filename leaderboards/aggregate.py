@@ -41,6 +41,7 @@ class SplitScores:
     training: dict | None = None  # the record's `model.training` (how its weights were trained vs the protocol)
     checkpoint: str | None = None  # the record's checkpoint path (its training history lies beside it)
     predictions: list[dict[str, str]] = field(default_factory=list)  # sample_id + image/label/prediction PNG paths
+    verified: tuple[str, str] | None = None  # (badge, explanation) of a verified submission's record
 
 
 @dataclass
@@ -122,6 +123,7 @@ class TaskTable:
     def badges(self, model: str) -> list[tuple[str, str]]:
         """(text, explanation) of every training badge the model's records here carry (off-protocol, unknown)."""
         found = {badge(s.training) for s in self.scores.get(model, {}).values()}
+        found |= {s.verified for s in self.scores.get(model, {}).values()}
         return sorted(b for b in found if b is not None)
 
     def resampling_units(self) -> list[tuple[str, int, str]]:
@@ -210,10 +212,11 @@ def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
 
 
 def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[str, str]] = (),
-                only_protocol: bool = False) -> Board:
+                only_protocol: bool = False, verified: dict[str, tuple[str, str]] | None = None) -> Board:
     """`refused`: records that failed their own checks (listed as left out, with the reason). With
     `only_protocol`, records whose weights were not trained by the task's full protocol (off-protocol or
-    unknown training) are left out too; otherwise they are shown with a badge."""
+    unknown training) are left out too; otherwise they are shown with a badge. `verified`: record path →
+    the badge of the verified submission it came from."""
     excluded: list[tuple[str, str]] = list(refused)
     kept: list[tuple[Path, ResultRecord]] = []
     for path, record in records:
@@ -273,11 +276,20 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
                                for name, values in block["other_conventions"].items()},
             predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}
                          for entry in record.predictions.get(slug, [])],
+            verified=(verified or {}).get(str(path)) or _scored_from_maps(record),
         )
         table.suite = task.suite or ""
     for path, why in excluded:
         log.info("left out %s: %s", path, why)
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
+
+
+def _scored_from_maps(record: ResultRecord) -> tuple[str, str] | None:
+    """The badge of a record scored from submitted prediction maps (`rsdg-bench score`), else None."""
+    if record.model.get("scored_from") is None:
+        return None
+    return ("scored from maps", "the model's prediction maps were scored here against the prepared labels; the "
+                                "model itself was not run here")
 
 
 def _evidence(record: ResultRecord, slug: str) -> SplitEvidence | None:

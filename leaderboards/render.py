@@ -59,8 +59,8 @@ class SiteWriter:
         leaders = {}
         for suite in self.board.suites:
             table = suite_table(suite, self.board)
-            mean = len(suite.tasks)
-            leaders[suite.id] = [(row.label, row.values[mean], row.reported) for row in table.rows[:3]]
+            leaders[suite.id] = [(row.label, row.values[0], row.reported) for row in table.rows[:3]
+                                 if row.incomplete is None]
         return self._page("index.html.j2", "", leaders=leaders,
                           results=str(self.results_root or "(records given directly)"))
 

@@ -61,6 +61,9 @@ class ReportedTable(BaseModel):
     source: Source
     note: str = ""
     convention: Literal["mmseg", "smp"] = "mmseg"  # how the paper computed its metrics (`metrics.convention`)
+    # The name the paper prints for its headline metric, per task id, where it is not the task's primary
+    # metric's usual name (CoDEX's FMoW column: "Avg. Acc.").
+    headline_names: dict[str, str] = {}
     entries: list[Entry]
 
 
@@ -78,6 +81,7 @@ class ReportedRow:
     source: str
     flag: str | None = None
     convention: str = "mmseg"
+    headline_name: str | None = None  # what the paper calls its headline metric here, if not the task's primary
 
     @property
     def label(self) -> str:
@@ -151,7 +155,7 @@ def reported_rows(folder: Path = REPORTED_DIR) -> list[ReportedRow]:
                 method=entry.method, backbone=entry.backbone, task=entry.task, split=entry.split,
                 headline=_fraction(entry.headline), per_class={k: _fraction(v) for k, v in entry.per_class.items()},
                 metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source, flag=entry.flag,
-                convention=table.convention)
+                convention=table.convention, headline_name=table.headline_names.get(entry.task))
             key = (row.method, row.backbone, row.task, row.split, table.source.paper, row.headline)
             if key in rows and not math.isnan(row.headline):
                 rows[key] = _merged(rows[key], row)

@@ -24,6 +24,7 @@ class Row:
     link: str | None = None        # a page for the row's model, if any
     flag: str | None = None        # why a reported row's numbers are shown with a warning
     badges: list[tuple[str, str]] = field(default_factory=list)  # (text, explanation): e.g. off-protocol training
+    incomplete: str | None = None  # why the row is not ranked (it lacks tasks the ranking is over): shown muted
 
 
 @dataclass
@@ -41,13 +42,16 @@ class Table:
         return True if self.percent is None else self.percent[column]
 
     def marks(self) -> dict[tuple[int, int], str]:
-        """(row, column) → "best" | "second" for each column's top two distinct values."""
+        """(row, column) → "best" | "second" for each column's top two distinct values (columns with values in
+        fewer than two rows are not marked)."""
         marks: dict[tuple[int, int], str] = {}
         for column in range(len(self.columns)):
             if column in self.unmarked:
                 continue
-            values = sorted({round(r.values[column], 6) for r in self.rows if not math.isnan(r.values[column])},
-                            reverse=column not in self.lower_is_better)
+            present = [r.values[column] for r in self.rows if not math.isnan(r.values[column])]
+            if len(present) < 2:  # a value alone in its column is not "best"
+                continue
+            values = sorted({round(v, 6) for v in present}, reverse=column not in self.lower_is_better)
             for rank, value in zip(("best", "second"), values[:2], strict=False):
                 for index, row in enumerate(self.rows):
                     if not math.isnan(row.values[column]) and round(row.values[column], 6) == value:

@@ -1,10 +1,11 @@
 """Board → the tables the site shows (as `tables.Table`), with ranks and per-gap means; no HTML here.
 
-Suite table: one column per task, grouped by domain gap (as CrossEarth's Table 1 / Fig. 2 group them),
-then the mean over the tasks a row has, the average rank, how many tasks that is, and the mean per gap. A row is a model whose
-records the harness produced, or a method the papers report (flagged, never merged with ours). Ranks are
-per task column over every row that has a value (1 = best, ties share the better rank); the average rank
-is over the tasks a row has.
+Suite table: the headline columns first (Mean, Avg. rank, task count, the mean's interval), then the means
+of other metric kinds, of in-domain settings and per gap, then one column per task grouped by domain gap (as
+CrossEarth's Table 1 / Fig. 2 group them). A row is a model whose records the harness produced, or a method
+the papers report (flagged, never merged with ours). The Mean and the ranks are over the suite's
+cross-domain tasks of its most common metric, and only for rows that have all of them (1 = best, ties
+share the better rank); rows missing tasks follow, muted, with their count (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -54,38 +55,80 @@ def _reported_by_label(tasks: list[TaskTable]) -> dict[str, tuple[str, dict[str,
     return rows
 
 
+# Settings judged on the domain the model was trained on: shown, averaged apart, never in the headline mean.
+IN_DOMAIN_GAPS = frozenset({"in-domain", "in-distribution"})
+
+
+def headline_tasks(tasks: list[TaskTable]) -> tuple[str, list[TaskTable]]:
+    """(metric, tasks) the suite's headline Mean and Avg. rank are over: its cross-domain tasks whose primary
+    metric is the suite's most common one (a mean never mixes mIoU with a change F1 or an accuracy)."""
+    cross = [t for t in tasks if t.gap not in IN_DOMAIN_GAPS] or list(tasks)
+    metrics = [t.primary for t in cross]
+    metric = max(dict.fromkeys(metrics), key=metrics.count) if metrics else "miou"
+    return metric, [t for t in cross if t.primary == metric]
+
+
+def _complete_mean(values: dict[str, float], tasks: list[TaskTable]) -> float:
+    """The mean over `tasks` when the row has every one of them, else NaN (a mean over fewer tasks is not
+    comparable with one over all)."""
+    present = [values.get(t.task_id, math.nan) for t in tasks]
+    return math.nan if not tasks or any(math.isnan(v) for v in present) else sum(present) / len(present)
+
+
 def suite_table(suite: SuiteView, board: Board) -> Table:
+    """Headline columns first (Mean, Avg. rank, Tasks, interval, the mean of a row that lacks tasks), then the
+    means of other metric kinds, of the in-domain settings and per gap, then one column per task grouped by
+    gap. Mean and Avg. rank rank complete rows only (rows with every headline task); a row missing tasks is
+    shown muted after them, with its count and the mean over the tasks it has, never ranked above them."""
     gaps = _gap_order(suite.tasks)
     tasks = sorted(suite.tasks, key=lambda t: gaps.index(t.gap))  # stable: suite order within a gap
-    columns = [t.name for t in tasks] + ["Mean", "Avg. rank", "Tasks", "Mean 95% CI low", "Mean 95% CI high"] + \
-        ([f"Mean: {g}" for g in gaps] if len(gaps) > 1 else [])
+    metric, ranked = headline_tasks(tasks)
+    label = METRIC_LABELS.get(metric, metric)
+    cross = [t for t in tasks if t.gap not in IN_DOMAIN_GAPS]
+    others = sorted({t.primary for t in cross} - {metric})
+    in_domain = [t for t in tasks if t.gap in IN_DOMAIN_GAPS and t.primary == metric]
+    gap_blocks = [(g, [t for t in ranked if t.gap == g]) for g in gaps if any(t.gap == g for t in ranked)]
+    blocks = ([(f"Mean {METRIC_LABELS.get(m, m)}", [t for t in cross if t.primary == m]) for m in others]
+              + ([("Mean in-domain", in_domain)] if in_domain else [])
+              + ([(f"Mean: {g}", members) for g, members in gap_blocks] if len(gap_blocks) > 1 else []))
+    headline = [f"Mean {label}", "Avg. rank", f"Tasks (of {len(ranked)})", "95% CI low", "95% CI high",
+                "Mean over its tasks"]
+    task_columns = [t.name if t.primary == metric else f"{t.name} ({METRIC_LABELS.get(t.primary, t.primary)})"
+                    for t in tasks]
     raw: list[tuple[Row, dict[str, float]]] = []
-    intervals: dict[str, tuple[float, float]] = {}
     for model in board.models:
         values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
         if values:
-            badges = sorted({b for t in tasks for b in t.badges(model)})
-            raw.append((Row(model, [], badges=badges), values))
-            intervals[model] = suite_mean_interval(tasks, model)
-    for label, (source, values, flags) in _reported_by_label(tasks).items():
-        raw.append((Row(label, [], reported=source, flag="; ".join(flags) or None), values))
-    per_task = [[values.get(t.task_id, math.nan) for t in tasks] for _, values in raw]
-    ranks = np.array([_ranks(list(column)) for column in zip(*per_task, strict=True)]).T if per_task else []
+            raw.append((Row(model, [], badges=sorted({b for t in tasks for b in t.badges(model)})), values))
+    for row_label, (source, values, flags) in _reported_by_label(tasks).items():
+        raw.append((Row(row_label, [], reported=source, flag="; ".join(flags) or None), values))
+    complete = [not math.isnan(_complete_mean(values, ranked)) for _, values in raw]
+    ranks = [_ranks([values.get(t.task_id, math.nan) if done else math.nan  # ranked among complete rows only
+                     for (_, values), done in zip(raw, complete, strict=True)]) for t in ranked]
     rows = []
-    for index, (row, _values) in enumerate(raw):
-        task_values = per_task[index]
-        gap_means = [_mean([v for v, t in zip(task_values, tasks, strict=True) if t.gap == g]) for g in gaps]
-        row.values = [*task_values, _mean(task_values), _mean(list(ranks[index])),
-                      float(sum(not math.isnan(v) for v in task_values)),
-                      *intervals.get(row.label if not row.reported else "", (math.nan, math.nan)),
-                      *(gap_means if len(gaps) > 1 else [])]
+    for index, ((row, values), done) in enumerate(zip(raw, complete, strict=True)):
+        have = [values[t.task_id] for t in ranked if not math.isnan(values.get(t.task_id, math.nan))]
+        interval = suite_mean_interval(ranked, row.label) if not row.reported else (math.nan, math.nan)
+        row.values = [_complete_mean(values, ranked), _mean([r[index] for r in ranks]) if done else math.nan,
+                      float(len(have)), *interval, math.nan if done or not have else _mean(have),
+                      *(_complete_mean(values, members) for _, members in blocks),
+                      *(values.get(t.task_id, math.nan) for t in tasks)]
+        if not done:
+            row.incomplete = (f"has {len(have)} of the {len(ranked)} tasks the mean is over: shown, not ranked "
+                              "(its own mean is over the tasks it has)")
         rows.append(row)
-    rows.sort(key=lambda r: (math.isnan(r.values[len(tasks)]), -r.values[len(tasks)] if not math.isnan(r.values[len(tasks)]) else 0))
-    groups = [(g, sum(t.gap == g for t in tasks)) for g in gaps] + [("", len(columns) - len(tasks))]
-    percent = [True] * len(tasks) + [True, False, False] + [True] * (len(columns) - len(tasks) - 3)
-    return Table(id=f"suite-{slugify(suite.id)}", title=f"{suite.name}: target score per task", columns=columns,
-                 rows=rows, percent=percent, lower_is_better={len(tasks) + 1},
-                 unmarked={len(tasks) + 2, len(tasks) + 3, len(tasks) + 4}, groups=groups)
+    rows.sort(key=lambda r: (r.incomplete is not None, -_or(r.values[0], 0.0), -r.values[2], -_or(r.values[5], 0.0)))
+    head = len(headline) + len(blocks)
+    groups = [("", head)] + [(g, sum(t.gap == g for t in tasks)) for g in gaps]
+    percent = [True, False, False, True, True, True] + [True] * (len(blocks) + len(tasks))
+    return Table(id=f"suite-{slugify(suite.id)}", title=f"{suite.name}: target {label} per task "
+                 f"(Mean and Avg. rank over the {len(ranked)} cross-domain {label} tasks, complete rows only)",
+                 columns=headline + [name for name, _ in blocks] + task_columns, rows=rows, percent=percent,
+                 lower_is_better={1}, unmarked={2, 3, 4, 5}, groups=groups)
+
+
+def _or(value: float, default: float) -> float:
+    return default if math.isnan(value) else value
 
 
 def suite_mean_interval(tasks: list[TaskTable], model: str) -> tuple[float, float]:
@@ -170,14 +213,16 @@ def _reported_on(task: TaskTable, reported: ReportedRow, slug: str) -> bool:
 
 
 def reported_elsewhere(task: TaskTable) -> Table | None:
-    """Reported numbers measured on a split that is not one of the task's targets (shown, never averaged)."""
+    """Reported numbers measured on a split that is not one of the task's targets (shown, never averaged):
+    each row names its split; the column names the metric as the paper prints it."""
     rows = [r for r in task.reported if math.isnan(task.reported_target(r))]
     if not rows:
         return None
+    names = sorted({r.headline_name or METRIC_LABELS.get(task.primary, task.primary) for r in rows})
     return Table(id=f"task-{slugify(task.task_id)}-reported-other",
-                 title=f"{task.name}: reported on other splits", columns=["split", "mIoU"],
-                 rows=[Row(r.label, [math.nan, r.headline], reported=r.source) for r in rows],
-                 percent=[False, True])
+                 title=f"{task.name}: reported on other splits", columns=[" / ".join(names) + " (as printed)"],
+                 rows=[Row(f"{r.label}, on {r.split or 'a split the paper does not name'}", [r.headline],
+                           reported=r.source) for r in rows])
 
 
 def casid_matrices(suite: SuiteView, board: Board) -> dict[str, tuple[np.ndarray, str | None]]:

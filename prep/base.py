@@ -62,10 +62,14 @@ class Preparer(abc.ABC):
     # `prepare --max-pixels` / `--max-raw-gib`.
     max_raw_pixels: ClassVar[int] = 64 * 2 ** 20
     max_raw_bytes: ClassVar[int] = DEFAULT_MAX_RAW_BYTES
+    # The splits whose labels the release keeps private ("domain/split"): an organizer who holds them passes
+    # `private_labels` (a folder in the raw layout of the labels) and the split is prepared labelled.
+    private_label_splits: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, verify_checksums: bool = True, max_pixels: int | None = None,
                  max_raw_bytes: int | None = None) -> None:
         self.verify_checksums = verify_checksums
+        self.private_labels: Path | None = None
         self.pixel_limit = max_pixels or self.max_raw_pixels
         self.byte_limit = max_raw_bytes or self.max_raw_bytes
 
@@ -177,11 +181,22 @@ def available_preparers() -> dict[str, type[Preparer]]:
 
 
 def get_preparer(name: str, verify_checksums: bool = True, max_pixels: int | None = None,
-                 max_raw_bytes: int | None = None) -> Preparer:
+                 max_raw_bytes: int | None = None, private_labels: Path | None = None) -> Preparer:
+    """The preparer of a dataset; `private_labels`: the folder of labels its release keeps private (an
+    organizer's preparation, see docs/submissions.md)."""
     preparers = _all_preparers()
     if name not in preparers:
         raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(preparers))}")
-    return preparers[name](verify_checksums, max_pixels, max_raw_bytes)
+    preparer = preparers[name](verify_checksums, max_pixels, max_raw_bytes)
+    if private_labels is not None:
+        if not preparer.private_label_splits:
+            raise DataError(f"{name} publishes the labels of all its splits; there are no private labels to add",
+                            "drop --private-labels")
+        if not Path(private_labels).is_dir():
+            raise DataError(f"no private labels folder at {private_labels}",
+                            f"pass the folder holding the labels of {', '.join(preparer.private_label_splits)}")
+        preparer.private_labels = Path(private_labels)
+    return preparer
 
 
 def _safe_members(names: list[str], archive: Path) -> None:

@@ -17,7 +17,11 @@ Dataset card
   never scored; the count is in the card. (A stricter flood fill would also catch zero areas reachable
   only around corners; the contest winner's own edge filter is not reproduced exactly.)
 - **Test** (`sar/test`) has no public labels: its inputs are prepared and the split is listed as unlabelled,
-  so a task that tries to score it is refused with that reason.
+  so a task that tries to score it is refused with that reason (`predict` still writes maps for it). An
+  organizer who holds the test labels passes `--private-labels DIR` (`DIR/test/labels/<name>.tif`, the
+  release's label format): the split is then prepared labelled and the `dfc25-test` suite can be scored
+  from submitted maps (docs/submissions.md). The fake writes such a folder beside the raw one
+  (`oemsar_raw/private_labels`).
 - **Counts** (UNVERIFIED per split; the total 5,033 is confirmed): 4,333 train / 210 val / 490 test.
 - **Citation**: Xia et al., OpenEarthMap-SAR: A Benchmark Synthetic Aperture Radar Dataset for Global
   High-Resolution Land Cover Mapping, arXiv 2501.10891, 2025. **Licence**: CC BY-NC-SA 4.0 (UNVERIFIED).
@@ -78,6 +82,7 @@ class OpenEarthMapSAR(Preparer):
                "optical": DomainInfo(description="RGB of the same scenes",
                                      bands=uint8_bands(("red", "green", "blue")))}
     published_counts = PUBLISHED_COUNTS
+    private_label_splits = ("sar/test",)
 
     def make_fake(self, out: Path, seed: int = 0, archive: bool = False) -> Path:
         """`DFC2025Track1/{train,val,test}/...` with zero SAR borders and every class at a known place."""
@@ -98,10 +103,10 @@ class OpenEarthMapSAR(Preparer):
                 layers = {"sar_images": sar[None]}
                 if split == "train":
                     layers["rgb_images"] = rgb
-                if split != "test":
-                    layers["labels"] = label[None]
+                layers["labels"] = label[None]  # test labels go to the organizer's private folder
                 for folder, array in layers.items():
-                    path = root / split / folder / name
+                    base = root.parent / "private_labels" if split == "test" and folder == "labels" else root
+                    path = base / split / folder / name
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2],
                                        count=array.shape[0], dtype="uint8", crs=CRS, transform=transform,
@@ -117,13 +122,16 @@ class OpenEarthMapSAR(Preparer):
     def build(self, files: RawFiles, data_root: Path, progress: bool) -> Path:
         work = self._plan(files)
         writer = self.open_writer(data_root, crs=CRS,
-                                  fingerprint={"prep_version": self.prep_version, "count": len(work)})
+                                  fingerprint={"prep_version": self.prep_version, "count": len(work),
+                                               "private_labels": self.private_labels is not None})
         expected: dict[tuple[str, str], int] = {}
         masked = 0
         for split, name, paths in tqdm(work, desc="prepare openearthmap_sar", unit="scene", disable=not progress):
             sar, transform, crs = _read(paths["sar_images"])
             border = edge_zero_mask(sar[0])
             masked += int(border.sum())
+            if split == "test" and self.private_labels is not None:
+                paths = {**paths, "labels": self._private_label(name)}
             if "labels" in paths:
                 raw_label, _, _ = _read(paths["labels"])
                 label = label_to_indices(raw_label[0], where=str(paths["labels"]))
@@ -146,11 +154,21 @@ class OpenEarthMapSAR(Preparer):
                 writer.add(SampleArrays(sample_id=sample_id, domain=domain, split=split, image=image, label=label,
                                         source_file=f"{split}/{'sar_images' if domain == 'sar' else 'rgb_images'}/{name}",
                                         window=(0, 0, label.shape[1], label.shape[0]), transform=transform, crs=crs))
-        return self.finish(writer, files, expected_counts=expected, unlabelled=["sar/test"],
+        private = self.private_labels is not None
+        return self.finish(writer, files, expected_counts=expected, unlabelled=[] if private else ["sar/test"],
                            notes=["train labels (sar/train, optical/train) are PSEUDO-LABELS from optical models, "
                                   "not ground truth",
-                                  "sar/test has no public labels: inputs only",
+                                  "sar/test labelled from a private folder (an organizer's preparation): never publish "
+                                  "this prepared copy" if private else "sar/test has no public labels: inputs only",
                                   f"{masked} zero-valued SAR border pixels set to ignore (no-data)"])
+
+    def _private_label(self, name: str) -> Path:
+        assert self.private_labels is not None
+        path = self.private_labels / "test" / "labels" / name
+        if not path.is_file():
+            raise DataError(f"the private labels folder has no {path.relative_to(self.private_labels)} for test scene "
+                            f"{name}", "pass --private-labels the folder holding test/labels/<scene>.tif")
+        return path
 
     @staticmethod
     def _plan(files) -> list[tuple[str, str, dict[str, Path]]]:

@@ -194,17 +194,26 @@ class Leaderboard:
 
 
 def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | None = None, *,
-                      reported: bool = False, only_protocol: bool = False) -> Leaderboard:
+                      reported: bool = False, only_protocol: bool = False, submissions: Path | str | None = None,
+                      data_root: Path | str | None = None) -> Leaderboard:
     """Build the static leaderboard site from a results folder into `out` (default `<results>/site`), the
     papers' reported rows beside the harness's with `reported`, only full-protocol weights with
-    `only_protocol` (what `rsdg-bench leaderboard build` runs)."""
+    `only_protocol`, and the verified bundles of a `submissions` folder (checked against the prepared data of
+    `data_root`) with their badges (what `rsdg-bench leaderboard build` runs)."""
     from .leaderboards.aggregate import build_board, with_suites
     from .leaderboards.render import write_site
     from .leaderboards.reported import reported_rows
     from .results import ResultStore
 
     results = Path(results_dir) if results_dir else default_results_root()
-    board = with_suites(build_board(*ResultStore(results).load_valid(), only_protocol=only_protocol),
+    records, refused = ResultStore(results).load_valid()
+    badges: dict[str, tuple[str, str]] = {}
+    if submissions is not None:
+        from .submissions.board import submitted_records
+
+        submitted = submitted_records(Path(submissions), Path(data_root) if data_root else default_data_root())
+        records, refused, badges = records + submitted.records, refused + submitted.refused, submitted.badges
+    board = with_suites(build_board(records, refused, only_protocol=only_protocol, verified=badges),
                         TaskCatalog(), reported_rows() if reported else [])
     page = write_site(board, Path(out) if out else results / "site", results_root=results)
     return Leaderboard(page, len(board.tasks), len(board.models), len(board.excluded),

@@ -30,6 +30,8 @@ a first tour:
   rsdg-bench train --task demo/u2a --model smp      # train a source-only model under the task's protocol
   rsdg-bench run --suite demo --model smp           # evaluate it on the unseen target domains
   rsdg-bench leaderboard build --reported           # static site (+ the papers' numbers) from the records
+  rsdg-bench submission pack --model NAME --suite demo --out model.zip   # hand results to a leaderboard
+  rsdg-bench predict --task demo/u2a --out preds/   # prediction maps, for hidden labels (`score` scores them)
 
 data root: --data-root, else $RSDG_DATA, else ~/.local/share/rsdg-bench/data
 results:   --results,   else $RSDG_RESULTS, else ./rsdg-results
@@ -93,7 +95,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         _report_prepared(_data_root(args), args.name)
         return 0
     preparer = get_preparer(args.name, verify_checksums=not args.no_checksum, max_pixels=args.max_pixels,
-                            max_raw_bytes=None if args.max_raw_gib is None else int(args.max_raw_gib * 2 ** 30))
+                            max_raw_bytes=None if args.max_raw_gib is None else int(args.max_raw_gib * 2 ** 30),
+                            private_labels=Path(args.private_labels) if args.private_labels else None)
     if args.raw is None:
         raise RsdgError("prepare needs --raw", "pass the downloaded archive or its folder: --raw PATH")
     out = preparer.prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
@@ -429,6 +432,7 @@ def _print_records(paths: list[Path], results_root: Path) -> int:
         for slug, metrics in record.metrics.items():
             smoke = "  [smoke]" if record.smoke else ("  [not the published split]" if record.evaluated.partial_data else "")
             smoke += "  [oracle: chose with the labels]" if record.model.peeks_at_labels else ""
+            smoke += "  [scored from prediction maps]" if record.model.get("scored_from") else ""
             print(f"{record.task.id:22s} {slug:28s} {record.evaluated.role:6s} "
                   f"{_fmt(metrics['miou']):>6s} {_fmt(metrics['oa']):>6s} {_fmt(metrics['aa']):>6s} "
                   f"{_fmt(metrics['mf1']):>6s}  {record.model.display_name}{smoke}{_place_scores(metrics)}")
@@ -446,13 +450,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .api import build_leaderboard
 
     results = _results_root(args)
-    if not results.is_dir() and not args.reported:
+    if not results.is_dir() and not (args.reported or args.submissions):
         raise RsdgError(f"no results folder at {results}",
                         "point --results at the folder `rsdg-bench run` wrote into (add --reported to build the "
                         "papers' reported tables alone)")
     check_writable((Path(args.out) if args.out else _results_root(args) / "site").absolute().parent,
                    "folder the site goes in", "--out")
-    site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol)
+    site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol,
+                             submissions=Path(args.submissions) if args.submissions else None,
+                             data_root=_data_root(args))
     print(f"{site.tasks} tasks, {site.models} models, {site.left_out} records left out"
           + (f", {site.reported_rows} reported rows" if args.reported else ""))
     print(f"leaderboard -> {site.page.resolve()}")
@@ -569,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-raw-gib", type=_positive_float, metavar="G",
                    help="the most GiB the dataset's archives may unpack to (each dataset sets one; the disk's "
                         "free space is checked as well)")
+    p.add_argument("--private-labels", metavar="DIR",
+                   help="for an organizer: the labels the release keeps private (openearthmap_sar: "
+                        "DIR/test/labels/<scene>.tif), so that split is prepared labelled and submitted prediction "
+                        "maps can be scored on it (docs/submissions.md); never publish such a prepared copy")
     p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
     p.add_argument("--verify", action="store_true", help="re-hash an already prepared dataset's files against its manifest")
     p.add_argument("--from-hf", metavar="DIR",
@@ -680,10 +690,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="site folder (default <results>/site)")
     p.add_argument("--reported", action="store_true",
                    help="also show the papers' reported numbers (leaderboards/reported/*.yaml), marked as reported")
+    p.add_argument("--submissions", metavar="DIR",
+                   help="also show the submission bundles in DIR: each is verified (no code runs) against the "
+                        "installed tasks and the prepared data of --data-root; verified ones get a badge, refused "
+                        "ones are listed with the failing check (docs/submissions.md)")
     p.add_argument("--only-protocol", action="store_true",
                    help="leave out records whose weights were not trained by the task's full protocol (off-protocol "
                         "or unknown training, e.g. released weights); without it they are shown with a badge")
     p.set_defaults(func=cmd_leaderboard)
+
+    from .submissions.commands import add_commands
+
+    add_commands(sub, common, model)
 
     p = sub.add_parser("adapter", help="list adapters, run the conformance suite on one, or start a new one",
                        description="`check NAME` builds the adapter with random weights (or --checkpoint) and runs shape, "

@@ -20,7 +20,7 @@ import hashlib
 import sys
 from functools import cache
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
@@ -35,14 +35,21 @@ def code_identity(cls: type) -> dict[str, Any]:
     return _identity_of(module)
 
 
+def sources_sha256(files: list[tuple[str, bytes]]) -> str:
+    """The code sha256 over (relative path, content) pairs, in path order: what a record's `model.code.sha256`
+    is, and what a submission's bundled adapter source must hash to."""
+    digest = hashlib.sha256()
+    for name, content in sorted(files, key=lambda item: PurePosixPath(item[0])):
+        digest.update(name.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()
+
+
 @cache
 def _identity_of(module: ModuleType) -> dict[str, Any]:
     root = _package_root(module)
     files = sorted(_source_files(module, root))
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    identity: dict[str, Any] = {"sha256": digest.hexdigest(), "files": [p.relative_to(root).as_posix() for p in files]}
+    identity: dict[str, Any] = {"sha256": sources_sha256([(p.relative_to(root).as_posix(), p.read_bytes()) for p in files]),
+                                "files": [p.relative_to(root).as_posix() for p in files]}
     distribution = _distribution(module)
     if distribution is not None:
         identity.update(distribution=distribution, version=_version(distribution))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .classes import IGNORE_INDEX
 from .errors import DataError, SplitAccessError
 from .label_maps import LabelMap, load_label_map
 from .prepared import PreparedDataset
@@ -31,11 +32,16 @@ class SegmentationSplit(Dataset):
 
     Time-series data (`timesteps` on the card) gives `image` T×C×H×W, `label` T×H×W and `days` (T int64:
     days since the first date of the series); image-level data gives `label` as a 0-d uint8 (the class).
+
+    With `labelled=False` no label is read: `label` is all ignore, in the label's shape (for `predict`, which
+    needs the inputs only, also of splits whose labels are not public).
     """
 
     def __init__(self, prepared: PreparedDataset, ref: SplitRef, limit: int | None = None,
-                 label_map: LabelMap | None = None, bands: tuple[str, ...] | None = None) -> None:
+                 label_map: LabelMap | None = None, bands: tuple[str, ...] | None = None,
+                 labelled: bool = True) -> None:
         self.prepared = prepared
+        self.labelled = labelled
         self.ref = ref
         self.label_map = label_map
         rows = prepared.rows(ref.domain, ref.split)
@@ -73,6 +79,11 @@ class SegmentationSplit(Dataset):
             unit = "image"
         return scenes, unit
 
+    def label(self, index: int) -> np.ndarray:
+        """The label of one sample alone (through the split's label map), without decoding its image."""
+        label = self.prepared.read_label(self.rows.iloc[index])
+        return self.label_map.apply(label) if self.label_map is not None else label
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows.iloc[index]
         image = self.prepared.read_image(row)
@@ -80,9 +91,11 @@ class SegmentationSplit(Dataset):
             image = image.reshape(len(self.timesteps), -1, *image.shape[-2:])
         if self.band_indices is not None:
             image = image[..., self.band_indices, :, :]
-        label = self.prepared.read_label(row)
-        if self.label_map is not None:
-            label = self.label_map.apply(label)
+        if self.labelled:
+            label = self.label(index)
+        else:
+            shape = () if self.prepared.card.label_level == "image" else image.shape[:-3] + image.shape[-2:]
+            label = np.full(shape, IGNORE_INDEX, dtype=np.uint8)
         sample = {"image": torch.from_numpy(image.astype(np.float32)), "label": torch.from_numpy(np.asarray(label)),
                   "sample_id": row["sample_id"]}
         if self.timesteps:
@@ -129,7 +142,9 @@ class TaskData:
             self._datasets[dataset] = PreparedDataset.open(self.data_root, dataset)
         return self._datasets[dataset]
 
-    def open(self, ref: SplitRef, limit: int | None = None) -> SegmentationSplit:
+    def open(self, ref: SplitRef, limit: int | None = None, labelled: bool = True) -> SegmentationSplit:
+        """A split of the task; `labelled=False` reads inputs only (and so may open a split whose labels
+        are not public)."""
         if not self.allowed(ref):
             raise SplitAccessError(
                 f"task {self.task.id}: training may read only the source ({self.task.source.slug}) and selection "
@@ -137,12 +152,12 @@ class TaskData:
                 "targets are for evaluation only; select models on the source domain",
             )
         prepared = self.prepared(ref.dataset)
-        if f"{ref.domain}/{ref.split}" in prepared.card.unlabelled:
+        if labelled and f"{ref.domain}/{ref.split}" in prepared.card.unlabelled:
             raise DataError(f"task {self.task.id}: {ref.slug} has no public labels (the release gives its inputs only)",
                             "score on a labelled split; predictions for unlabelled splits go to the contest server")
         label_map = self._label_map_for(ref, prepared)
         self.opened.append(ref.slug)
-        return SegmentationSplit(prepared, ref, limit, label_map, self.task.inputs.bands)
+        return SegmentationSplit(prepared, ref, limit, label_map, self.task.inputs.bands, labelled)
 
     def band_names(self, ref: SplitRef) -> list[str]:
         """The bands a split reaches the model with: the task's `inputs.bands`, or all stored ones."""

@@ -37,3 +37,7 @@ class SplitAccessError(RsdgError):
 
 class ResultsError(RsdgError):
     """A result record is malformed or does not agree with its own confusion matrices."""
+
+
+class SubmissionError(RsdgError):
+    """Prediction maps or a submission bundle are malformed, incomplete or do not match the tasks and data."""

@@ -670,6 +670,14 @@ class PreparedDataset:
         planes = self._read_verified(row["label"], row["label_sha256"])
         return planes if self.card.timesteps else planes[0]
 
+    def georeference(self, row: Any) -> tuple[str, Affine] | None:
+        """(CRS, transform) of a sample whose prepared image is georeferenced (from its file's header), else
+        None: what a prediction map of the sample must carry."""
+        if not isinstance(row.get("crs"), str):
+            return None
+        with open_raster(self.root / row["image"], f"prepare {self.card.name} again") as src:
+            return row["crs"], src.transform
+
     def _read_verified(self, rel: str, sha256: str) -> np.ndarray:
         """Decode a prepared file from bytes whose sha256 is the manifest's: a file changed after prepare
         (same manifest, so same resume key) is an error, not a silently different number. Reading the bytes

@@ -449,28 +449,43 @@ def check_paths(record: ResultRecord, path: Path, results_root: Path) -> None:
 
 
 def check_consistency(record: ResultRecord, path: Path | str) -> None:
-    """Raise if a size is out of range (`check_bounds`) or any stored metric differs from what the record's
-    own confusion matrix gives."""
+    """Raise if a size is out of range (`check_bounds`), the per-image counts do not add up
+    (`check_per_image`), or any stored metric differs from what the record's own confusion matrix gives
+    (`check_metrics`)."""
     check_bounds(record, path)
-    if set(record.metrics) != set(record.confusion_matrices):
-        raise ResultsError(f"{path}: metrics and confusion matrices cover different splits")
+    check_per_image(record, path)
+    check_metrics(record, path)
+
+
+def check_per_image(record: ResultRecord, path: Path | str) -> None:
+    """Raise unless each split's per-image matrices sum to its confusion matrix, and its ignored-pixel counts
+    and sample list have the sizes the record's classes and images give (run `check_bounds` first)."""
     k = len(record.class_names)
+    fix = "delete the record and re-run the evaluation"
     for slug, matrix in record.confusion_matrices.items():
         if slug in record.per_image_matrices:
             summed = _summed_entries(record.per_image_matrices[slug])
             if summed.shape != (k, k) or not np.array_equal(summed, np.asarray(matrix)):
                 raise ResultsError(f"{path}: the per-image matrices of {slug} do not add up to its confusion matrix: "
-                                   "the record was edited", "delete the record and re-run the evaluation")
+                                   "the record was edited", fix)
         ignored = record.ignored_predictions.get(slug)
         if ignored is not None and (len(ignored) != k or min(ignored, default=0) < 0):
             raise ResultsError(f"{path}: the ignored-pixel predictions of {slug} are not {k} counts: the record "
-                               "was edited", "delete the record and re-run the evaluation")
+                               "was edited", fix)
         samples = record.samples.get(slug)
         images = record.per_image_matrices.get(slug, {}).get("images")
         if samples is not None and (len(samples.ids) != len(samples.scenes) or
                                     (images is not None and len(samples.ids) != images)):
             raise ResultsError(f"{path}: the sample list of {slug} does not match its per-image matrices: "
-                               "the record was edited", "delete the record and re-run the evaluation")
+                               "the record was edited", fix)
+
+
+def check_metrics(record: ResultRecord, path: Path | str) -> None:
+    """Raise unless every stored metric equals what the record's own confusion matrices give (run
+    `check_bounds` first)."""
+    if set(record.metrics) != set(record.confusion_matrices):
+        raise ResultsError(f"{path}: metrics and confusion matrices cover different splits")
+    for slug in record.confusion_matrices:
         expected = _block_of(record, slug)
         stored = record.metrics[slug]
         pairs = [(name, stored.get(name), expected.get(name)) for name in (*METRIC_NAMES, *GROUP_METRIC_NAMES)

@@ -167,17 +167,22 @@ class Weights:
 def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultStore) -> TaskOutcome:
     require_adapter_kind(task, resolve_adapter(model.adapter))  # before any data is opened
     data = TaskData(settings.data_root, task, phase="evaluate")
+    adapter, weights = load_for_task(model, task, data, settings.results_root)
+    outcome, _ = evaluate_task(task, adapter, data, weights, model.display_name or default_name(adapter), settings,
+                               store)
+    return outcome
+
+
+def load_for_task(model: ModelSpec, task: Task, data: TaskData, results_root: Path) -> tuple[Adapter, Weights]:
+    """The adapter set up for `task` with its weights loaded, and what those weights are."""
     adapter = build_for_task(model, task, data)
-    checkpoint = checkpoint_path_for(model, task, settings.results_root, adapter)
+    checkpoint = checkpoint_path_for(model, task, results_root, adapter)
     log.info("%s: adapter %s, checkpoint %s", task.id, adapter.name, checkpoint or "none (random init)")
     if model.backbone_checkpoint is not None:
         adapter.use_backbone_checkpoint(model.backbone_checkpoint)
     if checkpoint is not None:
         adapter.load(checkpoint)
-    weights = Weights.of_checkpoint(checkpoint, task, data)
-    outcome, _ = evaluate_task(task, adapter, data, weights, model.display_name or _default_name(adapter), settings,
-                               store)
-    return outcome
+    return adapter, Weights.of_checkpoint(checkpoint, task, data)
 
 
 def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights, display_name: str,
@@ -214,7 +219,8 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
         if not settings.group.is_main:
             continue
         record = record_from_evaluation(
-            key=key, task=task, adapter=adapter, weights=weights, display_name=display_name, role=role, split=split,
+            key=key, task=task, model=model_block(adapter, weights, display_name),
+            normalization=adapter.input_contract().record(), role=role, split=split,
             card=prepared.card, manifest_sha256=prepared.manifest_sha256, counts=counts,
             predictions=saver.saved if saver else None, settings=settings, wall_time_s=elapsed)
         records.append(record)
@@ -233,12 +239,20 @@ def _same_version(data: TaskData, dataset: str, manifest_sha256: str, since: str
                         f"{now[:12]}); nothing was written for it", "run again: it will read the new version")
 
 
-def record_from_evaluation(*, key: str, task: Task, adapter: Adapter, weights: Weights, display_name: str, role: str,
+def model_block(adapter: Adapter, weights: Weights, display_name: str) -> dict[str, Any]:
+    """A record's `model`: the adapter's identity, the name shown, and the weights with their training."""
+    return {**adapter.identity(), "display_name": display_name,
+            **({"peeks_at_labels": True} if adapter.peeks_at_labels else {}),
+            "checkpoint": weights.block(), "training": weights.training}
+
+
+def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], normalization: dict[str, Any], role: str,
                            split: SegmentationSplit, card: DatasetCard, manifest_sha256: str, counts: SplitCounts,
                            predictions: list[dict[str, str]] | None, settings: RunSettings,
                            wall_time_s: float) -> ResultRecord:
-    """The one constructor of a result record: what was evaluated (task, model, weights, data) and what it
-    counted, with the metrics computed from those counts."""
+    """The one constructor of a result record: what was evaluated (task, `model_block`, data, the input
+    normalization) and what it counted, with the metrics computed from those counts. `run` and `score`
+    (prediction maps) both build their records here."""
     ref = split.ref
     class_names = task.class_schema.names
     headline = task.headline_class_indices()
@@ -253,9 +267,7 @@ def record_from_evaluation(*, key: str, task: Task, adapter: Adapter, weights: W
         task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
               "gap": task.gap, "kind": task.kind, "classes": task.classes, "class_names": class_names,
               "headline_classes": headline, "primary": task.metrics.primary, "resolved": task.model_dump(mode="json")},
-        model={**adapter.identity(), "display_name": display_name,
-               **({"peeks_at_labels": True} if adapter.peeks_at_labels else {}),
-               "checkpoint": weights.block(), "training": weights.training},
+        model=model,
         evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
                                  num_samples=len(split), published_samples=card.published_counts.get(ref.domain, {}).get(ref.split),
                                  accepted_samples=card.accepted_counts(ref.domain, ref.split)[1:]),
@@ -268,15 +280,15 @@ def record_from_evaluation(*, key: str, task: Task, adapter: Adapter, weights: W
         ignored_predictions={ref.slug: ignored} if ignored is not None else {},
         predictions={ref.slug: predictions} if predictions is not None else {},
         inference=task.inference.model_dump(mode="json"),
-        normalization=adapter.input_contract().record(),
+        normalization=normalization,
         smoke={"limit": settings.limit} if settings.limit is not None else None,
-        provenance=provenance(task_hash=task.hash, manifest_sha256=manifest_sha256, checkpoint_sha256=weights.sha256,
+        provenance=provenance(task_hash=task.hash, manifest_sha256=manifest_sha256, checkpoint_sha256=model["checkpoint"].get("sha256"),
                               device=settings.device, world_size=settings.group.world_size, wall_time_s=wall_time_s,
                               date=datetime.now(UTC).isoformat(timespec="seconds")),
     )
 
 
-def _default_name(adapter: Adapter) -> str:
+def default_name(adapter: Adapter) -> str:
     details = "-".join(str(v) for _, v in sorted(adapter.options.items()) if v)
     return f"{adapter.name}({details})" if details else adapter.name
 

@@ -19,7 +19,7 @@ from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.render import render_html, render_scores_csv, write_site
 from rsdg_bench.leaderboards.reported import ReportedRow, check, load_tables, reported_rows
 from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_latex, to_markdown
-from rsdg_bench.leaderboards.views import casid_matrices, suite_table
+from rsdg_bench.leaderboards.views import casid_matrices, reported_elsewhere, suite_table
 from rsdg_bench.results import ResultRecord, ResultStore, metrics_block
 from rsdg_bench.task_schema import TaskCatalog
 
@@ -30,13 +30,13 @@ POOR = [[25, 25, 0, 0, 0], [0, 20, 20, 0, 0], [0, 0, 30, 0, 0], [0, 0, 10, 10, 0
 
 def record(*, key: str, matrix, role="target", model="unet", domain="arid", task_hash="h1", version=1,
            smoke=None, random_init=False, date="2026-01-01T00:00:00+00:00", sha="c" * 64, task_id="demo/u2a",
-           gap="region+climate") -> ResultRecord:
+           gap="region+climate", primary="miou") -> ResultRecord:
     slug = f"toyearth/{domain}/val"
     return ResultRecord(
         schema_version=1, key=key,
         task={"id": task_id, "name": task_id, "version": version, "hash": task_hash, "suite": "demo",
               "gap": gap, "kind": "segmentation", "classes": "toyearth5", "class_names": NAMES,
-              "headline_classes": list(range(5)), "primary": "miou", "resolved": {}},
+              "headline_classes": list(range(5)), "primary": primary, "resolved": {}},
         model={"adapter": "smp", "options": {}, "display_name": model,
                "checkpoint": {"path": None, "sha256": None if random_init else sha, "random_init": random_init}},
         evaluated={"role": role, "dataset": "toyearth", "domain": domain, "split": "val", "num_samples": 4},
@@ -70,8 +70,8 @@ def test_means_are_also_grouped_by_domain_gap():
     assert board.model_mean("unet") == pytest.approx((1.0 + 2 * poor) / 3)
     suite = with_suites(board, TaskCatalog()).suites[0]
     table = suite_table(suite, board)
-    assert table.columns[-2:] == ["Mean: region", "Mean: spectral-band"]
-    assert table.rows[0].values[-2] == pytest.approx((1.0 + poor) / 2)
+    assert table.columns[6:8] == ["Mean: region", "Mean: spectral-band"]  # after the headline columns
+    assert table.rows[0].values[6] == pytest.approx((1.0 + poor) / 2)
 
 
 def test_numbers_come_from_the_matrix_not_the_stored_metrics():
@@ -175,11 +175,50 @@ def test_suite_table_ranks_rows_and_keeps_reported_rows_apart():
     table = suite_table(suite, board)
     rows = {r.label: r for r in table.rows}
     assert rows["Rein (ViT-L)"].reported == "CrossEarth, Table 2" and rows["unet"].reported is None
-    mean, rank, tasks = len(suite.tasks), len(suite.tasks) + 1, len(suite.tasks) + 2
+    mean, rank, tasks = 0, 1, 2
+    assert table.columns[:3] == ["Mean mIoU", "Avg. rank", "Tasks (of 2)"]  # headline first, the metric named
     poor = metrics_block(POOR, NAMES, list(range(5)))["miou"]
     assert rows["unet"].values[mean] == pytest.approx((1.0 + poor) / 2)
     assert rows["unet"].values[rank] == pytest.approx(1.5) and rows["Rein (ViT-L)"].values[rank] == pytest.approx(1.5)
     assert rows["unet"].values[tasks] == 2
+
+
+def test_a_row_missing_tasks_is_never_ranked_above_complete_rows():
+    full = [record(key=f"f{i}", matrix=POOR, model="full", task_id=f"demo/{t}", gap="region")
+            for i, t in enumerate("abc")]
+    board = board_of(*full, record(key="p", matrix=GOOD, model="partial", task_id="demo/a", gap="region"))
+    suite = with_suites(board, TaskCatalog()).suites[0]
+    table = suite_table(suite, board)
+    assert [r.label for r in table.rows] == ["full", "partial"]  # 1 of 3 tasks at 100 does not beat 3 at ~40
+    full_row, partial = table.rows
+    assert full_row.values[1] == 1.0 and full_row.incomplete is None
+    assert math.isnan(partial.values[0]) and math.isnan(partial.values[1]) and partial.values[2] == 1
+    assert partial.values[5] == pytest.approx(1.0) and "1 of the 3" in partial.incomplete  # its own mean, shown
+    from rsdg_bench.leaderboards.render import SiteWriter
+
+    html = SiteWriter(with_suites(board, TaskCatalog()), None).suite(suite)
+    assert 'class=" incomplete" title="has 1 of the 3 tasks' in html  # shown muted, with why
+
+
+def test_means_never_mix_metric_kinds_or_in_domain_settings():
+    board = board_of(record(key="a", matrix=GOOD, task_id="demo/a", gap="region"),
+                     record(key="b", matrix=POOR, task_id="demo/b", gap="region"),
+                     record(key="c", matrix=POOR, task_id="demo/c", gap="time", primary="mf1"),
+                     record(key="d", matrix=POOR, task_id="demo/d", gap="in-domain"))
+    poor = metrics_block(POOR, NAMES, list(range(5)))
+    table = suite_table(with_suites(board, TaskCatalog()).suites[0], board)
+    columns = table.columns
+    assert columns[0] == "Mean mIoU" and columns[2] == "Tasks (of 2)"
+    assert {"Mean mF1", "Mean in-domain", "demo/c (mF1)"} <= set(columns)
+    [row] = table.rows
+    assert row.values[0] == pytest.approx((1.0 + poor["miou"]) / 2)  # the two cross-domain mIoU tasks only
+    assert row.values[columns.index("Mean mF1")] == pytest.approx(poor["mf1"])
+    assert row.values[columns.index("Mean in-domain")] == pytest.approx(poor["miou"])
+
+
+def test_a_value_alone_in_its_column_is_not_marked_best():
+    table = Table(id="t", title="t", columns=["a", "b"], rows=[Row("x", [0.5, 0.4]), Row("y", [math.nan, 0.3])])
+    assert table.marks() == {(0, 1): "best", (1, 1): "second"}
 
 
 def test_casid_matrix_is_source_by_target(tmp_path: Path):
@@ -229,12 +268,16 @@ def test_a_misread_reported_cell_is_caught(tmp_path: Path):
 
 def test_reported_rows_on_other_splits_are_shown_but_not_averaged(tmp_path: Path):
     board = with_suites(board_of(record(key="x", matrix=GOOD)), TaskCatalog(), reported_rows())
-    sar = next(t for t in board.tasks if t.task_id == "dfc25/sar")
-    assert sar.reported and all(math.isnan(sar.reported_target(r)) for r in sar.reported)
+    fmow = next(t for t in board.tasks if t.task_id == "codex/fmow")
+    assert fmow.reported and all(math.isnan(fmow.reported_target(r)) for r in fmow.reported)
     site = write_site(board, tmp_path / "site").parent
-    assert "Reported on other splits" in (site / "tasks" / "dfc25-sar.html").read_text()
-    assert not any(r.label.startswith("Winner") for r in
-                   suite_table(next(s for s in board.suites if s.id == "dfc25"), board).rows)
+    assert "Reported on other splits" in (site / "tasks" / "codex-fmow.html").read_text()
+    table = reported_elsewhere(fmow)
+    assert table.columns == ["Avg. Acc. (as printed)"]  # CoDEX's FMoW column, not a hard-coded mIoU
+    assert all(", on CoDEX's unpublished country test split" in r.label for r in table.rows)
+    # DFC25's server-scored test numbers stand for the hidden-label task whose target is that test set
+    hidden = suite_table(next(s for s in board.suites if s.id == "dfc25-test"), board)
+    assert {r.label for r in hidden.rows} >= {"Winner ensemble"} and hidden.columns[0] == "Mean mIoU"
 
 
 def _chromium() -> str | None:

@@ -1,0 +1,111 @@
+"""Benchmark: `submission verify` (no re-run) on a bundle of the CrossEarth suite at its published split sizes.
+
+    python bench/verify_bundle.py [--suite crossearth] [--repeats 3]
+
+Synthetic but valid records are written for every evaluated split of every task of the suite, each with
+the split's published number of images (per-image matrices with about 2K non-zero cells per image, so the
+records are as large as real ones), through the one record constructor `run` uses. They are packed with
+`submission pack` and verified with `submission verify`'s checks. No data is prepared here, so the two
+data checks fail fast (on a maintainer's machine they open each dataset's card and manifest once). The
+reference, in the same run, is the floor any verifier pays: reading every record member and parsing its
+JSON. Printed: records, bundle size, pack and verify time, and verify / parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import torch
+
+from rsdg_bench.code_identity import code_identity
+from rsdg_bench.evaluation import SplitCounts
+from rsdg_bench.prep import available_preparers
+from rsdg_bench.registry import resolve_adapter
+from rsdg_bench.results import ResultStore
+from rsdg_bench.runner import RunSettings, record_from_evaluation
+from rsdg_bench.submissions.bundle import Bundle, pack
+from rsdg_bench.submissions.verify import verify_bundle
+from rsdg_bench.task_schema import TaskCatalog
+
+
+class SyntheticSplit:
+    """What the record constructor reads of a split: its reference, sample ids and scenes."""
+
+    def __init__(self, ref, images: int) -> None:
+        self.ref = ref
+        self.rows = pd.DataFrame({"sample_id": [f"img{i:06d}" for i in range(images)]})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def scenes(self) -> tuple[list[str], str]:
+        return [f"tile{i // 16:04d}" for i in range(len(self))], "source file"
+
+
+def published(dataset: str, domain: str, split: str) -> int:
+    counts = available_preparers()[dataset].published_counts
+    return counts.get(domain, {}).get(split) or 500
+
+
+def write_records(results: Path, suite: str) -> int:
+    generator = torch.Generator().manual_seed(0)
+    model = {"adapter": "smp", "options": {}, "code": code_identity(resolve_adapter("smp")),
+             "display_name": "synthetic", "checkpoint": {"path": None, "sha256": "ab" * 32, "random_init": False},
+             "training": {"status": "unknown"}}
+    store, written = ResultStore(results), 0
+    settings = RunSettings(results, results, progress=False)
+    for task in TaskCatalog().suite_tasks(suite):
+        k = task.class_schema.num_classes
+        for role, ref in task.evaluation_splits():
+            images = published(ref.dataset, ref.domain, ref.split)
+            counts = torch.randint(0, 5000, (images, k, k), generator=generator)
+            counts *= torch.rand(images, k, k, generator=generator) < 2 / k  # about 2K non-zero cells per image
+            card = SimpleNamespace(published_counts={}, accepted_counts=lambda d, s, n=images: [n])
+            store.write(record_from_evaluation(
+                key=f"{task.id.replace('/', '-')}-{role}-{ref.domain}-{ref.split}", task=task, model=model,
+                normalization={}, role=role, split=SyntheticSplit(ref, images), card=card, manifest_sha256="cd" * 32,
+                counts=SplitCounts(counts, torch.zeros(images, k, dtype=torch.int64)), predictions=None,
+                settings=settings, wall_time_s=1.0))
+            written += 1
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="crossearth")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        records = write_records(root / "results", args.suite)
+        task_ids = [t.id for t in TaskCatalog().suite_tasks(args.suite)]
+        started = time.perf_counter()
+        pack(root / "results", "synthetic", task_ids, root / "bundle.zip", suite=args.suite)
+        packing = time.perf_counter() - started
+        parse, verify = [], []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            with Bundle(root / "bundle.zip") as bundle:
+                for name in bundle.record_members():
+                    json.loads(bundle.read(name))
+            parse.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            verification = verify_bundle(root / "bundle.zip", root / "no-data")
+            verify.append(time.perf_counter() - started)
+        failed = sorted(c.name for c in verification.failed)
+        size = (root / "bundle.zip").stat().st_size / 2 ** 20
+        print(f"{len(task_ids)} tasks, {records} records, bundle {size:.1f} MiB; pack {packing:.1f} s")
+        print(f"verify {min(verify):.2f} s, parse-only {min(parse):.2f} s (best of {args.repeats}); "
+              f"failed without prepared data: {', '.join(failed)}")
+        print(f"ratio {min(verify) / min(parse):.2f}")
+
+
+if __name__ == "__main__":
+    main()

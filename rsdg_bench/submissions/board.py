@@ -1,0 +1,41 @@
+"""Submissions on the leaderboard: a folder of bundles, each verified (no code runs), split into the records
+of verified bundles (each with its badge) and the bundles refused (with the failing check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..results import ResultRecord
+from .bundle import Bundle, iter_bundles
+from .verify import rerun_in_report, verify_bundle
+
+
+@dataclass
+class SubmittedRecords:
+    records: list[tuple[str, ResultRecord]] = field(default_factory=list)
+    badges: dict[str, tuple[str, str]] = field(default_factory=dict)  # record name → (badge, explanation)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (bundle, why)
+
+
+def submitted_records(folder: Path, data_root: Path) -> SubmittedRecords:
+    """The records of every verified bundle in `folder`, named `<bundle>:<member>`. A record from a bundle
+    names no local files: its saved-prediction and checkpoint paths are dropped, so a bundle can never make
+    the site copy a file of the maintainer's."""
+    found = SubmittedRecords()
+    for path in iter_bundles(folder):
+        verification = verify_bundle(path, data_root)
+        if not verification.passed:
+            first = verification.failed[0] if verification.failed else None
+            found.refused.append((str(path), f"submission refused: {first.name}: {first.detail}" if first else
+                                  "submission refused"))
+            continue
+        with Bundle(path) as bundle:
+            verification.rerun_samples = rerun_in_report(bundle)
+        badge = verification.badge()
+        for where, record in verification.records:
+            record.predictions = {}
+            record.model.checkpoint = {**record.model.checkpoint, "path": None}
+            found.records.append((where, record))
+            found.badges[where] = badge
+    return found

@@ -1,0 +1,378 @@
+"""Submission bundles: one file (a `.zip`, or a folder) holding a model's records and what made them.
+
+Members:
+- `submission.json`: the manifest (below), with the sha256 of every other member;
+- `records/<task id>/<key>.json`: the model's result records, as `run` wrote them;
+- `adapter/…`: the adapter's source files for a `file.py:Class` adapter (for a built-in, its name; for an
+  installed plug-in, its distribution, version and the sha256 of the distribution's installed-file list);
+- `weights/<sha256>.<suffix>`: the checkpoints, only with `--include-weights` (else only their sha256s);
+- `environment/pip-freeze.txt`: every installed distribution and version.
+
+The manifest also names the harness version and git commit, the selection (a suite or tasks) and the model
+card (`--card FILE.yaml`: name, paper, URL, licence, contact; free text). Reading a bundle never executes
+anything; member names must stay inside the bundle and sizes are bounded before anything is read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import distribution, distributions
+from pathlib import Path, PurePosixPath
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .. import __version__
+from ..errors import RsdgError, SubmissionError
+from ..io import atomic_write_bytes, sha256_bytes, sha256_file
+from ..results import ResultRecord, ResultStore, git_commit
+
+MANIFEST = "submission.json"
+FORMAT_VERSION = 1
+MAX_MEMBERS = 200_000
+MAX_MEMBER_BYTES = 2 * 1024 ** 3  # a checkpoint may be large; records are capped by `results.MAX_RECORD_BYTES`
+MAX_BUNDLE_BYTES = 64 * 1024 ** 3
+CARD_FIELDS = ("name", "paper", "url", "code", "weights", "licence", "contact", "description")
+
+
+class AdapterSource(BaseModel):
+    """Where the adapter's code is: `built-in` (by name, part of the harness), `file` (its sources are
+    members under `adapter/`; `entry` is `file.py:Class` inside that folder), or `package` (an installed
+    distribution, by name, version and the sha256 of its installed-file list)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    name: str
+    code_sha256: str | None = None
+    entry: str | None = None
+    files: list[str] = []
+    distribution: str | None = None
+    version: str | None = None
+    record_sha256: str | None = None
+
+
+class SubmissionManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format_version: int
+    model: str
+    card: dict[str, str] = {}
+    suite: str | None = None
+    tasks: list[str] = []
+    adapter: AdapterSource
+    checkpoints: dict[str, str | None]  # sha256 → weights member (None: not included)
+    harness: dict[str, str]
+    members: dict[str, str]  # member name → sha256
+    date: str
+
+
+# --------------------------------------------------------------------------- reading
+
+class Bundle:
+    """A bundle opened for reading: its members' names and bytes, from a zip or a folder, bounded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
+        if self.path.is_dir():
+            self.names = self._folder_members()
+        elif self.path.is_file():
+            try:
+                self._zip = zipfile.ZipFile(self.path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise SubmissionError(f"{self.path} is not a zip archive: {exc}",
+                                      "give the .zip (or folder) `rsdg-bench submission pack` wrote") from exc
+            self.names = self._zip_members()
+        else:
+            raise SubmissionError(f"no submission bundle at {self.path}",
+                                  "give the .zip or folder `rsdg-bench submission pack` wrote")
+
+    def _zip_members(self) -> list[str]:
+        assert self._zip is not None
+        infos = [i for i in self._zip.infolist() if not i.is_dir()]
+        if len(infos) > MAX_MEMBERS or sum(i.file_size for i in infos) > MAX_BUNDLE_BYTES:
+            raise SubmissionError(f"{self.path} holds {len(infos)} members of "
+                                  f"{sum(i.file_size for i in infos) >> 20} MiB unpacked: more than a bundle may",
+                                  "pack records and sources only (weights stay apart unless asked for)")
+        return [_member_name(i.filename, self.path) for i in infos]
+
+    def _folder_members(self) -> list[str]:
+        names = []
+        for path in sorted(self.path.rglob("*")):
+            if path.is_symlink():
+                raise SubmissionError(f"{path} is a link; a bundle holds plain files only",
+                                      "pack the bundle again with `rsdg-bench submission pack`")
+            if path.is_file():
+                names.append(path.relative_to(self.path).as_posix())
+            if len(names) > MAX_MEMBERS:
+                raise SubmissionError(f"{self.path} holds more than {MAX_MEMBERS} files", "pack records and sources only")
+        return names
+
+    def size(self, name: str) -> int:
+        if self._zip is not None:
+            return self._zip.getinfo(name).file_size
+        return (self.path / name).stat().st_size
+
+    def read(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
+        """A member's bytes; a member larger than `limit` is refused unread."""
+        if name not in self.names:
+            raise SubmissionError(f"{self.path} has no member {name}", "pack the bundle again")
+        if self.size(name) > limit:
+            raise SubmissionError(f"{self.path}: member {name} is {self.size(name) >> 20} MiB, more than "
+                                  f"{limit >> 20} MiB", "pack the bundle again")
+        if self._zip is not None:
+            with self._zip.open(name) as member:
+                data = member.read(limit + 1)
+        else:
+            data = (self.path / name).read_bytes()
+        if len(data) > limit:
+            raise SubmissionError(f"{self.path}: member {name} unpacks past its declared size", "pack it again")
+        return data
+
+    def manifest(self) -> SubmissionManifest:
+        try:
+            return SubmissionManifest.model_validate(json.loads(self.read(MANIFEST, 64 * 1024 ** 2)))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValidationError, RecursionError) as exc:
+            raise SubmissionError(f"{self.path}: {MANIFEST} is not a valid submission manifest: {exc}",
+                                  "pack the bundle again with `rsdg-bench submission pack`") from exc
+
+    def record_members(self) -> list[str]:
+        return sorted(n for n in self.names if n.startswith("records/") and n.endswith(".json"))
+
+    def sha256(self) -> str:
+        """The bundle's own digest (the zip file, or the manifest of a folder bundle)."""
+        return sha256_file(self.path) if self._zip is not None else sha256_bytes(self.read(MANIFEST))
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _member_name(name: str, bundle: Path) -> str:
+    """A member name that stays inside the bundle (no absolute path, no `..`, no backslashes)."""
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in name or not pure.parts:
+        raise SubmissionError(f"{bundle}: member {name!r} points outside the bundle",
+                              "a bundle's members are relative paths; pack it again")
+    return pure.as_posix()
+
+
+# --------------------------------------------------------------------------- packing
+
+@dataclass(frozen=True)
+class PackReport:
+    bundle: Path
+    records: int
+    left_out: list[tuple[str, str]]
+    tasks: list[str]
+
+
+def model_records(results: Path, model: str, task_ids: list[str] | None) -> tuple[list[tuple[Path, ResultRecord]],
+                                                                                  list[tuple[str, str]]]:
+    """The records of one model (its display name, else its adapter name) in a results folder, newest per
+    task and split, limited to `task_ids`; smoke, random-init and oracle records are left out (with why)."""
+    valid, refused = ResultStore(Path(results)).load_valid()
+    if refused:
+        path, why = refused[0]
+        raise SubmissionError(f"{len(refused)} records in {results} fail their checks, e.g. {path}: {why}",
+                              "re-run those tasks (or remove the records) before packing")
+    named = [(p, r) for p, r in valid if r.model.display_name == model]
+    if not named:
+        named = [(p, r) for p, r in valid if r.model.adapter == model]
+        names = sorted({r.model.display_name or "" for _, r in named})
+        if len(names) > 1:
+            raise SubmissionError(f"adapter {model} has records under several names: {', '.join(names)}",
+                                  "pass one of those names with --model")
+    if not named:
+        shown = sorted({r.model.display_name or "" for _, r in valid})
+        raise SubmissionError(f"no records of model {model!r} in {results}",
+                              f"models there: {', '.join(shown) or 'none'}; `rsdg-bench run --name NAME` names them")
+    left_out: list[tuple[str, str]] = []
+    chosen: dict[tuple[str, str], tuple[Path, ResultRecord]] = {}
+    for path, record in sorted(named, key=lambda pr: pr[1].provenance.date or "", reverse=True):
+        why = board_exclusion(record)
+        if task_ids is not None and record.task.id not in task_ids:
+            continue
+        if why:
+            left_out.append((str(path), why))
+            continue
+        chosen.setdefault((record.task.id, record.evaluated.slug), (path, record))
+    return [chosen[k] for k in sorted(chosen)], left_out
+
+
+def board_exclusion(record: ResultRecord) -> str | None:
+    """Why a record can never be on a board (a smoke run, random-init weights, an oracle), else None."""
+    if record.smoke is not None:
+        return f"smoke run (--limit {record.smoke.get('limit')})"
+    if record.model.checkpoint.get("random_init"):
+        return "random-init weights"
+    if record.model.peeks_at_labels:
+        return "an oracle that chooses with the labels"
+    return None
+
+
+def adapter_source(records: list[ResultRecord], adapter_spec: str | None) -> tuple[AdapterSource, dict[str, bytes]]:
+    """Where the records' adapter code is, and the source members to pack (a file adapter's files)."""
+    from ..code_identity import code_identity
+    from ..registry import available_adapters, resolve_adapter
+
+    identities = {json.dumps(r.model.code, sort_keys=True) for r in records}
+    names = {r.model.adapter for r in records}
+    if len(identities) != 1 or len(names) != 1:
+        raise SubmissionError(f"the records were made by {len(identities)} versions of the adapter code "
+                              f"({', '.join(sorted(n or '' for n in names))})",
+                              "re-run the older tasks with the current adapter (`run --force`) so one code made all")
+    code, name = records[0].model.code or {}, records[0].model.adapter or ""
+    if code.get("distribution"):
+        dist = distribution(code["distribution"])
+        listing = dist.read_text("RECORD") or ""
+        return AdapterSource(kind="package", name=name, code_sha256=code.get("sha256"),
+                             distribution=code["distribution"], version=code.get("version"),
+                             record_sha256=sha256_bytes(listing.encode())), {}
+    if adapter_spec is None and available_adapters().get(name) == "built-in":
+        return AdapterSource(kind="built-in", name=name, code_sha256=code.get("sha256")), {}
+    if adapter_spec is None or ".py:" not in adapter_spec:
+        raise SubmissionError(f"the records' adapter {name!r} is neither built in nor an installed plug-in",
+                              "pass its source with --adapter path/to/file.py:ClassName")
+    cls = resolve_adapter(adapter_spec)
+    now = code_identity(cls)
+    if now.get("sha256") != code.get("sha256"):
+        raise SubmissionError(f"{adapter_spec} is not the code that made the records (code sha256 "
+                              f"{str(now.get('sha256'))[:12]}, the records say {str(code.get('sha256'))[:12]})",
+                              "re-run the tasks with this adapter (`run --force`), or pass the file that made them")
+    folder = Path(adapter_spec.rsplit(":", 1)[0]).resolve().parent
+    sources = {f"adapter/{rel}": (folder / rel).read_bytes() for rel in now["files"]}
+    entry = f"{Path(adapter_spec.rsplit(':', 1)[0]).name}:{adapter_spec.rsplit(':', 1)[1]}"
+    return AdapterSource(kind="file", name=name, code_sha256=now["sha256"], entry=entry, files=list(now["files"])), sources
+
+
+def read_card(path: Path | None) -> dict[str, str]:
+    """The model card: a small YAML mapping of the `CARD_FIELDS` (free text)."""
+    if path is None:
+        return {}
+    try:
+        card = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SubmissionError(f"cannot read the model card {path}: {exc}",
+                              f"write a YAML mapping with some of: {', '.join(CARD_FIELDS)}") from exc
+    if not isinstance(card, dict) or not all(isinstance(v, str | int | float) for v in card.values()):
+        raise SubmissionError(f"{path} is not a YAML mapping of text fields",
+                              f"write e.g. `name: ...`, `paper: ...` (fields: {', '.join(CARD_FIELDS)})")
+    unknown = sorted(set(card) - set(CARD_FIELDS))
+    if unknown:
+        raise SubmissionError(f"{path}: unknown card fields {', '.join(map(str, unknown))}",
+                              f"use: {', '.join(CARD_FIELDS)}")
+    return {str(k): str(v) for k, v in card.items()}
+
+
+def pip_freeze() -> str:
+    """Every installed distribution as `name==version`, sorted (the environment the records were made in)."""
+    found = {(d.metadata["Name"] or "?", d.version) for d in distributions()}
+    return "".join(f"{name}=={version}\n" for name, version in sorted(found, key=lambda nv: nv[0].lower()))
+
+
+def pack(results: Path, model: str, task_ids: list[str] | None, out: Path, *, suite: str | None = None,
+         folder: bool = False, adapter_spec: str | None = None, card: Path | None = None,
+         include_weights: bool = False, checkpoints: Path | None = None) -> PackReport:
+    """Write a bundle of `model`'s records (see the module docstring); the bundle appears whole or not at all."""
+    chosen, left_out = model_records(results, model, task_ids)
+    if not chosen:
+        raise SubmissionError(f"no records of {model!r} for the selected tasks in {results} (left out: "
+                              f"{'; '.join(why for _, why in left_out[:3]) or 'none'})",
+                              "run the tasks first (`rsdg-bench run`), without --limit or --random-init")
+    records = [r for _, r in chosen]
+    source, sources = adapter_source(records, adapter_spec)
+    members: dict[str, bytes] = {**sources, "environment/pip-freeze.txt": pip_freeze().encode()}
+    for path, record in chosen:
+        members[f"records/{record.task.id}/{path.name}"] = path.read_bytes()
+    weights: dict[str, str | None] = {}
+    for record in records:
+        sha = record.model.checkpoint.get("sha256")
+        if sha and sha not in weights:
+            weights[sha] = None
+            if include_weights:
+                file = _find_weights(sha, record, checkpoints)
+                weights[sha] = f"weights/{sha}{file.suffix}"
+                members[weights[sha]] = file.read_bytes()
+    manifest = SubmissionManifest(
+        format_version=FORMAT_VERSION, model=model, card=read_card(card), suite=suite,
+        tasks=sorted({r.task.id for r in records}), adapter=source, checkpoints=weights,
+        harness={"version": __version__, "git_commit": git_commit()},
+        members={name: sha256_bytes(data) for name, data in sorted(members.items())},
+        date=datetime.now(UTC).isoformat(timespec="seconds"))
+    members[MANIFEST] = json.dumps(manifest.model_dump(mode="json"), indent=1).encode()
+    _write(members, Path(out), folder)
+    return PackReport(Path(out), len(records), left_out, manifest.tasks)
+
+
+def _find_weights(sha: str, record: ResultRecord, folder: Path | None) -> Path:
+    """The checkpoint file with this sha256: the path the record names, else a file in `folder`."""
+    named = record.model.checkpoint.get("path")
+    candidates = ([Path(named)] if named else []) + (sorted(p for p in Path(folder).rglob("*") if p.is_file())
+                                                      if folder else [])
+    for candidate in candidates:
+        if candidate.is_file() and sha256_file(candidate) == sha:
+            return candidate
+    raise SubmissionError(f"no checkpoint with sha256 {sha[:12]}… (record of {record.task.id} names "
+                          f"{named or 'no path'})", "pass the folder that holds it with --checkpoints DIR")
+
+
+def _write(members: dict[str, bytes], out: Path, folder: bool) -> None:
+    if folder:
+        from ..folder_swap import swap_in
+
+        staging = out.parent / f".{out.name}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        for name, data in members.items():
+            atomic_write_bytes(staging / name, data)
+        swap_in(staging, out)
+        return
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(members.items()):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                             compress_type=zipfile.ZIP_DEFLATED)
+    atomic_write_bytes(out, buffer.getvalue())
+
+
+def iter_bundles(folder: Path) -> Iterator[Path]:
+    """The bundles in a folder of submissions: `*.zip` files and folders holding a `submission.json`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SubmissionError(f"no submissions folder at {folder}", "point --submissions at a folder of bundles")
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".zip" or (path.is_dir() and (path / MANIFEST).is_file()):
+            yield path
+
+
+def open_bundle(path: Path) -> Bundle:
+    try:
+        return Bundle(path)
+    except OSError as exc:
+        raise RsdgError(f"cannot read {path}: {exc.strerror or exc}", "check the path and its permissions") from exc
+
+
+def loads_record(data: bytes, where: str) -> ResultRecord:
+    """A record from a member's bytes, schema-checked only (the verifier runs the other checks one by one)."""
+    from ..errors import ResultsError
+    from ..results import MAX_RECORD_BYTES
+
+    if len(data) > MAX_RECORD_BYTES:
+        raise ResultsError(f"{where} is larger than a result record can be")
+    try:
+        return ResultRecord.model_validate(json.loads(data))
+    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
+        raise ResultsError(f"{where} is not a valid result record: {exc}") from exc
+

@@ -1,0 +1,148 @@
+"""The command line of submissions: `predict`, `score` and `submission pack|verify` (registered by cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import RsdgError
+from ..io import check_writable
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..cli import _data_root, _device, _model_args, _results_root
+    from ..runner import ModelSpec
+    from ..task_schema import TaskCatalog
+    from .prediction_maps import PREDICTIONS_FILE, predict_task
+
+    task = TaskCatalog().task(args.task)
+    model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg),
+                      checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+                      checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+                      display_name=args.name)
+    out = Path(args.out)
+    check_writable(out.absolute().parent, "folder the predictions go in", "--out")
+    predict_task(task, model, _data_root(args), _results_root(args), out, device=_device(args),
+                 num_workers=args.workers, progress=not args.quiet)
+    print(f"predictions -> {out} ({PREDICTIONS_FILE} lists every file with its sha256)")
+    print(f"score them: rsdg-bench score --task {task.id} --predictions {out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ..cli import _data_root, _print_records, _results_root
+    from ..task_schema import TaskCatalog
+    from .prediction_maps import score_predictions
+
+    task = TaskCatalog().task(args.task)
+    check_writable(_results_root(args), "results folder", "--results (or RSDG_RESULTS)")
+    paths = score_predictions(task, Path(args.predictions), _data_root(args), _results_root(args),
+                              progress=not args.quiet)
+    _print_records(paths, _results_root(args))
+    print(f"results -> {_results_root(args)} (records marked as scored from predictions)")
+    return 0
+
+
+def cmd_submission(args: argparse.Namespace) -> int:
+    return {"pack": _pack, "verify": _verify}[args.action](args)
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from ..cli import _results_root
+    from ..task_schema import TaskCatalog
+    from .bundle import pack
+
+    if not args.model or not args.out:
+        raise RsdgError("submission pack needs --model NAME and --out BUNDLE",
+                        "e.g. rsdg-bench submission pack --model unet-r18 --suite demo --out unet.zip")
+    catalog = TaskCatalog()
+    task_ids = ([catalog.task(t).id for t in args.task] if args.task else
+                [t.id for t in catalog.suite_tasks(args.suite)] if args.suite else None)
+    out = Path(args.out)
+    check_writable(out.absolute().parent, "folder the bundle goes in", "--out")
+    report = pack(_results_root(args), args.model, task_ids, out, suite=args.suite, folder=args.format == "dir",
+                  adapter_spec=args.adapter, card=Path(args.card) if args.card else None,
+                  include_weights=args.include_weights,
+                  checkpoints=Path(args.checkpoints) if args.checkpoints else None)
+    for path, why in report.left_out:
+        print(f"left out {path}: {why}")
+    print(f"{report.records} records of {len(report.tasks)} tasks -> {report.bundle}")
+    print(f"check it as the maintainer will: rsdg-bench submission verify {report.bundle}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ..cli import _data_root, _device
+    from .rerun import rerun_samples
+    from .verify import verify_bundle, write_report
+
+    if not args.bundle:
+        raise RsdgError("submission verify needs the bundle", "e.g. rsdg-bench submission verify unet.zip")
+    verification = verify_bundle(Path(args.bundle), _data_root(args))
+    if args.rerun:
+        rerun_samples(verification, args.rerun, _data_root(args),
+                      Path(args.checkpoints) if args.checkpoints else None, args.seed, args.tolerance,
+                      _device(args))
+    for check in verification.checks:
+        print(check.line())
+    if verification.passed:
+        print(f"verified: {verification.badge()[1]}")
+        print(f"report -> {write_report(verification)} (the leaderboard's badge reads it)")
+        return 0
+    print(f"NOT verified: {len(verification.failed)} of {len(verification.checks)} checks failed")
+    return 1
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
+                 model: argparse.ArgumentParser) -> None:
+    """Register `predict`, `score` and `submission` on the main parser."""
+    p = sub.add_parser("predict", parents=[common, model], help="write a model's prediction maps for a task",
+                       description="Write one prediction map per sample of every split the task evaluates (uint8 PNG, "
+                                   "or GeoTIFF with the sample's CRS and transform; one band per date for time series; "
+                                   "a CSV for classification) and predictions.json (task hash, data manifest, every "
+                                   "file's sha256). Reads inputs only: works on splits whose labels are not public. "
+                                   "See docs/submissions.md.")
+    p.add_argument("--task", required=True, help="task id (or the paper's name)")
+    p.add_argument("--out", required=True, help="the predictions folder to write (swapped in whole)")
+    p.add_argument("--checkpoint", help="one checkpoint file")
+    p.add_argument("--checkpoints", "--checkpoint-dir", dest="checkpoint_dir",
+                   help="folder of checkpoints, as for run (default <results>/checkpoints/<adapter>)")
+    p.add_argument("--name", help="the model's display name, carried into the scored records")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score", parents=[common], help="score prediction maps against the prepared labels",
+                       description="Validate a predictions folder (sample ids, shapes, dtype, class range, CRS and "
+                                   "transform, file hashes, task hash, inputs) and score it with the engine `run` uses: "
+                                   "one record per split, marked as scored from predictions. An organizer scores "
+                                   "hidden labels this way; see docs/submissions.md.")
+    p.add_argument("--task", required=True, help="task id (or the paper's name)")
+    p.add_argument("--predictions", required=True, help="the folder `rsdg-bench predict` wrote")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("submission", parents=[common], help="pack a model's results for a leaderboard, or verify a bundle",
+                       description="`pack` writes one bundle (zip, or a folder with --format dir) of a model's records, "
+                                   "its adapter source, checkpoint sha256s, pip freeze, harness version and a hashed "
+                                   "manifest with the model card. `verify BUNDLE` checks it (one PASS/FAIL line per "
+                                   "check; exit 0 only when all pass) and with --rerun K re-evaluates K drawn samples "
+                                   "per split. See docs/submissions.md.")
+    p.add_argument("action", choices=["pack", "verify"])
+    p.add_argument("bundle", nargs="?", help="verify: the bundle (.zip or folder)")
+    p.add_argument("--model", help="pack: the model's display name (or adapter name) in the results folder")
+    p.add_argument("--suite", help="pack: the suite submitted (verify then checks it is complete)")
+    p.add_argument("--task", action="append", help="pack: a task id instead of --suite (repeatable)")
+    p.add_argument("--out", help="pack: the bundle to write")
+    p.add_argument("--format", choices=["zip", "dir"], default="zip", help="pack: a .zip (default) or a folder")
+    p.add_argument("--adapter", help="pack: the adapter's source, path/to/file.py:Class (for a file adapter)")
+    p.add_argument("--card", help="pack: model card YAML (name, paper, url, code, weights, licence, contact, "
+                                  "description)")
+    p.add_argument("--include-weights", action="store_true", help="pack: put the checkpoints in the bundle")
+    p.add_argument("--checkpoints", help="pack: where the checkpoints are (default: the paths the records name); "
+                                         "verify --rerun: folder of the submitted weights")
+    p.add_argument("--rerun", type=int, default=0, metavar="K",
+                   help="verify: re-evaluate K samples per split, drawn at random (executes the bundle's adapter)")
+    p.add_argument("--seed", type=int, help="verify --rerun: the draw's seed (default: a fresh random one, printed)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="verify --rerun: the fraction of an image's pixels that may differ (GPU non-determinism; "
+                        "default 0: identical)")
+    p.add_argument("--device", default="auto", help="verify --rerun: cpu, cuda or auto")
+    p.set_defaults(func=cmd_submission)

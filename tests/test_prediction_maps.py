@@ -1,0 +1,229 @@
+"""Prediction maps: `predict` + `score` give the records `run` gives, bit for bit, for every task kind; every
+malformed prediction is refused with an error naming the file; hidden labels are scored by an organizer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import Affine
+
+from rsdg_bench.errors import DataError, SubmissionError
+from rsdg_bench.prep import get_preparer
+from rsdg_bench.prepared import PreparedDataset
+from rsdg_bench.results import ResultStore, load_record
+from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+from rsdg_bench.submissions.prediction_maps import PREDICTIONS_FILE, predict_task, score_predictions
+from rsdg_bench.task_schema import TaskCatalog
+
+from conftest import SMALL_MODEL
+
+
+def _counts(records) -> dict:
+    return {(r.evaluated.role, r.evaluated.slug): (r.confusion_matrices, r.per_image_matrices,
+                                                   r.samples[r.evaluated.slug].ids) for r in records}
+
+
+def _run_records(task, model, data_root: Path, results: Path) -> dict:
+    [outcome] = run_tasks([task], model, RunSettings(data_root, results, progress=False))
+    assert outcome.error is None, outcome.error
+    return _counts(r for _, r in ResultStore(results).load_all())
+
+
+def _scored(task, model, data_root: Path, results: Path, out: Path) -> tuple[dict, list]:
+    predict_task(task, model, data_root, results, out, progress=False)
+    paths = score_predictions(task, out, data_root, out.parent / "scored", progress=False)
+    records = [load_record(p) for p in paths]
+    return _counts(records), records
+
+
+@pytest.mark.parametrize("task_id", ["demo/u2a", "demo/rgb2irrg", "demo/u2coarse"])
+def test_predict_then_score_equals_run_bit_for_bit(task_id: str, data_root: Path, trained: dict, tmp_path: Path):
+    task = TaskCatalog().task(task_id)
+    model = ModelSpec(SMALL_MODEL.adapter, SMALL_MODEL.options, checkpoint=trained["checkpoint"], display_name="u")
+    ran = _run_records(task, model, data_root, tmp_path / "run")
+    scored, records = _scored(task, model, data_root, tmp_path / "run", tmp_path / "maps")
+    assert scored == ran and len(ran) == len(task.targets) + int(task.metrics.source_reference)
+    assert all(r.model.scored_from["form"] == "map" for r in records)
+    assert {r.model.checkpoint["sha256"] for r in records} == {load_record(p).model.checkpoint["sha256"]
+                                                               for p in ResultStore(tmp_path / "run").paths()}
+
+
+def test_classification_predictions_are_one_csv_and_score_like_run(tmp_path: Path):
+    root = tmp_path / "fmow"
+    get_preparer("fmow").prepare(get_preparer("fmow").make_fake(root / "raw"), root / "data", progress=False)
+    task = TaskCatalog().task("codex/fmow")
+    model = ModelSpec("timm-classifier", random_init=True, display_name="c")
+    torch.manual_seed(0)
+    ran = _run_records(task, model, root / "data", tmp_path / "run")
+    torch.manual_seed(0)  # the same random weights again
+    scored, _ = _scored(task, model, root / "data", tmp_path / "run", tmp_path / "maps")
+    assert scored == ran
+    table = next((tmp_path / "maps").rglob("predictions.csv")).read_text().splitlines()
+    assert table[0] == "sample_id,class_index" and len(table) > 1
+
+
+def test_time_series_predictions_have_one_band_per_date(tmp_path: Path):
+    get_preparer("muds").prepare(get_preparer("muds").make_fake(tmp_path / "raw"), tmp_path / "data", progress=False)
+    task = TaskCatalog().task("codex/muds")
+    model = ModelSpec("smp-temporal", {"features": "4"}, random_init=True, display_name="t")
+    torch.manual_seed(0)
+    ran = _run_records(task, model, tmp_path / "data", tmp_path / "run")
+    torch.manual_seed(0)
+    scored, _ = _scored(task, model, tmp_path / "data", tmp_path / "run", tmp_path / "maps")
+    assert scored == ran
+    first = next((tmp_path / "maps").rglob("*.tif"))
+    dates = len(PreparedDataset.open(tmp_path / "data", "muds").card.timesteps)
+    with rasterio.open(first) as src:
+        assert src.count == dates > 1  # one band per date
+
+
+# --------------------------------------------------------------------------- malformed predictions
+
+@pytest.fixture(scope="module")
+def good_maps(tmp_path_factory: pytest.TempPathFactory, data_root: Path, trained: dict) -> Path:
+    out = tmp_path_factory.mktemp("good") / "maps"
+    model = ModelSpec(SMALL_MODEL.adapter, SMALL_MODEL.options, checkpoint=trained["checkpoint"])
+    predict_task(TaskCatalog().task("demo/u2a"), model, data_root, trained["results"], out, progress=False)
+    return out
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / PREDICTIONS_FILE).read_text())
+
+
+def _save(folder: Path, manifest: dict) -> None:
+    (folder / PREDICTIONS_FILE).write_text(json.dumps(manifest))
+
+
+def _rewrite_first_map(folder: Path, planes: np.ndarray | None = None, raw: bytes | None = None,
+                       **profile) -> str:
+    """Replace the first target map (and its sha256 in the manifest, so the deeper check is reached)."""
+    import hashlib
+
+    manifest = _manifest(folder)
+    entry = next(s for s in manifest["splits"] if s["role"] == "target")["files"][0]
+    path = folder / entry["path"]
+    if raw is None:
+        with rasterio.open(path) as src:
+            base = {**src.profile, "count": planes.shape[0], "height": planes.shape[1], "width": planes.shape[2],
+                    "dtype": str(planes.dtype), **profile}
+        with rasterio.open(path, "w", **base) as dst:
+            dst.write(planes)
+    else:
+        path.write_bytes(raw)
+    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    _save(folder, manifest)
+    return entry["path"]
+
+
+def _first_map(folder: Path) -> np.ndarray:
+    entry = next(s for s in _manifest(folder)["splits"] if s["role"] == "target")["files"][0]
+    with rasterio.open(folder / entry["path"]) as src:
+        return src.read()
+
+
+def _drop_first_id(folder: Path) -> str:
+    manifest = _manifest(folder)
+    split = next(s for s in manifest["splits"] if s["role"] == "target")
+    gone = split["sample_ids"].pop(0)
+    split["files"].pop(0)
+    _save(folder, manifest)
+    return gone
+
+
+def _add_id(folder: Path) -> str:
+    manifest = _manifest(folder)
+    split = next(s for s in manifest["splits"] if s["role"] == "target")
+    split["sample_ids"].append("arid_val_999")
+    split["files"].append(dict(split["files"][0]))
+    _save(folder, manifest)
+    return "arid_val_999"
+
+
+def _edit_manifest(folder: Path, change) -> str:
+    manifest = _manifest(folder)
+    said = change(manifest)
+    _save(folder, manifest)
+    return said
+
+
+MALFORMED = {
+    "missing sample id": (_drop_first_id, "1 sample ids missing"),
+    "extra sample id": (_add_id, "1 sample ids extra (not in the split): arid_val_999"),
+    "wrong shape": (lambda f: _rewrite_first_map(f, _first_map(f)[:, :-1, :]), "the sample's label is 1×"),
+    "wrong dtype": (lambda f: _rewrite_first_map(f, _first_map(f).astype(np.uint16)), "holds uint16 values"),
+    "class index >= K": (lambda f: _rewrite_first_map(f, np.full_like(_first_map(f), 5)), "holds class index 5"),
+    "no-prediction 255": (lambda f: _rewrite_first_map(f, np.full_like(_first_map(f), 255)), "class index 255"),
+    "CRS": (lambda f: _rewrite_first_map(f, _first_map(f), crs="EPSG:4326"), "has CRS EPSG:4326"),
+    "transform": (lambda f: _rewrite_first_map(f, _first_map(f), transform=Affine(9, 0, 0, 0, -9, 0)), "transform"),
+    "corrupt file": (lambda f: _rewrite_first_map(f, raw=b"II*\x00 not a tiff"), "is not a readable raster"),
+    "file edited after predict": (lambda f: (next(f.rglob("arid/val/*.tif")).write_bytes(b"x"), "")[1],
+                                  "changed after predictions.json was written"),
+    "path outside the folder": (lambda f: _edit_manifest(f, lambda m: m["splits"][-1]["files"][0].update(
+        path="../../etc/passwd")), "outside"),
+    "task hash": (lambda f: _edit_manifest(f, lambda m: (m["task"].update(hash="0" * 64),
+                                                         m["task"]["resolved"]["metrics"].update(primary="oa"))),
+                  "changed: metrics.primary"),
+    "inputs (manifest)": (lambda f: _edit_manifest(f, lambda m: m["splits"][-1].update(inputs_sha256="0" * 64)),
+                          "were made on other inputs"),
+    "not a manifest": (lambda f: (f / PREDICTIONS_FILE).write_text("{"), "is not a valid predictions manifest"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_predictions_are_refused_naming_the_file(case: str, good_maps: Path, data_root: Path,
+                                                           tmp_path: Path):
+    folder = tmp_path / "maps"
+    shutil.copytree(good_maps, folder)
+    change, says = MALFORMED[case]
+    named = change(folder)
+    with pytest.raises(SubmissionError, match=None) as caught:
+        score_predictions(TaskCatalog().task("demo/u2a"), folder, data_root, tmp_path / "results", progress=False)
+    assert says in str(caught.value), str(caught.value)
+    assert caught.value.fix
+    if case in ("wrong shape", "wrong dtype", "class index >= K", "CRS", "corrupt file"):
+        assert named in caught.value.problem  # the file is named
+    assert not (tmp_path / "results").exists()  # nothing written
+
+
+def test_scored_records_carry_a_badge_on_the_board(good_maps: Path, data_root: Path, tmp_path: Path):
+    from rsdg_bench.api import build_leaderboard
+
+    paths = score_predictions(TaskCatalog().task("demo/u2a"), good_maps, data_root, tmp_path / "results",
+                              progress=False)
+    assert len(paths) == 2
+    build_leaderboard(tmp_path / "results", tmp_path / "site")
+    assert "scored here against the prepared labels" in (tmp_path / "site" / "tasks" / "demo-u2a.html").read_text()
+
+
+# --------------------------------------------------------------------------- hidden labels
+
+def test_hidden_test_labels_are_scored_by_an_organizer_only(tmp_path: Path):
+    preparer = get_preparer("openearthmap_sar")
+    raw = preparer.make_fake(tmp_path / "raw")
+    private = raw.parent / "private_labels"
+    public, organizer = tmp_path / "public", tmp_path / "organizer"
+    preparer.prepare(raw, public, progress=False)
+    get_preparer("openearthmap_sar", private_labels=private).prepare(raw, organizer, progress=False)
+    task = TaskCatalog().task("dfc25/sar-test")
+    assert task.id not in {t.id for t in TaskCatalog().suite_tasks("all")}
+    # the public cannot score the test split, but predicts it from the inputs alone
+    [refused] = run_tasks([task], ModelSpec("smp", random_init=True), RunSettings(public, tmp_path / "r", progress=False))
+    assert "has no public labels" in refused.error
+    model = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, random_init=True, display_name="sar-model")
+    predict_task(task, model, public, tmp_path / "r", tmp_path / "maps", progress=False)
+    with pytest.raises(DataError, match="has no public labels"):
+        score_predictions(task, tmp_path / "maps", public, tmp_path / "r", progress=False)
+    # the organizer's preparation holds the labels and the same inputs: the maps score there
+    [path] = score_predictions(task, tmp_path / "maps", organizer, tmp_path / "org", progress=False)
+    record = load_record(path)
+    assert record.evaluated.slug == "openearthmap_sar/sar/test" and record.model.display_name == "sar-model"
+    assert sum(map(sum, record.confusion_matrices["openearthmap_sar/sar/test"])) > 0
+    with pytest.raises(DataError, match="publishes the labels of all its splits"):
+        get_preparer("toyearth", private_labels=private)

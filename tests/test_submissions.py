@@ -1,0 +1,231 @@
+"""Model submissions: pack → verify passes on the demo; each kind of edit fails verify with the check named;
+a re-run catches numbers made up consistently; the leaderboard shows verified bundles with their badge and
+lists refused ones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rsdg_bench.cli import main
+from rsdg_bench.results import ResultRecord, record_digest
+from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+from rsdg_bench.submissions.bundle import MANIFEST, pack
+from rsdg_bench.submissions.rerun import rerun_samples
+from rsdg_bench.submissions.verify import verify_bundle
+from rsdg_bench.task_schema import TaskCatalog
+
+from conftest import SMALL_MODEL
+
+FILE_ADAPTER = '''"""A plug-in adapter from a file: the smp U-Net under another name."""
+from rsdg_bench.registry import resolve_adapter
+
+
+class FileUnet(resolve_adapter("smp")):
+    name = "file-unet"
+'''
+
+
+@pytest.fixture(scope="module")
+def submitted(tmp_path_factory: pytest.TempPathFactory, data_root: Path, trained: dict) -> dict[str, Path]:
+    """The demo suite evaluated with the trained U-Net, packed as a folder bundle; and one task evaluated by a
+    file adapter, packed with its source."""
+    root = tmp_path_factory.mktemp("submitted")
+    model = ModelSpec(SMALL_MODEL.adapter, SMALL_MODEL.options, checkpoint=trained["checkpoint"], display_name="unet")
+    outcomes = run_tasks(TaskCatalog().suite_tasks("demo"), model, RunSettings(data_root, root / "results", progress=False))
+    assert [o.error for o in outcomes] == [None] * 3
+    card = root / "card.yaml"
+    card.write_text("name: U-Net R18\npaper: https://example.org/paper\nlicence: MIT\ncontact: someone@example.org\n")
+    pack(root / "results", "unet", [t.id for t in TaskCatalog().suite_tasks("demo")], root / "unet", suite="demo",
+         folder=True, card=card)
+    adapter_file = root / "plugin" / "file_unet.py"
+    adapter_file.parent.mkdir()
+    adapter_file.write_text(FILE_ADAPTER)
+    spec = f"{adapter_file}:FileUnet"
+    file_model = ModelSpec(spec, SMALL_MODEL.options, checkpoint=trained["checkpoint"], display_name="file-unet")
+    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], file_model,
+                          RunSettings(data_root, root / "file-results", progress=False))
+    assert outcome.error is None, outcome.error
+    pack(root / "file-results", "file-unet", ["demo/u2a"], root / "file-unet.zip", adapter_spec=spec)
+    return {"bundle": root / "unet", "file_bundle": root / "file-unet.zip", "checkpoints": trained["checkpoint"].parent,
+            "results": root / "results"}
+
+
+def _failed(bundle: Path, data_root: Path) -> set[str]:
+    return {check.name for check in verify_bundle(bundle, data_root).failed}
+
+
+def test_a_packed_demo_submission_verifies(submitted: dict[str, Path], data_root: Path):
+    verification = verify_bundle(submitted["bundle"], data_root)
+    assert verification.passed, [c.line() for c in verification.failed]
+    assert {c.name for c in verification.checks} >= {
+        "members", "schema", "digests", "per-image sums", "metrics", "model", "adapter code", "task versions",
+        "data versions", "split sizes", "eligible", "complete", "provenance"}
+    manifest = json.loads((submitted["bundle"] / MANIFEST).read_text())
+    assert manifest["card"]["licence"] == "MIT" and manifest["suite"] == "demo"
+    assert manifest["adapter"]["kind"] == "built-in" and manifest["harness"]["version"]
+    assert "environment/pip-freeze.txt" in manifest["members"] and len(manifest["checkpoints"]) == 1
+    assert len([m for m in manifest["members"] if m.startswith("records/")]) == 6  # 3 tasks × (source + target)
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    return copy
+
+
+def _first_record(bundle: Path) -> Path:
+    return sorted((bundle / "records").rglob("*.json"))[0]
+
+
+def _edit_record(bundle: Path, change, restamp: bool = False) -> None:
+    """Edit the first record and list its new sha256 in the manifest (so the member check passes and the
+    record's own checks are what fail); `restamp` also recomputes its digest, as a forger would."""
+    path = _first_record(bundle)
+    data = json.loads(path.read_text())
+    change(data)
+    if restamp:
+        record = ResultRecord.model_validate(data)
+        from rsdg_bench.results import _block_of
+
+        record.metrics = {slug: _block_of(record, slug) for slug in record.confusion_matrices}
+        record.digest = record_digest(record)
+        data = record.model_dump(mode="json")
+    path.write_text(json.dumps(data))
+    _relist(bundle, path)
+
+
+def _relist(bundle: Path, member: Path) -> None:
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["members"][member.relative_to(bundle).as_posix()] = hashlib.sha256(member.read_bytes()).hexdigest()
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _slug(data: dict) -> str:
+    return next(iter(data["confusion_matrices"]))
+
+
+def _bump_metric(data: dict) -> None:
+    data["metrics"][_slug(data)]["miou"] += 0.01
+
+
+def _bump_cell(data: dict) -> None:
+    data["confusion_matrices"][_slug(data)][0][0] += 1
+
+
+def _bump_per_image(data: dict) -> None:
+    data["per_image_matrices"][_slug(data)]["entries"][0][2] += 1
+
+
+def _edit_member(bundle: Path) -> None:
+    (bundle / "environment" / "pip-freeze.txt").write_text("torch==0.0\n")
+
+
+@pytest.mark.parametrize("edit, fails", [
+    (lambda b: _edit_record(b, _bump_metric), {"metrics"}),
+    (lambda b: _edit_record(b, _bump_cell), {"digests", "per-image sums", "metrics"}),
+    (lambda b: _edit_record(b, _bump_per_image), {"digests", "per-image sums"}),
+    (_edit_member, {"members"}),
+    (lambda b: _first_record(b).unlink(), {"members", "complete"}),
+], ids=["one number", "one matrix cell", "one per-image entry", "one member file", "a record removed"])
+def test_each_edit_fails_verify_with_its_check_named(edit, fails: set[str], submitted: dict[str, Path],
+                                                    data_root: Path, tmp_path: Path):
+    bundle = _copy(submitted["bundle"], tmp_path)
+    edit(bundle)
+    assert _failed(bundle, data_root) == fails
+
+
+def test_an_edited_task_yaml_fails_verify_naming_the_field(submitted: dict[str, Path], data_root: Path,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from rsdg_bench import task_schema
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(task_schema.package_tasks_dir(), tasks)
+    path = tasks / "demo" / "rgb2irrg.yaml"
+    path.write_text(path.read_text() + "training: {iterations: 3000}\n")
+    monkeypatch.setattr(task_schema, "package_tasks_dir", lambda: tasks)
+    verification = verify_bundle(submitted["bundle"], data_root)
+    [failed] = verification.failed
+    assert failed.name == "task versions" and "demo/rgb2irrg" in failed.detail and "training.iterations" in failed.detail
+
+
+def test_data_of_another_version_fails_verify(submitted: dict[str, Path], tmp_path: Path):
+    assert _failed(submitted["bundle"], tmp_path / "nothing-prepared") == {"data versions", "split sizes"}
+
+
+def test_rerun_passes_on_honest_records_and_catches_made_up_ones(submitted: dict[str, Path], data_root: Path,
+                                                                 tmp_path: Path):
+    honest = verify_bundle(submitted["bundle"], data_root)
+    check = rerun_samples(honest, 2, data_root, submitted["checkpoints"], seed=7)
+    assert check.passed and "12 samples of 6 splits" in check.detail and honest.badge()[0] == "verified: re-run"
+    forged = _copy(submitted["bundle"], tmp_path)
+
+    def move_a_pixel(data: dict) -> None:  # one pixel of one image moved from wrong to right, matrix kept consistent
+        slug = _slug(data)
+        k = data["per_image_matrices"][slug]["k"]
+        image, cell, count = next(e for e in data["per_image_matrices"][slug]["entries"] if e[1] // k != e[1] % k)
+        data["per_image_matrices"][slug]["entries"].remove([image, cell, count])
+        data["per_image_matrices"][slug]["entries"] += [[image, cell, count - 1], [image, (cell // k) * (k + 1), 1]]
+        data["per_image_matrices"][slug]["entries"] = [e for e in data["per_image_matrices"][slug]["entries"] if e[2]]
+        matrix = data["confusion_matrices"][slug]
+        matrix[cell // k][cell % k] -= 1
+        matrix[cell // k][cell // k] += 1
+
+    _edit_record(forged, move_a_pixel, restamp=True)
+    verification = verify_bundle(forged, data_root)
+    assert verification.passed, [c.line() for c in verification.failed]  # consistent: only a re-run can tell
+    caught = rerun_samples(verification, 1000, data_root, submitted["checkpoints"])
+    assert not caught.passed and "1 of" in caught.detail and "differ from their records" in caught.detail
+
+
+def test_a_file_adapter_is_packed_with_its_source_and_re_run_from_it(submitted: dict[str, Path], data_root: Path,
+                                                                     tmp_path: Path):
+    verification = verify_bundle(submitted["file_bundle"], data_root)
+    assert verification.passed, [c.line() for c in verification.failed]
+    assert "file_unet.py:FileUnet" in next(c.detail for c in verification.checks if c.name == "adapter code")
+    assert rerun_samples(verification, 1, data_root, submitted["checkpoints"]).passed
+    import zipfile
+
+    folder = tmp_path / "unzipped"
+    zipfile.ZipFile(submitted["file_bundle"]).extractall(folder)
+    source = folder / "adapter" / "file_unet.py"
+    source.write_text(source.read_text() + "\n# changed after the records were made\n")
+    _relist(folder, source)
+    assert _failed(folder, data_root) == {"adapter code"}
+
+
+def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path], data_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]):
+    bundles = tmp_path / "submissions"
+    bundles.mkdir()
+    assert main(["submission", "pack", "--results", str(submitted["results"]), "--model", "unet", "--suite", "demo",
+                 "--out", str(bundles / "unet.zip")]) == 0
+    assert main(["submission", "verify", str(bundles / "unet.zip"), "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PASS") == 13 and "FAIL" not in out and (bundles / "unet.zip.verified.json").is_file()
+    refused = _copy(submitted["bundle"], bundles)
+    _edit_record(refused, _bump_metric)
+    assert main(["submission", "verify", str(refused), "--data-root", str(data_root)]) == 1
+    assert "FAIL  metrics" in capsys.readouterr().out
+    site = tmp_path / "site"
+    assert main(["leaderboard", "build", "--results", str(tmp_path / "no-results"), "--submissions", str(bundles),
+                 "--data-root", str(data_root), "--out", str(site)]) == 0
+    suite = (site / "suites" / "demo.html").read_text()
+    assert "checked against the installed tasks and prepared data (not re-run)" in suite and "unet" in suite
+    pages = "".join(p.read_text() for p in site.rglob("*.html"))
+    assert "submission refused: metrics" in pages
+    assert main(["submission", "verify", str(tmp_path / "absent.zip")]) == 1
+    assert "FAIL  bundle          no submission bundle at" in capsys.readouterr().out
+
+
+def test_pack_refuses_what_it_cannot_vouch_for(submitted: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]):
+    assert main(["submission", "pack", "--results", str(submitted["results"]), "--model", "nobody",
+                 "--out", str(tmp_path / "x.zip")]) == 2
+    err = capsys.readouterr().err
+    assert "no records of model 'nobody'" in err and "models there: unet" in err
+    assert not (tmp_path / "x.zip").exists()
