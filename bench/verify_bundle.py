@@ -18,62 +18,13 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import pandas as pd
 import torch
+from synthetic_records import write_records
 
-from rsdg_bench.code_identity import code_identity
-from rsdg_bench.evaluation import SplitCounts
-from rsdg_bench.prep import available_preparers
-from rsdg_bench.registry import resolve_adapter
-from rsdg_bench.results import ResultStore
-from rsdg_bench.runner import RunSettings, record_from_evaluation
 from rsdg_bench.submissions.bundle import Bundle, pack
 from rsdg_bench.submissions.verify import verify_bundle
 from rsdg_bench.task_schema import TaskCatalog
-
-
-class SyntheticSplit:
-    """What the record constructor reads of a split: its reference, sample ids and scenes."""
-
-    def __init__(self, ref, images: int) -> None:
-        self.ref = ref
-        self.rows = pd.DataFrame({"sample_id": [f"img{i:06d}" for i in range(images)]})
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def scenes(self) -> tuple[list[str], str]:
-        return [f"tile{i // 16:04d}" for i in range(len(self))], "source file"
-
-
-def published(dataset: str, domain: str, split: str) -> int:
-    counts = available_preparers()[dataset].published_counts
-    return counts.get(domain, {}).get(split) or 500
-
-
-def write_records(results: Path, suite: str) -> int:
-    generator = torch.Generator().manual_seed(0)
-    model = {"adapter": "smp", "options": {}, "code": code_identity(resolve_adapter("smp")),
-             "display_name": "synthetic", "checkpoint": {"path": None, "sha256": "ab" * 32, "random_init": False},
-             "training": {"status": "unknown"}}
-    store, written = ResultStore(results), 0
-    settings = RunSettings(results, results, progress=False)
-    for task in TaskCatalog().suite_tasks(suite):
-        k = task.class_schema.num_classes
-        for role, ref in task.evaluation_splits():
-            images = published(ref.dataset, ref.domain, ref.split)
-            counts = torch.randint(0, 5000, (images, k, k), generator=generator)
-            counts *= torch.rand(images, k, k, generator=generator) < 2 / k  # about 2K non-zero cells per image
-            card = SimpleNamespace(published_counts={}, accepted_counts=lambda d, s, n=images: [n])
-            store.write(record_from_evaluation(
-                key=f"{task.id.replace('/', '-')}-{role}-{ref.domain}-{ref.split}", task=task, model=model,
-                normalization={}, role=role, split=SyntheticSplit(ref, images), card=card, manifest_sha256="cd" * 32,
-                counts=SplitCounts(counts, torch.zeros(images, k, dtype=torch.int64)), predictions=None,
-                settings=settings, wall_time_s=1.0))
-            written += 1
-    return written
 
 
 def main() -> None:
@@ -84,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        records = write_records(root / "results", args.suite)
+        records = write_records(root / "results", args.suite, ["synthetic"])
         task_ids = [t.id for t in TaskCatalog().suite_tasks(args.suite)]
         started = time.perf_counter()
         pack(root / "results", "synthetic", task_ids, root / "bundle.zip", suite=args.suite)

@@ -86,7 +86,8 @@ class SiteWriter:
                    for model, splits in task.scores.items() for slug, s in splits.items() if s.predictions]
         histories = [(model, link) for model, splits in task.scores.items()
                      if (link := self._copy_history(task, model, splits, page_dir)) is not None]
-        return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables,
+        notes = list(dict.fromkeys((r.source, r.note) for r in task.reported if r.note))
+        return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables, notes=notes,
                           elsewhere=elsewhere, conventions=conventions, units=task.resampling_units(),
                           confusions=confusions, records=records, samples=samples, histories=histories,
                           class_colours=_class_colours(task.classes) if samples else [])

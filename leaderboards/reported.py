@@ -82,6 +82,7 @@ class ReportedRow:
     flag: str | None = None
     convention: str = "mmseg"
     headline_name: str | None = None  # what the paper calls its headline metric here, if not the task's primary
+    note: str = ""  # the transcribed table's note (why a printed cell is missing, which split, caveats)
 
     @property
     def label(self) -> str:
@@ -155,7 +156,7 @@ def reported_rows(folder: Path = REPORTED_DIR) -> list[ReportedRow]:
                 method=entry.method, backbone=entry.backbone, task=entry.task, split=entry.split,
                 headline=_fraction(entry.headline), per_class={k: _fraction(v) for k, v in entry.per_class.items()},
                 metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source, flag=entry.flag,
-                convention=table.convention, headline_name=table.headline_names.get(entry.task))
+                convention=table.convention, headline_name=table.headline_names.get(entry.task), note=table.note)
             key = (row.method, row.backbone, row.task, row.split, table.source.paper, row.headline)
             if key in rows and not math.isnan(row.headline):
                 rows[key] = _merged(rows[key], row)
@@ -172,4 +173,6 @@ def _merged(first: ReportedRow, second: ReportedRow) -> ReportedRow:
     return ReportedRow(method=first.method, backbone=first.backbone, task=first.task, split=first.split,
                        headline=first.headline, per_class=pick(first.per_class, second.per_class),
                        metrics=pick(first.metrics, second.metrics), source=f"{first.source} + Table {table}",
-                       flag=first.flag or second.flag, convention=first.convention)
+                       flag=first.flag or second.flag, convention=first.convention,
+                       headline_name=first.headline_name,
+                       note=" ".join(n for n in dict.fromkeys((first.note, second.note)) if n))

@@ -38,6 +38,15 @@ class Table:
     unmarked: set[int] = field(default_factory=set)  # columns without best / second marks (counts)
     groups: list[tuple[str, int]] = field(default_factory=list)  # (header, column span) above the columns
 
+    @property
+    def reported_sources(self) -> list[str]:
+        """Every paper table the reported rows cite, once each, in order of appearance (a row that gathers
+        several tables cites each, joined by "; ")."""
+        found: list[str] = []
+        for row in self.rows:
+            found += [s for s in (row.reported or "").split("; ") if s and s not in found]
+        return found
+
     def is_percent(self, column: int) -> bool:
         return True if self.percent is None else self.percent[column]
 

@@ -23,6 +23,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,19 +50,26 @@ class SplitEvidence:
 def draw_counts(slug: str, scenes: Sequence[str], replicates: int = BOOTSTRAP_REPLICATES) -> np.ndarray:
     """B×S: how often each of the split's S scenes (sorted by name) is drawn in each replicate. Seeded by the
     split and its scene list, so every model on the same data gets the same draws."""
-    names = sorted(set(scenes))
+    return _draws(slug, tuple(sorted(set(scenes))), replicates)
+
+
+@lru_cache(maxsize=256)
+def _draws(slug: str, names: tuple[str, ...], replicates: int) -> np.ndarray:
+    """`draw_counts`, once per split and scene list: every model of a board shares them (read-only)."""
     digest = hashlib.sha256("\n".join([slug, *names]).encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     draws = rng.integers(0, len(names), size=(replicates, len(names)))
     rows = np.repeat(np.arange(replicates), len(names))
-    return np.bincount(rows * len(names) + draws.ravel(), minlength=replicates * len(names)).reshape(
+    counts = np.bincount(rows * len(names) + draws.ravel(), minlength=replicates * len(names)).reshape(
         replicates, len(names))
+    counts.flags.writeable = False
+    return counts
 
 
 def _by_scene(entries: list, scene_of: np.ndarray, num_scenes: int, width: int) -> np.ndarray:
     """Sparse [image, cell, count] entries summed per scene: S×width float64."""
     out = np.zeros(num_scenes * width)
-    if entries:
+    if len(entries):
         image, cell, count = np.asarray(entries, dtype=np.int64).T
         out = np.bincount(scene_of[image] * width + cell, weights=count, minlength=num_scenes * width)
     return out.reshape(num_scenes, width)

@@ -41,18 +41,19 @@ def _ranks(values: list[float]) -> list[float]:
 
 
 def _reported_by_label(tasks: list[TaskTable]) -> dict[str, tuple[str, dict[str, float], list[str]]]:
-    """label → (source, task id → reported target value, flags of its cells) over the tasks, for rows that
-    stand for a target."""
-    rows: dict[str, tuple[str, dict[str, float], list[str]]] = {}
+    """label → (every source its cells come from, task id → reported target value, flags of its cells) over
+    the tasks, for rows that stand for a target (one method's row may gather several of a paper's tables)."""
+    rows: dict[str, tuple[list[str], dict[str, float], list[str]]] = {}
     for task in tasks:
         for reported in task.reported:
             value = task.reported_target(reported)
             if not math.isnan(value):
-                _, values, flags = rows.setdefault(reported.label, (reported.source, {}, []))
+                sources, values, flags = rows.setdefault(reported.label, ([], {}, []))
                 values[task.task_id] = value
+                sources.extend(s for s in reported.source.split("; ") if s not in sources)
                 if reported.flag:
                     flags.append(f"{task.name}: {reported.flag}")
-    return rows
+    return {label: ("; ".join(sources), values, flags) for label, (sources, values, flags) in rows.items()}
 
 
 # Settings judged on the domain the model was trained on: shown, averaged apart, never in the headline mean.
@@ -188,8 +189,12 @@ def task_convention_table(task: TaskTable) -> Table | None:
 
 
 def task_class_table(task: TaskTable, slug: str) -> Table:
-    """Per-class IoU with mIoU, OA, AA, mF1 on one split (the papers' table layout)."""
-    columns = [*task.class_names, *(METRIC_LABELS[m] for m in METRIC_COLUMNS)]
+    """Per-class IoU with mIoU, OA, AA, mF1 on one split (the papers' table layout, their class abbreviations)."""
+    from rsdg_bench.classes import load_class_schema
+
+    schema = load_class_schema(task.classes) if task.classes else None
+    columns = [*(schema.display_name(c) if schema else c for c in task.class_names),
+               *(METRIC_LABELS[m] for m in METRIC_COLUMNS)]
     rows = []
     for model, splits in task.scores.items():
         if slug in splits:

@@ -59,7 +59,7 @@ class Normalization:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        out = (x.to(torch.float32) - mean) / std
+        out = x.to(torch.float32, copy=True).sub_(mean).div_(std)  # (x − mean) / std, in one new tensor
         if self.clip is not None:
             out = out.clamp(*self.clip)
         if self.levels is not None:

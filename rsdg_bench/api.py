@@ -206,7 +206,7 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
     from .results import ResultStore
 
     results = Path(results_dir) if results_dir else default_results_root()
-    records, refused = ResultStore(results).load_valid()
+    records, refused = ResultStore(results).load_valid(compact=True)
     badges: dict[str, tuple[str, str]] = {}
     if submissions is not None:
         from .submissions.board import submitted_records

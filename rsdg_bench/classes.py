@@ -24,6 +24,7 @@ class ClassInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     colour: tuple[int, int, int]
+    short: str | None = None  # the abbreviation the papers' tables print (CrossEarth's "Bldg"), for display
 
     @field_validator("colour")
     @classmethod
@@ -45,6 +46,12 @@ class ClassSchema(BaseModel):
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    def display_name(self, name: str) -> str:
+        """How a table heads a class: the papers' abbreviation where the schema gives one, else its name
+        with spaces."""
+        info = next((c for c in self.classes if c.name == name), None)
+        return info.short if info is not None and info.short else name.replace("_", " ")
 
     @property
     def num_classes(self) -> int:

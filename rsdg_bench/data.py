@@ -7,6 +7,7 @@ model cannot be tuned on the domains it is judged on. Every split it opens is lo
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -49,6 +50,7 @@ class SegmentationSplit(Dataset):
         stored = prepared.band_names(ref.domain)
         self.band_indices = select_bands(stored, bands, ref.slug)
         self.band_names = [stored[i] for i in self.band_indices] if self.band_indices is not None else stored
+        self.keep_uint8 = False  # see `for_inference`
         self.timesteps = list(prepared.card.timesteps)
         self.days = torch.tensor(days_since_first(self.timesteps), dtype=torch.int64)
 
@@ -79,6 +81,14 @@ class SegmentationSplit(Dataset):
             unit = "image"
         return scenes, unit
 
+    def for_inference(self) -> SegmentationSplit:
+        """This split serving uint8 images as uint8 (other dtypes as float32, as always): the evaluator's
+        view. The input contract converts to float32 before normalizing, so every number is the same, and a
+        DataLoader worker hands over a quarter of the bytes."""
+        view = copy.copy(self)
+        view.keep_uint8 = True
+        return view
+
     def label(self, index: int) -> np.ndarray:
         """The label of one sample alone (through the split's label map), without decoding its image."""
         label = self.prepared.read_label(self.rows.iloc[index])
@@ -96,7 +106,9 @@ class SegmentationSplit(Dataset):
         else:
             shape = () if self.prepared.card.label_level == "image" else image.shape[:-3] + image.shape[-2:]
             label = np.full(shape, IGNORE_INDEX, dtype=np.uint8)
-        sample = {"image": torch.from_numpy(image.astype(np.float32)), "label": torch.from_numpy(np.asarray(label)),
+        if not (self.keep_uint8 and image.dtype == np.uint8):
+            image = image.astype(np.float32)
+        sample = {"image": torch.from_numpy(image), "label": torch.from_numpy(np.asarray(label)),
                   "sample_id": row["sample_id"]}
         if self.timesteps:
             sample["days"] = self.days

@@ -72,7 +72,9 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     per_image = torch.zeros(len(split), num_classes, num_classes, dtype=torch.int64)
     ignored = torch.zeros(len(split), num_classes, dtype=torch.int64)
     indices = group.shard(len(split))
-    loader = DataLoader(Subset(split, indices), batch_size=1, num_workers=num_workers, collate_fn=_single)
+    loader = DataLoader(Subset(split.for_inference(), indices), batch_size=1, num_workers=num_workers,
+                        collate_fn=_single, prefetch_factor=4 if num_workers else None,
+                        pin_memory=device.type == "cuda")
     adapter.eval()
     failure: Exception | None = None
     try:

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where matrices are counted, so reading records needs no torch
+    import torch
 
 from .classes import IGNORE_INDEX
 from .errors import DataError
@@ -46,6 +48,8 @@ GROUP_METRIC_NAMES = ("domain_acc", "worst_domain_acc")
 
 
 def _as_tensor(array: torch.Tensor | np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
 
 
@@ -63,6 +67,8 @@ def confusion_counts(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.n
                      num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(K×K confusion matrix, K-vector of the predictions on pixels whose label is the ignore index), int64,
     from one bincount: the second is what the `smp` convention with `ignored_pixels: error` needs."""
+    import torch
+
     label, pred = _as_tensor(label), _as_tensor(pred)
     if label.shape != pred.shape:
         raise ValueError(f"label shape {tuple(label.shape)} and prediction shape {tuple(pred.shape)} differ")
@@ -91,6 +97,8 @@ class ConfusionAccumulator:
     """Sums confusion matrices over a whole split (dataset-level accumulation, not per image)."""
 
     def __init__(self, num_classes: int) -> None:
+        import torch
+
         self.num_classes = num_classes
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 

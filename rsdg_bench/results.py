@@ -22,20 +22,23 @@ import json
 import math
 import platform
 import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from . import __version__
 from .errors import ResultsError, RsdgError
-from .io import atomic_write_json, canonical_json, sha256_bytes
+from .io import atomic_write_text, canonical_json, sha256_bytes
 from .paths import confined
 from .metrics import CONVENTIONS, GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
+
+if TYPE_CHECKING:  # torch is imported where records are made, so reading them (the leaderboard) needs none
+    import torch
 
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
@@ -240,6 +243,8 @@ def encode_per_image(matrices: torch.Tensor, ignored: torch.Tensor | None = None
 
 
 def _sparse(flat: torch.Tensor) -> list[list[int]]:
+    import torch
+
     row, column = torch.nonzero(flat, as_tuple=True)
     return torch.stack([row, column, flat[row, column]], dim=1).tolist()
 
@@ -247,7 +252,7 @@ def _sparse(flat: torch.Tensor) -> list[list[int]]:
 def decode_per_image(block: dict[str, Any]) -> np.ndarray:
     """The N×K×K int64 array back from `encode_per_image`'s form."""
     out = np.zeros((block["images"], block["k"] * block["k"]), dtype=np.int64)
-    if block["entries"]:
+    if len(block["entries"]):
         image, cell, count = np.asarray(block["entries"], dtype=np.int64).T
         out[image, cell] = count
     return out.reshape(block["images"], block["k"], block["k"])
@@ -269,7 +274,7 @@ def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str]
     metrics under every other convention go to `other_conventions`. `ignored`: predictions on ignore-labelled
     pixels, counted only by the smp convention (`ignored_pixels: error`). With the per-image matrices and each
     image's group, also the per-group accuracy, its mean over groups and its worst group."""
-    scores = scores_from_confusion(torch.as_tensor(matrix), headline, convention,
+    scores = scores_from_confusion(np.asarray(matrix), headline, convention,
                                    ignored if convention == "smp" else None)
     per_class = {name: {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in values.items()}
                  for name, values in scores.per_class(class_names).items()}
@@ -279,7 +284,7 @@ def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str]
     others = {}
     for other in CONVENTIONS:
         if other != convention:
-            values = scores_from_confusion(torch.as_tensor(matrix), headline, other,
+            values = scores_from_confusion(np.asarray(matrix), headline, other,
                                            ignored if other == "smp" else None).headline()
             others[other] = {k: _none_if_nan(v) for k, v in values.items()}
     block["other_conventions"] = others
@@ -300,7 +305,7 @@ def group_accuracy(per_image: dict[str, Any], groups: list[str]) -> dict[str, fl
     k = per_image["k"]
     correct: dict[str, int] = {}
     total: dict[str, int] = {}
-    for image, cell, count in per_image["entries"]:
+    for image, cell, count in np.asarray(per_image["entries"], dtype=np.int64).reshape(-1, 3).tolist():
         name = groups[image]
         if not name:
             continue
@@ -311,6 +316,8 @@ def group_accuracy(per_image: dict[str, Any], groups: list[str]) -> dict[str, fl
 
 def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: torch.device,
                world_size: int, wall_time_s: float, date: str) -> dict[str, Any]:
+    import torch
+
     return {
         "harness_version": __version__, "git_commit": git_commit(), "task_hash": task_hash,
         "dataset_manifest_sha256": manifest_sha256, "checkpoint_sha256": checkpoint_sha256,
@@ -336,40 +343,59 @@ class ResultStore:
         """Write `record` (stamped with its content digest) to its place in the folder."""
         path = self.path_for(record.task.id, record.key)
         record.digest = record_digest(record)
-        atomic_write_json(path, record.model_dump(mode="json"))
+        write_record_file(path, record)
         return path
 
     def paths(self) -> list[Path]:
         folder = self.root / RECORDS_DIR
         return sorted(folder.rglob("*.json")) if folder.exists() else []
 
-    def load(self, path: Path) -> ResultRecord:
+    def load(self, path: Path, compact: bool = False) -> ResultRecord:
         """One record of this folder, checked (`load_record`) and with every file it names inside the folder."""
-        record = load_record(path)
+        record = load_record(path, compact)
         check_paths(record, path, self.root)
         return record
 
     def load_all(self) -> list[tuple[Path, ResultRecord]]:
         return [(path, self.load(path)) for path in self.paths()]
 
-    def load_valid(self) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
+    def load_valid(self, compact: bool = False) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
         """(the records that pass every check, [(path, why) for those that do not]): for readers such as the
-        leaderboard, which show what is sound and list the rest instead of stopping at the first bad file."""
+        leaderboard, which show what is sound and list the rest instead of stopping at the first bad file.
+        With `compact`, each record is held compactly once checked (`compact_in_memory`)."""
         valid, refused = [], []
         for path in self.paths():
             try:
-                valid.append((path, self.load(path)))
+                valid.append((path, self.load(path, compact)))
             except ResultsError as exc:
                 refused.append((str(path), f"refused: {exc.problem}"))
         return valid, refused
 
 
-def _parse_record(path: Path) -> ResultRecord:
+def compact_in_memory(record: ResultRecord) -> ResultRecord:
+    """The record with its per-image entries as integer arrays (int32 where they fit) and its sample ids and
+    scenes interned: what a
+    reader that holds hundreds of records (the leaderboard) needs, at a tenth of the memory of JSON lists. Do
+    this after the record's checks: it is no longer what was written (its digest would not match)."""
+    for block in record.per_image_matrices.values():
+        for name in ("entries", "ignored_entries"):
+            if name in block:
+                entries = np.asarray(block[name], dtype=np.int64).reshape(-1, 3)
+                block[name] = entries.astype(np.int32) if entries.size and entries.max() < 2 ** 31 else entries
+    for samples in record.samples.values():
+        samples.ids = [sys.intern(i) for i in samples.ids]
+        samples.scenes = [sys.intern(s) for s in samples.scenes]
+    return record
+
+
+def _parse_record(path: Path) -> tuple[ResultRecord, dict[str, Any]]:
+    """The validated record and the JSON it was parsed from."""
     try:
         if Path(path).stat().st_size > MAX_RECORD_BYTES:
             raise ResultsError(f"{path} is larger than a result record can be ({MAX_RECORD_BYTES >> 20} MiB)",
                                "delete it and re-run the task (it will be recomputed)")
-        return ResultRecord.model_validate(json.loads(Path(path).read_text()))
+        raw = json.loads(Path(path).read_bytes())
+        return ResultRecord.model_validate(raw), raw
     except (json.JSONDecodeError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
         raise ResultsError(f"{path} is not a valid result record: {exc}",
                            "delete it and re-run the task (it will be recomputed)") from exc
@@ -378,12 +404,32 @@ def _parse_record(path: Path) -> ResultRecord:
                            "remove it from the records folder") from exc
 
 
-def load_record(path: Path) -> ResultRecord:
-    """Parse and validate a record, check its metrics against its confusion matrices, and its digest."""
-    record = _parse_record(path)
-    check_consistency(record, path)
-    check_digest(record, path)
+def load_record(path: Path, compact: bool = False) -> ResultRecord:
+    """Parse and validate a record, check its metrics against its confusion matrices, and its digest. With
+    `compact`, the record is held compactly (`compact_in_memory`) once its digest has been checked.
+
+    The digest is first taken over the JSON as read: a record as written matches it, which spares
+    re-serializing the validated model (the most expensive step of loading a large record). Otherwise the
+    full checks run in order and name what is wrong."""
+    record, raw = _parse_record(path)
+    unedited = record.digest is not None and record.digest == _digest_of(raw)
+    del raw
+    if not unedited:  # an edit (or content the schema normalises): the full checks say what is wrong
+        check_consistency(record, path)
+        check_digest(record, path)
+    else:
+        check_bounds(record, path)
+    if compact:
+        compact_in_memory(record)
+    if unedited:
+        check_per_image(record, path)
+        check_metrics(record, path)
     return record
+
+
+def _digest_of(content: dict[str, Any]) -> str:
+    """`record_digest` of a record's JSON content (the same value when the JSON is what was written)."""
+    return sha256_bytes(canonical_json({k: v for k, v in content.items() if k not in ("digest", "metrics")}).encode())
 
 
 def record_digest(record: ResultRecord) -> str:
@@ -428,11 +474,25 @@ def check_bounds(record: ResultRecord, path: Path | str) -> None:
             raise ResultsError(f"{path}: per-image matrices of {slug} claim {images} images of {block_k} classes "
                                f"(the record has {k}; at most {MAX_IMAGES} images): {edited}", fix)
         for name, cells in (("entries", k * k), ("ignored_entries", k)):
-            for entry in block.get(name, []):
-                if (len(entry) != 3 or not 0 <= entry[0] < images or not 0 <= entry[1] < cells
-                        or entry[2] < 0):
-                    raise ResultsError(f"{path}: per-image {name} of {slug} hold {entry}, out of range: {edited}",
-                                       fix)
+            bad = _out_of_range(block.get(name, []), images, cells)
+            if bad is not None:
+                raise ResultsError(f"{path}: per-image {name} of {slug} hold {bad}, out of range: {edited}", fix)
+
+
+def _out_of_range(entries: Any, images: int, cells: int) -> Any:
+    """The first [image, cell, count] entry that is malformed or out of range (None if all are sound),
+    checked on an integer array of all of them at once."""
+    if not len(entries):
+        return None
+    try:
+        array = np.asarray(entries)
+    except (ValueError, OverflowError, TypeError):  # ragged rows, numbers beyond int64
+        return "malformed entries"
+    if array.ndim != 2 or array.shape[1] != 3 or array.dtype.kind not in "iu":
+        return f"entries of shape {array.shape} and type {array.dtype}"
+    image, cell, count = array.T
+    bad = (image < 0) | (image >= images) | (cell < 0) | (cell >= cells) | (count < 0)
+    return array[np.argmax(bad)].tolist() if bad.any() else None
 
 
 def check_paths(record: ResultRecord, path: Path, results_root: Path) -> None:
@@ -506,7 +566,7 @@ def check_metrics(record: ResultRecord, path: Path | str) -> None:
 def _summed_entries(block: dict[str, Any]) -> np.ndarray:
     """The sum of `encode_per_image` matrices without building the N×K×K stack (cheap for many images)."""
     k = block["k"]
-    if not block["entries"]:
+    if not len(block["entries"]):
         return np.zeros((k, k), dtype=np.int64)
     _, cell, count = np.asarray(block["entries"], dtype=np.int64).T
     if cell.min() < 0 or cell.max() >= k * k:
@@ -530,10 +590,17 @@ def _same(a: float | None, b: float | None) -> bool:
 def recompute(path: Path) -> ResultRecord:
     """Rewrite a record's metrics from its confusion matrices (after a metric fix, or a hand edit of a
     metric). Everything else must be as written: a record whose digest does not match is refused."""
-    record = _parse_record(path)
+    record, _ = _parse_record(path)
     check_bounds(record, path)
     check_digest(record, path)
     record.metrics = {slug: _block_of(record, slug) for slug in record.confusion_matrices}
-    atomic_write_json(path, record.model_dump(mode="json"))
+    write_record_file(path, record)
     return record
+
+
+def write_record_file(path: Path, record: ResultRecord) -> None:
+    """A record as compact JSON (no indentation: the per-image entries of a large split are millions of small
+    arrays, 3-4× larger and slower to read when each number has its own line), atomically. `results show`
+    is the readable view."""
+    atomic_write_text(path, json.dumps(record.model_dump(mode="json"), separators=(",", ":"), allow_nan=True) + "\n")
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .task_schema import Task
 
 PROTOCOL_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "loss", "crop")
@@ -30,6 +28,8 @@ BADGES = {"off-protocol": "off-protocol", "unknown": "training unknown"}
 def read_training_block(checkpoint: Path) -> dict[str, Any] | None:
     """The `rsdg` block a harness-trained checkpoint carries, or None. Tensors are memory-mapped, not read:
     a large released checkpoint costs no extra memory."""
+    import torch  # here, not at module level: the leaderboard reads badges without torch
+
     try:
         payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # a legacy (non-zip) file cannot be mapped, a foreign one has no block: no record of training

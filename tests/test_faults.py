@@ -109,7 +109,7 @@ def test_a_prepare_killed_anywhere_leaves_the_dataset_whole_and_the_rerun_gives_
 
 
 RUN_FAULTS = {
-    "before the second record": [{"target": "rsdg_bench.results:atomic_write_json", "nth": 2}],
+    "before the second record": [{"target": "rsdg_bench.results:atomic_write_text", "nth": 2}],
     "inside a record's write": [{"target": "rsdg_bench.io:os.replace", "nth": 1}],
     "a split counted, not recorded": [{"target": "rsdg_bench.runner:evaluate_split_counts", "nth": 2,
                                        "when": "after"}],

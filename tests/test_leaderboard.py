@@ -19,7 +19,7 @@ from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.render import render_html, render_scores_csv, write_site
 from rsdg_bench.leaderboards.reported import ReportedRow, check, load_tables, reported_rows
 from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_latex, to_markdown
-from rsdg_bench.leaderboards.views import casid_matrices, reported_elsewhere, suite_table
+from rsdg_bench.leaderboards.views import casid_matrices, reported_elsewhere, suite_table, task_class_table
 from rsdg_bench.results import ResultRecord, ResultStore, metrics_block
 from rsdg_bench.task_schema import TaskCatalog
 
@@ -216,6 +216,17 @@ def test_means_never_mix_metric_kinds_or_in_domain_settings():
     assert row.values[columns.index("Mean in-domain")] == pytest.approx(poor["miou"])
 
 
+def test_reported_rows_cite_every_table_and_class_heads_are_the_papers_abbreviations():
+    board = with_suites(board_of(record(key="a", matrix=GOOD, task_id="crossearth/pi2v")), TaskCatalog(),
+                        reported_rows())
+    table = suite_table(next(s for s in board.suites if s.id == "crossearth"), board)
+    cited = " | ".join(table.reported_sources)
+    assert all(f"Table {n}" in cited for n in (2, 3, 4)), cited  # one method's row gathers several tables
+    v2pi = next(t for t in board.tasks if t.task_id == "crossearth/v2pi")  # reported rows only: isprs6 classes
+    target = next(slug for role, slug in v2pi.splits if role == "target")
+    assert task_class_table(v2pi, target).columns[:6] == ["Surf", "Bldg", "Vegt", "Tree", "Car", "Clut"]
+
+
 def test_a_value_alone_in_its_column_is_not_marked_best():
     table = Table(id="t", title="t", columns=["a", "b"], rows=[Row("x", [0.5, 0.4]), Row("y", [math.nan, 0.3])])
     assert table.marks() == {(0, 1): "best", (1, 1): "second"}
@@ -271,7 +282,9 @@ def test_reported_rows_on_other_splits_are_shown_but_not_averaged(tmp_path: Path
     fmow = next(t for t in board.tasks if t.task_id == "codex/fmow")
     assert fmow.reported and all(math.isnan(fmow.reported_target(r)) for r in fmow.reported)
     site = write_site(board, tmp_path / "site").parent
-    assert "Reported on other splits" in (site / "tasks" / "codex-fmow.html").read_text()
+    page = (site / "tasks" / "codex-fmow.html").read_text()
+    assert "Reported on other splits" in page
+    assert "Notes on the reported numbers" in page and "country lists are not published" in page  # the why
     table = reported_elsewhere(fmow)
     assert table.columns == ["Avg. Acc. (as printed)"]  # CoDEX's FMoW column, not a hard-coded mIoU
     assert all(", on CoDEX's unpublished country test split" in r.label for r in table.rows)

@@ -52,7 +52,7 @@ def submitted(tmp_path_factory: pytest.TempPathFactory, data_root: Path, trained
     assert outcome.error is None, outcome.error
     pack(root / "file-results", "file-unet", ["demo/u2a"], root / "file-unet.zip", adapter_spec=spec)
     return {"bundle": root / "unet", "file_bundle": root / "file-unet.zip", "checkpoints": trained["checkpoint"].parent,
-            "results": root / "results"}
+            "results": root / "results", "card": card}
 
 
 def _failed(bundle: Path, data_root: Path) -> set[str]:
@@ -203,7 +203,7 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
     bundles = tmp_path / "submissions"
     bundles.mkdir()
     assert main(["submission", "pack", "--results", str(submitted["results"]), "--model", "unet", "--suite", "demo",
-                 "--out", str(bundles / "unet.zip")]) == 0
+                 "--card", str(submitted["card"]), "--out", str(bundles / "unet.zip")]) == 0
     assert main(["submission", "verify", str(bundles / "unet.zip"), "--data-root", str(data_root)]) == 0
     out = capsys.readouterr().out
     assert out.count("PASS") == 13 and "FAIL" not in out and (bundles / "unet.zip.verified.json").is_file()
@@ -216,6 +216,7 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
                  "--data-root", str(data_root), "--out", str(site)]) == 0
     suite = (site / "suites" / "demo.html").read_text()
     assert "checked against the installed tasks and prepared data (not re-run)" in suite and "unet" in suite
+    assert "paper: https://example.org/paper; licence: MIT" in suite  # the model card, on the badge
     pages = "".join(p.read_text() for p in site.rglob("*.html"))
     assert "submission refused: metrics" in pages
     assert main(["submission", "verify", str(tmp_path / "absent.zip")]) == 1

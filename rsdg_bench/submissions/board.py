@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..results import ResultRecord
+from ..results import ResultRecord, compact_in_memory
 from .bundle import Bundle, iter_bundles
 from .verify import rerun_in_report, verify_bundle
 
@@ -32,10 +32,13 @@ def submitted_records(folder: Path, data_root: Path) -> SubmittedRecords:
             continue
         with Bundle(path) as bundle:
             verification.rerun_samples = rerun_in_report(bundle)
-        badge = verification.badge()
+        text, why = verification.badge()
+        card = verification.manifest.card if verification.manifest else {}
+        badge = (text, why + "".join(f"; {field}: {card[field]}" for field in ("paper", "code", "weights", "licence",
+                                                                               "contact") if card.get(field)))
         for where, record in verification.records:
             record.predictions = {}
             record.model.checkpoint = {**record.model.checkpoint, "path": None}
-            found.records.append((where, record))
+            found.records.append((where, compact_in_memory(record)))
             found.badges[where] = badge
     return found
