@@ -35,7 +35,7 @@ def heatmap_svg(values: np.ndarray, row_labels: list[str], col_labels: list[str]
     titles = title.split("\n")
     left = 22 + _CHAR * max((len(label) for label in row_labels), default=1)
     top = 8 + 13 * len(titles)
-    below = 18 + 0.72 * _CHAR * max((len(label) for label in col_labels), default=1)  # labels at 45°
+    below = 30 + 0.72 * _CHAR * max((len(label) for label in col_labels), default=1)  # labels at 45°
     width, height = left + cols * _CELL + 8, top + rows * _CELL + below
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="9" role="img">',
