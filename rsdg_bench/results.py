@@ -388,20 +388,30 @@ def compact_in_memory(record: ResultRecord) -> ResultRecord:
     return record
 
 
+def parse_record_json(data: bytes, where: str) -> tuple[ResultRecord, dict[str, Any]]:
+    """The validated record in `data` (a record file's bytes, or a bundle member's) and its parsed JSON; a
+    record larger than a record can be, or not a record, is a ResultsError naming `where`."""
+    fix = "delete it and re-run the task (it will be recomputed)"
+    if len(data) > MAX_RECORD_BYTES:
+        raise ResultsError(f"{where} is larger than a result record can be ({MAX_RECORD_BYTES >> 20} MiB)", fix)
+    try:
+        raw = json.loads(data)
+        return ResultRecord.model_validate(raw), raw
+    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
+        raise ResultsError(f"{where} is not a valid result record: {exc}", fix) from exc
+
+
 def _parse_record(path: Path) -> tuple[ResultRecord, dict[str, Any]]:
-    """The validated record and the JSON it was parsed from."""
+    """The validated record and the JSON it was parsed from (its size checked before it is read)."""
     try:
         if Path(path).stat().st_size > MAX_RECORD_BYTES:
             raise ResultsError(f"{path} is larger than a result record can be ({MAX_RECORD_BYTES >> 20} MiB)",
                                "delete it and re-run the task (it will be recomputed)")
-        raw = json.loads(Path(path).read_bytes())
-        return ResultRecord.model_validate(raw), raw
-    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
-        raise ResultsError(f"{path} is not a valid result record: {exc}",
-                           "delete it and re-run the task (it will be recomputed)") from exc
+        data = Path(path).read_bytes()
     except OSError as exc:  # a dangling link, a folder named *.json, an unreadable file
         raise ResultsError(f"{path} cannot be read as a result record: {exc.strerror or exc}",
                            "remove it from the records folder") from exc
+    return parse_record_json(data, str(path))
 
 
 def load_record(path: Path, compact: bool = False) -> ResultRecord:

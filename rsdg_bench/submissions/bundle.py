@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import __version__
-from ..errors import RsdgError, SubmissionError
+from ..errors import SubmissionError
 from ..io import atomic_write_bytes, sha256_bytes, sha256_file
 from ..results import ResultRecord, ResultStore, git_commit
 
@@ -355,24 +355,3 @@ def iter_bundles(folder: Path) -> Iterator[Path]:
     for path in sorted(folder.iterdir()):
         if path.suffix == ".zip" or (path.is_dir() and (path / MANIFEST).is_file()):
             yield path
-
-
-def open_bundle(path: Path) -> Bundle:
-    try:
-        return Bundle(path)
-    except OSError as exc:
-        raise RsdgError(f"cannot read {path}: {exc.strerror or exc}", "check the path and its permissions") from exc
-
-
-def loads_record(data: bytes, where: str) -> ResultRecord:
-    """A record from a member's bytes, schema-checked only (the verifier runs the other checks one by one)."""
-    from ..errors import ResultsError
-    from ..results import MAX_RECORD_BYTES
-
-    if len(data) > MAX_RECORD_BYTES:
-        raise ResultsError(f"{where} is larger than a result record can be")
-    try:
-        return ResultRecord.model_validate(json.loads(data))
-    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
-        raise ResultsError(f"{where} is not a valid result record: {exc}") from exc
-

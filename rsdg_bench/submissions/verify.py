@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RsdgError
-from ..results import ResultRecord, check_bounds, check_digest, check_metrics, check_per_image
+from ..results import ResultRecord, check_bounds, check_digest, check_metrics, check_per_image, parse_record_json
 from ..task_schema import TaskCatalog
-from .bundle import MANIFEST, Bundle, SubmissionManifest, loads_record
+from .bundle import MANIFEST, Bundle, SubmissionManifest, board_exclusion
 from .task_changes import changed_fields
 
 
@@ -138,7 +138,7 @@ def _schema(bundle: Bundle, verification: Verification) -> str:
         raise _fail("the bundle holds no records (records/<task>/<key>.json)")
     for name in names:
         where = f"{bundle.path.name}:{name}"
-        record = loads_record(bundle.read(name), where)
+        record, _ = parse_record_json(bundle.read(name), where)
         check_bounds(record, where)
         verification.records.append((where, record))
     return f"{len(names)} records parse, sizes in range"
@@ -246,8 +246,6 @@ def _split_sizes(records: list[tuple[str, ResultRecord]], data_root: Path) -> st
 
 
 def _eligible(records: list[tuple[str, ResultRecord]]) -> str:
-    from .bundle import board_exclusion
-
     for where, record in records:
         why = board_exclusion(record)
         if why:
