@@ -61,6 +61,7 @@ class TaskTable:
     scores: dict[str, dict[str, SplitScores]] = field(default_factory=dict)  # model → slug → scores
     reported: list[ReportedRow] = field(default_factory=list)          # the papers' numbers, shown apart
     convention: str = "mmseg"  # the metric convention of the task's paper (`metrics.convention`)
+    adapters: dict[str, str] = field(default_factory=dict)  # model → the adapter that made its records
     _replicates: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
 
     def reported_target(self, row: ReportedRow) -> float:
@@ -152,6 +153,7 @@ class Board:
     models: list[str]
     excluded: list[tuple[str, str]]
     suites: list[SuiteView] = field(default_factory=list)
+    adapters: dict[str, str] = field(default_factory=dict)  # model → the adapter that made its records
 
     def model_mean(self, model: str, gap: str | None = None) -> float:
         """Mean over tasks of the model's mean target score; with `gap`, over that domain gap's tasks only."""
@@ -244,6 +246,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
     labels = _model_labels([r for _, r in kept])
     tables: dict[str, TaskTable] = {}
     models: list[str] = []
+    adapters: dict[str, str] = {}
     for path, record in sorted(kept, key=lambda pr: (pr[1].task.id, pr[1].evaluated.role != "source",
                                                       pr[1].evaluated.slug)):
         task = record.task
@@ -258,6 +261,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
         model = labels[(record.model.display_name, record.model.checkpoint["sha256"])]
         if model not in models:
             models.append(model)
+            adapters[model] = record.model.get("adapter") or ""
         slug = record.evaluated.slug
         if (record.evaluated.role, slug) not in table.splits:
             table.splits.append((record.evaluated.role, slug))
@@ -266,6 +270,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
                               record.per_image_matrices.get(slug) if groups is not None else None, groups,
                               record.convention, record.ignored_predictions.get(slug))
         table.convention = record.convention
+        table.adapters[model] = adapters[model]
         table.scores.setdefault(model, {})[slug] = SplitScores(
             role=record.evaluated.role,
             metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
@@ -281,7 +286,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
         table.suite = task.suite or ""
     for path, why in excluded:
         log.info("left out %s: %s", path, why)
-    return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
+    return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded, adapters=adapters)
 
 
 def _scored_from_maps(record: ResultRecord) -> tuple[str, str] | None:
@@ -336,4 +341,4 @@ def with_suites(board: Board, catalog: TaskCatalog, reported: list[ReportedRow] 
                    if t.task_id not in placed and t.suite == suite_id]
         suites.append(SuiteView(suite_id or "other", suite_id or "other tasks", "", members))
     return Board(tasks=[tables[t] for t in sorted(tables)], models=board.models, excluded=board.excluded,
-                 suites=suites)
+                 suites=suites, adapters=board.adapters)

@@ -28,8 +28,8 @@ from rsdg_bench.training_history import history_paths
 from .aggregate import Board, SuiteView, TaskTable
 from .plots import casid_svg, confusion_svg
 from .tables import Table, csv_text, plain_number, to_csv, to_latex, to_markdown
-from .views import (CASID_ZONES, casid_matrices, reported_elsewhere, slugify, suite_table, task_class_table,
-                    task_convention_table, task_summary_table)
+from .views import (CASID_ZONES, SiteOptions, casid_matrices, reported_elsewhere, slugify, suite_table,
+                    task_class_table, task_convention_table, task_summary_table)
 
 
 def _environment() -> Environment:
@@ -43,8 +43,9 @@ def _environment() -> Environment:
 class SiteWriter:
     """Renders pages and collects every table shown, so each gets its CSV / Markdown / LaTeX export."""
 
-    def __init__(self, board: Board, results_root: Path | None) -> None:
+    def __init__(self, board: Board, results_root: Path | None, options: SiteOptions = SiteOptions()) -> None:
         self.board = board
+        self.options = options
         self.results_root = results_root
         self.env = _environment()
         self.generated = datetime.now(UTC).isoformat(timespec="seconds")
@@ -58,14 +59,14 @@ class SiteWriter:
         """Suites with their three best rows by mean target score (ours or reported, marked)."""
         leaders = {}
         for suite in self.board.suites:
-            table = suite_table(suite, self.board)
+            table = suite_table(suite, self.board, self.options)
             leaders[suite.id] = [(row.label, row.values[0], row.reported) for row in table.rows[:3]
                                  if row.incomplete is None]
         return self._page("index.html.j2", "", leaders=leaders,
                           results=str(self.results_root or "(records given directly)"))
 
     def suite(self, suite: SuiteView) -> str:
-        table = suite_table(suite, self.board)
+        table = suite_table(suite, self.board, self.options)
         self.tables.append(table)
         casid = {label: (casid_svg(matrix, list(CASID_ZONES), label), source)
                  for label, (matrix, source) in casid_matrices(suite, self.board).items()}
@@ -73,7 +74,7 @@ class SiteWriter:
         return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid, units=units)
 
     def task(self, task: TaskTable, page_dir: Path) -> str:
-        summary = task_summary_table(task)
+        summary = task_summary_table(task, self.options)
         class_tables = [(slug, task_class_table(task, slug)) for _, slug in task.splits]
         elsewhere = reported_elsewhere(task)
         conventions = task_convention_table(task)
@@ -222,7 +223,8 @@ def board_json(board: Board) -> str:
 SITE_MARKER = ".rsdg-site"  # marks a folder as a site this harness built (so a rebuild may replace it)
 
 
-def write_site(board: Board, out_dir: Path, results_root: Path | None = None) -> Path:
+def write_site(board: Board, out_dir: Path, results_root: Path | None = None,
+               options: SiteOptions = SiteOptions()) -> Path:
     """Build the whole site beside `out_dir` and swap it in (`folder_swap`): a reader, or a crash mid-build,
     never sees old and new pages mixed. `out_dir` must be new, empty, or a site built before. Returns the
     index page's path."""
@@ -235,7 +237,7 @@ def write_site(board: Board, out_dir: Path, results_root: Path | None = None) ->
     staging = out_dir.with_name(f".{out_dir.name}.building")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _write_pages(board, staging, results_root)
+        _write_pages(board, staging, results_root, options)
         atomic_write_text(staging / SITE_MARKER, "built by rsdg-bench; `leaderboard build` replaces this folder whole\n")
         swap_in(staging, out_dir)
     finally:
@@ -243,8 +245,8 @@ def write_site(board: Board, out_dir: Path, results_root: Path | None = None) ->
     return out_dir / "index.html"
 
 
-def _write_pages(board: Board, out_dir: Path, results_root: Path | None) -> None:
-    site = SiteWriter(board, results_root)
+def _write_pages(board: Board, out_dir: Path, results_root: Path | None, options: SiteOptions) -> None:
+    site = SiteWriter(board, results_root, options)
     for suite in board.suites:
         atomic_write_text(out_dir / "suites" / f"{slugify(suite.id)}.html", site.suite(suite))
     for task in board.tasks:

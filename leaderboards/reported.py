@@ -15,7 +15,9 @@ codex/oscd). `split` names the evaluated split when it is not the task's (single
 target, e.g. a contest's test server; such rows are shown on the task page only, never averaged with our
 targets. A cell that could not be read is `null`, never guessed. `check` verifies that every row's
 per-class mean reproduces its headline within the rounding of the printed digits, so an OCR slip in a
-transcription fails a test instead of reaching a page. `convention` (default mmseg) is how the paper
+transcription fails a test instead of reaching a page. `decimals` is how many the paper prints (no value
+may have more; the pages show that many); `headline_std` / `metrics_std` hold the ± over runs a paper
+prints beside its means (CromSS). `convention` (default mmseg) is how the paper
 computed its numbers; it must be its tasks' `metrics.convention`, and rows show it. A printed headline whose
 cells do not average to it is still kept as printed, with `flag:` saying why (its cells left missing): the
 page shows it flagged.
@@ -24,7 +26,7 @@ page shows it flagged.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +56,9 @@ class Entry(BaseModel):
     per_class: dict[str, float | None] = {}
     metrics: dict[str, float | None] = {}  # other reported metrics (oa, aa, mf1, ...), percentages
     flag: str | None = None  # why this printed headline is shown flagged (e.g. its cells do not average to it)
+    # The ± standard deviation the paper prints beside a mean over runs (CromSS: three runs), percentages.
+    headline_std: float | None = Field(default=None, ge=0)
+    metrics_std: dict[str, float | None] = {}
 
 
 class ReportedTable(BaseModel):
@@ -61,6 +66,7 @@ class ReportedTable(BaseModel):
     source: Source
     note: str = ""
     convention: Literal["mmseg", "smp"] = "mmseg"  # how the paper computed its metrics (`metrics.convention`)
+    decimals: int = Field(default=2, ge=0, le=4)  # as the paper prints its numbers; the pages show as many
     # The name the paper prints for its headline metric, per task id, where it is not the task's primary
     # metric's usual name (CoDEX's FMoW column: "Avg. Acc.").
     headline_names: dict[str, str] = {}
@@ -83,6 +89,9 @@ class ReportedRow:
     convention: str = "mmseg"
     headline_name: str | None = None  # what the paper calls its headline metric here, if not the task's primary
     note: str = ""  # the transcribed table's note (why a printed cell is missing, which split, caveats)
+    decimals: int = 2  # how many decimals the paper prints (of a percentage)
+    headline_std: float = math.nan  # the paper's ± over runs, as a fraction (NaN when it gives none)
+    metrics_std: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -115,6 +124,14 @@ def check(tables: dict[Path, ReportedTable], catalog: TaskCatalog) -> list[str]:
     for path, table in tables.items():
         for entry in table.entries:
             where = f"{path.name}: {entry.method} on {entry.task}"
+            printed = [entry.headline, entry.headline_std, *entry.per_class.values(), *entry.metrics.values(),
+                       *entry.metrics_std.values()]
+            finer = [v for v in printed if v is not None and _decimals(v) > table.decimals]
+            if finer:
+                problems.append(f"{where}: {finer[0]} has more decimals than the {table.decimals} the paper prints")
+            if set(entry.metrics_std) - set(entry.metrics):
+                problems.append(f"{where}: a ± for a metric the row does not give: "
+                                f"{sorted(set(entry.metrics_std) - set(entry.metrics))}")
             if entry.task not in catalog.tasks:
                 problems.append(f"{where}: unknown task")
                 continue
@@ -156,7 +173,9 @@ def reported_rows(folder: Path = REPORTED_DIR) -> list[ReportedRow]:
                 method=entry.method, backbone=entry.backbone, task=entry.task, split=entry.split,
                 headline=_fraction(entry.headline), per_class={k: _fraction(v) for k, v in entry.per_class.items()},
                 metrics={k: _fraction(v) for k, v in entry.metrics.items()}, source=source, flag=entry.flag,
-                convention=table.convention, headline_name=table.headline_names.get(entry.task), note=table.note)
+                convention=table.convention, headline_name=table.headline_names.get(entry.task), note=table.note,
+                decimals=table.decimals, headline_std=_fraction(entry.headline_std),
+                metrics_std={k: _fraction(v) for k, v in entry.metrics_std.items()})
             key = (row.method, row.backbone, row.task, row.split, table.source.paper, row.headline)
             if key in rows and not math.isnan(row.headline):
                 rows[key] = _merged(rows[key], row)
@@ -174,5 +193,6 @@ def _merged(first: ReportedRow, second: ReportedRow) -> ReportedRow:
                        headline=first.headline, per_class=pick(first.per_class, second.per_class),
                        metrics=pick(first.metrics, second.metrics), source=f"{first.source} + Table {table}",
                        flag=first.flag or second.flag, convention=first.convention,
-                       headline_name=first.headline_name,
+                       headline_name=first.headline_name, decimals=min(first.decimals, second.decimals),
+                       headline_std=first.headline_std, metrics_std=pick(first.metrics_std, second.metrics_std),
                        note=" ".join(n for n in dict.fromkeys((first.note, second.note)) if n))

@@ -25,6 +25,13 @@ class Row:
     flag: str | None = None        # why a reported row's numbers are shown with a warning
     badges: list[tuple[str, str]] = field(default_factory=list)  # (text, explanation): e.g. off-protocol training
     incomplete: str | None = None  # why the row is not ranked (it lacks tasks the ranking is over): shown muted
+    spread: list[float] | None = None  # per column, the ± standard deviation a paper prints (NaN where none)
+    category: str | None = None    # the method's category from its model card (filterable on the page)
+    about: str | None = None       # the model card's facts, one line, with their source
+    links: list[tuple[str, str]] = field(default_factory=list)  # (text, https URL) from the model card
+
+    def spread_at(self, column: int) -> float:
+        return math.nan if self.spread is None else self.spread[column]
 
 
 @dataclass
@@ -37,6 +44,13 @@ class Table:
     lower_is_better: set[int] = field(default_factory=set)
     unmarked: set[int] = field(default_factory=set)  # columns without best / second marks (counts)
     groups: list[tuple[str, int]] = field(default_factory=list)  # (header, column span) above the columns
+    decimals: int = 2  # of a percentage, as the cited papers print theirs (`ReportedTable.decimals`)
+    signed: set[int] = field(default_factory=set)  # columns of differences, shown with their sign (+1.2)
+
+    @property
+    def categories(self) -> list[str]:
+        """The rows' model-card categories, once each, sorted (the page's category filter)."""
+        return sorted({row.category for row in self.rows if row.category})
 
     @property
     def reported_sources(self) -> list[str]:
@@ -71,9 +85,20 @@ class Table:
         value = self.rows[row].values[column]
         if math.isnan(value):
             return "–"
+        sign = "+" if column in self.signed else ""
         if not self.is_percent(column):
-            return f"{value:.0f}" if column in self.unmarked else f"{value:.2f}"
-        return f"{100 * value:.2f}"
+            return f"{value:{sign}.0f}" if column in self.unmarked else f"{value:{sign}.2f}"
+        return f"{100 * value:{sign}.{self.decimals}f}"
+
+    def spread_text(self, row: int, column: int) -> str:
+        """"±0.27" where the row's paper prints a standard deviation for the cell, else ""."""
+        spread = self.rows[row].spread_at(column)
+        return "" if math.isnan(spread) else f"±{100 * spread:.{self.decimals}f}"
+
+    def cell_text(self, row: int, column: int) -> str:
+        """The cell as the exports print it: the value, and its ± where the paper gives one."""
+        spread = self.spread_text(row, column)
+        return f"{self.formatted(row, column)} {spread}" if spread else self.formatted(row, column)
 
 
 def plain_number(value: float | None) -> str:
@@ -89,13 +114,20 @@ def _label(row: Row) -> str:
 
 def to_csv(table: Table) -> str:
     """Numbers as stored (fractions, not percentages), empty when missing; a `reported` column (and a `flag`
-    column when a reported row is flagged)."""
+    column when a reported row is flagged, a `category` column when rows have model cards, a `± <column>`
+    column for each column where a paper prints standard deviations)."""
     out = io.StringIO()
     writer = csv.writer(out)
     flagged = any(row.flag for row in table.rows)  # the `flag` column only where a row has one
-    writer.writerow([csv_text(c) for c in ["model", *table.columns, "reported", *(["flag"] if flagged else [])]])
+    spread = [j for j in range(len(table.columns)) if any(not math.isnan(r.spread_at(j)) for r in table.rows)]
+    categories = bool(table.categories)
+    writer.writerow([csv_text(c) for c in ["model", *(["category"] if categories else []), *table.columns,
+                                           *(f"± {table.columns[j]}" for j in spread), "reported",
+                                           *(["flag"] if flagged else [])]])
     for row in table.rows:
-        writer.writerow([csv_text(_label(row) if row.badges else row.label), *(plain_number(v) for v in row.values),
+        writer.writerow([csv_text(_label(row) if row.badges else row.label),
+                         *([csv_text(row.category or "")] if categories else []),
+                         *(plain_number(v) for v in row.values), *(plain_number(row.spread_at(j)) for j in spread),
                          csv_text(row.reported or ""), *([csv_text(row.flag or "")] if flagged else [])])
     return out.getvalue()
 
@@ -116,7 +148,7 @@ def to_markdown(table: Table) -> str:
     for i, row in enumerate(table.rows):
         cells = []
         for j in range(len(table.columns)):
-            text = table.formatted(i, j)
+            text = table.cell_text(i, j)
             cells.append(f"**{text}**" if marks.get((i, j)) == "best" else
                          f"<u>{text}</u>" if marks.get((i, j)) == "second" else text)
         lines.append(f"| {_md_escape(_label(row))} | " + " | ".join(cells) + " |")
@@ -148,7 +180,7 @@ def to_latex(table: Table) -> str:
     for i, row in enumerate(table.rows):
         cells = []
         for j in range(len(table.columns)):
-            text = table.formatted(i, j).replace("–", "--")
+            text = table.cell_text(i, j).replace("–", "--").replace("±", "$\\pm$")
             cells.append(f"\\textbf{{{text}}}" if marks.get((i, j)) == "best" else
                          f"\\underline{{{text}}}" if marks.get((i, j)) == "second" else text)
         label = latex_escape(row.label) + ("$^\\dagger$" if row.reported else "")

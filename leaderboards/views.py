@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .aggregate import Board, SuiteView, TaskTable
+from .cards import ModelCard, load_cards
 from .reported import ReportedRow
 from .tables import Row, Table
 from .uncertainty import interval as percentile_interval
@@ -40,20 +42,46 @@ def _ranks(values: list[float]) -> list[float]:
     return [math.nan if math.isnan(v) else float(present.index(v) + 1) for v in values]
 
 
-def _reported_by_label(tasks: list[TaskTable]) -> dict[str, tuple[str, dict[str, float], list[str]]]:
-    """label → (every source its cells come from, task id → reported target value, flags of its cells) over
-    the tasks, for rows that stand for a target (one method's row may gather several of a paper's tables)."""
-    rows: dict[str, tuple[list[str], dict[str, float], list[str]]] = {}
+@dataclass
+class _ReportedSuiteRow:
+    """One reported method's row of a suite table, gathered over the suite's tasks."""
+
+    method: str
+    sources: list[str] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)  # task id → reported target value
+    spread: dict[str, float] = field(default_factory=dict)  # task id → the paper's ± (runs), where printed
+    flags: list[str] = field(default_factory=list)
+    decimals: int = 2
+
+
+def _reported_by_label(tasks: list[TaskTable]) -> dict[str, _ReportedSuiteRow]:
+    """label → the reported row over the tasks, for rows that stand for a target (one method's row may gather
+    several of a paper's tables)."""
+    rows: dict[str, _ReportedSuiteRow] = {}
     for task in tasks:
         for reported in task.reported:
             value = task.reported_target(reported)
             if not math.isnan(value):
-                sources, values, flags = rows.setdefault(reported.label, ([], {}, []))
-                values[task.task_id] = value
-                sources.extend(s for s in reported.source.split("; ") if s not in sources)
+                row = rows.setdefault(reported.label, _ReportedSuiteRow(reported.method, decimals=reported.decimals))
+                row.values[task.task_id] = value
+                row.spread[task.task_id] = reported.headline_std
+                row.decimals = min(row.decimals, reported.decimals)
+                row.sources.extend(s for s in reported.source.split("; ") if s not in row.sources)
                 if reported.flag:
-                    flags.append(f"{task.name}: {reported.flag}")
-    return {label: ("; ".join(sources), values, flags) for label, (sources, values, flags) in rows.items()}
+                    row.flags.append(f"{task.name}: {reported.flag}")
+    return rows
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    """How the tables are ranked and compared, as `leaderboard build` was asked (`--baseline`, `--rank-shared`)."""
+
+    baseline: str | None = None  # a row's label: every row's gain over it is shown (papers' "+x over Rein")
+    rank_shared: bool = False    # also rank every row on the tasks it has (rows missing tasks included)
+
+
+def _card_fields(card: ModelCard | None) -> dict:
+    return {} if card is None else {"category": card.category, "about": card.summary, "links": card.links}
 
 
 # Settings judged on the domain the model was trained on: shown, averaged apart, never in the headline mean.
@@ -76,11 +104,12 @@ def _complete_mean(values: dict[str, float], tasks: list[TaskTable]) -> float:
     return math.nan if not tasks or any(math.isnan(v) for v in present) else sum(present) / len(present)
 
 
-def suite_table(suite: SuiteView, board: Board) -> Table:
-    """Headline columns first (Mean, Avg. rank, Tasks, interval, the mean of a row that lacks tasks), then the
-    means of other metric kinds, of the in-domain settings and per gap, then one column per task grouped by
-    gap. Mean and Avg. rank rank complete rows only (rows with every headline task); a row missing tasks is
-    shown muted after them, with its count and the mean over the tasks it has, never ranked above them."""
+def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptions()) -> Table:
+    """Headline columns first (Mean, a gain over the chosen baseline, Avg. rank, Tasks, interval, the mean of a
+    row that lacks tasks), then the means of other metric kinds, of the in-domain settings and per gap, then
+    one column per task grouped by gap. Mean and Avg. rank rank complete rows only (rows with every headline
+    task); a row missing tasks is shown muted after them, with its count and the mean over the tasks it has,
+    never ranked above them (with `options.rank_shared`, a further column ranks every row on the tasks it has)."""
     gaps = _gap_order(suite.tasks)
     tasks = sorted(suite.tasks, key=lambda t: gaps.index(t.gap))  # stable: suite order within a gap
     metric, ranked = headline_tasks(tasks)
@@ -92,40 +121,86 @@ def suite_table(suite: SuiteView, board: Board) -> Table:
     blocks = ([(f"Mean {METRIC_LABELS.get(m, m)}", [t for t in cross if t.primary == m]) for m in others]
               + ([("Mean in-domain", in_domain)] if in_domain else [])
               + ([(f"Mean: {g}", members) for g, members in gap_blocks] if len(gap_blocks) > 1 else []))
-    headline = [f"Mean {label}", "Avg. rank", f"Tasks (of {len(ranked)})", "95% CI low", "95% CI high",
-                "Mean over its tasks"]
-    task_columns = [t.name if t.primary == metric else f"{t.name} ({METRIC_LABELS.get(t.primary, t.primary)})"
-                    for t in tasks]
-    raw: list[tuple[Row, dict[str, float]]] = []
+    cards = load_cards()
+    raw: list[tuple[Row, dict[str, float], dict[str, float]]] = []  # (row, task id → value, task id → ±)
     for model in board.models:
         values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
         if values:
-            raw.append((Row(model, [], badges=sorted({b for t in tasks for b in t.badges(model)})), values))
-    for row_label, (source, values, flags) in _reported_by_label(tasks).items():
-        raw.append((Row(row_label, [], reported=source, flag="; ".join(flags) or None), values))
-    complete = [not math.isnan(_complete_mean(values, ranked)) for _, values in raw]
+            raw.append((Row(model, [], badges=sorted({b for t in tasks for b in t.badges(model)}),
+                            **_card_fields(cards.for_adapter(board.adapters.get(model)))), values, {}))
+    reported = _reported_by_label(tasks)
+    for row_label, summary in reported.items():
+        raw.append((Row(row_label, [], reported="; ".join(summary.sources), flag="; ".join(summary.flags) or None,
+                        **_card_fields(cards.for_method(summary.method))), summary.values, summary.spread))
+    complete = [not math.isnan(_complete_mean(values, ranked)) for _, values, _ in raw]
     ranks = [_ranks([values.get(t.task_id, math.nan) if done else math.nan  # ranked among complete rows only
-                     for (_, values), done in zip(raw, complete, strict=True)]) for t in ranked]
+                     for (_, values, _), done in zip(raw, complete, strict=True)]) for t in ranked]
+    shared_ranks = [_ranks([values.get(t.task_id, math.nan) for _, values, _ in raw]) for t in ranked]
+    baseline = next((values for row, values, _ in raw if row.label == options.baseline), None)
+    columns = _Columns()
+    columns.add(f"Mean {label}")
+    if baseline is not None:
+        columns.add(f"Gain over {options.baseline}", signed=True, marked=False)
+    columns.add("Avg. rank", percent=False, lower=True)
+    if options.rank_shared:
+        columns.add("Avg. rank on its tasks", percent=False, lower=True)
+    columns.add(f"Tasks (of {len(ranked)})", percent=False, marked=False)
+    columns.add("95% CI low", marked=False)
+    columns.add("95% CI high", marked=False)
+    columns.add("Mean over its tasks", marked=False)
+    head = len(columns.names) + len(blocks)
+    for name, _ in blocks:
+        columns.add(name)
+    for t in tasks:
+        columns.add(t.name if t.primary == metric else f"{t.name} ({METRIC_LABELS.get(t.primary, t.primary)})")
     rows = []
-    for index, ((row, values), done) in enumerate(zip(raw, complete, strict=True)):
+    for index, ((row, values, spread), done) in enumerate(zip(raw, complete, strict=True)):
         have = [values[t.task_id] for t in ranked if not math.isnan(values.get(t.task_id, math.nan))]
         interval = suite_mean_interval(ranked, row.label) if not row.reported else (math.nan, math.nan)
-        row.values = [_complete_mean(values, ranked), _mean([r[index] for r in ranks]) if done else math.nan,
+        mean = _complete_mean(values, ranked)
+        row.values = [mean, *([mean - _complete_mean(baseline, ranked)] if baseline is not None else []),
+                      _mean([r[index] for r in ranks]) if done else math.nan,
+                      *([_mean([r[index] for r in shared_ranks])] if options.rank_shared else []),
                       float(len(have)), *interval, math.nan if done or not have else _mean(have),
                       *(_complete_mean(values, members) for _, members in blocks),
                       *(values.get(t.task_id, math.nan) for t in tasks)]
+        row.spread = [math.nan] * (len(row.values) - len(tasks)) + [spread.get(t.task_id, math.nan) for t in tasks]
         if not done:
             row.incomplete = (f"has {len(have)} of the {len(ranked)} tasks the mean is over: shown, not ranked "
                               "(its own mean is over the tasks it has)")
         rows.append(row)
-    rows.sort(key=lambda r: (r.incomplete is not None, -_or(r.values[0], 0.0), -r.values[2], -_or(r.values[5], 0.0)))
-    head = len(headline) + len(blocks)
+    count = columns.names.index(f"Tasks (of {len(ranked)})")
+    rows.sort(key=lambda r: (r.incomplete is not None, -_or(r.values[0], 0.0), -r.values[count],
+                             -_or(r.values[count + 3], 0.0)))
     groups = [("", head)] + [(g, sum(t.gap == g for t in tasks)) for g in gaps]
-    percent = [True, False, False, True, True, True] + [True] * (len(blocks) + len(tasks))
-    return Table(id=f"suite-{slugify(suite.id)}", title=f"{suite.name}: target {label} per task "
-                 f"(Mean and Avg. rank over the {len(ranked)} cross-domain {label} tasks, complete rows only)",
-                 columns=headline + [name for name, _ in blocks] + task_columns, rows=rows, percent=percent,
-                 lower_is_better={1}, unmarked={2, 3, 4, 5}, groups=groups)
+    return columns.table(id=f"suite-{slugify(suite.id)}", rows=rows, groups=groups,
+                         decimals=min((r.decimals for r in reported.values()), default=2),
+                         title=f"{suite.name}: target {label} per task (Mean and Avg. rank over the {len(ranked)} "
+                               f"cross-domain {label} tasks, complete rows only)")
+
+
+@dataclass
+class _Columns:
+    """A table's columns as they are added, each with how it is shown (percent, sign, marks, direction)."""
+
+    names: list[str] = field(default_factory=list)
+    percent: list[bool] = field(default_factory=list)
+    lower: set[int] = field(default_factory=set)
+    unmarked: set[int] = field(default_factory=set)
+    signed: set[int] = field(default_factory=set)
+
+    def add(self, name: str, *, percent: bool = True, lower: bool = False, marked: bool = True,
+            signed: bool = False) -> None:
+        index = len(self.names)
+        self.names.append(name)
+        self.percent.append(percent)
+        for wanted, where in ((lower, self.lower), (not marked, self.unmarked), (signed, self.signed)):
+            if wanted:
+                where.add(index)
+
+    def table(self, **fields) -> Table:
+        return Table(columns=self.names, percent=self.percent, lower_is_better=self.lower, unmarked=self.unmarked,
+                     signed=self.signed, **fields)
 
 
 def _or(value: float, default: float) -> float:
@@ -149,28 +224,50 @@ def _gap_order(tasks: list[TaskTable]) -> list[str]:
     return order
 
 
-def task_summary_table(task: TaskTable) -> Table:
-    """Primary metric per evaluated split, the mean over targets, and the source → target drop."""
-    columns = [f"{slug} (source)" if role == "source" else slug for role, slug in task.splits] + \
-        ["Targets", "95% CI low", "95% CI high", "Δ to leader low", "Δ to leader high", "Tie group", "Drop"]
+def _decimals(task: TaskTable) -> int:
+    """The decimals a task's tables show: as few as its papers print (2 when no paper is cited)."""
+    return min((r.decimals for r in task.reported), default=2)
+
+
+def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) -> Table:
+    """Primary metric per evaluated split, the mean over targets (and its gain over the chosen baseline), its
+    interval, the difference to the leader and the source → target drop."""
+    columns = _Columns()
+    for role, slug in task.splits:
+        columns.add(f"{slug} (source)" if role == "source" else slug)
+    columns.add("Targets")
+    reported_targets = {r.label: task.reported_target(r) for r in task.reported}
+    baseline = (task.target_mean(options.baseline) if options.baseline in task.scores
+                else reported_targets.get(options.baseline or "", math.nan))
+    gain = not math.isnan(baseline)
+    if gain:
+        columns.add(f"Gain over {options.baseline}", signed=True, marked=False)
+    for name in ("95% CI low", "95% CI high", "Δ to leader low", "Δ to leader high"):
+        columns.add(name, marked=False)
+    columns.add("Tie group", percent=False, marked=False)
+    columns.add("Drop", lower=True)
     groups = task.tie_groups()
     rows = []
     for model, splits in task.scores.items():
         values = [splits[slug].metrics[task.primary] if slug in splits else math.nan for _, slug in task.splits]
-        rows.append(Row(model, [*values, task.target_mean(model), *task.interval(model),
+        target = task.target_mean(model)
+        rows.append(Row(model, [*values, target, *([target - baseline] if gain else []), *task.interval(model),
                                 *task.difference_to_leader(model), float(groups.get(model, math.nan)),
-                                task.drop(model)], badges=task.badges(model)))
+                                task.drop(model)], badges=task.badges(model),
+                        **_card_fields(load_cards().for_adapter(task.adapters.get(model)))))
     for reported in task.reported:
         value = task.reported_target(reported)
         if math.isnan(value):
             continue
-        values = [value if _reported_on(task, reported, slug) else math.nan for _, slug in task.splits]
-        rows.append(Row(reported.label, [*values, value, *[math.nan] * 6], reported=reported.source,
-                        flag=reported.flag))
-    n = len(task.splits)
-    return Table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
-                 columns=columns, rows=rows, lower_is_better={n + 6},
-                 percent=[True] * (n + 5) + [False, True], unmarked={n + 1, n + 2, n + 3, n + 4, n + 5})
+        on = [_reported_on(task, reported, slug) for _, slug in task.splits]
+        rows.append(Row(reported.label, [*(value if o else math.nan for o in on), value,
+                                         *([value - baseline] if gain else []), *[math.nan] * 6],
+                        reported=reported.source, flag=reported.flag,
+                        spread=[*(reported.headline_std if o else math.nan for o in on), reported.headline_std,
+                                *[math.nan] * (6 + gain)],
+                        **_card_fields(load_cards().for_method(reported.method))))
+    return columns.table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
+                         rows=rows, decimals=_decimals(task))
 
 
 def task_convention_table(task: TaskTable) -> Table | None:
@@ -204,11 +301,14 @@ def task_class_table(task: TaskTable, slug: str) -> Table:
     for reported in task.reported:
         if _reported_on(task, reported, slug):
             metrics = {task.primary: reported.headline, **reported.metrics}  # the headline is the primary metric
+            spread = {task.primary: reported.headline_std, **reported.metrics_std}
             rows.append(Row(reported.label, [*(reported.per_class.get(c, math.nan) for c in task.class_names),
                                              *(metrics.get(m, math.nan) for m in METRIC_COLUMNS)],
-                            reported=reported.source, flag=reported.flag))
+                            reported=reported.source, flag=reported.flag,
+                            spread=[*(math.nan for _ in task.class_names),
+                                    *(spread.get(m, math.nan) for m in METRIC_COLUMNS)]))
     return Table(id=f"task-{slugify(task.task_id)}-{slugify(slug)}", title=f"{task.name}: per-class IoU on {slug}",
-                 columns=columns, rows=rows)
+                 columns=columns, rows=rows, decimals=_decimals(task))
 
 
 def _reported_on(task: TaskTable, reported: ReportedRow, slug: str) -> bool:

@@ -191,18 +191,22 @@ class Leaderboard:
     models: int
     left_out: int
     reported_rows: int
+    baseline_found: bool = False  # whether a row bears the `baseline` name asked for
 
 
 def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | None = None, *,
                       reported: bool = False, only_protocol: bool = False, submissions: Path | str | None = None,
-                      data_root: Path | str | None = None) -> Leaderboard:
+                      data_root: Path | str | None = None, baseline: str | None = None,
+                      rank_shared: bool = False) -> Leaderboard:
     """Build the static leaderboard site from a results folder into `out` (default `<results>/site`), the
     papers' reported rows beside the harness's with `reported`, only full-protocol weights with
     `only_protocol`, and the verified bundles of a `submissions` folder (checked against the prepared data of
-    `data_root`) with their badges (what `rsdg-bench leaderboard build` runs)."""
+    `data_root`) with their badges; every row's gain over the row named `baseline`, and with `rank_shared` a
+    rank of every row on the tasks it has (what `rsdg-bench leaderboard build` runs)."""
     from .leaderboards.aggregate import build_board, with_suites
     from .leaderboards.render import write_site
     from .leaderboards.reported import reported_rows
+    from .leaderboards.views import SiteOptions
     from .results import ResultStore
 
     results = Path(results_dir) if results_dir else default_results_root()
@@ -215,6 +219,8 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
         records, refused, badges = records + submitted.records, refused + submitted.refused, submitted.badges
     board = with_suites(build_board(records, refused, only_protocol=only_protocol, verified=badges),
                         TaskCatalog(), reported_rows() if reported else [])
-    page = write_site(board, Path(out) if out else results / "site", results_root=results)
+    page = write_site(board, Path(out) if out else results / "site", results_root=results,
+                      options=SiteOptions(baseline=baseline, rank_shared=rank_shared))
+    labels = set(board.models) | {r.label for t in board.tasks for r in t.reported}
     return Leaderboard(page, len(board.tasks), len(board.models), len(board.excluded),
-                       sum(len(t.reported) for t in board.tasks))
+                       sum(len(t.reported) for t in board.tasks), baseline_found=baseline in labels)

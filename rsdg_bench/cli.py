@@ -458,9 +458,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                    "folder the site goes in", "--out")
     site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol,
                              submissions=Path(args.submissions) if args.submissions else None,
-                             data_root=_data_root(args))
+                             data_root=_data_root(args), baseline=args.baseline, rank_shared=args.rank_shared)
     print(f"{site.tasks} tasks, {site.models} models, {site.left_out} records left out"
           + (f", {site.reported_rows} reported rows" if args.reported else ""))
+    if args.baseline and not site.baseline_found:
+        print(f"note: no row is named {args.baseline!r}, so no gains are shown; the row names are on the suite "
+              "pages (a reported row's label includes its backbone, e.g. 'Rein (ViT-L)')", file=sys.stderr)
     print(f"leaderboard -> {site.page.resolve()}")
     return 0
 
@@ -697,6 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-protocol", action="store_true",
                    help="leave out records whose weights were not trained by the task's full protocol (off-protocol "
                         "or unknown training, e.g. released weights); without it they are shown with a badge")
+    p.add_argument("--baseline", metavar="ROW",
+                   help="show every row's gain over this row (a model's name, or a reported row's label as the pages "
+                        "show it, e.g. 'Rein (ViT-L)') on each suite and task where it has a score")
+    p.add_argument("--rank-shared", action="store_true",
+                   help="add a column ranking every row, complete or not, on the tasks it has (by default rows "
+                        "missing tasks are shown but not ranked)")
     p.set_defaults(func=cmd_leaderboard)
 
     from .submissions.commands import add_commands

@@ -8,20 +8,24 @@ import io
 import json
 import math
 import os
+import re
 import shutil
-import subprocess
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
 
 from rsdg_bench.leaderboards.aggregate import build_board, with_suites
+from rsdg_bench.leaderboards.cards import load_cards
 from rsdg_bench.leaderboards.render import render_html, render_scores_csv, write_site
 from rsdg_bench.leaderboards.reported import ReportedRow, check, load_tables, reported_rows
 from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_latex, to_markdown
 from rsdg_bench.leaderboards.views import casid_matrices, reported_elsewhere, suite_table, task_class_table
 from rsdg_bench.results import ResultRecord, ResultStore, metrics_block
 from rsdg_bench.task_schema import TaskCatalog
+
+from browser import Browser, find_chromium
 
 NAMES = ["bare", "building", "road", "vegetation", "water"]
 GOOD = [[50, 0, 0, 0, 0], [0, 40, 0, 0, 0], [0, 0, 30, 0, 0], [0, 0, 0, 20, 0], [0, 0, 0, 0, 10]]
@@ -122,10 +126,13 @@ def test_pages_show_per_class_tables_confusions_and_need_no_network(tmp_path: Pa
     for name in NAMES:
         assert f"<th>{name}</th>" in html
     assert html.count("<svg") == 2  # one confusion matrix per evaluated split
+    cards = load_cards()
+    card_links = {url for card in [*cards.by_adapter.values(), *cards.by_method.values()] for _, url in card.links}
     for page in site.rglob("*.html"):
         text = page.read_text()
-        assert "src=\"http" not in text and "href=\"http" not in text and "<link" not in text
-        assert "<script src" not in text
+        assert "src=\"http" not in text and "<link" not in text and "url(" not in text and "@import" not in text
+        assert "<script src" not in text  # nothing is loaded from elsewhere; the only outside links: model cards
+        assert set(re.findall(r'href="(http[^"]*)"', text)) <= card_links
     assert render_html(board_of(record(key="t", matrix=POOR))).startswith("<!doctype html>")
 
 
@@ -197,7 +204,7 @@ def test_a_row_missing_tasks_is_never_ranked_above_complete_rows():
     from rsdg_bench.leaderboards.render import SiteWriter
 
     html = SiteWriter(with_suites(board, TaskCatalog()), None).suite(suite)
-    assert 'class=" incomplete" title="has 1 of the 3 tasks' in html  # shown muted, with why
+    assert 'class=" incomplete" data-origin="ours" data-category="Segmentation model" title="has 1 of the 3 tasks' in html  # shown muted, with why
 
 
 def test_means_never_mix_metric_kinds_or_in_domain_settings():
@@ -293,46 +300,93 @@ def test_reported_rows_on_other_splits_are_shown_but_not_averaged(tmp_path: Path
     assert {r.label for r in hidden.rows} >= {"Winner ensemble"} and hidden.columns[0] == "Mean mIoU"
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def test_site_renders_and_sorts_in_headless_chromium(tmp_path: Path):
-    browser = _chromium()
-    if browser is None:
+def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Path):
+    """The site as a reader meets it, in a real browser: every link and image of every page resolves inside the
+    site after the site is moved elsewhere (outside links only to the model cards' pages); the headline columns
+    are on screen at 1400 and 500 px; the inline sorter and the filters work."""
+    executable = find_chromium()
+    if executable is None:
         pytest.skip("headless Chromium not found: install it (Debian: apt-get install chromium) to run this test")
     board = with_suites(board_of(record(key="a", matrix=GOOD, task_id="crossearth/pi2v"),
                                  record(key="b", matrix=POOR, task_id="crossearth/v2pi")), TaskCatalog(),
                         reported_rows())
-    site = write_site(board, tmp_path / "site").parent
-    page = (site / "suites" / "crossearth.html").as_uri()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"]
-
-    def dom(query: str) -> str:
-        done = subprocess.run([browser, *flags, "--dump-dom", page + query], capture_output=True, text=True,
-                              timeout=120, check=True)
-        return done.stdout
-
-    def first_column(html: str) -> list[str]:
-        body = html[html.index("<tbody>"):html.index("</tbody>")]
-        return [cell.split("<")[0].strip() for cell in body.split("<tr")[1:] for cell in [cell.split("<td>", 1)[1]]]
-
+    built = write_site(board, tmp_path / "site").parent
+    site = tmp_path / "moved" / "elsewhere"
+    shutil.copytree(built, site)
+    shutil.rmtree(built)  # a link into the folder it was built in would now break
+    cards = load_cards()
+    card_links = {url for card in [*cards.by_adapter.values(), *cards.by_method.values()] for _, url in card.links}
     table = suite_table(next(s for s in board.suites if s.id == "crossearth"), board)
-    assert first_column(dom("")) == [r.label for r in table.rows]  # the browser shows the rows in our order
-    column = 1 + table.columns.index(next(t.name for t in board.tasks if t.task_id == "crossearth/v2pi"))
-    sorted_dom = dom(f"?sort=suite-crossearth:{column}:asc")  # the inline sorter, run by Chromium
-    values = {r.label: r.values[column - 1] for r in table.rows}
-    expected = sorted(values, key=lambda label: (math.isnan(values[label]), values[label]))
-    got = first_column(sorted_dom)
-    assert [values[label] for label in got] == [values[label] for label in expected]  # ties may swap
-    assert got != [r.label for r in table.rows] and 'aria-sort="ascending"' in sorted_dom
-    shots = Path(os.environ.get("RSDG_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    for name in ("suites/crossearth.html", "tasks/crossearth-pi2v.html", "index.html"):
-        target = shots / (name.replace("/", "_") + ".png")
-        subprocess.run([browser, *flags, f"--screenshot={target}", (site / name).as_uri()], capture_output=True,
-                       timeout=120, check=True)
-        assert target.stat().st_size > 10_000
+    with Browser(executable) as browser:
+        browser.set_width(1400)
+        queue, seen, checked = [site / "index.html"], set(), 0
+        while queue:  # walk every page reachable from the index
+            page = queue.pop()
+            if page in seen:
+                continue
+            seen.add(page)
+            browser.open(page.as_uri())
+            for url in browser.evaluate("Array.from(document.querySelectorAll('a[href], img[src]'))"
+                                        ".map(e => e.href || e.src)"):
+                checked += 1
+                if url.startswith("https://"):
+                    assert url in card_links, f"{page.name} links outside the site: {url}"
+                    continue
+                parsed = urlparse(url)
+                assert parsed.scheme == "file", f"{page.name}: {url}"
+                target = Path(unquote(parsed.path))
+                assert target.is_relative_to(site) and target.is_file(), f"{page.name}: broken link {url}"
+                if parsed.fragment:
+                    browser.open(target.as_uri())
+                    assert browser.evaluate(f"document.getElementById({json.dumps(parsed.fragment)}) !== null")
+                    browser.open(page.as_uri())
+                if target.suffix == ".html":
+                    queue.append(target)
+        assert seen == set(site.rglob("*.html")) and checked > 100  # every page is reachable, none is broken
+
+        suite_page = (site / "suites" / "crossearth.html").as_uri()
+        rows = "Array.from(document.querySelectorAll('#suite-crossearth tbody tr'))"
+        names = f"{rows}.filter(r => !r.classList.contains('filtered')).map(r => r.cells[0].firstChild.textContent.trim())"
+        browser.open(suite_page)
+        assert browser.evaluate(names) == [r.label for r in table.rows]  # the browser shows our order
+        column = 1 + table.columns.index(next(t.name for t in board.tasks if t.task_id == "crossearth/v2pi"))
+        browser.open(suite_page + f"?sort=suite-crossearth:{column}:asc")  # the inline sorter, run by Chromium
+        values = {r.label: r.values[column - 1] for r in table.rows}
+        expected = sorted(values, key=lambda label: (math.isnan(values[label]), values[label]))
+        got = browser.evaluate(names)
+        assert [values[label] for label in got] == [values[label] for label in expected]  # ties may swap
+        rank = 1 + table.columns.index("Avg. rank")  # a first click sorts best first: rank 1 at the top
+        browser.evaluate(f"document.querySelector('#suite-crossearth thead tr:last-child').cells[{rank}].click()")
+        ranks = [values for values in (r.values[rank - 1] for r in table.rows) if not math.isnan(values)]
+        assert {r.label: r.values[rank - 1] for r in table.rows}[browser.evaluate(names)[0]] == min(ranks)
+
+        browser.evaluate("document.querySelector('p.filters input[value=reported]').click()")
+        assert browser.evaluate(names) == [r.label for r in table.rows if not r.reported]  # ours only
+        browser.evaluate("document.querySelector('p.filters input[value=reported]').click()")
+        browser.evaluate("(s => { s.value = 'DA model'; s.dispatchEvent(new Event('change', {bubbles: true})); })"
+                         "(document.querySelector('p.filters select'))")
+        assert browser.evaluate(names) == [r.label for r in table.rows if r.category == "DA model"] != []
+
+        shots = Path(os.environ.get("RSDG_SCREENSHOTS", tmp_path))
+        shots.mkdir(parents=True, exist_ok=True)
+        headline = ["Model", "Mean mIoU", "Avg. rank", next(c for c in table.columns if c.startswith("Tasks (of"))]
+        for width in (1400, 500):
+            browser.set_width(width)
+            browser.open(suite_page)
+            on_screen = browser.evaluate(
+                "Array.from(document.querySelectorAll('#suite-crossearth thead tr:last-child th'))"
+                ".filter(th => th.getBoundingClientRect().right <= window.innerWidth).map(th => th.textContent)")
+            assert set(headline) <= set(on_screen), f"at {width} px only {on_screen} are on screen"
+            browser.open((site / "tasks" / "crossearth-v2pi.html").as_uri())
+            on_screen = browser.evaluate(
+                "Array.from(document.querySelectorAll('table.sortable thead tr:last-child th'))"
+                ".filter(th => th.getBoundingClientRect().right <= window.innerWidth).map(th => th.textContent)")
+            assert "Targets" in on_screen, f"at {width} px the task page shows only {on_screen}"
+            for name in ("suites/crossearth.html", "tasks/crossearth-v2pi.html", "index.html"):
+                browser.open((site / name).as_uri())
+                target = shots / f"{name.replace('/', '_')}-{width}.png"
+                browser.screenshot(target)
+                assert target.stat().st_size > 10_000
 
 
 # ----------------------------------------------------------------------------- uncertainty
