@@ -27,6 +27,7 @@ class Row:
     incomplete: str | None = None  # why the row is not ranked (it lacks tasks the ranking is over): shown muted
     spread: list[float] | None = None  # per column, the ± standard deviation a paper prints (NaN where none)
     category: str | None = None    # the method's category from its model card (filterable on the page)
+    params: str | None = None      # its parameter count as the card gives it ("3.1M (...)")
     about: str | None = None       # the model card's facts, one line, with their source
     links: list[tuple[str, str]] = field(default_factory=list)  # (text, https URL) from the model card
 

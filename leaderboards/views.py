@@ -80,8 +80,9 @@ class SiteOptions:
     rank_shared: bool = False    # also rank every row on the tasks it has (rows missing tasks included)
 
 
-def _card_fields(card: ModelCard | None) -> dict:
-    return {} if card is None else {"category": card.category, "about": card.summary, "links": card.links}
+def card_fields(card: ModelCard | None) -> dict:
+    return {} if card is None else {"category": card.category, "params": card.params and f"{card.params} parameters",
+                                    "about": card.summary, "links": card.links}
 
 
 # Settings judged on the domain the model was trained on: shown, averaged apart, never in the headline mean.
@@ -127,11 +128,11 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
         values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
         if values:
             raw.append((Row(model, [], badges=sorted({b for t in tasks for b in t.badges(model)}),
-                            **_card_fields(cards.for_adapter(board.adapters.get(model)))), values, {}))
+                            **card_fields(cards.for_adapter(board.adapters.get(model)))), values, {}))
     reported = _reported_by_label(tasks)
     for row_label, summary in reported.items():
         raw.append((Row(row_label, [], reported="; ".join(summary.sources), flag="; ".join(summary.flags) or None,
-                        **_card_fields(cards.for_method(summary.method))), summary.values, summary.spread))
+                        **card_fields(cards.for_method(summary.method))), summary.values, summary.spread))
     complete = [not math.isnan(_complete_mean(values, ranked)) for _, values, _ in raw]
     ranks = [_ranks([values.get(t.task_id, math.nan) if done else math.nan  # ranked among complete rows only
                      for (_, values, _), done in zip(raw, complete, strict=True)]) for t in ranked]
@@ -254,7 +255,7 @@ def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) ->
         rows.append(Row(model, [*values, target, *([target - baseline] if gain else []), *task.interval(model),
                                 *task.difference_to_leader(model), float(groups.get(model, math.nan)),
                                 task.drop(model)], badges=task.badges(model),
-                        **_card_fields(load_cards().for_adapter(task.adapters.get(model)))))
+                        **card_fields(load_cards().for_adapter(task.adapters.get(model)))))
     for reported in task.reported:
         value = task.reported_target(reported)
         if math.isnan(value):
@@ -265,7 +266,7 @@ def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) ->
                         reported=reported.source, flag=reported.flag,
                         spread=[*(reported.headline_std if o else math.nan for o in on), reported.headline_std,
                                 *[math.nan] * (6 + gain)],
-                        **_card_fields(load_cards().for_method(reported.method))))
+                        **card_fields(load_cards().for_method(reported.method))))
     return columns.table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
                          rows=rows, decimals=_decimals(task))
 

@@ -89,9 +89,14 @@ def test_run_results_recompute_and_leaderboard(capsys, tmp_path: Path, trained: 
     code, out, _ = run(capsys, "leaderboard", "build", *common)
     assert code == 0 and "1 tasks, 1 models" in out
     assert "U-Net" in (tmp_path / "site" / "suites" / "demo.html").read_text()
-    code, out, _ = run(capsys, "leaderboard", "build", "--reported", "--out", str(tmp_path / "site2"), *common)
-    assert code == 0 and "reported rows" in out
-    assert "CrossEarth (ViT-L)" in (tmp_path / "site2" / "suites" / "crossearth.html").read_text()
+    code, out, err = run(capsys, "leaderboard", "build", "--reported", "--out", str(tmp_path / "site2"),
+                         "--baseline", "Rein (ViT-L)", "--rank-shared", *common)
+    assert code == 0 and "reported rows" in out and "note:" not in err
+    page = (tmp_path / "site2" / "suites" / "crossearth.html").read_text()
+    assert "CrossEarth (ViT-L)" in page and "Gain over Rein (ViT-L)" in page and "Avg. rank on its tasks" in page
+    code, _, err = run(capsys, "leaderboard", "build", "--reported", "--out", str(tmp_path / "site2"),
+                       "--baseline", "Rein", *common)
+    assert code == 0 and "note: no row is named 'Rein'" in err  # the label includes the backbone
 
 
 def test_adapter_list_and_check(capsys):

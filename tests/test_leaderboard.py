@@ -16,16 +16,17 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
+from browser import Browser, find_chromium
+from rsdg_bench.errors import ResultsError
 from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.cards import load_cards
 from rsdg_bench.leaderboards.render import render_html, render_scores_csv, write_site
 from rsdg_bench.leaderboards.reported import ReportedRow, check, load_tables, reported_rows
 from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_latex, to_markdown
-from rsdg_bench.leaderboards.views import casid_matrices, reported_elsewhere, suite_table, task_class_table
+from rsdg_bench.leaderboards.views import (SiteOptions, card_fields, casid_matrices, reported_elsewhere,
+                                            suite_table, task_class_table, task_summary_table)
 from rsdg_bench.results import ResultRecord, ResultStore, metrics_block
 from rsdg_bench.task_schema import TaskCatalog
-
-from browser import Browser, find_chromium
 
 NAMES = ["bare", "building", "road", "vegetation", "water"]
 GOOD = [[50, 0, 0, 0, 0], [0, 40, 0, 0, 0], [0, 0, 30, 0, 0], [0, 0, 0, 20, 0], [0, 0, 0, 0, 10]]
@@ -205,6 +206,78 @@ def test_a_row_missing_tasks_is_never_ranked_above_complete_rows():
 
     html = SiteWriter(with_suites(board, TaskCatalog()), None).suite(suite)
     assert 'class=" incomplete" data-origin="ours" data-category="Segmentation model" title="has 1 of the 3 tasks' in html  # shown muted, with why
+
+
+def test_rank_on_shared_tasks_and_gain_over_a_baseline_are_there_when_asked():
+    full = [record(key=f"f{i}", matrix=POOR, model="full", task_id=f"demo/{t}", gap="region")
+            for i, t in enumerate("abc")]
+    board = with_suites(board_of(*full, record(key="p", matrix=GOOD, model="partial", task_id="demo/a", gap="region")),
+                        TaskCatalog())
+    suite = board.suites[0]
+    plain = suite_table(suite, board)
+    assert "Avg. rank on its tasks" not in plain.columns and not any(c.startswith("Gain") for c in plain.columns)
+    table = suite_table(suite, board, SiteOptions(baseline="full", rank_shared=True))
+    assert [r.label for r in table.rows] == ["full", "partial"]  # asking adds columns; complete rows still lead
+    by = {r.label: dict(zip(table.columns, r.values, strict=True)) for r in table.rows}
+    assert by["partial"]["Avg. rank on its tasks"] == 1.0  # best on the one task it has
+    assert by["full"]["Avg. rank on its tasks"] == pytest.approx((2 + 1 + 1) / 3)
+    assert by["full"]["Gain over full"] == 0.0 and math.isnan(by["partial"]["Gain over full"])  # no Mean, no gain
+    task = next(t for t in board.tasks if t.task_id == "demo/a")
+    summary = task_summary_table(task, SiteOptions(baseline="full"))
+    column = summary.columns.index("Gain over full")
+    gains = {r.label: r.values[column] for r in summary.rows}
+    assert gains == pytest.approx({"partial": task.target_mean("partial") - task.target_mean("full"), "full": 0.0})
+    assert summary.formatted([r.label for r in summary.rows].index("partial"), column).startswith("+")
+    assert "Gain over nobody" not in suite_table(suite, board, SiteOptions(baseline="nobody")).columns
+
+
+def test_reported_numbers_show_the_papers_decimals_and_standard_deviations(tmp_path: Path):
+    board = with_suites(board_of(record(key="x", matrix=GOOD, task_id="crossearth/pi2v")), TaskCatalog(),
+                        reported_rows())
+    crossearth = suite_table(next(s for s in board.suites if s.id == "crossearth"), board)
+    noldo = suite_table(next(s for s in board.suites if s.id == "noldo_s12"), board)
+    assert (crossearth.decimals, noldo.decimals) == (1, 2)  # CrossEarth prints one decimal, CromSS two
+    ours = [r.label for r in crossearth.rows].index("unet")
+    column = next(j for j, v in enumerate(crossearth.rows[ours].values) if crossearth.is_percent(j) and v == v)
+    assert crossearth.formatted(ours, column) == f"{100 * crossearth.rows[ours].values[column]:.1f}"  # ours alike
+    task = next(t for t in board.tasks if t.task_id == "noldo_s12/dfc2020-s1")
+    [row] = [r for r in task.reported if r.method == "CromSS-lateF, frozen"]  # Table II: mIoU 34.20±0.10, OA ±0.34
+    assert (row.headline, row.headline_std, row.metrics_std["oa"]) == pytest.approx((0.3420, 0.0010, 0.0034))
+    summary = task_summary_table(task)
+    i, j = [r.label for r in summary.rows].index(row.label), summary.columns.index("Targets")
+    assert summary.cell_text(i, j) == "34.20 ±0.10"
+    assert "34.20 ±0.10" in to_markdown(summary) and "34.20 $\\pm$0.10" in to_latex(summary)
+    exported = list(csv.DictReader(io.StringIO(to_csv(summary))))[i]
+    assert float(exported["± Targets"]) == pytest.approx(0.0010) and float(exported["Targets"]) == pytest.approx(0.342)
+    per_class = task_class_table(task, task.splits[-1][1])
+    oa = per_class.columns.index("OA")
+    assert per_class.spread_text([r.label for r in per_class.rows].index(row.label), oa) == "±0.34"
+    (tmp_path / "fine.yaml").write_text("source: {paper: P, table: '1'}\ndecimals: 1\nentries:\n"
+                                        "  - {method: M, task: crossearth/pi2v, headline: 54.45}\n")
+    [problem] = check(load_tables(tmp_path), TaskCatalog())
+    assert "54.45 has more decimals than the 1 the paper prints" in problem
+
+
+def test_model_cards_give_rows_a_category_and_pages_with_their_source(tmp_path: Path):
+    board = with_suites(board_of(record(key="x", matrix=GOOD, task_id="crossearth/pi2v")), TaskCatalog(),
+                        reported_rows())
+    table = suite_table(next(s for s in board.suites if s.id == "crossearth"), board)
+    rows = {r.label: r for r in table.rows}
+    assert rows["Rein (ViT-L)"].category == "Segmentation VFM" and rows["unet"].category == "Segmentation model"
+    assert ("code", "https://github.com/VisionXLab/CrossEarth") in rows["CrossEarth (ViT-L)"].links
+    assert "source: CrossEarth (Gong et al., 2025)" in rows["CrossEarth (ViT-L)"].about
+    assert rows["DeepLabv3 (ResNet-101)"].category is None  # no source states one: none is guessed
+    assert {"DA model", "RS foundation model", "Segmentation VFM"} <= set(table.categories)
+    assert next(csv.DictReader(io.StringIO(to_csv(table))))["category"]
+    (tmp_path / "sized.yaml").write_text("cards:\n- {names: [A], params: 25M, code: 'https://example.org/a', source: s}\n")
+    fields = card_fields(load_cards(tmp_path / "sized.yaml").for_method("A (9B), frozen"))
+    assert fields["params"] == "25M parameters" and fields["links"] == [("code", "https://example.org/a")]
+    (tmp_path / "plain.yaml").write_text("cards:\n- {names: [A], code: 'http://example.org', source: s}\n")
+    with pytest.raises(ResultsError, match="https"):
+        load_cards(tmp_path / "plain.yaml")
+    (tmp_path / "twice.yaml").write_text("cards:\n- {names: [A], source: s}\n- {names: [A], source: t}\n")
+    with pytest.raises(ResultsError, match="'A' has two model cards"):
+        load_cards(tmp_path / "twice.yaml")
 
 
 def test_means_never_mix_metric_kinds_or_in_domain_settings():
@@ -394,8 +467,8 @@ def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Pa
 def test_per_image_matrices_round_trip_and_tampering_is_caught(tmp_path: Path):
     import torch
 
-    from rsdg_bench.results import check_consistency, decode_per_image, encode_per_image
     from rsdg_bench.errors import ResultsError
+    from rsdg_bench.results import check_consistency, decode_per_image, encode_per_image
 
     stack = torch.tensor([GOOD, POOR, GOOD])
     block = encode_per_image(stack)
