@@ -1,6 +1,6 @@
 """Benchmark: `run` with a model that costs nothing, against decoding the same prepared files, in one run.
 
-    python bench/run_vs_decode.py [--images 24] [--repeats 3] [--threads 2] [--workers 0]
+    python bench/run_vs_decode.py [--images 24] [--repeats 3] [--threads 2] [--workers 0] [--batch-size 1]
 
 A LoveDA-layout raw download of 1024² images (blocky classes with noise, as LoveDA's own fake but at the
 real size) is prepared by the real preparer, then `crossearth/r2u`'s target split (loveda/urban/val, slide
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2, the box's cores)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the run (`run --workers`)")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per batch of the run (`run --batch-size`)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
@@ -90,10 +91,11 @@ def main() -> None:
             decode.append(time.perf_counter() - start)
             start = time.perf_counter()
             rb.evaluate(model, task, input_contract=contract, data_root=data, progress=False,
-                        num_workers=args.workers)
+                        num_workers=args.workers, batch_size=args.batch_size)
             run.append(time.perf_counter() - start)
         best_decode, best_run = min(decode), min(run)
-        print(f"{len(rows)} images of {SIZE}², {args.threads} threads, {args.workers} workers, best of {args.repeats}")
+        print(f"{len(rows)} images of {SIZE}², {args.threads} threads, {args.workers} workers, batch {args.batch_size}, "
+              f"best of {args.repeats}")
         print(f"pure decode {best_decode:.3f} s ({len(rows) / best_decode:.1f} img/s); "
               f"run {best_run:.3f} s ({len(rows) / best_run:.1f} img/s)")
         print(f"ratio {best_decode / best_run:.2f}")

@@ -57,9 +57,20 @@ class Normalization:
             raise AdapterError(f"normalization levels must be positive, got {self.levels}")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """(x − mean) / std in float32, in one new tensor. Integer and float32 input is converted inside the
+        subtraction (one pass less than converting first, bit-identical: the same float32 operations), and
+        a mean of zeros or a std of ones is not applied at all (x − 0 and x / 1 are x exactly)."""
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        out = x.to(torch.float32, copy=True).sub_(mean).div_(std)  # (x − mean) / std, in one new tensor
+        shifted, scaled = any(m != 0 for m in self.mean), any(s != 1 for s in self.std)
+        if shifted and (x.dtype == torch.float32 or not x.is_floating_point()):
+            out = torch.sub(x, mean)  # type promotion: float32(x) − mean, as a new float32 tensor
+        else:
+            out = x.to(torch.float32, copy=True)
+            if shifted:
+                out.sub_(mean)
+        if scaled:
+            out.div_(std)
         if self.clip is not None:
             out = out.clamp(*self.clip)
         if self.levels is not None:
@@ -123,6 +134,9 @@ class Adapter(abc.ABC):
     # An upper-bound mode that chooses with the labels (e.g. CoDEX's Oracle): the evaluator calls
     # `oracle_series` with them, and the records it gives are marked and never reach a leaderboard.
     peeks_at_labels: bool = False
+    # Arithmetic precisions `run --precision` may use with this adapter (autocast around its forward). fp32
+    # only unless the adapter's authors checked that its numbers hold at lower precision.
+    precisions: ClassVar[frozenset[str]] = frozenset({"fp32"})
     known_options: ClassVar[frozenset[str] | None] = None  # the `--model-arg` keys it takes (None: any)
     options_help: ClassVar[str] = ""  # the fix shown for an unknown option (default: the known keys)
     # Options that make `adapter check` cheap on a CPU without changing the module's structure (e.g. a smaller

@@ -125,8 +125,8 @@ class Evaluation:
 
 def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: InputContract | None = None,
              data_root: Path | str | None = None, device: str | torch.device = "cpu", limit: int | None = None,
-             name: str | None = None, num_workers: int = 0, window_batch: int = 1,
-             progress: bool = True) -> Evaluation:
+             name: str | None = None, num_workers: int = 0, window_batch: int = 1, batch_size: int = 1,
+             precision: str = "fp32", progress: bool = True) -> Evaluation:
     """Evaluate a model on every evaluation split of `task`, exactly as `rsdg-bench run` does.
 
     `model` is an `Adapter` (set up for the task here if it is not yet; its weights as they are) or a plain
@@ -159,7 +159,7 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
                                                      "nothing records how they were trained"}, in_memory=True)
     settings = RunSettings(data_root=root, results_root=default_results_root(), device=torch.device(device),
                            num_workers=num_workers, limit=limit, force=True, progress=progress,
-                           window_batch=window_batch)
+                           window_batch=window_batch, batch_size=batch_size, precision=precision)
     _, records = evaluate_task(task, adapter, data, weights, name or adapter.name, settings, store=None)
     return Evaluation(task, records)
 

@@ -333,7 +333,8 @@ def _run_settings(args: argparse.Namespace, **overrides):
 
     return RunSettings(_data_root(args), _results_root(args), num_workers=args.workers, limit=args.limit,
                        force=args.force, progress=not args.quiet, window_batch=args.window_batch,
-                       save_predictions=args.save_predictions, **overrides)
+                       batch_size=args.batch_size, precision=args.precision, save_predictions=args.save_predictions,
+                       **overrides)
 
 
 def _submit(args: argparse.Namespace, tasks: list, model) -> int:
@@ -655,6 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the leaderboard's task pages)")
     p.add_argument("--window-batch", type=int, default=1,
                    help="sliding windows per forward pass (speed only; raise it on a GPU; default 1)")
+    p.add_argument("--batch-size", type=_positive_int, default=1,
+                   help="samples per batch: consecutive equal-size images share one forward pass (speed; on a "
+                        "GPU raise it; batch-independent adapters give the same matrices; default 1)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="arithmetic of the adapter's forward (autocast; fp16 on CUDA only; for adapters that "
+                        "declare it, e.g. smp). Not fp32 gives other numbers: the record, its key and the "
+                        "leaderboard row name the precision (default fp32)")
     cluster = p.add_argument_group("cluster jobs (one job per task, through submitit)")
     cluster.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
                          help="submit each task as a Slurm job (or a local subprocess job) instead of running here")

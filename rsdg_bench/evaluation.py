@@ -7,7 +7,9 @@ counts between processes, and holds the output checks the kinds wrap an adapter'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,18 +18,15 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .adapters import Adapter, InputContract
+from .allocator import keep_freed_blocks
 from .data import SegmentationSplit
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
 from .inference import check_logits
 from .kinds import get_kind
-from .kinds.base import SampleScorer
+from .kinds.base import BatchScorer, SampleNormalizer, SampleScorer
 from .metrics import confusion_counts
 from .task_schema import Task
-
-
-def _single(batch: list[dict]) -> dict:
-    return batch[0]
 
 
 def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
@@ -55,60 +54,110 @@ class SplitCounts:
 
     per_image: torch.Tensor
     ignored: torch.Tensor
+    execution: dict | None = None  # threads, workers, batch size: how the counting ran (provenance)
 
 
 def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                           num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
                           window_batch: int = 1,
-                          on_prediction: Callable[[dict, torch.Tensor], None] | None = None) -> SplitCounts:
+                          on_prediction: Callable[[dict, torch.Tensor], None] | None = None,
+                          batch_size: int = 1, precision: str = "fp32") -> SplitCounts:
     """Every sample of `split` scored (see `SplitCounts`).
 
     Under torchrun each rank fills the rows of its exact shard and the tensors are summed, so every rank
     returns the counts of the whole split. `on_prediction(sample, prediction)` sees each sample the main
-    process evaluates (to keep a few predictions).
+    process evaluates (to keep a few predictions). `batch_size` samples go to the loader at once and equal-size
+    images through one forward pass; each image's matrix is counted where its prediction is (on the GPU, one
+    K×K transfer per image). With loader workers decoding on some cores, the main process's intra-op
+    threads are set to the cores left (recorded in `SplitCounts.execution`). `precision` bf16 / fp16 runs the
+    adapter under autocast (the logits are scored in float32).
     """
     num_classes = task.class_schema.num_classes
-    score = sample_scorer(adapter, split, task, device, window_batch)
+    keep_freed_blocks()
+    score = batch_scorer(adapter, split, task, device, window_batch)
     per_image = torch.zeros(len(split), num_classes, num_classes, dtype=torch.int64)
     ignored = torch.zeros(len(split), num_classes, dtype=torch.int64)
     indices = group.shard(len(split))
-    loader = DataLoader(Subset(split.for_inference(), indices), batch_size=1, num_workers=num_workers,
-                        collate_fn=_single, prefetch_factor=4 if num_workers else None,
+    loader = DataLoader(Subset(split.for_inference(), indices), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=list, prefetch_factor=4 if num_workers else None,
                         pin_memory=device.type == "cuda")
     adapter.eval()
     failure: Exception | None = None
+    positions = iter(indices)
+    bar = tqdm(total=len(indices), desc=f"eval {split.ref.slug}", unit="img", leave=False,
+               disable=not (progress and group.is_main))
     try:
-        with torch.inference_mode():
-            for index, sample in zip(indices, tqdm(loader, desc=f"eval {split.ref.slug}", unit="img", leave=False,
-                                                    disable=not (progress and group.is_main)), strict=True):
-                label, prediction = score(sample)
-                per_image[index], ignored[index] = confusion_counts(label, prediction, num_classes)
-                if on_prediction is not None and group.is_main:
-                    on_prediction(sample, prediction)
+        with torch.inference_mode(), intra_op_threads(num_workers, device) as threads, autocast(precision, device):
+            for samples in loader:
+                for sample, (label, prediction) in zip(samples, score(samples), strict=True):
+                    index = next(positions)
+                    matrix, stray = confusion_counts(label.to(prediction.device, non_blocking=True), prediction,
+                                                     num_classes)
+                    per_image[index], ignored[index] = matrix.cpu(), stray.cpu()
+                    if on_prediction is not None and group.is_main:
+                        on_prediction(sample, prediction.cpu())
+                bar.update(len(samples))
     except Exception as exc:  # shared with the other ranks below, then re-raised
         failure = exc
     except SystemExit as exc:  # an adapter that exits must not end the run as if it had succeeded
         failure = AdapterError(f"adapter {adapter.name} exited (SystemExit {exc.code!r}) while evaluating "
                                f"{split.ref.slug}", "an adapter must raise an exception, never call sys.exit()")
+    finally:
+        bar.close()
     if group.any(failure is not None):
         if failure is not None:
             raise failure
         raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
                         "see that process's output above")
-    return SplitCounts(group.sum(per_image), group.sum(ignored))
+    execution = {"intra_op_threads": threads, "loader_workers": num_workers, "batch_size": batch_size,
+                 "precision": precision}
+    return SplitCounts(group.sum(per_image), group.sum(ignored), execution)
+
+
+@contextlib.contextmanager
+def intra_op_threads(num_workers: int, device: torch.device) -> Iterator[int]:
+    """While loader workers decode on CPU cores, the main process's torch threads are the cores left (at least
+    one, never more than it had), so the cores are not oversubscribed; restored afterwards. Yields the count."""
+    before = torch.get_num_threads()
+    if num_workers > 0 and device.type == "cpu":
+        torch.set_num_threads(max(1, min(before, len(os.sched_getaffinity(0)) - num_workers)))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to bf16 / fp16 on the device for `run --precision`; nothing at fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
+def batch_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+                 window_batch: int = 1) -> BatchScorer:
+    """The task kind's batch scorer, given the harness's normalization under the adapter's input contract."""
+    return get_kind(task.kind).batch_scorer(adapter, split, task, device, _normalizer(adapter, split, task, device),
+                                            window_batch)
 
 
 def sample_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                   window_batch: int = 1) -> SampleScorer:
     """The function that turns one sample into (label, prediction): the task kind's scorer, given the
     harness's normalization of the sample under the adapter's input contract."""
+    return get_kind(task.kind).scorer(adapter, split, task, device, _normalizer(adapter, split, task, device),
+                                      window_batch)
+
+
+def _normalizer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device) -> SampleNormalizer:
+    """The harness's normalization of an image batch under the adapter's contract, on the device."""
     contract = adapter.input_contract()
 
     def prepare(image: torch.Tensor, sample: dict) -> torch.Tensor:
         return contract.prepare(image.to(device), split.band_names, where=f"{split.ref.slug} sample {sample['sample_id']}",
                                 replicate_single_band=task.inputs.replicate_single_band)
 
-    return get_kind(task.kind).scorer(adapter, split, task, device, prepare, window_batch)
+    return prepare
 
 
 SeriesForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

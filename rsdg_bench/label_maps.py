@@ -13,14 +13,17 @@ from __future__ import annotations
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .classes import IGNORE_INDEX, load_class_schema
 from .errors import TaskError
 from .yaml_load import load_yaml
+
+if TYPE_CHECKING:  # numpy is imported where a label is mapped: reading tasks need not pay for it
+    import numpy as np
 
 IGNORE = "ignore"
 
@@ -56,6 +59,8 @@ class LabelMap(BaseModel):
     @cached_property
     def lookup(self) -> np.ndarray:
         """A 256-entry uint8 table: source label value → target label value (255 stays 255)."""
+        import numpy as np
+
         source, target = load_class_schema(self.source), load_class_schema(self.target)
         table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
         for index, name in enumerate(source.names):

@@ -193,6 +193,9 @@ class ProvenanceBlock(_Block):
     platform: str | None = None
     wall_time_s: float | None = None
     date: str | None = None
+    # How the counting ran (intra-op threads, loader workers, batch size, precision): speed settings, kept so
+    # a figure can be traced to them (none of them changes a number at fp32).
+    execution: dict[str, Any] | None = None
 
 
 class ResultRecord(BaseModel):
@@ -315,7 +318,8 @@ def group_accuracy(per_image: dict[str, Any], groups: list[str]) -> dict[str, fl
 
 
 def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: torch.device,
-               world_size: int, wall_time_s: float, date: str) -> dict[str, Any]:
+               world_size: int, wall_time_s: float, date: str, execution: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     import torch
 
     return {
@@ -324,6 +328,7 @@ def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str |
         "torch_version": torch.__version__, "device": str(device), "world_size": world_size,
         "python": platform.python_version(),
         "platform": platform.platform(), "wall_time_s": round(wall_time_s, 3), "date": date,
+        **({"execution": execution} if execution else {}),
     }
 
 

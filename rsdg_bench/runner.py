@@ -64,6 +64,8 @@ class RunSettings:
     progress: bool = True
     group: ProcessGroup = field(default_factory=ProcessGroup)
     window_batch: int = 1  # sliding windows per forward pass: speed only, never a number
+    batch_size: int = 1  # samples per loader batch; equal-size images share a forward pass (speed only)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast); not fp32 is a different result, named as such
     save_predictions: int = 0  # keep image / ground truth / prediction PNGs of the first K samples per split
 
 
@@ -191,13 +193,17 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
     split, written to `store` (a split whose resume key it holds is skipped unless `settings.force`), or
     only returned when `store` is None (the Python API)."""
     require_adapter_kind(task, adapter)
+    check_precision(adapter, settings.precision, settings.device)
     kind = get_kind(task.kind)
     adapter.to(settings.device)
+    if settings.precision != "fp32":  # another precision gives other numbers: its own row, record and key
+        display_name = f"{display_name} [{settings.precision}]"
     outcome, records = TaskOutcome(task.id), []
     for role, ref in task.evaluation_splits():
         prepared = data.prepared(ref.dataset)
         key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=weights.sha256,
-                         inference=task.inference.model_dump(mode="json"), manifest_sha256=prepared.manifest_sha256,
+                         inference=task.inference.model_dump(mode="json") | precision_block(settings.precision),
+                         manifest_sha256=prepared.manifest_sha256,
                          split_slug=ref.slug, role=role, limit=settings.limit)
         if store is not None and settings.group.any(store.exists(task.id, key) and not settings.force):
             log.info("%s %s: record %s exists (same task, adapter code and options, checkpoint, data): skipped",
@@ -213,13 +219,14 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
                                      settings.save_predictions, store.path_for(task.id, key).parent)
                      if store is not None and settings.save_predictions and kind.per_pixel_map else None)
             counts = evaluate_split_counts(adapter, split, task, settings.device, settings.num_workers,
-                                           settings.progress, settings.group, settings.window_batch, saver)
+                                           settings.progress, settings.group, settings.window_batch, saver,
+                                           settings.batch_size, settings.precision)
             elapsed = time.perf_counter() - started
             _same_version(data, ref.dataset, prepared.manifest_sha256, f"{task.id} evaluated {ref.slug}")
         if not settings.group.is_main:
             continue
         record = record_from_evaluation(
-            key=key, task=task, model=model_block(adapter, weights, display_name),
+            key=key, task=task, model=model_block(adapter, weights, display_name) | precision_block(settings.precision),
             normalization=adapter.input_contract().record(), role=role, split=split,
             card=prepared.card, manifest_sha256=prepared.manifest_sha256, counts=counts,
             predictions=saver.saved if saver else None, settings=settings, wall_time_s=elapsed)
@@ -237,6 +244,27 @@ def _same_version(data: TaskData, dataset: str, manifest_sha256: str, since: str
     if now != manifest_sha256:
         raise DataError(f"{dataset} was prepared again since {since} (manifest {manifest_sha256[:12]} then "
                         f"{now[:12]}); nothing was written for it", "run again: it will read the new version")
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def precision_block(precision: str) -> dict[str, str]:
+    """What a record and its resume key say of a precision other than fp32 (nothing for fp32, so records made
+    before `--precision` existed keep their keys)."""
+    return {} if precision == "fp32" else {"precision": precision}
+
+
+def check_precision(adapter: Adapter, precision: str, device: torch.device) -> None:
+    """Refuse a precision the adapter does not declare, or fp16 off CUDA (CPU autocast is bf16 only)."""
+    if precision not in adapter.precisions:
+        raise AdapterError(f"adapter {adapter.name} is not declared for --precision {precision} "
+                           f"(it declares {', '.join(sorted(adapter.precisions))})",
+                           "run it at --precision fp32, or declare `precisions` in the adapter once its numbers "
+                           "are checked at that precision")
+    if precision == "fp16" and device.type != "cuda":
+        raise AdapterError(f"--precision fp16 needs a CUDA device, not {device}",
+                           "use --device cuda, or --precision bf16 on CPU")
 
 
 def model_block(adapter: Adapter, weights: Weights, display_name: str) -> dict[str, Any]:
@@ -284,7 +312,7 @@ def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], norma
         smoke={"limit": settings.limit} if settings.limit is not None else None,
         provenance=provenance(task_hash=task.hash, manifest_sha256=manifest_sha256, checkpoint_sha256=model["checkpoint"].get("sha256"),
                               device=settings.device, world_size=settings.group.world_size, wall_time_s=wall_time_s,
-                              date=datetime.now(UTC).isoformat(timespec="seconds")),
+                              date=datetime.now(UTC).isoformat(timespec="seconds"), execution=counts.execution),
     )
 
 

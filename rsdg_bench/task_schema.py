@@ -11,6 +11,7 @@ The task hash is the sha256 of the resolved task without its display-only fields
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from functools import cached_property
@@ -281,9 +282,21 @@ def _resolve_includes(path: Path, data: dict[str, Any], chain: tuple[str, ...] =
         if not included_path.is_file():
             raise TaskError(f"{path}: included file {name!r} not found at {included_path}",
                             "the include: path is relative to the including file; correct it or add the file")
-        included = _resolve_includes(included_path, _read_yaml(included_path), (*chain, key))
-        resolved = _deep_merge(resolved, included)
+        resolved = _deep_merge(resolved, _included(included_path, (*chain, key)))
     return _deep_merge(resolved, data)
+
+
+_INCLUDED: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def _included(path: Path, chain: tuple[str, ...]) -> dict[str, Any]:
+    """A shared defaults file, resolved: parsed once per process while it is unchanged (a catalog's 150 tasks
+    include a handful of files), handed out as a copy so no task's merge can change another's."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _INCLUDED:
+        _INCLUDED[key] = _resolve_includes(path, _read_yaml(path), chain)
+    return copy.deepcopy(_INCLUDED[key])
 
 
 def _explain(exc: ValidationError, model: type[BaseModel], path: Any) -> TaskError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,27 @@ def test_include_supplies_defaults_and_the_task_overrides_them(tmp_path):
     task = load_task_file(write(tmp_path, "t.yaml", {"include": "_defaults.yaml", "id": "mine/x", "name": "X",
                                                       "targets": BASE["targets"], "inference": {"stride": 48}}))
     assert task.inference.mode == "slide" and task.inference.crop == 64 and task.inference.stride == 48
+
+
+def test_an_include_is_parsed_once_shared_by_copy_and_reread_when_it_changes(tmp_path, monkeypatch):
+    from rsdg_bench import task_schema
+
+    defaults = {**{k: v for k, v in BASE.items() if k not in ("id", "name", "targets")},
+                "inference": {"mode": "slide", "crop": 64, "stride": 32}}
+    write(tmp_path, "_defaults.yaml", defaults)
+    reads: list[str] = []
+    real_read = task_schema._read_yaml
+    monkeypatch.setattr(task_schema, "_read_yaml", lambda path: reads.append(path.name) or real_read(path))
+    tasks = [load_task_file(write(tmp_path, f"t{i}.yaml", {"include": "_defaults.yaml", "id": f"mine/x{i}",
+                                                            "name": "X", "targets": BASE["targets"]}))
+             for i in range(3)]
+    assert reads.count("_defaults.yaml") == 1 and all(t.inference.crop == 64 for t in tasks)
+    first = task_schema._included(tmp_path / "_defaults.yaml", ())
+    first["inference"]["crop"] = 1  # a copy: one task's merge cannot change what the next one includes
+    assert task_schema._included(tmp_path / "_defaults.yaml", ())["inference"]["crop"] == 64
+    write(tmp_path, "_defaults.yaml", {**defaults, "inference": {"mode": "slide", "crop": 96, "stride": 48}})
+    os.utime(tmp_path / "_defaults.yaml", ns=(1, 1))  # another mtime, whatever the clock's resolution
+    assert load_task_file(tmp_path / "t0.yaml").inference.crop == 96 and reads.count("_defaults.yaml") == 2
 
 
 def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):

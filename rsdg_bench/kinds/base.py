@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from ..task_schema import Task
 
 SampleScorer = Callable[[dict], tuple["torch.Tensor", "torch.Tensor"]]  # sample → (label, prediction), same shape
+# Samples (one loader batch) → their (label, prediction) pairs, in order; predictions may stay on the device.
+BatchScorer = Callable[[list[dict]], list[tuple["torch.Tensor", "torch.Tensor"]]]
 # Normalizes one sample's image tensor under the adapter's input contract (band selection, float, mean/std).
 SampleNormalizer = Callable[["torch.Tensor", dict], "torch.Tensor"]
 
@@ -58,6 +60,13 @@ class TaskKind:
                prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
         """The function that turns one sample into (label, prediction) of the same shape."""
         raise NotImplementedError
+
+    def batch_scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+                     prepare: SampleNormalizer, window_batch: int = 1) -> BatchScorer:
+        """The function that scores a loader batch of samples. By default one sample at a time (`scorer`);
+        a kind whose samples stack into one forward pass overrides it."""
+        score = self.scorer(adapter, split, task, device, prepare, window_batch)
+        return lambda samples: [score(sample) for sample in samples]
 
     def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .base import SampleNormalizer, SampleScorer, TaskKind
+from .base import BatchScorer, SampleNormalizer, SampleScorer, TaskKind
 from .registry import register_kind
 
 if TYPE_CHECKING:
@@ -26,17 +26,34 @@ class Segmentation(TaskKind):
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
+        score_batch = self.batch_scorer(adapter, split, task, device, prepare, window_batch)
+
+        def score_map(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            [(label, prediction)] = score_batch([sample])
+            return label, prediction.cpu()
+
+        return score_map
+
+    def batch_scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
+                     prepare: SampleNormalizer, window_batch: int = 1) -> BatchScorer:
+        """Consecutive samples of one image size go through one forward pass (`run --batch-size`); a sample of
+        another size starts a new pass. Predictions stay on the device, as uint8 class maps."""
+        import torch
+
         from ..inference import checked_forward, class_indices, predict_logits
 
         num_classes = task.class_schema.num_classes
         forward = checked_forward(adapter.predict, num_classes, adapter.input_contract().size_divisor, adapter.name)
 
-        def score_map(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-            scores = predict_logits(forward, prepare(sample["image"][None], sample), task.inference, num_classes,
-                                    window_batch)
-            return sample["label"], class_indices(scores, dim=1)[0].cpu()
+        def score_batch(samples: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            scored = []
+            for group in _runs_of_equal_size(samples):
+                images = group[0]["image"][None] if len(group) == 1 else torch.stack([s["image"] for s in group])
+                scores = predict_logits(forward, prepare(images, group[0]), task.inference, num_classes, window_batch)
+                scored += zip((s["label"] for s in group), class_indices(scores, dim=1), strict=True)
+            return scored
 
-        return score_map
+        return score_batch
 
     def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
         return adapter.predict
@@ -46,3 +63,14 @@ class Segmentation(TaskKind):
 class ChangeDetection(Segmentation):
     name = "change_detection"
     summary = "change / no change per pixel of a bi-temporal pair (stacked as bands)"
+
+
+def _runs_of_equal_size(samples: list[dict]) -> list[list[dict]]:
+    """The samples cut into runs of consecutive equal image shapes (order kept)."""
+    runs: list[list[dict]] = []
+    for sample in samples:
+        if runs and runs[-1][0]["image"].shape == sample["image"].shape:
+            runs[-1].append(sample)
+        else:
+            runs.append([sample])
+    return runs

@@ -1,0 +1,78 @@
+"""The run path's speed settings change no number: batches of equal-size images, loader workers with the
+main process's threads set to the cores left, the fused normalization; and a lower precision is its own
+result (named in the record, its key and its leaderboard row), refused where the adapter or device cannot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import rsdg_bench as rb
+from rsdg_bench.adapters import Normalization
+from rsdg_bench.errors import AdapterError
+from rsdg_bench.evaluation import intra_op_threads
+from rsdg_bench.registry import resolve_adapter
+from rsdg_bench.results import decode_per_image
+
+from conftest import SMALL_MODEL
+
+
+def _matrices(evaluation: rb.Evaluation) -> list:
+    return [decode_per_image(record.per_image_matrices[slug]).tolist()
+            for record in evaluation.records for slug in record.per_image_matrices]
+
+
+def test_batched_images_and_loader_workers_count_what_one_at_a_time_counts(data_root: Path):
+    torch.manual_seed(0)
+    adapter = resolve_adapter("smp")(**SMALL_MODEL.options)
+    task = rb.load_task("demo/u2a")
+    one = rb.evaluate(adapter, task, data_root=data_root, limit=5, progress=False)
+    batched = rb.evaluate(adapter, task, data_root=data_root, limit=5, progress=False, batch_size=3, num_workers=1)
+    assert _matrices(batched) == _matrices(one) and sum(map(len, _matrices(one))) >= 5  # per image, in order
+    assert [r.key for r in batched.records] == [r.key for r in one.records]  # a speed setting: the same result
+    execution = batched.records[0].provenance.execution
+    assert execution["batch_size"] == 3 and execution["loader_workers"] == 1 and execution["precision"] == "fp32"
+    assert one.records[0].provenance.execution["intra_op_threads"] == torch.get_num_threads()
+
+
+def test_loader_workers_leave_the_main_process_the_cores_they_do_not_use():
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    with intra_op_threads(1, torch.device("cpu")) as threads:
+        assert threads == torch.get_num_threads() == max(1, min(before, cores - 1))
+    with intra_op_threads(0, torch.device("cpu")) as threads:
+        assert threads == before
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float32, torch.float64])
+def test_normalization_is_bit_identical_to_convert_subtract_divide(dtype: torch.dtype):
+    image = (torch.rand(2, 3, 17, 19, generator=torch.Generator().manual_seed(1)) * 300).to(dtype)
+    for mean, std in (((0.0,) * 3, (1.0,) * 3), ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+                      ((0.0,) * 3, (58.4, 57.1, 57.3)), ((1.5, 2.0, 3.0), (1.0,) * 3)):
+        reference = image.to(torch.float32, copy=True).sub_(torch.tensor(mean).view(1, -1, 1, 1)) \
+            .div_(torch.tensor(std).view(1, -1, 1, 1))
+        normalized = Normalization(mean, std).apply(image)
+        assert normalized.dtype == torch.float32 and torch.equal(normalized, reference)
+        assert normalized.data_ptr() != image.data_ptr()  # always a new tensor: the caller's image is untouched
+
+
+def test_a_lower_precision_is_its_own_result_and_is_refused_where_it_cannot_run(data_root: Path):
+    torch.manual_seed(0)
+    adapter = resolve_adapter("smp")(**SMALL_MODEL.options)
+    task = rb.load_task("demo/u2a")
+    full = rb.evaluate(adapter, task, data_root=data_root, limit=2, progress=False, name="unet")
+    low = rb.evaluate(adapter, task, data_root=data_root, limit=2, progress=False, name="unet", precision="bf16")
+    record = low.records[0]
+    assert record.model["precision"] == "bf16" and record.model.display_name == "unet [bf16]"
+    assert record.provenance.execution["precision"] == "bf16" and "precision" not in full.records[0].model
+    assert record.key != full.records[0].key  # a resumed fp32 run never takes a bf16 record for its own
+    with pytest.raises(AdapterError, match="fp16 needs a CUDA device"):
+        rb.evaluate(adapter, task, data_root=data_root, limit=1, progress=False, precision="fp16")
+    contract = rb.InputContract(3, rb.Normalization((0.0,) * 3, (1.0,) * 3))
+    with pytest.raises(AdapterError, match="not declared for --precision bf16"):
+        rb.evaluate(torch.nn.Conv2d(3, 5, 1), task, input_contract=contract, data_root=data_root, limit=1,
+                    progress=False, precision="bf16")
