@@ -235,3 +235,22 @@ def test_a_sample_id_given_twice_in_a_dataset_is_an_error_not_a_lost_sample(tmp_
                          label=np.zeros((4, 4), np.uint8), source_file="Val/Urban/7.png", window=(0, 0, 4, 4))
     with pytest.raises(DataError, match="'urban_7' of urban/val .* was already given to urban/train"):
         writer.add(other)
+
+
+def test_the_colour_table_decodes_as_a_colour_by_colour_lookup_and_counts_strays_exactly():
+    from rsdg_bench.prep.labels import decode_colour_label
+
+    rng = np.random.default_rng(3)
+    palette = {(255, 255, 255): 0, (0, 0, 255): 1, (0, 0, 0): 255, (7, 8, 9): 254}  # 254 and 255 are classes here
+    colours = np.array([*palette, (1, 2, 3), (0, 0, 254)], dtype=np.uint8)  # the last two are off-palette
+    rgb = colours[rng.choice(len(colours), (300, 700), p=[0.3, 0.3, 0.2, 0.19995, 0.00003, 0.00002])]
+    indices, stray = decode_colour_label(rgb, palette, "x.tif", tolerance=1e-3)
+    expected = np.full(rgb.shape[:2], 255, dtype=np.uint8)
+    for colour, index in palette.items():
+        expected[(rgb == colour).all(-1)] = index
+    off = ~np.isin(rgb.view([("c", np.uint8, 3)])[..., 0], np.array(list(palette), dtype=np.uint8).view(
+        [("c", np.uint8, 3)])[:, 0])
+    assert stray == int(off.sum()) > 0 and np.array_equal(indices, expected)
+    with pytest.raises(DataError, match=r"x.tif: colour \(\d+, \d+, \d+\) at \(row \d+, col \d+\)"):
+        decode_colour_label(rgb, palette, "x.tif", tolerance=0.0)
+
