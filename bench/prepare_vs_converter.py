@@ -1,6 +1,6 @@
 """Benchmark: `prepare potsdam` against mmseg's converter logic on the same raw tiles, in one run.
 
-    python bench/prepare_vs_converter.py [--full-size 2] [--repeats 1]
+    python bench/prepare_vs_converter.py [--full-size 2] [--repeats 1] [--workers N]
 
 The Potsdam fake (`prep/potsdam.py`) is written with `--full-size` tiles at the real 6000² (the other 36 at
 560×530). Each side runs in a fresh process (one thread for numpy / GDAL), which reports its wall time and
@@ -11,8 +11,9 @@ its own peak resident memory:
   each window as a PNG (Pillow at zlib level 1, the fast level OpenCV, which mmcv writes with, uses by
   default), the label windows once for both image products
   ("write-once": the converter itself writes them once per product it is run on);
-- **ours**: `get_preparer("potsdam").prepare(raw, data)`, which also verifies and journals every write,
-  hashes each file for the manifest, and writes the dataset card and index.
+- **ours**: `get_preparer("potsdam", workers=N).prepare(raw, data)` (`prepare --workers`, default the
+  cores), which also verifies and journals every write, hashes each file for the manifest, and writes the
+  dataset card and index.
 Printed: both times and peaks, and `ratio` = reference time / our time (above 1: ours is faster).
 """
 
@@ -34,9 +35,9 @@ side, raw, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 started = time.perf_counter()
 if side == "ours":
     from rsdg_bench.prep import get_preparer
-    get_preparer("potsdam").prepare(raw, out, progress=False)
+    get_preparer("potsdam", workers=int(sys.argv[4])).prepare(raw, out, progress=False)
 else:
-    sys.path.insert(0, sys.argv[4])
+    sys.path.insert(0, sys.argv[5])
     from prepare_vs_converter import converter_logic
     converter_logic(raw, out)
 elapsed = time.perf_counter() - started
@@ -82,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-size", type=int, default=2, help="tiles written at 6000² (default 2)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="our prepare's writer threads (`prepare --workers`; default: the cores)")
     args = parser.parse_args()
     from rsdg_bench.prep.potsdam import TRAIN_TILES, VAL_TILES
     from rsdg_bench.prep import get_preparer
@@ -95,12 +98,13 @@ def main() -> None:
         for repeat in range(args.repeats):
             for side in ("reference", "ours"):  # interleaved, so a busy moment of the box hits both
                 out = root / f"{side}{repeat}"
-                done = subprocess.run([sys.executable, "-c", CHILD, side, str(raw), str(out),
+                done = subprocess.run([sys.executable, "-c", CHILD, side, str(raw), str(out), str(args.workers),
                                        str(Path(__file__).parent)], capture_output=True, text=True,
                                       env=environment, check=True)
                 figures[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
         best = {side: min(runs, key=lambda f: f["seconds"]) for side, runs in figures.items()}
-        print(f"38 Potsdam tiles ({len(full)} at 6000², the rest 560×530), best of {args.repeats}")
+        print(f"38 Potsdam tiles ({len(full)} at 6000², the rest 560×530), best of {args.repeats}; "
+              f"ours with {args.workers} writer threads, the reference in one process")
         for side, f in best.items():
             print(f"{side:9s} {f['seconds']:7.1f} s, peak {f['peak_mib']:6.0f} MiB")
         print(f"ratio {best['reference']['seconds'] / best['ours']['seconds']:.2f}")

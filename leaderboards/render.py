@@ -50,6 +50,7 @@ class SiteWriter:
         self.env = _environment()
         self.generated = datetime.now(UTC).isoformat(timespec="seconds")
         self.tables: list[Table] = []
+        self.extra_pages: dict[str, str] = {}  # site-relative path → page: a long task's confusion pages
 
     def _page(self, template: str, root: str, **context: object) -> str:
         return self.env.get_template(template).render(board=self.board, root=root, version=__version__,
@@ -79,8 +80,9 @@ class SiteWriter:
         elsewhere = reported_elsewhere(task)
         conventions = task_convention_table(task)
         self.tables += [summary, *(t for _, t in class_tables), *(t for t in (elsewhere, conventions) if t)]
-        confusions = [(model, slug, confusion_svg(s.matrix, task.class_names, f"{model}\n{slug}"))
-                      for model, splits in task.scores.items() for slug, s in splits.items() if s.matrix]
+        figures = [(model, slug, s.matrix) for model, splits in task.scores.items() for slug, s in splits.items()
+                   if s.matrix]
+        confusions, confusion_pages = self._confusions(task, figures)
         records = [(model, slug, self._record_name(s.record))
                    for model, splits in task.scores.items() for slug, s in splits.items()]
         samples = [(model, slug, self._copy_predictions(task, model, slug, s.predictions, page_dir))
@@ -90,8 +92,28 @@ class SiteWriter:
         notes = list(dict.fromkeys((r.source, r.note) for r in task.reported if r.note))
         return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables, notes=notes,
                           elsewhere=elsewhere, conventions=conventions, units=task.resampling_units(),
-                          confusions=confusions, records=records, samples=samples, histories=histories,
+                          confusions=confusions, confusion_pages=confusion_pages, records=records, samples=samples,
+                          histories=histories,
                           class_colours=_class_colours(task.classes) if samples else [])
+
+    def _confusions(self, task: TaskTable, figures: list[tuple[str, str, list]]
+                    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        """The confusion heatmaps inline when there are few; else none inline and pages of
+        `CONFUSIONS_PER_PAGE` each (`tasks/<task>-confusions-<n>.html`), returned as (link, models on it), so
+        a task with hundreds of models keeps a page that loads quickly."""
+        def svg(model: str, slug: str, matrix: list) -> tuple[str, str, str]:
+            return model, slug, confusion_svg(matrix, task.class_names, f"{model}\n{slug}")
+
+        if len(figures) <= CONFUSIONS_PER_PAGE:
+            return [svg(*f) for f in figures], []
+        pages = []
+        for number, start in enumerate(range(0, len(figures), CONFUSIONS_PER_PAGE), 1):
+            chunk = figures[start:start + CONFUSIONS_PER_PAGE]
+            name = f"{slugify(task.task_id)}-confusions-{number}.html"
+            self.extra_pages[f"tasks/{name}"] = self._page("confusions.html.j2", "../", task=task, number=number,
+                                                           confusions=[svg(*f) for f in chunk])
+            pages.append((name, f"{chunk[0][0]} … {chunk[-1][0]}"))
+        return [], pages
 
     def _copy_history(self, task: TaskTable, model: str, splits: dict, page_dir: Path) -> str | None:
         """Copy the training-history plot `train` left beside the model's checkpoint into the site; its link
@@ -136,6 +158,9 @@ class SiteWriter:
             else:
                 copied.append(item)
         return copied
+
+
+CONFUSIONS_PER_PAGE = 24  # heatmaps inline on a task page; more go to pages of their own
 
 
 def _class_colours(schema_id: str) -> list:
@@ -251,6 +276,8 @@ def _write_pages(board: Board, out_dir: Path, results_root: Path | None, options
         atomic_write_text(out_dir / "suites" / f"{slugify(suite.id)}.html", site.suite(suite))
     for task in board.tasks:
         atomic_write_text(out_dir / "tasks" / f"{slugify(task.task_id)}.html", site.task(task, out_dir / "tasks"))
+    for relative, page in site.extra_pages.items():
+        atomic_write_text(out_dir / relative, page)
     for table in site.tables:
         for suffix, export in ((".csv", to_csv), (".md", to_markdown), (".tex", to_latex)):
             atomic_write_text(out_dir / "exports" / f"{table.id}{suffix}", export(table))

@@ -9,6 +9,7 @@ canonical prepared format; `prepare()`, shared, finds the download and runs `bui
 from __future__ import annotations
 
 import abc
+import contextlib
 import errno
 import json
 import os
@@ -67,8 +68,10 @@ class Preparer(abc.ABC):
     private_label_splits: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, verify_checksums: bool = True, max_pixels: int | None = None,
-                 max_raw_bytes: int | None = None) -> None:
+                 max_raw_bytes: int | None = None, workers: int = 1) -> None:
         self.verify_checksums = verify_checksums
+        self.workers = workers  # threads that encode, write and hash samples (`prepare --workers`)
+        self._writers: list[PreparedWriter] = []
         self.private_labels: Path | None = None
         self.pixel_limit = max_pixels or self.max_raw_pixels
         self.byte_limit = max_raw_bytes or self.max_raw_bytes
@@ -96,7 +99,13 @@ class Preparer(abc.ABC):
         pixels, unpacked = RAW_PIXEL_LIMIT.set(self.pixel_limit), RAW_BYTES_LIMIT.set(self.byte_limit)
         try:
             with preparing(data_root, self.name), self.open_raw(Path(raw), data_root / f".{self.name}.raw") as files:
-                return self.build(files, data_root, progress)
+                try:
+                    return self.build(files, data_root, progress)
+                finally:  # a build that failed leaves no write running once the prepare lock is released
+                    for writer in self._writers:
+                        with contextlib.suppress(Exception):  # the build's own error is the one to report
+                            writer.close()
+                    self._writers.clear()
         finally:
             RAW_PIXEL_LIMIT.reset(pixels)
             RAW_BYTES_LIMIT.reset(unpacked)
@@ -116,7 +125,10 @@ class Preparer(abc.ABC):
         from rsdg_bench.classes import load_class_schema
         from rsdg_bench.prepared import PreparedWriter
 
-        return PreparedWriter(data_root, self.name, load_class_schema(self.classes), domains=self.domains, **options)
+        writer = PreparedWriter(data_root, self.name, load_class_schema(self.classes), domains=self.domains,
+                                workers=self.workers, **options)
+        self._writers.append(writer)
+        return writer
 
     def finish(self, writer: PreparedWriter, files: Any, **details: Any) -> Path:
         """Publish the prepared folder with the card's facts from the class attributes and `details`
@@ -181,13 +193,14 @@ def available_preparers() -> dict[str, type[Preparer]]:
 
 
 def get_preparer(name: str, verify_checksums: bool = True, max_pixels: int | None = None,
-                 max_raw_bytes: int | None = None, private_labels: Path | None = None) -> Preparer:
+                 max_raw_bytes: int | None = None, private_labels: Path | None = None, workers: int = 1) -> Preparer:
     """The preparer of a dataset; `private_labels`: the folder of labels its release keeps private (an
-    organizer's preparation, see docs/submissions.md)."""
+    organizer's preparation, see docs/submissions.md); `workers`: threads that write samples (the same
+    bytes whatever the count)."""
     preparers = _all_preparers()
     if name not in preparers:
         raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(preparers))}")
-    preparer = preparers[name](verify_checksums, max_pixels, max_raw_bytes)
+    preparer = preparers[name](verify_checksums, max_pixels, max_raw_bytes, workers)
     if private_labels is not None:
         if not preparer.private_label_splits:
             raise DataError(f"{name} publishes the labels of all its splits; there are no private labels to add",

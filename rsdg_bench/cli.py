@@ -96,7 +96,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         return 0
     preparer = get_preparer(args.name, verify_checksums=not args.no_checksum, max_pixels=args.max_pixels,
                             max_raw_bytes=None if args.max_raw_gib is None else int(args.max_raw_gib * 2 ** 30),
-                            private_labels=Path(args.private_labels) if args.private_labels else None)
+                            private_labels=Path(args.private_labels) if args.private_labels else None,
+                            workers=args.workers)
     if args.raw is None:
         raise RsdgError("prepare needs --raw", "pass the downloaded archive or its folder: --raw PATH")
     out = preparer.prepare(Path(args.raw), _data_root(args), progress=not args.quiet)
@@ -583,6 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for an organizer: the labels the release keeps private (openearthmap_sar: "
                         "DIR/test/labels/<scene>.tif), so that split is prepared labelled and submitted prediction "
                         "maps can be scored on it (docs/submissions.md); never publish such a prepared copy")
+    p.add_argument("--workers", type=_positive_int, default=len(os.sched_getaffinity(0)),
+                   help="threads that encode, write and hash the samples while tiles are read (the prepared "
+                        "files, manifest and journal are the same bytes for any count; default: the cores, "
+                        f"{len(os.sched_getaffinity(0))} here)")
     p.add_argument("--list", action="store_true", help="list the datasets that can be prepared")
     p.add_argument("--verify", action="store_true", help="re-hash an already prepared dataset's files against its manifest")
     p.add_argument("--from-hf", metavar="DIR",

@@ -7,6 +7,7 @@ results from an earlier demo run there are cleared first, so the page shows this
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def _run_demo(workdir: Path, iterations: int | None, progress: bool) -> Path:
 
     say = print if progress else (lambda *a, **k: None)
     say("[1/5] writing a raw ToyEarth download")
-    preparer = get_preparer("toyearth")
+    preparer = get_preparer("toyearth", workers=len(os.sched_getaffinity(0)))
     raw = preparer.make_fake(workdir / "raw")
     say("[2/5] preparing it")
     preparer.prepare(raw, data_root, progress=progress)

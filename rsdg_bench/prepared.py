@@ -33,10 +33,13 @@ import json
 import logging
 import os
 import shutil
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -176,7 +179,8 @@ def raster_suffix(array: np.ndarray, transform: Affine | None) -> str:
     return ".png" if plain else ".tif"
 
 
-def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: str | None) -> None:
+def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: str | None,
+                  quiet: bool = True) -> None:
     """Write C×H×W `array` losslessly in the format its file suffix names. GDAL encodes into memory and the
     bytes go to disk through an ordinary fsynced write, which raises on a full disk (GDAL's own writer does
     not always), and whose size is checked; the manifest then hashes the bytes on disk."""
@@ -191,7 +195,7 @@ def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: 
         if transform is not None:
             profile.update(transform=transform, crs=crs)
     try:
-        with rasterio.Env(), quiet_georef(), MemoryFile(ext=path.suffix) as memory:
+        with rasterio.Env(), quiet_georef() if quiet else nullcontext(), MemoryFile(ext=path.suffix) as memory:
             with memory.open(**profile) as dst:
                 dst.write(array)
             encoded = memory.read()
@@ -215,6 +219,14 @@ def write_error(path: Path, exc: BaseException) -> DataError:
            "free space there (or point --data-root / RSDG_DATA elsewhere) and re-run: the samples written so "
            "far are kept" if full else "check the disk (full? failing?) and re-run: the samples written so far are kept")
     return DataError(f"cannot write {path}: {reason} ({free})", fix)
+
+
+def quiet_georef_everywhere() -> None:
+    """Silence the not-georeferenced warning for the whole process (once): `quiet_georef` swaps the global
+    warning filters in and out, which threads writing at once must not do."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 class quiet_georef:
@@ -322,12 +334,18 @@ class PreparedWriter:
 
     `fingerprint` identifies the inputs (prep version, source hashes, options). A partial folder left by
     a crashed run with the same fingerprint is resumed; with another fingerprint it is discarded.
+
+    With `workers` > 1, each sample's encoding, writing and hashing runs on a pool of threads (GDAL and
+    hashlib release the GIL: GeoTIFF writes scale with the cores; PNG writes do not) while the caller reads
+    on. Checks stay in `add`, in the caller's order, and rows are journaled strictly in that order, each only
+    once its files are on disk and hashed: the journal, the manifest and every file are the same bytes as
+    with one worker, and a crash leaves what a crash of the serial writer leaves.
     """
 
     def __init__(self, data_root: Path, name: str, schema: ClassSchema, fingerprint: dict[str, Any],
                  crs: str | None = None, domain_schemas: dict[str, ClassSchema] | None = None,
                  timesteps: list[str] | None = None, label_level: Literal["pixel", "image"] = "pixel",
-                 domains: dict[str, DomainInfo] | None = None) -> None:
+                 domains: dict[str, DomainInfo] | None = None, workers: int = 1) -> None:
         self.data_root = Path(data_root)
         self.domains = domains  # when given, every image is checked against its domain's bands and dtype
         self.name = name
@@ -339,6 +357,11 @@ class PreparedWriter:
         self.final_dir = self.data_root / name
         self.work_dir = self.data_root / f".{name}.partial"
         self._rows: dict[str, dict[str, Any]] = {}
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"prepare-{name}") if workers > 1 else None
+        self._pending: deque[tuple[str, Future[dict[str, Any]]]] = deque()
+        self._in_flight = 2 * workers  # samples written ahead of the journal at most (bounds the memory held)
+        if self._pool is not None:
+            quiet_georef_everywhere()
         self._open_work_dir(fingerprint)
 
     def _open_work_dir(self, fingerprint: dict[str, Any]) -> None:
@@ -416,14 +439,27 @@ class PreparedWriter:
             if rel is not None:
                 (self.work_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         crs = sample.crs or self.crs
+        write = partial(self._write_sample, sample, image_rel, label_rel, label_planes, crs, counts, schema)
+        if self._pool is None:
+            self._journal(write())
+            return
+        self._rows[sample.sample_id] = {"domain": sample.domain, "split": sample.split,  # until it is journaled
+                                        "source_file": sample.source_file, "window": list(sample.window)}
+        self._pending.append((sample.sample_id, self._pool.submit(write)))
+        self._journal_done(keep=self._in_flight)
+
+    def _write_sample(self, sample: SampleArrays, image_rel: Path, label_rel: Path | None,
+                      label_planes: np.ndarray | None, crs: str | None, counts: np.ndarray,
+                      schema: ClassSchema) -> dict[str, Any]:
+        """Write and hash one sample's files; its manifest row (a pool thread may run this)."""
         if sample.image_copy_from is not None:
             _link_or_copy(sample.image_copy_from, self.work_dir / image_rel)
         else:
-            _write_raster(self.work_dir / image_rel, sample.image, sample.transform, crs)
+            _write_raster(self.work_dir / image_rel, sample.image, sample.transform, crs, quiet=self._pool is None)
         if label_rel is not None:
-            _write_raster(self.work_dir / label_rel, label_planes, sample.transform, crs)
+            _write_raster(self.work_dir / label_rel, label_planes, sample.transform, crs, quiet=self._pool is None)
         height, width = sample.image.shape[-2:]
-        row = {
+        return {
             "sample_id": sample.sample_id, "domain": sample.domain, "split": sample.split,
             "image": image_rel.as_posix(), "label": label_rel.as_posix() if label_rel else None,
             "height": height, "width": width, "source_file": sample.source_file,
@@ -433,12 +469,32 @@ class PreparedWriter:
             "class_counts": counts[: schema.num_classes].tolist(),
             "bounds": _bounds(sample.transform, width, height),
             "crs": crs if sample.transform is not None else None,
-            "group": sample.group, "target": int(label) if label_rel is None else None,
+            "group": sample.group, "target": int(sample.label) if label_rel is None else None,
         }
-        self._rows[sample.sample_id] = row
+
+    def _journal(self, row: dict[str, Any]) -> None:
+        self._rows[row["sample_id"]] = row
         self._rows_handle.write(json.dumps(row) + "\n")
         self._rows_handle.flush()
         os.fsync(self._rows_handle.fileno())
+
+    def _journal_done(self, keep: int) -> None:
+        """Journal the pool's finished samples in the order they were added, waiting for the oldest while more
+        than `keep` are in flight. A failed write raises here, after the samples before it are journaled."""
+        while self._pending and (len(self._pending) > keep or self._pending[0][1].done()):
+            _, future = self._pending.popleft()
+            self._journal(future.result())
+
+    def close(self) -> None:
+        """Wait for every sample in flight and journal it; stop the pool. On an error the other writes still
+        finish (or are cancelled) before it is raised, so nothing writes into the folder afterwards."""
+        if self._pool is None:
+            return
+        try:
+            self._journal_done(keep=0)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pending.clear()
 
     def _check_bands(self, sample: SampleArrays) -> None:
         """The image holds its domain's declared bands, in their declared dtype (T·C bands for a time series):
@@ -487,6 +543,7 @@ class PreparedWriter:
         the papers report for the full release, recorded so a run on other data can say so;
         `published_alternatives` the other sizes a source gives for a split (domain → split → {source: count}).
         """
+        self.close()
         self._rows_handle.close()
         manifest = self._manifest_frame()
         split_counts = _split_counts(manifest)

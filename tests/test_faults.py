@@ -27,16 +27,18 @@ from rsdg_bench.prepared import PreparedDataset
 from rsdg_bench.results import ResultStore
 
 KILLER = r'''
-import importlib, json, os, signal, sys, types
+import importlib, json, os, signal, sys, threading, types
 
 def killing(real, nth, when):
-    calls = [0]
+    calls, lock = [0], threading.Lock()
     def wrapper(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == nth and when == "before":
+        with lock:  # prepare's writer threads call in at once: each call keeps its own number
+            calls[0] += 1
+            number = calls[0]
+        if number == nth and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
         result = real(*args, **kwargs)
-        if calls[0] == nth and when == "after":
+        if number == nth and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
         return result
     return wrapper

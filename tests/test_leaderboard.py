@@ -137,6 +137,18 @@ def test_pages_show_per_class_tables_confusions_and_need_no_network(tmp_path: Pa
     assert render_html(board_of(record(key="t", matrix=POOR))).startswith("<!doctype html>")
 
 
+def test_a_task_with_many_models_pages_its_confusion_matrices(tmp_path: Path):
+    from rsdg_bench.leaderboards.render import CONFUSIONS_PER_PAGE
+
+    models = [f"m{i:02d}" for i in range(CONFUSIONS_PER_PAGE + 6)]
+    site = site_of(tmp_path, *(record(key=m, matrix=GOOD, model=m, sha=f"{i:064x}") for i, m in enumerate(models)))
+    page = (site / "tasks" / "demo-u2a.html").read_text()
+    assert page.count("<svg") == 0 and 'href="demo-u2a-confusions-2.html"' in page
+    first, second = (site / "tasks" / f"demo-u2a-confusions-{n}.html" for n in (1, 2))
+    assert first.read_text().count("<svg") == CONFUSIONS_PER_PAGE and second.read_text().count("<svg") == 6
+    assert 'href="demo-u2a.html"' in second.read_text()  # and back
+
+
 def test_csv_export_has_one_row_per_model_and_split(tmp_path: Path):
     board = board_of(record(key="s", matrix=GOOD, role="source", domain="urban"), record(key="t", matrix=POOR))
     rows = list(csv.DictReader(io.StringIO(render_scores_csv(board))))

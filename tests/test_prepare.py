@@ -254,3 +254,15 @@ def test_the_colour_table_decodes_as_a_colour_by_colour_lookup_and_counts_strays
     with pytest.raises(DataError, match=r"x.tif: colour \(\d+, \d+, \d+\) at \(row \d+, col \d+\)"):
         decode_colour_label(rgb, palette, "x.tif", tolerance=0.0)
 
+
+def test_writer_threads_write_the_very_bytes_one_thread_writes(ce_raw: dict[str, Path], ce_data: Path,
+                                                                tmp_path: Path):
+    root = tmp_path / "data"
+    get_preparer("potsdam", workers=3).prepare(ce_raw["potsdam"], root, progress=False)
+    serial, pooled = PreparedDataset.open(ce_data, "potsdam"), PreparedDataset.open(root, "potsdam")
+    assert pooled.manifest_sha256 == serial.manifest_sha256 and pooled.verify_files() == []
+    files = sorted(p.relative_to(serial.root) for p in serial.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(pooled.root) for p in pooled.root.rglob("*") if p.is_file())
+    differ = [f for f in files if (serial.root / f).read_bytes() != (pooled.root / f).read_bytes()]
+    assert differ == [Path("dataset.json")]  # its creation time, as between any two prepares
+

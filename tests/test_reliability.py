@@ -266,12 +266,14 @@ def test_a_publish_cut_between_its_renames_recovers_the_previous_dataset(data_ro
     assert PreparedDataset.open(root, "toyearth").manifest_sha256 == sha  # ... now put back on the next read
 
 
-@pytest.mark.parametrize("fault", ["short", "enospc"])
+@pytest.mark.parametrize("fault, workers", [("short", 1), ("enospc", 1), ("enospc", 3)])
 def test_a_write_the_disk_cut_short_is_an_error_and_a_rerun_completes_the_same_dataset(
-        fault: str, toyearth_raw: Path, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        fault: str, workers: int, toyearth_raw: Path, data_root: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch):
     """The 5th raster's write goes wrong: the file system keeps a third of it without a word, or it reports a
     full disk. The prepare must stop with an error naming the file and the space left (not publish it, not
-    journal it); a rerun resumes to the very dataset a clean prepare gives."""
+    journal it); a rerun resumes to the very dataset a clean prepare gives. With writer threads, the error
+    comes back from the pool the same way and the rerun (with one thread) gives the same bytes."""
     import errno
 
     from rsdg_bench import prepared
@@ -292,7 +294,7 @@ def test_a_write_the_disk_cut_short_is_an_error_and_a_rerun_completes_the_same_d
     root = tmp_path / "data"
     expected = "shorter than the bytes written" if fault == "short" else "No space left on device"
     with pytest.raises(DataError, match=rf"cannot write .*{expected}.*MiB free there"):
-        get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
+        get_preparer("toyearth", workers=workers).prepare(toyearth_raw, root, progress=False)
     assert not (root / "toyearth").exists()
     monkeypatch.setattr(prepared, "atomic_write_bytes", real_write)
     get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
