@@ -30,7 +30,8 @@ def test_an_exported_prepared_dataset_round_trips_to_the_same_manifest(data_root
 def test_the_export_reads_with_datasets(data_root: Path, tmp_path: Path):
     datasets = pytest.importorskip("datasets", reason="install the [hub] extra")
     export_prepared(data_root, "toyearth", tmp_path / "hub")
-    arid = datasets.load_dataset(str(tmp_path / "hub"), "arid", split="val")
+    arid = datasets.load_dataset(str(tmp_path / "hub"), "arid", split="val",
+                                 cache_dir=str(tmp_path / "hf-cache"))  # not the shared cache: see test_hub_export
     assert arid.num_rows == 4 and set(arid.column_names) >= {"sample_id", "image_bytes", "label_bytes", "image_sha256"}
     assert arid.features["target"].names == ["bare", "building", "road", "vegetation", "water"]  # a ClassLabel
 

@@ -33,7 +33,9 @@ def test_export_loads_with_datasets_and_carries_every_record(results: Path, tmp_
     assert rows == 2 and refused == []
     card = (out / "README.md").read_text()
     assert card.startswith("---\nconfigs:\n- config_name: default") and "demo/u2a" in card
-    table = datasets.load_dataset(str(out), split="train")
+    # A cache of its own: `datasets` caches a local folder by its path, and pytest reuses tmp paths across runs,
+    # so the shared cache could hand back an earlier run's table.
+    table = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert table.num_rows == 2
     records = {r.evaluated.slug: r for _, r in ResultStore(results).load_all()}
     for row in table:
