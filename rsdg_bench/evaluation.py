@@ -24,7 +24,7 @@ from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
 from .inference import check_logits
 from .kinds import get_kind
-from .kinds.base import BatchScorer, SampleNormalizer, SampleScorer
+from .kinds.base import BatchScorer, SampleNormalizer
 from .metrics import confusion_counts
 from .task_schema import Task
 
@@ -139,14 +139,6 @@ def batch_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device:
     """The task kind's batch scorer, given the harness's normalization under the adapter's input contract."""
     return get_kind(task.kind).batch_scorer(adapter, split, task, device, _normalizer(adapter, split, task, device),
                                             window_batch)
-
-
-def sample_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-                  window_batch: int = 1) -> SampleScorer:
-    """The function that turns one sample into (label, prediction): the task kind's scorer, given the
-    harness's normalization of the sample under the adapter's input contract."""
-    return get_kind(task.kind).scorer(adapter, split, task, device, _normalizer(adapter, split, task, device),
-                                      window_batch)
 
 
 def _normalizer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device) -> SampleNormalizer:

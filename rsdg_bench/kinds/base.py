@@ -58,7 +58,8 @@ class TaskKind:
 
     def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
-        """The function that turns one sample into (label, prediction) of the same shape."""
+        """The function that turns one sample into (label, prediction) of the same shape: what a kind
+        implements unless it overrides `batch_scorer` (segmentation does, to stack equal-size images)."""
         raise NotImplementedError
 
     def batch_scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,

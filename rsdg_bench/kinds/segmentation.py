@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .base import BatchScorer, SampleNormalizer, SampleScorer, TaskKind
+from .base import BatchScorer, SampleNormalizer, TaskKind
 from .registry import register_kind
 
 if TYPE_CHECKING:
@@ -23,16 +23,6 @@ class Segmentation(TaskKind):
     name = "segmentation"
     summary = "one class per pixel"
     entry_point = "predict"
-
-    def scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-               prepare: SampleNormalizer, window_batch: int = 1) -> SampleScorer:
-        score_batch = self.batch_scorer(adapter, split, task, device, prepare, window_batch)
-
-        def score_map(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-            [(label, prediction)] = score_batch([sample])
-            return label, prediction.cpu()
-
-        return score_map
 
     def batch_scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                      prepare: SampleNormalizer, window_batch: int = 1) -> BatchScorer:
