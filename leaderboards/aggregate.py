@@ -153,7 +153,6 @@ class Board:
     models: list[str]
     excluded: list[tuple[str, str]]
     suites: list[SuiteView] = field(default_factory=list)
-    adapters: dict[str, str] = field(default_factory=dict)  # model → the adapter that made its records
 
     def model_mean(self, model: str, gap: str | None = None) -> float:
         """Mean over tasks of the model's mean target score; with `gap`, over that domain gap's tasks only."""
@@ -246,7 +245,6 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
     labels = _model_labels([r for _, r in kept])
     tables: dict[str, TaskTable] = {}
     models: list[str] = []
-    adapters: dict[str, str] = {}
     for path, record in sorted(kept, key=lambda pr: (pr[1].task.id, pr[1].evaluated.role != "source",
                                                       pr[1].evaluated.slug)):
         task = record.task
@@ -261,7 +259,6 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
         model = labels[(record.model.display_name, record.model.checkpoint["sha256"])]
         if model not in models:
             models.append(model)
-            adapters[model] = record.model.get("adapter") or ""
         slug = record.evaluated.slug
         if (record.evaluated.role, slug) not in table.splits:
             table.splits.append((record.evaluated.role, slug))
@@ -270,7 +267,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
                               record.per_image_matrices.get(slug) if groups is not None else None, groups,
                               record.convention, record.ignored_predictions.get(slug))
         table.convention = record.convention
-        table.adapters[model] = adapters[model]
+        table.adapters[model] = record.model.get("adapter") or ""
         table.scores.setdefault(model, {})[slug] = SplitScores(
             role=record.evaluated.role,
             metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
@@ -286,7 +283,7 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
         table.suite = task.suite or ""
     for path, why in excluded:
         log.info("left out %s: %s", path, why)
-    return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded, adapters=adapters)
+    return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
 
 
 def _scored_from_maps(record: ResultRecord) -> tuple[str, str] | None:
@@ -341,4 +338,4 @@ def with_suites(board: Board, catalog: TaskCatalog, reported: list[ReportedRow] 
                    if t.task_id not in placed and t.suite == suite_id]
         suites.append(SuiteView(suite_id or "other", suite_id or "other tasks", "", members))
     return Board(tasks=[tables[t] for t in sorted(tables)], models=board.models, excluded=board.excluded,
-                 suites=suites, adapters=board.adapters)
+                 suites=suites)

@@ -80,6 +80,11 @@ class SiteOptions:
     rank_shared: bool = False    # also rank every row on the tasks it has (rows missing tasks included)
 
 
+def _adapter_of(model: str, tasks: list[TaskTable]) -> str | None:
+    """The adapter that made a model's records (a model's records all come from one adapter)."""
+    return next((t.adapters[model] for t in tasks if model in t.adapters), None)
+
+
 def card_fields(card: ModelCard | None) -> dict:
     return {} if card is None else {"category": card.category, "params": card.params and f"{card.params} parameters",
                                     "about": card.summary, "links": card.links}
@@ -128,7 +133,7 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
         values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
         if values:
             raw.append((Row(model, [], badges=sorted({b for t in tasks for b in t.badges(model)}),
-                            **card_fields(cards.for_adapter(board.adapters.get(model)))), values, {}))
+                            **card_fields(cards.for_adapter(_adapter_of(model, tasks)))), values, {}))
     reported = _reported_by_label(tasks)
     for row_label, summary in reported.items():
         raw.append((Row(row_label, [], reported="; ".join(summary.sources), flag="; ".join(summary.flags) or None,
