@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,10 @@ class SplitScores:
     per_class_iou: dict[str, float]
     record: str
     matrix: list[list[int]] = field(default_factory=list)
-    evidence: SplitEvidence | None = None  # per-image matrices and scenes, when the record stores them
+    # A target's bootstrap replicates of the task's primary metric and (scenes, what a scene is), when the
+    # record stores per-image matrices: all the board keeps of them, so no record is held whole (`build_board`)
+    replicates: np.ndarray | None = field(default=None, repr=False)
+    resampling: tuple[int, str] | None = None
     other_conventions: dict[str, dict[str, float]] = field(default_factory=dict)  # convention → headline metrics
     training: dict | None = None  # the record's `model.training` (how its weights were trained vs the protocol)
     checkpoint: str | None = None  # the record's checkpoint path (its training history lies beside it)
@@ -62,7 +66,6 @@ class TaskTable:
     reported: list[ReportedRow] = field(default_factory=list)          # the papers' numbers, shown apart
     convention: str = "mmseg"  # the metric convention of the task's paper (`metrics.convention`)
     adapters: dict[str, str] = field(default_factory=dict)  # model → the adapter that made its records
-    _replicates: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
 
     def reported_target(self, row: ReportedRow) -> float:
         """A reported headline that stands for this task's target mean: NaN when it was measured on another
@@ -89,16 +92,10 @@ class TaskTable:
     def replicates(self, model: str) -> np.ndarray | None:
         """Bootstrap replicates of the model's target mean (see `uncertainty`): None when a target's record
         holds no per-image matrices or the primary metric is a per-place accuracy."""
-        if model not in self._replicates:
-            targets = [(slug, s.evidence) for slug, s in self.scores.get(model, {}).items() if s.role == "target"]
-            if self.primary not in METRIC_NAMES or not targets or any(e is None for _, e in targets):
-                self._replicates[model] = None
-            else:
-                headline = self.headline or list(range(len(self.class_names)))
-                self._replicates[model] = np.mean([metric_replicates(slug, evidence, self.primary, headline,
-                                                                     self.convention)
-                                                   for slug, evidence in targets], axis=0)
-        return self._replicates[model]
+        targets = [s.replicates for s in self.scores.get(model, {}).values() if s.role == "target"]
+        if self.primary not in METRIC_NAMES or not targets or any(r is None for r in targets):
+            return None
+        return np.mean(targets, axis=0)
 
     def interval(self, model: str) -> tuple[float, float]:
         """95% scene-bootstrap interval of the model's target mean (NaN without per-image matrices)."""
@@ -132,8 +129,8 @@ class TaskTable:
         units: dict[str, tuple[int, str]] = {}
         for splits in self.scores.values():
             for slug, score in splits.items():
-                if score.role == "target" and score.evidence is not None:
-                    units.setdefault(slug, (score.evidence.num_scenes, score.evidence.scene_unit))
+                if score.role == "target" and score.resampling is not None:
+                    units.setdefault(slug, score.resampling)
         return [(slug, count, unit) for slug, (count, unit) in sorted(units.items())]
 
 
@@ -212,29 +209,27 @@ def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
     return [pr for pr in records if id(pr[1]) in keep], left_out
 
 
-def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[str, str]] = (),
+def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[tuple[str, str]] = (),
                 only_protocol: bool = False, verified: dict[str, tuple[str, str]] | None = None) -> Board:
-    """`refused`: records that failed their own checks (listed as left out, with the reason). With
+    """`records` may be a stream: each record is scored as it comes (metrics, and a target's bootstrap
+    replicates) and only what the board shows is kept of it, so memory grows with the number of rows, not
+    with the records' per-image matrices. `refused`: records that failed their own checks (listed as left
+    out, with the reason; read once the records are consumed, so a loader can fill it as it streams). With
     `only_protocol`, records whose weights were not trained by the task's full protocol (off-protocol or
     unknown training) are left out too; otherwise they are shown with a badge. `verified`: record path →
     the badge of the verified submission it came from."""
-    excluded: list[tuple[str, str]] = list(refused)
+    filtered: list[tuple[str, str]] = []
     kept: list[tuple[Path, ResultRecord]] = []
+    scored: dict[int, SplitScores] = {}  # id(kept record) → its split's scores
     for path, record in records:
-        training_badge = badge(record.model.training)
-        if only_protocol and training_badge is not None and not record.model.checkpoint["random_init"]:
-            excluded.append((str(path), f"{training_badge[0]}: {training_badge[1]}"))
-        elif record.model.peeks_at_labels:
-            excluded.append((str(path), "upper bound that chooses with the labels (an oracle), not a method"))
-        elif record.smoke is not None:
-            excluded.append((str(path), f"smoke run (--limit {record.smoke.get('limit')})"))
-        elif record.model.checkpoint["random_init"]:
-            excluded.append((str(path), "random-init weights"))
-        elif record.evaluated.partial_data:
-            excluded.append((str(path), f"{record.evaluated.slug} had {record.evaluated.num_samples} samples; "
-                                        f"the published split has {record.evaluated.published_samples}"))
-        else:
-            kept.append((path, record))
+        why = _left_out(record, only_protocol)
+        if why is not None:
+            filtered.append((str(path), why))
+            continue
+        light = _without_per_image(record)
+        scored[id(light)] = _split_scores(path, record, verified)
+        kept.append((path, light))
+    excluded = [*refused, *filtered]
     kept, superseded = _one_data_version_per_split(kept)
     excluded += superseded
     newest: dict[str, tuple[int, str, str]] = {}  # task id → (version, date, hash) of its newest record
@@ -262,28 +257,67 @@ def build_board(records: list[tuple[Path, ResultRecord]], refused: list[tuple[st
         slug = record.evaluated.slug
         if (record.evaluated.role, slug) not in table.splits:
             table.splits.append((record.evaluated.role, slug))
-        groups = record.groups.get(slug)
-        block = metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes,
-                              record.per_image_matrices.get(slug) if groups is not None else None, groups,
-                              record.convention, record.ignored_predictions.get(slug))
         table.convention = record.convention
         table.adapters[model] = record.model.get("adapter") or ""
-        table.scores.setdefault(model, {})[slug] = SplitScores(
-            role=record.evaluated.role,
-            metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
-            per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
-            record=str(path), matrix=record.confusion_matrices[slug], evidence=_evidence(record, slug),
-            training=record.model.training, checkpoint=record.model.checkpoint.get("path"),
-            other_conventions={name: {k: _nan(v) for k, v in values.items()}
-                               for name, values in block["other_conventions"].items()},
-            predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}
-                         for entry in record.predictions.get(slug, [])],
-            verified=(verified or {}).get(str(path)) or _scored_from_maps(record),
-        )
+        table.scores.setdefault(model, {})[slug] = scored[id(record)]
         table.suite = task.suite or ""
     for path, why in excluded:
         log.info("left out %s: %s", path, why)
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
+
+
+def _left_out(record: ResultRecord, only_protocol: bool) -> str | None:
+    """Why a record is not a row of any board (smoke, random-init, partial data, an oracle; off-protocol
+    weights with `only_protocol`), or None."""
+    training_badge = badge(record.model.training)
+    if only_protocol and training_badge is not None and not record.model.checkpoint["random_init"]:
+        return f"{training_badge[0]}: {training_badge[1]}"
+    if record.model.peeks_at_labels:
+        return "upper bound that chooses with the labels (an oracle), not a method"
+    if record.smoke is not None:
+        return f"smoke run (--limit {record.smoke.get('limit')})"
+    if record.model.checkpoint["random_init"]:
+        return "random-init weights"
+    if record.evaluated.partial_data:
+        return (f"{record.evaluated.slug} had {record.evaluated.num_samples} samples; the published split has "
+                f"{record.evaluated.published_samples}")
+    return None
+
+
+def _without_per_image(record: ResultRecord) -> ResultRecord:
+    """A shallow copy of the record without what only scoring reads (per-image matrices, sample ids and
+    scenes, the confusion matrices and predictions, now in its `SplitScores`): what choosing between
+    records needs, at a few kilobytes each. The caller's record is left whole."""
+    return record.model_copy(update={"per_image_matrices": {}, "samples": {}, "confusion_matrices": {},
+                                     "predictions": {}, "ignored_predictions": {}})
+
+
+def _split_scores(path: Path, record: ResultRecord, verified: dict[str, tuple[str, str]] | None) -> SplitScores:
+    """The record's split as the board shows it: metrics recomputed from its confusion matrix, and for a
+    target split the bootstrap replicates of the task's primary metric (see `uncertainty`)."""
+    slug = record.evaluated.slug
+    groups = record.groups.get(slug)
+    block = metrics_block(record.confusion_matrices[slug], record.class_names, record.headline_classes,
+                          record.per_image_matrices.get(slug) if groups is not None else None, groups,
+                          record.convention, record.ignored_predictions.get(slug))
+    evidence = _evidence(record, slug) if record.evaluated.role == "target" else None
+    replicates = None
+    if evidence is not None and record.task.primary in METRIC_NAMES:
+        headline = record.headline_classes or list(range(len(record.class_names)))
+        replicates = metric_replicates(slug, evidence, record.task.primary, headline, record.convention)
+    return SplitScores(
+        role=record.evaluated.role,
+        metrics={k: _nan(block.get(k)) for k in (*METRIC_NAMES, *GROUP_METRIC_NAMES)},
+        per_class_iou={name: _nan(values["iou"]) for name, values in block["per_class"].items()},
+        record=str(path), matrix=record.confusion_matrices[slug], replicates=replicates,
+        resampling=(evidence.num_scenes, evidence.scene_unit) if evidence is not None else None,
+        training=record.model.training, checkpoint=record.model.checkpoint.get("path"),
+        other_conventions={name: {k: _nan(v) for k, v in values.items()}
+                           for name, values in block["other_conventions"].items()},
+        predictions=[{k: v if k == "sample_id" else str(Path(path).parent / v) for k, v in entry.items()}
+                     for entry in record.predictions.get(slug, [])],
+        verified=(verified or {}).get(str(path)) or _scored_from_maps(record),
+    )
 
 
 def _scored_from_maps(record: ResultRecord) -> tuple[str, str] | None:

@@ -16,6 +16,8 @@ number. docs/python-api.md walks through it on the demo data.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -210,13 +212,16 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
     from .results import ResultStore
 
     results = Path(results_dir) if results_dir else default_results_root()
-    records, refused = ResultStore(results).load_valid(compact=True)
+    refused_here: list[tuple[str, str]] = []
+    records: Iterable[tuple[Path, ResultRecord]] = ResultStore(results).iter_valid(refused_here)  # one at a time
+    refused: Iterable[tuple[str, str]] = refused_here  # read by build_board once the records are consumed
     badges: dict[str, tuple[str, str]] = {}
     if submissions is not None:
         from .submissions.board import submitted_records
 
         submitted = submitted_records(Path(submissions), Path(data_root) if data_root else default_data_root())
-        records, refused, badges = records + submitted.records, refused + submitted.refused, submitted.badges
+        records, badges = itertools.chain(records, submitted.records), submitted.badges
+        refused = itertools.chain(refused_here, submitted.refused)
     board = with_suites(build_board(records, refused, only_protocol=only_protocol, verified=badges),
                         TaskCatalog(), reported_rows() if reported else [])
     page = write_site(board, Path(out) if out else results / "site", results_root=results,

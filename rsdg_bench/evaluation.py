@@ -26,6 +26,7 @@ from .inference import check_logits
 from .kinds import get_kind
 from .kinds.base import BatchScorer, SampleNormalizer
 from .metrics import confusion_counts
+from .read_ahead import READ_THREADS, read_ahead
 from .task_schema import Task
 
 
@@ -68,8 +69,9 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     returns the counts of the whole split. `on_prediction(sample, prediction)` sees each sample the main
     process evaluates (to keep a few predictions). `batch_size` samples go to the loader at once and equal-size
     images through one forward pass; each image's matrix is counted where its prediction is (on the GPU, one
-    K×K transfer per image). With loader workers decoding on some cores, the main process's intra-op
-    threads are set to the cores left (recorded in `SplitCounts.execution`). `precision` bf16 / fp16 runs the
+    K×K transfer per image). Without loader workers, threads of this process read samples ahead of the
+    model (`read_ahead`); with loader workers decoding on some cores, the main process's intra-op threads are
+    set to the cores left (both recorded in `SplitCounts.execution`). `precision` bf16 / fp16 runs the
     adapter under autocast (the logits are scored in float32).
     """
     num_classes = task.class_schema.num_classes
@@ -78,16 +80,14 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     per_image = torch.zeros(len(split), num_classes, num_classes, dtype=torch.int64)
     ignored = torch.zeros(len(split), num_classes, dtype=torch.int64)
     indices = group.shard(len(split))
-    loader = DataLoader(Subset(split.for_inference(), indices), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=list, prefetch_factor=4 if num_workers else None,
-                        pin_memory=device.type == "cuda")
     adapter.eval()
     failure: Exception | None = None
     positions = iter(indices)
     bar = tqdm(total=len(indices), desc=f"eval {split.ref.slug}", unit="img", leave=False,
                disable=not (progress and group.is_main))
     try:
-        with torch.inference_mode(), intra_op_threads(num_workers, device) as threads, autocast(precision, device):
+        with (torch.inference_mode(), intra_op_threads(num_workers, device) as threads, autocast(precision, device),
+              _batches(split.for_inference(), indices, batch_size, num_workers, device) as loader):
             for samples in loader:
                 for sample, (label, prediction) in zip(samples, score(samples), strict=True):
                     index = next(positions)
@@ -109,9 +109,25 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
             raise failure
         raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
                         "see that process's output above")
-    execution = {"intra_op_threads": threads, "loader_workers": num_workers, "batch_size": batch_size,
+    execution = {"intra_op_threads": threads, "loader_workers": num_workers,
+                 "read_threads": 0 if num_workers else READ_THREADS, "batch_size": batch_size,
                  "precision": precision}
     return SplitCounts(group.sum(per_image), group.sum(ignored), execution)
+
+
+@contextlib.contextmanager
+def _batches(dataset: SegmentationSplit, indices: list[int], batch_size: int, num_workers: int,
+             device: torch.device) -> Iterator[Iterator[list[dict]]]:
+    """The samples at `indices`, `batch_size` at a time in order: from `num_workers` DataLoader worker processes
+    when asked, otherwise read ahead by threads of this process (`read_ahead`: no transfer between processes).
+    Pinned for a CUDA device."""
+    pin = device.type == "cuda"
+    if num_workers == 0:
+        with read_ahead(dataset, indices, batch_size, pin_memory=pin) as batches:
+            yield batches
+        return
+    yield DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
+                     prefetch_factor=4, pin_memory=pin)
 
 
 @contextlib.contextmanager

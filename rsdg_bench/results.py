@@ -355,33 +355,39 @@ class ResultStore:
         folder = self.root / RECORDS_DIR
         return sorted(folder.rglob("*.json")) if folder.exists() else []
 
-    def load(self, path: Path, compact: bool = False) -> ResultRecord:
+    def load(self, path: Path) -> ResultRecord:
         """One record of this folder, checked (`load_record`) and with every file it names inside the folder."""
-        record = load_record(path, compact)
+        record = load_record(path)
         check_paths(record, path, self.root)
         return record
 
     def load_all(self) -> list[tuple[Path, ResultRecord]]:
         return [(path, self.load(path)) for path in self.paths()]
 
-    def load_valid(self, compact: bool = False) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
-        """(the records that pass every check, [(path, why) for those that do not]): for readers such as the
-        leaderboard, which show what is sound and list the rest instead of stopping at the first bad file.
-        With `compact`, each record is held compactly once checked (`compact_in_memory`)."""
-        valid, refused = [], []
+    def load_valid(self) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
+        """(the records that pass every check, [(path, why) for those that do not]): for readers that show
+        what is sound and list the rest instead of stopping at the first bad file."""
+        refused: list[tuple[str, str]] = []
+        return list(self.iter_valid(refused)), refused
+
+    def iter_valid(self, refused: list[tuple[str, str]]) -> Iterator[tuple[Path, ResultRecord]]:
+        """`load_valid` as a stream: each record that passes every check as it is read, and (path, why) of
+        each that does not appended to `refused`. A reader that keeps only a summary of each record (the
+        leaderboard) then holds one record at a time, whatever the number of models."""
         for path in self.paths():
             try:
-                valid.append((path, self.load(path, compact)))
+                record = self.load(path)
             except ResultsError as exc:
                 refused.append((str(path), f"refused: {exc.problem}"))
-        return valid, refused
+                continue
+            yield path, record
 
 
 def compact_in_memory(record: ResultRecord) -> ResultRecord:
     """The record with its per-image entries as integer arrays (int32 where they fit) and its sample ids and
-    scenes interned: what a
-    reader that holds hundreds of records (the leaderboard) needs, at a tenth of the memory of JSON lists. Do
-    this after the record's checks: it is no longer what was written (its digest would not match)."""
+    scenes interned: for a reader that must hold many whole records at once (the verified bundles of a
+    submissions folder), at a tenth of the memory of JSON lists. Do this after the record's checks: it is no
+    longer what was written (its digest would not match)."""
     for block in record.per_image_matrices.values():
         for name in ("entries", "ignored_entries"):
             if name in block:
@@ -419,9 +425,8 @@ def _parse_record(path: Path) -> tuple[ResultRecord, dict[str, Any]]:
     return parse_record_json(data, str(path))
 
 
-def load_record(path: Path, compact: bool = False) -> ResultRecord:
-    """Parse and validate a record, check its metrics against its confusion matrices, and its digest. With
-    `compact`, the record is held compactly (`compact_in_memory`) once its digest has been checked.
+def load_record(path: Path) -> ResultRecord:
+    """Parse and validate a record, check its metrics against its confusion matrices, and its digest.
 
     The digest is first taken over the JSON as read: a record as written matches it, which spares
     re-serializing the validated model (the most expensive step of loading a large record). Otherwise the
@@ -434,8 +439,6 @@ def load_record(path: Path, compact: bool = False) -> ResultRecord:
         check_digest(record, path)
     else:
         check_bounds(record, path)
-    if compact:
-        compact_in_memory(record)
     if unedited:
         check_per_image(record, path)
         check_metrics(record, path)

@@ -537,7 +537,8 @@ def test_a_tampered_record_is_left_out_with_its_reason_and_the_rest_still_builds
     data = json.loads(bad.read_text())
     data["metrics"]["toyearth/arid/val"]["miou"] = 0.99  # someone improved the number by hand
     bad.write_text(json.dumps(data))
-    board = build_board(*store.load_valid())
+    refused: list = []
+    board = build_board(store.iter_valid(refused), refused)  # streamed, as `leaderboard build` reads them
     assert board.models == ["honest"]
     [(path, why)] = [(p, w) for p, w in board.excluded if p == str(bad)]
     assert "refused" in why and "miou" in why and str(good) not in dict(board.excluded)

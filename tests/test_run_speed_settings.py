@@ -5,6 +5,8 @@ result (named in the record, its key and its leaderboard row), refused where the
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,9 @@ import torch
 
 import rsdg_bench as rb
 from rsdg_bench.adapters import Normalization
-from rsdg_bench.errors import AdapterError
+from rsdg_bench.errors import AdapterError, DataError
 from rsdg_bench.evaluation import intra_op_threads
+from rsdg_bench.read_ahead import BATCHES_AHEAD, READ_THREADS, read_ahead
 from rsdg_bench.registry import resolve_adapter
 from rsdg_bench.results import decode_per_image
 
@@ -36,6 +39,38 @@ def test_batched_images_and_loader_workers_count_what_one_at_a_time_counts(data_
     execution = batched.records[0].provenance.execution
     assert execution["batch_size"] == 3 and execution["loader_workers"] == 1 and execution["precision"] == "fp32"
     assert one.records[0].provenance.execution["intra_op_threads"] == torch.get_num_threads()
+    assert one.records[0].provenance.execution["read_threads"] == READ_THREADS  # no workers: read ahead by threads
+    assert execution["read_threads"] == 0
+
+
+class SlowReads:
+    """A dataset whose reads finish out of order (later indices sooner) and one of which fails."""
+
+    def __init__(self, failing: int | None = None) -> None:
+        self.failing, self.started = failing, []
+
+    def __getitem__(self, index: int) -> dict:
+        self.started.append(index)
+        time.sleep(0.002 * (10 - index % 10))
+        if index == self.failing:
+            raise DataError(f"sample {index} is corrupt", "prepare it again")
+        return {"image": torch.full((2,), index), "sample_id": f"s{index}"}
+
+
+def test_samples_read_ahead_by_threads_come_in_order_and_a_failed_read_stops_them_all():
+    indices = [4, 0, 7, 3, 9, 1, 8, 2, 6, 5, 11, 10]
+    with read_ahead(SlowReads(), indices, batch_size=5, threads=3) as batches:
+        got = [[s["sample_id"] for s in batch] for batch in batches]
+    assert got == [[f"s{i}" for i in indices[:5]], [f"s{i}" for i in indices[5:10]], [f"s{i}" for i in indices[10:]]]
+    dataset = SlowReads(failing=3)
+    seen = []
+    with pytest.raises(DataError, match="sample 3 is corrupt"):
+        with read_ahead(dataset, list(range(40)), batch_size=1, threads=2) as batches:
+            for batch in batches:
+                seen.append(batch[0]["sample_id"])
+    assert seen == ["s0", "s1", "s2"]  # everything before the failure, in order, and nothing after it
+    assert len(dataset.started) <= 3 + 1 + BATCHES_AHEAD + 2  # bounded read-ahead, not the whole split
+    assert not [t for t in threading.enumerate() if t.name.startswith("rsdg-read")]  # no reader outlives it
 
 
 def test_loader_workers_leave_the_main_process_the_cores_they_do_not_use():

@@ -130,6 +130,10 @@ def test_the_board_of_a_potsdam_fake_reports_a_scene_level_interval_with_its_sce
     assert table.resampling_units() == [(target.evaluated.slug, 14, "source file")]
     low, high = table.interval("unet")
     assert low <= table.target_mean("unet") <= high and high > low
+    streamed = build_board(iter(records))  # a one-shot stream: each record is scored as it comes, then let go
+    assert streamed.tasks[0].interval("unet") == (low, high) and streamed.tasks[0].resampling_units() == \
+        table.resampling_units()
+    assert target.per_image_matrices and target.samples  # the caller's own records are left whole
     write_site(with_suites(board, TaskCatalog()), tmp_path / "site")
     page = next((tmp_path / "site" / "tasks").glob("*.html")).read_text()
     assert "14 scenes (unit: source file)" in page
