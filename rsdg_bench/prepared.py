@@ -5,8 +5,9 @@ Layout of `<data root>/<dataset>/`:
 - `dataset.json`  the dataset card (:class:`DatasetCard`): classes, bands, domains, split counts, the
   source archives with sha256, and the sha256 of the manifest;
 - `manifest.parquet`  one row per sample (GeoParquet with a `geometry` footprint when georeferenced);
-- `<domain>/<split>/images/<sample_id>.tif` and `.../labels/<sample_id>.tif`: lossless GeoTIFF
-  (PNG for plain 8-bit RGB without georeferencing); labels are single-band uint8, 255 = ignore.
+- `<domain>/<split>/images/<sample_id>.tif` and `.../labels/<sample_id>.tif`: lossless GeoTIFF, zstd-compressed
+  in 256² tiles (PNG for a plain single-band 8-bit plane without georeferencing, such as most labels; a
+  JPEG source image is kept as its own bytes); labels are single-band uint8, 255 = ignore.
 
 Two card fields widen the sample for the other task kinds (DESIGN's "kind"):
 
@@ -62,7 +63,7 @@ from .leakage import split_overlaps
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: RGB images as zstd tiled GeoTIFF (were PNG), GeoTIFFs zstd tiled (were deflate)
 CARD_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"
 _ROWS_FILE = "rows.jsonl"
@@ -174,8 +175,11 @@ class SampleArrays:
 
 
 def raster_suffix(array: np.ndarray, transform: Affine | None) -> str:
-    """Lossless format choice: PNG for plain 8-bit 1- or 3-band data without georeferencing, else GeoTIFF."""
-    plain = transform is None and array.dtype == np.uint8 and array.shape[0] in (1, 3)
+    """Lossless format choice, by measured decode time (README, Performance): PNG for a plain single-band 8-bit
+    plane without georeferencing (a label: the smallest file and the fastest decode, 0.4 ms at 1024²), else a
+    zstd-compressed tiled GeoTIFF (an RGB image at 1024² decodes in 4 ms against PNG's 13 ms and deflate
+    GeoTIFF's 13 ms, at about 1.4× PNG's size, and encodes 9× faster than PNG)."""
+    plain = transform is None and array.dtype == np.uint8 and array.shape[0] == 1
     return ".png" if plain else ".tif"
 
 
@@ -191,7 +195,7 @@ def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: 
         "dtype": array.dtype.name,
     }
     if not use_png:
-        profile.update(compress="deflate", tiled=False)
+        profile.update(compress="zstd", tiled=True)  # GDAL's 256² blocks: decoded block by block, in cache
         if transform is not None:
             profile.update(transform=transform, crs=crs)
     try:
@@ -365,6 +369,7 @@ class PreparedWriter:
         self._open_work_dir(fingerprint)
 
     def _open_work_dir(self, fingerprint: dict[str, Any]) -> None:
+        fingerprint = {**fingerprint, "format_version": FORMAT_VERSION}  # files of another format are not resumed
         stamp = self.work_dir / _FINGERPRINT_FILE
         if self.work_dir.exists():
             previous = json.loads(stamp.read_text()) if stamp.exists() else None

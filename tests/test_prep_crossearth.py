@@ -176,6 +176,18 @@ def test_loveda_masks_shift_by_one_with_zero_as_ignore(ce_data: Path, ce_raw: di
     assert dataset.card.published_counts["urban"]["val"] == 677
 
 
+def test_loveda_images_are_stored_as_zstd_tiled_geotiff_with_the_raw_pixels(ce_data: Path, ce_raw: dict[str, Path]):
+    """The prepared encoding chosen by decode time (README, Performance): an RGB image becomes a zstd-compressed
+    tiled GeoTIFF with exactly the raw PNG's pixels; a label stays a single-band PNG."""
+    dataset = PreparedDataset.open(ce_data, "loveda")
+    row = _row(dataset, "urban_val_9")
+    assert row["image"].endswith(".tif") and row["label"].endswith(".png") and dataset.card.format_version == 2
+    with rasterio.open(dataset.root / row["image"]) as src:
+        assert src.profile["compress"] == "zstd" and src.profile["tiled"]
+    raw_image = read_raster(ce_raw["loveda"] / "Val" / "Urban" / "images_png" / "9.png")
+    assert np.array_equal(dataset.read_image(row), raw_image)
+
+
 def test_loveda_bad_mask_value_and_missing_split_are_named(ce_raw: dict[str, Path], tmp_path: Path):
     raw = tmp_path / "raw"
     shutil.copytree(ce_raw["loveda"], raw)
