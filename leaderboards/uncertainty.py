@@ -28,6 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from rsdg_bench.metrics import headline_metrics
+from rsdg_bench.results import entries_array
 
 BOOTSTRAP_REPLICATES = 1000
 LEVEL = 0.95
@@ -70,7 +71,7 @@ def _by_scene(entries: list, scene_of: np.ndarray, num_scenes: int, width: int) 
     """Sparse [image, cell, count] entries summed per scene: S×width float64."""
     out = np.zeros(num_scenes * width)
     if len(entries):
-        image, cell, count = np.asarray(entries, dtype=np.int64).T
+        image, cell, count = entries_array(entries).T
         out = np.bincount(scene_of[image] * width + cell, weights=count, minlength=num_scenes * width)
     return out.reshape(num_scenes, width)
 
