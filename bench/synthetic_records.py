@@ -17,6 +17,7 @@ from rsdg_bench.prep import available_preparers
 from rsdg_bench.registry import resolve_adapter
 from rsdg_bench.results import ResultStore
 from rsdg_bench.runner import RunSettings, record_from_evaluation
+from rsdg_bench.sparse_counts import SparseCountRows
 from rsdg_bench.task_schema import TaskCatalog
 
 
@@ -60,7 +61,7 @@ def write_records(results: Path, suite: str, models: list[str], seed: int = 0) -
                 store.write(record_from_evaluation(
                     key=f"{number:04d}-{role}-{ref.domain}-{ref.split}", task=task, model=model, normalization={},
                     role=role, split=SyntheticSplit(ref, images), card=card, manifest_sha256="cd" * 32,
-                    counts=SplitCounts(counts, torch.zeros(images, k, dtype=torch.int64)), predictions=None,
-                    settings=settings, wall_time_s=1.0))
+                    counts=SplitCounts(SparseCountRows.from_dense(counts), SparseCountRows(images, k)),
+                    predictions=None, settings=settings, wall_time_s=1.0))
                 written += 1
     return written

@@ -106,12 +106,14 @@ class TaskTable:
         ranked = [m for m in self.scores if not math.isnan(self.target_mean(m))]
         return max(ranked, key=self.target_mean) if ranked else None
 
-    def difference_to_leader(self, model: str) -> tuple[float, float]:
-        """Paired 95% interval of (leader − model) on the same resampled scenes; (0, 0) for the leader."""
+    def differences_to_leader(self) -> dict[str, tuple[float, float]]:
+        """Per model, the paired 95% interval of (leader − model) on the same resampled scenes; (0, 0) for the
+        leader. The leader is found once for all models (once per model made a board quadratic in models)."""
         leader = self.leader()
         if leader is None:
-            return math.nan, math.nan
-        return paired_difference(self.replicates(leader), self.replicates(model))
+            return {model: (math.nan, math.nan) for model in self.scores}
+        best = self.replicates(leader)
+        return {model: paired_difference(best, self.replicates(model)) for model in self.scores}
 
     def tie_groups(self) -> dict[str, int]:
         """Models grouped until a paired difference excludes 0 (see `uncertainty.paired_tie_groups`)."""

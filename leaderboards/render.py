@@ -217,7 +217,7 @@ def board_json(board: Board) -> str:
 
     tasks = []
     for task in board.tasks:
-        groups = task.tie_groups()
+        groups, differences = task.tie_groups(), task.differences_to_leader()
         tasks.append({
             "id": task.task_id, "name": task.name, "gap": task.gap, "version": task.version, "hash": task.task_hash,
             "suite": task.suite, "primary": task.primary, "convention": task.convention, "classes": task.class_names,
@@ -226,7 +226,7 @@ def board_json(board: Board) -> str:
                           for slug, count, unit in task.resampling_units()],
             "results": {model: {"target_mean": number(task.target_mean(model)), "drop": number(task.drop(model)),
                                 "interval_95": [number(v) for v in task.interval(model)],
-                                "difference_to_leader_95": [number(v) for v in task.difference_to_leader(model)],
+                                "difference_to_leader_95": [number(v) for v in differences[model]],
                                 "tie_group": groups.get(model),
                                 "splits": {slug: {"metrics": {k: number(v) for k, v in s.metrics.items()},
                                                   "other_conventions": {c: {k: number(v) for k, v in m.items()}

@@ -252,13 +252,13 @@ def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) ->
         columns.add(name, marked=False)
     columns.add("Tie group", percent=False, marked=False)
     columns.add("Drop", lower=True)
-    groups = task.tie_groups()
+    groups, differences = task.tie_groups(), task.differences_to_leader()
     rows = []
     for model, splits in task.scores.items():
         values = [splits[slug].metrics[task.primary] if slug in splits else math.nan for _, slug in task.splits]
         target = task.target_mean(model)
         rows.append(Row(model, [*values, target, *([target - baseline] if gain else []), *task.interval(model),
-                                *task.difference_to_leader(model), float(groups.get(model, math.nan)),
+                                *differences[model], float(groups.get(model, math.nan)),
                                 task.drop(model)], badges=task.badges(model),
                         **card_fields(load_cards().for_adapter(task.adapters.get(model)))))
     for reported in task.reported:

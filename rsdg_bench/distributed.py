@@ -1,10 +1,11 @@
-"""Data-parallel evaluation under torchrun: exact shards, confusion matrices summed across processes.
+"""Data-parallel evaluation under torchrun: exact shards, per-sample counts gathered across processes.
 
 `torchrun --nproc_per_node N -m rsdg_bench.cli run ...` starts N processes. Process r evaluates samples
 r, r+N, r+2N, … of every split: no padding, so no sample counts twice (torch's DistributedSampler pads by
-default, which silently double-counts tiles). The int64 confusion matrices are summed with all_reduce,
-so the numbers are exactly those of one process, and only rank 0 writes records. An error on any rank is
-shared, so every rank fails the task together instead of waiting forever for the one that died.
+default, which silently double-counts tiles). Each process's per-sample counts (held sparse) are gathered
+by every process, so the numbers are exactly those of one process, and only rank 0 writes records. An
+error on any rank is shared, so every rank fails the task together instead of waiting forever for the one
+that died.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import RsdgError
+from .sparse_counts import SparseCountRows
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,14 @@ class ProcessGroup:
         shared = tensor.to(self.collective_device)
         dist.all_reduce(shared, op=dist.ReduceOp.SUM)
         return shared.to(tensor.device)
+
+    def gather_rows(self, counts: SparseCountRows) -> SparseCountRows:
+        """Every rank's rows of `counts` (each rank filled its own shard), on every rank."""
+        if self.world_size == 1:
+            return counts
+        parts: list = [None] * self.world_size
+        dist.all_gather_object(parts, counts.entries())
+        return SparseCountRows.merged(counts.rows, counts.width, parts)
 
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on at least one."""

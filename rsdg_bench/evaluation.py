@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
@@ -27,35 +28,41 @@ from .kinds import get_kind
 from .kinds.base import BatchScorer, SampleNormalizer
 from .metrics import confusion_counts
 from .read_ahead import READ_THREADS, read_ahead
+from .sparse_counts import SparseCountRows
 from .task_schema import Task
 
 
 def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                    num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
-                   window_batch: int = 1) -> torch.Tensor:
-    """The K×K confusion matrix of the split (see `evaluate_split_per_image`)."""
-    return evaluate_split_per_image(adapter, split, task, device, num_workers, progress, group, window_batch).sum(0)
-
-
-def evaluate_split_per_image(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-                             num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
-                             window_batch: int = 1,
-                             on_prediction: Callable[[dict, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """N×K×K int64: one confusion matrix per sample of `split` (see `evaluate_split_counts`)."""
-    return evaluate_split_counts(adapter, split, task, device, num_workers, progress, group, window_batch,
-                                 on_prediction).per_image
+                   window_batch: int = 1) -> np.ndarray:
+    """The K×K int64 confusion matrix of the split (see `evaluate_split_counts`)."""
+    return evaluate_split_counts(adapter, split, task, device, num_workers, progress, group, window_batch).matrix()
 
 
 @dataclass(frozen=True)
 class SplitCounts:
-    """What evaluating a split counts, per sample in the split's order: `per_image` (N×K×K int64 confusion
-    matrices; their sum is the split's matrix, and a bootstrap resamples them) and `ignored` (N×K int64
-    predictions on pixels whose label is the ignore index, which only the smp convention's
-    `ignored_pixels: error` scores)."""
+    """What evaluating a split counts, per sample in the split's order, held sparse (`SparseCountRows`):
+    `per_image` (a K×K confusion matrix per sample, flattened; their sum is the split's matrix, and a
+    bootstrap resamples them) and `ignored` (a K-vector per sample: predictions on pixels whose label is the
+    ignore index, which only the smp convention's `ignored_pixels: error` scores)."""
 
-    per_image: torch.Tensor
-    ignored: torch.Tensor
+    per_image: SparseCountRows
+    ignored: SparseCountRows
     execution: dict | None = None  # threads, workers, batch size: how the counting ran (provenance)
+
+    @classmethod
+    def empty(cls, samples: int, num_classes: int) -> SplitCounts:
+        return cls(SparseCountRows(samples, num_classes * num_classes), SparseCountRows(samples, num_classes))
+
+    def put(self, index: int, matrix: torch.Tensor, stray: torch.Tensor) -> None:
+        """Sample `index`'s counts, as `metrics.confusion_counts` returns them."""
+        self.per_image.put(index, matrix.cpu().numpy())
+        self.ignored.put(index, stray.cpu().numpy())
+
+    def matrix(self) -> np.ndarray:
+        """The split's K×K confusion matrix."""
+        k = self.ignored.width
+        return self.per_image.total().reshape(k, k)
 
 
 def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
@@ -77,8 +84,7 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     num_classes = task.class_schema.num_classes
     keep_freed_blocks()
     score = batch_scorer(adapter, split, task, device, window_batch)
-    per_image = torch.zeros(len(split), num_classes, num_classes, dtype=torch.int64)
-    ignored = torch.zeros(len(split), num_classes, dtype=torch.int64)
+    counts = SplitCounts.empty(len(split), num_classes)
     indices = group.shard(len(split))
     adapter.eval()
     failure: Exception | None = None
@@ -93,7 +99,7 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
                     index = next(positions)
                     matrix, stray = confusion_counts(label.to(prediction.device, non_blocking=True), prediction,
                                                      num_classes)
-                    per_image[index], ignored[index] = matrix.cpu(), stray.cpu()
+                    counts.put(index, matrix, stray)
                     if on_prediction is not None and group.is_main:
                         on_prediction(sample, prediction.cpu())
                 bar.update(len(samples))
@@ -112,7 +118,7 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     execution = {"intra_op_threads": threads, "loader_workers": num_workers,
                  "read_threads": 0 if num_workers else READ_THREADS, "batch_size": batch_size,
                  "precision": precision}
-    return SplitCounts(group.sum(per_image), group.sum(ignored), execution)
+    return SplitCounts(group.gather_rows(counts.per_image), group.gather_rows(counts.ignored), execution)
 
 
 @contextlib.contextmanager

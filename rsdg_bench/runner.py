@@ -284,9 +284,9 @@ def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], norma
     ref = split.ref
     class_names = task.class_schema.names
     headline = task.headline_class_indices()
-    matrix = counts.per_image.sum(0).tolist()
+    matrix = counts.matrix().tolist()
     counts_ignored = task.metrics.ignored_pixels == "error"
-    ignored = counts.ignored.sum(0).tolist() if counts_ignored else None
+    ignored = counts.ignored.total().tolist() if counts_ignored else None
     encoded = encode_per_image(counts.per_image, counts.ignored if counts_ignored else None)
     groups = get_kind(task.kind).sample_groups(split, task)
     scenes, scene_unit = split.scenes()

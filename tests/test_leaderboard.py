@@ -511,6 +511,9 @@ def test_task_page_shows_intervals_from_per_image_matrices(tmp_path: Path):
     low, high = table.interval("mixed")
     assert low < table.target_mean("mixed") < high < 1.0
     assert table.tie_groups() == {"good": 1, "mixed": 2}
+    differences = table.differences_to_leader()
+    assert differences["good"] == (0.0, 0.0)  # the leader against itself
+    assert 0 < differences["mixed"][0] <= differences["mixed"][1]  # good − mixed on shared draws, above 0
 
 
 def test_a_reported_headline_lands_in_the_tasks_primary_metric_column():

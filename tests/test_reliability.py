@@ -325,13 +325,14 @@ def test_a_raw_tile_of_another_dtype_than_the_card_declares_is_refused(tmp_path:
 
     from rsdg_bench.errors import DataError
     from rsdg_bench.prep import get_preparer
+    from rsdg_bench.prepared import quiet_georef
 
     raw = get_preparer("whu_building").make_fake(tmp_path / "raw")
     victim = sorted(p for p in Path(raw).rglob("*.tif") if "image" in p.parts)[0]
-    with rasterio.open(victim) as src:
+    with quiet_georef(), rasterio.open(victim) as src:  # the fake has no georeference
         pixels, profile = src.read(), src.profile
     profile.update(dtype="uint16")
-    with rasterio.open(victim, "w", **profile) as dst:
+    with quiet_georef(), rasterio.open(victim, "w", **profile) as dst:
         dst.write(pixels.astype(np.uint16) * 257)
     with pytest.raises(DataError, match=r"3 bands of uint16 .* stores 3 bands of uint8"):
         get_preparer("whu_building").prepare(raw, tmp_path / "data", progress=False)
@@ -503,3 +504,25 @@ def test_a_colour_mask_is_refused_not_read_by_its_first_band(tmp_path: Path):
         dst.write(np.repeat(mask, 3, axis=0))
     with pytest.raises(DataError, match=rf"{victim} is uint8 with 3 bands; a mask of class indices is one band"):
         get_preparer("loveda").prepare(raw, tmp_path / "data", progress=False)
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_parsing_a_record_leaves_the_cycle_collector_as_it_found_it(collector_on: bool):
+    """Records are parsed with the collector paused (a third of a large leaderboard build went to it); a record
+    that parses, one that is not JSON and one that is not a record must all give it back as it was."""
+    import gc
+
+    from rsdg_bench.errors import ResultsError
+    from rsdg_bench.results import parse_record_json
+
+    valid = record(key="x", matrix=GOOD).model_dump_json().encode()
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        parsed, _ = parse_record_json(valid, "valid.json")
+        assert parsed.key == "x" and gc.isenabled() is collector_on
+        for data in (b'{"key": [1, 2', b'{"schema_version": 1}'):
+            with pytest.raises(ResultsError, match="bad.json is not a valid result record"):
+                parse_record_json(data, "bad.json")
+            assert gc.isenabled() is collector_on
+    finally:
+        gc.enable()

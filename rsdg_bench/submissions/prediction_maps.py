@@ -309,8 +309,7 @@ def _count_split(task: Task, split: SegmentationSplit, predicted: SplitPredictio
     ids = [str(i) for i in split.rows["sample_id"]]
     _check_ids(predicted.sample_ids, ids, slug)
     k = task.class_schema.num_classes
-    per_image = torch.zeros(len(ids), k, k, dtype=torch.int64)
-    ignored = torch.zeros(len(ids), k, dtype=torch.int64)
+    counts = SplitCounts.empty(len(ids), k)
     if predicted.form != _form(split):
         raise SubmissionError(f"{slug}: predictions are of form {predicted.form!r}; this split needs {_form(split)!r}",
                               "predict again with `rsdg-bench predict`")
@@ -321,9 +320,8 @@ def _count_split(task: Task, split: SegmentationSplit, predicted: SplitPredictio
         classes = _read_class_table(folder, predicted.files[0], ids, k)
         for index, sample_id in enumerate(ids):
             label = torch.from_numpy(np.asarray(split.label(index))).reshape(1)
-            per_image[index], ignored[index] = confusion_counts(label, torch.tensor([classes[sample_id]],
-                                                                                    dtype=torch.uint8), k)
-        return SplitCounts(per_image, ignored)
+            counts.put(index, *confusion_counts(label, torch.tensor([classes[sample_id]], dtype=torch.uint8), k))
+        return counts
     if len(predicted.files) != len(predicted.sample_ids):
         raise SubmissionError(f"{slug}: {len(predicted.files)} files for {len(predicted.sample_ids)} sample ids",
                               "predict again with `rsdg-bench predict`")
@@ -333,8 +331,8 @@ def _count_split(task: Task, split: SegmentationSplit, predicted: SplitPredictio
         label = np.asarray(split.label(index))
         planes = _read_map(folder, by_id[sample_id], label, k, split.prepared.georeference(rows[index]))
         prediction = planes[0] if label.ndim == 2 else planes
-        per_image[index], ignored[index] = confusion_counts(torch.from_numpy(label), torch.from_numpy(prediction), k)
-    return SplitCounts(per_image, ignored)
+        counts.put(index, *confusion_counts(torch.from_numpy(label), torch.from_numpy(prediction), k))
+    return counts
 
 
 def _check_ids(given: list[str], expected: list[str], slug: str) -> None:
