@@ -417,9 +417,9 @@ def parse_record_json(data: bytes, where: str) -> tuple[ResultRecord, dict[str, 
 
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while a record is parsed. A record's per-image entries are hundreds of
+    """Python's cycle collector off while a record is parsed. A record's per-image entries are tens of
     thousands of small JSON lists, and every few hundred new lists the collector ran, now and then over
-    everything alive: a third of a 50-model leaderboard build (52 → 36 s CPU). Parsing makes no reference
+    everything alive: a third of a 50-model leaderboard build (52 → 35 s CPU). Parsing makes no reference
     cycles, so there is nothing for it to find."""
     enabled = gc.isenabled()
     gc.disable()
