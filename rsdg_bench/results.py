@@ -254,13 +254,17 @@ def _as_rows(counts: SparseCountRows | Any) -> SparseCountRows:
     return counts if isinstance(counts, SparseCountRows) else SparseCountRows.from_dense(counts)
 
 
-def decode_per_image(block: dict[str, Any]) -> np.ndarray:
-    """The N×K×K int64 array back from `encode_per_image`'s form."""
-    out = np.zeros((block["images"], block["k"] * block["k"]), dtype=np.int64)
+def decode_per_image(block: dict[str, Any], images: list[int] | None = None) -> np.ndarray:
+    """The N×K×K int64 array back from `encode_per_image`'s form; with `images` (sorted, distinct), only
+    those images' matrices, in that order (a few samples of a large split, without the whole split dense)."""
+    k = block["k"]
+    wanted = np.arange(block["images"]) if images is None else np.asarray(images, dtype=np.int64)
+    out = np.zeros((len(wanted), k * k), dtype=np.int64)
     if len(block["entries"]):
-        image, cell, count = np.asarray(block["entries"], dtype=np.int64).T
-        out[image, cell] = count
-    return out.reshape(block["images"], block["k"], block["k"])
+        image, cell, count = entries_array(block["entries"]).T
+        kept = np.isin(image, wanted)
+        out[np.searchsorted(wanted, image[kept]), cell[kept]] = count[kept]
+    return out.reshape(len(wanted), k, k)
 
 
 def resume_key(*, task_hash: str, adapter_identity: dict[str, Any], checkpoint_sha256: str | None,

@@ -81,7 +81,7 @@ def _rerun(verification: Verification, count: int, data_root: Path, checkpoints:
             subset = copy.copy(split)
             subset.rows = split.rows.iloc[drawn].reset_index(drop=True)
             again = evaluate_split_counts(adapter, subset, task, device, progress=False).per_image.dense()
-            stored = decode_per_image(record.per_image_matrices[ref.slug])[drawn].reshape(len(drawn), -1)
+            stored = decode_per_image(record.per_image_matrices[ref.slug], drawn).reshape(len(drawn), -1)
             for position, index in enumerate(drawn):
                 differing = np.abs(again[position] - stored[position]).sum() / 2
                 pixels = max(int(stored[position].sum()), 1)
