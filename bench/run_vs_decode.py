@@ -1,11 +1,16 @@
 """Benchmark: `run` with a model that costs nothing, against decoding the same prepared files, in one run.
 
     python bench/run_vs_decode.py [--images 24] [--repeats 3] [--threads 2] [--workers 0] [--batch-size 1]
+                                  [--model scores|constant]
 
 A LoveDA-layout raw download of 1024² images (blocky classes with noise, as LoveDA's own fake but at the
 real size) is prepared by the real preparer, then `crossearth/r2u`'s target split (loveda/urban/val, slide
 1024/683 after resize to 1024: one window per image) is evaluated through `rsdg_bench.evaluate` with a
-constant-logits module. The reference is the pure decode of the same prepared image and label files
+module that costs nothing: `scores` (the default) returns the same random scores, drawn once per image size,
+so the harness sees scores that vary from pixel to pixel as a real model's do (which is what makes the
+class map's cost: constant scores let a branchy argmax predict every branch); `constant` builds class 0's
+logits in a new tensor at each call (the model of the issue's measurement: its allocation and fill are
+counted in `run`). The reference is the pure decode of the same prepared image and label files
 (rasterio, no checks). Printed: both times, images per second, and `ratio` = decode time / run time, i.e.
 the share of decode throughput that `run` reaches (1.0 would mean the harness adds nothing).
 """
@@ -26,6 +31,22 @@ import rsdg_bench as rb
 from rsdg_bench.prepared import PreparedDataset, quiet_georef, read_raster
 
 SIZE = 1024
+
+
+class Scores(nn.Module):
+    """Random scores drawn once per input size and returned at every call: a real model's output, for free."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.drawn: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0], self.num_classes, *x.shape[-2:])
+        if shape not in self.drawn:
+            self.drawn[shape] = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        return self.drawn[shape]
 
 
 class Constant(nn.Module):
@@ -70,6 +91,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2, the box's cores)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the run (`run --workers`)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per batch of the run (`run --batch-size`)")
+    parser.add_argument("--model", choices=("scores", "constant"), default="scores",
+                        help="scores: the same random scores at each call (default); constant: new constant logits")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
@@ -81,7 +104,7 @@ def main() -> None:
         dataset = PreparedDataset.open(data, "loveda")
         rows = dataset.rows("urban", "val").to_dict("records")
         contract = rb.InputContract(num_bands=3, normalization=rb.Normalization((0.0,) * 3, (1.0,) * 3))
-        model = Constant(task.class_schema.num_classes)
+        model = (Scores if args.model == "scores" else Constant)(task.class_schema.num_classes)
         decode, run = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -94,8 +117,8 @@ def main() -> None:
                         num_workers=args.workers, batch_size=args.batch_size)
             run.append(time.perf_counter() - start)
         best_decode, best_run = min(decode), min(run)
-        print(f"{len(rows)} images of {SIZE}², {args.threads} threads, {args.workers} workers, batch {args.batch_size}, "
-              f"best of {args.repeats}")
+        print(f"{len(rows)} images of {SIZE}², model {args.model}, {args.threads} threads, {args.workers} workers, "
+              f"batch {args.batch_size}, best of {args.repeats}")
         print(f"pure decode {best_decode:.3f} s ({len(rows) / best_decode:.1f} img/s); "
               f"run {best_run:.3f} s ({len(rows) / best_run:.1f} img/s)")
         print(f"ratio {best_decode / best_run:.2f}")

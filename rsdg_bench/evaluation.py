@@ -25,7 +25,7 @@ from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
 from .inference import check_logits
 from .kinds import get_kind
-from .kinds.base import BatchScorer, SampleNormalizer
+from .kinds.base import SampleNormalizer
 from .metrics import confusion_counts
 from .read_ahead import READ_THREADS, read_ahead
 from .sparse_counts import SparseCountRows
@@ -83,7 +83,12 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     """
     num_classes = task.class_schema.num_classes
     keep_freed_blocks()
-    score = batch_scorer(adapter, split, task, device, window_batch)
+    normalize = _normalizer(adapter, split, task, device)
+    # On the CPU without loader workers, the reading threads normalize each sample as they read it, beside the
+    # model (per sample or per batch, the same float32 operations on each value: the same bits).
+    when_read = device.type == "cpu" and num_workers == 0
+    score = get_kind(task.kind).batch_scorer(adapter, split, task, device, _as_read if when_read else normalize,
+                                             window_batch)
     counts = SplitCounts.empty(len(split), num_classes)
     indices = group.shard(len(split))
     adapter.eval()
@@ -93,7 +98,8 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
                disable=not (progress and group.is_main))
     try:
         with (torch.inference_mode(), intra_op_threads(num_workers, device) as threads, autocast(precision, device),
-              _batches(split.for_inference(), indices, batch_size, num_workers, device) as loader):
+              _batches(split.for_inference(), indices, batch_size, num_workers, device,
+                       _normalized_sample(normalize) if when_read else None) as loader):
             for samples in loader:
                 for sample, (label, prediction) in zip(samples, score(samples), strict=True):
                     index = next(positions)
@@ -123,13 +129,13 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
 
 @contextlib.contextmanager
 def _batches(dataset: SegmentationSplit, indices: list[int], batch_size: int, num_workers: int,
-             device: torch.device) -> Iterator[Iterator[list[dict]]]:
+             device: torch.device, then: Callable[[dict], dict] | None = None) -> Iterator[Iterator[list[dict]]]:
     """The samples at `indices`, `batch_size` at a time in order: from `num_workers` DataLoader worker processes
-    when asked, otherwise read ahead by threads of this process (`read_ahead`: no transfer between processes).
-    Pinned for a CUDA device."""
+    when asked, otherwise read ahead by threads of this process (`read_ahead`: no transfer between processes),
+    which also apply `then` to each sample. Pinned for a CUDA device."""
     pin = device.type == "cuda"
     if num_workers == 0:
-        with read_ahead(dataset, indices, batch_size, pin_memory=pin) as batches:
+        with read_ahead(dataset, indices, batch_size, pin_memory=pin, then=then) as batches:
             yield batches
         return
     yield DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
@@ -156,13 +162,6 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 
-def batch_scorer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-                 window_batch: int = 1) -> BatchScorer:
-    """The task kind's batch scorer, given the harness's normalization under the adapter's input contract."""
-    return get_kind(task.kind).batch_scorer(adapter, split, task, device, _normalizer(adapter, split, task, device),
-                                            window_batch)
-
-
 def _normalizer(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device) -> SampleNormalizer:
     """The harness's normalization of an image batch under the adapter's contract, on the device."""
     contract = adapter.input_contract()
@@ -174,13 +173,31 @@ def _normalizer(adapter: Adapter, split: SegmentationSplit, task: Task, device: 
     return prepare
 
 
+def _normalized_sample(normalize: SampleNormalizer) -> Callable[[dict], dict]:
+    """A sample with its image normalized, for a reading thread: any leading dimensions (a series' dates) are
+    normalized as a batch, as the kinds do."""
+
+    def apply(sample: dict) -> dict:
+        image = sample["image"]
+        flat = normalize(image.reshape(-1, *image.shape[-3:]), sample)
+        return {**sample, "image": flat.reshape(*image.shape[:-3], *flat.shape[-3:])}
+
+    return apply
+
+
+def _as_read(image: torch.Tensor, sample: dict) -> torch.Tensor:
+    """The image as the reading thread left it (already normalized: `_normalized_sample`)."""
+    return image
+
+
 SeriesForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def checked_series_forward(predict_series: SeriesForward, num_classes: int, size_divisor: int, who: str
                            ) -> SeriesForward:
-    """Wrap an adapter's `predict_series` with padding to `size_divisor`, cropping back and output checks:
-    B×T×C×H×W and B×T day offsets → B×T×K×H×W logits."""
+    """Wrap an adapter's `predict_series` with padding to `size_divisor`, cropping back and output checks of
+    type and shape: B×T×C×H×W and B×T day offsets → B×T×K×H×W logits. Their finiteness is checked by
+    `inference.class_indices`, in the same pass that finds the classes."""
 
     def forward(x: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
         batch, frames, _, height, width = x.shape
@@ -188,7 +205,7 @@ def checked_series_forward(predict_series: SeriesForward, num_classes: int, size
         padded = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
         logits = predict_series(padded, days)
         check_logits(logits, (batch, frames, num_classes, height + pad_h, width + pad_w), who, tuple(padded.shape),
-                      "B×T×K×H×W logits, one map per date")
+                      "B×T×K×H×W logits, one map per date", finite=False)
         return logits[..., :height, :width].float()
 
     return forward

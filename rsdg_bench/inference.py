@@ -32,8 +32,11 @@ from .windows import window_grid
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
-def checked_forward(predict: Forward, num_classes: int, size_divisor: int, who: str) -> Forward:
-    """Wrap an adapter's predict with padding to `size_divisor`, cropping back, and output checks."""
+def checked_forward(predict: Forward, num_classes: int, size_divisor: int, who: str, finite: bool = True) -> Forward:
+    """Wrap an adapter's predict with padding to `size_divisor`, cropping back, and output checks. `finite=False`
+    leaves the NaN / Inf check to `class_indices`, which makes it on the final scores in the same pass: a
+    non-finite logit stays non-finite through window averaging, resizing and softmax, except a −Inf, which
+    is a probability of 0 under TTA and changes no class."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
@@ -41,15 +44,17 @@ def checked_forward(predict: Forward, num_classes: int, size_divisor: int, who: 
         padded = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
         logits = predict(padded)
         check_logits(logits, (batch, num_classes, height + pad_h, width + pad_w), who, tuple(padded.shape),
-                     "B×K×H×W logits")
+                     "B×K×H×W logits", finite)
         return logits[:, :, :height, :width].float()
 
     return forward
 
 
-def check_logits(logits: object, expected: tuple[int, ...], who: str, given: tuple[int, ...], form: str) -> None:
+def check_logits(logits: object, expected: tuple[int, ...], who: str, given: tuple[int, ...], form: str,
+                 finite: bool = True) -> None:
     """Refuse what an adapter's entry point returned unless it is a floating-point tensor of the expected shape
-    with finite values: class indices, booleans or complex numbers would be scored as if they were scores."""
+    with finite values (unless `finite` is False): class indices, booleans or complex numbers would be scored
+    as if they were scores."""
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise AdapterError(f"adapter {who} returned {got} for input {given}, expected {expected} ({form})",
@@ -57,17 +62,26 @@ def check_logits(logits: object, expected: tuple[int, ...], who: str, given: tup
     if logits.is_complex() or not logits.is_floating_point():
         raise AdapterError(f"adapter {who} returned {logits.dtype} logits, not floating-point scores ({form})",
                            "return the network's raw floating-point scores, not class indices or masks")
-    if logits.numel():
+    if finite and logits.numel():
         low, high = torch.aminmax(logits)  # NaN reaches both extremes: finite extremes mean all values are finite
         if not (torch.isfinite(low) and torch.isfinite(high)):  # (a tenth of the time of `isfinite().all()`)
-            raise AdapterError(f"adapter {who} returned NaN or Inf logits",
-                               "check the checkpoint and the input normalization the adapter declares")
+            raise _non_finite(who)
 
 
-def class_indices(scores: torch.Tensor, dim: int) -> torch.Tensor:
-    """The predicted class along `dim` as uint8: the first maximal score, exactly what `argmax` returns
-    (`max().indices` gives the same indices, ties included, at about a fifth of argmax's CPU time)."""
-    return scores.max(dim=dim).indices.to(torch.uint8)
+def _non_finite(who: str) -> AdapterError:
+    return AdapterError(f"adapter {who} returned NaN or Inf logits",
+                        "check the checkpoint and the input normalization the adapter declares")
+
+
+def class_indices(scores: torch.Tensor, dim: int, who: str) -> torch.Tensor:
+    """The predicted class along `dim` as uint8: the first maximal score, exactly what `argmax` returns, ties
+    included (`class_map`: one pass over the scores on the CPU). A NaN or Inf score is the adapter's error."""
+    from .class_map import first_max_classes  # imports numba: only where a split is scored
+
+    classes, finite = first_max_classes(scores, dim)
+    if not finite:
+        raise _non_finite(who)
+    return classes
 
 
 def _slide(forward: Forward, x: torch.Tensor, num_classes: int, crop: int, stride: int, window_batch: int

@@ -22,7 +22,8 @@ Conventions (`metrics.convention` of a task; the record keeps the matrices, so b
   ignore index still count: their predictions are false positives of the predicted class, and they are in
   OA's denominator. The predictions on ignored pixels are counted for that (`confusion_counts`).
 
-The fast path builds `label·K + pred` in int16 (int32 for K > 127) and counts it with one bincount.
+Counting puts each pixel in bin `label·K + pred`: uint8 maps on the CPU (what evaluation gives) in one
+compiled pass (`pair_counts`), others by one `bincount` of that index built in int16 (int32 for K > 127).
 Ignored pixels land in bins past K², so no mask pass is needed, and labels that are neither a class nor
 the ignore index land in bins that are checked and reported, never silently dropped.
 """
@@ -77,13 +78,18 @@ def confusion_counts(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.n
         if label.numel() and (int(label.min()) < 0 or int(label.max()) > IGNORE_INDEX):
             raise DataError(f"label values must lie in 0..{IGNORE_INDEX}, got {int(label.min())}..{int(label.max())}")
         label = label.to(torch.uint8)
-    if pred.numel():
-        low, high = torch.aminmax(pred)
-        if int(low) < 0 or int(high) >= k:
-            raise ValueError(f"predictions must lie in [0, {k}), got {int(low)}..{int(high)}")
-    index_dtype = torch.int16 if k <= 127 else torch.int32
-    index = label.reshape(-1).to(index_dtype) * k + pred.reshape(-1).to(index_dtype)
-    counts = torch.bincount(index, minlength=(IGNORE_INDEX + 1) * k)
+    if pred.device.type == "cpu" and pred.dtype == torch.uint8 and label.device.type == "cpu":
+        from .pair_counts import pair_counts  # imports numba: only where matrices are counted
+
+        counts = pair_counts(label, pred, k)
+    else:
+        if pred.numel():
+            low, high = torch.aminmax(pred)
+            if int(low) < 0 or int(high) >= k:
+                raise ValueError(f"predictions must lie in [0, {k}), got {int(low)}..{int(high)}")
+        index_dtype = torch.int16 if k <= 127 else torch.int32
+        index = label.reshape(-1).to(index_dtype) * k + pred.reshape(-1).to(index_dtype)
+        counts = torch.bincount(index, minlength=(IGNORE_INDEX + 1) * k)
     stray = counts[k * k: IGNORE_INDEX * k]
     if stray.any():
         values = sorted({int(v) // k for v in torch.nonzero(stray).flatten() + k * k})

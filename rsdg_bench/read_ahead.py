@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -27,15 +27,19 @@ BATCHES_AHEAD = 4  # bounded: at most this many decoded batches wait in memory
 
 @contextlib.contextmanager
 def read_ahead(dataset: Any, indices: Sequence[int], batch_size: int, threads: int = READ_THREADS,
-               pin_memory: bool = False) -> Iterator[Iterator[list[dict]]]:
+               pin_memory: bool = False, then: Callable[[dict], dict] | None = None) -> Iterator[Iterator[list[dict]]]:
     """Batches (lists) of `dataset[i]` for `indices` in order, `batch_size` at a time, read by `threads` threads
-    at most `BATCHES_AHEAD` batches ahead; with `pin_memory`, tensors are pinned by the reading thread (for a
-    CUDA copy that does not block). Leaving the context cancels the reads not started and waits for the
-    running ones, so no thread outlives the evaluation, whether it ended or failed."""
+    at most `BATCHES_AHEAD` batches ahead. The reading thread also applies `then` to each sample (evaluation
+    normalizes there on the CPU, beside the model) and, with `pin_memory`, pins its tensors (for a CUDA copy
+    that does not block); an exception in either is raised where its batch is taken. Leaving the context
+    cancels the reads not started and waits for the running ones, so no thread outlives the evaluation,
+    whether it ended or failed."""
     quiet_georef_everywhere()  # `quiet_georef` swaps the process's warning filters, which threads must not race on
 
     def read(batch: Sequence[int]) -> list[dict]:
         samples = [dataset[i] for i in batch]
+        if then is not None:
+            samples = [then(sample) for sample in samples]
         if pin_memory:
             samples = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
                        for s in samples]

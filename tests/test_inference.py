@@ -160,13 +160,54 @@ def test_resize_with_slide_windows_the_scaled_image():
 
 @pytest.mark.parametrize("dim", [1, 2])
 def test_class_indices_are_argmax_exactly_ties_included(dim: int):
-    """The predicted map comes from `max().indices` (a fifth of argmax's CPU time): it must be argmax's map,
-    first maximal class on ties, or every confusion matrix would move."""
+    """The predicted map comes from one compiled pass (`class_map`): it must be argmax's map, first maximal
+    class on ties, or every confusion matrix would move."""
     from rsdg_bench.inference import class_indices
 
     generator = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 3, (2, 5, 7, 33, 35), generator=generator).float()  # many ties
-    assert torch.equal(class_indices(scores, dim), scores.argmax(dim=dim).to(torch.uint8))
+    assert torch.equal(class_indices(scores, dim, "t"), scores.argmax(dim=dim).to(torch.uint8))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_scores_checked_in_the_class_pass_refuse_a_non_finite_logit(bad: float):
+    """The segmentation kind leaves the NaN / Inf check of each forward pass to `class_indices`: a bad logit
+    must still stop the run, whether the scores are plain logits or averaged over windows."""
+    from rsdg_bench.inference import class_indices
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        logits = torch.randn(x.shape[0], K, *x.shape[-2:])
+        logits[0, 3, -1, -1] = bad
+        return logits
+
+    forward = checked_forward(model, K, 1, "t", finite=False)
+    for spec in (InferenceSpec(mode="whole"), InferenceSpec(mode="slide", crop=48, stride=32)):
+        scores = predict_logits(forward, torch.rand(1, 3, 64, 64), spec, K)
+        with pytest.raises(AdapterError, match="NaN or Inf"):
+            class_indices(scores, 1, "t")
+
+
+def test_under_tta_a_minus_inf_logit_is_a_probability_of_zero():
+    """With TTA the softmax turns a −Inf logit into a probability of 0 (finite), so the scores pass and the
+    class map is the one a very negative finite logit gives; +Inf still becomes NaN and is refused."""
+    from rsdg_bench.inference import class_indices
+
+    base = torch.randn(1, K, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def with_logit(value: float):
+        def model(x: torch.Tensor) -> torch.Tensor:
+            logits = base.expand(x.shape[0], -1, -1, -1).clone()
+            logits[:, 2, :5] = value
+            return logits
+        return checked_forward(model, K, 1, "t", finite=False)
+
+    spec = InferenceSpec(mode="whole", tta=["hflip"])
+    image = torch.rand(1, 3, 32, 32)
+    minus_inf = class_indices(predict_logits(with_logit(float("-inf")), image, spec, K), 1, "t")
+    very_negative = class_indices(predict_logits(with_logit(-1e30), image, spec, K), 1, "t")
+    assert torch.equal(minus_inf, very_negative)
+    with pytest.raises(AdapterError, match="NaN or Inf"):
+        class_indices(predict_logits(with_logit(float("inf")), image, spec, K), 1, "t")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

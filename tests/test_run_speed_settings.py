@@ -73,6 +73,26 @@ def test_samples_read_ahead_by_threads_come_in_order_and_a_failed_read_stops_the
     assert not [t for t in threading.enumerate() if t.name.startswith("rsdg-read")]  # no reader outlives it
 
 
+def test_the_reading_threads_step_runs_on_every_sample_in_order_and_its_error_reaches_the_loop():
+    """Evaluation normalizes in the reading threads (`then`): each sample gets it once, in order, and an
+    error there (a band the model needs is missing) is raised where the batch is taken, as in the loop."""
+
+    def double(sample: dict) -> dict:
+        if sample["sample_id"] == "s6":
+            raise AdapterError("s6 has bands ['red']; the model needs ['nir'] too", "evaluate another domain")
+        return {**sample, "image": sample["image"] * 2}
+
+    with read_ahead(SlowReads(), [3, 1, 2], batch_size=2, then=double) as batches:
+        got = [(s["sample_id"], s["image"].tolist()) for batch in batches for s in batch]
+    assert got == [("s3", [6, 6]), ("s1", [2, 2]), ("s2", [4, 4])]
+    seen = []
+    with pytest.raises(AdapterError, match="the model needs"):
+        with read_ahead(SlowReads(), list(range(10)), batch_size=1, then=double) as batches:
+            for batch in batches:
+                seen.append(batch[0]["sample_id"])
+    assert seen == [f"s{i}" for i in range(6)]  # every sample before the failing one, then the error
+
+
 def test_loader_workers_leave_the_main_process_the_cores_they_do_not_use():
     before = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0))

@@ -33,14 +33,15 @@ class Segmentation(TaskKind):
         from ..inference import checked_forward, class_indices, predict_logits
 
         num_classes = task.class_schema.num_classes
-        forward = checked_forward(adapter.predict, num_classes, adapter.input_contract().size_divisor, adapter.name)
+        forward = checked_forward(adapter.predict, num_classes, adapter.input_contract().size_divisor, adapter.name,
+                                  finite=False)  # checked on the scores by class_indices
 
         def score_batch(samples: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
             scored = []
             for group in _runs_of_equal_size(samples):
                 images = group[0]["image"][None] if len(group) == 1 else torch.stack([s["image"] for s in group])
                 scores = predict_logits(forward, prepare(images, group[0]), task.inference, num_classes, window_batch)
-                scored += zip((s["label"] for s in group), class_indices(scores, dim=1), strict=True)
+                scored += zip((s["label"] for s in group), class_indices(scores, 1, adapter.name), strict=True)
             return scored
 
         return score_batch
