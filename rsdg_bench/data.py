@@ -91,7 +91,10 @@ class SegmentationSplit(Dataset):
 
     def label(self, index: int) -> np.ndarray:
         """The label of one sample alone (through the split's label map), without decoding its image."""
-        label = self.prepared.read_label(self.rows.iloc[index])
+        return self._label_of(self.rows.iloc[index])
+
+    def _label_of(self, row: Any) -> np.ndarray:
+        label = self.prepared.read_label(row)
         return self.label_map.apply(label) if self.label_map is not None else label
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -102,7 +105,7 @@ class SegmentationSplit(Dataset):
         if self.band_indices is not None:
             image = image[..., self.band_indices, :, :]
         if self.labelled:
-            label = self.label(index)
+            label = self._label_of(row)  # the row already looked up (`label(index)` would look it up again)
         else:
             shape = () if self.prepared.card.label_level == "image" else image.shape[:-3] + image.shape[-2:]
             label = np.full(shape, IGNORE_INDEX, dtype=np.uint8)
