@@ -12,12 +12,14 @@ class map's cost: constant scores let a branchy argmax predict every branch); `c
 logits in a new tensor at each call (the model of the issue's measurement: its allocation and fill are
 counted in `run`). The reference is the pure decode of the same prepared image and label files
 (rasterio, no checks). Printed: both times, images per second, and `ratio` = decode time / run time, i.e.
-the share of decode throughput that `run` reaches (1.0 would mean the harness adds nothing).
+the share of decode throughput that `run` reaches (1.0 would mean the harness adds nothing), and the CPU
+time each takes per image: with both cores busy, the ratio cannot pass 2 × decode CPU / run CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -105,23 +107,33 @@ def main() -> None:
         rows = dataset.rows("urban", "val").to_dict("records")
         contract = rb.InputContract(num_bands=3, normalization=rb.Normalization((0.0,) * 3, (1.0,) * 3))
         model = (Scores if args.model == "scores" else Constant)(task.class_schema.num_classes)
-        decode, run = [], []
+        decode, run, decode_cpu, run_cpu = [], [], [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_seconds()
             for row in rows:
                 read_raster(dataset.root / row["image"])
                 read_raster(dataset.root / row["label"])
             decode.append(time.perf_counter() - start)
-            start = time.perf_counter()
+            decode_cpu.append(_cpu_seconds() - cpu)
+            start, cpu = time.perf_counter(), _cpu_seconds()
             rb.evaluate(model, task, input_contract=contract, data_root=data, progress=False,
                         num_workers=args.workers, batch_size=args.batch_size)
             run.append(time.perf_counter() - start)
+            run_cpu.append(_cpu_seconds() - cpu)
         best_decode, best_run = min(decode), min(run)
         print(f"{len(rows)} images of {SIZE}², model {args.model}, {args.threads} threads, {args.workers} workers, "
               f"batch {args.batch_size}, best of {args.repeats}")
         print(f"pure decode {best_decode:.3f} s ({len(rows) / best_decode:.1f} img/s); "
               f"run {best_run:.3f} s ({len(rows) / best_run:.1f} img/s)")
+        print(f"CPU per image (every thread, and loader processes): decode {1e3 * min(decode_cpu) / len(rows):.1f} ms, "
+              f"run {1e3 * min(run_cpu) / len(rows):.1f} ms")
         print(f"ratio {best_decode / best_run:.2f}")
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process's threads and of its ended child processes (DataLoader workers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 if __name__ == "__main__":
