@@ -39,9 +39,9 @@ def first_max_classes(scores: torch.Tensor, dim: int) -> tuple[torch.Tensor, boo
     if scores.numel() == 0:
         return torch.empty(kept, dtype=torch.uint8, device=scores.device), True
     if scores.device.type != "cpu" or scores.dtype != torch.float32:
-        low, high = torch.aminmax(scores)  # NaN reaches both extremes: finite extremes mean all are finite
-        finite = bool(torch.isfinite(low) and torch.isfinite(high))
-        return scores.max(dim=dim).indices.to(torch.uint8), finite
+        from .inference import all_finite
+
+        return scores.max(dim=dim).indices.to(torch.uint8), all_finite(scores)
     planes = scores.detach().contiguous().view(int(np.prod(scores.shape[:dim])), classes, -1)
     out = torch.empty(kept, dtype=torch.uint8)
     finite = _first_max(planes.numpy(), out.view(planes.shape[0], -1).numpy())

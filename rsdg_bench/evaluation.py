@@ -213,11 +213,12 @@ def checked_series_forward(predict_series: SeriesForward, num_classes: int, size
 
 def checked_classify(classify: Callable[[torch.Tensor], torch.Tensor], num_classes: int, who: str
                      ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap an adapter's `classify` with output checks: B×C×H×W → B×K logits."""
+    """Wrap an adapter's `classify` with output checks of type and shape: B×C×H×W → B×K logits. Their
+    finiteness is checked by `inference.class_indices`, in the pass that finds the classes."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         logits = classify(x)
-        check_logits(logits, (x.shape[0], num_classes), who, tuple(x.shape), "B×K logits")
+        check_logits(logits, (x.shape[0], num_classes), who, tuple(x.shape), "B×K logits", finite=False)
         return logits.float()
 
     return forward
