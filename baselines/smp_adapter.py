@@ -50,7 +50,7 @@ class SmpAdapter(Adapter):
 
     trainable = True
     kinds = frozenset({"segmentation", "change_detection"})  # change: early fusion of the stacked dates
-    precisions = frozenset({"fp32", "bf16", "fp16"})  # plain conv nets: autocast is what smp users run
+    precisions = frozenset({"fp32", "tf32", "bf16", "fp16"})  # plain conv nets: autocast is what smp users run
     known_options = frozenset({"arch", "encoder", "mean", "std", "encoder_weights"})
 
     def __init__(self, **options: str) -> None:

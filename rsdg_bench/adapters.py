@@ -134,7 +134,8 @@ class Adapter(abc.ABC):
     # An upper-bound mode that chooses with the labels (e.g. CoDEX's Oracle): the evaluator calls
     # `oracle_series` with them, and the records it gives are marked and never reach a leaderboard.
     peeks_at_labels: bool = False
-    # Arithmetic precisions `run --precision` may use with this adapter (autocast around its forward). fp32
+    # Arithmetic precisions `run --precision` may use with this adapter: fp32 (IEEE), tf32 (CUDA's float32
+    # convolutions and matrix products rounded to TF32), bf16 / fp16 (autocast around its forward). fp32
     # only unless the adapter's authors checked that its numbers hold at lower precision.
     precisions: ClassVar[frozenset[str]] = frozenset({"fp32"})
     known_options: ClassVar[frozenset[str] | None] = None  # the `--model-arg` keys it takes (None: any)

@@ -128,14 +128,15 @@ class Evaluation:
 def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: InputContract | None = None,
              data_root: Path | str | None = None, device: str | torch.device = "cpu", limit: int | None = None,
              name: str | None = None, num_workers: int = 0, window_batch: int = 1, batch_size: int = 1,
-             precision: str = "fp32", progress: bool = True) -> Evaluation:
+             precision: str = "fp32", read_threads: int | None = None, progress: bool = True) -> Evaluation:
     """Evaluate a model on every evaluation split of `task`, exactly as `rsdg-bench run` does.
 
     `model` is an `Adapter` (set up for the task here if it is not yet; its weights as they are) or a plain
     `torch.nn.Module` with its `input_contract` (bands and normalization in the prepared data's units): the
     module is called with the normalized batch, `module(x)` (or `module(x, days)` for a time series), and
     must return logits. The weights are identified in the records by the sha256 of the model's state
-    dict. Nothing is written: `.save(results_dir)` does that.
+    dict. `read_threads` reads ahead without `num_workers` (default: two on the CPU, more beside a GPU).
+    Nothing is written: `.save(results_dir)` does that.
     """
     import torch
     from torch import nn
@@ -161,7 +162,8 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
                                                      "nothing records how they were trained"}, in_memory=True)
     settings = RunSettings(data_root=root, results_root=default_results_root(), device=torch.device(device),
                            num_workers=num_workers, limit=limit, force=True, progress=progress,
-                           window_batch=window_batch, batch_size=batch_size, precision=precision)
+                           window_batch=window_batch, batch_size=batch_size, precision=precision,
+                           read_threads=read_threads)
     _, records = evaluate_task(task, adapter, data, weights, name or adapter.name, settings, store=None)
     return Evaluation(task, records)
 

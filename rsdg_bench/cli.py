@@ -666,10 +666,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=1,
                    help="samples per batch: consecutive equal-size images share one forward pass (speed; on a "
                         "GPU raise it; batch-independent adapters give the same matrices; default 1)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="arithmetic of the adapter's forward (autocast; fp16 on CUDA only; for adapters that "
-                        "declare it, e.g. smp). Not fp32 gives other numbers: the record, its key and the "
-                        "leaderboard row name the precision (default fp32)")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16", "fp16"], default="fp32",
+                   help="arithmetic of the adapter's forward: fp32 is IEEE float32 on every device; tf32 lets "
+                        "CUDA's convolutions and matrix products round to TF32; bf16 / fp16 autocast (tf32 and "
+                        "fp16 on CUDA only; for adapters that declare it, e.g. smp). Not fp32 gives other "
+                        "numbers: the record, its key and the leaderboard row name the precision (default fp32)")
     cluster = p.add_argument_group("cluster jobs (one job per task, through submitit)")
     cluster.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
                          help="submit each task as a Slurm job (or a local subprocess job) instead of running here")

@@ -27,7 +27,7 @@ from .inference import check_logits
 from .kinds import get_kind
 from .kinds.base import SampleNormalizer
 from .metrics import confusion_counts
-from .read_ahead import READ_THREADS, read_ahead
+from .read_ahead import read_ahead, read_threads_for
 from .sparse_counts import SparseCountRows
 from .task_schema import Task
 
@@ -69,7 +69,7 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
                           num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
                           window_batch: int = 1,
                           on_prediction: Callable[[dict, torch.Tensor], None] | None = None,
-                          batch_size: int = 1, precision: str = "fp32") -> SplitCounts:
+                          batch_size: int = 1, precision: str = "fp32", read_threads: int | None = None) -> SplitCounts:
     """Every sample of `split` scored (see `SplitCounts`).
 
     Under torchrun each rank fills the rows of its exact shard and the tensors are summed, so every rank
@@ -77,9 +77,10 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     process evaluates (to keep a few predictions). `batch_size` samples go to the loader at once and equal-size
     images through one forward pass; each image's matrix is counted where its prediction is (on the GPU, one
     K×K transfer per image). Without loader workers, threads of this process read samples ahead of the
-    model (`read_ahead`); with loader workers decoding on some cores, the main process's intra-op threads are
-    set to the cores left (both recorded in `SplitCounts.execution`). `precision` bf16 / fp16 runs the
-    adapter under autocast (the logits are scored in float32).
+    model (`read_ahead`; `read_threads`, by default `read_threads_for(device)`); with loader workers decoding
+    on some cores, the main process's intra-op threads are set to the cores left (all recorded in
+    `SplitCounts.execution`). `precision` bf16 / fp16 runs the adapter under autocast (the logits are scored in
+    float32); float32 arithmetic is IEEE's unless `precision` is tf32 (`float32_arithmetic`).
     """
     num_classes = task.class_schema.num_classes
     keep_freed_blocks()
@@ -87,6 +88,7 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     # On the CPU without loader workers, the reading threads normalize each sample as they read it, beside the
     # model (per sample or per batch, the same float32 operations on each value: the same bits).
     when_read = device.type == "cpu" and num_workers == 0
+    readers = 0 if num_workers else (read_threads or read_threads_for(device))
     score = get_kind(task.kind).batch_scorer(adapter, split, task, device, _as_read if when_read else normalize,
                                              window_batch)
     counts = SplitCounts.empty(len(split), num_classes)
@@ -97,8 +99,9 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     bar = tqdm(total=len(indices), desc=f"eval {split.ref.slug}", unit="img", leave=False,
                disable=not (progress and group.is_main))
     try:
-        with (torch.inference_mode(), intra_op_threads(num_workers, device) as threads, autocast(precision, device),
-              _batches(split.for_inference(), indices, batch_size, num_workers, device,
+        with (torch.inference_mode(), intra_op_threads(num_workers, device) as threads, float32_arithmetic(precision),
+              autocast(precision, device),
+              _batches(split.for_inference(), indices, batch_size, num_workers, readers, device,
                        _normalized_sample(normalize) if when_read else None) as loader):
             for samples in loader:
                 for sample, (label, prediction) in zip(samples, score(samples), strict=True):
@@ -122,20 +125,20 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
         raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
                         "see that process's output above")
     execution = {"intra_op_threads": threads, "loader_workers": num_workers,
-                 "read_threads": 0 if num_workers else READ_THREADS, "batch_size": batch_size,
+                 "read_threads": readers, "batch_size": batch_size,
                  "precision": precision}
     return SplitCounts(group.gather_rows(counts.per_image), group.gather_rows(counts.ignored), execution)
 
 
 @contextlib.contextmanager
-def _batches(dataset: SegmentationSplit, indices: list[int], batch_size: int, num_workers: int,
+def _batches(dataset: SegmentationSplit, indices: list[int], batch_size: int, num_workers: int, read_threads: int,
              device: torch.device, then: Callable[[dict], dict] | None = None) -> Iterator[Iterator[list[dict]]]:
     """The samples at `indices`, `batch_size` at a time in order: from `num_workers` DataLoader worker processes
-    when asked, otherwise read ahead by threads of this process (`read_ahead`: no transfer between processes),
-    which also apply `then` to each sample. Pinned for a CUDA device."""
+    when asked, otherwise read ahead by `read_threads` threads of this process (`read_ahead`: no transfer
+    between processes), which also apply `then` to each sample. Pinned for a CUDA device."""
     pin = device.type == "cuda"
     if num_workers == 0:
-        with read_ahead(dataset, indices, batch_size, pin_memory=pin, then=then) as batches:
+        with read_ahead(dataset, indices, batch_size, read_threads, pin_memory=pin, then=then) as batches:
             yield batches
         return
     yield DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
@@ -155,9 +158,30 @@ def intra_op_threads(num_workers: int, device: torch.device) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def float32_arithmetic(precision: str) -> Iterator[None]:
+    """While a split is scored, float32 convolutions and matrix products are IEEE float32, or TF32 (10-bit
+    mantissa, on NVIDIA GPUs) only at `--precision tf32`; the process's settings are restored afterwards.
+
+    PyTorch lets cuDNN run float32 convolutions in TF32 by default. On an H100, smp's U-Net with TF32 moved
+    88 of 2,097,152 pixels against the CPU's float32, and 7 and 0 (two machines) in IEEE float32
+    (`bench/cuda_batching.py --cpu-check`): a record that says fp32 is float32 on every device. TF32 ran the
+    network 2.2× faster there (model ceiling 297 against 137 images/s), so it can be asked for by name.
+    """
+    backends = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    before = [backend.allow_tf32 for backend in backends]
+    for backend in backends:
+        backend.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        for backend, allowed in zip(backends, before, strict=True):
+            backend.allow_tf32 = allowed
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast to bf16 / fp16 on the device for `run --precision`; nothing at fp32."""
-    if precision == "fp32":
+    """Autocast to bf16 / fp16 on the device for `run --precision`; nothing at fp32 or tf32."""
+    if precision in ("fp32", "tf32"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 

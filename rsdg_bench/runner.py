@@ -65,8 +65,9 @@ class RunSettings:
     group: ProcessGroup = field(default_factory=ProcessGroup)
     window_batch: int = 1  # sliding windows per forward pass: speed only, never a number
     batch_size: int = 1  # samples per loader batch; equal-size images share a forward pass (speed only)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast); not fp32 is a different result, named as such
+    precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast); not fp32 is another result, named so
     save_predictions: int = 0  # keep image / ground truth / prediction PNGs of the first K samples per split
+    read_threads: int | None = None  # threads reading ahead without workers; None: read_threads_for(device)
 
 
 @dataclass
@@ -220,7 +221,7 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
                      if store is not None and settings.save_predictions and kind.per_pixel_map else None)
             counts = evaluate_split_counts(adapter, split, task, settings.device, settings.num_workers,
                                            settings.progress, settings.group, settings.window_batch, saver,
-                                           settings.batch_size, settings.precision)
+                                           settings.batch_size, settings.precision, settings.read_threads)
             elapsed = time.perf_counter() - started
             _same_version(data, ref.dataset, prepared.manifest_sha256, f"{task.id} evaluated {ref.slug}")
         if not settings.group.is_main:
@@ -256,14 +257,15 @@ def precision_block(precision: str) -> dict[str, str]:
 
 
 def check_precision(adapter: Adapter, precision: str, device: torch.device) -> None:
-    """Refuse a precision the adapter does not declare, or fp16 off CUDA (CPU autocast is bf16 only)."""
+    """Refuse a precision the adapter does not declare, or fp16 / tf32 off CUDA (CPU autocast is bf16 only;
+    TF32 is an NVIDIA GPU's)."""
     if precision not in adapter.precisions:
         raise AdapterError(f"adapter {adapter.name} is not declared for --precision {precision} "
                            f"(it declares {', '.join(sorted(adapter.precisions))})",
                            "run it at --precision fp32, or declare `precisions` in the adapter once its numbers "
                            "are checked at that precision")
-    if precision == "fp16" and device.type != "cuda":
-        raise AdapterError(f"--precision fp16 needs a CUDA device, not {device}",
+    if precision in ("fp16", "tf32") and device.type != "cuda":
+        raise AdapterError(f"--precision {precision} needs a CUDA device, not {device}",
                            "use --device cuda, or --precision bf16 on CPU")
 
 

@@ -15,8 +15,8 @@ import torch
 import rsdg_bench as rb
 from rsdg_bench.adapters import Normalization
 from rsdg_bench.errors import AdapterError, DataError
-from rsdg_bench.evaluation import intra_op_threads
-from rsdg_bench.read_ahead import BATCHES_AHEAD, READ_THREADS, read_ahead
+from rsdg_bench.evaluation import float32_arithmetic, intra_op_threads
+from rsdg_bench.read_ahead import BATCHES_AHEAD, MAX_READ_THREADS, READ_THREADS, read_ahead, read_threads_for
 from rsdg_bench.registry import resolve_adapter
 from rsdg_bench.results import decode_per_image
 
@@ -73,6 +73,77 @@ def test_samples_read_ahead_by_threads_come_in_order_and_a_failed_read_stops_the
     assert not [t for t in threading.enumerate() if t.name.startswith("rsdg-read")]  # no reader outlives it
 
 
+class ConcurrentReads:
+    """A dataset that records how many of its reads run at once."""
+
+    def __init__(self) -> None:
+        self.lock, self.running, self.most = threading.Lock(), 0, 0
+
+    def __getitem__(self, index: int) -> dict:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.02)
+        with self.lock:
+            self.running -= 1
+        return {"image": torch.full((2,), index), "sample_id": f"s{index}"}
+
+
+def test_every_reading_thread_has_work_when_batches_are_larger_than_the_threads_are_many():
+    """A batch is read by all the threads, a sample each, not by one thread (beside a GPU, batches of 8 and
+    8 threads left 7 idle), and the batches are still the consecutive runs of `indices`."""
+    dataset = ConcurrentReads()
+    with read_ahead(dataset, list(range(16)), batch_size=8, threads=4) as batches:
+        got = [[s["sample_id"] for s in batch] for batch in batches]
+    assert got == [[f"s{i}" for i in range(8)], [f"s{i}" for i in range(8, 16)]]
+    assert dataset.most == 4
+
+
+def test_threads_read_ahead_for_the_cpu_and_beside_a_gpu(monkeypatch: pytest.MonkeyPatch):
+    """On the CPU the model's threads use the cores: two readers. Beside a GPU, every core but the main
+    thread's, from two up to MAX_READ_THREADS."""
+    assert read_threads_for(torch.device("cpu")) == READ_THREADS == 2
+    for cores, readers in ((1, 2), (4, 3), (16, MAX_READ_THREADS), (64, MAX_READ_THREADS)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert read_threads_for(torch.device("cuda")) == readers
+
+
+class SeesArithmetic(torch.nn.Module):
+    """A 1×1 convolution that notes whether TF32 was allowed when it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.seen = torch.nn.Conv2d(3, 5, 1), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return self.conv(x)
+
+
+def test_fp32_is_ieee_float32_while_scoring_and_tf32_only_when_asked_for_by_name(data_root: Path):
+    """PyTorch lets cuDNN use TF32 for float32 convolutions by default, which moved pixels against the CPU's
+    float32 on an H100: at fp32 the harness turns it off while it scores, and gives the process its
+    settings back afterwards; `float32_arithmetic("tf32")` allows both."""
+    backends = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    before = [backend.allow_tf32 for backend in backends]
+    try:
+        for backend in backends:
+            backend.allow_tf32 = True
+        module = SeesArithmetic()
+        contract = rb.InputContract(3, rb.Normalization((0.0,) * 3, (1.0,) * 3))
+        rb.evaluate(module, "demo/u2a", input_contract=contract, data_root=data_root, limit=2, progress=False)
+        assert module.seen and set(module.seen) == {(False, False)}
+        assert [backend.allow_tf32 for backend in backends] == [True, True]
+        for backend in backends:
+            backend.allow_tf32 = False
+        with float32_arithmetic("tf32"):
+            assert [backend.allow_tf32 for backend in backends] == [True, True]
+        assert [backend.allow_tf32 for backend in backends] == [False, False]
+    finally:
+        for backend, allowed in zip(backends, before, strict=True):
+            backend.allow_tf32 = allowed
+
+
 def test_the_reading_threads_step_runs_on_every_sample_in_order_and_its_error_reaches_the_loop():
     """Evaluation normalizes in the reading threads (`then`): each sample gets it once, in order, and an
     error there (a band the model needs is missing) is raised where the batch is taken, as in the loop."""
@@ -125,8 +196,9 @@ def test_a_lower_precision_is_its_own_result_and_is_refused_where_it_cannot_run(
     assert record.model["precision"] == "bf16" and record.model.display_name == "unet [bf16]"
     assert record.provenance.execution["precision"] == "bf16" and "precision" not in full.records[0].model
     assert record.key != full.records[0].key  # a resumed fp32 run never takes a bf16 record for its own
-    with pytest.raises(AdapterError, match="fp16 needs a CUDA device"):
-        rb.evaluate(adapter, task, data_root=data_root, limit=1, progress=False, precision="fp16")
+    for needs_cuda in ("fp16", "tf32"):
+        with pytest.raises(AdapterError, match=f"{needs_cuda} needs a CUDA device"):
+            rb.evaluate(adapter, task, data_root=data_root, limit=1, progress=False, precision=needs_cuda)
     contract = rb.InputContract(3, rb.Normalization((0.0,) * 3, (1.0,) * 3))
     with pytest.raises(AdapterError, match="not declared for --precision bf16"):
         rb.evaluate(torch.nn.Conv2d(3, 5, 1), task, input_contract=contract, data_root=data_root, limit=1,
