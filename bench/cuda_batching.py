@@ -2,7 +2,7 @@
 batched, as images per second and GPU utilisation, in one run, with the two bounds it cannot pass.
 
     python bench/cuda_batching.py [--device cuda] [--images 32] [--settings 1x1,1x4,8x1] [--precisions fp32]
-                                  [--read-threads auto] [--workers 0] [--repeats 2] [--cpu-check 2]
+                                  [--read-threads auto] [--workers 0] [--repeats 2] [--cpu-check 2] [--profile]
 
 The 1024² LoveDA-layout fake of `run_vs_decode.py` is prepared by the real preparer, and `crossearth/r2u`'s
 target split is evaluated with its inference changed to 512² windows at stride 512 (four per image, no
@@ -24,7 +24,9 @@ its confusion matrix from the first setting's (a lower bound on the pixels whose
 convolutions may pick other kernels, whose rounding can flip a near tie). `--cpu-check N` evaluates the first
 N images on the CPU in float32 and compares with the device's 1x1 float32 matrices the same way. Last, the
 class map and the confusion count on the device are compared with the CPU's compiled loops on random
-scores with ties: those must agree exactly. On the CPU (`--device cpu`) it is a smoke check of this script.
+scores with ties: those must agree exactly. `--profile` prints cProfile's top functions for the last setting
+(on Python 3.12 and later cProfile sees every thread, the reading ones too). On the CPU (`--device cpu`) it
+is a smoke check of this script.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from rsdg_bench.metrics import confusion_counts
 from rsdg_bench.prep import get_preparer
 from rsdg_bench.read_ahead import read_ahead, read_threads_for
 from rsdg_bench.registry import resolve_adapter
-from rsdg_bench.task_schema import InferenceSpec
+from rsdg_bench.task_schema import InferenceSpec, Task
 from run_vs_decode import write_raw
 
 WINDOW = 512
@@ -104,7 +106,7 @@ def kernel_parity(device: torch.device) -> tuple[bool, bool]:
     return same_classes, same_counts
 
 
-def read_ceiling(task, data: Path, threads: int, batch: int, device: torch.device) -> float:
+def read_ceiling(task: Task, data: Path, threads: int, batch: int, device: torch.device) -> float:
     """Images per second of reading the target split ahead as `run` does (pinned for CUDA), nothing else; the
     second of two passes (the first fills the page cache and the pinned-memory pool, as a warm-up run does)."""
     split = rb.open_split(task, "target", data_root=data, for_training=False).for_inference()
@@ -141,6 +143,7 @@ def model_ceiling(module: torch.nn.Module, device: torch.device, arithmetic: str
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it counts that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -151,7 +154,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="target images of 1024² (default 32)")
     parser.add_argument("--settings", default="1x1,1x4,8x1",
                         help="comma-separated BxW: images per batch × windows per forward pass (default 1x1,1x4,8x1)")
-    parser.add_argument("--precisions", default="fp32", help="comma-separated, of fp32, bf16, fp16 (default fp32)")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated, of fp32, tf32, bf16, fp16 (default fp32)")
     parser.add_argument("--read-threads", default="auto",
                         help="comma-separated thread counts reading ahead, or auto (the harness's; default auto)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0: read-ahead threads)")
