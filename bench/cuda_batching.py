@@ -32,7 +32,6 @@ is a smoke check of this script.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import os
 import pstats
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 import rsdg_bench as rb
+from rsdg_bench.evaluation import autocast, float32_arithmetic
 from rsdg_bench.inference import class_indices
 from rsdg_bench.metrics import confusion_counts
 from rsdg_bench.prep import get_preparer
@@ -125,20 +125,15 @@ def model_ceiling(module: torch.nn.Module, device: torch.device, arithmetic: str
     on_gpu = device.type != "cpu"
     repeats = 20 if on_gpu else 1
     windows = torch.randn(32 if on_gpu else 2, 3, WINDOW, WINDOW, device=device)
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = arithmetic == "tf32"
-    cast = torch.autocast(device.type, dtype=torch.bfloat16) if arithmetic == "bf16" else contextlib.nullcontext()
-    try:
-        with torch.inference_mode(), cast:
-            for _ in range(3 if on_gpu else 1):
-                module(windows)
-            synchronize(device)
-            started = time.perf_counter()
-            for _ in range(repeats):
-                module(windows)
-            synchronize(device)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    precision = {"ieee": "fp32", "tf32": "tf32", "bf16": "bf16"}[arithmetic]
+    with torch.inference_mode(), float32_arithmetic(precision), autocast(precision, device):
+        for _ in range(3 if on_gpu else 1):
+            module(windows)
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            module(windows)
+        synchronize(device)
     return repeats * len(windows) / 4 / (time.perf_counter() - started)
 
 
