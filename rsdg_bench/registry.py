@@ -67,6 +67,16 @@ def _builtin(name: str) -> type[Adapter]:
     return _BUILTINS[name]
 
 
+def builtin_adapter(name: str) -> type[Adapter]:
+    """The built-in adapter `name` and nothing else: never a file, never a plug-in. What static submission
+    checks use to compare a bundle's claimed built-in with the harness's own code; a name that is not a
+    built-in is refused before anything is imported."""
+    if name not in builtin_modules():
+        raise AdapterError(f"{name!r} is not a built-in adapter",
+                           f"built-ins: {', '.join(sorted(builtin_modules()))}")
+    return _builtin(name)
+
+
 def _from_file(spec: str) -> type[Adapter]:
     file_part, _, class_name = spec.rpartition(":")
     path = Path(file_part)

@@ -230,3 +230,42 @@ def test_pack_refuses_what_it_cannot_vouch_for(submitted: dict[str, Path], tmp_p
     err = capsys.readouterr().err
     assert "no records of model 'nobody'" in err and "models there: unet" in err
     assert not (tmp_path / "x.zip").exists()
+
+
+# --------------------------------------------------------------------------- strangers' input (docs/security.md)
+
+MARKER_ADAPTER = '''"""Hostile: leaves a marker file the moment it is imported."""
+from pathlib import Path
+
+Path({marker!r}).write_text("imported")
+
+
+class Evil:
+    pass
+'''
+
+
+@pytest.mark.parametrize("name", ["absolute", "relative"])
+def test_static_verify_and_the_board_never_import_bundle_code(name: str, submitted: dict[str, Path], data_root: Path,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A manifest naming a 'built-in' adapter by a `file.py:Class` spec is data: neither `submission verify`
+    (without --rerun) nor `leaderboard build --submissions` imports the file."""
+    bundles = tmp_path / "submissions"
+    bundles.mkdir()
+    bundle = _copy(submitted["bundle"], bundles)
+    marker = tmp_path / "imported.txt"
+    evil = bundle / "adapter" / "evil.py"
+    evil.parent.mkdir()
+    evil.write_text(MARKER_ADAPTER.format(marker=str(marker)))
+    _relist(bundle, evil)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["adapter"] = {"kind": "built-in", "name": f"{evil}:Evil" if name == "absolute" else "evil.py:Evil",
+                           "code_sha256": manifest["adapter"]["code_sha256"]}
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    monkeypatch.chdir(evil.parent)  # a relative spec would resolve here
+    assert main(["submission", "verify", str(bundle), "--data-root", str(data_root)]) == 1
+    assert not marker.exists()
+    assert main(["leaderboard", "build", "--results", str(tmp_path / "no-results"), "--submissions", str(bundles),
+                 "--data-root", str(data_root), "--out", str(tmp_path / "site")]) == 0
+    assert not marker.exists()
+    assert "submission refused" in "".join(p.read_text() for p in (tmp_path / "site").rglob("*.html"))

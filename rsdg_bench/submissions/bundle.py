@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import distribution, distributions
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .. import __version__
 from ..errors import SubmissionError
@@ -38,6 +40,7 @@ FORMAT_VERSION = 1
 MAX_MEMBERS = 200_000
 MAX_MEMBER_BYTES = 2 * 1024 ** 3  # a checkpoint may be large; records are capped by `results.MAX_RECORD_BYTES`
 MAX_BUNDLE_BYTES = 64 * 1024 ** 3
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 CARD_FIELDS = ("name", "paper", "url", "code", "weights", "licence", "contact", "description")
 
 
@@ -47,7 +50,7 @@ class AdapterSource(BaseModel):
     distribution, by name, version and the sha256 of its installed-file list)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: str
+    kind: Literal["built-in", "file", "package"]
     name: str
     code_sha256: str | None = None
     entry: str | None = None
@@ -55,6 +58,34 @@ class AdapterSource(BaseModel):
     distribution: str | None = None
     version: str | None = None
     record_sha256: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """An adapter's name is a name, never a path or a `file.py:Class` spec: a bundle cannot make the
+        maintainer's harness import a file by naming it (the name is only ever looked up among built-ins and
+        installed plug-ins)."""
+        if not ADAPTER_NAME.fullmatch(name):
+            raise ValueError(f"adapter name {name!r} is not a plain name (letters, digits, '_', '-', '.')")
+        return name
+
+    @model_validator(mode="after")
+    def _inert_sources(self) -> AdapterSource:
+        """A file adapter's `entry` and `files` are plain relative names inside `adapter/`; the other kinds
+        carry no files."""
+        if self.kind != "file":
+            if self.files or self.entry:
+                raise ValueError(f"a {self.kind} adapter carries no source files or entry")
+            return self
+        file, _, cls_name = (self.entry or "").partition(":")
+        if not file.endswith(".py") or not cls_name.isidentifier() or file not in self.files:
+            raise ValueError(f"entry {self.entry!r} is not `file.py:Class` naming one of the bundled files")
+        for rel in self.files:
+            pure = PurePosixPath(rel)
+            if (not rel or pure.is_absolute() or ".." in pure.parts or "." in pure.parts or "\\" in rel
+                    or pure.as_posix() != rel):
+                raise ValueError(f"adapter file {rel!r} is not a plain relative path")
+        return self
 
 
 class SubmissionManifest(BaseModel):

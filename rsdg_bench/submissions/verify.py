@@ -180,9 +180,11 @@ def _adapter_code(bundle: Bundle, manifest: SubmissionManifest, records: list[tu
         return f"bundled {source.entry} ({len(files)} files) is the code that made the records"
     if source.kind == "built-in":
         from ..code_identity import code_identity
-        from ..registry import resolve_adapter
+        from ..registry import builtin_adapter, builtin_modules
 
-        here = code_identity(resolve_adapter(source.name)).get("sha256")
+        if source.name not in builtin_modules():  # only the harness's own code is ever looked up, never a file
+            raise _fail(f"{MANIFEST} names {source.name!r} as a built-in adapter; it is not one here")
+        here = code_identity(builtin_adapter(source.name)).get("sha256")
         if here != code.get("sha256"):
             raise _fail(f"built-in adapter {source.name} here is code {str(here)[:12]}; the records were made by "
                         f"{str(code.get('sha256'))[:12]} (harness {manifest.harness.get('version')} "
