@@ -227,3 +227,42 @@ def test_hidden_test_labels_are_scored_by_an_organizer_only(tmp_path: Path):
     assert sum(map(sum, record.confusion_matrices["openearthmap_sar/sar/test"])) > 0
     with pytest.raises(DataError, match="publishes the labels of all its splits"):
         get_preparer("toyearth", private_labels=private)
+
+
+# --------------------------------------------------------------------------- strangers' maps (docs/security.md)
+
+def _vrt(source: str, size: tuple[int, int]) -> bytes:
+    height, width = size
+    return (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><VRTRasterBand dataType="Byte" band="1">'
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>1</SourceBand>'
+            '</SimpleSource></VRTRasterBand></VRTDataset>').encode()
+
+
+@pytest.mark.parametrize("source", ["label file", "vsicurl"])
+def test_a_vrt_map_is_refused_before_gdal_reads_what_it_points_at(source: str, good_maps: Path, data_root: Path,
+                                                                   tmp_path: Path):
+    """A 'map' that is a VRT over the hidden label file (or a URL) is refused by its magic bytes: it neither
+    scores the labels nor makes a request."""
+    import socket
+
+    folder = tmp_path / "maps"
+    shutil.copytree(good_maps, folder)
+    split = next(s for s in _manifest(folder)["splits"] if s["role"] == "target")
+    sample_id = split["sample_ids"][0]
+    label = next(p for p in data_root.rglob(f"{sample_id}.*") if "labels" in p.parts)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    target = (str(label) if source == "label file" else
+              f"/vsicurl/http://127.0.0.1:{listener.getsockname()[1]}/{label.name}")
+    named = _rewrite_first_map(folder, raw=_vrt(target, _first_map(good_maps).shape[1:]))
+    try:
+        with pytest.raises(SubmissionError) as caught:
+            score_predictions(TaskCatalog().task("demo/u2a"), folder, data_root, tmp_path / "results", progress=False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+    assert "is not an allowed raster format: a GDAL VRT" in caught.value.problem and named in caught.value.problem
+    assert "PNG or GeoTIFF" in caught.value.fix and not (tmp_path / "results").exists()

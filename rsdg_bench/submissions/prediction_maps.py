@@ -367,17 +367,11 @@ def _verified_bytes(folder: Path, entry: PredictedFile) -> tuple[Path, bytes]:
 
 @contextmanager
 def _raster(path: Path, data: bytes) -> Iterator[Any]:
-    from rasterio.errors import RasterioError
-    from rasterio.io import MemoryFile
+    """The map's bytes opened as PNG or GeoTIFF only, reading nothing else (see `untrusted_raster`)."""
+    from ..untrusted_raster import open_untrusted_raster
 
-    from ..prepared import quiet_georef
-
-    try:
-        with quiet_georef(), MemoryFile(data) as memory, memory.open() as src:
-            yield src
-    except RasterioError as exc:
-        raise SubmissionError(f"{path} is not a readable raster: {exc}",
-                              "write PNG or GeoTIFF maps (`rsdg-bench predict` does)") from exc
+    with open_untrusted_raster(data, str(path)) as src:
+        yield src
 
 
 def _read_map(folder: Path, entry: PredictedFile, label: np.ndarray, k: int,

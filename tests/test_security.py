@@ -1,0 +1,46 @@
+"""Strangers' input without a trained model (docs/security.md): argument limits, raster sniffing, names that
+must stay names, bounded bundle reading and writers that own their output. The checks that need a packed
+bundle or prediction maps live beside their fixtures in test_submissions.py and test_prediction_maps.py."""
+
+from __future__ import annotations
+
+import stat
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rsdg_bench.cli import main
+from rsdg_bench.errors import DataError
+
+
+# --------------------------------------------------------------------------- untrusted rasters
+
+def _encoded(driver: str, width: int = 8, height: int = 8) -> bytes:
+    import numpy as np
+    from rasterio.io import MemoryFile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not georeferenced: on purpose
+        with MemoryFile() as memory:
+            with memory.open(driver=driver, width=width, height=height, count=1, dtype="uint8") as dst:
+                dst.write(np.zeros((1, height, width), dtype=np.uint8))
+            return memory.read()
+
+
+def test_only_plain_png_and_geotiff_open_and_their_size_is_bounded_from_the_header():
+    from rsdg_bench.errors import SubmissionError
+    from rsdg_bench.untrusted_raster import open_untrusted_raster
+
+    for driver in ("PNG", "GTiff"):
+        with open_untrusted_raster(_encoded(driver), "map") as src:
+            assert src.driver == driver and src.read().shape == (1, 8, 8)
+    for data, says in ((b"<html><body>hi</body></html>", "XML/HTML"), (_encoded("BMP"), "bytes starting"),
+                       (b"<VRTDataset rasterXSize='1'/>", "GDAL VRT")):
+        with pytest.raises(SubmissionError, match=f"not an allowed raster format: .*{says}"):
+            with open_untrusted_raster(data, "map"):
+                pass
+    with pytest.raises(SubmissionError, match="declares 1×8×8 values, more than 63"):
+        with open_untrusted_raster(_encoded("GTiff"), "map", max_pixels=63):
+            pass
