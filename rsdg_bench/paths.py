@@ -8,6 +8,7 @@ Data root: `--data-root`, else `$RSDG_DATA`, else `$XDG_DATA_HOME/rsdg-bench/dat
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -27,6 +28,12 @@ def default_results_root() -> Path:
 # A name that becomes one path component (a dataset, domain, split, checkpoint key, schema or map id):
 # letters, digits, `_ . + -`, not starting with a dot, so it can never climb out of its folder.
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+
+
+def is_safe_name(value: object) -> bool:
+    """Whether `value` is a `SAFE_NAME`: one path component that stays in its folder (no `/`, no `..`, no
+    leading dot, no trailing newline)."""
+    return isinstance(value, str) and re.fullmatch(SAFE_NAME[1:-1], value) is not None
 
 
 def confined(root: Path, candidate: str | Path, what: str) -> Path:

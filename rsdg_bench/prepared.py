@@ -681,6 +681,13 @@ class PreparedDataset:
 
     @classmethod
     def open(cls, data_root: Path, name: str) -> PreparedDataset:
+        """The prepared dataset `name` (a plain folder name: a record or bundle can never point this at a
+        path, where opening would also recover, i.e. rename or delete, a `.<name>.old` beside it)."""
+        from .paths import is_safe_name
+
+        if not is_safe_name(name):
+            raise DataError(f"{name!r} is not a dataset name (letters, digits, '_', '.', '+', '-'; no path)",
+                            "name a prepared dataset by its name, e.g. toyearth")
         with reading(data_root, name):  # no publish swaps the folder while its card and manifest are read
             return cls._open_unlocked(Path(data_root), name)
 

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from . import __version__
 from .errors import ResultsError, RsdgError
 from .io import atomic_write_text, canonical_json, sha256_bytes
-from .paths import confined
+from .paths import SAFE_NAME, confined
 from .metrics import CONVENTIONS, GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
 from .sparse_counts import SparseCountRows
 
@@ -77,9 +77,9 @@ def git_commit() -> str:
 class EvaluatedSplit(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["source", "target"]
-    dataset: str
-    domain: str
-    split: str
+    dataset: str = Field(pattern=SAFE_NAME)  # one folder name under the data root: never a path (read from bundles)
+    domain: str = Field(pattern=SAFE_NAME)
+    split: str = Field(pattern=SAFE_NAME)
     num_samples: int
     published_samples: int | None = None  # the split's size in the full release, when the dataset publishes it
     accepted_samples: list[int] = []  # other sizes a source gives for the same split (card's published_alternatives)

@@ -15,6 +15,17 @@ from rsdg_bench.cli import main
 from rsdg_bench.errors import DataError
 
 
+@pytest.mark.parametrize("name", ["../victim", "/tmp/victim", ".victim", "a/b", "toyearth\n"])
+def test_a_prepared_dataset_is_opened_by_name_only(name: str, tmp_path: Path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / ".victim.old").mkdir()
+    with pytest.raises(DataError, match="is not a dataset name"):
+        from rsdg_bench.prepared import PreparedDataset
+
+        PreparedDataset.open(tmp_path / "data", name)
+    assert (tmp_path / ".victim.old").is_dir()
+
+
 # --------------------------------------------------------------------------- untrusted rasters
 
 def _encoded(driver: str, width: int = 8, height: int = 8) -> bytes:

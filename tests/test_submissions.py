@@ -269,3 +269,21 @@ def test_static_verify_and_the_board_never_import_bundle_code(name: str, submitt
                  "--data-root", str(data_root), "--out", str(tmp_path / "site")]) == 0
     assert not marker.exists()
     assert "submission refused" in "".join(p.read_text() for p in (tmp_path / "site").rglob("*.html"))
+
+
+@pytest.mark.parametrize("dataset", ["absolute", "../victim"])
+def test_a_records_dataset_is_a_name_never_a_path(dataset: str, submitted: dict[str, Path], data_root: Path,
+                                                  tmp_path: Path):
+    """`evaluated.dataset` names a folder under the data root; a path there fails the schema check, and the
+    `.<name>.old` a swap recovery would rename or delete beside it is left alone."""
+    victim = data_root.parent / "victim"
+    (victim / "kept").mkdir(parents=True, exist_ok=True)
+    (data_root.parent / ".victim.old").mkdir(exist_ok=True)
+    (data_root.parent / ".victim.old" / "kept.txt").write_text("mine")
+    bundle = _copy(submitted["bundle"], tmp_path)
+    name = str(victim) if dataset == "absolute" else dataset
+    _edit_record(bundle, lambda data: data["evaluated"].update(dataset=name))
+    verification = verify_bundle(bundle, data_root)
+    assert (data_root.parent / ".victim.old" / "kept.txt").read_text() == "mine" and (victim / "kept").is_dir()
+    assert "schema" in {c.name for c in verification.failed}
+    assert "evaluated.dataset" in next(c.detail for c in verification.failed if c.name == "schema")
