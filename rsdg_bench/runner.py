@@ -294,9 +294,7 @@ def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], norma
     scenes, scene_unit = split.scenes()
     return ResultRecord(
         schema_version=SCHEMA_VERSION, key=key,
-        task={"id": task.id, "name": task.name, "version": task.version, "hash": task.hash, "suite": task.suite,
-              "gap": task.gap, "kind": task.kind, "classes": task.classes, "class_names": class_names,
-              "headline_classes": headline, "primary": task.metrics.primary, "resolved": task.model_dump(mode="json")},
+        task=task.record_block(),
         model=model,
         evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
                                  num_samples=len(split), published_samples=card.published_counts.get(ref.domain, {}).get(ref.split),

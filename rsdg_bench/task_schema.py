@@ -214,6 +214,15 @@ class Task(_Strict):
         """Every split the task reads: source, selection, targets."""
         return [self.source, *([self.select] if self.select else []), *self.targets]
 
+    def record_block(self) -> dict[str, Any]:
+        """The `task` block a result record of this task holds: identity, classes, headline and the resolved
+        definition. `run` writes it; `submission verify` judges a bundle's records under the installed task's
+        own block, never the copy a record carries."""
+        return {"id": self.id, "name": self.name, "version": self.version, "hash": self.hash, "suite": self.suite,
+                "gap": self.gap, "kind": self.kind, "classes": self.classes, "class_names": self.class_schema.names,
+                "headline_classes": self.headline_class_indices(), "primary": self.metrics.primary,
+                "resolved": self.model_dump(mode="json")}
+
     def headline_class_indices(self) -> list[int]:
         if self.metrics.classes == "all":
             return list(range(self.class_schema.num_classes))

@@ -206,7 +206,7 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
                  "--card", str(submitted["card"]), "--out", str(bundles / "unet.zip")]) == 0
     assert main(["submission", "verify", str(bundles / "unet.zip"), "--data-root", str(data_root)]) == 0
     out = capsys.readouterr().out
-    assert out.count("PASS") == 13 and "FAIL" not in out and (bundles / "unet.zip.verified.json").is_file()
+    assert out.count("PASS") == 14 and "FAIL" not in out and (bundles / "unet.zip.verified.json").is_file()
     refused = _copy(submitted["bundle"], bundles)
     _edit_record(refused, _bump_metric)
     assert main(["submission", "verify", str(refused), "--data-root", str(data_root)]) == 1
@@ -287,3 +287,16 @@ def test_a_records_dataset_is_a_name_never_a_path(dataset: str, submitted: dict[
     assert (data_root.parent / ".victim.old" / "kept.txt").read_text() == "mine" and (victim / "kept").is_dir()
     assert "schema" in {c.name for c in verification.failed}
     assert "evaluated.dataset" in next(c.detail for c in verification.failed if c.name == "schema")
+
+
+def test_a_forged_headline_fails_verify_under_the_installed_definition(submitted: dict[str, Path], data_root: Path,
+                                                                       tmp_path: Path):
+    """A record whose copy of the task averages other classes (numbers and digest restamped to agree, task
+    hash kept) is judged under the installed task: the definition and the recomputed metrics both fail."""
+    bundle = _copy(submitted["bundle"], tmp_path)
+    _edit_record(bundle, lambda data: data["task"].update(headline_classes=[0]), restamp=True)
+    verification = verify_bundle(bundle, data_root)
+    failed = {c.name: c.detail for c in verification.failed}
+    assert set(failed) == {"metrics", "definition"} and not verification.passed
+    assert "headline_classes [0], installed [0, 1, 2" in failed["definition"]
+    assert "its confusion matrix gives" in failed["metrics"]

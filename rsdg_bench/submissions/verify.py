@@ -8,10 +8,13 @@ a seeded draw the submitter cannot predict, are evaluated again and must give id
 
 Checks, in order: members (the manifest's sha256 of every member, nothing unlisted), schema (each record
 parses, sizes in range), digests (no record edited after it was written), per-image sums (each split's
-per-image matrices add up to its matrix), metrics (every stored number recomputed from the matrices), model
+per-image matrices add up to its matrix), metrics (every stored number recomputed from the matrices under
+the installed task's headline, classes and convention, not the record's copy of them), model
 (one model, one adapter code, the checkpoints the manifest lists), adapter code (the bundled source, or the
 built-in / installed plug-in, is the code the records name), task versions (equal to the installed tasks;
-a stale one names the fields that changed), data versions (the manifest sha256 of the maintainer's prepared
+a stale one names the fields that changed), definition (each record's task block is the installed task's, and
+its numbers follow from its matrices under the installed headline, classes and convention: a bundle's copy
+of a task is only compared, never used), data versions (the manifest sha256 of the maintainer's prepared
 data), split sizes (the prepared and published split sizes), eligible (no smoke, `--limit`, random-init or
 oracle record), complete (every split of every task of the selection), provenance (harness version, commit,
 software, date, hashes that agree with the record).
@@ -25,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RsdgError
-from ..results import ResultRecord, check_bounds, check_digest, check_metrics, check_per_image, parse_record_json
+from ..results import ResultRecord, check_bounds, check_digest, check_per_image, parse_record_json
 from ..task_schema import TaskCatalog
 from .bundle import MANIFEST, Bundle, SubmissionManifest, board_exclusion
+from .local_definition import check_definition, check_metrics_locally
 from .task_changes import changed_fields
 
 
@@ -100,11 +104,12 @@ def verify_bundle(path: Path, data_root: Path, catalog: TaskCatalog | None = Non
             return verification
         records = verification.records
         for name, check in (("digests", check_digest), ("per-image sums", check_per_image),
-                            ("metrics", check_metrics)):
+                            ("metrics", lambda r, w: check_metrics_locally(r, catalog, w))):
             _run(verification, name, lambda c=check: _each(records, c))
         _run(verification, "model", lambda: _one_model(records, manifest))
         _run(verification, "adapter code", lambda: _adapter_code(bundle, manifest, records))
-        _run(verification, "task versions", lambda: _task_versions(records, catalog))
+        if _run(verification, "task versions", lambda: _task_versions(records, catalog)):
+            _run(verification, "definition", lambda: _local_definition(records, catalog))
         _run(verification, "data versions", lambda: _data_versions(records, Path(data_root)))
         _run(verification, "split sizes", lambda: _split_sizes(records, Path(data_root)))
         _run(verification, "eligible", lambda: _eligible(records))
@@ -209,6 +214,13 @@ def _task_versions(records: list[tuple[str, ResultRecord]], catalog: TaskCatalog
                         f"{str(record.task.hash)[:12]}; installed version {task.version}, {task.hash[:12]}); "
                         f"changed: {', '.join(changes) or 'the hash only'}")
     return f"{len({r.task.id for _, r in records})} tasks, each the installed definition"
+
+
+def _local_definition(records: list[tuple[str, ResultRecord]], catalog: TaskCatalog) -> str:
+    """Every record judged under the installed task (see `local_definition`), not the block it carries."""
+    for where, record in records:
+        check_definition(record, catalog.tasks[record.task.id], where)
+    return f"{len(records)} records carry the installed headline, classes, convention and definition"
 
 
 def _prepared(data_root: Path, dataset: str, cache: dict) -> object:
