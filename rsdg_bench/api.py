@@ -221,7 +221,8 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
     if submissions is not None:
         from .submissions.board import submitted_records
 
-        submitted = submitted_records(Path(submissions), Path(data_root) if data_root else default_data_root())
+        submitted = submitted_records(Path(submissions), Path(data_root) if data_root else default_data_root(),
+                                      results)
         records, badges = itertools.chain(records, submitted.records), submitted.badges
         refused = itertools.chain(refused_here, submitted.refused)
     board = with_suites(build_board(records, refused, only_protocol=only_protocol, verified=badges),

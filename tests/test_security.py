@@ -15,6 +15,23 @@ from rsdg_bench.cli import main
 from rsdg_bench.errors import DataError
 
 
+@pytest.mark.parametrize("tolerance", ["nan", "inf", "-1e-4", "1.5", "x"])
+def test_a_tolerance_that_is_not_a_fraction_is_refused_at_parsing(tolerance: str, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exited:
+        main(["submission", "verify", str(tmp_path / "b.zip"), "--rerun", "1", f"--tolerance={tolerance}"])
+    assert exited.value.code == 2 and "not a" in capsys.readouterr().err
+
+
+def test_rerun_refuses_a_nan_tolerance_from_python(tmp_path: Path):
+    from rsdg_bench.errors import RsdgError
+    from rsdg_bench.submissions.rerun import rerun_samples
+    from rsdg_bench.submissions.verify import Verification
+
+    with pytest.raises(RsdgError, match="not a fraction"):
+        rerun_samples(Verification(tmp_path / "b.zip"), 1, tmp_path, tolerance=float("nan"))
+
+
 @pytest.mark.parametrize("name", ["../victim", "/tmp/victim", ".victim", "a/b", "toyearth\n"])
 def test_a_prepared_dataset_is_opened_by_name_only(name: str, tmp_path: Path):
     (tmp_path / "data").mkdir()

@@ -204,9 +204,11 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
     bundles.mkdir()
     assert main(["submission", "pack", "--results", str(submitted["results"]), "--model", "unet", "--suite", "demo",
                  "--card", str(submitted["card"]), "--out", str(bundles / "unet.zip")]) == 0
-    assert main(["submission", "verify", str(bundles / "unet.zip"), "--data-root", str(data_root)]) == 0
+    assert main(["submission", "verify", str(bundles / "unet.zip"), "--data-root", str(data_root),
+                 "--results", str(tmp_path / "maintainer")]) == 0
     out = capsys.readouterr().out
-    assert out.count("PASS") == 14 and "FAIL" not in out and (bundles / "unet.zip.verified.json").is_file()
+    assert out.count("PASS") == 14 and "FAIL" not in out and not (bundles / "unet.zip.verified.json").exists()
+    assert len(list((tmp_path / "maintainer" / "verifications").glob("*.json"))) == 1  # the maintainer's log
     refused = _copy(submitted["bundle"], bundles)
     _edit_record(refused, _bump_metric)
     assert main(["submission", "verify", str(refused), "--data-root", str(data_root)]) == 1
@@ -300,3 +302,29 @@ def test_a_forged_headline_fails_verify_under_the_installed_definition(submitted
     assert set(failed) == {"metrics", "definition"} and not verification.passed
     assert "headline_classes [0], installed [0, 1, 2" in failed["definition"]
     assert "its confusion matrix gives" in failed["metrics"]
+
+
+def test_the_rerun_badge_comes_from_the_maintainers_log_not_a_file_beside_the_bundle(
+        submitted: dict[str, Path], data_root: Path, tmp_path: Path):
+    from rsdg_bench.api import build_leaderboard
+    from rsdg_bench.submissions.verification_log import log_path
+
+    bundles = tmp_path / "submissions"
+    bundles.mkdir()
+    bundle = _copy(submitted["bundle"], bundles)
+    sha = hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()  # a folder bundle's digest
+    forged = {"bundle": bundle.name, "bundle_sha256": sha, "passed": True, "rerun_samples": 8, "checks": []}
+    (bundles / f"{bundle.name}.verified.json").write_text(json.dumps(forged))
+    maintainer = tmp_path / "maintainer"
+
+    def badge() -> str:
+        build_leaderboard(maintainer, tmp_path / "site", submissions=bundles, data_root=data_root)
+        suite = (tmp_path / "site" / "suites" / "demo.html").read_text()  # its legend names both badges
+        rerun, recomputed = "samples per split re-run here", "prepared data (not re-run)"  # what a row's badge says
+        assert (rerun in suite) != (recomputed in suite)
+        return "verified: re-run" if rerun in suite else "verified: recomputed"
+
+    assert badge() == "verified: recomputed"  # the submitter's file beside the bundle counts for nothing
+    log_path(maintainer, sha).parent.mkdir(parents=True)
+    log_path(maintainer, sha).write_text(json.dumps(forged))  # what a passed `verify --rerun 8` logs here
+    assert badge() == "verified: re-run"

@@ -1,5 +1,6 @@
 """Submissions on the leaderboard: a folder of bundles, each verified (no code runs), split into the records
-of verified bundles (each with its badge) and the bundles refused (with the failing check)."""
+of verified bundles (each with its badge, from the maintainer's verification log) and the bundles refused
+(with the failing check)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from ..results import ResultRecord, compact_in_memory
 from .bundle import Bundle, iter_bundles
-from .verify import rerun_in_report, verify_bundle
+from .verification_log import rerun_in_log
+from .verify import verify_bundle
 
 
 @dataclass
@@ -18,10 +20,12 @@ class SubmittedRecords:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (bundle, why)
 
 
-def submitted_records(folder: Path, data_root: Path) -> SubmittedRecords:
-    """The records of every verified bundle in `folder`, named `<bundle>:<member>`. A record from a bundle
-    names no local files: its saved-prediction and checkpoint paths are dropped, so a bundle can never make
-    the site copy a file of the maintainer's."""
+def submitted_records(folder: Path, data_root: Path, results_root: Path) -> SubmittedRecords:
+    """The records of every verified bundle in `folder`, named `<bundle>:<member>`, each with its badge: "re-run"
+    only where the maintainer's verification log under `results_root` holds a passed re-run of exactly that
+    bundle (`verification_log`), never from a file beside it. A record from a bundle names no local files: its
+    saved-prediction and checkpoint paths are dropped, so a bundle can never make the site copy a file of the
+    maintainer's."""
     found = SubmittedRecords()
     for path in iter_bundles(folder):
         verification = verify_bundle(path, data_root)
@@ -31,7 +35,7 @@ def submitted_records(folder: Path, data_root: Path) -> SubmittedRecords:
                                   "submission refused"))
             continue
         with Bundle(path) as bundle:
-            verification.rerun_samples = rerun_in_report(bundle)
+            verification.rerun_samples = rerun_in_log(bundle, results_root)
         text, why = verification.badge()
         card = verification.manifest.card if verification.manifest else {}
         badge = (text, why + "".join(f"; {field}: {card[field]}" for field in ("paper", "code", "weights", "licence",

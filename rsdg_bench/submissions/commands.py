@@ -72,9 +72,10 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..cli import _data_root, _device
+    from ..cli import _data_root, _device, _results_root
     from .rerun import rerun_samples
-    from .verify import verify_bundle, write_report
+    from .verification_log import record_verification
+    from .verify import verify_bundle
 
     if not args.bundle:
         raise RsdgError("submission verify needs the bundle", "e.g. rsdg-bench submission verify unet.zip")
@@ -88,13 +89,29 @@ def _verify(args: argparse.Namespace) -> int:
     if verification.passed:
         print(f"verified: {verification.badge()[1]}")
         try:
-            print(f"report -> {write_report(verification)} (the leaderboard's badge reads it)")
-        except OSError as exc:  # a read-only submissions folder: the verdict stands, only the report is missing
-            print(f"(no report written beside the bundle: {exc.strerror or exc}; the leaderboard will show "
+            print(f"logged -> {record_verification(verification, _results_root(args))} (the leaderboard's badge "
+                  "reads this log, built with the same --results)")
+        except OSError as exc:  # a read-only results folder: the verdict stands, only the log entry is missing
+            print(f"(not logged in {_results_root(args)}: {exc.strerror or exc}; the leaderboard will show "
                   "'verified: recomputed')")
         return 0
     print(f"NOT verified: {len(verification.failed)} of {len(verification.checks)} checks failed")
     return 1
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a finite number in [0, 1] (a fraction of an image's pixels). `nan`, `inf` and
+    negatives are refused here: `nan` compares false with everything and would pass every image."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction 0..1, e.g. 1e-4") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction 0..1 (e.g. 1e-4; 0 demands identical "
+                                         "matrices)")
+    return value
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
@@ -145,7 +162,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--rerun", type=int, default=0, metavar="K",
                    help="verify: re-evaluate K samples per split, drawn at random (executes the bundle's adapter)")
     p.add_argument("--seed", type=int, help="verify --rerun: the draw's seed (default: a fresh random one, printed)")
-    p.add_argument("--tolerance", type=float, default=0.0,
+    p.add_argument("--tolerance", type=fraction, default=0.0,
                    help="verify --rerun: the fraction of an image's pixels that may differ (GPU non-determinism; "
                         "default 0: identical)")
     p.add_argument("--device", default="auto", help="verify --rerun: cpu, cuda or auto")

@@ -17,6 +17,7 @@ sandbox you trust with that code (a container without credentials).
 from __future__ import annotations
 
 import copy
+import math
 import random
 import secrets
 import tempfile
@@ -40,6 +41,9 @@ def rerun_samples(verification: Verification, count: int, data_root: Path, check
                   seed: int | None = None, tolerance: float = 0.0, device: torch.device = torch.device("cpu"),
                   catalog: TaskCatalog | None = None) -> Check:
     """Re-evaluate `count` drawn samples of every record's split; the check (also appended to `verification`)."""
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and 0.0 <= tolerance <= 1.0):
+        raise RsdgError(f"tolerance {tolerance!r} is not a fraction 0..1 (nan would pass every image)",
+                        "give e.g. 1e-4, or 0 for identical matrices")
     seed = secrets.randbits(32) if seed is None else seed
     try:
         detail = _rerun(verification, count, Path(data_root), checkpoints, seed, tolerance, device,
@@ -86,7 +90,7 @@ def _rerun(verification: Verification, count: int, data_root: Path, checkpoints:
                 differing = np.abs(again[position] - stored[position]).sum() / 2
                 pixels = max(int(stored[position].sum()), 1)
                 worst = max(worst, differing / pixels)
-                if differing / pixels > tolerance:
+                if not differing / pixels <= tolerance:  # written so that a NaN can never pass
                     mismatched.append(f"{ref.slug} sample {split.rows['sample_id'].iloc[index]}")
             images += len(drawn)
             splits += 1

@@ -296,39 +296,3 @@ def _provenance(records: list[tuple[str, ResultRecord]]) -> str:
                         f"{str(record.model.checkpoint.get('sha256'))[:12]}")
     commits = sorted({r.provenance.git_commit or "" for _, r in records})
     return f"complete (harness commits: {', '.join(c[:12] for c in commits)})"
-
-
-REPORT_SUFFIX = ".verified.json"
-
-
-def report_path(bundle: Path) -> Path:
-    """Where `submission verify` leaves its report: beside the bundle, `<bundle name>.verified.json`."""
-    return Path(bundle).with_name(Path(bundle).name + REPORT_SUFFIX)
-
-
-def write_report(verification: Verification) -> Path:
-    """The passed verification as JSON beside the bundle, tied to the bundle's sha256: what the leaderboard's
-    badge reads to say a bundle was re-run (a changed bundle no longer matches its report)."""
-    from datetime import UTC, datetime
-
-    from ..io import atomic_write_json
-
-    with Bundle(verification.bundle) as bundle:
-        digest = bundle.sha256()
-    path = report_path(verification.bundle)
-    atomic_write_json(path, {"bundle": verification.bundle.name, "bundle_sha256": digest,
-                             "passed": verification.passed, "rerun_samples": verification.rerun_samples,
-                             "checks": [c.line() for c in verification.checks],
-                             "date": datetime.now(UTC).isoformat(timespec="seconds")})
-    return path
-
-
-def rerun_in_report(bundle: Bundle) -> int:
-    """Samples per split re-run by a passed verification of exactly this bundle (its report), else 0."""
-    path = report_path(bundle.path)
-    try:
-        report = json.loads(path.read_text())
-        matches = report.get("bundle_sha256") == bundle.sha256() and report.get("passed") is True
-        return int(report.get("rerun_samples", 0)) if matches else 0
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
