@@ -20,7 +20,6 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from rsdg_bench import __version__
-from rsdg_bench.errors import RsdgError
 from rsdg_bench.folder_swap import recover_swap, swap_in
 from rsdg_bench.io import atomic_write_bytes, atomic_write_text
 from rsdg_bench.training_history import history_paths
@@ -251,22 +250,28 @@ SITE_MARKER = ".rsdg-site"  # marks a folder as a site this harness built (so a 
 def write_site(board: Board, out_dir: Path, results_root: Path | None = None,
                options: SiteOptions = SiteOptions()) -> Path:
     """Build the whole site beside `out_dir` and swap it in (`folder_swap`): a reader, or a crash mid-build,
-    never sees old and new pages mixed. `out_dir` must be new, empty, or a site built before. Returns the
-    index page's path."""
+    never sees old and new pages mixed. `out_dir` must be new, empty, or a site built before (its marker file;
+    `output_owner`): a file or someone else's folder is refused untouched. Builds into one folder take turns
+    (an exclusive lock on `.<name>.lock` beside it), so two at once never publish a half-built site. Returns
+    the index page's path."""
+    from rsdg_bench.data_lock import held_exclusively
+    from rsdg_bench.output_owner import claim_folder
+
     out_dir = Path(out_dir).absolute()
-    recover_swap(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (
-            (out_dir / SITE_MARKER).exists() or ((out_dir / "index.html").exists() and (out_dir / "board.json").exists())):
-        raise RsdgError(f"{out_dir} holds files that are not an rsdg-bench leaderboard site; building there would "
-                        "replace them", "pass --out a new or empty folder")
-    staging = out_dir.with_name(f".{out_dir.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        _write_pages(board, staging, results_root, options)
-        atomic_write_text(staging / SITE_MARKER, "built by rsdg-bench; `leaderboard build` replaces this folder whole\n")
-        swap_in(staging, out_dir)
-    finally:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with held_exclusively(out_dir.with_name(f".{out_dir.name}.lock"),
+                          f"waiting for another leaderboard build into {out_dir} to finish"):
+        recover_swap(out_dir)
+        claim_folder(out_dir, SITE_MARKER, "a leaderboard site")
+        staging = out_dir.with_name(f".{out_dir.name}.building")
         shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _write_pages(board, staging, results_root, options)
+            atomic_write_text(staging / SITE_MARKER,
+                              "built by rsdg-bench; `leaderboard build` replaces this folder whole\n")
+            swap_in(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "index.html"
 
 

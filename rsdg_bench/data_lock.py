@@ -82,6 +82,14 @@ def _flock(path: Path, exclusive: bool, waiting: str, writable_root: bool) -> It
 
 
 @contextmanager
+def held_exclusively(path: Path, waiting: str) -> Iterator[None]:
+    """An exclusive lock on the file `path` (created), for writers of one output that must take turns (two
+    leaderboard builds into one folder); `waiting` is printed while another holds it."""
+    with _flock(Path(path), True, waiting, writable_root=True):
+        yield
+
+
+@contextmanager
 def reading(data_root: Path, name: str) -> Iterator[None]:
     """Hold `name` shared while reading it: no prepare publishes a new version of it meanwhile."""
     with _flock(lock_path(data_root, name), False, f"waiting for a prepare to finish publishing {name}",

@@ -43,6 +43,61 @@ def test_a_prepared_dataset_is_opened_by_name_only(name: str, tmp_path: Path):
     assert (tmp_path / ".victim.old").is_dir()
 
 
+# --------------------------------------------------------------------------- writers own what they write
+
+def _someones(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    return folder
+
+
+@pytest.mark.parametrize("command", [
+    ["leaderboard", "build", "--reported"],
+    ["predict", "--task", "demo/u2a", "--model", "smp"],
+    ["submission", "pack", "--model", "unet", "--format", "dir"],
+    ["submission", "pack", "--model", "unet"],
+], ids=["leaderboard build", "predict", "pack --format dir", "pack zip"])
+@pytest.mark.parametrize("target", ["file", "folder"])
+def test_an_out_that_is_someone_elses_is_refused_untouched(command: list[str], target: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "out"
+    if target == "file":
+        out.write_text("years of work")
+    else:
+        _someones(out)
+    code = main([*command, "--results", str(tmp_path / "results"), "--data-root", str(tmp_path / "data"),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "would replace" in err and "fix: pass --out" in err
+    assert (out.read_text() if target == "file" else (out / "thesis.tex").read_text()) == "years of work"
+    beside = sorted(p.name for p in tmp_path.iterdir() if p.name != ".out.lock")  # the build's lock, empty
+    assert beside == ["out"]  # nothing written beside it either
+
+
+def test_a_site_is_rebuilt_over_its_own_earlier_output(tmp_path: Path):
+    (tmp_path / "results").mkdir()
+    for _ in range(2):
+        assert main(["leaderboard", "build", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "site")]) == 0
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_builds_into_one_folder_take_turns(tmp_path: Path):
+    """A second build into a folder waits for the lock the first holds, so two never mix their pages."""
+    import threading
+
+    from rsdg_bench.data_lock import held_exclusively
+
+    (tmp_path / "results").mkdir()
+    done = threading.Event()
+    build = threading.Thread(target=lambda: (main(["leaderboard", "build", "--results", str(tmp_path / "results"),
+                                                   "--out", str(tmp_path / "site")]), done.set()))
+    with held_exclusively(tmp_path / ".site.lock", "a build in progress"):
+        build.start()
+        assert not done.wait(0.5) and not (tmp_path / "site").exists()  # it waits for the first build
+    build.join(30)
+    assert done.is_set() and (tmp_path / "site" / "index.html").is_file()
+
+
 # --------------------------------------------------------------------------- untrusted rasters
 
 def _encoded(driver: str, width: int = 8, height: int = 8) -> bytes:

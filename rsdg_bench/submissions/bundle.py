@@ -316,7 +316,9 @@ def pip_freeze() -> str:
 def pack(results: Path, model: str, task_ids: list[str] | None, out: Path, *, suite: str | None = None,
          folder: bool = False, adapter_spec: str | None = None, card: Path | None = None,
          include_weights: bool = False, checkpoints: Path | None = None) -> PackReport:
-    """Write a bundle of `model`'s records (see the module docstring); the bundle appears whole or not at all."""
+    """Write a bundle of `model`'s records (see the module docstring); the bundle appears whole or not at all,
+    and only where nothing else would be replaced (absent, empty, or an earlier bundle)."""
+    out = _claim(Path(out), folder)
     chosen, left_out = model_records(results, model, task_ids)
     if not chosen:
         raise SubmissionError(f"no records of {model!r} for the selected tasks in {results} (left out: "
@@ -345,6 +347,24 @@ def pack(results: Path, model: str, task_ids: list[str] | None, out: Path, *, su
     members[MANIFEST] = json.dumps(manifest.model_dump(mode="json"), indent=1).encode()
     _write(members, Path(out), folder)
     return PackReport(Path(out), len(records), left_out, manifest.tasks)
+
+
+def _claim(out: Path, folder: bool) -> Path:
+    """`out` if a bundle may be written there: absent, empty, or an earlier bundle (`output_owner`)."""
+    from ..output_owner import claim_file, claim_folder
+
+    if folder:
+        return claim_folder(out, MANIFEST, "a submission bundle")
+    return claim_file(out, _is_bundle_zip, "a submission bundle")
+
+
+def _is_bundle_zip(path: Path) -> bool:
+    """Whether `path` is a zip holding a submission manifest (a bundle `pack` wrote, which it may replace)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return MANIFEST in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _find_weights(sha: str, record: ResultRecord, folder: Path | None) -> Path:

@@ -184,9 +184,12 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
                  device: torch.device = torch.device("cpu"), num_workers: int = 0, progress: bool = True,
                  window_batch: int = 1) -> Path:
     """Write the predictions folder `out` for every split `run` would evaluate (targets, and the source split
-    where the task reports it), reading inputs only. The folder is built beside `out` and swapped in whole."""
+    where the task reports it), reading inputs only. The folder is built beside `out` and swapped in whole;
+    `out` must be absent, empty or an earlier predictions folder (`output_owner.claim_folder`)."""
+    from ..output_owner import claim_folder
     from ..registry import resolve_adapter
 
+    out = claim_folder(Path(out), PREDICTIONS_FILE, "a predictions folder")  # before any work
     require_adapter_kind(task, resolve_adapter(model.adapter))
     data = TaskData(Path(data_root), task, phase="evaluate")
     adapter, weights = load_for_task(model, task, data, Path(results_root))
@@ -194,7 +197,6 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
         raise AdapterError(f"adapter {adapter.name} chooses with the labels (an oracle): it has no predictions of "
                            "its own to submit", "predict with a model that reads the inputs only")
     adapter.to(device)
-    out = Path(out)
     staging = out.parent / f".{out.name}.partial"
     _clear(staging)
     splits = []
