@@ -204,7 +204,7 @@ def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
         model = (*split, record.model.display_name, record.model.checkpoint.get("sha256"))
         if model in chosen:
             left_out.append((str(path), f"superseded by a newer record of the same model on {record.evaluated.slug} "
-                                        f"({chosen[model][0].name})"))
+                                        f"({Path(str(chosen[model][0])).name})"))  # a bundle's record is named by a str
             continue
         chosen[model] = (path, record)
     keep = {id(record) for _, record in chosen.values()}

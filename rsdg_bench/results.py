@@ -23,6 +23,7 @@ import gc
 import itertools
 import json
 import math
+import numbers
 import platform
 import subprocess
 import sys
@@ -35,6 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from . import __version__
+from .bounded_json import loads_bounded
 from .errors import ResultsError, RsdgError
 from .io import atomic_write_text, canonical_json, sha256_bytes
 from .paths import SAFE_NAME, confined
@@ -413,9 +415,11 @@ def parse_record_json(data: bytes, where: str) -> tuple[ResultRecord, dict[str, 
         raise ResultsError(f"{where} is larger than a result record can be ({MAX_RECORD_BYTES >> 20} MiB)", fix)
     try:
         with _collector_paused():
-            raw = json.loads(data)
+            raw = loads_bounded(data if isinstance(data, bytes) else data.encode(), MAX_RECORD_BYTES)
+            if not isinstance(raw, dict):
+                raise ValueError(f"a JSON {type(raw).__name__}, not an object")
             return ResultRecord.model_validate(raw), raw
-    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, ValidationError, UnicodeDecodeError, RecursionError) as exc:
         raise ResultsError(f"{where} is not a valid result record: {exc}", fix) from exc
 
 
@@ -632,6 +636,8 @@ def _block_of(record: ResultRecord, slug: str) -> dict[str, Any]:
 
 
 def _same(a: float | None, b: float | None) -> bool:
+    if not all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)) for v in (a, b)):
+        return False  # a string or a structure where a number belongs (an edited record) is never the same
     a, b = _nan_if_none(a), _nan_if_none(b)
     return (math.isnan(a) and math.isnan(b)) or (not math.isnan(a) and not math.isnan(b) and abs(a - b) <= 1e-9)
 

@@ -98,6 +98,85 @@ def test_builds_into_one_folder_take_turns(tmp_path: Path):
     assert done.is_set() and (tmp_path / "site" / "index.html").is_file()
 
 
+# --------------------------------------------------------------------------- bounded bundle reading
+
+def _zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we mean to write
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members:
+                archive.writestr(name, data)
+    return path
+
+
+def _patched(path: Path, old: bytes, new: bytes) -> Path:
+    path.write_bytes(path.read_bytes().replace(old, new))
+    return path
+
+
+def _link(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def _stored(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
+HOSTILE = {
+    "./x member": (lambda p: _zip(p, [("submission.json", b"{}"), ("./records/x.json", b"{}")]), "member names"),
+    "absolute member": (lambda p: _zip(p, [("submission.json", b"{}"), ("/etc/x.json", b"{}")]), "member names"),
+    "duplicate member": (lambda p: _zip(p, [("submission.json", b"{}"), ("submission.json", b"[]")]), "appears twice"),
+    "non-UTF-8 name": (lambda p: _patched(_zip(p, [("submission.json", b"{}"), ("cafQ.json", b"{}")]), b"cafQ",
+                                          b"caf\xe9"), "not named in UTF-8"),
+    "link member": (lambda p: _zip(p, [("submission.json", b"{}"), (_link("records/x.json"), b"/etc/passwd")]),
+                    "plain files"),
+    "CRC error": (lambda p: _patched(_zip(p, [(_stored("submission.json"), b'{"format_version": 11111}')]),
+                                     b"11111", b"22222"), "integrity"),
+    "zip bomb": (lambda p: _zip(p, [("submission.json", b"{}"), ("records/x.json", bytes(64 << 20))]),
+                 "compression ratio"),
+    "deep JSON": (lambda p: _zip(p, [("submission.json", b"[" * 300 + b"]" * 300)]), "nested 300 levels"),
+    "many members": (lambda p: _zip(p, [("submission.json", b"{}")] + [(f"m/{i}", b"") for i in range(10_001)]),
+                     "member count"),
+    "not a zip": (lambda p: (p.write_bytes(b"PK\x03\x04 broken"), p)[1], "not a zip archive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_bundle_ends_in_one_error_line_naming_it_and_the_rule(case: str, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]):
+    make, rule = HOSTILE[case]
+    bundle = make(tmp_path / "hostile.zip")
+    assert main(["submission", "verify", str(bundle), "--data-root", str(tmp_path / "data"),
+                 "--results", str(tmp_path / "results")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bundle}: ") and rule in errors[0], errors
+
+
+def test_the_board_lists_hostile_bundles_and_builds_from_the_rest(tmp_path: Path):
+    from rsdg_bench.submissions.board import submitted_records
+
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for case, (make, _) in HOSTILE.items():
+        if case != "many members":  # the slowest to make; the verify test covers it
+            make(folder / f"{case.replace(' ', '-').replace('/', '')}.zip")
+    found = submitted_records(folder, tmp_path / "data", tmp_path / "results")
+    assert not found.records and len(found.refused) == len(HOSTILE) - 1
+    assert all(why.startswith("submission refused: ") for _, why in found.refused)
+
+
+def test_json_depth_is_measured_outside_strings():
+    from rsdg_bench.bounded_json import json_depth, loads_bounded
+
+    assert json_depth(b'{"a": "[[[[\\"[[", "b": [[1], {"c": []}]}') == 4
+    with pytest.raises(ValueError, match="nested 65 levels"):
+        loads_bounded(b"[" * 65 + b"]" * 65, 1 << 20)
+
+
 # --------------------------------------------------------------------------- untrusted rasters
 
 def _encoded(driver: str, width: int = 8, height: int = 8) -> bytes:

@@ -328,3 +328,27 @@ def test_the_rerun_badge_comes_from_the_maintainers_log_not_a_file_beside_the_bu
     log_path(maintainer, sha).parent.mkdir(parents=True)
     log_path(maintainer, sha).write_text(json.dumps(forged))  # what a passed `verify --rerun 8` logs here
     assert badge() == "verified: re-run"
+
+
+def test_the_board_shows_a_bundle_whose_model_is_also_in_the_local_results(submitted: dict[str, Path],
+                                                                            data_root: Path, tmp_path: Path):
+    from rsdg_bench.api import build_leaderboard
+
+    bundles = tmp_path / "submissions"
+    bundles.mkdir()
+    _copy(submitted["bundle"], bundles)
+    board = build_leaderboard(submitted["results"], tmp_path / "site", submissions=bundles, data_root=data_root)
+    assert board.tasks == 3 and (tmp_path / "site" / "suites" / "demo.html").is_file()
+
+
+def test_a_metric_given_as_a_string_fails_verify_with_one_error_line(submitted: dict[str, Path], data_root: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]):
+    bundle = _copy(submitted["bundle"], tmp_path)
+    _edit_record(bundle, lambda data: data["metrics"][_slug(data)].update(miou="84.4"))
+    assert main(["submission", "verify", str(bundle), "--data-root", str(data_root),
+                 "--results", str(tmp_path / "maintainer")]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL  metrics" in captured.out
+    [error] = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: {bundle}: ") and "Traceback" not in captured.err

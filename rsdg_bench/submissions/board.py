@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import RsdgError
 from ..results import ResultRecord, compact_in_memory
 from .bundle import Bundle, iter_bundles
 from .verification_log import rerun_in_log
@@ -28,14 +29,22 @@ def submitted_records(folder: Path, data_root: Path, results_root: Path) -> Subm
     maintainer's."""
     found = SubmittedRecords()
     for path in iter_bundles(folder):
-        verification = verify_bundle(path, data_root)
+        try:
+            verification = verify_bundle(path, data_root)
+        except Exception as exc:  # noqa: BLE001 — one hostile bundle never stops the board: it is listed instead
+            found.refused.append((str(path), f"submission refused: unreadable: {type(exc).__name__}: {exc}"[:300]))
+            continue
         if not verification.passed:
             first = verification.failed[0] if verification.failed else None
             found.refused.append((str(path), f"submission refused: {first.name}: {first.detail}" if first else
                                   "submission refused"))
             continue
-        with Bundle(path) as bundle:
-            verification.rerun_samples = rerun_in_log(bundle, results_root)
+        try:
+            with Bundle(path) as bundle:
+                verification.rerun_samples = rerun_in_log(bundle, results_root)
+        except RsdgError:  # changed since it was verified a moment ago: not this build's to show
+            found.refused.append((str(path), "submission refused: changed while the board was built"))
+            continue
         text, why = verification.badge()
         card = verification.manifest.card if verification.manifest else {}
         badge = (text, why + "".join(f"; {field}: {card[field]}" for field in ("paper", "code", "weights", "licence",

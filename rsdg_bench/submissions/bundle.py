@@ -15,11 +15,14 @@ anything; member names must stay inside the bundle and sizes are bounded before 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 import shutil
+import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,15 +34,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .. import __version__
+from ..bounded_json import loads_bounded
 from ..errors import SubmissionError
 from ..io import atomic_write_bytes, sha256_bytes, sha256_file
 from ..results import ResultRecord, ResultStore, git_commit
 
 MANIFEST = "submission.json"
 FORMAT_VERSION = 1
-MAX_MEMBERS = 200_000
+MAX_MEMBERS = 10_000  # records (tasks × splits), adapter sources, weights: hundreds in practice
 MAX_MEMBER_BYTES = 2 * 1024 ** 3  # a checkpoint may be large; records are capped by `results.MAX_RECORD_BYTES`
+MAX_MANIFEST_BYTES = 16 * 1024 ** 2
+MAX_DATA_BYTES = 2 * 1024 ** 3  # everything but weights/, unpacked
 MAX_BUNDLE_BYTES = 64 * 1024 ** 3
+MAX_RATIO = 100  # unpacked ÷ packed, for members larger than RATIO_FLOOR (JSON records deflate ~10:1)
+RATIO_FLOOR = 1024 ** 2
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 CARD_FIELDS = ("name", "paper", "url", "code", "weights", "licence", "contact", "description")
 
@@ -105,70 +113,117 @@ class SubmissionManifest(BaseModel):
 # --------------------------------------------------------------------------- reading
 
 class Bundle:
-    """A bundle opened for reading: its members' names and bytes, from a zip or a folder, bounded."""
+    """A bundle opened for reading: its members' names and bytes, from a zip or a folder, bounded.
+
+    Opening checks every rule that needs no member's content (see docs/security.md): at most `MAX_MEMBERS`
+    plain files (no links, no devices); names that are relative, UTF-8, free of `..`, `.`, empty parts,
+    backslashes and control characters, and each present once; sizes within `MAX_MEMBER_BYTES` a member
+    (`MAX_MANIFEST_BYTES` for the manifest, `results.MAX_RECORD_BYTES` for a record), `MAX_DATA_BYTES` in all
+    apart from weights and `MAX_BUNDLE_BYTES` with them; no member compressed more than `MAX_RATIO` times.
+    Reading a member checks its CRC. A broken rule is a SubmissionError naming the bundle and the rule."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
-        if self.path.is_dir():
+        self._infos: dict[str, zipfile.ZipInfo] = {}
+        if self.path.is_dir() and not self.path.is_symlink():
             self.names = self._folder_members()
-        elif self.path.is_file():
+        elif self.path.is_file() and not self.path.is_symlink():
             try:
                 self._zip = zipfile.ZipFile(self.path)
-            except (zipfile.BadZipFile, OSError) as exc:
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
                 raise SubmissionError(f"{self.path} is not a zip archive: {exc}",
                                       "give the .zip (or folder) `rsdg-bench submission pack` wrote") from exc
             self.names = self._zip_members()
         else:
             raise SubmissionError(f"no submission bundle at {self.path}",
                                   "give the .zip or folder `rsdg-bench submission pack` wrote")
+        _check_sizes(self.path, {name: self.size(name) for name in self.names})
+
+    def _refuse(self, rule: str, detail: str) -> SubmissionError:
+        return SubmissionError(f"{self.path}: {rule}: {detail}", "pack the bundle again with `rsdg-bench submission pack`")
 
     def _zip_members(self) -> list[str]:
         assert self._zip is not None
-        infos = [i for i in self._zip.infolist() if not i.is_dir()]
-        if len(infos) > MAX_MEMBERS or sum(i.file_size for i in infos) > MAX_BUNDLE_BYTES:
-            raise SubmissionError(f"{self.path} holds {len(infos)} members of "
-                                  f"{sum(i.file_size for i in infos) >> 20} MiB unpacked: more than a bundle may",
-                                  "pack records and sources only (weights stay apart unless asked for)")
-        return [_member_name(i.filename, self.path) for i in infos]
+        infos = self._zip.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise self._refuse("member count", f"{len(infos)} members, more than {MAX_MEMBERS}")
+        for info in infos:
+            if info.is_dir():
+                continue
+            if (info.external_attr >> 16) & 0o170000 not in (0, stat.S_IFREG):
+                raise self._refuse("plain files", f"member {info.filename!r} is a link or a special file")
+            if not info.flag_bits & 0x800 and not info.filename.isascii():
+                raise self._refuse("member names", f"member {info.filename!r} is not named in UTF-8")
+            name = _member_name(info.filename, self.path)
+            if name in self._infos:
+                raise self._refuse("member names", f"member {name!r} appears twice")
+            if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+                raise self._refuse("compression ratio", f"member {name!r} unpacks {info.file_size} bytes from "
+                                   f"{info.compress_size} (more than {MAX_RATIO}:1)")
+            self._infos[name] = info
+        return list(self._infos)
 
     def _folder_members(self) -> list[str]:
         names = []
         for path in sorted(self.path.rglob("*")):
             if path.is_symlink():
-                raise SubmissionError(f"{path} is a link; a bundle holds plain files only",
-                                      "pack the bundle again with `rsdg-bench submission pack`")
-            if path.is_file():
-                names.append(path.relative_to(self.path).as_posix())
+                raise self._refuse("plain files", f"{path} is a link; a bundle holds plain files only")
+            if path.is_dir():
+                continue
+            if not path.is_file():
+                raise self._refuse("plain files", f"{path} is not a plain file")
+            relative = path.relative_to(self.path).as_posix()
+            try:
+                relative.encode("utf-8")
+            except UnicodeEncodeError:
+                raise self._refuse("member names", f"{relative!r} is not named in UTF-8") from None
+            names.append(_member_name(relative, self.path))
             if len(names) > MAX_MEMBERS:
-                raise SubmissionError(f"{self.path} holds more than {MAX_MEMBERS} files", "pack records and sources only")
+                raise self._refuse("member count", f"more than {MAX_MEMBERS} files")
         return names
 
     def size(self, name: str) -> int:
+        """The member's (declared) unpacked size."""
         if self._zip is not None:
-            return self._zip.getinfo(name).file_size
+            return self._infos[name].file_size
         return (self.path / name).stat().st_size
 
-    def read(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
-        """A member's bytes; a member larger than `limit` is refused unread."""
+    def _chunks(self, name: str, limit: int) -> Iterator[bytes]:
+        """The member's bytes in chunks, at most `limit` in all; a CRC error or a member that unpacks past
+        its declared size is a SubmissionError."""
         if name not in self.names:
             raise SubmissionError(f"{self.path} has no member {name}", "pack the bundle again")
         if self.size(name) > limit:
-            raise SubmissionError(f"{self.path}: member {name} is {self.size(name) >> 20} MiB, more than "
-                                  f"{limit >> 20} MiB", "pack the bundle again")
-        if self._zip is not None:
-            with self._zip.open(name) as member:
-                data = member.read(limit + 1)
-        else:
-            data = (self.path / name).read_bytes()
-        if len(data) > limit:
-            raise SubmissionError(f"{self.path}: member {name} unpacks past its declared size", "pack it again")
-        return data
+            raise self._refuse("member size", f"member {name} is {self.size(name) >> 20} MiB, more than "
+                               f"{limit >> 20} MiB")
+        seen = 0
+        try:
+            with (self._zip.open(self._infos[name]) if self._zip is not None else (self.path / name).open("rb")) as f:
+                while chunk := f.read(1 << 20):
+                    seen += len(chunk)
+                    if seen > self.size(name):
+                        raise self._refuse("member size", f"member {name} unpacks past its declared size")
+                    yield chunk
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError) as exc:
+            raise self._refuse("integrity", f"member {name} cannot be read whole ({exc})") from exc
+
+    def read(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
+        """A member's bytes (CRC checked); a member larger than `limit` is refused unread."""
+        return b"".join(self._chunks(name, limit))
+
+    def member_sha256(self, name: str) -> str:
+        """A member's sha256, streamed (a weights member is not held in memory whole)."""
+        digest = hashlib.sha256()
+        for chunk in self._chunks(name, MAX_MEMBER_BYTES):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     def manifest(self) -> SubmissionManifest:
         try:
-            return SubmissionManifest.model_validate(json.loads(self.read(MANIFEST, 64 * 1024 ** 2)))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValidationError, RecursionError) as exc:
+            return SubmissionManifest.model_validate(loads_bounded(self.read(MANIFEST, MAX_MANIFEST_BYTES),
+                                                                   MAX_MANIFEST_BYTES))
+        except (ValueError, UnicodeDecodeError, ValidationError, RecursionError) as exc:
             raise SubmissionError(f"{self.path}: {MANIFEST} is not a valid submission manifest: {exc}",
                                   "pack the bundle again with `rsdg-bench submission pack`") from exc
 
@@ -191,12 +246,30 @@ class Bundle:
 
 
 def _member_name(name: str, bundle: Path) -> str:
-    """A member name that stays inside the bundle (no absolute path, no `..`, no backslashes)."""
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts or "\\" in name or not pure.parts:
-        raise SubmissionError(f"{bundle}: member {name!r} points outside the bundle",
+    """A member name exactly as a bundle writes it: relative, `/`-separated, without `..`, `.` or empty
+    parts, backslashes or control characters (`./x` and `x` would be two names for one file)."""
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts)
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise SubmissionError(f"{bundle}: member names: {name!r} is not a plain relative name",
                               "a bundle's members are relative paths; pack it again")
-    return pure.as_posix()
+    return name
+
+
+def _check_sizes(bundle: Path, sizes: dict[str, int]) -> None:
+    """The size rules that need no content: per member by kind, and in all."""
+    from ..results import MAX_RECORD_BYTES
+
+    fix = "pack records and sources only (weights stay apart unless asked for)"
+    for name, size in sizes.items():
+        limit = (MAX_MANIFEST_BYTES if name == MANIFEST else MAX_RECORD_BYTES if name.startswith("records/")
+                 else MAX_MEMBER_BYTES)
+        if size > limit:
+            raise SubmissionError(f"{bundle}: member size: {name} is {size >> 20} MiB, more than {limit >> 20} MiB", fix)
+    data = sum(size for name, size in sizes.items() if not name.startswith("weights/"))
+    if data > MAX_DATA_BYTES or sum(sizes.values()) > MAX_BUNDLE_BYTES:
+        raise SubmissionError(f"{bundle}: total size: {data >> 20} MiB of records and sources, "
+                              f"{sum(sizes.values()) >> 20} MiB in all unpacked: more than a bundle may", fix)
 
 
 # --------------------------------------------------------------------------- packing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import RsdgError
@@ -96,6 +97,9 @@ def _verify(args: argparse.Namespace) -> int:
                   "'verified: recomputed')")
         return 0
     print(f"NOT verified: {len(verification.failed)} of {len(verification.checks)} checks failed")
+    first = verification.failed[0]
+    print(f"error: {args.bundle}: {first.name}: {first.detail.splitlines()[0] if first.detail else 'failed'}",
+          file=sys.stderr)
     return 1
 
 

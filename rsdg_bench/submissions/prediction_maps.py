@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from .. import __version__
 from ..data import SegmentationSplit, TaskData
 from ..data_lock import reading
 from ..distributed import ProcessGroup
+from ..bounded_json import loads_bounded
 from ..errors import AdapterError, RsdgError, SubmissionError
 from ..evaluation import SplitCounts, evaluate_split_counts
 from ..folder_swap import swap_in
@@ -238,8 +238,8 @@ def load_prediction_set(folder: Path) -> tuple[PredictionSet, str]:
         raise SubmissionError(f"{path} is larger than a predictions manifest can be", fix)
     data = path.read_bytes()
     try:
-        return PredictionSet.model_validate(json.loads(data)), sha256_bytes(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError, RecursionError) as exc:
+        return PredictionSet.model_validate(loads_bounded(data, MAX_FILE_BYTES)), sha256_bytes(data)
+    except (ValueError, UnicodeDecodeError, ValidationError, RecursionError) as exc:
         raise SubmissionError(f"{path} is not a valid predictions manifest: {exc}", fix) from exc
 
 
@@ -338,9 +338,13 @@ def _count_split(task: Task, split: SegmentationSplit, predicted: SplitPredictio
 
 
 def _check_ids(given: list[str], expected: list[str], slug: str) -> None:
-    repeated = sorted({i for i in given if given.count(i) > 1}) if len(set(given)) != len(given) else []
-    missing = sorted(set(expected) - set(given))
-    extra = sorted(set(given) - set(expected))
+    from collections import Counter
+
+    given_set, expected_set = set(given), set(expected)
+    repeated = (sorted(i for i, n in Counter(given).items() if n > 1)  # linear: a long list of repeats is cheap
+                if len(given_set) != len(given) else [])
+    missing = sorted(expected_set - given_set)
+    extra = sorted(given_set - expected_set)
     for what, ids in (("repeated", repeated), ("missing", missing), ("extra (not in the split)", extra)):
         if ids:
             shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")

@@ -81,6 +81,9 @@ def _run(verification: Verification, name: str, check: Callable[[], str]) -> boo
     except RsdgError as exc:
         verification.checks.append(Check(name, False, exc.problem))
         return False
+    except Exception as exc:  # noqa: BLE001 — a bundle is hostile input: whatever it breaks is its failure, not a crash
+        verification.checks.append(Check(name, False, f"malformed bundle ({type(exc).__name__}: {str(exc)[:200]})"))
+        return False
 
 
 def verify_bundle(path: Path, data_root: Path, catalog: TaskCatalog | None = None) -> Verification:
@@ -98,6 +101,9 @@ def verify_bundle(path: Path, data_root: Path, catalog: TaskCatalog | None = Non
             verification.manifest = manifest = bundle.manifest()
         except RsdgError as exc:
             verification.checks.append(Check("manifest", False, exc.problem))
+            return verification
+        except Exception as exc:  # noqa: BLE001 — as in `_run`
+            verification.checks.append(Check("manifest", False, f"malformed ({type(exc).__name__}: {exc})"[:300]))
             return verification
         _run(verification, "members", lambda: _members(bundle, manifest))
         if not _run(verification, "schema", lambda: _schema(bundle, verification)):
@@ -129,9 +135,7 @@ def _members(bundle: Bundle, manifest: SubmissionManifest) -> str:
         raise _fail(f"members not in {MANIFEST}: {', '.join(sorted(present - listed)[:5])}")
     if listed - present:
         raise _fail(f"members listed but missing: {', '.join(sorted(listed - present)[:5])}")
-    from ..io import sha256_bytes
-
-    changed = [name for name in sorted(listed) if sha256_bytes(bundle.read(name)) != manifest.members[name]]
+    changed = [name for name in sorted(listed) if bundle.member_sha256(name) != manifest.members[name]]
     if changed:
         raise _fail(f"{len(changed)} members changed since packing (sha256 differs): {', '.join(changed[:5])}")
     return f"{len(listed)} members, every sha256 as listed"
