@@ -252,17 +252,16 @@ def write_site(board: Board, out_dir: Path, results_root: Path | None = None,
     """Build the whole site beside `out_dir` and swap it in (`folder_swap`): a reader, or a crash mid-build,
     never sees old and new pages mixed. `out_dir` must be new, empty, or a site built before (its marker file;
     `output_owner`): a file or someone else's folder is refused untouched. Builds into one folder take turns
-    (an exclusive lock on `.<name>.lock` beside it), so two at once never publish a half-built site. Returns
-    the index page's path."""
+    (an exclusive flock on the folder's parent directory, which also holds the `.building` staging folder),
+    so two at once never publish a half-built site. Returns the index page's path."""
     from rsdg_bench.data_lock import held_exclusively
     from rsdg_bench.output_owner import claim_folder
 
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with held_exclusively(out_dir.with_name(f".{out_dir.name}.lock"),
-                          f"waiting for another leaderboard build into {out_dir} to finish"):
+    with held_exclusively(out_dir.parent, f"waiting for another leaderboard build beside {out_dir} to finish"):
         recover_swap(out_dir)
-        claim_folder(out_dir, SITE_MARKER, "a leaderboard site")
+        claim_folder(out_dir, SITE_MARKER, "an rsdg-bench leaderboard site")
         staging = out_dir.with_name(f".{out_dir.name}.building")
         shutil.rmtree(staging, ignore_errors=True)
         try:

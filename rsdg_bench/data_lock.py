@@ -82,11 +82,23 @@ def _flock(path: Path, exclusive: bool, waiting: str, writable_root: bool) -> It
 
 
 @contextmanager
-def held_exclusively(path: Path, waiting: str) -> Iterator[None]:
-    """An exclusive lock on the file `path` (created), for writers of one output that must take turns (two
-    leaderboard builds into one folder); `waiting` is printed while another holds it."""
-    with _flock(Path(path), True, waiting, writable_root=True):
+def held_exclusively(folder: Path, waiting: str) -> Iterator[None]:
+    """An exclusive lock on the existing directory `folder` itself (flock on its descriptor: no lock file is
+    left behind), for writers that must take turns publishing into it (two leaderboard builds of one site);
+    `waiting` is printed while another holds it."""
+    if fcntl is None:
         yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"rsdg-bench: {waiting} …", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @contextmanager

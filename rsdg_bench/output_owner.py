@@ -25,8 +25,8 @@ def claim_folder(out: Path, marker: str, what: str, flag: str = "--out") -> Path
                         f"{what} there would replace it",
                         f"pass {flag} a new folder (or move {out.name} away first)")
     if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
-        raise RsdgError(f"{flag} {out} holds files that are not {what} written by rsdg-bench (no {marker}); "
-                        "writing there would replace them",
+        raise RsdgError(f"{flag} {out} holds files and is not {what} (no {marker}); writing there would "
+                        "replace them",
                         f"pass {flag} a new or empty folder, or one this command wrote before")
     return out
 
@@ -39,7 +39,6 @@ def claim_file(out: Path, is_own: Callable[[Path], bool], what: str, flag: str =
         raise RsdgError(f"{flag} {out} is {'a link' if out.is_symlink() else 'a folder'}; writing {what} there "
                         "would replace it", f"pass {flag} a new file name")
     if out.exists() and not is_own(out):
-        raise RsdgError(f"{flag} {out} exists and is not {what} written by rsdg-bench; writing there would "
-                        "replace it", f"pass {flag} a new file name, or remove {out.name} first if it is yours to "
+        raise RsdgError(f"{flag} {out} exists and is not {what}; writing there would replace it", f"pass {flag} a new file name, or remove {out.name} first if it is yours to "
                                       "lose")
     return out

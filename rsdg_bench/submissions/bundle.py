@@ -427,8 +427,8 @@ def _claim(out: Path, folder: bool) -> Path:
     from ..output_owner import claim_file, claim_folder
 
     if folder:
-        return claim_folder(out, MANIFEST, "a submission bundle")
-    return claim_file(out, _is_bundle_zip, "a submission bundle")
+        return claim_folder(out, MANIFEST, "an rsdg-bench submission bundle")
+    return claim_file(out, _is_bundle_zip, "an rsdg-bench submission bundle")
 
 
 def _is_bundle_zip(path: Path) -> bool:

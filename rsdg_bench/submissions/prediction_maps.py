@@ -189,7 +189,7 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
     from ..output_owner import claim_folder
     from ..registry import resolve_adapter
 
-    out = claim_folder(Path(out), PREDICTIONS_FILE, "a predictions folder")  # before any work
+    out = claim_folder(Path(out), PREDICTIONS_FILE, "an rsdg-bench predictions folder")  # before any work
     require_adapter_kind(task, resolve_adapter(model.adapter))
     data = TaskData(Path(data_root), task, phase="evaluate")
     adapter, weights = load_for_task(model, task, data, Path(results_root))
