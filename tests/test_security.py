@@ -205,3 +205,16 @@ def test_only_plain_png_and_geotiff_open_and_their_size_is_bounded_from_the_head
     with pytest.raises(SubmissionError, match="declares 1×8×8 values, more than 63"):
         with open_untrusted_raster(_encoded("GTiff"), "map", max_pixels=63):
             pass
+
+
+def test_repeated_sample_ids_are_found_in_linear_time():
+    """A predictions.json listing one id 50 000 times is refused at once (it was quadratic: minutes at 10 MB)."""
+    import time
+
+    from rsdg_bench.errors import SubmissionError
+    from rsdg_bench.submissions.prediction_maps import _check_ids
+
+    started = time.perf_counter()
+    with pytest.raises(SubmissionError, match="1 sample ids repeated: a"):
+        _check_ids([f"{i}" for i in range(50_000)] + ["a"] * 50_000, ["a"], "s")
+    assert time.perf_counter() - started < 1.0
