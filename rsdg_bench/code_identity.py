@@ -101,3 +101,52 @@ def _version(distribution: str) -> str | None:
         return version(distribution)
     except PackageNotFoundError:
         return None
+
+
+def builtin_code_identity(module_name: str) -> dict[str, Any]:
+    """The code identity of the built-in adapter module `module_name` (`rsdg_bench.baselines.<stem>`), read from
+    the sources without importing them: the module's file and those it imports at module level from the
+    baselines folder, transitively, by relative or absolute name. A static `submission verify` compares a
+    bundle's built-in with the harness's own code this way, so it loads no model library; a test checks that it
+    equals `code_identity` of the imported class for every built-in."""
+    import importlib.util
+
+    package, _, stem = module_name.rpartition(".")
+    spec = importlib.util.find_spec(package)
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
+    files: set[Path] = set()
+    pending = [root / f"{stem}.py"]
+    while pending:
+        path = pending.pop()
+        if path in files or not path.is_file():
+            continue
+        files.add(path)
+        pending.extend(root / f"{name}.py" for name in _sibling_imports(path, package))
+    ordered = sorted(files)
+    return {"sha256": sources_sha256([(p.relative_to(root).as_posix(), p.read_bytes()) for p in ordered]),
+            "files": [p.relative_to(root).as_posix() for p in ordered]}
+
+
+def _sibling_imports(path: Path, package: str) -> set[str]:
+    """Stems of the modules of `package` that the file imports in its module-level statements (including those
+    under a module-level `if` or `try`, which run at import; not those inside functions or classes)."""
+    import ast
+
+    found: set[str] = set()
+    statements = list(ast.parse(path.read_bytes(), filename=str(path)).body)
+    while statements:
+        node = statements.pop()
+        if isinstance(node, (ast.If, ast.Try)):
+            statements.extend(ast.iter_child_nodes(node))
+        elif isinstance(node, ast.ImportFrom):
+            base = package if node.level == 1 else node.module if node.level == 0 else None
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif base == package:  # `from . import a` / `from rsdg_bench.baselines import a`
+                found.update(alias.name for alias in node.names)
+            elif node.level == 0 and node.module and node.module.startswith(f"{package}."):
+                found.add(node.module[len(package) + 1:].split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name[len(package) + 1:].split(".")[0] for alias in node.names
+                         if alias.name.startswith(f"{package}."))
+    return found

@@ -12,7 +12,7 @@ from rsdg_bench import registry
 from rsdg_bench.adapters import InputContract, Normalization, load_state_strict
 from rsdg_bench.conformance import run_conformance
 from rsdg_bench.errors import AdapterError
-from rsdg_bench.registry import available_adapters, resolve_adapter
+from rsdg_bench.registry import available_adapters, builtin_modules, resolve_adapter
 from rsdg_bench.task_schema import TaskCatalog
 
 TASK = TaskCatalog().task("demo/u2a")
@@ -248,3 +248,13 @@ def test_listing_adapters_imports_no_adapter_module_and_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "'smp'" in out[0] and "'crossearth'" in out[0] and out[1] == "[]"
     assert resolve_adapter("smp").name == "smp"  # asked for, a built-in is imported then
+
+
+@pytest.mark.parametrize("name", sorted(builtin_modules()))
+def test_a_builtins_code_identity_read_from_its_sources_equals_the_imported_one(name: str):
+    """A static `submission verify` hashes a built-in's sources without importing them (no model library is
+    loaded); the files and sha256 must be those `run` records from the imported class."""
+    from rsdg_bench.code_identity import builtin_code_identity, code_identity
+    from rsdg_bench.registry import builtin_adapter
+
+    assert builtin_code_identity(builtin_modules()[name]) == code_identity(builtin_adapter(name))

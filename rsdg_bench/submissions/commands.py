@@ -74,7 +74,6 @@ def _pack(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from ..cli import _data_root, _device, _results_root
-    from .rerun import rerun_samples
     from .verification_log import record_verification
     from .verify import verify_bundle
 
@@ -82,6 +81,8 @@ def _verify(args: argparse.Namespace) -> int:
         raise RsdgError("submission verify needs the bundle", "e.g. rsdg-bench submission verify unet.zip")
     verification = verify_bundle(Path(args.bundle), _data_root(args))
     if args.rerun:
+        from .rerun import rerun_samples  # torch and the adapter: only when asked to run them
+
         rerun_samples(verification, args.rerun, _data_root(args),
                       Path(args.checkpoints) if args.checkpoints else None, args.seed, args.tolerance,
                       _device(args))

@@ -188,12 +188,12 @@ def _adapter_code(bundle: Bundle, manifest: SubmissionManifest, records: list[tu
                         f"{str(code.get('sha256'))[:12]}")
         return f"bundled {source.entry} ({len(files)} files) is the code that made the records"
     if source.kind == "built-in":
-        from ..code_identity import code_identity
-        from ..registry import builtin_adapter, builtin_modules
+        from ..code_identity import builtin_code_identity
+        from ..registry import builtin_modules
 
         if source.name not in builtin_modules():  # only the harness's own code is ever looked up, never a file
             raise _fail(f"{MANIFEST} names {source.name!r} as a built-in adapter; it is not one here")
-        here = code_identity(builtin_adapter(source.name)).get("sha256")
+        here = builtin_code_identity(builtin_modules()[source.name]).get("sha256")  # read, not imported
         if here != code.get("sha256"):
             raise _fail(f"built-in adapter {source.name} here is code {str(here)[:12]}; the records were made by "
                         f"{str(code.get('sha256'))[:12]} (harness {manifest.harness.get('version')} "
