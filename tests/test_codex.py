@@ -19,11 +19,8 @@ from rsdg_bench.task_schema import TaskCatalog
 
 
 @pytest.fixture(scope="module")
-def oscd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("oscd")
-    raw = get_preparer("oscd").make_fake(root / "raw")
-    get_preparer("oscd").prepare(raw, root / "data", progress=False)
-    return {"raw": raw, "data": root / "data"}
+def oscd(prepared_fakes) -> dict[str, Path]:
+    return {"raw": prepared_fakes.raw("oscd"), "data": prepared_fakes.data("oscd")}
 
 
 def test_cities_become_stacked_pairs_with_binary_change_maps(oscd: dict[str, Path]):

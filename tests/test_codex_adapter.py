@@ -12,7 +12,6 @@ from upstream_fixtures import load_fixture, manifest, synthetic_state
 from rsdg_bench.baselines.codex_adapter import BACKBONE, RELEASED_FILES, CodexAdapter
 from rsdg_bench.baselines.codex_model import HeadSelector
 from rsdg_bench.errors import AdapterError
-from rsdg_bench.prep import get_preparer
 from rsdg_bench.results import ResultStore
 from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
 from rsdg_bench.task_schema import TaskCatalog
@@ -46,11 +45,8 @@ def test_the_full_model_matches_the_released_checkpoint_key_for_key():
 
 
 @pytest.fixture(scope="module")
-def den_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("codex_den")
-    raw = get_preparer("dynamicearthnet").make_fake(root / "raw")
-    get_preparer("dynamicearthnet").prepare(raw, root / "data", progress=False)
-    return root / "data"
+def den_data(prepared_fakes) -> Path:
+    return prepared_fakes.data("dynamicearthnet")
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,10 @@ from rsdg_bench.task_schema import TaskCatalog
 
 
 @pytest.fixture(scope="module")
-def fmow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def fmow(tmp_path_factory: pytest.TempPathFactory, prepared_fakes) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fmow")
-    raw = get_preparer("fmow").make_fake(root / "raw", archive=True)
-    get_preparer("fmow").prepare(raw, root / "data", progress=False)
-    return {"raw": raw, "data": root / "data", "root": root}
+    raw = get_preparer("fmow").make_fake(root / "raw", archive=True)  # the download as it comes
+    return {"raw": raw, "data": prepared_fakes.data("fmow"), "root": root}  # prepared from it: test_contracts
 
 
 def test_wilds_time_split_and_country_split_rules():

@@ -25,13 +25,10 @@ from rsdg_bench.task_schema import Task, TaskCatalog
 
 
 @pytest.fixture(scope="module")
-def sits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("sits")
-    out = {"data": root / "data"}
-    for name in ("dynamicearthnet", "muds"):
-        out[name] = get_preparer(name).make_fake(root / name)
-        get_preparer(name).prepare(out[name], out["data"], progress=False)
-    return out
+def sits(prepared_fakes) -> dict[str, Path]:
+    """Both series fakes, unpacked, and prepared into the session's shared data root."""
+    names = ("dynamicearthnet", "muds")
+    return {"data": prepared_fakes.data(*names), **{name: prepared_fakes.raw(name) for name in names}}
 
 
 def test_codex_patch_plan_on_a_1024_area():

@@ -14,25 +14,17 @@ from rsdg_bench.prepared import PreparedDataset
 from rsdg_bench.registry import available_adapters, resolve_adapter
 from rsdg_bench.task_schema import SplitRef, TaskCatalog
 
-from conftest import CROSSEARTH_DATASETS
 
 PREPARERS = sorted(available_preparers())
 
 
 @pytest.fixture(scope="session")
-def every_dataset(tmp_path_factory: pytest.TempPathFactory, ce_data: Path, data_root: Path) -> Path:
-    """One data root holding every registered dataset prepared from its folder fake: the CrossEarth ones and
-    ToyEarth linked from the shared fixtures (prepared once per session), the others prepared here."""
-    root = tmp_path_factory.mktemp("every_dataset")
-    raw = tmp_path_factory.mktemp("every_raw")
-    for name in PREPARERS:
-        shared = ce_data if name in CROSSEARTH_DATASETS else data_root if name == "toyearth" else None
-        if shared is not None:
-            (root / name).symlink_to(shared / name, target_is_directory=True)
-        else:
-            preparer = get_preparer(name)
-            preparer.prepare(preparer.make_fake(raw / name), root, progress=False)
-    return root
+def every_dataset(prepared_fakes, data_root: Path) -> Path:
+    """One data root holding every registered dataset prepared from its folder fake, once per session (the
+    shared root; ToyEarth linked from `data_root`)."""
+    if not (prepared_fakes.root / "toyearth").exists():
+        (prepared_fakes.root / "toyearth").symlink_to(data_root / "toyearth", target_is_directory=True)
+    return prepared_fakes.data(*PREPARERS)
 
 
 @pytest.mark.parametrize("name", PREPARERS)

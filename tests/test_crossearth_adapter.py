@@ -255,14 +255,14 @@ def released_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 
 def test_released_checkpoints_run_pi2v_in_both_forms(ce_data: Path, released_weights: dict[str, Path], tmp_path: Path):
-    common = ["run", "--model", "crossearth", "--task", "crossearth/pi2v", "--limit", "2", "--data-root", str(ce_data),
+    common = ["run", "--model", "crossearth", "--task", "crossearth/pi2v", "--limit", "1", "--data-root", str(ce_data),
               "--device", "cpu", "--quiet"]
     assert main([*common, "--checkpoints", str(released_weights["full"]), "--results", str(tmp_path / "full")]) == 0
     assert main([*common, "--checkpoints", str(released_weights["partial"]), "--results", str(tmp_path / "partial"),
                  "--backbone-checkpoint", str(released_weights["backbone"])]) == 0
     (_, full), = ResultStore(tmp_path / "full").load_all()
     (_, partial), = ResultStore(tmp_path / "partial").load_all()
-    assert full.evaluated.num_samples == partial.evaluated.num_samples == 2
+    assert full.evaluated.num_samples == partial.evaluated.num_samples == 1
     assert full.model["checkpoint"]["path"].endswith("Potsdam(i)-source.pth")
     assert "backbone_sha256" in partial.model and "backbone_sha256" not in full.model
     assert full.confusion_matrices == partial.confusion_matrices  # the same weights, split over two files

@@ -19,16 +19,14 @@ from rsdg_bench.task_schema import TaskCatalog
 
 
 @pytest.fixture(scope="module")
-def sar_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return get_preparer("openearthmap_sar").make_fake(tmp_path_factory.mktemp("oemsar_raw"))
+def sar_raw(prepared_fakes) -> Path:
+    return prepared_fakes.raw("openearthmap_sar")
 
 
 @pytest.fixture(scope="module")
-def sar_data(tmp_path_factory: pytest.TempPathFactory, sar_raw: Path, ce_raw: dict[str, Path]) -> Path:
-    root = tmp_path_factory.mktemp("oemsar_data")
-    get_preparer("openearthmap_sar").prepare(sar_raw, root, progress=False)
-    get_preparer("openearthmap").prepare(ce_raw["openearthmap"], root, progress=False)
-    return root
+def sar_data(prepared_fakes) -> Path:
+    """OpenEarthMap-SAR and OpenEarthMap (the optical source of `dfc25/oem2sar`) in the shared data root."""
+    return prepared_fakes.data("openearthmap_sar", "openearthmap")
 
 
 def test_edge_zero_mask_takes_border_runs_not_interior_zeros():

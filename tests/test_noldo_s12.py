@@ -29,13 +29,10 @@ from rsdg_bench.training import dice_loss, segmentation_loss
 
 
 @pytest.fixture(scope="module")
-def noldo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both fakes, unpacked, and both prepared into one data root."""
-    root = tmp_path_factory.mktemp("noldo")
-    raw = {name: get_preparer(name).make_fake(root / name) for name in ("noldo_s12", "dfc2020")}
-    for name, path in raw.items():
-        get_preparer(name).prepare(path, root / "data", progress=False)
-    return {**raw, "data": root / "data"}
+def noldo(prepared_fakes) -> dict[str, Path]:
+    """Both fakes, unpacked, and both prepared into the session's shared data root."""
+    names = ("noldo_s12", "dfc2020")
+    return {**{name: prepared_fakes.raw(name) for name in names}, "data": prepared_fakes.data(*names)}
 
 
 def read(path: Path) -> np.ndarray:

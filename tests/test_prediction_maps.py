@@ -54,31 +54,30 @@ def test_predict_then_score_equals_run_bit_for_bit(task_id: str, data_root: Path
                                                                for p in ResultStore(tmp_path / "run").paths()}
 
 
-def test_classification_predictions_are_one_csv_and_score_like_run(tmp_path: Path):
-    root = tmp_path / "fmow"
-    get_preparer("fmow").prepare(get_preparer("fmow").make_fake(root / "raw"), root / "data", progress=False)
+def test_classification_predictions_are_one_csv_and_score_like_run(tmp_path: Path, prepared_fakes):
+    data = prepared_fakes.data("fmow")
     task = TaskCatalog().task("codex/fmow")
     model = ModelSpec("timm-classifier", random_init=True, display_name="c")
     torch.manual_seed(0)
-    ran = _run_records(task, model, root / "data", tmp_path / "run")
+    ran = _run_records(task, model, data, tmp_path / "run")
     torch.manual_seed(0)  # the same random weights again
-    scored, _ = _scored(task, model, root / "data", tmp_path / "run", tmp_path / "maps")
+    scored, _ = _scored(task, model, data, tmp_path / "run", tmp_path / "maps")
     assert scored == ran
     table = next((tmp_path / "maps").rglob("predictions.csv")).read_text().splitlines()
     assert table[0] == "sample_id,class_index" and len(table) > 1
 
 
-def test_time_series_predictions_have_one_band_per_date(tmp_path: Path):
-    get_preparer("muds").prepare(get_preparer("muds").make_fake(tmp_path / "raw"), tmp_path / "data", progress=False)
+def test_time_series_predictions_have_one_band_per_date(tmp_path: Path, prepared_fakes):
+    data = prepared_fakes.data("muds")
     task = TaskCatalog().task("codex/muds")
     model = ModelSpec("smp-temporal", {"features": "4"}, random_init=True, display_name="t")
     torch.manual_seed(0)
-    ran = _run_records(task, model, tmp_path / "data", tmp_path / "run")
+    ran = _run_records(task, model, data, tmp_path / "run")
     torch.manual_seed(0)
-    scored, _ = _scored(task, model, tmp_path / "data", tmp_path / "run", tmp_path / "maps")
+    scored, _ = _scored(task, model, data, tmp_path / "run", tmp_path / "maps")
     assert scored == ran
     first = next((tmp_path / "maps").rglob("*.tif"))
-    dates = len(PreparedDataset.open(tmp_path / "data", "muds").card.timesteps)
+    dates = len(PreparedDataset.open(data, "muds").card.timesteps)
     with rasterio.open(first) as src:
         assert src.count == dates > 1  # one band per date
 

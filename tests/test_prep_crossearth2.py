@@ -22,6 +22,8 @@ from rsdg_bench.prepared import PreparedDataset, read_raster
 from rsdg_bench.task_schema import TaskCatalog
 from rsdg_bench.windows import window_grid
 
+from conftest import pixel_linear
+
 PART2 = ("deepglobe_road", "massachusetts_roads", "globalroadnet", "whu_building", "casid")
 
 
@@ -136,14 +138,14 @@ def test_part2_prepares_from_archives(name: str, ce_data: Path, tmp_path: Path):
 
 
 def test_crossearth_suite_has_32_tasks_and_each_runs_on_the_fakes(ce_data: Path, tmp_path: Path):
-    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+    from rsdg_bench.runner import RunSettings, run_tasks
 
     tasks = TaskCatalog().suite_tasks("crossearth")
     assert len(tasks) == 32 and len({t.id for t in tasks}) == 32
     binary = {t.id: t.headline_class_indices() for t in tasks if t.classes in {"road2", "building2"}}
     assert set(binary) == {f"crossearth/{n}" for n in ("d2m", "d2g", "a2s", "s2a", "a2s-i")}
     assert all(indices == [1] for indices in binary.values())  # the foreground IoU is the headline
-    model = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, random_init=True)
+    model = pixel_linear()  # a U-Net took over a minute for the 32 tasks; smp on CrossEarth tasks: test_prep_crossearth.py
     outcomes = run_tasks(tasks, model, RunSettings(data_root=ce_data, results_root=tmp_path, device=torch.device("cpu"),
                                                    limit=1, progress=False))
     assert [(o.task_id, o.error) for o in outcomes] == [(t.id, None) for t in tasks]

@@ -13,7 +13,7 @@ from rsdg_bench.results import ResultStore, decode_per_image, load_record, metri
 from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
 from rsdg_bench.task_schema import TaskCatalog
 
-from conftest import SMALL_MODEL
+from conftest import SMALL_MODEL, TRAINED_ITERATIONS
 
 
 def settings(data_root: Path, results: Path, **kw) -> RunSettings:
@@ -213,20 +213,20 @@ def test_a_short_trained_checkpoint_is_marked_off_protocol_everywhere_it_shows(t
     record = load_record(Path(outcome.written[0]))
     training = record.model["training"]
     assert training["status"] == "off-protocol" and training["trained_for"] == "demo/u2a"
-    assert training["differences"] == [f"iterations 150 (protocol {task.training.iterations})"]
-    assert training["iterations"] == 150 and training["seed"] == task.training.seed
+    assert training["differences"] == [f"iterations {TRAINED_ITERATIONS} (protocol {task.training.iterations})"]
+    assert training["iterations"] == TRAINED_ITERATIONS and training["seed"] == task.training.seed
     records = [(Path(p), load_record(Path(p))) for p in outcome.written]
     for _, rec in records:  # the demo data is a fake (not the published size); let it through here
         rec.evaluated.published_samples = None
     board = with_suites(build_board(records), TaskCatalog())
     [table] = board.tasks
-    why = f"iterations 150 (protocol {task.training.iterations})"
+    why = f"iterations {TRAINED_ITERATIONS} (protocol {task.training.iterations})"
     assert table.badges("unet-r18") == [("off-protocol", why)]
     assert f"[off-protocol: {why}]" in to_markdown(task_summary_table(table))
     write_site(board, tmp_path / "site")
     assert f'class="badge warn" title="{why}">off-protocol<' in (tmp_path / "site" / "suites" / "demo.html").read_text()
     strict = build_board(records, only_protocol=True)
-    assert not strict.tasks and all("off-protocol: iterations 150" in why for _, why in strict.excluded)
+    assert not strict.tasks and all(f"off-protocol: iterations {TRAINED_ITERATIONS}" in why for _, why in strict.excluded)
 
 
 def test_training_verdicts_protocol_unknown_and_no_protocol(tmp_path: Path):
