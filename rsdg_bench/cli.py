@@ -56,6 +56,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer of 0 or more (a count where 0 means none)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """argparse type: a finite number above 0."""
     value = float(text)
@@ -554,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                        help="adapter option, repeatable (smp: arch=unet encoder=resnet18 mean=... std=... encoder_weights=FILE)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    model.add_argument("--workers", type=int, default=0,
+    model.add_argument("--workers", type=_non_negative_int, default=0,
                        help="DataLoader worker processes (default 0: two threads of this process read samples "
                             "ahead of the model, which on CPU is faster than handing images between processes)")
 
@@ -630,9 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train on the task's source split, select on its selection split (targets are never "
                                    "read), and save the checkpoint as <results>/checkpoints/<adapter>/<checkpoint_key>.pt.")
     p.add_argument("--task", required=True, help="task id; its training: block is the protocol")
-    p.add_argument("--iterations", type=int, help="override the protocol's iterations (smoke runs, the demo)")
-    p.add_argument("--batch-size", type=int, help="override the protocol's batch size")
-    p.add_argument("--val-interval", type=int, help="override how often the selection split is scored")
+    p.add_argument("--iterations", type=_positive_int, help="override the protocol's iterations (smoke runs, the demo)")
+    p.add_argument("--batch-size", type=_positive_int, help="override the protocol's batch size")
+    p.add_argument("--val-interval", type=_positive_int, help="override how often the selection split is scored")
     p.add_argument("--lr", type=float, help="override the learning rate")
     p.add_argument("--out", help="checkpoint path (default under the results folder)")
     p.set_defaults(func=cmd_train)
@@ -656,12 +664,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "dinov2_converted.pth / dinov2_converted_1024x1024.pth)")
     p.add_argument("--random-init", action="store_true", help="no weights (plumbing tests); never on a leaderboard")
     p.add_argument("--name", help="display name of the model on the leaderboard")
-    p.add_argument("--limit", type=int, help="evaluate only the first N samples per split (smoke run, marked as such)")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples per split (smoke run, marked as such)")
     p.add_argument("--force", action="store_true", help="recompute records that already exist")
-    p.add_argument("--save-predictions", type=int, default=0, metavar="K",
+    p.add_argument("--save-predictions", type=_non_negative_int, default=0, metavar="K",
                    help="keep image / ground truth / prediction PNGs of the first K samples of each split (shown on "
                         "the leaderboard's task pages)")
-    p.add_argument("--window-batch", type=int, default=1,
+    p.add_argument("--window-batch", type=_positive_int, default=1,
                    help="sliding windows per forward pass (speed only; raise it on a GPU; default 1)")
     p.add_argument("--batch-size", type=_positive_int, default=1,
                    help="samples per batch: consecutive equal-size images share one forward pass (speed; on a "
@@ -677,10 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--wait", action="store_true", help="wait for the jobs and print their outcomes")
     cluster.add_argument("--slurm-partition")
     cluster.add_argument("--slurm-account")
-    cluster.add_argument("--job-minutes", type=int, default=240, help="time limit per job (default 240)")
-    cluster.add_argument("--job-gpus", type=int, default=1, help="GPUs per job (default 1)")
-    cluster.add_argument("--job-cpus", type=int, default=8, help="CPUs per job (default 8)")
-    cluster.add_argument("--job-mem-gb", type=int, default=32, help="memory per job in GB (default 32)")
+    cluster.add_argument("--job-minutes", type=_positive_int, default=240, help="time limit per job (default 240)")
+    cluster.add_argument("--job-gpus", type=_non_negative_int, default=1, help="GPUs per job (default 1)")
+    cluster.add_argument("--job-cpus", type=_positive_int, default=8, help="CPUs per job (default 8)")
+    cluster.add_argument("--job-mem-gb", type=_positive_int, default=32, help="memory per job in GB (default 32)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("results", parents=[common], help="show result records, recompute their metrics, or export them",
@@ -753,14 +761,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", action="append", choices=["segmentation", "change_detection"], default=None,
                    help="new: task kinds it does, repeatable (default segmentation; time series and classification "
                         "adapters implement predict_series / classify instead, see docs/adapters.md)")
-    p.add_argument("--size-divisor", type=int, default=1, help="new: input sides are padded to a multiple of this")
+    p.add_argument("--size-divisor", type=_positive_int, default=1, help="new: input sides are padded to a multiple of this")
     p.set_defaults(func=cmd_adapter)
 
     p = sub.add_parser("demo", help="the whole pipeline on synthetic data, then print the leaderboard's path",
                        description="Fake ToyEarth raw data, prepare it, train a small U-Net on the urban domain, evaluate it "
                                    "on three unseen domains, and build the leaderboard. About 3 minutes on 2 CPU cores.")
     p.add_argument("--workdir", default="rsdg-demo", help="folder for the demo's data and results (default ./rsdg-demo)")
-    p.add_argument("--iterations", type=int, default=None, help="training iterations (default: the demo's own setting)")
+    p.add_argument("--iterations", type=_positive_int, default=None, help="training iterations (default: the demo's own setting)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
     return parser

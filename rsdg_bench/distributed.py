@@ -11,6 +11,7 @@ that died.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +60,9 @@ class ProcessGroup:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device `--device` names: auto (CUDA when present, else the CPU), cpu, cuda, cuda:N or mps."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise RsdgError(f"unknown device {name!r}", "use --device cpu, cuda, cuda:N (a GPU's index), mps or auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

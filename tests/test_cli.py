@@ -226,3 +226,24 @@ def test_a_task_of_another_kind_names_the_adapters_that_do_it(capsys, tmp_path: 
     assert code == 2 and "change_detection, which 'daformer' does not do: codex/oscd (adapters that do: smp)" in problem
     assert "classification, which 'daformer' does not do: codex/fmow (adapters that do: timm-classifier)" in problem
     assert "smp for change detection" not in fix
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--task", "demo/u2a", "--limit", "0"], "argument --limit: 0 is not above 0"),
+    (["run", "--task", "demo/u2a", "--limit", "-1"], "argument --limit: -1 is not above 0"),
+    (["run", "--task", "demo/u2a", "--workers", "-1"], "argument --workers: -1 is below 0"),
+    (["run", "--task", "demo/u2a", "--window-batch", "0"], "argument --window-batch: 0 is not above 0"),
+    (["run", "--task", "demo/u2a", "--save-predictions", "-2"], "argument --save-predictions: -2 is below 0"),
+    (["train", "--task", "demo/u2a", "--iterations", "0"], "argument --iterations: 0 is not above 0"),
+    (["train", "--task", "demo/u2a", "--batch-size", "0"], "argument --batch-size: 0 is not above 0"),
+])
+def test_counts_out_of_range_are_refused_by_the_parser(capsys, argv: list[str], message: str):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unknown_device_is_an_error_with_the_fix(capsys, data_root: Path, tmp_path: Path):
+    code, _, err = run(capsys, "run", "--task", "demo/u2a", "--random-init", "--device", "tpu",
+                       "--data-root", str(data_root), "--results", str(tmp_path / "results"))
+    assert code == 2 and "error: unknown device 'tpu'" in err and "fix: use --device cpu" in err
