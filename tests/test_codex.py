@@ -98,6 +98,7 @@ def test_every_patch_is_its_window_of_the_city_and_keeps_the_city_as_its_scene(o
         assert np.array_equal(dataset.read_label(row), whole_label[y0:y1, x0:x1])
 
 
+@pytest.mark.slow
 def test_real_size_city_fakes_give_codex_896_and_640_patches(tmp_path: Path):
     """All 24 official cities, of sizes from 96 to 359 px (not squares; the official sizes are not in our
     references): 64 patches each, so exactly CoDEX's Table 1 counts, which are the published ones."""

@@ -163,6 +163,7 @@ def test_temporal_kind_refusals(sits: dict[str, Path], tmp_path: Path):
     assert "B×T×K×H×W" in broken.error
 
 
+@pytest.mark.slow
 def test_temporal_baseline_pools_dates_and_trains(sits: dict[str, Path], tmp_path: Path):
     from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
 

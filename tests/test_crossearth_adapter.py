@@ -254,6 +254,7 @@ def released_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     return {"full": root / "full", "partial": root / "partial", "backbone": root / "dinov2" / BACKBONE_FILES[512]}
 
 
+@pytest.mark.slow
 def test_released_checkpoints_run_pi2v_in_both_forms(ce_data: Path, released_weights: dict[str, Path], tmp_path: Path):
     common = ["run", "--model", "crossearth", "--task", "crossearth/pi2v", "--limit", "1", "--data-root", str(ce_data),
               "--device", "cpu", "--quiet"]

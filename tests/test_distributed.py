@@ -35,6 +35,7 @@ def matrices(results: Path) -> dict[str, list]:
     return found
 
 
+@pytest.mark.slow
 def test_three_processes_give_the_single_process_numbers(trained: dict, data_root: Path, tmp_path: Path):
     args = ["run", "--task", "demo/u2a", "--model-arg", "encoder=resnet18", "--checkpoint",
             str(trained["checkpoint"]), "--data-root", str(data_root), "--device", "cpu", "--quiet"]
@@ -88,6 +89,7 @@ def test_an_error_on_one_rank_fails_the_task_everywhere_without_hanging(data_roo
     assert not list((tmp_path / "r").rglob("records/**/*.json"))
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_each_task_as_a_job_with_the_same_numbers(trained: dict, data_root: Path,
                                                                         tmp_path: Path, capsys):
     from rsdg_bench.cli import main

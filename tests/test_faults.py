@@ -135,6 +135,7 @@ def test_a_run_killed_anywhere_keeps_whole_records_and_the_rerun_completes_them(
     assert killed == clean and len(clean) == 2
 
 
+@pytest.mark.slow
 def test_a_training_killed_while_saving_its_state_resumes_to_the_uninterrupted_weights(data_root: Path,
                                                                                       tmp_path: Path):
     import torch

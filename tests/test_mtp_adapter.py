@@ -131,6 +131,7 @@ def test_conformance_passes(monkeypatch: pytest.MonkeyPatch):
     assert all(r.passed for r in results), [(r.name, r.detail) for r in results if not r.passed]
 
 
+@pytest.mark.slow
 def test_vit_b_checkpoint_runs_u2r(ce_data: Path, tmp_path: Path):
     """A synthetic full-size ViT-B + RVSA LoveDA checkpoint, mmengine container, through `run`."""
     with torch.device("meta"):

@@ -67,6 +67,7 @@ def test_classification_predictions_are_one_csv_and_score_like_run(tmp_path: Pat
     assert table[0] == "sample_id,class_index" and len(table) > 1
 
 
+@pytest.mark.slow
 def test_time_series_predictions_have_one_band_per_date(tmp_path: Path, prepared_fakes):
     data = prepared_fakes.data("muds")
     task = TaskCatalog().task("codex/muds")

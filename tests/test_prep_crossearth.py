@@ -111,6 +111,7 @@ def test_potsdam_missing_tile_names_the_file_and_writes_nothing(ce_raw: dict[str
     assert not (tmp_path / "data" / ".potsdam.partial").exists()
 
 
+@pytest.mark.slow
 def test_potsdam_full_size_tile_has_144_windows(tmp_path: Path):
     raw = get_preparer("potsdam").make_fake(tmp_path / "raw", full_size_tiles=("2_13",))
     dataset = PreparedDataset.open(get_preparer("potsdam").prepare(raw, tmp_path / "data", progress=False).parent,
@@ -288,6 +289,7 @@ def test_prepare_from_the_archives_as_downloaded(name: str, ce_data: Path, tmp_p
     assert not (tmp_path / "data" / f".{name}.raw").exists()  # extractions removed after success
 
 
+@pytest.mark.slow
 def test_a_run_on_data_that_is_not_the_published_split_is_flagged_and_kept_off_the_board(ce_data: Path, tmp_path: Path):
     from rsdg_bench.leaderboards.aggregate import build_board
 

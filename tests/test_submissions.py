@@ -157,6 +157,7 @@ def test_data_of_another_version_fails_verify(submitted: dict[str, Path], tmp_pa
     assert _failed(submitted["bundle"], tmp_path / "nothing-prepared") == {"data versions", "split sizes"}
 
 
+@pytest.mark.slow
 def test_rerun_passes_on_honest_records_and_catches_made_up_ones(submitted: dict[str, Path], data_root: Path,
                                                                  tmp_path: Path):
     honest = verify_bundle(submitted["bundle"], data_root)

@@ -86,6 +86,7 @@ def test_training_is_repeatable_from_the_protocol_seed(data_root: Path, tmp_path
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.slow
 def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_path: Path, monkeypatch):
     from rsdg_bench import training
     from rsdg_bench.training import build_trainable, train_state_path
