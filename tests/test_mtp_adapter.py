@@ -140,10 +140,13 @@ def test_vit_b_checkpoint_runs_u2r(ce_data: Path, tmp_path: Path):
     index = RVSAViT(RVSAConfig.base()).blocks[0].attn.relative_position_index
     state.update({k: index for k in state if k.endswith("relative_position_index")})
     checkpoint = mmengine_checkpoint(tmp_path / "rvsa-b-upernet-512-mae-mtp-loveda.pth", state)
-    code = main(["run", "--model", "mtp", "--model-arg", "variant=base", "--task", "crossearth/u2r", "--limit", "1",
+    # stride=512: MTP's own 512² windows tile the 1024² input 2×2 instead of 3×3 (its default stride 384), a
+    # ViT-B pass costs seconds on one core; the stride's grid is tested in test_predict_slides_model_sized_windows
+    code = main(["run", "--model", "mtp", "--model-arg", "variant=base", "--model-arg", "stride=512",
+                 "--task", "crossearth/u2r", "--limit", "1",
                  "--checkpoint", str(checkpoint), "--data-root", str(ce_data), "--results", str(tmp_path / "results"),
                  "--device", "cpu", "--quiet"])
     assert code == 0
     (_, record), = ResultStore(tmp_path / "results").load_all()
-    assert record.evaluated.num_samples == 1 and record.model["options"]["variant"] == "base"
+    assert record.evaluated.num_samples == 1 and (record.model["options"]["variant"], record.model["options"]["stride"]) == ("base", "512")
     assert sum(map(sum, next(iter(record.confusion_matrices.values())))) > 0
