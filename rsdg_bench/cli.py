@@ -638,9 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train on the task's source split, select on its selection split (targets are never "
                                    "read), and save the checkpoint as <results>/checkpoints/<adapter>/<checkpoint_key>.pt.")
     p.add_argument("--task", required=True, help="task id; its training: block is the protocol")
-    p.add_argument("--iterations", type=_positive_int, help="override the protocol's iterations (smoke runs, the demo)")
-    p.add_argument("--batch-size", type=_positive_int, help="override the protocol's batch size")
-    p.add_argument("--val-interval", type=_positive_int, help="override how often the selection split is scored")
+    p.add_argument("--iterations", type=int, help="override the protocol's iterations (smoke runs, the demo)")
+    p.add_argument("--batch-size", type=int, help="override the protocol's batch size")
+    p.add_argument("--val-interval", type=int, help="override how often the selection split is scored")
     p.add_argument("--lr", type=float, help="override the learning rate")
     p.add_argument("--out", help="checkpoint path (default under the results folder)")
     p.set_defaults(func=cmd_train)
