@@ -139,13 +139,13 @@ def _sibling_imports(path: Path, package: str) -> set[str]:
         if isinstance(node, (ast.If, ast.Try)):
             statements.extend(ast.iter_child_nodes(node))
         elif isinstance(node, ast.ImportFrom):
-            base = package if node.level == 1 else node.module if node.level == 0 else None
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif base == package:  # `from . import a` / `from rsdg_bench.baselines import a`
+            module = node.module or ""
+            if node.level == 1 and module:  # `from .a import x`
+                found.add(module.split(".")[0])
+            elif (node.level, module) in ((1, ""), (0, package)):  # `from . import a`, `from <package> import a`
                 found.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module and node.module.startswith(f"{package}."):
-                found.add(node.module[len(package) + 1:].split(".")[0])
+            elif node.level == 0 and module.startswith(f"{package}."):  # `from <package>.a import x`
+                found.add(module[len(package) + 1:].split(".")[0])
         elif isinstance(node, ast.Import):
             found.update(alias.name[len(package) + 1:].split(".")[0] for alias in node.names
                          if alias.name.startswith(f"{package}."))

@@ -39,6 +39,6 @@ def claim_file(out: Path, is_own: Callable[[Path], bool], what: str, flag: str =
         raise RsdgError(f"{flag} {out} is {'a link' if out.is_symlink() else 'a folder'}; writing {what} there "
                         "would replace it", f"pass {flag} a new file name")
     if out.exists() and not is_own(out):
-        raise RsdgError(f"{flag} {out} exists and is not {what}; writing there would replace it", f"pass {flag} a new file name, or remove {out.name} first if it is yours to "
-                                      "lose")
+        raise RsdgError(f"{flag} {out} exists and is not {what}; writing there would replace it",
+                        f"pass {flag} a new file name, or remove {out.name} first if it is yours to lose")
     return out
