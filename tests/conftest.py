@@ -59,6 +59,13 @@ def pixel_linear(display_name: str = "pixel-linear") -> ModelSpec:
     return ModelSpec("pixel-linear", random_init=True, display_name=display_name)
 
 
+def linear_model(checkpoint: Path, display_name: str = "pixel-linear") -> ModelSpec:
+    """`PixelLinear` registered under its name, with weights from `checkpoint` (the `linear_checkpoint` fixture):
+    the same numbers on every run, where a test compares two runs but needs no trained network."""
+    register_adapter("pixel-linear")(PixelLinear)
+    return ModelSpec("pixel-linear", checkpoint=checkpoint, display_name=display_name)
+
+
 SMALL_MODEL = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, display_name="unet-r18")
 # The one training of the run: the demo's, at this length (its protocol says 1,500; so the checkpoint is
 # off-protocol, and tests check that it says so). Long enough that the source split scores above 0.6 mIoU
@@ -117,6 +124,18 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return workdir
 
     return built_once(tmp_path_factory, "demo", demo)
+
+
+@pytest.fixture(scope="session")
+def linear_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded `PixelLinear` weights for the demo tasks (RGB in, ToyEarth's 5 classes out), as a plain state dict."""
+    def save(folder: Path) -> Path:
+        torch.manual_seed(0)
+        path = folder / "pixel-linear.pt"
+        torch.save(torch.nn.Conv2d(3, 5, 1).state_dict(), path)
+        return path
+
+    return built_once(tmp_path_factory, "pixel-linear", save)
 
 
 @pytest.fixture

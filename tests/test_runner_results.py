@@ -13,7 +13,7 @@ from rsdg_bench.results import ResultStore, decode_per_image, load_record, metri
 from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
 from rsdg_bench.task_schema import TaskCatalog
 
-from conftest import SMALL_MODEL, TRAINED_ITERATIONS
+from conftest import SMALL_MODEL, TRAINED_ITERATIONS, linear_model
 
 
 def settings(data_root: Path, results: Path, **kw) -> RunSettings:
@@ -47,31 +47,32 @@ def test_records_hold_metrics_matrices_and_provenance(trained: dict, data_root: 
     assert records["source"].metrics["toyearth/urban/val"]["miou"] > target.metrics[slug]["miou"] + 0.1
 
 
-def test_rerun_skips_and_force_recomputes_identically(trained: dict, data_root: Path, tmp_path: Path):
+def test_rerun_skips_and_force_recomputes_identically(linear_checkpoint: Path, data_root: Path, tmp_path: Path):
     task = TaskCatalog().task("demo/rgb2irrg")
-    [first] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
-    [second] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
+    [first] = run_tasks([task], linear_model(linear_checkpoint), settings(data_root, tmp_path))
+    [second] = run_tasks([task], linear_model(linear_checkpoint), settings(data_root, tmp_path))
     assert second.written == [] and sorted(second.skipped) == sorted(first.written)
-    [forced] = run_tasks([task], model_with(trained), settings(data_root, tmp_path, force=True))
+    [forced] = run_tasks([task], linear_model(linear_checkpoint), settings(data_root, tmp_path, force=True))
     assert sorted(forced.written) == sorted(first.written)
     assert load_record(Path(forced.written[0])).confusion_matrices == load_record(Path(first.written[0])).confusion_matrices
 
 
-def test_limit_marks_a_smoke_run_under_its_own_key(trained: dict, data_root: Path, tmp_path: Path):
+def test_limit_marks_a_smoke_run_under_its_own_key(linear_checkpoint: Path, data_root: Path, tmp_path: Path):
     task = TaskCatalog().task("demo/u2a")
-    [full] = run_tasks([task], model_with(trained), settings(data_root, tmp_path))
-    [smoke] = run_tasks([task], model_with(trained), settings(data_root, tmp_path, limit=1))
+    [full] = run_tasks([task], linear_model(linear_checkpoint), settings(data_root, tmp_path))
+    [smoke] = run_tasks([task], linear_model(linear_checkpoint), settings(data_root, tmp_path, limit=1))
     assert smoke.written and not set(smoke.written) & set(full.written)
     record = load_record(Path(smoke.written[0]))
     assert record.smoke == {"limit": 1} and record.evaluated.num_samples == 1
 
 
-def test_a_failing_task_is_reported_and_the_rest_runs(trained: dict, data_root: Path, tmp_path: Path, monkeypatch):
+def test_a_failing_task_is_reported_and_the_rest_runs(linear_checkpoint: Path, data_root: Path, tmp_path: Path, monkeypatch):
     catalog = TaskCatalog()
     broken = catalog.task("demo/u2a").model_copy(update={
         "id": "demo/missing", "targets": (catalog.task("demo/u2a").targets[0].model_copy(update={"dataset": "nope"}),)})
-    outcomes = run_tasks([broken, catalog.task("demo/u2coarse")], model_with(trained), settings(data_root, tmp_path))
-    assert "prepared dataset 'nope' not found" in outcomes[0].error
+    outcomes = run_tasks([broken, catalog.task("demo/u2coarse")], linear_model(linear_checkpoint), settings(data_root, tmp_path))
+    assert "prepared dataset 'nope' not found" in outcomes[0].error and outcomes[0].written == []
+    assert not (tmp_path / "records" / "demo" / "missing").exists()  # not even its source split's record
     assert outcomes[1].error is None and outcomes[1].written
     summary = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
     assert [o["task_id"] for o in summary["outcomes"]] == ["demo/missing", "demo/u2coarse"]
@@ -95,8 +96,8 @@ def test_missing_checkpoint_says_how_to_get_one(data_root: Path, tmp_path: Path)
     assert "rsdg-bench train --task demo/u2a" in outcome.error
 
 
-def test_edited_record_is_detected_and_recompute_restores_it(trained: dict, data_root: Path, tmp_path: Path):
-    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], model_with(trained), settings(data_root, tmp_path))
+def test_edited_record_is_detected_and_recompute_restores_it(linear_checkpoint: Path, data_root: Path, tmp_path: Path):
+    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], linear_model(linear_checkpoint), settings(data_root, tmp_path))
     path = Path(outcome.written[-1])
     original = json.loads(path.read_text())
     slug = next(iter(original["metrics"]))
@@ -125,7 +126,7 @@ def test_nan_metrics_are_stored_as_null_and_read_back():
 
 
 @pytest.mark.parametrize("change", ["image cut short", "label swapped for another valid label"])
-def test_a_prepared_file_changed_after_prepare_names_itself_and_writes_nothing(trained: dict, data_root: Path,
+def test_a_prepared_file_changed_after_prepare_names_itself_and_writes_nothing(linear_checkpoint: Path, data_root: Path,
                                                                                tmp_path: Path, change: str):
     """A changed file keeps the manifest, and so the resume key: only its bytes can tell. A valid label swapped
     for another one decodes fine and would silently score against the wrong map."""
@@ -139,12 +140,12 @@ def test_a_prepared_file_changed_after_prepare_names_itself_and_writes_nothing(t
         first.write_bytes(first.read_bytes()[:200])
     else:
         first.write_bytes(second.read_bytes())
-    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], model_with(trained), settings(copy, tmp_path / "r"))
+    [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], linear_model(linear_checkpoint), settings(copy, tmp_path / "r"))
     assert f"{first} changed after toyearth was prepared" in outcome.error and "--verify" in outcome.error
     assert all(load_record(Path(path)).evaluated.domain != "arid" for path in outcome.written)  # none of it
 
 
-def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(trained: dict, data_root: Path,
+def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(linear_checkpoint: Path, data_root: Path,
                                                                         tmp_path: Path):
     import numpy as np
     from matplotlib.image import imread
@@ -154,7 +155,7 @@ def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(trained:
     from rsdg_bench.prepared import PreparedDataset
 
     task = TaskCatalog().task("demo/u2a")
-    [outcome] = run_tasks([task], model_with(trained), settings(data_root, tmp_path, save_predictions=2))
+    [outcome] = run_tasks([task], linear_model(linear_checkpoint), settings(data_root, tmp_path, save_predictions=2))
     record_path = next(Path(p) for p in outcome.written if load_record(Path(p)).evaluated.role == "target")
     record = load_record(record_path)
     [slug] = record.predictions

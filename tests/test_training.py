@@ -92,19 +92,19 @@ def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_pat
     from rsdg_bench.training import build_trainable, train_state_path
 
     task = TaskCatalog().task("demo/u2a")
-    overrides = TrainOverrides(iterations=6, batch_size=2, val_interval=2)
+    overrides = TrainOverrides(iterations=4, batch_size=2, val_interval=2)
     adapter = build_trainable(SMALL_MODEL, task, data_root)
     train_adapter(adapter, task, data_root, tmp_path / "straight.pt", overrides=overrides, progress=False)
 
     real_loss, calls = training.F.cross_entropy, {"n": 0}
 
-    def crash_on_fifth(*args, **kwargs):
+    def crash_on_third(*args, **kwargs):  # after the state saved at iteration 2, before the one at 4
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == 3:
             raise KeyboardInterrupt("simulated crash")
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(training.F, "cross_entropy", crash_on_fifth)
+    monkeypatch.setattr(training.F, "cross_entropy", crash_on_third)
     crashed = tmp_path / "crashed.pt"
     with pytest.raises(KeyboardInterrupt):
         train_adapter(build_trainable(SMALL_MODEL, task, data_root), task, data_root, crashed,
@@ -113,7 +113,7 @@ def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_pat
     monkeypatch.setattr(training.F, "cross_entropy", real_loss)
     report = train_adapter(build_trainable(SMALL_MODEL, task, data_root), task, data_root, crashed,
                            overrides=overrides, progress=False)
-    assert report.resumed_from == 4 and not train_state_path(crashed).exists()
+    assert report.resumed_from == 2 and not train_state_path(crashed).exists()
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)
     resumed = torch.load(crashed, weights_only=True)
     assert resumed["rsdg"]["selection"] == straight["rsdg"]["selection"]
@@ -123,8 +123,8 @@ def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_pat
 
     straight_history = json.loads(history_paths(tmp_path / "straight.pt")["json"].read_text())
     resumed_history = json.loads(history_paths(crashed)["json"].read_text())
-    assert resumed_history == straight_history and len(straight_history["loss"]) == 6
-    assert [s["iteration"] for s in straight_history["selection"]] == [2, 4, 6]
+    assert resumed_history == straight_history and len(straight_history["loss"]) == 4
+    assert [s["iteration"] for s in straight_history["selection"]] == [2, 4]
     rows = history_paths(crashed)["csv"].read_text().splitlines()
-    assert rows[0] == "iteration,loss,selection_miou" and len(rows) == 7 and rows[2].count(",") == 2
+    assert rows[0] == "iteration,loss,selection_miou" and len(rows) == 5 and rows[2].count(",") == 2
     assert history_paths(crashed)["svg"].read_text().lstrip().startswith("<?xml")
