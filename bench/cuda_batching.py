@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 import rsdg_bench as rb
+from rsdg_bench.allocator import keep_freed_blocks
 from rsdg_bench.evaluation import autocast, float32_arithmetic
 from rsdg_bench.inference import class_indices
 from rsdg_bench.metrics import confusion_counts
@@ -158,6 +159,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="print where the main thread spends the last setting's time (cProfile, top 25)")
     args = parser.parse_args()
+    keep_freed_blocks()  # as `rsdg-bench run` does in its own process (`rb.evaluate` leaves a caller's alone)
     settings = [tuple(int(n) for n in item.split("x")) for item in args.settings.split(",")]
     precisions = args.precisions.split(",")
     device = torch.device(args.device)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import rsdg_bench as rb
+from rsdg_bench.allocator import keep_freed_blocks
 from rsdg_bench.prepared import PreparedDataset, quiet_georef, read_raster
 
 SIZE = 1024
@@ -97,6 +98,7 @@ def main() -> None:
                         help="scores: the same random scores at each call (default); constant: new constant logits")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_blocks()  # what `rsdg-bench run` does in its own process (`rb.evaluate` leaves a caller's alone)
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "data"
         from rsdg_bench.prep import get_preparer
@@ -116,7 +118,7 @@ def main() -> None:
             decode.append(time.perf_counter() - start)
             decode_cpu.append(_cpu_seconds() - cpu)
             start, cpu = time.perf_counter(), _cpu_seconds()
-            rb.evaluate(model, task, input_contract=contract, data_root=data, progress=False,
+            rb.evaluate(model, task, input_contract=contract, data_root=data, device="cpu", progress=False,
                         num_workers=args.workers, batch_size=args.batch_size)
             run.append(time.perf_counter() - start)
             run_cpu.append(_cpu_seconds() - cpu)

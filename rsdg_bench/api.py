@@ -126,7 +126,7 @@ class Evaluation:
 
 
 def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: InputContract | None = None,
-             data_root: Path | str | None = None, device: str | torch.device = "cpu", limit: int | None = None,
+             data_root: Path | str | None = None, device: str | torch.device = "auto", limit: int | None = None,
              name: str | None = None, num_workers: int = 0, window_batch: int = 1, batch_size: int = 1,
              precision: str = "fp32", read_threads: int | None = None, progress: bool = True) -> Evaluation:
     """Evaluate a model on every evaluation split of `task`, exactly as `rsdg-bench run` does.
@@ -135,8 +135,10 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
     `torch.nn.Module` with its `input_contract` (bands and normalization in the prepared data's units): the
     module is called with the normalized batch, `module(x)` (or `module(x, days)` for a time series), and
     must return logits. The weights are identified in the records by the sha256 of the model's state
-    dict. `read_threads` reads ahead without `num_workers` (default: two on the CPU, more beside a GPU).
-    Nothing is written: `.save(results_dir)` does that.
+    dict. `device` "auto" (the default) is where the model's parameters already are when that is a GPU, else
+    CUDA when present, else the CPU; the model is moved there. `read_threads` reads ahead without `num_workers`
+    (default: two on the CPU, more beside a GPU). Nothing is written: `.save(results_dir)` does that, and the
+    process is left as it was found (no allocator or thread settings change).
     """
     import torch
     from torch import nn
@@ -160,12 +162,27 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
         adapter.setup(task, data.band_names(task.source))
     weights = Weights(state_sha256(adapter.module), {"status": "unknown", "why": "weights handed in from Python; "
                                                      "nothing records how they were trained"}, in_memory=True)
-    settings = RunSettings(data_root=root, results_root=default_results_root(), device=torch.device(device),
+    settings = RunSettings(data_root=root, results_root=default_results_root(), device=_device(device, adapter),
                            num_workers=num_workers, limit=limit, force=True, progress=progress,
                            window_batch=window_batch, batch_size=batch_size, precision=precision,
                            read_threads=read_threads)
     _, records = evaluate_task(task, adapter, data, weights, name or adapter.name, settings, store=None)
     return Evaluation(task, records)
+
+
+def _device(device: str | torch.device, adapter: Adapter) -> torch.device:
+    """`evaluate`'s device: as given, or for "auto" the model's own accelerator, else CUDA when present, else CPU."""
+    import torch
+
+    from .distributed import resolve_device
+
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        placed = {p.device for p in adapter.module.parameters()} if adapter.module is not None else set()
+        if len(placed) == 1 and next(iter(placed)).type != "cpu":
+            return next(iter(placed))
+    return resolve_device(device)
 
 
 def load_results(results_dir: Path | str | None = None, *, strict: bool = False) -> pd.DataFrame:

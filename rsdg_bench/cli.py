@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -194,6 +195,16 @@ def cmd_fake(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- tasks
 
+def _require_known_places(tasks, where: str) -> None:
+    """Refuse tasks whose splits name a dataset, domain or split that does not exist (a typo passes the schema)."""
+    from .task_places import unknown_places
+
+    problems = [line for task in tasks for line in unknown_places(task)]
+    if problems:
+        raise RsdgError(f"{len(problems)} split(s) {where} name no existing place:\n  " + "\n  ".join(problems),
+                        "fix the dataset/domain/split names (`rsdg-bench prepare --list` shows the datasets)")
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from .task_schema import TaskCatalog, load_task_file, task_json_schema
 
@@ -201,15 +212,19 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print(json.dumps(task_json_schema(), indent=2))
         return 0
     if args.action == "validate" and args.ids:
+        tasks = []
         for path in args.ids:
             if Path(path).name.startswith("_"):
                 print(f"skip {path}  (an include fragment: checked through the tasks that include it)")
                 continue
-            task = load_task_file(Path(path))
+            tasks.append(load_task_file(Path(path)))
+        _require_known_places(tasks, f"in {', '.join(args.ids)}")
+        for path, task in zip([p for p in args.ids if not Path(p).name.startswith("_")], tasks, strict=True):
             print(f"ok  {path}  ({task.id}, hash {task.hash[:12]})")
         return 0
     catalog = TaskCatalog()
     if args.action == "validate":
+        _require_known_places(catalog.tasks.values(), "in the task catalog")
         print(f"ok  {len(catalog.tasks)} tasks and {len(catalog.suites)} suites are valid")
         return 0
     if args.action == "show":
@@ -483,14 +498,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_adapter(args: argparse.Namespace) -> int:
     from .registry import available_adapters
 
-    if args.action == "list":  # imports each adapter to read its kinds; one that fails to import says why
-        from .registry import resolve_adapter
+    if args.action == "list":  # built-ins read from their source; a plug-in is imported, and says why it fails
+        from .adapter_facts import adapter_facts
 
         print(f"{'adapter':16s} {'kinds':40s} {'trainable':9s} origin")
         for name, origin in sorted(available_adapters().items()):
             try:
-                cls = resolve_adapter(name)
-                kinds, trainable = ", ".join(sorted(cls.kinds)), "yes" if cls.trainable else "no"
+                facts = adapter_facts(name)
+                kinds, trainable = ", ".join(sorted(facts.kinds)), "yes" if facts.trainable else "no"
             except RsdgError as exc:
                 kinds, trainable = f"(cannot import: {exc.problem})", "?"
             print(f"{name:16s} {kinds:40s} {trainable:9s} {origin}")
@@ -527,7 +542,7 @@ def _new_adapter(args: argparse.Namespace) -> int:
 
     bands = [b.strip() for b in (args.bands or "red,green,blue").split(",") if b.strip()]
     folder = new_adapter(args.name, Path(args.out), bands, numbers(args.mean, "--mean"), numbers(args.std, "--std"),
-                         args.kind or ["segmentation"], args.size_divisor)
+                         args.kind or ["segmentation"], args.size_divisor, bands_by_name=args.bands_by_name)
     print(f"adapter package -> {folder}")
     print(f"next:\n  pip install -e {folder}\n  rsdg-bench adapter check {args.name}\n"
           f"  (before installing: rsdg-bench adapter check {folder}/rsdg_{args.name}/adapter.py:"
@@ -762,6 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new: task kinds it does, repeatable (default segmentation; time series and classification "
                         "adapters implement predict_series / classify instead, see docs/adapters.md)")
     p.add_argument("--size-divisor", type=_positive_int, default=1, help="new: input sides are padded to a multiple of this")
+    p.add_argument("--bands-by-name", action="store_true",
+                   help="new: the harness picks --bands by name and refuses data without them (a multispectral model); "
+                        "default: the model takes the first N stored bands in order, as RGB models take IRRG tiles")
     p.set_defaults(func=cmd_adapter)
 
     p = sub.add_parser("demo", help="the whole pipeline on synthetic data, then print the leaderboard's path",
@@ -801,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished records and prepared samples are kept, re-run to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rsdg-bench tasks list | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush goes nowhere
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # a disk that filled or turned read-only mid-command: name it, never a traceback
         if exc.errno not in _DISK_ERRNOS:
             raise

@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .adapters import Adapter, InputContract
-from .allocator import keep_freed_blocks
 from .data import SegmentationSplit
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
@@ -83,7 +82,6 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     float32); float32 arithmetic is IEEE's unless `precision` is tf32 (`float32_arithmetic`).
     """
     num_classes = task.class_schema.num_classes
-    keep_freed_blocks()
     normalize = _normalizer(adapter, split, task, device)
     # On the CPU without loader workers, the reading threads normalize each sample as they read it, beside the
     # model (per sample or per batch, the same float32 operations on each value: the same bits).

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapters import Adapter
+from .allocator import keep_freed_blocks
 from .data import SegmentationSplit, TaskData
 from .data_lock import reading
 from .distributed import ProcessGroup
@@ -200,6 +201,8 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
     if settings.precision != "fp32":  # another precision gives other numbers: its own row, record and key
         display_name = f"{display_name} [{settings.precision}]"
     outcome, records = TaskOutcome(task.id), []
+    for _, ref in task.evaluation_splits():  # all open before any is scored: a task that cannot run writes nothing
+        data.open(ref, limit=settings.limit)
     for role, ref in task.evaluation_splits():
         prepared = data.prepared(ref.dataset)
         key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=weights.sha256,
@@ -245,9 +248,6 @@ def _same_version(data: TaskData, dataset: str, manifest_sha256: str, since: str
     if now != manifest_sha256:
         raise DataError(f"{dataset} was prepared again since {since} (manifest {manifest_sha256[:12]} then "
                         f"{now[:12]}); nothing was written for it", "run again: it will read the new version")
-
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def precision_block(precision: str) -> dict[str, str]:
@@ -324,8 +324,11 @@ def default_name(adapter: Adapter) -> str:
 def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> list[TaskOutcome]:
     """Run every task; failures are caught, reported and summarised, never fatal to the rest.
 
-    Under torchrun every rank runs this; only rank 0 writes records and the run summary.
+    Under torchrun every rank runs this; only rank 0 writes records and the run summary. Freed large buffers
+    stay in this process's heap from here on (`allocator`): a run owns its process, a Python caller of
+    `rsdg_bench.evaluate` keeps its own allocator settings.
     """
+    keep_freed_blocks()
     store = ResultStore(settings.results_root)
     outcomes = []
     quiet = not (settings.progress and settings.group.is_main) or len(tasks) < 2

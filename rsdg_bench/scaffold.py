@@ -60,6 +60,10 @@ from rsdg_bench.adapters import Adapter, InputContract, Normalization
 from rsdg_bench.task_schema import Task
 
 BANDS = $bands  # the bands the model takes, by name and in order
+# True: the harness picks BANDS by name from whatever the data stores, and refuses data without them (a
+# multispectral model). False: the model takes the first len(BANDS) stored bands in their stored order, as the
+# papers' RGB models take Potsdam's NIR-R-G tiles in an RGB→IRRG setting (demo/rgb2irrg needs this).
+BANDS_BY_NAME = $by_name
 MEAN = $mean  # per band, in the prepared data's units
 STD = $std
 SIZE_DIVISOR = $divisor  # input height and width are padded to a multiple of this
@@ -76,7 +80,8 @@ class $cls(Adapter):
         self.module = build_network(len(BANDS), task.class_schema.num_classes)
 
     def input_contract(self) -> InputContract:
-        return InputContract(len(BANDS), Normalization(MEAN, STD), band_names=BANDS, size_divisor=SIZE_DIVISOR)
+        return InputContract(len(BANDS), Normalization(MEAN, STD), band_names=BANDS if BANDS_BY_NAME else None,
+                             size_divisor=SIZE_DIVISOR)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self._require_module()(x)
@@ -125,9 +130,10 @@ kinds, options, normalization, checkpoints and how to submit results.
 
 
 def new_adapter(name: str, out: Path, bands: list[str], mean: list[float], std: list[float],
-                kinds: list[str], size_divisor: int = 1, task: str = "demo/u2a") -> Path:
-    """Write the package for adapter `name` under `out`; return its folder. Refuses a name that is not a
-    lower-case identifier, that a built-in adapter already has, or a folder that exists."""
+                kinds: list[str], size_divisor: int = 1, task: str = "demo/u2a", bands_by_name: bool = False) -> Path:
+    """Write the package for adapter `name` under `out`; return its folder. `bands_by_name`: the contract names
+    its bands (the harness picks them by name) instead of taking the stored bands in order. Refuses a name that
+    is not a lower-case identifier, that a built-in adapter already has, or a folder that exists."""
     from .registry import available_adapters
 
     if not NAME_PATTERN.match(name) or keyword.iskeyword(name):
@@ -145,7 +151,8 @@ def new_adapter(name: str, out: Path, bands: list[str], mean: list[float], std: 
     package = f"rsdg_{name}"
     cls = "".join(part.capitalize() for part in name.split("_")) + "Adapter"
     values = {"name": name, "package": package, "cls": cls, "bands": repr(tuple(bands)), "mean": repr(tuple(mean)),
-              "std": repr(tuple(std)), "divisor": size_divisor, "kinds": repr(set(kinds)), "task": task}
+              "std": repr(tuple(std)), "divisor": size_divisor, "kinds": repr(set(kinds)), "task": task,
+              "by_name": bands_by_name}
     files = {"pyproject.toml": PYPROJECT, f"{package}/__init__.py": Template('"""The $name adapter for rsdg-bench."""\n'),
              f"{package}/adapter.py": ADAPTER, "tests/test_conformance.py": TEST, "README.md": README}
     for relative, template in files.items():

@@ -129,6 +129,17 @@ def test_conformance_catches_a_broken_adapter(tmp_path: Path):
     assert "shape and K" in failed
 
 
+def test_adapter_check_fails_a_broken_adapter_under_python_O_too(tmp_path: Path):
+    """The checks raise, they do not `assert`: `python -O` (asserts stripped) must not pass a broken adapter."""
+    import subprocess
+    import sys
+
+    noisy_file = write_plugin(tmp_path, suffix=" + torch.randn(1)", name="noisy.py")
+    done = subprocess.run([sys.executable, "-O", "-m", "rsdg_bench.cli", "adapter", "check", f"{noisy_file}:Tiny"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "FAIL  finite and deterministic" in done.stdout, done.stdout + done.stderr
+
+
 def test_smp_encoder_weights_load_from_a_local_file(tmp_path: Path):
     source = resolve_adapter("smp")()
     source.setup(TASK, ["red", "green", "blue"])
@@ -232,11 +243,20 @@ def test_a_generated_adapter_package_checks_trains_runs_and_reaches_the_board(tm
     trainable = build_trainable(model, TASK, data_root)
     train_adapter(trainable, TASK, data_root, default_checkpoint_dir(results, "tiny_net") / f"{TASK.checkpoint_key}.pt",
                   overrides=TrainOverrides(iterations=2, batch_size=2), progress=False)
-    [outcome] = run_tasks([TASK], model, RunSettings(data_root=data_root, results_root=results, progress=False))
-    assert outcome.error is None and outcome.written
+    demo = TaskCatalog().suite_tasks("demo")  # RGB→IRRG among them: by default the stored bands go in order
+    assert {task.checkpoint_key for task in demo} == {TASK.checkpoint_key} and "demo/rgb2irrg" in {t.id for t in demo}
+    outcomes = run_tasks(demo, model, RunSettings(data_root=data_root, results_root=results, progress=False))
+    assert all(outcome.error is None and outcome.written for outcome in outcomes), [o.error for o in outcomes]
     board = build_board(*ResultStore(results).load_valid())
     assert board.models == ["tiny net"] and not board.excluded
     assert board.tasks[0].badges("tiny net")[0][0] == "off-protocol"  # 2 iterations: said so on the board
+    # a package that names its bands is given exactly those: it runs where they are stored, refuses IRRG
+    by_name = new_adapter("named_net", tmp_path, ["red", "green", "blue"], [127.5] * 3, [127.5] * 3, ["segmentation"],
+                          bands_by_name=True)
+    [irrg] = run_tasks([TaskCatalog().task("demo/rgb2irrg")], ModelSpec(
+        f"{by_name}/rsdg_named_net/adapter.py:NamedNetAdapter", checkpoint=default_checkpoint_dir(results, "tiny_net") /
+        f"{TASK.checkpoint_key}.pt"), RunSettings(data_root=data_root, results_root=tmp_path / "named", progress=False))
+    assert "has bands ['nir', 'red', 'green']; the model needs ['blue'] too" in irrg.error
 
 
 def test_listing_adapters_imports_no_adapter_module_and_no_torch():
@@ -248,6 +268,28 @@ def test_listing_adapters_imports_no_adapter_module_and_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "'smp'" in out[0] and "'crossearth'" in out[0] and out[1] == "[]"
     assert resolve_adapter("smp").name == "smp"  # asked for, a built-in is imported then
+
+
+@pytest.mark.parametrize("name", sorted(builtin_modules()))
+def test_a_builtins_listed_facts_read_from_its_source_are_the_imported_classes(name: str):
+    """`adapter list` reads kinds and trainability from the sources (importing the built-ins took 12.5 s)."""
+    from rsdg_bench import adapter_facts
+
+    static = adapter_facts._static_facts(builtin_modules()[name], name)
+    cls = resolve_adapter(name)
+    assert static == adapter_facts.AdapterFacts(frozenset(cls.kinds), cls.trainable)
+
+
+def test_a_computed_adapter_attribute_is_read_by_importing(tmp_path: Path, monkeypatch):
+    from rsdg_bench import adapter_facts
+
+    (tmp_path / "computed_mod.py").write_text(
+        "from rsdg_bench.adapters import Adapter\nfrom rsdg_bench.registry import register_adapter\n"
+        "KINDS = {'segmentation'}\n@register_adapter('computed')\nclass Computed(Adapter):\n"
+        "    kinds = frozenset(KINDS)\n    trainable = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert adapter_facts._static_facts("computed_mod", "computed") is None  # not a literal: `adapter list` imports
+    assert adapter_facts._static_facts("computed_mod", "other") is None
 
 
 @pytest.mark.parametrize("name", sorted(builtin_modules()))

@@ -63,6 +63,8 @@ def test_an_in_memory_module_scores_what_run_scores_with_the_same_weights(traine
     assert list(frame["model"].unique()) == ["mine"] and len(frame) == len(by_cli)
     assert {f"iou/{c}" for c in task.class_schema.names} <= set(frame.columns)
 
+    assert result.records[0].provenance["device"] == "cpu"  # "auto" here: no GPU, and the module on the CPU
+
     saved = result.save(tmp_path / "cli")
     loaded = rb.load_results(tmp_path / "cli")
     assert len(saved) == len(by_cli) and len(loaded) == 2 * len(by_cli)
@@ -101,3 +103,30 @@ def test_a_module_that_returns_nan_is_stopped_with_the_fix(data_root: Path):
     contract = rb.InputContract(3, rb.Normalization((0.0,) * 3, (1.0,) * 3))
     with pytest.raises(AdapterError, match="NaN"):
         rb.evaluate(Broken(), "demo/u2a", input_contract=contract, data_root=data_root, limit=1, progress=False)
+
+
+def test_evaluate_auto_device_follows_the_model_then_cuda_and_leaves_the_allocator_alone(data_root: Path,
+                                                                                         monkeypatch):
+    from rsdg_bench import allocator, api, runner
+    from rsdg_bench.module_adapter import ModuleAdapter
+
+    module = torch.nn.Conv2d(3, 5, 1)
+    adapter = ModuleAdapter(module, rb.InputContract(3, rb.Normalization((127.5,) * 3, (64.0,) * 3)),
+                               frozenset({"segmentation"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert api._device("auto", adapter) == torch.device("cuda")  # a GPU is present: the CLI's `auto` too
+    assert api._device("cpu", adapter) == torch.device("cpu")
+    with torch.device("meta"):
+        adapter.module = torch.nn.Conv2d(3, 5, 1)
+    assert api._device("auto", adapter) == torch.device("meta")  # where the caller put the model already
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert api._device("auto", ModuleAdapter(module, adapter.input_contract(), adapter.kinds)) == torch.device("cpu")
+
+    def changed(*_):
+        raise AssertionError("evaluate() changed the caller's allocator")
+
+    monkeypatch.setattr(allocator, "keep_freed_blocks", changed)
+    monkeypatch.setattr(runner, "keep_freed_blocks", changed)
+    result = rb.evaluate(module, "demo/u2a", input_contract=adapter.input_contract(), data_root=data_root, limit=1,
+                         progress=False)
+    assert result.records and result.records[0].provenance["device"] == "cpu"

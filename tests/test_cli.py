@@ -45,6 +45,22 @@ def test_tasks_list_show_validate_schema(capsys):
     assert json.loads(out)["title"] == "rsdg-bench task"
 
 
+def test_tasks_validate_refuses_a_misspelt_dataset_or_domain(capsys, tmp_path: Path):
+    from rsdg_bench.task_schema import package_tasks_dir
+
+    demo = package_tasks_dir() / "demo"
+    shutil.copy(demo / "_defaults.yaml", tmp_path)
+    text = (demo / "u2a.yaml").read_text()
+    assert "{dataset: toyearth, domain: arid, split: val}" in text
+    (tmp_path / "domain.yaml").write_text(text.replace("domain: arid", "domain: aird"))
+    (tmp_path / "dataset.yaml").write_text(text.replace("dataset: toyearth, domain: arid", "dataset: toyerth, domain: arid")
+                                           .replace("id: demo/u2a", "id: demo/u2b"))
+    code, out, err = run(capsys, "tasks", "validate", str(tmp_path / "domain.yaml"), str(tmp_path / "dataset.yaml"))
+    assert code == 2 and "ok " not in out
+    assert "demo/u2a: toyearth/aird/val: toyearth has no domain 'aird' (did you mean 'arid'?)" in err
+    assert "demo/u2b: toyerth/arid/val: no dataset 'toyerth' (did you mean 'toyearth'?)" in err
+
+
 def test_user_errors_print_the_fix_and_exit_2(capsys):
     code, _, err = run(capsys, "tasks", "show", "demo/u2b")
     assert code == 2 and err.startswith("error: unknown task 'demo/u2b'") and "demo/u2a" in err
@@ -116,6 +132,12 @@ def test_installed_console_script():
     assert exe, "rsdg-bench is not on PATH: install the project (pip install -e .)"
     result = subprocess.run([exe, "tasks", "list"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "demo/u2coarse" in result.stdout
+
+    # piped into a reader that leaves at once (`rsdg-bench tasks list | head -1`): a quiet stop, no traceback
+    reader_left = subprocess.Popen([exe, "tasks", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_left.stdout.close()
+    _, err = reader_left.communicate(timeout=120)
+    assert reader_left.returncode == 141 and err == b"", err.decode()
 
 
 PLACEHOLDERS = {"ID": "demo/u2a", "NAME": "toyearth", "<download>": "raw.zip", "FILE": "w.pth", "DIR": "folder",

@@ -70,6 +70,7 @@ def test_data_commands_import_no_model_library(inputs: dict[str, Path], toyearth
         ["tasks", "show", "demo/u2a"],
         ["tasks", "validate"],
         ["prepare", "--list"],
+        ["adapter", "list"],
         ["prepare", "toyearth", "--raw", str(toyearth_raw), "--data-root", str(tmp_path / "data"), "--quiet"],
         ["prepare", "toyearth", "--verify", "--data-root", str(tmp_path / "data"), "--quiet"],
         ["results", "show", "--results", results],

@@ -214,6 +214,7 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
     _edit_record(refused, _bump_metric)
     assert main(["submission", "verify", str(refused), "--data-root", str(data_root)]) == 1
     assert "FAIL  metrics" in capsys.readouterr().out
+    shutil.copy(bundles / "unet.zip", bundles / "unet-again.zip")  # one model in two bundles: one row, no crash
     site = tmp_path / "site"
     assert main(["leaderboard", "build", "--results", str(tmp_path / "no-results"), "--submissions", str(bundles),
                  "--data-root", str(data_root), "--out", str(site)]) == 0
@@ -222,6 +223,9 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
     assert "paper: https://example.org/paper; licence: MIT" in suite  # the model card, on the badge
     pages = "".join(p.read_text() for p in site.rglob("*.html"))
     assert "submission refused: metrics" in pages
+    assert "superseded by a newer record of the same model" in pages
+    rows = [line.split(",") for line in (site / "scores.csv").read_text().splitlines()[1:]]
+    assert len(rows) == 6 and {row[5] for row in rows} == {"unet"}  # one row per split, from one of the two bundles
     assert main(["submission", "verify", str(tmp_path / "absent.zip")]) == 1
     assert "FAIL  bundle          no submission bundle at" in capsys.readouterr().out
 

@@ -186,8 +186,11 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
     """Write the predictions folder `out` for every split `run` would evaluate (targets, and the source split
     where the task reports it), reading inputs only. The folder is built beside `out` and swapped in whole;
     `out` must be absent, empty or an earlier predictions folder (`output_owner.claim_folder`)."""
+    from ..allocator import keep_freed_blocks
     from ..output_owner import claim_folder
     from ..registry import resolve_adapter
+
+    keep_freed_blocks()  # a command's own process: freed large buffers stay in the heap (see `allocator`)
 
     out = claim_folder(Path(out), PREDICTIONS_FILE, "an rsdg-bench predictions folder")  # before any work
     require_adapter_kind(task, resolve_adapter(model.adapter))
