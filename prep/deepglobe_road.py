@@ -37,7 +37,7 @@ FAKE_COUNTS = {"train": 4, "valid": 2, "test": 1}
 class DeepGlobeRoad(Preparer):
     name = "deepglobe_road"
     summary = "DeepGlobe road extraction, 50 cm satellite RGB, binary roads (CrossEarth D2M / D2G source)"
-    prep_version = 1
+    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines decode them
     archives = ARCHIVES
     classes = "road2"
     citation = ("Demir et al., DeepGlobe 2018: A Challenge to Parse the Earth through Satellite Images, "

@@ -81,7 +81,7 @@ def country_split(countries: list[str]) -> dict[str, list[str]]:
 class FMoW(Preparer):
     name = "fmow"
     summary = "FMoW-WILDS: 224×224 RGB, 62 land-use classes; WILDS time split and a 100/50/50 country split (CoDEX)"
-    prep_version = 1
+    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines decode them
     archives = {f"{FOLDER}.tar.gz": None}
     citation = "Christie et al., Functional Map of the World, CVPR 2018; Koh et al., WILDS, ICML 2021"
     licence = "FMoW Challenge Public License"

@@ -40,7 +40,7 @@ FAKE_SIZE = 80
 class GlobalRoadNet(Preparer):
     name = "globalroadnet"
     summary = "GlobalRoadNet (assumed layout, see its card), binary roads (CrossEarth D2G target)"
-    prep_version = 1
+    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines decode them
     archives = ARCHIVES
     classes = "road2"
     citation = "Lu et al., GlobalRoadNet / GRSet, Geo-spatial Information Science 2024 (UNVERIFIED match)"

@@ -54,7 +54,7 @@ def check_label(label: np.ndarray, where: str) -> np.ndarray:
 class RescueNet(Preparer):
     name = "rescuenet"
     summary = "RescueNet (UAV, post-disaster), 11 classes; CrossEarth P2Res target via a 5-class label map"
-    prep_version = 1
+    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines decode them
     archives = ARCHIVES
     classes = "rescuenet11"
     citation = ("Rahnemoonfar et al., RescueNet: A High Resolution UAV Semantic Segmentation Dataset for "

@@ -33,11 +33,23 @@ class CheckResult:
     detail: str
 
 
+class CheckFailed(Exception):
+    """A conformance check that found the adapter wrong (raised, not asserted: `python -O` must not pass it)."""
+
+
+def _require(condition: bool, detail: str | Callable[[], str]) -> None:
+    """Fail the current check with `detail` (a callable: computed only on failure) unless `condition` holds."""
+    if not condition:
+        raise CheckFailed(detail() if callable(detail) else detail)
+
+
 def _attempt(name: str, check: Callable[[], str]) -> CheckResult:
     try:
         return CheckResult(name, True, check())
-    except AssertionError as exc:
+    except CheckFailed as exc:
         return CheckResult(name, False, str(exc))
+    except AssertionError as exc:  # an assert inside the adapter's own code
+        return CheckResult(name, False, f"AssertionError: {exc}")
     except (RsdgError, RuntimeError, ValueError, TypeError) as exc:
         return CheckResult(name, False, f"{type(exc).__name__}: {exc}")
     except SystemExit as exc:  # an adapter that exits fails the check; it must not end `adapter check` with 0
@@ -63,8 +75,8 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
 
     def contract_matches() -> str:
         wanted = contract.band_names or ()
-        assert contract.num_bands == len(band_names) or set(wanted) <= set(band_names), (
-            f"contract takes {contract.num_bands} bands, data offers {len(band_names)} ({band_names})")
+        _require(contract.num_bands == len(band_names) or set(wanted) <= set(band_names),
+                 f"contract takes {contract.num_bands} bands, data offers {len(band_names)} ({band_names})")
         return f"{contract.num_bands} bands, normalization mean={contract.normalization.mean} std={contract.normalization.std}"
 
     def shapes() -> str:
@@ -72,20 +84,20 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
         with torch.inference_mode():
             for h, w in sizes:
                 out = forward(batch(2, h, w))
-                assert out.shape == (2, k, h, w), f"got {tuple(out.shape)} for {h}×{w}"
+                _require(out.shape == (2, k, h, w), f"got {tuple(out.shape)} for {h}×{w}")
         return f"B×{k}×H×W for {sizes}"
 
     def dtype() -> str:
         with torch.inference_mode():
             raw = predict(batch(1, 2 * divisor, 2 * divisor))
-        assert raw.is_floating_point(), f"logits have dtype {raw.dtype}"
+        _require(raw.is_floating_point(), f"logits have dtype {raw.dtype}")
         return str(raw.dtype)
 
     def deterministic() -> str:
         x = batch(2, 2 * divisor, 2 * divisor)
         with torch.inference_mode():
             first, second = forward(x), forward(x)
-        assert torch.equal(first, second), f"two passes differ by up to {(first - second).abs().max().item():.3g}"
+        _require(torch.equal(first, second), lambda: f"two passes differ by up to {(first - second).abs().max().item():.3g}")
         return "two passes identical"
 
     def batch_independent() -> str:
@@ -93,14 +105,14 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
         with torch.inference_mode():
             together, alone = forward(x)[1], forward(x[1:2])[0]
         gap = (together - alone).abs().max().item()
-        assert gap <= 1e-4 * max(1.0, together.abs().max().item()), f"sample 1 changes by {gap:.3g} with its batch"
+        _require(gap <= 1e-4 * max(1.0, together.abs().max().item()), f"sample 1 changes by {gap:.3g} with its batch")
         return f"max difference {gap:.2g}"
 
     def sensitive() -> str:
         x = batch(1, 2 * divisor, 2 * divisor)
         with torch.inference_mode():
             gap = (forward(x) - forward(x + 3.0)).abs().max().item()
-        assert gap > 0, "logits do not change when the input changes"
+        _require(gap > 0, "logits do not change when the input changes")
         return f"responds to the input (max change {gap:.3g})"
 
     def rejects_wrong_bands() -> str:
@@ -109,7 +121,7 @@ def run_conformance(adapter: Adapter, task: Task, band_names: list[str], seed: i
                 predict(batch(1, 2 * divisor, 2 * divisor, contract.num_bands + 1))
         except (RuntimeError, ValueError, RsdgError):
             return f"{contract.num_bands + 1} bands refused"
-        raise AssertionError(f"accepted {contract.num_bands + 1} bands though its contract says {contract.num_bands}")
+        raise CheckFailed(f"accepted {contract.num_bands + 1} bands though its contract says {contract.num_bands}")
 
     checks = [("contract", contract_matches), ("shape and K", shapes), ("dtype", dtype),
               ("finite and deterministic", deterministic), ("batch independence", batch_independent),

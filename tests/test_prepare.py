@@ -266,3 +266,29 @@ def test_writer_threads_write_the_very_bytes_one_thread_writes(ce_raw: dict[str,
     differ = [f for f in files if (serial.root / f).read_bytes() != (pooled.root / f).read_bytes()]
     assert differ == [Path("dataset.json")]  # its creation time, as between any two prepares
 
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_raw_jpeg_is_decoded_as_the_papers_pipelines_decode_it(tmp_path: Path, mode: str):
+    """libjpeg-turbo (Pillow; torchvision.io, which CoDEX reads with, and cv2, which mmseg reads with, give the
+    same bits), not GDAL: on a 4:2:0 camera-like JPEG GDAL's chroma upsampling gives other pixel values."""
+    from PIL import Image
+    from torchvision.io import decode_jpeg, read_file
+
+    from rsdg_bench.prepared import read_raw_raster
+
+    rng = np.random.default_rng(0)
+    smooth = np.clip(np.cumsum(rng.normal(0, 8, (64, 96, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
+    path = tmp_path / "camera.jpg"
+    image = Image.fromarray(smooth)
+    (image if mode == "RGB" else image.convert("L")).save(path, quality=90, subsampling=2)  # 4:2:0, as cameras
+    decoded = read_raw_raster(path)
+    reference = decode_jpeg(read_file(str(path))).numpy()
+    assert decoded.dtype == np.uint8 and decoded.shape == reference.shape == ((3 if mode == "RGB" else 1), 64, 96)
+    assert np.array_equal(decoded, reference)
+    if mode == "RGB":
+        with quiet_georef(), rasterio.open(path) as src:
+            assert not np.array_equal(src.read(), reference)  # what this guards against: GDAL's decode differs
+    path.write_bytes(b"\x89PNG" + path.read_bytes()[4:])  # named .jpg, not a JPEG: named, not decoded as one
+    with pytest.raises(DataError, match="camera.jpg"):
+        read_raw_raster(path)
