@@ -25,17 +25,18 @@ from .errors import AdapterError, RsdgError
 from .inference import check_logits
 from .kinds import get_kind
 from .kinds.base import SampleNormalizer
-from .metrics import confusion_counts
+from .metrics import SegmentationScores, confusion_counts, scores_from_confusion
 from .read_ahead import read_ahead, read_threads_for
 from .sparse_counts import SparseCountRows
 from .task_schema import Task
 
 
-def evaluate_split(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
-                   num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
-                   window_batch: int = 1) -> np.ndarray:
-    """The K×K int64 confusion matrix of the split (see `evaluate_split_counts`)."""
-    return evaluate_split_counts(adapter, split, task, device, num_workers, progress, group, window_batch).matrix()
+def task_scores(task: Task, counts: SplitCounts) -> SegmentationScores:
+    """A split's metrics as its task defines them: the task's headline classes and metric convention (with
+    `ignored_pixels: error`, the predictions on ignore-labelled pixels too). What a record stores for the split
+    (`results.metrics_block` recomputes the same from the record) and what model selection maximizes."""
+    ignored = counts.ignored.total() if task.metrics.ignored_pixels == "error" else None
+    return scores_from_confusion(counts.matrix(), task.headline_class_indices(), task.metrics.convention, ignored)
 
 
 @dataclass(frozen=True)

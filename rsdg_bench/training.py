@@ -30,10 +30,9 @@ from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
 from .data_lock import reading_all
 from .errors import AdapterError, TaskError
-from .evaluation import evaluate_split
+from .evaluation import evaluate_split_counts, task_scores
 from .io import atomic_write_bytes
 from .kinds import get_kind, require_adapter_kind
-from .metrics import scores_from_confusion
 from .registry import resolve_adapter
 from .runner import ModelSpec, build_for_task
 from .task_schema import Task, TrainingSpec
@@ -239,8 +238,8 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if iteration % interval == 0 or iteration == spec.iterations:
             if select is not None:
-                matrix = evaluate_split(adapter, select, task, device, progress=False)
-                value = getattr(scores_from_confusion(matrix, task.headline_class_indices()), metric)
+                counts = evaluate_split_counts(adapter, select, task, device, progress=False)
+                value = getattr(task_scores(task, counts), metric)  # under the task's convention, as records
                 history.selection.append({"iteration": iteration, "value": value})
                 log.info("%s: iteration %d, loss %.4f, selection %s %.4f", task.id, iteration, loss.item(), metric,
                          value)

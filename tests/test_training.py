@@ -128,3 +128,28 @@ def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_pat
     rows = history_paths(crashed)["csv"].read_text().splitlines()
     assert rows[0] == "iteration,loss,selection_miou" and len(rows) == 5 and rows[2].count(",") == 2
     assert history_paths(crashed)["svg"].read_text().lstrip().startswith("<?xml")
+
+
+def test_model_selection_scores_under_the_tasks_metric_convention(data_root: Path, tmp_path: Path, monkeypatch):
+    """The checkpoint is chosen by the metric the task's records report, under the task's convention: here
+    smp's, where a class absent from labels and predictions counts as IoU 1 (mmseg leaves it out of the mean)."""
+    import numpy as np
+
+    from rsdg_bench import training
+    from rsdg_bench.evaluation import SplitCounts
+    from rsdg_bench.metrics import scores_from_confusion
+    from rsdg_bench.training import build_trainable
+
+    demo = TaskCatalog().task("demo/u2a")
+    task = demo.model_copy(update={"metrics": demo.metrics.model_copy(update={"convention": "smp"})})
+    matrix = np.diag([50, 30, 20, 10, 0])  # class 4 absent from labels and predictions
+    matrix[0, 1] = 25
+    counts = SplitCounts.empty(1, 5)
+    counts.per_image.put(0, matrix)
+    monkeypatch.setattr(training, "evaluate_split_counts", lambda *args, **kwargs: counts)
+    report = train_adapter(build_trainable(SMALL_MODEL, task, data_root), task, data_root, tmp_path / "c.pt",
+                           overrides=TrainOverrides(iterations=1, batch_size=1), progress=False)
+    headline = task.headline_class_indices()
+    smp, mmseg = (scores_from_confusion(matrix, headline, convention).miou for convention in ("smp", "mmseg"))
+    assert smp != pytest.approx(mmseg)
+    assert report.best_selection_value == pytest.approx(smp)
