@@ -3,6 +3,7 @@ bands, the change metrics, and adapters declaring the kinds they do."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +41,26 @@ def test_cities_become_stacked_pairs_with_binary_change_maps(oscd: dict[str, Pat
         decode_change(np.array([[0, 128]], np.uint8), "cm.png")
 
 
-def test_archives_prepare_and_a_missing_band_is_named(tmp_path: Path):
-    download = get_preparer("oscd").make_fake(tmp_path / "a", archive=True)
+def test_archives_prepare_and_a_missing_band_is_named(prepared_fakes, tmp_path: Path):
+    # one city per split is enough to show the three archives prepare (each city is 65 samples to write)
+    download = get_preparer("oscd").make_fake(tmp_path / "a", archive=True, cities={"train": ("bercy",),
+                                                                                    "test": ("rio",)})
     assert sorted(p.name for p in download.iterdir())[0].startswith("Onera Satellite Change Detection dataset")
     get_preparer("oscd", verify_checksums=False).prepare(download, tmp_path / "data", progress=False)
-    raw = get_preparer("oscd").make_fake(tmp_path / "b")
-    (raw / IMAGES / "rio" / "imgs_2_rect" / "B8A.tif").unlink()
-    with pytest.raises(DataError, match="rio/imgs_2_rect/B8A.tif is missing"):
+    assert PreparedDataset.open(tmp_path / "data", "oscd").card.split_counts["s2"] == {"train": 1, "test": 1}
+    # a private copy of the shared fake, its first city (read first: it fails before any city is written) broken
+    shared = prepared_fakes.raw("oscd")
+    raw = Path(shutil.copytree(shared, tmp_path / "b" / shared.name))
+    (raw / IMAGES / "bercy" / "imgs_2_rect" / "B8A.tif").unlink()
+    with pytest.raises(DataError, match="bercy/imgs_2_rect/B8A.tif is missing"):
         get_preparer("oscd").prepare(raw, tmp_path / "data2", progress=False)
 
 
 def test_change_task_scores_the_change_class_and_checks_adapter_kinds(oscd: dict[str, Path], tmp_path: Path):
     task = TaskCatalog().task("codex/oscd")
     assert task.kind == "change_detection" and task.headline_class_indices() == [1]
-    settings = RunSettings(oscd["data"], tmp_path, progress=False)
+    # 4 of the test city's 64 patches (each with changed pixels): the scoring is what this checks, not the U-Net
+    settings = RunSettings(oscd["data"], tmp_path, progress=False, limit=4)
     [outcome] = run_tasks([task], ModelSpec("smp", {"encoder": "resnet18"}, random_init=True), settings)
     assert outcome.error is None
     (_, record), = ResultStore(tmp_path).load_all()

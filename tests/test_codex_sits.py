@@ -5,11 +5,11 @@ per-date baseline."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 
 from rsdg_bench.adapters import Adapter, InputContract, Normalization
@@ -18,7 +18,7 @@ from rsdg_bench.errors import DataError
 from rsdg_bench.prep import get_preparer
 from rsdg_bench.prep.dynamicearthnet import month_days
 from rsdg_bench.prep.sits import MONTHS, area_patches, in_domain_patches
-from rsdg_bench.prepared import PreparedDataset, quiet_georef
+from rsdg_bench.prepared import PreparedDataset
 from rsdg_bench.results import ResultStore
 from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
 from rsdg_bench.task_schema import Task, TaskCatalog
@@ -54,9 +54,10 @@ def test_dynamicearthnet_patches_series_and_ignored_snow(sits: dict[str, Path]):
     image = dataset.read_image(row).reshape(24, 4, 128, 128)
     day = month_days()[5]
     folder = sits["dynamicearthnet"] / "DynamicEarthNet" / "train" / area
-    with quiet_georef(), rasterio.open(folder / f"{area}_{day}_rgb.jpeg") as rgb, \
-            rasterio.open(folder / f"{area}_{day}_infra.jpeg") as nir:
-        expected = np.concatenate([rgb.read(), nir.read()])[:, :128, 128:256]  # patch (0, 1): x 128-256
+    from torchvision.io import decode_jpeg, read_file  # CoDEX's own reader: libjpeg-turbo, as the harness decodes
+
+    rgb, nir = (decode_jpeg(read_file(str(folder / f"{area}_{day}_{part}.jpeg"))).numpy() for part in ("rgb", "infra"))
+    expected = np.concatenate([rgb, nir])[:, :128, 128:256]  # patch (0, 1): x 128-256
     assert np.array_equal(image[5], expected)  # June 2018, bands R G B NIR, the right window
     raw = np.load(sits["dynamicearthnet"] / "DynamicEarthNet" / "labels" / f"{area}.npy")
     label = dataset.read_label(row)
@@ -74,20 +75,27 @@ def test_muds_missing_months_are_zeros_and_never_scored(sits: dict[str, Path]):
     assert image[4].any() and set(np.unique(label[4])) <= {0, 1}
 
 
-def test_sits_bad_inputs_are_named(tmp_path: Path):
+def _raw_copy(raw: Path, out: Path) -> Path:
+    """A private copy of a shared unpacked fake (a test that breaks a file must not break the shared one)."""
+    return Path(shutil.copytree(raw, out / raw.name))
+
+
+def test_sits_bad_inputs_are_named(sits: dict[str, Path], tmp_path: Path):
     muds = get_preparer("muds")
     download = muds.make_fake(tmp_path / "zip", archive=True)
     assert [p.name for p in download.iterdir()] == ["Muds.zip"]  # CoDEX's release zip, as downloaded
     muds.prepare(download, tmp_path / "d0", progress=False)
     assert PreparedDataset.open(tmp_path / "d0", "muds").card.split_counts["planet"]["test"] == 9
 
-    raw = muds.make_fake(tmp_path / "a")
-    area = muds.fake_areas["test"][0]
-    (raw / "Muds" / "test" / area / f"{area}_2018_06.jpg").unlink()
+    # Each broken input below is in the first area the prepare reads (split.json's train list comes first),
+    # so it fails there instead of after writing the other areas' patches.
+    raw = _raw_copy(sits["muds"], tmp_path / "a")
+    area = muds.fake_areas["train"][0]
+    (raw / "Muds" / "train" / area / f"{area}_2018_06.jpg").unlink()
     with pytest.raises(DataError, match=f"{area}_2018_06.jpg is missing"):
         muds.prepare(raw, tmp_path / "d1", progress=False)
 
-    raw = muds.make_fake(tmp_path / "b")
+    raw = _raw_copy(sits["muds"], tmp_path / "b")
     lists = json.loads((raw / "Muds" / "split.json").read_text())
     lists["test"].append(lists["train"][0])
     (raw / "Muds" / "split.json").write_text(json.dumps(lists))
@@ -95,8 +103,8 @@ def test_sits_bad_inputs_are_named(tmp_path: Path):
         muds.prepare(raw, tmp_path / "d2", progress=False)
 
     den = get_preparer("dynamicearthnet")
-    raw = den.make_fake(tmp_path / "c")
-    path = raw / "DynamicEarthNet" / "labels" / f"{den.fake_areas['val'][0]}.npy"
+    raw = _raw_copy(sits["dynamicearthnet"], tmp_path / "c")
+    path = raw / "DynamicEarthNet" / "labels" / f"{den.fake_areas['train'][0]}.npy"
     labels = np.load(path)
     labels[0, 0, 0] = 9
     np.save(path, labels)
@@ -163,12 +171,18 @@ def test_temporal_kind_refusals(sits: dict[str, Path], tmp_path: Path):
     assert "B×T×K×H×W" in broken.error
 
 
+# smp-temporal with a light per-date network (a U-Net on a ResNet-18 took most of a minute here, on 24 dates of
+# 128² per series): the pooling, the training and the run are what is tested, not the smp network inside;
+# `adapter check smp-temporal` (test_contracts) builds the default U-Net.
+LIGHT_TEMPORAL = {"features": "4", "arch": "linknet", "encoder": "tu-mobilenetv3_small_050"}
+
+
 @pytest.mark.slow
 def test_temporal_baseline_pools_dates_and_trains(sits: dict[str, Path], tmp_path: Path):
     from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
 
     task = TaskCatalog().task("codex/muds")
-    adapter = build_trainable(ModelSpec("smp-temporal", {"features": "4"}), task, sits["data"])
+    adapter = build_trainable(ModelSpec("smp-temporal", LIGHT_TEMPORAL), task, sits["data"])
     x = torch.randn(1, 3, 3, 64, 64)
     adapter.eval()
     with torch.no_grad():
@@ -177,10 +191,10 @@ def test_temporal_baseline_pools_dates_and_trains(sits: dict[str, Path], tmp_pat
         after = adapter.predict_series(x, torch.zeros(1, 3))
     assert before.shape == (1, 3, 2, 64, 64) and not torch.allclose(before[0, 0], after[0, 0])  # pooled context
     report = train_adapter(adapter, task, sits["data"], tmp_path / "muds.pt",
-                           overrides=TrainOverrides(iterations=2, batch_size=2), progress=False)
+                           overrides=TrainOverrides(iterations=1, batch_size=2), progress=False)
     assert report.opened_splits == ["muds/planet/train", "muds/planet/val"] and report.selection_metric == "miou"
     settings = RunSettings(sits["data"], tmp_path, progress=False, limit=2)
-    [outcome] = run_tasks([task], ModelSpec("smp-temporal", {"features": "4"}, checkpoint=tmp_path / "muds.pt"), settings)
+    [outcome] = run_tasks([task], ModelSpec("smp-temporal", LIGHT_TEMPORAL, checkpoint=tmp_path / "muds.pt"), settings)
     assert outcome.error is None, outcome.error
     (_, record), = ResultStore(tmp_path).load_all()
     assert record.task["kind"] == "temporal_segmentation" and {"miou", "oa"} <= set(record.metrics["muds/planet/test"])
