@@ -305,9 +305,8 @@ def test_a_run_on_data_that_is_not_the_published_split_is_flagged_and_kept_off_t
     model = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"})
     adapter = build_trainable(model, task, ce_data)
     checkpoint = tmp_path / "r2u.pt"
-    # two iterations of two 512² crops: smp trains on a CrossEarth task here; the protocol's batch of 8 is not the point
-    train_adapter(adapter, task, ce_data, checkpoint, overrides=TrainOverrides(iterations=2, batch_size=2),
-                  progress=False)
+    # one iteration of the protocol's batch (one 1024² crop): smp trains on a CrossEarth task here
+    train_adapter(adapter, task, ce_data, checkpoint, overrides=TrainOverrides(iterations=1), progress=False)
     model = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, checkpoint=checkpoint)
     run_tasks([task], model, RunSettings(data_root=ce_data, results_root=tmp_path / "res",
                                                      device=torch.device("cpu"), progress=False))
