@@ -181,12 +181,11 @@ def test_opening_a_dataset_never_prepared_says_how(tmp_path: Path):
         PreparedDataset.open(tmp_path, "toyearth")
 
 
-def test_fake_is_deterministic_from_its_seed(tmp_path: Path):
-    a = PREP.make_fake(tmp_path / "a", seed=3)
-    b = PREP.make_fake(tmp_path / "b", seed=3)
-    c = PREP.make_fake(tmp_path / "c", seed=4)
+def test_fake_is_deterministic_from_its_seed(toyearth_raw: Path, tmp_path: Path):
+    again = PREP.make_fake(tmp_path / "a")  # the session's fake (default seed 0), made a second time
+    other = PREP.make_fake(tmp_path / "c", seed=4)
     digest = lambda root: json.loads((root / "toyearth.json").read_text())["files"]  # noqa: E731
-    assert digest(a) == digest(b) != digest(c)
+    assert digest(toyearth_raw) == digest(again) != digest(other)
 
 
 def test_zip_with_path_traversal_is_refused(tmp_path: Path):
