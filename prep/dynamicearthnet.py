@@ -38,7 +38,7 @@ def month_days() -> list[int]:
 class DynamicEarthNet(SitsPreparer):
     name = "dynamicearthnet"
     summary = "DynamicEarthNet (CoDEX release): monthly Planet RGB+NIR series, 6 land-cover classes, 75 areas"
-    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines decode them
+    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines do; windows (x0, y0, x1, y1)
     archives = {"DynamicEarthNet.zip": None}
     folder = "DynamicEarthNet"
     domain = "planet"

@@ -29,7 +29,7 @@ LABEL_VALUES = {0: 0, 1: 1, MISSING: 255}
 class Muds(SitsPreparer):
     name = "muds"
     summary = "MUDS / SpaceNet 7 (CoDEX release): monthly Planet RGB series, buildings, 60 areas, missing months"
-    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines decode them
+    prep_version = 2  # 2: JPEGs decoded by libjpeg-turbo (Pillow), as the papers' pipelines do; windows (x0, y0, x1, y1)
     archives = {"Muds.zip": None}
     folder = "Muds"
     domain = "planet"

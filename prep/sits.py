@@ -156,7 +156,7 @@ class SitsPreparer(Preparer):
                         writer.add(SampleArrays(
                             sample_id=sample_id, domain=self.domain, split=split, group=area,
                             image=series[window].reshape(-1, PATCH, PATCH), label=labels[window[1:]],
-                            source_file=f"{self.folder}/{area_split}/{area}", window=(x0, y0, PATCH, PATCH)))
+                            source_file=f"{self.folder}/{area_split}/{area}", window=(x0, y0, x0 + PATCH, y0 + PATCH)))
         return self.finish(
             writer, files, expected_counts=expected,
             notes=[f"split.json areas: {', '.join(f'{k} {len(v)}' for k, v in areas.items())}",

@@ -140,7 +140,6 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
     (default: two on the CPU, more beside a GPU). Nothing is written: `.save(results_dir)` does that, and the
     process is left as it was found (no allocator or thread settings change).
     """
-    import torch
     from torch import nn
 
     from .adapters import Adapter

@@ -58,6 +58,7 @@ def test_dynamicearthnet_patches_series_and_ignored_snow(sits: dict[str, Path]):
 
     rgb, nir = (decode_jpeg(read_file(str(folder / f"{area}_{day}_{part}.jpeg"))).numpy() for part in ("rgb", "infra"))
     expected = np.concatenate([rgb, nir])[:, :128, 128:256]  # patch (0, 1): x 128-256
+    assert list(row["window"]) == [128, 0, 256, 128]  # (x0, y0, x1, y1), as every manifest holds windows
     assert np.array_equal(image[5], expected)  # June 2018, bands R G B NIR, the right window
     raw = np.load(sits["dynamicearthnet"] / "DynamicEarthNet" / "labels" / f"{area}.npy")
     label = dataset.read_label(row)

@@ -47,11 +47,17 @@ def test_preparer_states_its_facts_prepares_verifies_and_opens(name: str, every_
             assert sample["image"].shape[-3] == bands, f"{domain}/{split}"
             if card.label_level != "image" and f"{domain}/{split}" not in card.unlabelled:
                 assert tuple(sample["label"].shape[-2:]) == tuple(sample["image"].shape[-2:])
+            x0, y0, x1, y1 = dataset.rows(domain, split).iloc[0]["window"]  # (x0, y0, x1, y1) in every manifest
+            if card.label_level != "image":  # a map sample: its window is its crop of the source, pixel for pixel
+                assert (y1 - y0, x1 - x0) == tuple(sample["image"].shape[-2:]), f"{domain}/{split}"
 
     # the download as archives prepares to the very same manifest, and leaves no extraction behind
     archive = preparer.make_fake(tmp_path / "raw", archive=True)
     get_preparer(name, verify_checksums=False).prepare(archive, tmp_path / "data", progress=False)
-    assert PreparedDataset.open(tmp_path / "data", name).manifest_sha256 == dataset.manifest_sha256
+    from_archives = PreparedDataset.open(tmp_path / "data", name)
+    assert from_archives.manifest_sha256 == dataset.manifest_sha256
+    archives = {a.name for a in from_archives.card.source_archives}  # the card names the archives it came from
+    assert archives & set(preparer.archives), (archives, set(preparer.archives))
     left = sorted(p.name for p in (tmp_path / "data").iterdir())
     assert left == sorted([name, f".{name}.lock", f".{name}.prepare.lock"])  # the dataset and its lock files
 

@@ -23,8 +23,6 @@ from rsdg_bench.io import sha256_file
 from rsdg_bench.prepared import PreparedDataset, quiet_georef, read_raster
 from rsdg_bench.task_schema import TaskCatalog
 
-PART1 = ("potsdam", "vaihingen", "loveda", "rescuenet", "openearthmap")
-
 
 def _row(dataset: PreparedDataset, sample_id: str) -> pd.Series:
     rows = dataset.manifest[dataset.manifest["sample_id"] == sample_id]
@@ -280,18 +278,7 @@ def test_u2oem_reads_openearthmap_through_table_13(ce_data: Path):
     assert sample["label"][0, :9].tolist() == [255, 4, 0, 0, 2, 5, 3, 6, 1]
 
 
-# ----------------------------------------------------------------------------- every dataset
-
-@pytest.mark.parametrize("name", PART1)
-def test_prepare_from_the_archives_as_downloaded(name: str, ce_data: Path, tmp_path: Path):
-    download = get_preparer(name).make_fake(tmp_path / "download", archive=True)
-    # The fakes cannot carry the real archives' published checksums; that check has its own test.
-    folder = get_preparer(name, verify_checksums=False).prepare(download, tmp_path / "data", progress=False)
-    card = PreparedDataset.open(folder.parent, name).card
-    assert card.split_counts == PreparedDataset.open(ce_data, name).card.split_counts
-    assert all(a.name.endswith(".zip") for a in card.source_archives)
-    assert not (tmp_path / "data" / f".{name}.raw").exists()  # extractions removed after success
-
+# ----------------------------------------------------------------------------- the published split
 
 @pytest.mark.slow
 def test_a_run_on_data_that_is_not_the_published_split_is_flagged_and_kept_off_the_board(ce_data: Path, tmp_path: Path):

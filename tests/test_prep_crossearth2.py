@@ -24,8 +24,6 @@ from rsdg_bench.windows import window_grid
 
 from conftest import pixel_linear
 
-PART2 = ("deepglobe_road", "massachusetts_roads", "globalroadnet", "whu_building", "casid")
-
 
 def _row(dataset: PreparedDataset, sample_id: str) -> pd.Series:
     rows = dataset.manifest[dataset.manifest["sample_id"] == sample_id]
@@ -126,15 +124,6 @@ def test_casid_5000_image_gives_25_crops_and_split_files_win(ce_raw: dict[str, P
     dataset = PreparedDataset.open(get_preparer("casid").prepare(raw, tmp_path / "data", progress=False).parent, "casid")
     assert dataset.card.split_counts["tem"] == {"train": 8, "test": 25}
     assert any(note.startswith("tem: split from TemMs/train.txt") for note in dataset.card.notes)
-
-
-@pytest.mark.parametrize("name", PART2)
-def test_part2_prepares_from_archives(name: str, ce_data: Path, tmp_path: Path):
-    download = get_preparer(name).make_fake(tmp_path / "download", archive=True)
-    folder = get_preparer(name).prepare(download, tmp_path / "data", progress=False)
-    card = PreparedDataset.open(folder.parent, name).card
-    assert card.split_counts == PreparedDataset.open(ce_data, name).card.split_counts
-    assert card.source_archives and all(a.name.endswith(".zip") for a in card.source_archives)
 
 
 def test_crossearth_suite_has_32_tasks_and_each_runs_on_the_fakes(ce_data: Path, tmp_path: Path):
