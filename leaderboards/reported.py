@@ -65,7 +65,7 @@ class ReportedTable(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: Source
     note: str = ""
-    convention: Literal["mmseg", "smp"] = "mmseg"  # how the paper computed its metrics (`metrics.convention`)
+    convention: Literal["mmseg", "smp", "codex"] = "mmseg"  # how the paper computed its metrics (`metrics.convention`)
     decimals: int = Field(default=2, ge=0, le=4)  # as the paper prints its numbers; the pages show as many
     # The name the paper prints for its headline metric, per task id, where it is not the task's primary
     # metric's usual name (CoDEX's FMoW column: "Avg. Acc.").

@@ -21,6 +21,9 @@ Conventions (`metrics.convention` of a task; the record keeps the matrices, so b
   classes. With `ignored_pixels: error` (CromSS's DFC2020 run, which has no mask) pixels whose label is the
   ignore index still count: their predictions are false positives of the predicted class, and they are in
   OA's denominator. The predictions on ignored pixels are counted for that (`confusion_counts`).
+- `codex` (CoDEX's `SCDMetric`, `metrics/scd_metrics.py`): a ratio whose denominator is 0 is 0 (a class
+  absent from ground truth and prediction has IoU 0, a class absent from the ground truth recall 0), and the
+  means divide by the number of headline classes. CoDEX reports no F1; F1 and precision follow the same rule.
 
 Counting puts each pixel in bin `label·K + pred`: uint8 maps on the CPU (what evaluation gives) in one
 compiled pass (`pair_counts`), others by one `bincount` of that index built in int16 (int32 for K > 127).
@@ -43,7 +46,10 @@ from .classes import IGNORE_INDEX
 from .errors import DataError
 
 METRIC_NAMES = ("miou", "oa", "aa", "mf1")
-CONVENTIONS = ("mmseg", "smp")
+CONVENTIONS = ("mmseg", "smp", "codex")
+# What a ratio with a zero denominator is, per convention: mmseg leaves the class out (NaN), smp's
+# zero_division=1, CoDEX's np.divide(..., out=zeros, where=den != 0).
+_EMPTY_RATIO = {"mmseg": math.nan, "smp": 1.0, "codex": 0.0}
 # Per-place accuracy of a split whose samples name their group (classification): mean over groups, worst group.
 GROUP_METRIC_NAMES = ("domain_acc", "worst_domain_acc")
 
@@ -169,7 +175,7 @@ def class_rates(matrices: np.ndarray, convention: str = "mmseg", ignored: np.nda
     if ignored is not None:
         extra = np.asarray(ignored, dtype=np.float64)
         pred, total = pred + extra, total + extra.sum(axis=-1)
-    empty = math.nan if convention == "mmseg" else 1.0  # smp's zero_division=1
+    empty = _EMPTY_RATIO[convention]
     return {"iou": _ratio(tp, gt + pred - tp, empty), "f1": _ratio(2 * tp, gt + pred, empty),
             "recall": _ratio(tp, gt, empty), "precision": _ratio(tp, pred, empty),
             "oa": _ratio(tp.sum(axis=-1), total, math.nan)}
@@ -178,14 +184,14 @@ def class_rates(matrices: np.ndarray, convention: str = "mmseg", ignored: np.nda
 def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = None, convention: str = "mmseg",
                      ignored: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """mIoU, OA, AA and mF1 of a stack of K×K matrices (leading shape kept; a bootstrap passes B×K×K).
-    `mmseg` averages the classes that are not NaN; `smp` divides by the number of headline classes."""
+    `mmseg` averages the classes that are not NaN; `smp` and `codex` divide by the number of headline classes."""
     rates = class_rates(matrices, convention, ignored)
     k = np.asarray(matrices).shape[-1]
     selected = np.arange(k) if headline_classes is None else np.asarray(headline_classes, dtype=np.int64)
 
     def mean(values: np.ndarray) -> np.ndarray:
         chosen = values[..., selected]
-        if convention == "smp":
+        if convention != "mmseg":  # no NaN to leave out: every headline class counts
             return chosen.mean(axis=-1)
         if chosen.ndim == 1:  # one matrix: the reduction the stored numbers were always made with
             return np.asarray(_nanmean(chosen))

@@ -98,11 +98,13 @@ class MetricsSpec(_Strict):
                                      "group (e.g. country), or the region the dataset card puts it in (continent)")
     source_reference: bool = Field(
         default=False, description="also evaluate the selection split, to show the source→target drop")
-    convention: Literal["mmseg", "smp"] = Field(
+    convention: Literal["mmseg", "smp", "codex"] = Field(
         default="mmseg", description="how the paper computed its numbers from the same predictions: 'mmseg' (a "
-                                     "class absent from ground truth and prediction is NaN, left out of the mean) or "
+                                     "class absent from ground truth and prediction is NaN, left out of the mean), "
                                      "'smp' (segmentation_models_pytorch's functions, zero_division=1, mean over "
-                                     "every headline class: CromSS). The headline uses it; the other is shown beside")
+                                     "every headline class: CromSS) or 'codex' (CoDEX's SCDMetric: a zero "
+                                     "denominator gives 0, mean over every headline class). The headline uses it; "
+                                     "the others are shown beside")
     ignored_pixels: Literal["excluded", "error"] = Field(
         default="excluded", description="'error': pixels labelled ignore still count, their predictions as false "
                                         "positives and in OA's denominator (CromSS's DFC2020 run has no mask). "

@@ -184,6 +184,34 @@ def test_smp_convention_equals_smp_functions_on_the_same_predictions(mask_ignore
     assert math.isnan(mmseg.iou[5]) and ours.miou > mmseg.miou  # the two conventions give other numbers
 
 
+def codex_reference(matrix: np.ndarray) -> dict[str, float]:
+    """CoDEX's SCDMetric as its metrics/scd_metrics.py computes it from a confusion matrix (rows = ground truth):
+    a ratio with a zero denominator is 0, then the mean over every class."""
+    cm = np.asarray(matrix, dtype=np.float64)
+    tp, gt, pred = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    union = gt + pred - tp
+    iou = np.divide(tp, union, out=np.zeros_like(union), where=union != 0)
+    recall = np.divide(tp, gt, out=np.zeros_like(gt), where=gt != 0)
+    return {"miou": float(np.nanmean(iou)), "aa": float(np.nanmean(recall)), "oa": float(tp.sum() / cm.sum())}
+
+
+def test_codex_convention_equals_codex_metric_on_the_same_predictions():
+    from rsdg_bench.metrics import confusion_counts
+
+    label, pred = random_maps(seed=5, k=6, absent=(4,), ignore_fraction=0.1)
+    pred[pred == 2] = 3  # class 2 is in the ground truth but never predicted
+    pred[pred == 5] = 0
+    label[label == 5] = 0  # class 5: absent from ground truth and prediction
+    matrix, _ = confusion_counts(label, pred, 6)
+    ours = scores_from_confusion(matrix, list(range(6)), "codex")
+    expected = codex_reference(matrix.numpy())
+    for name in ("miou", "oa", "aa"):
+        assert getattr(ours, name) == pytest.approx(expected[name], abs=1e-12), name
+    assert ours.iou[5] == 0.0 and ours.recall[5] == 0.0 and ours.iou[2] == 0.0  # empty union: 0, kept in the mean
+    mmseg = scores_from_confusion(matrix, list(range(6)))
+    assert math.isnan(mmseg.iou[5]) and ours.miou < mmseg.miou  # CoDEX's mean is lower: the empty class counts
+
+
 def test_a_record_of_an_smp_task_keeps_both_conventions_and_an_edit_of_either_is_caught():
     from rsdg_bench.errors import ResultsError
     from rsdg_bench.results import ResultRecord, check_consistency, metrics_block
