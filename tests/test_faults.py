@@ -292,7 +292,7 @@ def read_only(tmp_path: Path):
 
     yield make
     for view in mounted:
-        subprocess.run(["umount", str(view)], check=False)
+        subprocess.run(["umount", "--lazy", str(view)], check=False)
 
 
 def test_read_only_roots_give_an_error_and_a_fix_or_just_work(read_only, toyearth_raw: Path, trained: dict,
@@ -333,8 +333,8 @@ def small_disk(tmp_path: Path):
         return folder
 
     yield make
-    for folder in mounted:
-        subprocess.run(["umount", str(folder)], check=False)
+    for folder in mounted:  # lazily: a file still open in it (a lock) must not leave the mount behind
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
 
 
 def test_a_full_disk_is_an_error_about_space_and_a_rerun_after_freeing_it_completes(
