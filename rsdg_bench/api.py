@@ -217,12 +217,13 @@ class Leaderboard:
 def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | None = None, *,
                       reported: bool = False, only_protocol: bool = False, submissions: Path | str | None = None,
                       data_root: Path | str | None = None, baseline: str | None = None,
-                      rank_shared: bool = False) -> Leaderboard:
+                      rank_shared: bool = False, progress: bool = False) -> Leaderboard:
     """Build the static leaderboard site from a results folder into `out` (default `<results>/site`), the
     papers' reported rows beside the harness's with `reported`, only full-protocol weights with
     `only_protocol`, and the verified bundles of a `submissions` folder (checked against the prepared data of
     `data_root`) with their badges; every row's gain over the row named `baseline`, and with `rank_shared` a
-    rank of every row on the tasks it has (what `rsdg-bench leaderboard build` runs)."""
+    rank of every row on the tasks it has (what `rsdg-bench leaderboard build` runs). `progress`: a bar over
+    the records as they are scored (a real board takes minutes)."""
     from .leaderboards.aggregate import build_board, with_suites
     from .leaderboards.render import write_site
     from .leaderboards.reported import reported_rows
@@ -234,6 +235,7 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
     records: Iterable[tuple[Path, ResultRecord]] = ResultStore(results).iter_valid(refused_here)  # one at a time
     refused: Iterable[tuple[str, str]] = refused_here  # read by build_board once the records are consumed
     badges: dict[str, tuple[str, str]] = {}
+    total = len(ResultStore(results).paths())
     if submissions is not None:
         from .submissions.board import submitted_records
 
@@ -241,6 +243,11 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
                                       results)
         records, badges = itertools.chain(records, submitted.records), submitted.badges
         refused = itertools.chain(refused_here, submitted.refused)
+        total += len(submitted.records)
+    if progress:
+        from tqdm.auto import tqdm
+
+        records = tqdm(records, total=total, desc="scoring records", unit="record")
     board = with_suites(build_board(records, refused, only_protocol=only_protocol, verified=badges),
                         TaskCatalog(), reported_rows() if reported else [])
     page = write_site(board, Path(out) if out else results / "site", results_root=results,

@@ -429,7 +429,7 @@ def _export_results(args: argparse.Namespace, results_root: Path) -> int:
         raise RsdgError(f"unknown export format {args.format!r}", "use --format parquet")
     if not args.out:
         raise RsdgError("results export needs --out DIR", "e.g. rsdg-bench results export --format parquet --out hub/")
-    folder, rows, refused = export_results(results_root, Path(args.out))
+    folder, rows, refused = export_results(results_root, Path(args.out), progress=not args.quiet)
     print(f"{rows} records -> {folder} (Parquet + README card; datasets.load_dataset({str(folder)!r}) reads it)"
           + (f"; {len(refused)} refused, listed in the card" if refused else ""))
     if args.push_to_hub:
@@ -483,7 +483,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                    "folder the site goes in", "--out")
     site = build_leaderboard(_results_root(args), args.out, reported=args.reported, only_protocol=args.only_protocol,
                              submissions=Path(args.submissions) if args.submissions else None,
-                             data_root=_data_root(args), baseline=args.baseline, rank_shared=args.rank_shared)
+                             data_root=_data_root(args), baseline=args.baseline, rank_shared=args.rank_shared,
+                             progress=not args.quiet)
     print(f"{site.tasks} tasks, {site.models} models, {site.left_out} records left out"
           + (f", {site.reported_rows} reported rows" if args.reported else ""))
     if args.baseline and not site.baseline_found:

@@ -65,9 +65,14 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
     }
 
 
-def export_results(results_root: Path, out: Path) -> tuple[Path, int, list[tuple[str, str]]]:
-    """Write the Parquet file and the card into `out`; (folder, rows written, records refused with why)."""
-    valid, refused = ResultStore(Path(results_root)).load_valid()
+def export_results(results_root: Path, out: Path, progress: bool = False) -> tuple[Path, int, list[tuple[str, str]]]:
+    """Write the Parquet file and the card into `out`; (folder, rows written, records refused with why).
+    `progress`: a bar over the records as they are checked and turned into rows."""
+    from tqdm.auto import tqdm
+
+    store, refused = ResultStore(Path(results_root)), []
+    valid = list(tqdm(store.iter_valid(refused), total=len(store.paths()), desc="exporting records", unit="record",
+                      disable=not progress))
     if not valid:
         raise RsdgError(f"no valid result records under {Path(results_root) / 'records'}"
                         + (f" ({len(refused)} refused)" if refused else ""),

@@ -104,6 +104,8 @@ def test_run_results_recompute_and_leaderboard(capsys, tmp_path: Path, trained: 
     assert code == 0 and "recomputed" in out
     code, out, _ = run(capsys, "leaderboard", "build", *common)
     assert code == 0 and "1 tasks, 1 models" in out
+    code, _, err = run(capsys, "leaderboard", "build", *common[:-1], "--out", str(tmp_path / "site-progress"))
+    assert code == 0 and "scoring records" in err and "2/2" in err  # without --quiet: a bar over the records
     assert "U-Net" in (tmp_path / "site" / "suites" / "demo.html").read_text()
     code, out, err = run(capsys, "leaderboard", "build", "--reported", "--out", str(tmp_path / "site2"),
                          "--baseline", "Rein (ViT-L)", "--rank-shared", *common)

@@ -27,10 +27,11 @@ def results(trained: dict, data_root: Path, tmp_path_factory: pytest.TempPathFac
     return root
 
 
-def test_export_loads_with_datasets_and_carries_every_record(results: Path, tmp_path: Path):
+def test_export_loads_with_datasets_and_carries_every_record(results: Path, tmp_path: Path, capsys):
     datasets = pytest.importorskip("datasets", reason="install the [hub] extra")
-    out, rows, refused = export_results(results, tmp_path / "hub")
+    out, rows, refused = export_results(results, tmp_path / "hub", progress=True)
     assert rows == 2 and refused == []
+    assert "exporting records" in capsys.readouterr().err  # a bar over the records (a real board's take minutes)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nconfigs:\n- config_name: default") and "demo/u2a" in card
     # A cache of its own: `datasets` caches a local folder by its path, and pytest reuses tmp paths across runs,
