@@ -21,6 +21,7 @@ import segmentation_models_pytorch as smp
 import torch
 
 from rsdg_bench.adapters import Adapter, InputContract, Normalization, load_state_strict
+from rsdg_bench.checkpoints import read_state_dict
 from rsdg_bench.errors import AdapterError
 from rsdg_bench.registry import register_adapter
 from rsdg_bench.task_schema import Task
@@ -82,13 +83,7 @@ class SmpAdapter(Adapter):
         )
 
     def _load_encoder(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a missing, corrupt or foreign file
-            raise AdapterError(f"cannot read encoder weights {path}: {exc}", "pass a PyTorch state-dict file") from exc
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        if not isinstance(state, dict):
-            raise AdapterError(f"encoder weights {path} hold no state dict")
+        state, _ = read_state_dict(path)  # PyTorch or safetensors; containers unwrapped
         state = {k: v for k, v in state.items() if not k.startswith(("fc.", "encoder.fc."))}
         if state and all(k.startswith("encoder.") for k in state):
             state = {k.removeprefix("encoder."): v for k, v in state.items()}

@@ -1,7 +1,8 @@
 """Reading model checkpoints safely: one loader for the containers the upstream projects write.
 
-`read_state_dict` opens a file with `torch.load(weights_only=True)` (no arbitrary unpickling) and
-unwraps the known containers: a bare state dict, `{"state_dict": ...}` (Lightning, mmcv-1 / mmengine
+`read_state_dict` opens a file with `torch.load(weights_only=True)` (no arbitrary unpickling), or a
+safetensors file (most weights on the Hub today; a format that holds tensors and nothing else) with
+`safetensors.torch.load_file`, and unwraps the known containers: a bare state dict, `{"state_dict": ...}` (Lightning, mmcv-1 / mmengine
 with `meta`, and `rsdg-bench train`), `{"model": ...}`, and strips a DataParallel `module.` prefix.
 `remap` renames keys by regex rules and sets aside keys it is told to drop. `fit_report` compares a
 state dict with a module and names every missing, unexpected and mis-shaped key; `load_checked` raises
@@ -21,7 +22,9 @@ from .errors import AdapterError
 
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """(tensors by key, the container kind) of a checkpoint file."""
+    """(tensors by key, the container kind) of a checkpoint file: PyTorch's format or safetensors."""
+    if _is_safetensors(Path(path)):
+        return _strip_data_parallel(_read_safetensors(Path(path))), "safetensors"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt, truncated or foreign file
@@ -40,10 +43,40 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if not (isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())):
         raise AdapterError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)",
                            "pass the model weights file, not an optimizer or config file")
-    state = dict(payload)
-    if all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-    return state, kind
+    return _strip_data_parallel(dict(payload)), kind
+
+
+def _strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys without DataParallel's `module.` prefix, when every key has it."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: named so, or starting with its header (8-byte little-endian length, then '{')."""
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError:
+        return False  # torch.load reports it, naming the file
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterError(f"cannot read checkpoint {path}: a safetensors file that does not load ({exc})",
+                           "download it again: it is corrupt or truncated") from exc
+    if not state:
+        raise AdapterError(f"checkpoint {path} holds no tensors", "pass the model weights file")
+    return state
 
 
 def _what_went_wrong(path: Path, exc: BaseException) -> str:
@@ -58,8 +91,6 @@ def _what_went_wrong(path: Path, exc: BaseException) -> str:
         return "the file is empty"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return f"a PyTorch file that does not load ({type(exc).__name__}: {exc})"
-    if len(head) > 8 and head[8:9] == b"{":
-        return "a safetensors file (not read by this loader): convert it with safetensors' `load_file` + `torch.save`"
     if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
         return f"a text file (it starts {head[:32].decode(errors='replace')!r}), not a PyTorch checkpoint"
     return f"not a PyTorch checkpoint (torch says {type(exc).__name__}: {exc})"

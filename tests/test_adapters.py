@@ -85,6 +85,39 @@ def test_corrupt_checkpoint_file_is_a_clear_error(tmp_path: Path):
         adapter.load(bad)
 
 
+def test_safetensors_weights_load_like_pytorch_ones_and_a_cut_file_is_named(tmp_path: Path, data_root: Path):
+    """Most released weights on the Hub are safetensors: tensors only, nothing to unpickle."""
+    from safetensors.torch import save_file
+
+    from rsdg_bench.checkpoints import read_state_dict
+    from rsdg_bench.results import ResultStore
+    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+
+    torch.manual_seed(0)
+    source = resolve_adapter(f"{write_plugin(tmp_path)}:Tiny")()
+    source.setup(TASK, ["red", "green", "blue"])
+    state = {k: v.contiguous() for k, v in source.module.state_dict().items()}
+    save_file({f"module.{k}": v for k, v in state.items()}, tmp_path / "released.safetensors")  # DataParallel keys
+    read, kind = read_state_dict(tmp_path / "released.safetensors")
+    assert kind == "safetensors" and read.keys() == state.keys() and all(torch.equal(read[k], state[k]) for k in state)
+    unnamed = tmp_path / "released.bin"  # known by its header, whatever its name
+    unnamed.write_bytes((tmp_path / "released.safetensors").read_bytes())
+    assert read_state_dict(unnamed)[1] == "safetensors"
+
+    model = ModelSpec(f"{tmp_path / 'tiny.py'}:Tiny", checkpoint=tmp_path / "released.safetensors")
+    [outcome] = run_tasks([TASK], model, RunSettings(data_root=data_root, results_root=tmp_path / "r", progress=False,
+                                                     limit=1))
+    assert outcome.error is None
+    records = [record for _, record in ResultStore(tmp_path / "r").load_all()]
+    assert records and all(r.model.checkpoint["sha256"] and r.model.training["status"] == "unknown"  # released
+                           for r in records)
+
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tmp_path / "released.safetensors").read_bytes()[:-40])
+    with pytest.raises(AdapterError, match="cannot read checkpoint .*cut.safetensors"):
+        read_state_dict(cut)
+
+
 def test_harness_normalizes_in_data_units_and_checks_bands():
     contract = InputContract(3, Normalization((10.0, 20.0, 30.0), (2.0, 4.0, 5.0)))
     x = torch.tensor([12.0, 28.0, 40.0]).view(1, 3, 1, 1)
