@@ -235,7 +235,7 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
     records: Iterable[tuple[Path, ResultRecord]] = ResultStore(results).iter_valid(refused_here)  # one at a time
     refused: Iterable[tuple[str, str]] = refused_here  # read by build_board once the records are consumed
     badges: dict[str, tuple[str, str]] = {}
-    total = len(ResultStore(results).paths())
+    submitted_count = 0
     if submissions is not None:
         from .submissions.board import submitted_records
 
@@ -243,11 +243,12 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
                                       results)
         records, badges = itertools.chain(records, submitted.records), submitted.badges
         refused = itertools.chain(refused_here, submitted.refused)
-        total += len(submitted.records)
+        submitted_count = len(submitted.records)
     if progress:
         from tqdm.auto import tqdm
 
-        records = tqdm(records, total=total, desc="scoring records", unit="record")
+        records = tqdm(records, total=len(ResultStore(results).paths()) + submitted_count, desc="scoring records",
+                       unit="record")
     board = with_suites(build_board(records, refused, only_protocol=only_protocol, verified=badges),
                         TaskCatalog(), reported_rows() if reported else [])
     page = write_site(board, Path(out) if out else results / "site", results_root=results,

@@ -196,13 +196,13 @@ def cmd_fake(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- tasks
 
 def _require_known_places(tasks, where: str) -> None:
-    """Refuse tasks whose splits name a dataset, domain or split that does not exist (a typo passes the schema)."""
+    """Refuse tasks whose splits name a dataset or domain that does not exist (a typo passes the schema)."""
     from .task_places import unknown_places
 
     problems = [line for task in tasks for line in unknown_places(task)]
     if problems:
         raise RsdgError(f"{len(problems)} split(s) {where} name no existing place:\n  " + "\n  ".join(problems),
-                        "fix the dataset/domain/split names (`rsdg-bench prepare --list` shows the datasets)")
+                        "fix the dataset/domain names (`rsdg-bench prepare --list` shows the datasets)")
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -212,14 +212,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print(json.dumps(task_json_schema(), indent=2))
         return 0
     if args.action == "validate" and args.ids:
-        tasks = []
+        loaded = {}
         for path in args.ids:
             if Path(path).name.startswith("_"):
                 print(f"skip {path}  (an include fragment: checked through the tasks that include it)")
-                continue
-            tasks.append(load_task_file(Path(path)))
-        _require_known_places(tasks, f"in {', '.join(args.ids)}")
-        for path, task in zip([p for p in args.ids if not Path(p).name.startswith("_")], tasks, strict=True):
+            else:
+                loaded[path] = load_task_file(Path(path))
+        _require_known_places(loaded.values(), f"in {', '.join(args.ids)}")
+        for path, task in loaded.items():
             print(f"ok  {path}  ({task.id}, hash {task.hash[:12]})")
         return 0
     catalog = TaskCatalog()

@@ -71,8 +71,8 @@ def export_results(results_root: Path, out: Path, progress: bool = False) -> tup
     from tqdm.auto import tqdm
 
     store, refused = ResultStore(Path(results_root)), []
-    valid = list(tqdm(store.iter_valid(refused), total=len(store.paths()), desc="exporting records", unit="record",
-                      disable=not progress))
+    valid = list(tqdm(store.iter_valid(refused), total=len(store.paths()) if progress else None,
+                      desc="exporting records", unit="record", disable=not progress))
     if not valid:
         raise RsdgError(f"no valid result records under {Path(results_root) / 'records'}"
                         + (f" ({len(refused)} refused)" if refused else ""),

@@ -201,8 +201,8 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
     if settings.precision != "fp32":  # another precision gives other numbers: its own row, record and key
         display_name = f"{display_name} [{settings.precision}]"
     outcome, records = TaskOutcome(task.id), []
-    for _, ref in task.evaluation_splits():  # all open before any is scored: a task that cannot run writes nothing
-        data.open(ref, limit=settings.limit)
+    # every split opens before any is scored: a task that cannot run writes nothing
+    splits = {ref.slug: data.open(ref, limit=settings.limit) for _, ref in task.evaluation_splits()}
     for role, ref in task.evaluation_splits():
         prepared = data.prepared(ref.dataset)
         key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=weights.sha256,
@@ -217,7 +217,7 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
         log.info("%s %s: evaluating (%s)", task.id, ref.slug, "forced" if settings.force else "no record yet")
         with reading(data.data_root, ref.dataset):  # a prepare of it waits for this split to be read
             _same_version(data, ref.dataset, prepared.manifest_sha256, f"{task.id} was set up")
-            split = data.open(ref, limit=settings.limit)
+            split = splits[ref.slug]
             started = time.perf_counter()
             saver = (PredictionSaver(settings.results_root, task.id, key, task.class_schema,
                                      settings.save_predictions, store.path_for(task.id, key).parent)

@@ -64,30 +64,22 @@ class FailsOnRank1(Pixels):
 """
 
 
-def pixels(tmp_path: Path, name: str = "Pixels") -> list[str]:
+def pixels(tmp_path: Path, checkpoint: Path | None, name: str = "Pixels") -> list[str]:
     """`run`'s model flags for the 1×1 convolution `name` on the demo tasks' RGB bands and classes: weights
-    from a checkpoint, or none (`--random-init`) for the one that fails."""
-    import torch
-
-    from rsdg_bench.task_schema import TaskCatalog
-
-    plugin, checkpoint = tmp_path / "pixels.py", tmp_path / "pixels.pt"
+    from `checkpoint` (conftest's `linear_checkpoint`), or none (`--random-init`) for the one that fails."""
+    plugin = tmp_path / "pixels.py"
     plugin.write_text(PIXELS)
-    if name == "FailsOnRank1":
+    if checkpoint is None:
         return ["--adapter", f"{plugin}:{name}", "--random-init"]
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        classes = TaskCatalog().task("demo/u2a").class_schema.num_classes  # demo/u2coarse's too
-        torch.save(torch.nn.Conv2d(3, classes, 1).state_dict(), checkpoint)
     return ["--adapter", f"{plugin}:{name}", "--checkpoint", str(checkpoint)]
 
 
 @pytest.mark.slow
-def test_three_processes_give_the_single_process_numbers(data_root: Path, tmp_path: Path):
+def test_three_processes_give_the_single_process_numbers(data_root: Path, linear_checkpoint: Path, tmp_path: Path):
     from rsdg_bench.cli import main
 
-    args = ["run", "--task", "demo/u2a", *pixels(tmp_path), "--data-root", str(data_root), "--device", "cpu",
-            "--quiet"]
+    args = ["run", "--task", "demo/u2a", *pixels(tmp_path, linear_checkpoint), "--data-root", str(data_root),
+            "--device", "cpu", "--quiet"]
     assert main([*args, "--results", str(tmp_path / "one")]) == 0  # one process: this one
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "--master_addr", "127.0.0.1",
                 "--master_port", str(free_port()), "-m", "rsdg_bench.cli"]
@@ -104,7 +96,7 @@ def test_three_processes_give_the_single_process_numbers(data_root: Path, tmp_pa
 def test_an_error_on_one_rank_fails_the_task_everywhere_without_hanging(data_root: Path, tmp_path: Path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                 "--master_port", str(free_port()), "-m", "rsdg_bench.cli"]
-    result = subprocess.run([*torchrun, "run", "--task", "demo/u2a", *pixels(tmp_path, "FailsOnRank1"),
+    result = subprocess.run([*torchrun, "run", "--task", "demo/u2a", *pixels(tmp_path, None, "FailsOnRank1"),
                              "--data-root", str(data_root), "--results", str(tmp_path / "r"),
                              "--device", "cpu", "--quiet"],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -114,11 +106,12 @@ def test_an_error_on_one_rank_fails_the_task_everywhere_without_hanging(data_roo
 
 
 @pytest.mark.slow
-def test_local_launcher_runs_each_task_as_a_job_with_the_same_numbers(data_root: Path, tmp_path: Path, capsys):
+def test_local_launcher_runs_each_task_as_a_job_with_the_same_numbers(data_root: Path, linear_checkpoint: Path,
+                                                                        tmp_path: Path, capsys):
     from rsdg_bench.cli import main
 
-    common = ["--task", "demo/u2a", "--task", "demo/u2coarse", *pixels(tmp_path), "--data-root", str(data_root),
-              "--device", "cpu", "--quiet"]
+    common = ["--task", "demo/u2a", "--task", "demo/u2coarse", *pixels(tmp_path, linear_checkpoint),
+              "--data-root", str(data_root), "--device", "cpu", "--quiet"]
     assert main(["run", *common, "--results", str(tmp_path / "here")]) == 0
     code = main(["run", *common, "--results", str(tmp_path / "jobs"), "--launcher", "local", "--job-gpus", "0",
                  "--job-cpus", "1", "--wait"])
