@@ -1,5 +1,5 @@
 """Synthetic but valid result records at a suite's published split sizes, for the benches that need many
-(`verify_bundle.py`, `leaderboard_scale.py`). Each record goes through `runner.record_from_evaluation`, the
+(`verify_bundle.py`, `leaderboard_scale.py`). Each record goes through `record_building.record_from_evaluation`, the
 constructor `run` uses, so it passes every check a real one does; its per-image matrices have about 2K
 non-zero cells per image (K classes), so records are as large as real ones."""
 
@@ -12,11 +12,11 @@ import pandas as pd
 import torch
 
 from rsdg_bench.code_identity import code_identity
-from rsdg_bench.evaluation import SplitCounts
+from rsdg_bench.split_counts import SplitCounts
 from rsdg_bench.prep import available_preparers
 from rsdg_bench.registry import resolve_adapter
 from rsdg_bench.results import ResultStore
-from rsdg_bench.runner import RunSettings, record_from_evaluation
+from rsdg_bench.record_building import RunContext, record_from_evaluation
 from rsdg_bench.sparse_counts import SparseCountRows
 from rsdg_bench.task_schema import TaskCatalog
 
@@ -46,7 +46,6 @@ def write_records(results: Path, suite: str, models: list[str], seed: int = 0) -
     generator = torch.Generator().manual_seed(seed)
     code = code_identity(resolve_adapter("smp"))
     store, written = ResultStore(results), 0
-    settings = RunSettings(results, results, progress=False)
     for number, name in enumerate(models):
         model = {"adapter": "smp", "options": {}, "code": code, "display_name": name,
                  "checkpoint": {"path": None, "sha256": f"{number:064x}", "random_init": False},
@@ -62,6 +61,6 @@ def write_records(results: Path, suite: str, models: list[str], seed: int = 0) -
                     key=f"{number:04d}-{role}-{ref.domain}-{ref.split}", task=task, model=model, normalization={},
                     role=role, split=SyntheticSplit(ref, images), card=card, manifest_sha256="cd" * 32,
                     counts=SplitCounts(SparseCountRows.from_dense(counts), SparseCountRows(images, k)),
-                    predictions=None, settings=settings, wall_time_s=1.0))
+                    predictions=None, context=RunContext(), wall_time_s=1.0))
                 written += 1
     return written

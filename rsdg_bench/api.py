@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .adapters import Adapter, InputContract
-    from .data import SegmentationSplit
+    from .split_dataset import SplitDataset
     from .results import ResultRecord
 
 __all__ = ["Evaluation", "Leaderboard", "build_leaderboard", "evaluate", "list_tasks", "load_results", "load_task", "open_split"]
@@ -76,7 +76,7 @@ def _split_ref(task: Task, split: str) -> SplitRef:
 
 
 def open_split(task: Task | str, split: str = "source", *, data_root: Path | str | None = None,
-               for_training: bool = True, limit: int | None = None) -> SegmentationSplit:
+               for_training: bool = True, limit: int | None = None) -> SplitDataset:
     """A prepared split as a torch `Dataset` of samples (`image` as stored, with the task's band selection;
     `label` in the task's classes, 255 ignored; `sample_id`; `days` for a time series).
 
@@ -84,6 +84,7 @@ def open_split(task: Task | str, split: str = "source", *, data_root: Path | str
     source and selection splits open, as in `rsdg-bench train`: a target is for evaluation, and asking for
     it raises `SplitAccessError`; pass `for_training=False` to read a target (e.g. to look at it)."""
     from .data import TaskData
+    from .split_dataset import SplitDataset
 
     task = _task(task)
     data = TaskData(Path(data_root) if data_root else default_data_root(), task,
@@ -92,7 +93,7 @@ def open_split(task: Task | str, split: str = "source", *, data_root: Path | str
     if for_training and not data.allowed(ref):
         raise SplitAccessError(f"task {task.id}: {ref.slug} is a target split; training code may not read it",
                                "pass for_training=False to open it for evaluation or inspection")
-    return data.open(ref, limit=limit)
+    return data.open(ref, limit=limit, split_type=SplitDataset)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,9 @@ import copy
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from .classes import IGNORE_INDEX
 from .errors import DataError, SplitAccessError
@@ -26,7 +24,7 @@ from .task_schema import SplitRef, Task
 Phase = Literal["train", "evaluate"]
 
 
-class SegmentationSplit(Dataset):
+class SegmentationSplit:
     """The samples of one dataset/domain/split: `image` (C×H×W float32, stored units; only `bands`, in that
     order, when given), `label` (H×W uint8, through the split's label map when it has one); `groups()` gives
     each sample's place.
@@ -36,6 +34,11 @@ class SegmentationSplit(Dataset):
 
     With `labelled=False` no label is read: `label` is all ignore, in the label's shape (for `predict`, which
     needs the inputs only, also of splits whose labels are not public).
+
+    A map-style dataset as torch's DataLoader takes it (`len` and `[index]`, samples as tensors); opening a
+    split, its rows and `label(index)` need no torch (`score` reads labels only), so torch is imported where a
+    sample is served, and `isinstance(split, torch.utils.data.Dataset)` holds for `split_dataset.SplitDataset`
+    (what `rsdg_bench.open_split` returns), not for this class.
     """
 
     def __init__(self, prepared: PreparedDataset, ref: SplitRef, limit: int | None = None,
@@ -52,7 +55,7 @@ class SegmentationSplit(Dataset):
         self.band_names = [stored[i] for i in self.band_indices] if self.band_indices is not None else stored
         self.keep_uint8 = False  # see `for_inference`
         self.timesteps = list(prepared.card.timesteps)
-        self.days = torch.tensor(days_since_first(self.timesteps), dtype=torch.int64)
+        self.days = np.asarray(days_since_first(self.timesteps), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -98,6 +101,8 @@ class SegmentationSplit(Dataset):
         return self.label_map.apply(label) if self.label_map is not None else label
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
         row = self.rows.iloc[index]
         image = self.prepared.read_image(row)
         if self.timesteps:
@@ -114,8 +119,11 @@ class SegmentationSplit(Dataset):
         sample = {"image": torch.from_numpy(image), "label": torch.from_numpy(np.asarray(label)),
                   "sample_id": row["sample_id"]}
         if self.timesteps:
-            sample["days"] = self.days
+            sample["days"] = torch.from_numpy(self.days)
         return sample
+
+
+SplitT = TypeVar("SplitT", bound=SegmentationSplit)
 
 
 def days_since_first(dates: list[str]) -> list[int]:
@@ -157,9 +165,11 @@ class TaskData:
             self._datasets[dataset] = PreparedDataset.open(self.data_root, dataset)
         return self._datasets[dataset]
 
-    def open(self, ref: SplitRef, limit: int | None = None, labelled: bool = True) -> SegmentationSplit:
+    def open(self, ref: SplitRef, limit: int | None = None, labelled: bool = True,
+             split_type: type[SplitT] = SegmentationSplit) -> SplitT:  # type: ignore[assignment]
         """A split of the task; `labelled=False` reads inputs only (and so may open a split whose labels
-        are not public)."""
+        are not public). `split_type` is `SegmentationSplit` or a subclass (`split_dataset.SplitDataset`, a torch
+        `Dataset` proper, for the public API)."""
         if not self.allowed(ref):
             raise SplitAccessError(
                 f"task {self.task.id}: training may read only the source ({self.task.source.slug}) and selection "
@@ -172,7 +182,7 @@ class TaskData:
                             "score on a labelled split; predictions for unlabelled splits go to the contest server")
         label_map = self._label_map_for(ref, prepared)
         self.opened.append(ref.slug)
-        return SegmentationSplit(prepared, ref, limit, label_map, self.task.inputs.bands, labelled)
+        return split_type(prepared, ref, limit, label_map, self.task.inputs.bands, labelled)
 
     def band_names(self, ref: SplitRef) -> list[str]:
         """The bands a split reaches the model with: the task's `inputs.bands`, or all stored ones."""

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
@@ -25,44 +23,10 @@ from .errors import AdapterError, RsdgError
 from .inference import check_logits
 from .kinds import get_kind
 from .kinds.base import SampleNormalizer
-from .metrics import SegmentationScores, confusion_counts, scores_from_confusion
+from .metrics import confusion_counts
 from .read_ahead import read_ahead, read_threads_for
-from .sparse_counts import SparseCountRows
+from .split_counts import SplitCounts
 from .task_schema import Task
-
-
-def task_scores(task: Task, counts: SplitCounts) -> SegmentationScores:
-    """A split's metrics as its task defines them: the task's headline classes and metric convention (with
-    `ignored_pixels: error`, the predictions on ignore-labelled pixels too). What a record stores for the split
-    (`results.metrics_block` recomputes the same from the record) and what model selection maximizes."""
-    ignored = counts.ignored.total() if task.metrics.ignored_pixels == "error" else None
-    return scores_from_confusion(counts.matrix(), task.headline_class_indices(), task.metrics.convention, ignored)
-
-
-@dataclass(frozen=True)
-class SplitCounts:
-    """What evaluating a split counts, per sample in the split's order, held sparse (`SparseCountRows`):
-    `per_image` (a K×K confusion matrix per sample, flattened; their sum is the split's matrix, and a
-    bootstrap resamples them) and `ignored` (a K-vector per sample: predictions on pixels whose label is the
-    ignore index, which only the smp convention's `ignored_pixels: error` scores)."""
-
-    per_image: SparseCountRows
-    ignored: SparseCountRows
-    execution: dict | None = None  # threads, workers, batch size: how the counting ran (provenance)
-
-    @classmethod
-    def empty(cls, samples: int, num_classes: int) -> SplitCounts:
-        return cls(SparseCountRows(samples, num_classes * num_classes), SparseCountRows(samples, num_classes))
-
-    def put(self, index: int, matrix: torch.Tensor, stray: torch.Tensor) -> None:
-        """Sample `index`'s counts, as `metrics.confusion_counts` returns them."""
-        self.per_image.put(index, matrix.cpu().numpy())
-        self.ignored.put(index, stray.cpu().numpy())
-
-    def matrix(self) -> np.ndarray:
-        """The split's K×K confusion matrix."""
-        k = self.ignored.width
-        return self.per_image.total().reshape(k, k)
 
 
 def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,

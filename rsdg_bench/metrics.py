@@ -54,14 +54,8 @@ _EMPTY_RATIO = {"mmseg": math.nan, "smp": 1.0, "codex": 0.0}
 GROUP_METRIC_NAMES = ("domain_acc", "worst_domain_acc")
 
 
-def _as_tensor(array: torch.Tensor | np.ndarray) -> torch.Tensor:
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
-
-
 def confusion_matrix(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray,
-                     num_classes: int) -> torch.Tensor:
+                     num_classes: int) -> np.ndarray:
     """K×K int64 confusion matrix of one batch (any shape, same for both).
 
     `label` holds class indices or 255 (ignore); `pred` holds class indices in [0, K). Any other label
@@ -71,51 +65,72 @@ def confusion_matrix(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.n
 
 
 def confusion_counts(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray,
-                     num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K×K confusion matrix, K-vector of the predictions on pixels whose label is the ignore index), int64,
-    from one bincount: the second is what the `smp` convention with `ignored_pixels: error` needs."""
-    import torch
-
-    label, pred = _as_tensor(label), _as_tensor(pred)
+                     num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K×K confusion matrix, K-vector of the predictions on pixels whose label is the ignore index), int64
+    numpy arrays, from one count of the bins `label·K + pred`: the second is what the `smp` convention with
+    `ignored_pixels: error` needs. NumPy maps are counted without torch (`score` needs none); tensors on
+    another device are counted there and only the bins come back."""
     if label.shape != pred.shape:
         raise ValueError(f"label shape {tuple(label.shape)} and prediction shape {tuple(pred.shape)} differ")
     k = num_classes
-    if label.dtype != torch.uint8:
-        if label.numel() and (int(label.min()) < 0 or int(label.max()) > IGNORE_INDEX):
-            raise DataError(f"label values must lie in 0..{IGNORE_INDEX}, got {int(label.min())}..{int(label.max())}")
-        label = label.to(torch.uint8)
-    if pred.device.type == "cpu" and pred.dtype == torch.uint8 and label.device.type == "cpu":
-        from .pair_counts import pair_counts  # imports numba: only where matrices are counted
-
-        counts = pair_counts(label, pred, k)
+    if isinstance(label, np.ndarray) and isinstance(pred, np.ndarray):
+        counts = _numpy_bins(label, pred, k)
     else:
-        if pred.numel():
-            low, high = torch.aminmax(pred)
-            if int(low) < 0 or int(high) >= k:
-                raise ValueError(f"predictions must lie in [0, {k}), got {int(low)}..{int(high)}")
-        index_dtype = torch.int16 if k <= 127 else torch.int32
-        index = label.reshape(-1).to(index_dtype) * k + pred.reshape(-1).to(index_dtype)
-        counts = torch.bincount(index, minlength=(IGNORE_INDEX + 1) * k)
+        counts = _torch_bins(label, pred, k)
     stray = counts[k * k: IGNORE_INDEX * k]
     if stray.any():
-        values = sorted({int(v) // k for v in torch.nonzero(stray).flatten() + k * k})
+        values = sorted({int(v) // k for v in np.flatnonzero(stray) + k * k})
         raise DataError(f"label values {values} are neither one of the {k} classes nor the ignore index {IGNORE_INDEX}",
                         "the prepared labels do not match the task's class schema; check the dataset's label map")
-    return (counts[: k * k].reshape(k, k).to(torch.int64),
-            counts[IGNORE_INDEX * k: (IGNORE_INDEX + 1) * k].to(torch.int64))
+    return counts[: k * k].reshape(k, k), counts[IGNORE_INDEX * k: (IGNORE_INDEX + 1) * k]
 
 
-class ConfusionAccumulator:
-    """Sums confusion matrices over a whole split (dataset-level accumulation, not per image)."""
+def _label_range_checked(low: int, high: int) -> None:
+    if low < 0 or high > IGNORE_INDEX:
+        raise DataError(f"label values must lie in 0..{IGNORE_INDEX}, got {low}..{high}")
 
-    def __init__(self, num_classes: int) -> None:
-        import torch
 
-        self.num_classes = num_classes
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+def _prediction_range_checked(low: int, high: int, k: int) -> None:
+    if low < 0 or high >= k:
+        raise ValueError(f"predictions must lie in [0, {k}), got {low}..{high}")
 
-    def update(self, label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray) -> None:
-        self.matrix += confusion_matrix(label, pred, self.num_classes)
+
+def _numpy_bins(label: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """The 256·K bins of NumPy maps: uint8 pairs in one compiled pass, others through `bincount`."""
+    if label.dtype != np.uint8:
+        if label.size:
+            _label_range_checked(int(label.min()), int(label.max()))
+        label = label.astype(np.uint8)
+    if pred.dtype == np.uint8:
+        from .pair_counts import pair_counts  # imports numba: only where matrices are counted
+
+        return pair_counts(label, pred, k)
+    if pred.size:
+        _prediction_range_checked(int(pred.min()), int(pred.max()), k)
+    index = label.reshape(-1).astype(np.int64) * k + pred.reshape(-1).astype(np.int64)
+    return np.bincount(index, minlength=(IGNORE_INDEX + 1) * k).astype(np.int64)
+
+
+def _torch_bins(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray, k: int) -> np.ndarray:
+    """The 256·K bins of tensors: CPU uint8 pairs in one compiled pass, others by one `bincount` of an int16
+    (int32 for K > 127) index on the tensors' device."""
+    import torch
+
+    label, pred = torch.as_tensor(label), torch.as_tensor(pred)
+    if label.dtype != torch.uint8:
+        if label.numel():
+            _label_range_checked(int(label.min()), int(label.max()))
+        label = label.to(torch.uint8)
+    if pred.device.type == "cpu" and pred.dtype == torch.uint8 and label.device.type == "cpu":
+        from .pair_counts import pair_counts
+
+        return pair_counts(label.contiguous().numpy(), pred.contiguous().numpy(), k)
+    if pred.numel():
+        low, high = torch.aminmax(pred)
+        _prediction_range_checked(int(low), int(high), k)
+    index_dtype = torch.int16 if k <= 127 else torch.int32
+    index = label.reshape(-1).to(index_dtype) * k + pred.reshape(-1).to(index_dtype)
+    return torch.bincount(index, minlength=(IGNORE_INDEX + 1) * k).to(torch.int64).cpu().numpy()
 
 
 @dataclass(frozen=True)

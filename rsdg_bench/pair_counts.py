@@ -5,27 +5,27 @@ Why: torch's way is four passes over the pixels (each map widened to int16, `lab
 adds one to its bin, takes about 0.7 ms. The bins are the same (`label·K + prediction`, 256·K of them: every
 label value has its row, so ignored pixels and stray labels are counted where `confusion_counts` looks for
 them). A prediction outside [0, K) would fall into another label's row; the loop stops at the first one and
-reports it instead of counting. This module imports numba, so it is imported where a split is scored.
+reports it instead of counting. This module imports numba, so it is imported where a split is scored; it
+needs no torch (`score` counts NumPy maps).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .compiled import compiled
 
 
-def pair_counts(label: torch.Tensor, prediction: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """int64 counts of `label·K + prediction` over 256·K bins, for CPU uint8 maps of one shape. Raises
+def pair_counts(label: np.ndarray, prediction: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 counts of `label·K + prediction` over 256·K bins, for uint8 maps of one shape. Raises
     ValueError naming the first prediction outside [0, K)."""
     counts = np.zeros(256 * num_classes, dtype=np.int64)
-    labels = label.contiguous().view(-1).numpy()
-    predictions = prediction.contiguous().view(-1).numpy()
+    labels = np.ascontiguousarray(label).reshape(-1)
+    predictions = np.ascontiguousarray(prediction).reshape(-1)
     outside = _count(labels, predictions, num_classes, counts)
     if outside >= 0:
         raise ValueError(f"predictions must lie in [0, {num_classes}), got {int(predictions[outside])}")
-    return torch.from_numpy(counts)
+    return counts
 
 
 @compiled

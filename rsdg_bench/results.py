@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
@@ -42,9 +42,6 @@ from .io import atomic_write_text, canonical_json, sha256_bytes
 from .paths import SAFE_NAME, confined
 from .metrics import CONVENTIONS, GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
 from .sparse_counts import SparseCountRows
-
-if TYPE_CHECKING:  # torch is imported where records are made, so reading them (the leaderboard) needs none
-    import torch
 
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
@@ -278,7 +275,7 @@ def resume_key(*, task_hash: str, adapter_identity: dict[str, Any], checkpoint_s
     return sha256_bytes(canonical_json(material).encode())[:24]
 
 
-def metrics_block(matrix: list[list[int]] | torch.Tensor, class_names: list[str], headline: list[int],
+def metrics_block(matrix: list[list[int]] | np.ndarray, class_names: list[str], headline: list[int],
                   per_image: dict[str, Any] | None = None, groups: list[str] | None = None,
                   convention: str = "mmseg", ignored: list[int] | None = None) -> dict[str, Any]:
     """The stored metrics of one confusion matrix (NaN as None), under the task's convention; the headline
@@ -325,15 +322,13 @@ def group_accuracy(per_image: dict[str, Any], groups: list[str]) -> dict[str, fl
     return {name: correct[name] / total[name] for name in sorted(total)}
 
 
-def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: torch.device,
-               world_size: int, wall_time_s: float, date: str, execution: dict[str, Any] | None = None
-               ) -> dict[str, Any]:
-    import torch
-
+def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: str,
+               world_size: int, torch_version: str | None, wall_time_s: float, date: str,
+               execution: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "harness_version": __version__, "git_commit": git_commit(), "task_hash": task_hash,
         "dataset_manifest_sha256": manifest_sha256, "checkpoint_sha256": checkpoint_sha256,
-        "torch_version": torch.__version__, "device": str(device), "world_size": world_size,
+        "torch_version": torch_version, "device": device, "world_size": world_size,
         "python": platform.python_version(),
         "platform": platform.platform(), "wall_time_s": round(wall_time_s, 3), "date": date,
         **({"execution": execution} if execution else {}),

@@ -20,18 +20,18 @@ from tqdm.auto import tqdm
 
 from .adapters import Adapter
 from .allocator import keep_freed_blocks
-from .data import SegmentationSplit, TaskData
+from .data import TaskData
 from .data_lock import reading
 from .distributed import ProcessGroup
 from .errors import AdapterError, DataError, RsdgError
-from .evaluation import SplitCounts, evaluate_split_counts
+from .evaluation import evaluate_split_counts
 from .io import atomic_write_json, sha256_file
 from .kinds import get_kind, require_adapter_kind
 from .predictions import PredictionSaver
-from .prepared import DatasetCard, PreparedDataset
+from .prepared import PreparedDataset
 from .registry import resolve_adapter
-from .results import (SCHEMA_VERSION, EvaluatedSplit, ResultRecord, ResultStore, SampleIndex, encode_per_image,
-                      metrics_block, provenance, resume_key)
+from .record_building import RunContext, record_from_evaluation
+from .results import ResultRecord, ResultStore, resume_key
 from .task_schema import Task
 from .training_record import read_training_block, training_provenance
 
@@ -233,7 +233,7 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
             key=key, task=task, model=model_block(adapter, weights, display_name) | precision_block(settings.precision),
             normalization=adapter.input_contract().record(), role=role, split=split,
             card=prepared.card, manifest_sha256=prepared.manifest_sha256, counts=counts,
-            predictions=saver.saved if saver else None, settings=settings, wall_time_s=elapsed)
+            predictions=saver.saved if saver else None, context=run_context(settings), wall_time_s=elapsed)
         records.append(record)
         if store is not None:
             outcome.written.append(str(store.write(record)))
@@ -276,44 +276,10 @@ def model_block(adapter: Adapter, weights: Weights, display_name: str) -> dict[s
             "checkpoint": weights.block(), "training": weights.training}
 
 
-def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], normalization: dict[str, Any], role: str,
-                           split: SegmentationSplit, card: DatasetCard, manifest_sha256: str, counts: SplitCounts,
-                           predictions: list[dict[str, str]] | None, settings: RunSettings,
-                           wall_time_s: float) -> ResultRecord:
-    """The one constructor of a result record: what was evaluated (task, `model_block`, data, the input
-    normalization) and what it counted, with the metrics computed from those counts. `run` and `score`
-    (prediction maps) both build their records here."""
-    ref = split.ref
-    class_names = task.class_schema.names
-    headline = task.headline_class_indices()
-    matrix = counts.matrix().tolist()
-    counts_ignored = task.metrics.ignored_pixels == "error"
-    ignored = counts.ignored.total().tolist() if counts_ignored else None
-    encoded = encode_per_image(counts.per_image, counts.ignored if counts_ignored else None)
-    groups = get_kind(task.kind).sample_groups(split, task)
-    scenes, scene_unit = split.scenes()
-    return ResultRecord(
-        schema_version=SCHEMA_VERSION, key=key,
-        task=task.record_block(),
-        model=model,
-        evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
-                                 num_samples=len(split), published_samples=card.published_counts.get(ref.domain, {}).get(ref.split),
-                                 accepted_samples=card.accepted_counts(ref.domain, ref.split)[1:]),
-        metrics={ref.slug: metrics_block(matrix, class_names, headline, encoded, groups, task.metrics.convention,
-                                         ignored)},
-        confusion_matrices={ref.slug: matrix}, per_image_matrices={ref.slug: encoded},
-        groups={ref.slug: groups} if groups is not None else {},
-        samples={ref.slug: SampleIndex(ids=[str(i) for i in split.rows["sample_id"]], scenes=scenes,
-                                       scene_unit=scene_unit)},
-        ignored_predictions={ref.slug: ignored} if ignored is not None else {},
-        predictions={ref.slug: predictions} if predictions is not None else {},
-        inference=task.inference.model_dump(mode="json"),
-        normalization=normalization,
-        smoke={"limit": settings.limit} if settings.limit is not None else None,
-        provenance=provenance(task_hash=task.hash, manifest_sha256=manifest_sha256, checkpoint_sha256=model["checkpoint"].get("sha256"),
-                              device=settings.device, world_size=settings.group.world_size, wall_time_s=wall_time_s,
-                              date=datetime.now(UTC).isoformat(timespec="seconds"), execution=counts.execution),
-    )
+def run_context(settings: RunSettings) -> RunContext:
+    """The provenance of counts this process's model made under `settings`."""
+    return RunContext(device=str(settings.device), world_size=settings.group.world_size,
+                      torch_version=torch.__version__, limit=settings.limit)
 
 
 def default_name(adapter: Adapter) -> str:

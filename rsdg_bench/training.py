@@ -30,7 +30,8 @@ from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
 from .data_lock import reading_all
 from .errors import AdapterError, TaskError
-from .evaluation import evaluate_split_counts, task_scores
+from .evaluation import evaluate_split_counts
+from .split_counts import task_scores
 from .io import atomic_write_bytes
 from .kinds import get_kind, require_adapter_kind
 from .registry import resolve_adapter

@@ -4,6 +4,7 @@ or a lost count here would move every confusion matrix without a sound."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,9 +68,19 @@ def test_an_empty_batch_has_an_empty_map():
     assert classes.shape == (0, 8, 8) and finite
 
 
-def _torch_counts(label: torch.Tensor, pred: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`confusion_counts` through its torch way (a prediction that is not uint8 goes there)."""
+def _torch_counts(label: torch.Tensor, pred: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`confusion_counts` through torch's bincount (a prediction tensor that is not uint8 goes there)."""
     return confusion_counts(label, pred.to(torch.int64), k)
+
+
+def _numpy_counts(label: torch.Tensor, pred: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`confusion_counts` through NumPy's bincount, without torch (NumPy maps, a prediction that is not uint8)."""
+    return confusion_counts(label.numpy(), pred.numpy().astype(np.int64), k)
+
+
+def _compiled_numpy_counts(label: torch.Tensor, pred: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`confusion_counts` of NumPy uint8 maps (what `score` counts): the compiled pass, without torch."""
+    return confusion_counts(label.numpy(), pred.numpy(), k)
 
 
 @pytest.mark.parametrize("k", [1, 2, 7, 150])
@@ -79,8 +90,11 @@ def test_pair_counts_are_the_bincount_bins(k: int):
     label[:, :5] = 255  # ignored pixels: counted apart
     pred = torch.randint(0, k, label.shape, generator=generator, dtype=torch.uint8)
     matrix, stray = confusion_counts(label, pred, k)
-    want_matrix, want_stray = _torch_counts(label, pred, k)
-    assert torch.equal(matrix, want_matrix) and torch.equal(stray, want_stray)
+    assert matrix.dtype == stray.dtype == np.int64 and matrix.shape == (k, k) and stray.shape == (k,)
+    for other in (_torch_counts, _numpy_counts, _compiled_numpy_counts):
+        want_matrix, want_stray = other(label, pred, k)
+        np.testing.assert_array_equal(matrix, want_matrix)
+        np.testing.assert_array_equal(stray, want_stray)
     assert int(matrix.sum()) + int(stray.sum()) == label.numel()
 
 
@@ -88,11 +102,11 @@ def test_pair_counts_refuse_what_bincount_refuses():
     label = torch.zeros(20, 20, dtype=torch.uint8)
     pred = torch.zeros(20, 20, dtype=torch.uint8)
     pred[19, 19] = 7  # outside [0, 7): it would land in label 1's row
-    for count in (confusion_counts, _torch_counts):
+    for count in (confusion_counts, _torch_counts, _numpy_counts, _compiled_numpy_counts):
         with pytest.raises(ValueError, match=r"\[0, 7\)"):
             count(label, pred, 7)
     label[3, 3] = 9  # neither a class nor the ignore index
-    for count in (confusion_counts, _torch_counts):
+    for count in (confusion_counts, _torch_counts, _numpy_counts, _compiled_numpy_counts):
         with pytest.raises(DataError, match=r"label values \[9\]"):
             count(label, pred.clamp(max=6), 7)
 

@@ -1,8 +1,7 @@
-"""The commands that only read and write data start at once: `tasks`, `prepare`, `results`, `leaderboard` and a
-static `submission verify` (of a bundle whose adapter is a built-in too: its sources are hashed, not imported)
-never import torch, timm or segmentation_models_pytorch (importing them costs seconds before any
-work starts, and a maintainer's board machine need not load a model stack). `score` still does, pinned below as
-a strict expected failure so that the fix shows."""
+"""The commands that only read and write data start at once: `tasks`, `prepare`, `results`, `leaderboard`,
+`score` (prediction maps) and a static `submission verify` (of a bundle whose adapter is a built-in too: its
+sources are hashed, not imported) never import torch, timm or segmentation_models_pytorch (importing them costs
+seconds before any work starts, and a maintainer's board machine need not load a model stack)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import pytest
 
 from rsdg_bench.runner import ModelSpec
 from rsdg_bench.submissions.bundle import pack
-from rsdg_bench.submissions.prediction_maps import predict_task
+from rsdg_bench.submissions.predict_maps import predict_task
 from rsdg_bench.task_schema import TaskCatalog
 
 from conftest import SMALL_MODEL
@@ -47,10 +46,6 @@ def inputs(demo_run: Path, trained: dict, tmp_path_factory: pytest.TempPathFacto
     return {"data": demo_run / "data", "results": demo_run / "results", "maps": maps, "bundle": bundle}
 
 
-class ImportedModelLibrary(AssertionError):
-    """A command imported torch, timm or smp: what the known gap below raises, and nothing else does."""
-
-
 def run_in_order(commands: list[list[str]]) -> list[dict]:
     """Each command's exit status and the model libraries imported by the time it ended (one interpreter)."""
     done = subprocess.run([sys.executable, "-c", RUN_IN_ORDER, json.dumps(commands), json.dumps(MODEL_LIBRARIES)],
@@ -79,16 +74,9 @@ def test_data_commands_import_no_model_library(inputs: dict[str, Path], toyearth
          "--quiet"],
         ["leaderboard", "build", "--results", results, "--submissions", str(inputs["bundle"].parent),
          "--data-root", data, "--out", str(tmp_path / "site2"), "--quiet"],
+        ["score", "--task", "demo/u2a", "--predictions", str(inputs["maps"]), "--data-root", data, "--results",
+         str(tmp_path / "scored"), "--quiet"],
+        ["results", "show", "--results", str(tmp_path / "scored")],
     ]
     for report in run_in_order(commands):
         assert report["imported"] == [], f"`rsdg-bench {' '.join(report['argv'])}` imported {report['imported']}"
-
-
-@pytest.mark.xfail(strict=True, raises=ImportedModelLibrary, reason="`score` builds its records through runner.py and data.py, which import torch "
-                                       "at the top; moving record building out of the runner is the house plan's "
-                                       "(issue 37). Strict: this fails once score no longer imports torch.")
-def test_score_imports_no_model_library(inputs: dict[str, Path], tmp_path: Path):
-    [report] = run_in_order([["score", "--task", "demo/u2a", "--predictions", str(inputs["maps"]), "--data-root",
-                              str(inputs["data"]), "--results", str(tmp_path / "scored"), "--quiet"]])
-    if report["imported"]:
-        raise ImportedModelLibrary(report["imported"])

@@ -18,7 +18,9 @@ from rsdg_bench.prep import get_preparer
 from rsdg_bench.prepared import PreparedDataset
 from rsdg_bench.results import ResultStore, load_record
 from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-from rsdg_bench.submissions.prediction_maps import PREDICTIONS_FILE, predict_task, score_predictions
+from rsdg_bench.submissions.predict_maps import predict_task
+from rsdg_bench.submissions.prediction_maps import PREDICTIONS_FILE
+from rsdg_bench.submissions.score_maps import score_predictions
 from rsdg_bench.task_schema import TaskCatalog
 
 from conftest import SMALL_MODEL, pixel_linear

@@ -212,7 +212,7 @@ def test_repeated_sample_ids_are_found_in_linear_time():
     import time
 
     from rsdg_bench.errors import SubmissionError
-    from rsdg_bench.submissions.prediction_maps import _check_ids
+    from rsdg_bench.submissions.score_maps import _check_ids
 
     started = time.perf_counter()
     with pytest.raises(SubmissionError, match="1 sample ids repeated: a"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rsdg_bench.evaluation import SplitCounts
+from rsdg_bench.split_counts import SplitCounts
 from rsdg_bench.metrics import confusion_counts
 from rsdg_bench.results import decode_per_image, encode_per_image
 from rsdg_bench.sparse_counts import SparseCountRows

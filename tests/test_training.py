@@ -136,7 +136,7 @@ def test_model_selection_scores_under_the_tasks_metric_convention(data_root: Pat
     import numpy as np
 
     from rsdg_bench import training
-    from rsdg_bench.evaluation import SplitCounts
+    from rsdg_bench.split_counts import SplitCounts
     from rsdg_bench.metrics import scores_from_confusion
     from rsdg_bench.training import build_trainable
 

@@ -14,7 +14,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..cli import _data_root, _device, _model_args, _results_root
     from ..runner import ModelSpec
     from ..task_schema import TaskCatalog
-    from .prediction_maps import PREDICTIONS_FILE, predict_task
+    from .predict_maps import predict_task
+    from .prediction_maps import PREDICTIONS_FILE
 
     task = TaskCatalog().task(args.task)
     model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg),
@@ -33,7 +34,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from ..cli import _data_root, _print_records, _results_root
     from ..task_schema import TaskCatalog
-    from .prediction_maps import score_predictions
+    from .score_maps import score_predictions
 
     task = TaskCatalog().task(args.task)
     check_writable(_results_root(args), "results folder", "--results (or RSDG_RESULTS)")
