@@ -121,12 +121,15 @@ def import_prepared(hf_dir: Path, data_root: Path, name: str) -> Path:
     expected = {row["sample_id"]: row for row in manifest.to_dict("records")}
     staging = Path(data_root) / f".{name}.from-hf"
     shutil.rmtree(staging, ignore_errors=True)
-    written = 0
+    written: set[str] = set()
     for part in sorted((hf_dir / "data").glob("*.parquet")):
         for row in pq.read_table(part).to_pylist():
             wanted = expected.get(row["sample_id"])
             if wanted is None:
                 raise DataError(f"{part.name}: sample {row['sample_id']!r} is not in the manifest", "download the export again")
+            if row["sample_id"] in written:  # counted twice, a repeat would hide a missing sample
+                raise DataError(f"{part.name}: sample {row['sample_id']!r} appears more than once in the export",
+                                "download the export again")
             for kind in ("image", "label"):
                 rel, data = wanted[kind], row[f"{kind}_bytes"]
                 if not isinstance(rel, str):
@@ -138,9 +141,9 @@ def import_prepared(hf_dir: Path, data_root: Path, name: str) -> Path:
                 if not target.is_relative_to(staging.resolve()):
                     raise DataError(f"manifest path {rel!r} leaves the dataset folder", "the export is not trustworthy")
                 atomic_write_bytes(target, data)
-            written += 1
-    if written != len(expected):
-        raise DataError(f"{hf_dir} holds {written} of the manifest's {len(expected)} samples",
+            written.add(row["sample_id"])
+    if len(written) != len(expected):
+        raise DataError(f"{hf_dir} holds {len(written)} of the manifest's {len(expected)} samples",
                         "download every data/*.parquet file of the export")
     shutil.copyfile(manifest_path, staging / MANIFEST_FILE)
     shutil.copyfile(card_path, staging / CARD_FILE)

@@ -198,8 +198,7 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
     check_precision(adapter, settings.precision, settings.device)
     kind = get_kind(task.kind)
     adapter.to(settings.device)
-    if settings.precision != "fp32":  # another precision gives other numbers: its own row, record and key
-        display_name = f"{display_name} [{settings.precision}]"
+    display_name = display_name_at(display_name, settings.precision)
     outcome, records = TaskOutcome(task.id), []
     # every split opens before any is scored: a task that cannot run writes nothing
     splits = {ref.slug: data.open(ref, limit=settings.limit) for _, ref in task.evaluation_splits()}
@@ -254,6 +253,11 @@ def precision_block(precision: str) -> dict[str, str]:
     """What a record and its resume key say of a precision other than fp32 (nothing for fp32, so records made
     before `--precision` existed keep their keys)."""
     return {} if precision == "fp32" else {"precision": precision}
+
+
+def display_name_at(display_name: str, precision: str) -> str:
+    """A model's name on the board at `precision`: another precision gives other numbers, so its own row."""
+    return display_name if precision == "fp32" else f"{display_name} [{precision}]"
 
 
 def check_precision(adapter: Adapter, precision: str, device: torch.device) -> None:

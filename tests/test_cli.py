@@ -129,6 +129,29 @@ def test_adapter_list_and_check(capsys):
     assert code == 0 and "checking smp on cpu" in out and "7 passed, 0 failed" in out
 
 
+def _option_specs(parser) -> dict[str, tuple]:
+    """Each flag of a parser with what it means: destination, default, choices, type, arity and action."""
+    return {flag: (action.dest, action.default, action.choices, action.type, action.nargs, type(action).__name__)
+            for action in parser._actions for flag in action.option_strings if flag not in ("-h", "--help")}
+
+
+def test_every_command_that_loads_a_model_takes_the_same_model_flags():
+    """The model and evaluation flags are declared once (`cli.options`): `train`, `run` and `predict` take the
+    model flags, `run` and `predict` the evaluation flags (weights, batching, precision), each meaning the same."""
+    from rsdg_bench.cli import build_parser
+    from rsdg_bench.cli.options import evaluation_options, model_options
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    model, evaluation = _option_specs(model_options()), _option_specs(evaluation_options())
+    assert {"--model", "--adapter", "--model-arg", "--device", "--workers"} <= model.keys()
+    assert {"--checkpoint", "--checkpoints", "--backbone-checkpoint", "--batch-size", "--precision",
+            "--window-batch", "--name"} <= evaluation.keys()
+    for name in ("train", "run", "predict"):
+        assert model.items() <= _option_specs(commands[name]).items(), name
+    for name in ("run", "predict"):
+        assert evaluation.items() <= _option_specs(commands[name]).items(), name
+
+
 def test_installed_console_script():
     exe = shutil.which("rsdg-bench")
     assert exe, "rsdg-bench is not on PATH: install the project (pip install -e .)"

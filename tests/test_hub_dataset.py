@@ -54,3 +54,17 @@ def test_a_licence_that_does_not_allow_redistribution_is_refused_and_a_tampered_
     with pytest.raises(DataError, match="holds 'toyearth', not 'loveda'"):
         import_prepared(out, tmp_path / "data", "loveda")
     assert main(["export", "nonexistent", "--out", str(tmp_path / "x"), "--data-root", str(data_root)]) == 2
+
+
+def test_a_repeated_row_cannot_stand_in_for_a_missing_sample(data_root: Path, tmp_path: Path):
+    """An export whose Parquet repeats one sample where another is missing holds as many rows as the manifest
+    has samples; it is refused, naming the repeated sample, and nothing is published."""
+    out = export_prepared(data_root, "toyearth", tmp_path / "hub")
+    part = next((out / "data").glob("*.parquet"))
+    table = pq.read_table(part).to_pylist()
+    assert len(table) >= 2
+    table[1] = dict(table[0])  # the second sample dropped, the first written twice
+    pq.write_table(pa.Table.from_pylist(table), part)
+    with pytest.raises(DataError, match=f"sample '{table[0]['sample_id']}' appears more than once"):
+        import_prepared(out, tmp_path / "data", "toyearth")
+    assert not (tmp_path / "data" / "toyearth").exists()

@@ -84,6 +84,25 @@ def test_predict_then_score_equals_run_bit_for_bit(task_id: str, data_root: Path
                                                                for p in ResultStore(tmp_path / "run").paths()}
 
 
+def test_predict_takes_the_evaluation_flags_of_run(data_root: Path, linear_weights: Path, tmp_path: Path, capsys):
+    """`predict` through the command line, with `run`'s flags: batching is speed only, so maps predicted three
+    samples and two windows at a time score what `run` counts one at a time; a precision the adapter does not
+    declare is refused as `run` refuses it."""
+    from rsdg_bench.cli import main
+
+    task = TaskCatalog().task("demo/u2coarse")
+    model = ModelSpec(pixel_linear().adapter, checkpoint=linear_weights, display_name="u")
+    ran = _run_records(task, model, data_root, tmp_path / "run")
+    common = ["predict", "--task", task.id, "--model", model.adapter, "--checkpoint", str(linear_weights), "--name",
+              "u", "--data-root", str(data_root), "--results", str(tmp_path / "run"), "--device", "cpu", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "maps"), "--batch-size", "3", "--window-batch", "2"]) == 0
+    scored, _ = _score(task, tmp_path / "maps", data_root, tmp_path / "scored")
+    assert scored == ran
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "maps-fp16"), "--precision", "fp16"]) == 2
+    assert "--precision fp16" in capsys.readouterr().err and not (tmp_path / "maps-fp16").exists()
+
+
 def test_classification_predictions_are_one_csv_and_score_like_run(tmp_path: Path, prepared_fakes):
     data = prepared_fakes.data("fmow")
     task = TaskCatalog().task("codex/fmow")

@@ -23,7 +23,8 @@ from ..folder_swap import swap_in
 from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
 from ..kinds import require_adapter_kind
 from ..results import git_commit
-from ..runner import ModelSpec, default_name, load_for_task, model_block
+from ..runner import (ModelSpec, check_precision, default_name, display_name_at, load_for_task, model_block,
+                      precision_block)
 from ..task_schema import Task
 from .prediction_maps import (CLASS_TABLE, FORMAT_VERSION, PREDICTIONS_FILE, PredictedFile, PredictionSet,
                               SplitPredictions, check_sample_id, inputs_sha256, split_form)
@@ -90,10 +91,13 @@ class _SplitWriter:
 
 def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Path, out: Path,
                  device: torch.device = torch.device("cpu"), num_workers: int = 0, progress: bool = True,
-                 window_batch: int = 1) -> Path:
+                 window_batch: int = 1, batch_size: int = 1, precision: str = "fp32") -> Path:
     """Write the predictions folder `out` for every split `run` would evaluate (targets, and the source split
     where the task reports it), reading inputs only. The folder is built beside `out` and swapped in whole;
-    `out` must be absent, empty or an earlier predictions folder (`output_owner.claim_folder`)."""
+    `out` must be absent, empty or an earlier predictions folder (`output_owner.claim_folder`).
+
+    `window_batch`, `batch_size` and `precision` are `run`'s: the first two change speed only; a precision other
+    than fp32 is named in the model block, so records scored from these maps say so as `run`'s records do."""
     from ..allocator import keep_freed_blocks
     from ..output_owner import claim_folder
     from ..registry import resolve_adapter
@@ -107,6 +111,7 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
     if adapter.peeks_at_labels:
         raise AdapterError(f"adapter {adapter.name} chooses with the labels (an oracle): it has no predictions of "
                            "its own to submit", "predict with a model that reads the inputs only")
+    check_precision(adapter, precision, device)
     adapter.to(device)
     staging = out.parent / f".{out.name}.partial"
     _clear(staging)
@@ -117,13 +122,13 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
             split = data.open(ref, labelled=False)
             writer = _SplitWriter(staging.joinpath(*ref.slug.split("/")), staging, split)
             evaluate_split_counts(adapter, split, task, device, num_workers, progress, ProcessGroup(), window_batch,
-                                  writer)
+                                  writer, batch_size=batch_size, precision=precision)
         splits.append(writer.result(role, prepared.manifest_sha256))
-    display = model.display_name or default_name(adapter)
+    display = display_name_at(model.display_name or default_name(adapter), precision)
     atomic_write_json(staging / PREDICTIONS_FILE, PredictionSet(
         format_version=FORMAT_VERSION,
         task={"id": task.id, "version": task.version, "hash": task.hash, "resolved": task.model_dump(mode="json")},
-        model=model_block(adapter, weights, display), normalization=adapter.input_contract().record(),
+        model=model_block(adapter, weights, display) | precision_block(precision), normalization=adapter.input_contract().record(),
         splits=splits, harness_version=__version__, git_commit=git_commit(),
         date=datetime.now(UTC).isoformat(timespec="seconds")).model_dump(mode="json"))
     swap_in(staging, out)

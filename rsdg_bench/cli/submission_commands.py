@@ -1,4 +1,5 @@
-"""The command line of submissions: `predict`, `score` and `submission pack|verify` (registered by cli.py)."""
+"""`predict`, `score` and `submission pack|verify`: prediction maps and model bundles for a leaderboard's
+maintainer (docs/submissions.md)."""
 
 from __future__ import annotations
 
@@ -8,40 +9,36 @@ from pathlib import Path
 
 from ..errors import RsdgError
 from ..io import check_writable
+from .options import chosen_device, data_root, model_spec, results_root
+from .results_commands import print_records
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..cli import _data_root, _device, _model_args, _results_root
-    from ..runner import ModelSpec
+    from ..submissions.predict_maps import predict_task
+    from ..submissions.prediction_maps import PREDICTIONS_FILE
     from ..task_schema import TaskCatalog
-    from .predict_maps import predict_task
-    from .prediction_maps import PREDICTIONS_FILE
 
     task = TaskCatalog().task(args.task)
-    model = ModelSpec(args.adapter or args.model, _model_args(args.model_arg),
-                      checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-                      checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
-                      display_name=args.name)
     out = Path(args.out)
     check_writable(out.absolute().parent, "folder the predictions go in", "--out")
-    predict_task(task, model, _data_root(args), _results_root(args), out, device=_device(args),
-                 num_workers=args.workers, progress=not args.quiet)
+    predict_task(task, model_spec(args), data_root(args), results_root(args), out, device=chosen_device(args),
+                 num_workers=args.workers, progress=not args.quiet, window_batch=args.window_batch,
+                 batch_size=args.batch_size, precision=args.precision)
     print(f"predictions -> {out} ({PREDICTIONS_FILE} lists every file with its sha256)")
     print(f"score them: rsdg-bench score --task {task.id} --predictions {out}")
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ..cli import _data_root, _print_records, _results_root
+    from ..submissions.score_maps import score_predictions
     from ..task_schema import TaskCatalog
-    from .score_maps import score_predictions
 
     task = TaskCatalog().task(args.task)
-    check_writable(_results_root(args), "results folder", "--results (or RSDG_RESULTS)")
-    paths = score_predictions(task, Path(args.predictions), _data_root(args), _results_root(args),
+    check_writable(results_root(args), "results folder", "--results (or RSDG_RESULTS)")
+    paths = score_predictions(task, Path(args.predictions), data_root(args), results_root(args),
                               progress=not args.quiet)
-    _print_records(paths, _results_root(args))
-    print(f"results -> {_results_root(args)} (records marked as scored from predictions)")
+    print_records(paths, results_root(args))
+    print(f"results -> {results_root(args)} (records marked as scored from predictions)")
     return 0
 
 
@@ -50,9 +47,8 @@ def cmd_submission(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from ..cli import _results_root
+    from ..submissions.bundle import pack
     from ..task_schema import TaskCatalog
-    from .bundle import pack
 
     if not args.model or not args.out:
         raise RsdgError("submission pack needs --model NAME and --out BUNDLE",
@@ -62,7 +58,7 @@ def _pack(args: argparse.Namespace) -> int:
                 [t.id for t in catalog.suite_tasks(args.suite)] if args.suite else None)
     out = Path(args.out)
     check_writable(out.absolute().parent, "folder the bundle goes in", "--out")
-    report = pack(_results_root(args), args.model, task_ids, out, suite=args.suite, folder=args.format == "dir",
+    report = pack(results_root(args), args.model, task_ids, out, suite=args.suite, folder=args.format == "dir",
                   adapter_spec=args.adapter, card=Path(args.card) if args.card else None,
                   include_weights=args.include_weights,
                   checkpoints=Path(args.checkpoints) if args.checkpoints else None)
@@ -74,28 +70,27 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..cli import _data_root, _device, _results_root
-    from .verification_log import record_verification
-    from .verify import verify_bundle
+    from ..submissions.verification_log import record_verification
+    from ..submissions.verify import verify_bundle
 
     if not args.bundle:
         raise RsdgError("submission verify needs the bundle", "e.g. rsdg-bench submission verify unet.zip")
-    verification = verify_bundle(Path(args.bundle), _data_root(args))
+    verification = verify_bundle(Path(args.bundle), data_root(args))
     if args.rerun:
-        from .rerun import rerun_samples  # torch and the adapter: only when asked to run them
+        from ..submissions.rerun import rerun_samples  # torch and the adapter: only when asked to run them
 
-        rerun_samples(verification, args.rerun, _data_root(args),
+        rerun_samples(verification, args.rerun, data_root(args),
                       Path(args.checkpoints) if args.checkpoints else None, args.seed, args.tolerance,
-                      _device(args))
+                      chosen_device(args))
     for check in verification.checks:
         print(check.line())
     if verification.passed:
         print(f"verified: {verification.badge()[1]}")
         try:
-            print(f"logged -> {record_verification(verification, _results_root(args))} (the leaderboard's badge "
+            print(f"logged -> {record_verification(verification, results_root(args))} (the leaderboard's badge "
                   "reads this log, built with the same --results)")
         except OSError as exc:  # a read-only results folder: the verdict stands, only the log entry is missing
-            print(f"(not logged in {_results_root(args)}: {exc.strerror or exc}; the leaderboard will show "
+            print(f"(not logged in {results_root(args)}: {exc.strerror or exc}; the leaderboard will show "
                   "'verified: recomputed')")
         return 0
     print(f"NOT verified: {len(verification.failed)} of {len(verification.checks)} checks failed")
@@ -120,10 +115,10 @@ def fraction(text: str) -> float:
     return value
 
 
-def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
-                 model: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, model: argparse.ArgumentParser,
+             evaluation: argparse.ArgumentParser) -> None:
     """Register `predict`, `score` and `submission` on the main parser."""
-    p = sub.add_parser("predict", parents=[common, model], help="write a model's prediction maps for a task",
+    p = sub.add_parser("predict", parents=[common, model, evaluation], help="write a model's prediction maps for a task",
                        description="Write one prediction map per sample of every split the task evaluates (uint8 PNG, "
                                    "or GeoTIFF with the sample's CRS and transform; one band per date for time series; "
                                    "a CSV for classification) and predictions.json (task hash, data manifest, every "
@@ -131,10 +126,6 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                                    "See docs/submissions.md.")
     p.add_argument("--task", required=True, help="task id (or the paper's name)")
     p.add_argument("--out", required=True, help="the predictions folder to write (swapped in whole)")
-    p.add_argument("--checkpoint", help="one checkpoint file")
-    p.add_argument("--checkpoints", "--checkpoint-dir", dest="checkpoint_dir",
-                   help="folder of checkpoints, as for run (default <results>/checkpoints/<adapter>)")
-    p.add_argument("--name", help="the model's display name, carried into the scored records")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("score", parents=[common], help="score prediction maps against the prepared labels",

@@ -1,0 +1,7 @@
+"""`python -m rsdg_bench.cli …` (and `torchrun … -m rsdg_bench.cli run …`): the `rsdg-bench` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

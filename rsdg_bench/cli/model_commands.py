@@ -1,0 +1,180 @@
+"""`train` and `run`: a model trained under a task's protocol, and evaluated into result records (here, under
+torchrun, or as cluster jobs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import RsdgError
+from ..io import check_writable
+from .options import (chosen_device, data_root, model_args, model_spec, non_negative_int, percent, positive_int,
+                      results_root)
+from .results_commands import print_records
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, model: argparse.ArgumentParser,
+             evaluation: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("train", parents=[common, model], help="train a source-only model under a task's protocol",
+                       description="Train on the task's source split, select on its selection split (targets are never "
+                                   "read), and save the checkpoint as <results>/checkpoints/<adapter>/<checkpoint_key>.pt.")
+    p.add_argument("--task", required=True, help="task id; its training: block is the protocol")
+    p.add_argument("--iterations", type=int, help="override the protocol's iterations (smoke runs, the demo)")
+    p.add_argument("--batch-size", type=int, help="override the protocol's batch size")
+    p.add_argument("--val-interval", type=int, help="override how often the selection split is scored")
+    p.add_argument("--lr", type=float, help="override the learning rate")
+    p.add_argument("--out", help="checkpoint path (default under the results folder)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", parents=[common, model, evaluation], help="evaluate a model on tasks and write result records",
+                       description="Evaluate on every target split of each task (and the source selection split where the "
+                                   "task asks for it); one JSON record per split. Completed records are skipped; a failing "
+                                   "task is reported and the rest still runs (exit status 1 if any failed).")
+    p.add_argument("--suite", help="suite id, or `all` (every benchmark task; the demo only by name)")
+    p.add_argument("--only-ready", action="store_true",
+                   help="evaluate the selected tasks whose data is prepared and whose weights are found, after "
+                        "listing the others (without it, a selection with any such task stops before evaluating)")
+    p.add_argument("--task", action="append", help="task id (repeatable), instead of --suite")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N samples per split (smoke run, marked as such)")
+    p.add_argument("--force", action="store_true", help="recompute records that already exist")
+    p.add_argument("--save-predictions", type=non_negative_int, default=0, metavar="K",
+                   help="keep image / ground truth / prediction PNGs of the first K samples of each split (shown on "
+                        "the leaderboard's task pages)")
+    cluster = p.add_argument_group("cluster jobs (one job per task, through submitit)")
+    cluster.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
+                         help="submit each task as a Slurm job (or a local subprocess job) instead of running here")
+    cluster.add_argument("--wait", action="store_true", help="wait for the jobs and print their outcomes")
+    cluster.add_argument("--slurm-partition")
+    cluster.add_argument("--slurm-account")
+    cluster.add_argument("--job-minutes", type=positive_int, default=240, help="time limit per job (default 240)")
+    cluster.add_argument("--job-gpus", type=non_negative_int, default=1, help="GPUs per job (default 1)")
+    cluster.add_argument("--job-cpus", type=positive_int, default=8, help="CPUs per job (default 8)")
+    cluster.add_argument("--job-mem-gb", type=positive_int, default=32, help="memory per job in GB (default 32)")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..runner import ModelSpec, default_checkpoint_dir
+    from ..task_schema import TaskCatalog
+    from ..training import TrainOverrides, build_trainable, train_adapter
+    from ..training_history import history_paths
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RsdgError("train runs in one process; it does not shard under torchrun",
+                        "run `rsdg-bench train` without torchrun (evaluation with `run` does shard)")
+    task = TaskCatalog().task(args.task)
+    model = ModelSpec(args.adapter or args.model, model_args(args.model_arg))
+    adapter = build_trainable(model, task, data_root(args))
+    out = Path(args.out) if args.out else default_checkpoint_dir(results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
+    what, flag = ("checkpoint folder", "--out") if args.out else ("results folder", "--results (or RSDG_RESULTS)")
+    check_writable(out.parent, what, flag)
+    report = train_adapter(
+        adapter, task, data_root(args), out,
+        overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
+        device=chosen_device(args), num_workers=args.workers, progress=not args.quiet)
+    selection = "" if report.best_selection_value is None else \
+        (f" (selected at iteration {report.best_iteration}, selection-split {report.selection_metric} "
+         f"{percent(report.best_selection_value)})")
+    if report.resumed_from:
+        print(f"resumed an interrupted run at iteration {report.resumed_from}")
+    print(f"checkpoint -> {report.checkpoint}{selection}")
+    print(f"history    -> {history_paths(report.checkpoint)['csv']} (and .json, .svg: loss and selection per iteration)")
+    print(f"read only: {', '.join(sorted(set(report.opened_splits)))}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..distributed import join_from_environment, leave_process_group
+    from ..registry import resolve_adapter
+    from ..runner import run_tasks
+    from ..task_schema import TaskCatalog
+
+    catalog = TaskCatalog()
+    if args.task:
+        tasks = [catalog.task(t) for t in args.task]
+    elif args.suite:
+        tasks = catalog.suite_tasks(args.suite)
+    else:
+        raise RsdgError("run needs --suite or --task", "e.g. rsdg-bench run --suite demo --model smp")
+    model = model_spec(args)
+    resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
+    tasks = _ready_tasks(args, tasks, model)
+    if args.launcher != "none":
+        return _submit(args, tasks, model)
+    group, device = join_from_environment(args.device)
+    settings = _run_settings(args, device=device, group=group)
+    check_writable(settings.results_root, "results folder", "--results (or RSDG_RESULTS)")  # before any evaluation
+    try:
+        outcomes = run_tasks(tasks, model, settings)
+    finally:
+        leave_process_group()
+    failed = [o for o in outcomes if o.error]
+    if not group.is_main:
+        return 1 if failed else 0
+    done = [Path(p) for o in outcomes for p in (*o.written, *o.skipped)]
+    if done:
+        print_records(done, settings.results_root)
+        print()
+    _print_outcomes(outcomes)
+    if args.limit is not None:
+        print(f"smoke run (--limit {args.limit}): records are marked as such and never reach a leaderboard")
+    print(f"results -> {settings.results_root}")
+    return 1 if failed else 0
+
+
+def _ready_tasks(args: argparse.Namespace, tasks: list, model) -> list:
+    """Pre-flight the whole selection before evaluating anything: every dataset to prepare and all missing
+    weights in one error; with --only-ready, the tasks that can run, after that list."""
+    from ..preflight import check_selection
+
+    readiness = check_selection(tasks, model, data_root(args), results_root(args))
+    if not readiness.blocked:
+        return tasks
+    report = readiness.report(model, len(tasks))
+    if not (args.only_ready and readiness.ready):
+        ready = (f"add --only-ready to evaluate the {len(readiness.ready)} that can run now, or "
+                 if readiness.ready else "")
+        raise RsdgError(report, f"{ready}prepare and fetch what is listed, then run again")
+    print(f"{report}\nevaluating the {len(readiness.ready)} tasks that can run (--only-ready)\n")
+    return readiness.ready
+
+
+def _print_outcomes(outcomes: list) -> None:
+    """One line per task (written / skipped, or FAILED with its indented error)."""
+    for outcome in outcomes:
+        status = "FAILED" if outcome.error else f"{len(outcome.written)} written, {len(outcome.skipped)} already done"
+        print(f"{outcome.task_id:22s} {status}")
+        if outcome.error:
+            print("    " + outcome.error.replace("\n", "\n    "))
+
+
+def _run_settings(args: argparse.Namespace, **overrides):
+    """RunSettings from the `run` flags; `overrides` sets what differs (device, process group, …)."""
+    from ..runner import RunSettings
+
+    return RunSettings(data_root(args), results_root(args), num_workers=args.workers, limit=args.limit,
+                       force=args.force, progress=not args.quiet, window_batch=args.window_batch,
+                       batch_size=args.batch_size, precision=args.precision, save_predictions=args.save_predictions,
+                       **overrides)
+
+
+def _submit(args: argparse.Namespace, tasks: list, model) -> int:
+    from ..launchers import JobResources, collect, submit_tasks
+
+    settings = _run_settings(args)
+    settings = replace(settings, data_root=settings.data_root.resolve(), results_root=settings.results_root.resolve())
+    resources = JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
+                             mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
+                             slurm_account=args.slurm_account)
+    jobs = submit_tasks(tasks, model, settings, args.launcher, args.device, resources)
+    for task, job in zip(tasks, jobs, strict=True):
+        print(f"{task.id:22s} job {job.job_id}")
+    print(f"job logs -> {settings.results_root / 'jobs'}")
+    if not args.wait:
+        print("records will appear in the results folder as jobs finish; `rsdg-bench results show` lists them")
+        return 0
+    outcomes = collect(jobs)
+    _print_outcomes(outcomes)
+    return 1 if any(o.error for o in outcomes) else 0
