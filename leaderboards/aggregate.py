@@ -153,12 +153,6 @@ class Board:
     excluded: list[tuple[str, str]]
     suites: list[SuiteView] = field(default_factory=list)
 
-    def model_mean(self, model: str, gap: str | None = None) -> float:
-        """Mean over tasks of the model's mean target score; with `gap`, over that domain gap's tasks only."""
-        values = [t.target_mean(model) for t in self.tasks if model in t.scores and gap in (None, t.gap)]
-        values = [v for v in values if not math.isnan(v)]
-        return sum(values) / len(values) if values else math.nan
-
     @property
     def gaps(self) -> list[str]:
         """The domain gaps of the tasks shown, each with its own aggregate column."""

@@ -172,11 +172,6 @@ def _class_colours(schema_id: str) -> list:
         return []
 
 
-def render_html(board: Board) -> str:
-    """The index page alone (what `write_site` writes as index.html)."""
-    return SiteWriter(board, None).index()
-
-
 def render_scores_csv(board: Board) -> str:
     """One row per (task, model, evaluated split): headline metrics in [0, 1], empty when undefined."""
     out = io.StringIO()

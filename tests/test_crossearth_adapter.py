@@ -251,20 +251,34 @@ def released_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     mmengine_file(root / "partial" / "Potsdam(i)-source.pth", {k: v for k, v in state.items() if not is_backbone_key(k)})
     torch.save({k.removeprefix("backbone."): v for k, v in state.items() if is_backbone_key(k)},
                root / "dinov2" / BACKBONE_FILES[512])
-    return {"full": root / "full", "partial": root / "partial", "backbone": root / "dinov2" / BACKBONE_FILES[512]}
+    return {"full": root / "full", "partial": root / "partial", "backbone": root / "dinov2" / BACKBONE_FILES[512],
+            "state": state}
 
 
 @pytest.mark.slow
 def test_released_checkpoints_run_pi2v_in_both_forms(ce_data: Path, released_weights: dict[str, Path], tmp_path: Path):
-    common = ["run", "--model", "crossearth", "--task", "crossearth/pi2v", "--limit", "1", "--data-root", str(ce_data),
-              "--device", "cpu", "--quiet"]
-    assert main([*common, "--checkpoints", str(released_weights["full"]), "--results", str(tmp_path / "full")]) == 0
-    assert main([*common, "--checkpoints", str(released_weights["partial"]), "--results", str(tmp_path / "partial"),
-                 "--backbone-checkpoint", str(released_weights["backbone"])]) == 0
+    """The full form (one file) runs through `run` under its released name; the partial form (the checkpoint
+    without its frozen backbone, plus the converted DINOv2 file) loads, along the path `run` takes, to the very
+    same tensors, so it counts the same (one full-size forward pass is enough to show both)."""
+    from rsdg_bench.data import TaskData
+    from rsdg_bench.runner import ModelSpec, load_for_task, model_block
+
+    assert main(["run", "--model", "crossearth", "--task", "crossearth/pi2v", "--limit", "1", "--data-root",
+                 str(ce_data), "--device", "cpu", "--quiet", "--checkpoints", str(released_weights["full"]),
+                 "--results", str(tmp_path / "full")]) == 0
     (_, full), = ResultStore(tmp_path / "full").load_all()
-    (_, partial), = ResultStore(tmp_path / "partial").load_all()
-    assert full.evaluated.num_samples == partial.evaluated.num_samples == 1
-    assert full.model["checkpoint"]["path"].endswith("Potsdam(i)-source.pth")
-    assert "backbone_sha256" in partial.model and "backbone_sha256" not in full.model
-    assert full.confusion_matrices == partial.confusion_matrices  # the same weights, split over two files
+    assert full.evaluated.num_samples == 1 and full.model["checkpoint"]["path"].endswith("Potsdam(i)-source.pth")
+    assert "backbone_sha256" not in full.model
     assert sum(map(sum, next(iter(full.confusion_matrices.values())))) > 0
+
+    task = TaskCatalog().task("crossearth/pi2v")
+    partial = ModelSpec("crossearth", checkpoint_dir=released_weights["partial"],
+                        backbone_checkpoint=released_weights["backbone"])
+    adapter, weights = load_for_task(partial, task, TaskData(ce_data, task, "evaluate"), tmp_path)
+    loaded = adapter.module.state_dict()
+    assert loaded.keys() == released_weights["state"].keys()
+    assert all(torch.equal(loaded[key], value) for key, value in released_weights["state"].items())
+    block = model_block(adapter, weights, "partial")
+    assert block["checkpoint"]["path"].endswith("Potsdam(i)-source.pth") and "backbone_sha256" in block
+    assert {k: v for k, v in block.items() if k not in ("backbone_sha256", "checkpoint", "display_name")} == \
+        {k: v for k, v in full.model.items() if k not in ("checkpoint", "display_name")}  # the same model otherwise

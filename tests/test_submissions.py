@@ -13,45 +13,61 @@ import pytest
 
 from rsdg_bench.cli import main
 from rsdg_bench.results import ResultRecord, record_digest
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+from rsdg_bench.runner import ModelSpec, RunSettings, default_checkpoint_dir, run_tasks
 from rsdg_bench.submissions.bundle import MANIFEST, pack
 from rsdg_bench.submissions.rerun import rerun_samples
 from rsdg_bench.submissions.verify import verify_bundle
 from rsdg_bench.task_schema import TaskCatalog
 
-from conftest import SMALL_MODEL
 
-FILE_ADAPTER = '''"""A plug-in adapter from a file: the smp U-Net under another name."""
-from rsdg_bench.registry import resolve_adapter
+FILE_ADAPTER = '''"""A plug-in adapter from a file: a 1×1 convolution over the task's bands."""
+import torch
+
+from rsdg_bench.adapters import Adapter, InputContract, Normalization
 
 
-class FileUnet(resolve_adapter("smp")):
-    name = "file-unet"
+class FileLinear(Adapter):
+    name = "file-linear"
+    kinds = frozenset({"segmentation"})
+
+    def setup(self, task, band_names):
+        self.module = torch.nn.Conv2d(len(band_names), task.class_schema.num_classes, 1)
+        self.contract = InputContract(len(band_names), Normalization((127.5,) * len(band_names),
+                                                                     (64.0,) * len(band_names)))
+
+    def input_contract(self):
+        return self.contract
+
+    def predict(self, x):
+        return self.module(x)
 '''
+DEMO_MODEL = "U-Net R18 (source-only)"  # the model `rsdg-bench demo` trains and runs (rsdg_bench.demo)
 
 
 @pytest.fixture(scope="module")
-def submitted(tmp_path_factory: pytest.TempPathFactory, data_root: Path, trained: dict) -> dict[str, Path]:
-    """The demo suite evaluated with the trained U-Net, packed as a folder bundle; and one task evaluated by a
-    file adapter, packed with its source."""
+def submitted(tmp_path_factory: pytest.TempPathFactory, demo_run: Path, data_root: Path,
+              linear_checkpoint: Path) -> dict[str, Path]:
+    """The demo's own records of the demo suite (its trained U-Net, which the `trained` checkpoint is a copy of),
+    packed as a folder bundle, and packed again for demo/u2a alone (a re-run of every sample stays short); and
+    one task evaluated by a file adapter, packed with its source."""
     root = tmp_path_factory.mktemp("submitted")
-    model = ModelSpec(SMALL_MODEL.adapter, SMALL_MODEL.options, checkpoint=trained["checkpoint"], display_name="unet")
-    outcomes = run_tasks(TaskCatalog().suite_tasks("demo"), model, RunSettings(data_root, root / "results", progress=False))
-    assert [o.error for o in outcomes] == [None] * 3
+    shutil.copytree(demo_run / "results" / "records", root / "results" / "records")
     card = root / "card.yaml"
     card.write_text("name: U-Net R18\npaper: https://example.org/paper\nlicence: MIT\ncontact: someone@example.org\n")
-    pack(root / "results", "unet", [t.id for t in TaskCatalog().suite_tasks("demo")], root / "unet", suite="demo",
+    pack(root / "results", DEMO_MODEL, [t.id for t in TaskCatalog().suite_tasks("demo")], root / "unet", suite="demo",
          folder=True, card=card)
-    adapter_file = root / "plugin" / "file_unet.py"
+    pack(root / "results", DEMO_MODEL, ["demo/u2a"], root / "unet-u2a", folder=True, card=card)
+    adapter_file = root / "plugin" / "file_linear.py"
     adapter_file.parent.mkdir()
     adapter_file.write_text(FILE_ADAPTER)
-    spec = f"{adapter_file}:FileUnet"
-    file_model = ModelSpec(spec, SMALL_MODEL.options, checkpoint=trained["checkpoint"], display_name="file-unet")
+    spec = f"{adapter_file}:FileLinear"
+    file_model = ModelSpec(spec, checkpoint=linear_checkpoint, display_name="file-linear")
     [outcome] = run_tasks([TaskCatalog().task("demo/u2a")], file_model,
                           RunSettings(data_root, root / "file-results", progress=False))
     assert outcome.error is None, outcome.error
-    pack(root / "file-results", "file-unet", ["demo/u2a"], root / "file-unet.zip", adapter_spec=spec)
-    return {"bundle": root / "unet", "file_bundle": root / "file-unet.zip", "checkpoints": trained["checkpoint"].parent,
+    pack(root / "file-results", "file-linear", ["demo/u2a"], root / "file-linear.zip", adapter_spec=spec)
+    return {"bundle": root / "unet", "u2a_bundle": root / "unet-u2a", "file_bundle": root / "file-linear.zip",
+            "checkpoints": default_checkpoint_dir(demo_run / "results", "smp"), "file_checkpoints": linear_checkpoint.parent,
             "results": root / "results", "card": card}
 
 
@@ -163,7 +179,7 @@ def test_rerun_passes_on_honest_records_and_catches_made_up_ones(submitted: dict
     honest = verify_bundle(submitted["bundle"], data_root)
     check = rerun_samples(honest, 2, data_root, submitted["checkpoints"], seed=7)
     assert check.passed and "12 samples of 6 splits" in check.detail and honest.badge()[0] == "verified: re-run"
-    forged = _copy(submitted["bundle"], tmp_path)
+    forged = _copy(submitted["u2a_bundle"], tmp_path)
 
     def move_a_pixel(data: dict) -> None:  # one pixel of one image moved from wrong to right, matrix kept consistent
         slug = _slug(data)
@@ -187,13 +203,13 @@ def test_a_file_adapter_is_packed_with_its_source_and_re_run_from_it(submitted: 
                                                                      tmp_path: Path):
     verification = verify_bundle(submitted["file_bundle"], data_root)
     assert verification.passed, [c.line() for c in verification.failed]
-    assert "file_unet.py:FileUnet" in next(c.detail for c in verification.checks if c.name == "adapter code")
-    assert rerun_samples(verification, 1, data_root, submitted["checkpoints"]).passed
+    assert "file_linear.py:FileLinear" in next(c.detail for c in verification.checks if c.name == "adapter code")
+    assert rerun_samples(verification, 1, data_root, submitted["file_checkpoints"]).passed
     import zipfile
 
     folder = tmp_path / "unzipped"
     zipfile.ZipFile(submitted["file_bundle"]).extractall(folder)
-    source = folder / "adapter" / "file_unet.py"
+    source = folder / "adapter" / "file_linear.py"
     source.write_text(source.read_text() + "\n# changed after the records were made\n")
     _relist(folder, source)
     assert _failed(folder, data_root) == {"adapter code"}
@@ -203,7 +219,7 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
                                                      capsys: pytest.CaptureFixture[str]):
     bundles = tmp_path / "submissions"
     bundles.mkdir()
-    assert main(["submission", "pack", "--results", str(submitted["results"]), "--model", "unet", "--suite", "demo",
+    assert main(["submission", "pack", "--results", str(submitted["results"]), "--model", DEMO_MODEL, "--suite", "demo",
                  "--card", str(submitted["card"]), "--out", str(bundles / "unet.zip")]) == 0
     assert main(["submission", "verify", str(bundles / "unet.zip"), "--data-root", str(data_root),
                  "--results", str(tmp_path / "maintainer")]) == 0
@@ -219,13 +235,13 @@ def test_cli_pack_verify_and_leaderboard_with_badges(submitted: dict[str, Path],
     assert main(["leaderboard", "build", "--results", str(tmp_path / "no-results"), "--submissions", str(bundles),
                  "--data-root", str(data_root), "--out", str(site)]) == 0
     suite = (site / "suites" / "demo.html").read_text()
-    assert "checked against the installed tasks and prepared data (not re-run)" in suite and "unet" in suite
+    assert "checked against the installed tasks and prepared data (not re-run)" in suite and DEMO_MODEL in suite
     assert "paper: https://example.org/paper; licence: MIT" in suite  # the model card, on the badge
     pages = "".join(p.read_text() for p in site.rglob("*.html"))
     assert "submission refused: metrics" in pages
     assert "superseded by a newer record of the same model" in pages
     rows = [line.split(",") for line in (site / "scores.csv").read_text().splitlines()[1:]]
-    assert len(rows) == 6 and {row[5] for row in rows} == {"unet"}  # one row per split, from one of the two bundles
+    assert len(rows) == 6 and {row[5] for row in rows} == {DEMO_MODEL}  # one row per split, from one of the two bundles
     assert main(["submission", "verify", str(tmp_path / "absent.zip")]) == 1
     assert "FAIL  bundle          no submission bundle at" in capsys.readouterr().out
 
@@ -235,7 +251,7 @@ def test_pack_refuses_what_it_cannot_vouch_for(submitted: dict[str, Path], tmp_p
     assert main(["submission", "pack", "--results", str(submitted["results"]), "--model", "nobody",
                  "--out", str(tmp_path / "x.zip")]) == 2
     err = capsys.readouterr().err
-    assert "no records of model 'nobody'" in err and "models there: unet" in err
+    assert "no records of model 'nobody'" in err and f"models there: {DEMO_MODEL}" in err
     assert not (tmp_path / "x.zip").exists()
 
 
