@@ -580,26 +580,51 @@ def check_per_image(record: ResultRecord, path: Path | str) -> None:
 
 
 def check_metrics(record: ResultRecord, path: Path | str) -> None:
-    """Raise unless every stored metric equals what the record's own confusion matrices give (run
-    `check_bounds` first)."""
+    """Raise unless the stored metrics are what the record's own confusion matrices give (run `check_bounds`
+    first): every headline and group metric the matrices give is stored, and every value stored (per class,
+    under the other conventions, per group) equals the recomputed one. The metrics lie outside the digest, so
+    this is what catches an edit of them, in whatever shape."""
     if set(record.metrics) != set(record.confusion_matrices):
         raise ResultsError(f"{path}: metrics and confusion matrices cover different splits")
     for slug in record.confusion_matrices:
         expected = _block_of(record, slug)
         stored = record.metrics[slug]
-        pairs = [(name, stored.get(name), expected.get(name)) for name in (*METRIC_NAMES, *GROUP_METRIC_NAMES)
-                 if name in expected or name in stored]
-        pairs += [(f"{convention} {name}", stored.get("other_conventions", {}).get(convention, {}).get(name), value)
-                  for convention, values in expected["other_conventions"].items() for name, value in values.items()
-                  if "other_conventions" in stored]
-        for name, stored_value, expected_value in pairs:
-            if not _same(stored_value, expected_value):
-                raise ResultsError(
-                    f"{path}: stored {name} for {slug} is {stored_value} but its confusion matrix gives "
-                    f"{expected_value}: the record was edited",
-                    f"run `rsdg-bench results recompute {path}` to restore the numbers from the matrix, "
-                    "or delete the record and re-run",
-                )
+        required = [(name, stored.get(name, _ABSENT), expected[name]) for name in (*METRIC_NAMES, *GROUP_METRIC_NAMES)
+                    if name in expected]
+        difference = next(((name, given, wanted) for name, given, wanted in required if not _same(given, wanted)),
+                          None) or _difference(stored, expected, "")
+        if difference is not None:
+            name, given, wanted = difference
+            raise ResultsError(
+                f"{path}: stored {name} for {slug} is {_shown(given)} but its confusion matrix gives "
+                f"{_shown(wanted)}: the record was edited",
+                f"run `rsdg-bench results recompute {path}` to restore the numbers from the matrix, "
+                "or delete the record and re-run",
+            )
+
+
+_ABSENT = object()  # a metric one side has and the other has not
+
+
+def _difference(stored: Any, expected: Any, where: str) -> tuple[str, Any, Any] | None:
+    """The first place (a dotted name) where a stored metrics value differs from the recomputed one, with both
+    values; None where everything stored is what the matrices give."""
+    if isinstance(stored, dict) or isinstance(expected, dict):
+        if not (isinstance(stored, dict) and isinstance(expected, dict)):
+            return where, stored, expected
+        for key, value in stored.items():
+            found = _difference(value, expected.get(key, _ABSENT), f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(stored, (list, str)) or isinstance(expected, (list, str)):
+        return None if stored == expected else (where, stored, expected)
+    return None if _same(stored, expected) else (where, stored, expected)
+
+
+def _shown(value: Any) -> str:
+    text = "nothing" if value is _ABSENT else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def entries_array(entries: Any) -> np.ndarray:
@@ -630,7 +655,7 @@ def _block_of(record: ResultRecord, slug: str) -> dict[str, Any]:
                          record.convention, record.ignored_predictions.get(slug))
 
 
-def _same(a: float | None, b: float | None) -> bool:
+def _same(a: Any, b: Any) -> bool:
     if not all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)) for v in (a, b)):
         return False  # a string or a structure where a number belongs (an edited record) is never the same
     a, b = _nan_if_none(a), _nan_if_none(b)

@@ -229,7 +229,7 @@ def test_a_record_of_an_smp_task_keeps_both_conventions_and_an_edit_of_either_is
         inference={}, normalization={}, smoke=None, provenance={})
     check_consistency(record, "r.json")
     record.metrics[slug]["other_conventions"]["mmseg"]["miou"] = 0.99
-    with pytest.raises(ResultsError, match="mmseg miou"):
+    with pytest.raises(ResultsError, match="other_conventions.mmseg.miou"):
         check_consistency(record, "r.json")
     record.metrics[slug] = metrics_block(matrix, names, [0, 1, 2], convention="smp", ignored=ignored)
     record.ignored_predictions[slug] = [0, 0, 0]  # dropping the counted unknown pixels moves OA

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from rsdg_bench.baselines.mtp_adapter import MTPAdapter, MTPSegmentor, rvsa_config
-from rsdg_bench.baselines.rvsa_vit import RVSAConfig, RVSAViT
+from rsdg_bench.baselines.rvsa_vit import WINDOW, RVSAConfig, RVSAViT, _relative_position_index
 from rsdg_bench.baselines.uper_head import UPerHead
 from rsdg_bench.checkpoints import fit_report
 from rsdg_bench.cli import main
@@ -132,18 +132,19 @@ def test_conformance_passes(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.slow
-def test_vit_b_checkpoint_runs_u2r(ce_data: Path, tmp_path: Path):
-    """A synthetic full-size ViT-B + RVSA LoveDA checkpoint, mmengine container, through `run`."""
+def test_vit_b_checkpoint_runs_through_run(ce_data: Path, tmp_path: Path):
+    """A synthetic full-size ViT-B + RVSA + UPerHead checkpoint (6 classes, 512 px), mmengine container, through
+    `run` on a 512² Vaihingen tile: one window of the model's own size (a ViT-B pass with UPerHead's 768-channel
+    convolutions costs seconds on one core; the window grid of larger images is tested in
+    test_predict_slides_model_sized_windows_like_mmseg)."""
     with torch.device("meta"):
-        shapes = {k: list(v.shape) for k, v in MTPSegmentor(rvsa_config("base", 512), 7).state_dict().items()}
+        shapes = {k: list(v.shape) for k, v in MTPSegmentor(rvsa_config("base", 512), 6).state_dict().items()}
     state = synthetic_state(shapes, seed=3)
-    index = RVSAViT(RVSAConfig.base()).blocks[0].attn.relative_position_index
+    index = _relative_position_index(WINDOW)  # a buffer every checkpoint carries as its model computed it
     state.update({k: index for k in state if k.endswith("relative_position_index")})
-    checkpoint = mmengine_checkpoint(tmp_path / "rvsa-b-upernet-512-mae-mtp-loveda.pth", state)
-    # stride=512: MTP's own 512² windows tile the 1024² input 2×2 instead of 3×3 (its default stride 384), a
-    # ViT-B pass costs seconds on one core; the stride's grid is tested in test_predict_slides_model_sized_windows
+    checkpoint = mmengine_checkpoint(tmp_path / "rvsa-b-upernet-512-mae-mtp-potsdam.pth", state)
     code = main(["run", "--model", "mtp", "--model-arg", "variant=base", "--model-arg", "stride=512",
-                 "--task", "crossearth/u2r", "--limit", "1",
+                 "--task", "crossearth/pi2v", "--limit", "1",
                  "--checkpoint", str(checkpoint), "--data-root", str(ce_data), "--results", str(tmp_path / "results"),
                  "--device", "cpu", "--quiet"])
     assert code == 0

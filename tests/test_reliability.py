@@ -3,6 +3,7 @@ strict YAML, confined paths, hostile and broken records, export injection, adapt
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -526,3 +527,48 @@ def test_parsing_a_record_leaves_the_cycle_collector_as_it_found_it(collector_on
             assert gc.isenabled() is collector_on
     finally:
         gc.enable()
+
+
+METRIC_EDITS = {  # a hand edit of what the digest leaves out (the recomputable metrics), in every shape
+    "string": lambda block: block.update(miou="84.4"),
+    "bool": lambda block: block.update(oa=True),
+    "list": lambda block: block.update(aa=[0.5]),
+    "nested": lambda block: block.update(mf1={"value": 0.5}),
+    "huge": lambda block: block.update(miou=1e308 * 10),
+    "missing": lambda block: block.pop("miou"),
+    "per-class string": lambda block: block.update(per_class="everything"),
+    "per-class entry": lambda block: block["per_class"].update(building=[1, 2]),
+    "conventions string": lambda block: block.update(other_conventions="smp"),
+    "conventions list": lambda block: block.update(other_conventions=[1]),
+    "convention string": lambda block: block["other_conventions"].update(smp="0.9"),
+    "convention value": lambda block: block["other_conventions"]["smp"].update(miou="high"),
+    "convention name": lambda block: block.update(convention=["smp"]),
+    "group string": lambda block: block.update(group_acc="all", domain_acc="x"),
+    "group entry": lambda block: block.update(group_acc={"urban": "0.5"}),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(METRIC_EDITS))
+def test_a_hand_edited_metric_is_refused_by_name_and_never_a_traceback(edit: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture):
+    """Metrics lie outside the digest (they are recomputed from the matrices), so an edit of them is caught by
+    the check against the matrices, whatever shape it takes: `results show` lists the record as refused, the
+    board builds from the rest, nothing ends in a traceback, and `results recompute` makes the record whole."""
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    good = store.write(record(key="good", matrix=GOOD))
+    edited = store.write(record(key="edited", matrix=POOR, task_id="demo/b"))
+    data = json.loads(edited.read_text())
+    written = copy.deepcopy(data["metrics"])
+    METRIC_EDITS[edit](next(iter(data["metrics"].values())))
+    edited.write_text(json.dumps(data))
+
+    assert main(["results", "show", "--results", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert f"refused: {edited}" in out and "1 of 2 records refused" in out
+    assert main(["leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "site"), "--quiet"]) == 0
+    assert "1 records left out" in capsys.readouterr().out
+    with pytest.raises(RsdgError, match="edited|stored"):
+        store.load(edited)
+    recompute(edited)  # the metrics rewritten from the matrices: the record is whole again
+    assert store.load(edited).metrics == written
