@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from .errors import DataError, RsdgError
 from .io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
@@ -106,50 +107,92 @@ def _card(card: DatasetCard) -> str:
 
 
 def import_prepared(hf_dir: Path, data_root: Path, name: str) -> Path:
-    """Restore a prepared dataset from an export (`export_prepared`) into `data_root/name`; return it."""
+    """Restore a prepared dataset from an export (`export_prepared`) into `data_root/name`; return it.
+
+    An export is data from elsewhere: every file is parsed with its errors named (a card that is no card, a
+    Parquet file that does not read, a row without its bytes), every sample's bytes are checked against the
+    manifest's sha256, each sample must come exactly once, and the dataset is staged beside its place and
+    published whole, or not at all (a failed import leaves nothing behind)."""
     hf_dir = Path(hf_dir)
     card_path, manifest_path = hf_dir / META_DIR / CARD_FILE, hf_dir / META_DIR / MANIFEST_FILE
     if not card_path.is_file() or not manifest_path.is_file():
         raise DataError(f"{hf_dir} is not an rsdg-bench dataset export (no {META_DIR}/{CARD_FILE} and "
                         f"{META_DIR}/{MANIFEST_FILE})", "pass the folder `rsdg-bench export NAME --format hf` wrote")
-    card = DatasetCard.model_validate_json(card_path.read_text())
+    card = _read_card(card_path)
     if card.name != name:
         raise DataError(f"{hf_dir} holds {card.name!r}, not {name!r}", f"run `rsdg-bench prepare {card.name} --from-hf`")
     if sha256_file(manifest_path) != card.manifest_sha256:
         raise DataError(f"{manifest_path} does not match the sha256 in its card", "download the export again")
-    manifest = pd.read_parquet(manifest_path)
-    expected = {row["sample_id"]: row for row in manifest.to_dict("records")}
-    staging = Path(data_root) / f".{name}.from-hf"
-    shutil.rmtree(staging, ignore_errors=True)
-    written: set[str] = set()
-    for part in sorted((hf_dir / "data").glob("*.parquet")):
-        for row in pq.read_table(part).to_pylist():
-            wanted = expected.get(row["sample_id"])
-            if wanted is None:
-                raise DataError(f"{part.name}: sample {row['sample_id']!r} is not in the manifest", "download the export again")
-            if row["sample_id"] in written:  # counted twice, a repeat would hide a missing sample
-                raise DataError(f"{part.name}: sample {row['sample_id']!r} appears more than once in the export",
-                                "download the export again")
-            for kind in ("image", "label"):
-                rel, data = wanted[kind], row[f"{kind}_bytes"]
-                if not isinstance(rel, str):
-                    continue
-                if data is None or sha256_bytes(data) != wanted[f"{kind}_sha256"]:
-                    raise DataError(f"{part.name}: the {kind} of {row['sample_id']} does not match its sha256 in "
-                                    "the manifest", "download the export again")
-                target = (staging / rel).resolve()
-                if not target.is_relative_to(staging.resolve()):
-                    raise DataError(f"manifest path {rel!r} leaves the dataset folder", "the export is not trustworthy")
-                atomic_write_bytes(target, data)
-            written.add(row["sample_id"])
-    if len(written) != len(expected):
-        raise DataError(f"{hf_dir} holds {len(written)} of the manifest's {len(expected)} samples",
-                        "download every data/*.parquet file of the export")
-    shutil.copyfile(manifest_path, staging / MANIFEST_FILE)
-    shutil.copyfile(card_path, staging / CARD_FILE)
+    expected = _manifest_rows(manifest_path)
     final = Path(data_root) / name
     if final.exists():
-        shutil.rmtree(staging)
         raise DataError(f"{final} exists already", f"remove it (or use another --data-root) to restore {name} from {hf_dir}")
-    staging.rename(final)
+    staging = Path(data_root) / f".{name}.from-hf"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        written: set[str] = set()
+        for part in sorted((hf_dir / "data").glob("*.parquet")):
+            for row in _parquet_rows(part):
+                _restore_row(row, expected, written, staging, part.name)
+        if len(written) != len(expected):
+            raise DataError(f"{hf_dir} holds {len(written)} of the manifest's {len(expected)} samples",
+                            "download every data/*.parquet file of the export")
+        shutil.copyfile(manifest_path, staging / MANIFEST_FILE)
+        shutil.copyfile(card_path, staging / CARD_FILE)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+_FIX = "download the export again"
+
+
+def _read_card(path: Path) -> DatasetCard:
+    try:
+        return DatasetCard.model_validate_json(path.read_bytes())
+    except (ValidationError, ValueError) as exc:
+        raise DataError(f"{path} is not a dataset card: {str(exc).splitlines()[0]}", _FIX) from exc
+
+
+def _manifest_rows(path: Path) -> dict[str, dict]:
+    """The manifest's rows by sample id, after checking it reads and names each sample's files and hashes."""
+    try:
+        manifest = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"{path} is not a readable Parquet manifest: {exc}", _FIX) from exc
+    missing = {"sample_id", "image", "label", "image_sha256", "label_sha256"} - set(manifest.columns)
+    if missing:
+        raise DataError(f"{path} has no column {', '.join(sorted(missing))}", _FIX)
+    rows = {str(row["sample_id"]): row for row in manifest.to_dict("records")}
+    if len(rows) != len(manifest):
+        raise DataError(f"{path} lists a sample id more than once", _FIX)
+    return rows
+
+
+def _parquet_rows(part: Path) -> list[dict]:
+    try:
+        return pq.read_table(part).to_pylist()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"{part} is not a readable Parquet file: {exc}", _FIX) from exc
+
+
+def _restore_row(row: dict, expected: dict[str, dict], written: set[str], staging: Path, part: str) -> None:
+    """Write one exported sample's files into the staging folder, after checking them against the manifest."""
+    sample_id = row.get("sample_id")
+    wanted = expected.get(sample_id) if isinstance(sample_id, str) else None
+    if wanted is None:
+        raise DataError(f"{part}: sample {sample_id!r} is not in the manifest", _FIX)
+    if sample_id in written:  # counted twice, a repeat would hide a missing sample
+        raise DataError(f"{part}: sample {sample_id!r} appears more than once in the export", _FIX)
+    for kind in ("image", "label"):
+        rel, data = wanted[kind], row.get(f"{kind}_bytes")
+        if not isinstance(rel, str):
+            continue
+        if not isinstance(data, bytes) or sha256_bytes(data) != wanted[f"{kind}_sha256"]:
+            raise DataError(f"{part}: the {kind} of {sample_id} does not match its sha256 in the manifest", _FIX)
+        target = (staging / rel).resolve()
+        if not target.is_relative_to(staging.resolve()):
+            raise DataError(f"manifest path {rel!r} leaves the dataset folder", "the export is not trustworthy")
+        atomic_write_bytes(target, data)
+    written.add(sample_id)

@@ -10,8 +10,8 @@ import pytest
 
 from rsdg_bench.cli import main
 from rsdg_bench.errors import DataError
-from rsdg_bench.hub_dataset import export_prepared, import_prepared, redistributable
-from rsdg_bench.prepared import PreparedDataset
+from rsdg_bench.hub_dataset import META_DIR, export_prepared, import_prepared, redistributable
+from rsdg_bench.prepared import CARD_FILE, MANIFEST_FILE, PreparedDataset
 
 
 def test_an_exported_prepared_dataset_round_trips_to_the_same_manifest(data_root: Path, tmp_path: Path, capsys):
@@ -68,3 +68,58 @@ def test_a_repeated_row_cannot_stand_in_for_a_missing_sample(data_root: Path, tm
     with pytest.raises(DataError, match=f"sample '{table[0]['sample_id']}' appears more than once"):
         import_prepared(out, tmp_path / "data", "toyearth")
     assert not (tmp_path / "data" / "toyearth").exists()
+
+
+def _recard(out: Path) -> None:
+    """List the manifest's new sha256 in the card, as a hostile export would (the card is not signed)."""
+    import json
+
+    from rsdg_bench.io import sha256_file
+
+    card = out / META_DIR / CARD_FILE
+    data = json.loads(card.read_text())
+    data["manifest_sha256"] = sha256_file(out / META_DIR / MANIFEST_FILE)
+    card.write_text(json.dumps(data))
+
+
+def _rewrite_part(out: Path, change) -> None:
+    part = next((out / "data").glob("*.parquet"))
+    rows = pq.read_table(part).to_pylist()
+    change(rows)
+    pq.write_table(pa.Table.from_pylist(rows), part)
+
+
+HOSTILE_EXPORTS = {
+    "card not JSON": (lambda out: (out / META_DIR / CARD_FILE).write_text("{"), "is not a dataset card"),
+    "card of another shape": (lambda out: (out / META_DIR / CARD_FILE).write_text('{"name": 5}'),
+                              "is not a dataset card"),
+    "manifest not Parquet": (lambda out: ((out / META_DIR / MANIFEST_FILE).write_bytes(b"PAR1 not really"),
+                                          _recard(out)), "is not a readable Parquet manifest"),
+    "manifest without its hashes": (lambda out: (pq.write_table(pa.table({"sample_id": ["a"]}),
+                                                                out / META_DIR / MANIFEST_FILE), _recard(out)),
+                                    "has no column image, image_sha256, label, label_sha256"),
+    "data part not Parquet": (lambda out: next((out / "data").glob("*.parquet")).write_bytes(b"garbage"),
+                              "is not a readable Parquet file"),
+    "image bytes missing": (lambda out: _rewrite_part(out, lambda rows: [row.pop("image_bytes") for row in rows]),
+                            "does not match its sha256"),
+    "sample id unknown": (lambda out: _rewrite_part(out, lambda rows: rows[0].update(sample_id="../x")),
+                          "sample '../x' is not in the manifest"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_EXPORTS))
+def test_a_malformed_export_is_an_error_naming_it_and_leaves_nothing(case: str, data_root: Path, tmp_path: Path,
+                                                                     capsys):
+    """A Hub export is data from elsewhere: a card, manifest or Parquet part of any shape ends in one `error:`
+    line through the CLI, never a traceback, and neither the dataset nor its staging folder is left."""
+    out = export_prepared(data_root, "toyearth", tmp_path / "hub")
+    change, says = HOSTILE_EXPORTS[case]
+    change(out)
+    with pytest.raises(DataError, match=None) as caught:
+        import_prepared(out, tmp_path / "data", "toyearth")
+    assert says in str(caught.value), str(caught.value)
+    left = sorted(p.name for p in (tmp_path / "data").iterdir()) if (tmp_path / "data").exists() else []
+    assert left == [], left
+    capsys.readouterr()
+    assert main(["prepare", "toyearth", "--from-hf", str(out), "--data-root", str(tmp_path / "data")]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -226,6 +226,19 @@ MALFORMED = {
     "inputs (manifest)": (lambda f: _edit_manifest(f, lambda m: m["splits"][-1].update(inputs_sha256="0" * 64)),
                           "were made on other inputs"),
     "not a manifest": (lambda f: (f / PREDICTIONS_FILE).write_text("{"), "is not a valid predictions manifest"),
+    # the model and task blocks a submitter writes: data of any shape, refused as such, never a traceback
+    "model checkpoint a string": (lambda f: _edit_manifest(f, lambda m: m["model"].update(checkpoint="weights.pt")),
+                                  "is not a valid predictions manifest"),
+    "model without a name": (lambda f: _edit_manifest(f, lambda m: m["model"].update(display_name=["u"])),
+                             "is not a valid predictions manifest"),
+    "model of another shape": (lambda f: _edit_manifest(f, lambda m: m.update(model={"adapter": 5})),
+                               "is not a valid predictions manifest"),
+    "resolved task a string": (lambda f: _edit_manifest(f, lambda m: m["task"].update(hash="0" * 64, resolved="x")),
+                               "another definition of demo/u2a"),
+    "task hash a number": (lambda f: _edit_manifest(f, lambda m: m["task"].update(hash=5)),
+                           "another definition of demo/u2a"),
+    "task id a list": (lambda f: _edit_manifest(f, lambda m: m["task"].update(id=["demo/u2a"])),
+                       "holds predictions for task"),
 }
 
 

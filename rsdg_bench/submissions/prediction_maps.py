@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..bounded_json import loads_bounded
 from ..errors import SubmissionError
 from ..io import canonical_json, sha256_bytes
+from ..results import ModelBlock
 from ..task_schema import Task
 from .task_changes import changed_fields
 
@@ -78,7 +79,7 @@ class PredictionSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format_version: int
     task: dict[str, Any]
-    model: dict[str, Any]
+    model: ModelBlock  # the record's model block, typed: a submitter's file is data of any shape
     normalization: dict[str, Any]
     splits: list[SplitPredictions]
     harness_version: str

@@ -58,9 +58,10 @@ def score_predictions(task: Task, folder: Path, data_root: Path, results_root: P
         with reading(data.data_root, ref.dataset):
             split = data.open(ref)
             counts = _count_split(task, split, predicted, folder, progress)
-        model = {**given.model, "scored_from": {"predictions_sha256": manifest_sha, "form": predicted.form}}
+        model = {**given.model.model_dump(mode="json"), "checkpoint": dict(given.model.checkpoint),
+                 "scored_from": {"predictions_sha256": manifest_sha, "form": predicted.form}}
         key = resume_key(task_hash=task.hash, adapter_identity={"predictions": manifest_sha},
-                         checkpoint_sha256=given.model.get("checkpoint", {}).get("sha256"),
+                         checkpoint_sha256=given.model.checkpoint.get("sha256"),
                          inference=task.inference.model_dump(mode="json"), manifest_sha256=prepared.manifest_sha256,
                          split_slug=ref.slug, role=role, limit=None)
         records.append(record_from_evaluation(
