@@ -83,6 +83,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def remove_interrupted_writes(folder: Path) -> int:
+    """Delete the temporary files `atomic_write_bytes` leaves when a process is killed between writing and
+    renaming (`.<name>.<random>.tmp`) anywhere under `folder`; returns how many. A resumed job calls it, so a
+    half-written file is never published with the rest."""
+    stray = [path for path in Path(folder).rglob(".*.tmp") if path.is_file()]
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return len(stray)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

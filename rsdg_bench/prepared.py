@@ -59,7 +59,8 @@ from .classes import IGNORE_INDEX, ClassSchema
 from .data_lock import publishing, reading
 from .errors import DataError
 from .folder_swap import recover_swap, swap_in
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
+from .io import (atomic_write_bytes, atomic_write_json, atomic_write_text, remove_interrupted_writes, sha256_bytes,
+                 sha256_file)
 from .leakage import split_overlaps
 
 log = logging.getLogger(__name__)
@@ -401,8 +402,10 @@ class PreparedWriter:
         if self.work_dir.exists():
             previous = json.loads(stamp.read_text()) if stamp.exists() else None
             if previous == fingerprint:
+                removed = remove_interrupted_writes(self.work_dir)  # files a kill left between write and rename
                 self._rows = self._load_verified_rows()
-                log.info("%s: resuming an interrupted prepare, %d samples kept", self.name, len(self._rows))
+                log.info("%s: resuming an interrupted prepare, %d samples kept, %d half-written files removed",
+                         self.name, len(self._rows), removed)
             else:
                 log.info("%s: discarding an interrupted prepare made from other inputs", self.name)
                 shutil.rmtree(self.work_dir)

@@ -89,6 +89,7 @@ PREPARE_FAULTS = {
     "mid-write of a sample": [{"target": "rsdg_bench.prepared:atomic_write_bytes", "nth": 4}],
     "a sample written, not journaled": [{"target": "rsdg_bench.prepared:atomic_write_bytes", "nth": 4,
                                          "when": "after"}],
+    "a sample's bytes on disk, not renamed": [{"target": "rsdg_bench.io:os.replace", "nth": 4}],
     "before publish": [{"target": "rsdg_bench.prepared:swap_in", "nth": 1}],
     "publish: after the exchange": [{"target": "rsdg_bench.folder_swap:os.replace", "nth": 1}],
     "publish: between two renames": [{"target": "rsdg_bench.folder_swap:_exchange", "returns": False},
@@ -108,6 +109,22 @@ def test_a_prepare_killed_anywhere_leaves_the_dataset_whole_and_the_rerun_gives_
     get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
     _intact(root, "toyearth", clean)
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".toyearth") and "lock" not in p.name) == []
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp")) == []  # no half-written file published
+
+
+@pytest.mark.parametrize("fault", ["mid-write of a sample", "a sample's bytes on disk, not renamed"])
+def test_a_first_prepare_killed_mid_write_resumes_without_a_stray_file(fault: str, toyearth_raw: Path,
+                                                                       data_root: Path, tmp_path: Path):
+    """Killed while its staging folder holds a half-written file, a first prepare resumes from that folder;
+    the file the kill interrupted is not published with the dataset."""
+    clean = PreparedDataset.open(data_root, "toyearth").manifest_sha256
+    root = tmp_path / "data"
+    killed_run(tmp_path, PREPARE_FAULTS[fault], ["prepare", "toyearth", "--raw", str(toyearth_raw), "--quiet",
+                                                 "--data-root", str(root)])
+    assert not (root / "toyearth").exists()
+    get_preparer("toyearth").prepare(toyearth_raw, root, progress=False)
+    _intact(root, "toyearth", clean)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp")) == []
 
 
 RUN_FAULTS = {
