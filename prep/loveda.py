@@ -3,7 +3,8 @@
 Dataset card
 ------------
 - **Raw download** (Zenodo record 5706578): `Train.zip`, `Val.zip` (and `Test.zip`, which has no masks and
-  is not prepared), each checked against its published md5 before extraction, unpacking to `<Split>/<Urban|Rural>/images_png/<id>.png` (1024×1024 RGB, 0.3 m) and
+  is not prepared), each checked against its published md5 before extraction, unpacking to
+  `<Split>/<Urban|Rural>/images_png/<id>.png` (1024×1024 RGB, 0.3 m) and
   `.../masks_png/<id>.png` (single-band uint8). Zipped or unpacked, in one folder.
 - **Labels**: mask 0 is no-data → 255; 1..7 (background, building, road, water, barren, forest,
   agricultural) → 0..6 (`tasks/classes/loveda7.yaml`), as the official loader's `mask - 1` and mmseg's

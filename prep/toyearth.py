@@ -90,8 +90,10 @@ class Domain:
 DOMAINS = {
     "urban": Domain("source: temperate town, RGB, 0.5 m", "temperate", ("red", "green", "blue"), 0.5, 0, (2, 5), (12, 24)),
     "arid": Domain("unseen region/climate: arid town, RGB, 0.5 m", "arid", ("red", "green", "blue"), 0.5, 1, (0, 2), (16, 28)),
-    "irrg": Domain("unseen bands: the urban scenes as a NIR-R-G composite", "temperate", ("nir", "red", "green"), 0.5, 0, (2, 5), (12, 24)),
-    "coarse": Domain("unseen platform: temperate town at 1.0 m GSD", "temperate", ("red", "green", "blue"), 1.0, 2, (2, 5), (12, 24)),
+    "irrg": Domain("unseen bands: the urban scenes as a NIR-R-G composite", "temperate", ("nir", "red", "green"), 0.5, 0,
+                   (2, 5), (12, 24)),
+    "coarse": Domain("unseen platform: temperate town at 1.0 m GSD", "temperate", ("red", "green", "blue"), 1.0, 2,
+                     (2, 5), (12, 24)),
 }
 
 
@@ -100,7 +102,8 @@ DOMAINS = {
 def _blob(rng: np.random.Generator, centre: tuple[float, float], radius: float) -> Polygon:
     angles = np.sort(rng.uniform(0, 2 * math.pi, 12))
     radii = radius * rng.uniform(0.6, 1.3, 12)
-    return Polygon([(centre[0] + r * math.cos(a), centre[1] + r * math.sin(a)) for a, r in zip(angles, radii, strict=True)]).buffer(2)
+    corners = [(centre[0] + r * math.cos(a), centre[1] + r * math.sin(a)) for a, r in zip(angles, radii, strict=True)]
+    return Polygon(corners).buffer(2)
 
 
 def _layout(rng: np.random.Generator, size: int, domain: Domain, scale: float) -> np.ndarray:

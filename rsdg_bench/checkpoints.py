@@ -2,8 +2,9 @@
 
 `read_state_dict` opens a file with `torch.load(weights_only=True)` (no arbitrary unpickling), or a
 safetensors file (most weights on the Hub today; a format that holds tensors and nothing else) with
-`safetensors.torch.load_file`, and unwraps the known containers: a bare state dict, `{"state_dict": ...}` (Lightning, mmcv-1 / mmengine
-with `meta`, and `rsdg-bench train`), `{"model": ...}`, and strips a DataParallel `module.` prefix.
+`safetensors.torch.load_file`, and unwraps the known containers: a bare state dict, `{"state_dict": ...}`
+(Lightning, mmcv-1 / mmengine with `meta`, and `rsdg-bench train`), `{"model": ...}`, and strips a
+DataParallel `module.` prefix.
 `remap` renames keys by regex rules and sets aside keys it is told to drop. `fit_report` compares a
 state dict with a module and names every missing, unexpected and mis-shaped key; `load_checked` raises
 on anything the caller did not declare acceptable.

@@ -28,7 +28,7 @@ def split_overlaps(footprints: gpd.GeoDataFrame) -> dict[str, int]:
                 continue
             left = splits[a].geometry.loc[pairs.index].to_numpy()
             right = splits[b].geometry.loc[pairs["index_right"]].to_numpy()
-            overlapping = int(sum(not l.touches(r) for l, r in zip(left, right, strict=True)))
+            overlapping = int(sum(not a_shape.touches(b_shape) for a_shape, b_shape in zip(left, right, strict=True)))
             if overlapping:
                 found[f"{domain}: {a}/{b}"] = overlapping
     return found

@@ -142,7 +142,8 @@ def test_temporal_task_counts_every_labelled_date(sits: dict[str, Path], tmp_pat
 
     register_adapter("constant-series")(ConstantSeries)
     task = TaskCatalog().task("codex/muds")
-    [outcome] = run_tasks([task], ModelSpec("constant-series", random_init=True), RunSettings(sits["data"], tmp_path, progress=False))
+    [outcome] = run_tasks([task], ModelSpec("constant-series", random_init=True),
+                          RunSettings(sits["data"], tmp_path, progress=False))
     assert outcome.error is None, outcome.error
     (_, record), = ResultStore(tmp_path).load_all()
     dataset = PreparedDataset.open(sits["data"], "muds")

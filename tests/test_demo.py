@@ -35,13 +35,15 @@ def test_demo_builds_a_leaderboard_where_unseen_domains_score_lower(demo_copy: P
     records = ResultStore(workdir / "results").paths()
     assert len(records) == 6  # `run` found the demo's checkpoint and records: nothing evaluated twice
     training = ResultStore(workdir / "results").load_all()[0][1].model["training"]
-    assert training["status"] == "off-protocol" and training["iterations"] == TRAINED_ITERATIONS  # the demo trains briefly: said so
+    # the demo trains briefly: said so
+    assert training["status"] == "off-protocol" and training["iterations"] == TRAINED_ITERATIONS
 
     # the Python API reads the same records
     from rsdg_bench import load_results
 
     frame = load_results(workdir / "results")
-    assert len(frame) == 6 and set(frame.model) == {"U-Net R18 (source-only)"} and set(frame.task_id) == {t.task_id for t in board.tasks}
+    assert len(frame) == 6 and set(frame.model) == {"U-Net R18 (source-only)"}
+    assert set(frame.task_id) == {t.task_id for t in board.tasks}
 
     # docs/python-api.md's walk-through runs as written, where the demo left its folders
     here = workdir.parent / f"{workdir.name}-cwd"

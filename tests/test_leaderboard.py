@@ -216,7 +216,8 @@ def test_a_row_missing_tasks_is_never_ranked_above_complete_rows():
     from rsdg_bench.leaderboards.render import SiteWriter
 
     html = SiteWriter(with_suites(board, TaskCatalog()), None).suite(suite)
-    assert 'class=" incomplete" data-origin="ours" data-category="Segmentation model" title="has 1 of the 3 tasks' in html  # shown muted, with why
+    # shown muted, with why
+    assert 'class=" incomplete" data-origin="ours" data-category="Segmentation model" title="has 1 of the 3 tasks' in html
 
 
 def test_rank_on_shared_tasks_and_gain_over_a_baseline_are_there_when_asked():

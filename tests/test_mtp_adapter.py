@@ -149,5 +149,6 @@ def test_vit_b_checkpoint_runs_through_run(ce_data: Path, tmp_path: Path):
                  "--device", "cpu", "--quiet"])
     assert code == 0
     (_, record), = ResultStore(tmp_path / "results").load_all()
-    assert record.evaluated.num_samples == 1 and (record.model["options"]["variant"], record.model["options"]["stride"]) == ("base", "512")
+    options = record.model["options"]
+    assert record.evaluated.num_samples == 1 and (options["variant"], options["stride"]) == ("base", "512")
     assert sum(map(sum, next(iter(record.confusion_matrices.values())))) > 0

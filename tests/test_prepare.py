@@ -164,7 +164,8 @@ def test_rerun_over_a_finished_dataset_replaces_it_cleanly(raw_copy: Path, tmp_p
     PREP.prepare(raw_copy, out_root, progress=False)
     first = (out_root / "toyearth" / "dataset.json").read_text()
     PREP.prepare(raw_copy, out_root, progress=False)
-    assert json.loads(first)["manifest_sha256"] == json.loads((out_root / "toyearth" / "dataset.json").read_text())["manifest_sha256"]
+    card = json.loads((out_root / "toyearth" / "dataset.json").read_text())
+    assert json.loads(first)["manifest_sha256"] == card["manifest_sha256"]
     assert not any(p.name.endswith((".partial", ".old")) for p in out_root.iterdir())
 
 

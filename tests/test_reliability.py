@@ -556,7 +556,7 @@ def test_a_hand_edited_metric_is_refused_by_name_and_never_a_traceback(edit: str
     board builds from the rest, nothing ends in a traceback, and `results recompute` makes the record whole."""
     results = tmp_path / "results"
     store = ResultStore(results)
-    good = store.write(record(key="good", matrix=GOOD))
+    store.write(record(key="good", matrix=GOOD))  # the record that stays
     edited = store.write(record(key="edited", matrix=POOR, task_id="demo/b"))
     data = json.loads(edited.read_text())
     written = copy.deepcopy(data["metrics"])

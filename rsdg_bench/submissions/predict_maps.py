@@ -128,7 +128,8 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
     atomic_write_json(staging / PREDICTIONS_FILE, PredictionSet(
         format_version=FORMAT_VERSION,
         task={"id": task.id, "version": task.version, "hash": task.hash, "resolved": task.model_dump(mode="json")},
-        model=model_block(adapter, weights, display) | precision_block(precision), normalization=adapter.input_contract().record(),
+        model=model_block(adapter, weights, display) | precision_block(precision),
+        normalization=adapter.input_contract().record(),
         splits=splits, harness_version=__version__, git_commit=git_commit(),
         date=datetime.now(UTC).isoformat(timespec="seconds")).model_dump(mode="json"))
     swap_in(staging, out)

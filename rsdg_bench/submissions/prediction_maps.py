@@ -17,11 +17,11 @@ Layout of a predictions folder:
   ids and each file's sha256.
 
 This module holds the format; `predict_maps.py` writes it (with the model stack), `score_maps.py` scores it
-(without: neither torch nor a model is loaded). `score` refuses, naming the file: a task hash that is not the installed task's (with the fields that
-changed), inputs other than the prepared ones, a missing, extra or repeated sample id, a file outside the
-folder or changed since `predictions.json` was written, a file that is not a raster, a wrong shape or
-dtype, a class index ≥ K (no task lets a pixel go unpredicted: 255 is refused too), and a CRS or transform
-that is not the sample's.
+(without: neither torch nor a model is loaded). `score` refuses, naming the file: a task hash that is not the
+installed task's (with the fields that changed), inputs other than the prepared ones, a missing, extra or
+repeated sample id, a file outside the folder or changed since `predictions.json` was written, a file that is
+not a raster, a wrong shape or dtype, a class index ≥ K (no task lets a pixel go unpredicted: 255 is refused
+too), a CRS or transform that is not the sample's, and a model block that is not a record's.
 """
 
 from __future__ import annotations
