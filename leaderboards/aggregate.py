@@ -89,6 +89,13 @@ class TaskTable:
         """Source → mean-target drop of the primary metric (points of the metric, not relative)."""
         return self.source_score(model) - self.target_mean(model)
 
+    def retained(self, model: str) -> float:
+        """The share of its source score a model keeps on the unseen targets (mean target / source; NaN without
+        a source score). Shown beside the target score, never ranked on its own: a model that is equally bad
+        everywhere keeps all of its (small) score, as a small drop would reward it."""
+        source = self.source_score(model)
+        return self.target_mean(model) / source if source > 0 else math.nan
+
     def replicates(self, model: str) -> np.ndarray | None:
         """Bootstrap replicates of the model's target mean (see `uncertainty`): None when a target's record
         holds no per-image matrices or the primary metric is a per-place accuracy."""

@@ -219,6 +219,7 @@ def board_json(board: Board) -> str:
             "resampled": [{"slug": slug, "scenes": count, "unit": unit}
                           for slug, count, unit in task.resampling_units()],
             "results": {model: {"target_mean": number(task.target_mean(model)), "drop": number(task.drop(model)),
+                                "retained": number(task.retained(model)),
                                 "interval_95": [number(v) for v in task.interval(model)],
                                 "difference_to_leader_95": [number(v) for v in differences[model]],
                                 "tie_group": groups.get(model),

@@ -237,7 +237,8 @@ def _decimals(task: TaskTable) -> int:
 
 def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) -> Table:
     """Primary metric per evaluated split, the mean over targets (and its gain over the chosen baseline), its
-    interval, the difference to the leader and the source → target drop."""
+    interval, the difference to the leader and the share of the source score kept on the targets; rows ranked
+    by the mean over targets (what the board ranks on), rows without one last."""
     columns = _Columns()
     for role, slug in task.splits:
         columns.add(f"{slug} (source)" if role == "source" else slug)
@@ -251,7 +252,7 @@ def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) ->
     for name in ("95% CI low", "95% CI high", "Δ to leader low", "Δ to leader high"):
         columns.add(name, marked=False)
     columns.add("Tie group", percent=False, marked=False)
-    columns.add("Drop", lower=True)
+    columns.add("Retained", marked=False)  # not marked best: being equally bad everywhere keeps everything
     groups, differences = task.tie_groups(), task.differences_to_leader()
     rows = []
     for model, splits in task.scores.items():
@@ -259,7 +260,7 @@ def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) ->
         target = task.target_mean(model)
         rows.append(Row(model, [*values, target, *([target - baseline] if gain else []), *task.interval(model),
                                 *differences[model], float(groups.get(model, math.nan)),
-                                task.drop(model)], badges=task.badges(model),
+                                task.retained(model)], badges=task.badges(model),
                         **card_fields(load_cards().for_adapter(task.adapters.get(model)))))
     for reported in task.reported:
         value = task.reported_target(reported)
@@ -272,6 +273,8 @@ def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) ->
                         spread=[*(reported.headline_std if o else math.nan for o in on), reported.headline_std,
                                 *[math.nan] * (6 + gain)],
                         **card_fields(load_cards().for_method(reported.method))))
+    target_column = len(task.splits)
+    rows.sort(key=lambda row: (math.isnan(row.values[target_column]), -_or(row.values[target_column], 0.0)))
     return columns.table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
                          rows=rows, decimals=_decimals(task))
 

@@ -604,3 +604,27 @@ def test_a_training_plot_is_copied_only_from_inside_the_results_folder(tmp_path:
     write_site(board_of(good, hostile), tmp_path / "site", results_root=tmp_path / "results")
     copied = sorted(p.name for p in (tmp_path / "site" / "training").rglob("*.svg"))
     assert copied == ["good.svg"]
+
+
+def test_task_pages_rank_by_target_and_show_the_retained_share_without_rewarding_a_model_bad_everywhere():
+    """A model that is poor on its source and as poor on the target keeps all of its score: the old "Drop"
+    column bolded it as best. The summary ranks by the target score, shows the retained share (target / source)
+    unmarked, and the model that generalizes better leads even when it was added last."""
+    from rsdg_bench.leaderboards.views import task_summary_table
+
+    board = board_of(record(key="flat-s", matrix=POOR, role="source", domain="urban", model="flat"),
+                     record(key="flat-t", matrix=POOR, model="flat"),
+                     record(key="good-s", matrix=GOOD, role="source", domain="urban", model="good"),
+                     record(key="good-t", matrix=GOOD, model="good"))
+    [task] = board.tasks
+    summary = task_summary_table(task)
+    assert "Drop" not in summary.columns and [r.label for r in summary.rows] == ["good", "flat"]
+    retained = summary.columns.index("Retained")
+    assert retained in summary.unmarked
+    by = {r.label: r.values[retained] for r in summary.rows}
+    assert by == pytest.approx({"good": 1.0, "flat": 1.0})  # equal shares: the share alone ranks nothing
+    assert task.retained("good") == pytest.approx(task.target_mean("good") / task.source_score("good"))
+    worse = board_of(record(key="s", matrix=GOOD, role="source", domain="urban"), record(key="t", matrix=POOR))
+    [task] = worse.tasks
+    poor = metrics_block(POOR, NAMES, list(range(5)))["miou"]
+    assert task.retained("unet") == pytest.approx(poor / 1.0)
