@@ -221,8 +221,17 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source:
     load_checked(module, state, source, what)
 
 
-def checkpoint_bytes(payload: dict[str, Any]) -> bytes:
-    """Serialize a checkpoint dict for an atomic write."""
+def checkpoint_bytes(payload: dict[str, Any], path: Path | None = None) -> bytes:
+    """Serialize a checkpoint dict (`state_dict`, and the `rsdg` training block) for an atomic write: PyTorch's
+    format, or safetensors for a `.safetensors` path (the tensors, and the training block as JSON in the file's
+    metadata: the format many released weights use, loadable without unpickling anything)."""
+    if path is not None and Path(path).suffix == ".safetensors":
+        import json
+
+        from safetensors.torch import save
+
+        tensors = {key: value.contiguous() for key, value in payload["state_dict"].items()}
+        return save(tensors, metadata={"rsdg": json.dumps(payload.get("rsdg", {}))})
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()

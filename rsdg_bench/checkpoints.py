@@ -24,7 +24,7 @@ from .errors import AdapterError
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """(tensors by key, the container kind) of a checkpoint file: PyTorch's format or safetensors."""
-    if _is_safetensors(Path(path)):
+    if is_safetensors(Path(path)):
         return _strip_data_parallel(_read_safetensors(Path(path))), "safetensors"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -54,7 +54,7 @@ def _strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return state
 
 
-def _is_safetensors(path: Path) -> bool:
+def is_safetensors(path: Path) -> bool:
     """A safetensors file: named so, or starting with its header (8-byte little-endian length, then '{')."""
     if path.suffix == ".safetensors":
         return True

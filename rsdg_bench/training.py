@@ -267,7 +267,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
-    atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload))
+    atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload, checkpoint_path))
     history.selected_iteration = best["iteration"]
     write_history(history, checkpoint_path)
     state_path.unlink(missing_ok=True)

@@ -30,11 +30,30 @@ def read_training_block(checkpoint: Path) -> dict[str, Any] | None:
     a large released checkpoint costs no extra memory."""
     import torch  # here, not at module level: the leaderboard reads badges without torch
 
+    from .checkpoints import is_safetensors
+
+    if is_safetensors(Path(checkpoint)):
+        return _safetensors_block(Path(checkpoint))
     try:
         payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # a legacy (non-zip) file cannot be mapped, a foreign one has no block: no record of training
         return None
     block = payload.get("rsdg") if isinstance(payload, dict) else None
+    return block if isinstance(block, dict) else None
+
+
+def _safetensors_block(checkpoint: Path) -> dict[str, Any] | None:
+    """The training block `train` puts in a safetensors file's metadata (JSON), or None; no tensor is read."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(checkpoint), framework="pt") as handle:
+            text = (handle.metadata() or {}).get("rsdg")
+        block = json.loads(text) if text else None
+    except (SafetensorError, OSError, ValueError):
+        return None
     return block if isinstance(block, dict) else None
 
 

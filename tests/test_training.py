@@ -153,3 +153,35 @@ def test_model_selection_scores_under_the_tasks_metric_convention(data_root: Pat
     smp, mmseg = (scores_from_confusion(matrix, headline, convention).miou for convention in ("smp", "mmseg"))
     assert smp != pytest.approx(mmseg)
     assert report.best_selection_value == pytest.approx(smp)
+
+
+def test_train_saves_safetensors_that_run_reads_with_their_training_record(data_root: Path, tmp_path: Path):
+    """`train --out NAME.safetensors` writes the weights as safetensors with the training block in the file's
+    metadata: the same tensors a `.pt` from the same seed holds, and `run` reads the block back (the record
+    says how the weights were trained), as it does for PyTorch checkpoints."""
+    from rsdg_bench.checkpoints import is_safetensors, read_state_dict
+    from rsdg_bench.cli import main
+    from rsdg_bench.results import ResultStore
+    from rsdg_bench.training_record import read_training_block
+
+    from test_faults import tiny
+
+    model = tiny(tmp_path)
+    common = ["train", "--task", "demo/u2a", *model, "--iterations", "2", "--val-interval", "2", "--data-root",
+              str(data_root), "--device", "cpu", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "tiny.safetensors")]) == 0
+    assert main([*common, "--out", str(tmp_path / "tiny.pt")]) == 0
+    saved, pickled = tmp_path / "tiny.safetensors", tmp_path / "tiny.pt"
+    assert is_safetensors(saved) and saved.read_bytes()[8:9] == b"{"  # the header, not a zip of pickles
+    tensors, kind = read_state_dict(saved)
+    reference, _ = read_state_dict(pickled)
+    assert kind == "safetensors" and tensors.keys() == reference.keys()
+    assert all(torch.equal(tensors[key], reference[key]) for key in reference)
+    block, pickled_block = read_training_block(saved), read_training_block(pickled)
+    assert block["task_hash"] == TaskCatalog().task("demo/u2a").hash
+    as_json = json.loads(json.dumps(pickled_block))  # the metadata is JSON: tuples come back as lists
+    assert {k: v for k, v in block.items() if k != "date"} == {k: v for k, v in as_json.items() if k != "date"}
+    assert main(["run", "--task", "demo/u2a", *model, "--checkpoint", str(saved), "--data-root", str(data_root),
+                 "--results", str(tmp_path / "results"), "--device", "cpu", "--quiet"]) == 0
+    training = {r.model["training"]["status"] for _, r in ResultStore(tmp_path / "results").load_all()}
+    assert training == {"off-protocol"}  # read from the metadata: 2 iterations, not the protocol's
