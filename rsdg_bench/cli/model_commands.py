@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
     p.add_argument("--batch-size", type=int, help="override the protocol's batch size")
     p.add_argument("--val-interval", type=int, help="override how often the selection split is scored")
     p.add_argument("--lr", type=float, help="override the learning rate")
-    p.add_argument("--out", help="checkpoint path (default under the results folder)")
+    p.add_argument("--out", help="checkpoint path (default under the results folder); a name ending in .safetensors "
+                                 "saves safetensors, the training record in its metadata")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", parents=[common, model, evaluation], help="evaluate a model on tasks and write result records",
