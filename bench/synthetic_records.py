@@ -61,6 +61,6 @@ def write_records(results: Path, suite: str, models: list[str], seed: int = 0) -
                     key=f"{number:04d}-{role}-{ref.domain}-{ref.split}", task=task, model=model, normalization={},
                     role=role, split=SyntheticSplit(ref, images), card=card, manifest_sha256="cd" * 32,
                     counts=SplitCounts(SparseCountRows.from_dense(counts), SparseCountRows(images, k)),
-                    predictions=None, context=RunContext(), wall_time_s=1.0))
+                    predictions=None, context=RunContext(torch_version=torch.__version__), wall_time_s=1.0))
                 written += 1
     return written

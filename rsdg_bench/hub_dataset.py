@@ -187,12 +187,15 @@ def _restore_row(row: dict, expected: dict[str, dict], written: set[str], stagin
         raise DataError(f"{part}: sample {sample_id!r} appears more than once in the export", _FIX)
     for kind in ("image", "label"):
         rel, data = wanted[kind], row.get(f"{kind}_bytes")
-        if not isinstance(rel, str):
+        if kind == "label" and (rel is None or rel != rel):  # an unlabelled sample (None, or NaN from Parquet)
             continue
+        if not isinstance(rel, str):
+            raise DataError(f"the manifest names the {kind} of {sample_id} as {rel!r}, not a file", _FIX)
         if not isinstance(data, bytes) or sha256_bytes(data) != wanted[f"{kind}_sha256"]:
             raise DataError(f"{part}: the {kind} of {sample_id} does not match its sha256 in the manifest", _FIX)
         target = (staging / rel).resolve()
-        if not target.is_relative_to(staging.resolve()):
-            raise DataError(f"manifest path {rel!r} leaves the dataset folder", "the export is not trustworthy")
+        if target == staging.resolve() or not target.is_relative_to(staging.resolve()):
+            raise DataError(f"manifest path {rel!r} is not a file inside the dataset folder",
+                            "the export is not trustworthy")
         atomic_write_bytes(target, data)
     written.add(sample_id)

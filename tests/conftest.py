@@ -4,7 +4,8 @@ U-Net as a checkpoint of its own; every other dataset prepared from its fake, on
 (`prepared_fakes`). "Once per run" holds with pytest-xdist too: the first worker to ask builds a fixture under a
 file lock in the run's shared temporary folder, the others wait for it and reuse it (`built_once`).
 
-Temporary files go to memory (`/dev/shm`, a tmpfs) where it has room, unless `--basetemp` or
+Temporary files go to memory (`/dev/shm`, a tmpfs) where it and the memory behind it (`MemAvailable`, and a
+cgroup's limit) have 12 GB to spare, unless `--basetemp` or
 `PYTEST_DEBUG_TEMPROOT` says otherwise: the suite writes about 5 GB of small files, each written atomically
 with its fsync, and on disk the fsyncs and the deletions cost about 40 s of a 6-minute run on the 2-core box.
 The code under test is the same; only where pytest's temporary folders lie differs. With
@@ -42,12 +43,30 @@ XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in each worker proce
 MEMORY_TEMP_ROOT, MEMORY_TEMP_NEEDS = Path("/dev/shm"), 12 * 2 ** 30  # the run's temporary files, with room to spare
 
 
+def _memory_to_spare() -> int:
+    """Bytes of memory this process may still fill: the kernel's `MemAvailable`, and below a cgroup's limit what
+    the limit leaves (a tmpfs's pages are memory, charged to the cgroup that writes them)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        spare = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 0
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            spare = min(spare, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return spare
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Put the run's temporary folders in memory where a tmpfs has room for them (see the module docstring)."""
+    """Put the run's temporary folders in memory where a tmpfs, and the memory behind it, have room for them
+    (see the module docstring)."""
     if XDIST_WORKER or config.option.basetemp or "PYTEST_DEBUG_TEMPROOT" in os.environ:
         return  # a worker's folder is its controller's choice; a folder the user chose is kept
     if MEMORY_TEMP_ROOT.is_dir() and os.access(MEMORY_TEMP_ROOT, os.W_OK) \
-            and shutil.disk_usage(MEMORY_TEMP_ROOT).free > MEMORY_TEMP_NEEDS:
+            and shutil.disk_usage(MEMORY_TEMP_ROOT).free > MEMORY_TEMP_NEEDS and _memory_to_spare() > MEMORY_TEMP_NEEDS:
         os.environ["PYTEST_DEBUG_TEMPROOT"] = str(MEMORY_TEMP_ROOT)
 
 

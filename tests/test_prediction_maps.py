@@ -233,6 +233,8 @@ MALFORMED = {
                              "is not a valid predictions manifest"),
     "model of another shape": (lambda f: _edit_manifest(f, lambda m: m.update(model={"adapter": 5})),
                                "is not a valid predictions manifest"),
+    "checkpoint sha256 a number": (lambda f: _edit_manifest(f, lambda m: m["model"]["checkpoint"].update(sha256=5)),
+                                   "is not a valid predictions manifest"),
     "resolved task a string": (lambda f: _edit_manifest(f, lambda m: m["task"].update(hash="0" * 64, resolved="x")),
                                "another definition of demo/u2a"),
     "task hash a number": (lambda f: _edit_manifest(f, lambda m: m["task"].update(hash=5)),
@@ -256,6 +258,22 @@ def test_malformed_predictions_are_refused_naming_the_file(case: str, good_maps:
     if case in ("wrong shape", "wrong dtype", "class index >= K", "CRS", "corrupt file"):
         assert named in caught.value.problem  # the file is named
     assert not (tmp_path / "results").exists()  # nothing written
+
+
+def test_scored_records_pack_into_a_bundle_whose_provenance_verifies(good_maps: Path, data_root: Path,
+                                                                    tmp_path: Path):
+    """A record scored from prediction maps ran no model here, so it names no torch version; verify asks for one
+    only of records a model made."""
+    from rsdg_bench.submissions.bundle import pack
+    from rsdg_bench.submissions.verify import verify_bundle
+
+    paths = score_predictions(TaskCatalog().task("demo/u2a"), good_maps, data_root, tmp_path / "results",
+                              progress=False)
+    scored = load_record(paths[0])
+    assert scored.provenance.torch_version is None and scored.model.scored_from
+    pack(tmp_path / "results", scored.model.display_name, ["demo/u2a"], tmp_path / "bundle", folder=True)
+    checks = {c.name: c for c in verify_bundle(tmp_path / "bundle", data_root).checks}
+    assert checks["provenance"].passed, checks["provenance"].detail
 
 
 def test_scored_records_carry_a_badge_on_the_board(good_maps: Path, data_root: Path, tmp_path: Path):

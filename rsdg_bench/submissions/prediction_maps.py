@@ -115,9 +115,15 @@ def load_prediction_set(folder: Path) -> tuple[PredictionSet, str]:
         raise SubmissionError(f"{path} is larger than a predictions manifest can be", fix)
     data = path.read_bytes()
     try:
-        return PredictionSet.model_validate(loads_bounded(data, MAX_FILE_BYTES)), sha256_bytes(data)
+        given = PredictionSet.model_validate(loads_bounded(data, MAX_FILE_BYTES))
     except (ValueError, UnicodeDecodeError, ValidationError, RecursionError) as exc:
         raise SubmissionError(f"{path} is not a valid predictions manifest: {exc}", fix) from exc
+    checkpoint = given.model.checkpoint
+    if not isinstance(checkpoint.get("sha256"), str | None) or not isinstance(checkpoint.get("random_init", False), bool):
+        raise SubmissionError(f"{path} is not a valid predictions manifest: model.checkpoint names its weights "
+                              f"with a sha256 {checkpoint.get('sha256')!r} and random_init "
+                              f"{checkpoint.get('random_init')!r}", fix)
+    return given, sha256_bytes(data)
 
 
 def check_task_version(task: Task, given: dict[str, Any], where: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from ..data import SegmentationSplit, TaskData
 from ..data_lock import reading
@@ -64,10 +65,15 @@ def score_predictions(task: Task, folder: Path, data_root: Path, results_root: P
                          checkpoint_sha256=given.model.checkpoint.get("sha256"),
                          inference=task.inference.model_dump(mode="json"), manifest_sha256=prepared.manifest_sha256,
                          split_slug=ref.slug, role=role, limit=None)
-        records.append(record_from_evaluation(
-            key=key, task=task, model=model, normalization=given.normalization, role=role, split=split,
-            card=prepared.card, manifest_sha256=prepared.manifest_sha256, counts=counts, predictions=None,
-            context=RunContext(), wall_time_s=time.perf_counter() - started))
+        try:
+            records.append(record_from_evaluation(
+                key=key, task=task, model=model, normalization=given.normalization, role=role, split=split,
+                card=prepared.card, manifest_sha256=prepared.manifest_sha256, counts=counts, predictions=None,
+                context=RunContext(), wall_time_s=time.perf_counter() - started))
+        except ValidationError as exc:  # what predictions.json declares does not make a record: the file's fault
+            raise SubmissionError(f"{folder / PREDICTIONS_FILE} declares a model or normalization no result record "
+                                  f"can hold: {str(exc).splitlines()[0]}",
+                                  "predict again with `rsdg-bench predict`") from exc
     store = ResultStore(Path(results_root))
     return [store.write(record) for record in records]
 

@@ -291,8 +291,10 @@ def _complete(records: list[tuple[str, ResultRecord]], manifest: SubmissionManif
 def _provenance(records: list[tuple[str, ResultRecord]]) -> str:
     for where, record in records:
         given = record.provenance
-        absent = [name for name in ("harness_version", "git_commit", "torch_version", "date", "task_hash",
-                                    "dataset_manifest_sha256") if not getattr(given, name)]
+        required = ("harness_version", "git_commit", "date", "task_hash", "dataset_manifest_sha256")
+        if not record.model.get("scored_from"):  # a record scored from prediction maps ran no model: no torch
+            required += ("torch_version",)
+        absent = [name for name in required if not getattr(given, name)]
         if absent:
             raise _fail(f"{where}: provenance lacks {', '.join(absent)}")
         if given.checkpoint_sha256 != record.model.checkpoint.get("sha256"):
