@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdg_bench.metrics import GROUP_METRIC_NAMES, METRIC_NAMES
+from rsdg_bench.metrics import GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion, uniform_chance_matrix
 from rsdg_bench.results import ResultRecord, metrics_block
 from rsdg_bench.task_schema import Task, TaskCatalog
 from rsdg_bench.training_record import badge
@@ -127,10 +127,32 @@ class TaskTable:
         return paired_tie_groups({m: self.target_mean(m) for m in self.scores},
                                  {m: self.replicates(m) for m in self.scores})
 
+    def chance_mean(self, model: str) -> float:
+        """The mean over this model's targets of the primary metric chance scores on the same labels (each class
+        predicted with probability 1/K: `metrics.uniform_chance_matrix`), under the task's headline classes and
+        convention; NaN for a per-place accuracy or where no target keeps its matrix."""
+        if self.primary not in METRIC_NAMES:
+            return math.nan
+        values = [getattr(scores_from_confusion(uniform_chance_matrix(s.matrix), self.headline or None,
+                                                self.convention), self.primary)
+                  for s in self.scores.get(model, {}).values() if s.role == "target" and s.matrix]
+        values = [v for v in values if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+    def at_chance(self, model: str) -> tuple[str, str] | None:
+        """A badge for a model whose mean target score is not above chance on the same labels, else None."""
+        target, chance = self.target_mean(model), self.chance_mean(model)
+        if math.isnan(target) or math.isnan(chance) or target > chance:
+            return None
+        return ("at chance level", f"its mean target {self.primary} ({100 * target:.1f}) is not above what "
+                                   f"predicting each class at random gives on the same labels ({100 * chance:.1f})")
+
     def badges(self, model: str) -> list[tuple[str, str]]:
-        """(text, explanation) of every training badge the model's records here carry (off-protocol, unknown)."""
+        """(text, explanation) of every badge the model's rows here carry: training (off-protocol, unknown),
+        verification, and chance level."""
         found = {badge(s.training) for s in self.scores.get(model, {}).values()}
         found |= {s.verified for s in self.scores.get(model, {}).values()}
+        found.add(self.at_chance(model))
         return sorted(b for b in found if b is not None)
 
     def resampling_units(self) -> list[tuple[str, int, str]]:

@@ -218,6 +218,15 @@ def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = 
     return {"miou": mean(rates["iou"]), "oa": rates["oa"], "aa": mean(rates["recall"]), "mf1": mean(rates["f1"])}
 
 
+def uniform_chance_matrix(matrix: np.ndarray | list[list[int]]) -> np.ndarray:
+    """The confusion matrix of chance on the same labels: the expected matrix of a model that predicts each of
+    the K classes with probability 1/K (row sum / K in every cell of a row), scaled by K so that its counts are
+    whole. Every metric is a ratio of counts, so the scale changes none; `scores_from_confusion` of it is the
+    chance level the board marks models against."""
+    rows = np.asarray(matrix, dtype=np.int64).sum(axis=1)
+    return np.repeat(rows[:, None], len(rows), axis=1)
+
+
 def scores_from_confusion(matrix: torch.Tensor | np.ndarray, headline_classes: list[int] | None = None,
                           convention: str = "mmseg", ignored: torch.Tensor | np.ndarray | None = None
                           ) -> SegmentationScores:

@@ -628,3 +628,25 @@ def test_task_pages_rank_by_target_and_show_the_retained_share_without_rewarding
     [task] = worse.tasks
     poor = metrics_block(POOR, NAMES, list(range(5)))["miou"]
     assert task.retained("unet") == pytest.approx(poor / 1.0)
+
+
+def test_a_model_not_above_chance_on_its_targets_is_marked_with_the_chance_level():
+    """Chance is each class predicted with probability 1/K on the same labels. For a label histogram n_c over
+    N pixels its expected IoU is (n_c/K) / (n_c + N/K − n_c/K), computed here by hand; a model whose mean target
+    score does not clear it carries an "at chance level" badge that says both numbers, a better one does not."""
+    from rsdg_bench.metrics import scores_from_confusion, uniform_chance_matrix
+
+    labels = np.array([50, 40, 30, 20, 10], dtype=np.float64)  # GOOD's row sums: its label histogram
+    k, total = len(labels), labels.sum()
+    by_hand = np.mean([(n / k) / (n + total / k - n / k) for n in labels])
+    chance = uniform_chance_matrix(GOOD)
+    assert scores_from_confusion(chance).miou == pytest.approx(by_hand, rel=1e-12)
+    assert scores_from_confusion(chance).oa == pytest.approx(1 / k, rel=1e-12)
+    collapsed = [[50, 0, 0, 0, 0], [40, 0, 0, 0, 0], [30, 0, 0, 0, 0], [20, 0, 0, 0, 0], [10, 0, 0, 0, 0]]
+    board = board_of(record(key="g", matrix=GOOD, model="good"), record(key="c", matrix=collapsed, model="collapsed"))
+    [task] = board.tasks
+    assert task.chance_mean("good") == pytest.approx(by_hand)
+    assert task.at_chance("good") is None and ("at chance level" not in dict(task.badges("good")))
+    text, why = task.at_chance("collapsed")  # all one class: mIoU (50/150) / 5 = 0.067 < chance 0.105
+    assert text == "at chance level" and f"({100 * by_hand:.1f})" in why
+    assert ("at chance level", why) in task.badges("collapsed")
