@@ -282,7 +282,7 @@ def test_a_generated_adapter_package_checks_trains_runs_and_reaches_the_board(tm
     assert all(outcome.error is None and outcome.written for outcome in outcomes), [o.error for o in outcomes]
     board = build_board(*ResultStore(results).load_valid())
     assert board.models == ["tiny net"] and not board.excluded
-    assert board.tasks[0].badges("tiny net")[0][0] == "off-protocol"  # 2 iterations: said so on the board
+    assert "off-protocol" in dict(board.tasks[0].badges("tiny net"))  # 2 iterations: said so on the board
     # a package that names its bands is given exactly those: it runs where they are stored, refuses IRRG
     by_name = new_adapter("named_net", tmp_path, ["red", "green", "blue"], [127.5] * 3, [127.5] * 3, ["segmentation"],
                           bands_by_name=True)
