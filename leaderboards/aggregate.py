@@ -66,6 +66,10 @@ class TaskTable:
     reported: list[ReportedRow] = field(default_factory=list)          # the papers' numbers, shown apart
     convention: str = "mmseg"  # the metric convention of the task's paper (`metrics.convention`)
     adapters: dict[str, str] = field(default_factory=dict)  # model → the adapter that made its records
+    # Where the task's protocol knowingly differs from its paper's, and what the paper leaves open (the records'
+    # task definition's `reference.differences` / `.unverified`): listed on the task's page, marked beside rows
+    paper_differences: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
 
     def reported_target(self, row: ReportedRow) -> float:
         """A reported headline that stands for this task's target mean: NaN when it was measured on another
@@ -149,10 +153,14 @@ class TaskTable:
 
     def badges(self, model: str) -> list[tuple[str, str]]:
         """(text, explanation) of every badge the model's rows here carry: training (off-protocol, unknown),
-        verification, and chance level."""
+        verification, chance level, and the task's known differences from its paper."""
         found = {badge(s.training) for s in self.scores.get(model, {}).values()}
         found |= {s.verified for s in self.scores.get(model, {}).values()}
         found.add(self.at_chance(model))
+        if self.paper_differences:
+            found.add(("differs from paper", " ".join(self.paper_differences)))
+        if self.unverified:
+            found.add(("UNVERIFIED protocol", " ".join(self.unverified)))
         return sorted(b for b in found if b is not None)
 
     def resampling_units(self) -> list[tuple[str, int, str]]:
@@ -275,7 +283,8 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
             task_id=task.id, name=task.name, gap=task.gap, version=task.version,
             task_hash=task.hash, primary=task.primary, class_names=record.class_names,
             description=task.resolved.get("description", ""), headline=record.headline_classes,
-            classes=task.classes or ""))
+            classes=task.classes or "", paper_differences=_reference_list(task.resolved, "differences"),
+            unverified=_reference_list(task.resolved, "unverified")))
         model = labels[(record.model.display_name, record.model.checkpoint["sha256"])]
         if model not in models:
             models.append(model)
@@ -289,6 +298,13 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
     for path, why in excluded:
         log.info("left out %s: %s", path, why)
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
+
+
+def _reference_list(resolved: dict, key: str) -> list[str]:
+    """The `reference.<key>` sentences of a record's resolved task (none when it names no paper or none)."""
+    reference = resolved.get("reference")
+    sentences = reference.get(key) if isinstance(reference, dict) else None
+    return [str(text) for text in sentences] if isinstance(sentences, list) else []
 
 
 def _left_out(record: ResultRecord, only_protocol: bool) -> str | None:

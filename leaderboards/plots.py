@@ -79,3 +79,96 @@ def confusion_svg(matrix: list[list[int]], class_names: list[str], title: str) -
 def casid_svg(matrix: np.ndarray, zones: list[str], title: str) -> str:
     """Source zone × target zone target mIoU (%); the diagonal is in-domain."""
     return heatmap_svg(100 * matrix, zones, zones, title=title, xlabel="target", ylabel="source", cmap="Greens")
+
+
+_PLOT = 300     # px of a scatter or interval plot's drawing area
+_MARGIN = 44    # px left and below it for ticks and axis titles
+
+
+def _axis_ticks(low: float, high: float) -> list[float]:
+    """Five or six round tick values spanning [low, high] (percent)."""
+    step = next(s for s in (1, 2, 5, 10, 20, 25) if (high - low) / s <= 6)
+    first = math.floor(low / step) * step
+    return [first + i * step for i in range(int((high - first) // step) + 1)]
+
+
+def generalization_svg(points: list[tuple[str, float, float]], *, title: str, metric: str) -> str:
+    """Domain generalization at a glance: each model's source score (x) against its mean target score (y), in %,
+    with the diagonal on which a model would lose nothing to the domain shift. A point far below the diagonal
+    is a model that does well where it was trained and poorly elsewhere; a point near the origin does poorly
+    everywhere. Points without both scores are left out; labels are the models' names."""
+    shown = [(label, x, y) for label, x, y in points if not (math.isnan(x) or math.isnan(y))]
+    width, height = _MARGIN + _PLOT + 150, 22 + _PLOT + _MARGIN
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'font-family="sans-serif" font-size="10" role="img" data-plot="generalization"><title>{escape(title)}</title>',
+           f'<text x="{_MARGIN + _PLOT / 2}" y="13" text-anchor="middle" font-size="11">{escape(title)}</text>']
+    values = [100 * v for _, x, y in shown for v in (x, y)] or [0.0, 100.0]
+    low = max(0.0, math.floor(min(values) / 10) * 10)
+    high = min(100.0, math.ceil(max(values) / 10) * 10)
+    if high - low < 10:
+        low, high = max(0.0, high - 10), max(high, low + 10)
+
+    def px(value: float, vertical: bool) -> float:
+        t = (100 * value - low) / (high - low)
+        return 22 + _PLOT * (1 - t) if vertical else _MARGIN + _PLOT * t
+
+    out.append(f'<rect x="{_MARGIN}" y="22" width="{_PLOT}" height="{_PLOT}" fill="none" stroke="#999"/>')
+    for tick in _axis_ticks(low, high):
+        x, y = px(tick / 100, False), px(tick / 100, True)
+        out.append(f'<line x1="{x:.1f}" y1="{22 + _PLOT}" x2="{x:.1f}" y2="{26 + _PLOT}" stroke="#999"/>'
+                   f'<text x="{x:.1f}" y="{37 + _PLOT}" text-anchor="middle">{tick:g}</text>'
+                   f'<line x1="{_MARGIN - 4}" y1="{y:.1f}" x2="{_MARGIN}" y2="{y:.1f}" stroke="#999"/>'
+                   f'<text x="{_MARGIN - 6}" y="{y + 3:.1f}" text-anchor="end">{tick:g}</text>')
+    out.append(f'<line x1="{px(low / 100, False):.1f}" y1="{px(low / 100, True):.1f}" x2="{px(high / 100, False):.1f}" '
+               f'y2="{px(high / 100, True):.1f}" stroke="#bbb" stroke-dasharray="4 3"><title>target = source: '
+               f'nothing lost to the domain shift</title></line>')
+    for label, x, y in shown:
+        cx, cy = px(x, False), px(y, True)
+        out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="#1f77b4"><title>{escape(label)}: source '
+                   f'{100 * x:.1f}, target {100 * y:.1f}</title></circle>'
+                   f'<text x="{cx + 6:.1f}" y="{cy + 3:.1f}">{escape(label)}</text>')
+    out.append(f'<text x="{_MARGIN + _PLOT / 2}" y="{height - 4}" text-anchor="middle">source {escape(metric)} (%)'
+               f'</text><text x="11" y="{22 + _PLOT / 2}" text-anchor="middle" transform="rotate(-90 11 '
+               f'{22 + _PLOT / 2})">mean target {escape(metric)} (%)</text></svg>')
+    return "".join(out)
+
+
+def interval_svg(rows: list[tuple[str, float, float, float]], *, title: str, metric: str) -> str:
+    """Each model's mean target score (dot) with its 95% scene-bootstrap interval (bar), best first, in %: where
+    two bars overlap a lot, the ranking between them is not settled. Rows without a score are left out; a
+    row without an interval (no per-image matrices) shows its dot alone."""
+    shown = sorted((r for r in rows if not math.isnan(r[1])), key=lambda r: -r[1])
+    left = 12 + _CHAR * max((len(label) for label, *_ in shown), default=4)
+    row_height = 18
+    width, height = left + _PLOT + 16, 22 + row_height * max(len(shown), 1) + _MARGIN
+    values = [100 * v for _, mean, lo, hi in shown for v in (mean, lo, hi) if not math.isnan(v)] or [0.0, 100.0]
+    low = max(0.0, math.floor(min(values) / 10) * 10)
+    high = min(100.0, math.ceil(max(values) / 10) * 10)
+    if high - low < 10:
+        low, high = max(0.0, high - 10), max(high, low + 10)
+
+    def px(value: float) -> float:
+        return left + _PLOT * (100 * value - low) / (high - low)
+
+    bottom = 22 + row_height * max(len(shown), 1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}" '
+           f'viewBox="0 0 {width:.0f} {height}" font-family="sans-serif" font-size="10" role="img" '
+           f'data-plot="interval"><title>{escape(title)}</title>',
+           f'<text x="{left + _PLOT / 2:.1f}" y="13" text-anchor="middle" font-size="11">{escape(title)}</text>',
+           f'<line x1="{left:.1f}" y1="{bottom}" x2="{left + _PLOT:.1f}" y2="{bottom}" stroke="#999"/>']
+    for tick in _axis_ticks(low, high):
+        x = px(tick / 100)
+        out.append(f'<line x1="{x:.1f}" y1="22" x2="{x:.1f}" y2="{bottom}" stroke="#eee"/>'
+                   f'<text x="{x:.1f}" y="{bottom + 13}" text-anchor="middle">{tick:g}</text>')
+    for i, (label, mean, lo, hi) in enumerate(shown):
+        y = 22 + row_height * i + row_height / 2
+        interval = "" if math.isnan(lo) else f", 95% interval {100 * lo:.1f}–{100 * hi:.1f}"
+        out.append(f'<text x="{left - 6:.1f}" y="{y + 3:.1f}" text-anchor="end">{escape(label)}</text>')
+        if not math.isnan(lo):
+            out.append(f'<line x1="{px(lo):.1f}" y1="{y:.1f}" x2="{px(hi):.1f}" y2="{y:.1f}" stroke="#1f77b4" '
+                       f'stroke-width="2"/>')
+        out.append(f'<circle cx="{px(mean):.1f}" cy="{y:.1f}" r="3.5" fill="#1f77b4"><title>{escape(label)}: '
+                   f'{100 * mean:.1f}{interval}</title></circle>')
+    out.append(f'<text x="{left + _PLOT / 2:.1f}" y="{height - 4}" text-anchor="middle">mean target '
+               f'{escape(metric)} (%)</text></svg>')
+    return "".join(out)

@@ -25,10 +25,11 @@ from rsdg_bench.io import atomic_write_bytes, atomic_write_text
 from rsdg_bench.training_history import history_paths
 
 from .aggregate import Board, SuiteView, TaskTable
-from .plots import casid_svg, confusion_svg
+from .plots import casid_svg, confusion_svg, generalization_svg, interval_svg
 from .tables import Table, csv_text, plain_number, to_csv, to_latex, to_markdown
-from .views import (CASID_ZONES, SiteOptions, casid_matrices, reported_elsewhere, slugify, suite_table,
-                    task_class_table, task_convention_table, task_summary_table)
+from .views import (CASID_ZONES, METRIC_COLUMNS, METRIC_LABELS, SiteOptions, casid_matrices, reported_elsewhere,
+                    slugify, suite_generalization, suite_table, task_class_table, task_convention_table,
+                    task_summary_table)
 
 
 def _environment() -> Environment:
@@ -71,7 +72,11 @@ class SiteWriter:
         casid = {label: (casid_svg(matrix, list(CASID_ZONES), label), source)
                  for label, (matrix, source) in casid_matrices(suite, self.board).items()}
         units = [(task.name, slug, count, unit) for task in suite.tasks for slug, count, unit in task.resampling_units()]
-        return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid, units=units)
+        metric, points, task_count = suite_generalization(suite)
+        generalization = (generalization_svg(points, title=f"{suite.name}: source against target",
+                                             metric=METRIC_LABELS.get(metric, metric)), task_count) if points else None
+        return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid, units=units,
+                          generalization=generalization)
 
     def task(self, task: TaskTable, page_dir: Path) -> str:
         summary = task_summary_table(task, self.options)
@@ -91,9 +96,23 @@ class SiteWriter:
         notes = list(dict.fromkeys((r.source, r.note) for r in task.reported if r.note))
         return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables, notes=notes,
                           elsewhere=elsewhere, conventions=conventions, units=task.resampling_units(),
+                          plots=self._task_plots(task),
                           confusions=confusions, confusion_pages=confusion_pages, records=records, samples=samples,
                           histories=histories,
                           class_colours=_class_colours(task.classes) if samples else [])
+
+    @staticmethod
+    def _task_plots(task: TaskTable) -> list[str]:
+        """The task's interval plot (target score and 95% interval per model, best first) and, when models have
+        a source score, its domain-generalization plot (source against target, the diagonal drawn)."""
+        metric = METRIC_LABELS.get(task.primary, task.primary)
+        models = [m for m in task.scores if not math.isnan(task.target_mean(m))]
+        plots = [interval_svg([(m, task.target_mean(m), *task.interval(m)) for m in models],
+                              title=f"{task.name}: target score", metric=metric)] if models else []
+        points = [(m, task.source_score(m), task.target_mean(m)) for m in models]
+        if any(not math.isnan(source) for _, source, _ in points):
+            plots.append(generalization_svg(points, title=f"{task.name}: source against target", metric=metric))
+        return plots
 
     def _confusions(self, task: TaskTable, figures: list[tuple[str, str, list]]
                     ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
@@ -177,7 +196,7 @@ def render_scores_csv(board: Board) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["task_id", "task", "gap", "task_version", "task_hash", "model", "role", "split",
-                     "miou", "oa", "aa", "mf1", "record"])
+                     *METRIC_COLUMNS, "record"])
     for table in board.tasks:
         for model, splits in table.scores.items():
             for role, slug in table.splits:
@@ -185,7 +204,7 @@ def render_scores_csv(board: Board) -> str:
                     s = splits[slug]
                     writer.writerow([*map(csv_text, (table.task_id, table.name, table.gap)), table.version,
                                      table.task_hash, csv_text(model), role, slug,
-                                     *(plain_number(s.metrics[m]) for m in ("miou", "oa", "aa", "mf1")),
+                                     *(plain_number(s.metrics[m]) for m in METRIC_COLUMNS),
                                      csv_text(s.record)])
     return out.getvalue()
 

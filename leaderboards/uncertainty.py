@@ -78,7 +78,7 @@ def _by_scene(entries: list, scene_of: np.ndarray, num_scenes: int, width: int) 
 
 def metric_replicates(slug: str, evidence: SplitEvidence, metric: str, headline: list[int],
                       convention: str = "mmseg", replicates: int = BOOTSTRAP_REPLICATES) -> np.ndarray:
-    """B bootstrap values of `metric` (miou, oa, aa or mf1) on one split, resampling its scenes."""
+    """B bootstrap values of `metric` (miou, oa, aa, mf1 or mfscore) on one split, resampling its scenes."""
     names = sorted(set(evidence.scenes))
     index = {name: i for i, name in enumerate(names)}
     scene_of = np.array([index[s] for s in evidence.scenes], dtype=np.int64)

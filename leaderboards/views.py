@@ -11,6 +11,7 @@ share the better rank); rows missing tasks follow, muted, with their count (docs
 from __future__ import annotations
 
 import math
+from collections import Counter
 import re
 from dataclasses import dataclass, field
 
@@ -23,8 +24,10 @@ from .tables import Row, Table
 from .uncertainty import interval as percentile_interval
 
 CASID_ZONES = ("sub", "tem", "tms", "trf")
-METRIC_COLUMNS = ("miou", "oa", "aa", "mf1")
-METRIC_LABELS = {"miou": "mIoU", "oa": "OA", "aa": "AA", "mf1": "mF1"}
+METRIC_COLUMNS = ("miou", "oa", "aa", "mf1", "mfscore")
+# `mf1` is mmseg's mDice (a class never hit right scores 0 and counts); `mfscore` its mFscore (that class is left
+# out): named as mmseg names them, so the header says which of the two "mF1"s a number is.
+METRIC_LABELS = {"miou": "mIoU", "oa": "OA", "aa": "AA", "mf1": "mDice", "mfscore": "mFscore"}
 
 
 def slugify(text: str) -> str:
@@ -108,6 +111,24 @@ def _complete_mean(values: dict[str, float], tasks: list[TaskTable]) -> float:
     comparable with one over all)."""
     present = [values.get(t.task_id, math.nan) for t in tasks]
     return math.nan if not tasks or any(math.isnan(v) for v in present) else sum(present) / len(present)
+
+
+def suite_generalization(suite: SuiteView) -> tuple[str, list[tuple[str, float, float]], int]:
+    """(metric, points, tasks) of the suite's domain-generalization plot: over the suite's tasks of its most
+    common headline metric that score the source split too, each model's mean source score and mean target
+    score, for the models that have both on every such task (a mean over different tasks would not compare)."""
+    if not suite.tasks:
+        return "", [], 0
+    metric = Counter(task.primary for task in suite.tasks).most_common(1)[0][0]
+    tasks = [t for t in suite.tasks if t.primary == metric and any(s.role == "source" for m in t.scores.values()
+                                                                   for s in m.values())]
+    models = list(dict.fromkeys(m for t in tasks for m in t.scores))
+    points = []
+    for model in models:
+        pairs = [(t.source_score(model), t.target_mean(model)) for t in tasks]
+        if pairs and not any(math.isnan(v) for pair in pairs for v in pair):
+            points.append((model, sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs)))
+    return metric, points, len(tasks)
 
 
 def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptions()) -> Table:
@@ -295,7 +316,7 @@ def task_convention_table(task: TaskTable) -> Table | None:
 
 
 def task_class_table(task: TaskTable, slug: str) -> Table:
-    """Per-class IoU with mIoU, OA, AA, mF1 on one split (the papers' table layout, their class abbreviations)."""
+    """Per-class IoU with mIoU, OA, AA, mDice, mFscore on one split (the papers' table layout, their class abbreviations)."""
     from rsdg_bench.classes import load_class_schema
 
     schema = load_class_schema(task.classes) if task.classes else None

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from .errors import RsdgError
 from .io import atomic_write_bytes, atomic_write_text
+from .metrics import METRIC_NAMES
 from .results import ResultRecord, ResultStore, metrics_block
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ SCHEMA = pa.schema([
     ("convention", pa.string()), ("role", pa.string()), ("dataset", pa.string()), ("domain", pa.string()),
     ("split", pa.string()), ("num_samples", pa.int64()), ("manifest_sha256", pa.string()),
     ("miou", pa.float64()), ("oa", pa.float64()), ("aa", pa.float64()), ("mf1", pa.float64()),
+    ("mfscore", pa.float64()),
     ("class_names", pa.list_(pa.string())), ("iou", pa.list_(pa.float64())),
     ("confusion_matrix", pa.list_(pa.list_(pa.int64()))), ("smoke", pa.bool_()), ("random_init", pa.bool_()),
     ("harness_version", pa.string()), ("git_commit", pa.string()), ("date", pa.string()), ("provenance", pa.string()),
@@ -56,7 +58,7 @@ def record_row(record: ResultRecord) -> dict[str, Any]:
         "kind": record.task.kind, "convention": record.convention, "role": record.evaluated.role,
         "dataset": record.evaluated.dataset, "domain": record.evaluated.domain, "split": record.evaluated.split,
         "num_samples": record.evaluated.num_samples, "manifest_sha256": provenance.dataset_manifest_sha256,
-        **{name: block[name] for name in ("miou", "oa", "aa", "mf1")},
+        **{name: block[name] for name in METRIC_NAMES},
         "class_names": record.class_names, "iou": [block["per_class"][c]["iou"] for c in record.class_names],
         "confusion_matrix": matrix, "smoke": record.smoke is not None,
         "random_init": bool(model.checkpoint.get("random_init")),
@@ -99,7 +101,8 @@ def _card(rows: list[dict[str, Any]], refused: list[tuple[str, str]]) -> str:
         f"{len(rows)} result records ({len(models)} models, {len(tasks)} tasks) exported by `rsdg-bench results "
         "export`. One row per evaluated split: the model (adapter, options, code sha256, checkpoint sha256, "
         "training status against the task's protocol), the task (id, version, hash, metric convention), the data "
-        "(dataset, domain, split, manifest sha256), mIoU / OA / AA / mF1 recomputed from the confusion matrix "
+        "(dataset, domain, split, manifest sha256), mIoU / OA / AA / mDice (`mf1`) / mFscore "
+        "(`mfscore`, classes never predicted right left out, as mmseg's) recomputed from the confusion matrix "
         "(fractions), per-class IoU, the matrix itself (rows = ground truth) and the provenance as JSON.", "",
         "```python", "from datasets import load_dataset", "results = load_dataset(\"path/or/org-name\")", "```", "",
         "Tasks: " + ", ".join(f"`{t}`" for t in tasks), "",

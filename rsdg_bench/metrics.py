@@ -7,8 +7,13 @@ Semantics (the same as mmseg's IoUMetric, with exact integer counts):
 - IoU_c = CM[c,c] / (row_c + col_c − CM[c,c]); a class absent from both ground truth and prediction
   is NaN and left out of every mean; a class predicted but absent from the ground truth scores 0;
 - OA = trace / total; AA = mean per-class recall (recall is NaN for a class absent from the ground truth);
-- F1_c = 2·CM[c,c] / (row_c + col_c) (mmseg's Dice; NaN only when the class is absent from both);
-- mIoU, AA and mF1 average over the task's headline classes (`metrics.classes`); OA counts every pixel.
+- F1_c = 2·CM[c,c] / (row_c + col_c) (mmseg's Dice; NaN only when the class is absent from both), so
+  `mf1` is mmseg's mDice: a class with TP = 0 and some FP or FN scores 0 and counts in the mean;
+- Fscore_c = 2·P_c·R_c / (P_c + R_c) from precision and recall, as mmseg's mFscore computes it (β = 1): the
+  same number as F1_c where TP_c > 0, but NaN where TP_c = 0 (0/0, or a NaN precision or recall), so
+  `mfscore` leaves every class the model never hit right out of its mean: never below `mf1`, NaN when no
+  headline class was hit;
+- mIoU, AA, mF1 and mFscore average over the task's headline classes (`metrics.classes`); OA counts every pixel.
 - Classification counts each image as one "pixel", so OA is the accuracy. With each image's group
   (country) known, `domain_acc` is the mean of the groups' accuracies and `worst_domain_acc` the lowest
   (`results.group_accuracy`).
@@ -24,6 +29,11 @@ Conventions (`metrics.convention` of a task; the record keeps the matrices, so b
 - `codex` (CoDEX's `SCDMetric`, `metrics/scd_metrics.py`): a ratio whose denominator is 0 is 0 (a class
   absent from ground truth and prediction has IoU 0, a class absent from the ground truth recall 0), and the
   means divide by the number of headline classes. CoDEX reports no F1; F1 and precision follow the same rule.
+
+Under `smp` and `codex` no ratio is NaN and Fscore_c = F1_c for every class, so there `mfscore` equals `mf1`:
+with TP_c = 0 the formula gives 0 where one of P_c, R_c is 0 and the other is not (the empty ratio included),
+and where P_c = R_c = 0 (0/0) smp's `f1_score`, computed from the counts, and CoDEX's zero rule both give 0;
+a class absent from both scores the convention's empty ratio in each.
 
 Counting puts each pixel in bin `label·K + pred`: uint8 maps on the CPU (what evaluation gives) in one
 compiled pass (`pair_counts`), others by one `bincount` of that index built in int16 (int32 for K > 127).
@@ -45,7 +55,7 @@ if TYPE_CHECKING:  # torch is imported where matrices are counted, so reading re
 from .classes import IGNORE_INDEX
 from .errors import DataError
 
-METRIC_NAMES = ("miou", "oa", "aa", "mf1")
+METRIC_NAMES = ("miou", "oa", "aa", "mf1", "mfscore")
 CONVENTIONS = ("mmseg", "smp", "codex")
 # What a ratio with a zero denominator is, per convention: mmseg leaves the class out (NaN), smp's
 # zero_division=1, CoDEX's np.divide(..., out=zeros, where=den != 0).
@@ -140,23 +150,25 @@ class SegmentationScores:
     miou: float
     oa: float
     aa: float
-    mf1: float
+    mf1: float  # mmseg's mDice
+    mfscore: float  # mmseg's mFscore
     iou: np.ndarray
     f1: np.ndarray
+    fscore: np.ndarray
     recall: np.ndarray
     precision: np.ndarray
     gt_pixels: np.ndarray
     pred_pixels: np.ndarray
 
     def headline(self) -> dict[str, float]:
-        return {"miou": self.miou, "oa": self.oa, "aa": self.aa, "mf1": self.mf1}
+        return {"miou": self.miou, "oa": self.oa, "aa": self.aa, "mf1": self.mf1, "mfscore": self.mfscore}
 
     def per_class(self, class_names: list[str]) -> dict[str, dict[str, Any]]:
         return {
             name: {
-                "iou": float(self.iou[i]), "f1": float(self.f1[i]), "recall": float(self.recall[i]),
-                "precision": float(self.precision[i]), "gt_pixels": int(self.gt_pixels[i]),
-                "pred_pixels": int(self.pred_pixels[i]),
+                "iou": float(self.iou[i]), "f1": float(self.f1[i]), "fscore": float(self.fscore[i]),
+                "recall": float(self.recall[i]), "precision": float(self.precision[i]),
+                "gt_pixels": int(self.gt_pixels[i]), "pred_pixels": int(self.pred_pixels[i]),
             }
             for i, name in enumerate(class_names)
         }
@@ -175,7 +187,8 @@ def _nanmean(values: np.ndarray) -> float:
 
 def class_rates(matrices: np.ndarray, convention: str = "mmseg", ignored: np.ndarray | None = None
                 ) -> dict[str, np.ndarray]:
-    """Per-class IoU, F1, recall and precision, and OA, of a stack of K×K matrices (any leading shape).
+    """Per-class IoU, F1 (Dice), F-score, recall and precision, and OA, of a stack of K×K matrices (any leading
+    shape).
 
     `ignored` (same leading shape, K): predictions on ignored pixels, counted as false positives and in
     OA's denominator (the `smp` convention's `ignored_pixels: error`); None leaves them out.
@@ -191,14 +204,19 @@ def class_rates(matrices: np.ndarray, convention: str = "mmseg", ignored: np.nda
         extra = np.asarray(ignored, dtype=np.float64)
         pred, total = pred + extra, total + extra.sum(axis=-1)
     empty = _EMPTY_RATIO[convention]
-    return {"iou": _ratio(tp, gt + pred - tp, empty), "f1": _ratio(2 * tp, gt + pred, empty),
+    f1 = _ratio(2 * tp, gt + pred, empty)
+    # The F-score from precision and recall is F1 wherever TP > 0; where TP = 0 mmseg's 0/0 makes it NaN, and
+    # the other conventions give F1's value (module docstring). F1 from the counts keeps the values exact.
+    fscore = np.where(tp > 0, f1, math.nan) if convention == "mmseg" else f1
+    return {"iou": _ratio(tp, gt + pred - tp, empty), "f1": f1, "fscore": fscore,
             "recall": _ratio(tp, gt, empty), "precision": _ratio(tp, pred, empty),
             "oa": _ratio(tp.sum(axis=-1), total, math.nan)}
 
 
 def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = None, convention: str = "mmseg",
                      ignored: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """mIoU, OA, AA and mF1 of a stack of K×K matrices (leading shape kept; a bootstrap passes B×K×K).
+    """mIoU, OA, AA, mF1 (mDice) and mFscore of a stack of K×K matrices (leading shape kept; a bootstrap
+    passes B×K×K).
     `mmseg` averages the classes that are not NaN; `smp` and `codex` divide by the number of headline classes."""
     rates = class_rates(matrices, convention, ignored)
     k = np.asarray(matrices).shape[-1]
@@ -215,7 +233,8 @@ def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = 
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, np.where(present, chosen, 0).sum(axis=-1) / np.maximum(count, 1), np.nan)
 
-    return {"miou": mean(rates["iou"]), "oa": rates["oa"], "aa": mean(rates["recall"]), "mf1": mean(rates["f1"])}
+    return {"miou": mean(rates["iou"]), "oa": rates["oa"], "aa": mean(rates["recall"]), "mf1": mean(rates["f1"]),
+            "mfscore": mean(rates["fscore"])}
 
 
 def uniform_chance_matrix(matrix: np.ndarray | list[list[int]]) -> np.ndarray:
@@ -243,6 +262,7 @@ def scores_from_confusion(matrix: torch.Tensor | np.ndarray, headline_classes: l
     means = headline_metrics(cm, headline_classes, convention, extra)
     return SegmentationScores(
         miou=float(means["miou"]), oa=float(means["oa"]), aa=float(means["aa"]), mf1=float(means["mf1"]),
-        iou=rates["iou"], f1=rates["f1"], recall=rates["recall"], precision=rates["precision"],
+        mfscore=float(means["mfscore"]), iou=rates["iou"], f1=rates["f1"], fscore=rates["fscore"],
+        recall=rates["recall"], precision=rates["precision"],
         gt_pixels=cm.sum(axis=1), pred_pixels=cm.sum(axis=0),
     )

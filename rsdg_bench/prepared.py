@@ -127,6 +127,8 @@ class DatasetCard(BaseModel):
     timesteps: list[str] = []  # acquisition date of each frame: the samples are time series (module docstring)
     label_level: Literal["pixel", "image"] = "pixel"  # "image": one class per sample, in the manifest's `target`
     group_regions: dict[str, str] = {}  # group → the coarser region holding it (FMoW: country → continent)
+    # what decoded the raw files (`raster_decoders`): a JPEG decoded by another library gives other pixels
+    decoders: dict[str, str] = {}
 
     def classes_of(self, domain: str) -> ClassSchema:
         """The class schema of one domain's labels."""
@@ -307,6 +309,18 @@ def read_raw_raster(path: str | Path, fix: str = "the file is corrupt or truncat
 
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def raster_decoders() -> dict[str, str]:
+    """The libraries and versions `read_raw_raster` decodes raw files with, as the dataset card records them:
+    JPEGs by Pillow's libjpeg-turbo, everything else by GDAL through rasterio."""
+    import PIL
+    from PIL import features
+
+    turbo = features.version("libjpeg_turbo") if features.check_feature("libjpeg_turbo") else None
+    jpeg = f"Pillow {PIL.__version__} with " + (f"libjpeg-turbo {turbo}" if turbo else
+                                                 f"libjpeg {features.version('jpg')} (not libjpeg-turbo)")
+    return {"jpeg": jpeg, "other": f"GDAL {rasterio.__gdal_version__} through rasterio {rasterio.__version__}"}
 
 
 def decode_jpeg(source: Path | io.BytesIO, path: Path, fix: str) -> np.ndarray:
@@ -608,7 +622,7 @@ class PreparedWriter:
             published_counts=published_counts or {}, published_alternatives=published_alternatives or {},
             notes=notes or [], unlabelled=unlabelled or [],
             footprint_overlaps=overlaps, domain_classes=self.domain_schemas, timesteps=self.timesteps,
-            label_level=self.label_level, group_regions=group_regions or {},
+            label_level=self.label_level, group_regions=group_regions or {}, decoders=raster_decoders(),
         )
         atomic_write_json(self.work_dir / CARD_FILE, card.model_dump(mode="json"))
         (self.work_dir / _ROWS_FILE).unlink()

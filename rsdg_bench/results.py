@@ -581,16 +581,17 @@ def check_per_image(record: ResultRecord, path: Path | str) -> None:
 
 def check_metrics(record: ResultRecord, path: Path | str) -> None:
     """Raise unless the stored metrics are what the record's own confusion matrices give (run `check_bounds`
-    first): every headline and group metric the matrices give is stored, and every value stored (per class,
-    under the other conventions, per group) equals the recomputed one. The metrics lie outside the digest, so
-    this is what catches an edit of them, in whatever shape."""
+    first): every headline and group metric the matrices give is stored (bar those added since records were
+    first written, `_ADDED_LATER`), and every value stored (per class, under the other conventions, per group)
+    equals the recomputed one. The metrics lie outside the digest, so this is what catches an edit of them, in
+    whatever shape."""
     if set(record.metrics) != set(record.confusion_matrices):
         raise ResultsError(f"{path}: metrics and confusion matrices cover different splits")
     for slug in record.confusion_matrices:
         expected = _block_of(record, slug)
         stored = record.metrics[slug]
         required = [(name, stored.get(name, _ABSENT), expected[name]) for name in (*METRIC_NAMES, *GROUP_METRIC_NAMES)
-                    if name in expected]
+                    if name in expected and not (name in _ADDED_LATER and name not in stored)]
         difference = next(((name, given, wanted) for name, given, wanted in required if not _same(given, wanted)),
                           None) or _difference(stored, expected, "")
         if difference is not None:
@@ -604,6 +605,9 @@ def check_metrics(record: ResultRecord, path: Path | str) -> None:
 
 
 _ABSENT = object()  # a metric one side has and the other has not
+# Headline metrics added after records were first written: a record written before may lack them, so they stay
+# valid without a new schema version (`results recompute` adds them); one that is stored must be right.
+_ADDED_LATER = frozenset({"mfscore"})
 
 
 def _difference(stored: Any, expected: Any, where: str) -> tuple[str, Any, Any] | None:

@@ -2,8 +2,9 @@
 
 Columns: what was evaluated (task id, version and hash, kind, split, data manifest), by what (model
 name, adapter, options, code and weights sha256, training verdict), the headline metrics under the task's
-convention, and `iou/<class>`, `f1/<class>` and `recall/<class>` (the class's accuracy) per class of the
-task's schema. Metrics are recomputed from each record's confusion matrix, as every reader of records does.
+convention (`mf1` is mmseg's mDice, `mfscore` its mFscore), and `iou/<class>`, `f1/<class>` and
+`recall/<class>` (the class's accuracy) per class of the task's schema. Metrics are recomputed from each
+record's confusion matrix, as every reader of records does.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from .metrics import METRIC_NAMES
 from .results import ResultRecord, metrics_block
 
-HEADLINE = ("miou", "oa", "aa", "mf1")
 PER_CLASS = ("iou", "f1", "recall")
 
 
@@ -38,7 +39,7 @@ def record_rows(record: ResultRecord, path: Path | None = None) -> list[dict[str
             "weights_sha256": model.checkpoint.get("sha256"),
             "training_status": (model.training or {}).get("status"),
             "convention": record.convention, "smoke": record.smoke is not None,
-            **{name: block[name] for name in HEADLINE},
+            **{name: block[name] for name in METRIC_NAMES},
         }
         for measure in PER_CLASS:
             for name, values in block["per_class"].items():

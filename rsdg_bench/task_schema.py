@@ -31,7 +31,7 @@ from .paths import SAFE_NAME
 from .yaml_load import load_yaml
 
 TaskKind = Literal[kind_names()]  # the registered kinds (`rsdg_bench/kinds/`), segmentation first
-MetricName = Literal["miou", "oa", "aa", "mf1", "domain_acc", "worst_domain_acc"]
+MetricName = Literal["miou", "oa", "aa", "mf1", "mfscore", "domain_acc", "worst_domain_acc"]
 _GROUP_METRICS = {"domain_acc", "worst_domain_acc"}  # need the samples' groups (a kind that is `grouped`)
 _DISPLAY_ONLY = {"name", "description", "reference"}
 _NOT_TASK_DIRS = {"classes", "suites", "label_maps"}
@@ -117,6 +117,20 @@ class MetricsSpec(_Strict):
         return self
 
 
+class AugmentSpec(_Strict):
+    """Random changes to each training draw after its crop, as the paper's pipeline makes them."""
+
+    flip: Literal["each_axis", "one_of_three"] = Field(
+        default="each_axis", description="each_axis: a horizontal and a vertical flip, each with probability 0.5; "
+                                         "one_of_three: with probability 0.5 one of horizontal, vertical or both, "
+                                         "equally likely (albumentations' Flip, as CromSS trains)")
+    rotate_p: float = Field(default=0.0, ge=0, le=1, description="probability of a random rotation (0: none)")
+    rotate_degrees: float = Field(
+        default=90.0, gt=0, le=180, description="a rotation's angle is uniform in ±this; bilinear for the image, "
+                                                "nearest for the labels, borders mirrored without repeating the "
+                                                "edge (albumentations' Rotate defaults)")
+
+
 class TrainingSpec(_Strict):
     """The paper's training protocol for a source-only model (scaled down with CLI flags for smoke runs)."""
 
@@ -126,11 +140,22 @@ class TrainingSpec(_Strict):
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
-    schedule: Literal["poly", "constant"] = "poly"
-    loss: Literal["ce", "ce+dice"] = Field(
-        default="ce", description="cross-entropy, or cross-entropy plus the Dice loss 1 − 2Σzq / Σ(z + q) over "
-                                  "all labelled pixels and classes (CromSS's eq. 4)")
+    schedule: Literal["poly", "constant", "cosine"] = Field(
+        default="poly", description="poly: lr·(1 − t/T)^0.9; constant; cosine: from lr down to `final_lr` over "
+                                    "the first `decay_fraction` of the run, then `final_lr`")
+    final_lr: float | None = Field(default=None, gt=0, description="where the cosine schedule ends")
+    decay_fraction: float = Field(default=1.0, gt=0, le=1, description="share of the run the cosine decays over")
+    schedule_step: Literal["iteration", "epoch"] = Field(
+        default="iteration", description="how often the learning rate changes: every iteration, or once per pass "
+                                         "over the source split (a Lightning scheduler's default)")
+    loss: Literal["ce", "ce+dice", "ce+smp_dice"] = Field(
+        default="ce", description="cross-entropy; plus the Dice loss 1 − 2Σzq / Σ(z + q) over all labelled pixels "
+                                  "and classes (ce+dice: CromSS's eq. 4); or plus segmentation_models_pytorch's "
+                                  "multiclass DiceLoss (ce+smp_dice: 1 − Dice per class over the batch, a class "
+                                  "absent from the batch's labels counting 0, averaged over all classes; what "
+                                  "CromSS's fine-tuning scripts run)")
     crop: int = Field(gt=0)
+    augment: AugmentSpec = AugmentSpec()
     architecture: str | None = Field(
         default=None, description="the paper's segmentation framework for this task (e.g. pspnet); adapters that "
                                   "build several use it when not told otherwise")
@@ -143,21 +168,50 @@ class TrainingSpec(_Strict):
             raise ValueError("training needs exactly one of 'iterations' and 'epochs'")
         return self
 
+    @model_validator(mode="after")
+    def _cosine_end(self) -> TrainingSpec:
+        if (self.schedule == "cosine") != (self.final_lr is not None):
+            raise ValueError("the cosine schedule needs `final_lr`, and only it takes one")
+        if self.schedule == "cosine" and self.final_lr >= self.lr:
+            raise ValueError(f"final_lr {self.final_lr} must be below lr {self.lr}")
+        if self.decay_fraction != 1.0 and self.schedule != "cosine":
+            raise ValueError("`decay_fraction` belongs to the cosine schedule")
+        return self
+
     def total_iterations(self, source_samples: int) -> int:
         """Iterations of the schedule: given, or epochs × full batches per pass over the source split."""
         if self.iterations is not None:
             return self.iterations
-        return self.epochs * max(1, source_samples // self.batch_size)
+        return self.epochs * self.iterations_per_epoch(source_samples)
+
+    def iterations_per_epoch(self, source_samples: int) -> int:
+        """Full batches in one pass over the source split (the last partial batch dropped, as the papers' loaders
+        do); at least 1."""
+        return max(1, source_samples // self.batch_size)
 
 
 class Reference(_Strict):
+    """The paper a task reproduces, where this harness knowingly differs from it, and what neither the paper
+    nor its code fixes (display only: the numbers these move are in the hashed fields; this says so to the
+    reader, on the task's page and beside every row of it)."""
+
     paper: str
     table: str | int | None = None
+    differences: tuple[str, ...] = Field(
+        default=(), description="each a sentence: what the paper's pipeline does, what the harness does instead, "
+                                "and its measured effect where known")
+    unverified: tuple[str, ...] = Field(
+        default=(), description="each a sentence: a protocol value neither the paper nor its released code gives, "
+                                "and what the harness chose (UNVERIFIED)")
 
 
-# Metrics fields added after tasks were first hashed: left out of the hash at their default value, so every
-# task that does not use them keeps its hash (and its records and resume keys stay valid).
-_ADDED_WITH_DEFAULT = {"convention": "mmseg", "ignored_pixels": "excluded"}
+# Fields added after tasks were first hashed: left out of the hash at their default value, so every task that
+# does not use them keeps its hash (and its records and resume keys stay valid).
+_ADDED_WITH_DEFAULT = {
+    ("metrics", "convention"): "mmseg", ("metrics", "ignored_pixels"): "excluded",
+    ("training", "final_lr"): None, ("training", "decay_fraction"): 1.0, ("training", "schedule_step"): "iteration",
+    ("training", "augment"): AugmentSpec().model_dump(mode="json"),
+}
 
 
 class Task(_Strict):
@@ -205,9 +259,9 @@ class Task(_Strict):
     def hash(self) -> str:
         """sha256 over every field that can move a number, including the content of its label maps."""
         content = self.model_dump(mode="json", exclude=_DISPLAY_ONLY)
-        for field_name, default in _ADDED_WITH_DEFAULT.items():  # at their default, hashes stay as they were
-            if content["metrics"].get(field_name) == default:
-                del content["metrics"][field_name]
+        for (block, field_name), default in _ADDED_WITH_DEFAULT.items():  # at their default, hashes stay
+            if content.get(block) is not None and content[block].get(field_name, object()) == default:
+                del content[block][field_name]
         content["label_maps"] = {ref.label_map: load_label_map(ref.label_map).model_dump(mode="json")
                                  for ref in self.splits() if ref.label_map}
         return sha256_bytes(canonical_json(content).encode())

@@ -3,9 +3,10 @@
 The trainer reaches data only through `TaskData(phase="train")`, so it can read the source split and
 the selection split and nothing else. Model selection uses the selection split's headline mIoU; the
 best state is saved with the task hash, the normalization and the splits that were read.
-Augmentation is a random crop (padded with the ignore label when the sample is smaller) and random
-flips, drawn from a generator seeded by (seed, draw index), so runs are repeatable with any number of
-DataLoader workers, and a resumed run continues exactly where the crashed one stopped.
+Augmentation is a random crop (padded with the ignore label when the sample is smaller), then the flips and
+rotations of the protocol's `augment` (`augment.py`), drawn from a generator seeded by (seed, draw index), so
+runs are repeatable with any number of DataLoader workers, and a resumed run continues exactly where the
+crashed one stopped.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .adapters import Adapter, checkpoint_bytes
+from .augment import augment_draw
 from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
 from .data_lock import reading_all
@@ -36,22 +38,24 @@ from .io import atomic_write_bytes
 from .kinds import get_kind, require_adapter_kind
 from .registry import resolve_adapter
 from .runner import ModelSpec, build_for_task
-from .task_schema import Task, TrainingSpec
+from .task_schema import AugmentSpec, Task, TrainingSpec
 from .training_history import TrainingHistory, write_history
 
 log = logging.getLogger(__name__)
 
 
 class RandomCrops(Dataset):
-    """Draw i → a random crop and flips of a random sample, determined by (seed, i) alone.
+    """Draw i → a random crop of a random sample, flipped and rotated as `augment` asks, determined by
+    (seed, i) alone.
 
-    The crop and flips act on the last two axes, so a time series (T×C×H×W with T×H×W labels) is cut the
-    same way on every date; an image-level label (0-d) is kept as it is. Draws are dicts with `image`,
-    `label` and, for a time series, `days`.
+    The crop, flips and rotations act on the last two axes, so a time series (T×C×H×W with T×H×W labels) is
+    cut the same way on every date; an image-level label (0-d) is kept as it is. Draws are dicts with
+    `image`, `label` and, for a time series, `days`.
     """
 
-    def __init__(self, split: SegmentationSplit, crop: int, draws: int, seed: int) -> None:
-        self.split, self.crop, self.draws, self.seed = split, crop, draws, seed
+    def __init__(self, split: SegmentationSplit, crop: int, draws: int, seed: int,
+                 augment: AugmentSpec = AugmentSpec()) -> None:
+        self.split, self.crop, self.draws, self.seed, self.augment = split, crop, draws, seed, augment
 
     def __len__(self) -> int:
         return self.draws
@@ -72,10 +76,7 @@ class RandomCrops(Dataset):
         image = image[..., y0:y0 + self.crop, x0:x0 + self.crop]
         if per_pixel:
             label = label[..., y0:y0 + self.crop, x0:x0 + self.crop]
-        for axis in (-1, -2):
-            if rng.random() < 0.5:
-                image = image.flip(axis)
-                label = label.flip(axis) if per_pixel else label
+        image, label = augment_draw(image, label, self.augment, rng)
         draw_out = {"image": image, "label": label}
         if "days" in sample:
             draw_out["days"] = sample["days"]
@@ -152,9 +153,23 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return 1 - 2 * (one_hot * probabilities).sum() / (one_hot.sum() + probabilities.sum()).clamp_min(1e-6)
 
 
+def smp_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """segmentation_models_pytorch's multiclass DiceLoss, as CromSS's fine-tuning scripts build it (from
+    logits, the ignore label left out): 1 − Dice per class over the batch, a class absent from the batch's
+    labels counting 0, averaged over all classes."""
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    return DiceLoss(mode="multiclass", from_logits=True, ignore_index=IGNORE_INDEX)(logits, labels)
+
+
 def segmentation_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The protocol's loss (`TrainingSpec.loss`) of one batch."""
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
-    return loss + dice_loss(logits, labels) if kind == "ce+dice" else loss
+    if kind == "ce+dice":
+        return loss + dice_loss(logits, labels)
+    if kind == "ce+smp_dice":
+        return loss + smp_dice_loss(logits, labels)
+    return loss
 
 
 def training_logits(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], band_names: list[str],
@@ -168,8 +183,21 @@ def selection_metric(task: Task) -> str:
     return get_kind(task.kind).selection_metric
 
 
-def _poly(spec: TrainingSpec, iteration: int) -> float:
-    return 1.0 if spec.schedule == "constant" else (1 - iteration / spec.iterations) ** 0.9
+def lr_factor(spec: TrainingSpec, iteration: int, per_epoch: int) -> float:
+    """The learning rate before step `iteration` (0-based) as a multiple of `spec.lr`, for a spec whose
+    `iterations` are resolved. With `schedule_step: epoch` it changes only at the start of each pass of
+    `per_epoch` iterations (as a Lightning LambdaLR stepped per epoch). Cosine: from lr to `final_lr` over the
+    first `decay_fraction` of the run, then `final_lr` (CromSS's scheduler with T = decay_fraction × epochs)."""
+    if spec.schedule == "constant":
+        return 1.0
+    step = iteration if spec.schedule_step == "iteration" else iteration // per_epoch * per_epoch
+    progress = step / spec.iterations
+    if spec.schedule == "poly":
+        return (1 - progress) ** 0.9
+    floor = spec.final_lr / spec.lr
+    if progress >= spec.decay_fraction:
+        return floor
+    return floor + (1 + math.cos(math.pi * progress / spec.decay_fraction)) * (1 - floor) / 2
 
 
 def train_state_path(checkpoint_path: Path) -> Path:
@@ -203,12 +231,13 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     access = TaskData(data_root, task, phase="train")
     source = access.open(task.source)
     select = access.open(task.select) if task.select is not None else None
+    per_epoch = spec.iterations_per_epoch(len(source))
     spec = spec.model_copy(update={"iterations": spec.total_iterations(len(source))})  # epochs → iterations
     contract = adapter.input_contract()
     torch.manual_seed(spec.seed)
     module.to(device)
     optimizer = _optimizer(spec, module.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: _poly(spec, it))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(spec, it, per_epoch))
     fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(), "training": spec.model_dump(mode="json")}
     state_path = train_state_path(checkpoint_path)
     metric = selection_metric(task)
@@ -217,7 +246,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
                TrainingHistory(task_id=task.id, metric=metric))
     if done:
         log.info("%s: resuming an interrupted run at iteration %d of %d", task.id, done, spec.iterations)
-    draws = RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed)
+    draws = RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed, spec.augment)
     loader = DataLoader(Subset(draws, range(done * spec.batch_size, len(draws))), batch_size=spec.batch_size,
                         shuffle=False, num_workers=num_workers, drop_last=True)
     interval = spec.val_interval or spec.iterations

@@ -6,7 +6,8 @@ verdict, so a checkpoint trained for 60 iterations where the protocol says 1500 
 beside a full-protocol run:
 
 - `protocol`: every field of the task's protocol that can move a number (iterations, batch size, optimizer,
-  learning rate, weight decay, schedule, loss, crop) is what the checkpoint was trained with;
+  learning rate, weight decay, schedule and how it steps, loss, crop, augmentation) is what the checkpoint
+  was trained with (a field a checkpoint predates counts at its default, the only value it could have had);
 - `off-protocol`: at least one differs (`differences` names each, with the protocol's value);
 - `unknown`: the checkpoint carries no training block (released or external weights): nothing says how
   it was trained;
@@ -18,9 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .task_schema import Task
+from .task_schema import Task, TrainingSpec
 
-PROTOCOL_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "loss", "crop")
+PROTOCOL_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "final_lr",
+                   "decay_fraction", "schedule_step", "loss", "crop", "augment")
+# Protocol fields added after checkpoints first recorded their training: an older block lacks them
+_ADDED_FIELDS = ("final_lr", "decay_fraction", "schedule_step", "augment")
 KEPT_FIELDS = (*PROTOCOL_FIELDS, "epochs", "seed", "architecture", "val_interval")
 BADGES = {"off-protocol": "off-protocol", "unknown": "training unknown"}
 
@@ -68,6 +72,8 @@ def training_provenance(task: Task, block: dict[str, Any] | None, source_samples
     trained = block["training"]
     protocol = task.training.model_dump(mode="json")
     protocol["iterations"] = task.training.total_iterations(source_samples)
+    defaults = TrainingSpec.model_construct().model_dump(mode="json", include=set(_ADDED_FIELDS))
+    trained = {**defaults, **trained}
     differences = [f"{name} {trained.get(name)} (protocol {protocol[name]})" for name in PROTOCOL_FIELDS
                    if trained.get(name) != protocol[name]]
     return {

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+from markupsafe import escape
 
 from browser import Browser, find_chromium
 from rsdg_bench.errors import ResultsError
@@ -124,7 +125,8 @@ def test_pages_show_per_class_tables_confusions_and_need_no_network(tmp_path: Pa
     html = (site / "tasks" / "demo-u2a.html").read_text()
     for name in NAMES:
         assert f"<th>{name}</th>" in html
-    assert html.count("<svg") == 2  # one confusion matrix per evaluated split
+    assert html.count("<svg") - html.count("data-plot=") == 2  # one confusion matrix per evaluated split
+    assert 'data-plot="interval"' in html and 'data-plot="generalization"' in html  # it has a source score
     cards = load_cards()
     card_links = {url for card in [*cards.by_adapter.values(), *cards.by_method.values()] for _, url in card.links}
     for page in site.rglob("*.html"):
@@ -142,7 +144,7 @@ def test_a_task_with_many_models_pages_its_confusion_matrices(tmp_path: Path):
     models = [f"m{i:02d}" for i in range(CONFUSIONS_PER_PAGE + 6)]
     site = site_of(tmp_path, *(record(key=m, matrix=GOOD, model=m, sha=f"{i:064x}") for i, m in enumerate(models)))
     page = (site / "tasks" / "demo-u2a.html").read_text()
-    assert page.count("<svg") == 0 and 'href="demo-u2a-confusions-2.html"' in page
+    assert page.count("<svg") == page.count("data-plot=") == 1 and 'href="demo-u2a-confusions-2.html"' in page
     first, second = (site / "tasks" / f"demo-u2a-confusions-{n}.html" for n in (1, 2))
     assert first.read_text().count("<svg") == CONFUSIONS_PER_PAGE and second.read_text().count("<svg") == 6
     assert 'href="demo-u2a.html"' in second.read_text()  # and back
@@ -301,10 +303,10 @@ def test_means_never_mix_metric_kinds_or_in_domain_settings():
     table = suite_table(with_suites(board, TaskCatalog()).suites[0], board)
     columns = table.columns
     assert columns[0] == "Mean mIoU" and columns[2] == "Tasks (of 2)"
-    assert {"Mean mF1", "Mean in-domain", "demo/c (mF1)"} <= set(columns)
+    assert {"Mean mDice", "Mean in-domain", "demo/c (mDice)"} <= set(columns)
     [row] = table.rows
     assert row.values[0] == pytest.approx((1.0 + poor["miou"]) / 2)  # the two cross-domain mIoU tasks only
-    assert row.values[columns.index("Mean mF1")] == pytest.approx(poor["mf1"])
+    assert row.values[columns.index("Mean mDice")] == pytest.approx(poor["mf1"])
     assert row.values[columns.index("Mean in-domain")] == pytest.approx(poor["miou"])
 
 
@@ -388,7 +390,8 @@ def test_reported_rows_on_other_splits_are_shown_but_not_averaged(tmp_path: Path
 def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Path):
     """The site as a reader meets it, in a real browser: every link and image of every page resolves inside the
     site after the site is moved elsewhere (outside links only to the model cards' pages); the headline columns
-    are on screen at 1400 and 500 px; the inline sorter and the filters work."""
+    are on screen at 1280, 1920 and 500 px, and no page is wider than a 1280 or 1920 px window; the inline
+    sorter and the filters work. Screenshots go to $RSDG_SCREENSHOTS (CI keeps them)."""
     executable = find_chromium()
     if executable is None:
         pytest.skip("headless Chromium not found: install it (Debian: apt-get install chromium) to run this test")
@@ -455,8 +458,13 @@ def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Pa
         shots = Path(os.environ.get("RSDG_SCREENSHOTS", tmp_path))
         shots.mkdir(parents=True, exist_ok=True)
         headline = ["Model", "Mean mIoU", "Avg. rank", next(c for c in table.columns if c.startswith("Tasks (of"))]
-        for width in (1400, 500):
+        for width in (1280, 1920, 500):
             browser.set_width(width)
+            if width >= 1280:  # desktop widths: no page scrolls sideways (a wide table scrolls inside its box)
+                for name in ("index.html", "suites/crossearth.html", "tasks/crossearth-v2pi.html"):
+                    browser.open((site / name).as_uri())
+                    overflow = browser.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    assert overflow <= 0, f"{name} is {overflow} px wider than a {width} px window"
             browser.open(suite_page)
             on_screen = browser.evaluate(
                 "Array.from(document.querySelectorAll('#suite-crossearth thead tr:last-child th'))"
@@ -523,7 +531,7 @@ def test_a_reported_headline_lands_in_the_tasks_primary_metric_column():
     oscd = next(t for t in board.tasks if t.task_id == "codex/oscd")
     table = task_class_table(oscd, "oscd/s2_75/test")
     row = next(r for r in table.rows if r.label == "CoDEX")
-    assert row.values[table.columns.index("mF1")] == pytest.approx(0.478)  # CoDEX reports the change F1
+    assert row.values[table.columns.index("mDice")] == pytest.approx(0.478)  # CoDEX reports the change F1
     assert math.isnan(row.values[table.columns.index("mIoU")])
     muds = next(t for t in board.tasks if t.task_id == "codex/muds")
     codex_muds = next(r for r in muds.reported if r.method == "CoDEX")
@@ -650,3 +658,65 @@ def test_a_model_not_above_chance_on_its_targets_is_marked_with_the_chance_level
     text, why = task.at_chance("collapsed")  # all one class: mIoU (50/150) / 5 = 0.067 < chance 0.105
     assert text == "at chance level" and f"({100 * by_hand:.1f})" in why
     assert ("at chance level", why) in task.badges("collapsed")
+
+
+def test_a_task_that_differs_from_its_paper_says_so_on_its_page_and_beside_every_row(tmp_path: Path):
+    """`reference.differences` and `.unverified` of the records' task reach the board: a "differs from paper" and
+    an "UNVERIFIED protocol" badge on every computed row (the sentences as their explanations) and a section of
+    the task's page for each."""
+    differences = ["Training runs in float32; the paper's scripts in 16-bit mixed precision.",
+                   "Every test tile is scored; the paper drops the last partial batch."]
+    marked = [record(key=f"m{i}", matrix=GOOD, model=model) for i, model in enumerate(("a", "b"))]
+    unverified = ["Batch size chosen here: the paper gives none."]
+    for rec in marked:
+        rec.task.resolved = {"reference": {"paper": "X", "differences": differences, "unverified": unverified}}
+    board = board_of(*marked)
+    [task] = board.tasks
+    assert task.paper_differences == differences
+    for model in ("a", "b"):
+        assert ("differs from paper", " ".join(differences)) in task.badges(model)
+        assert ("UNVERIFIED protocol", unverified[0]) in task.badges(model)
+    plain = board_of(record(key="p", matrix=GOOD)).tasks[0]
+    assert plain.paper_differences == [] and not {"differs from paper", "UNVERIFIED protocol"} & set(dict(plain.badges("unet")))
+    write_site(board, tmp_path / "site")
+    page = next(p for p in (tmp_path / "site" / "tasks").glob("*.html") if "differs from its paper" in p.read_text()).read_text()
+    assert "Where this task differs from its paper" in page
+    assert all(f"<li>{escape(text)}</li>" in page for text in differences)  # as Jinja escapes it
+    assert page.count(">differs from paper<") >= 2  # the badge beside both models' rows
+    assert "Not fixed by the paper or its code" in page and f"<li>{escape(unverified[0])}</li>" in page
+
+
+def test_the_generalization_and_interval_plots_place_each_model_where_its_scores_are():
+    """Source against target: a model that loses to the shift sits below the diagonal, one that keeps its score
+    on it, and the plot's positions follow the scores linearly; the interval plot ranks best first with each
+    bar spanning its interval. The suite's plot averages only over tasks every plotted model has."""
+    from rsdg_bench.leaderboards.plots import generalization_svg, interval_svg
+    from rsdg_bench.leaderboards.views import suite_generalization
+
+    svg = generalization_svg([("keeps", 0.6, 0.6), ("loses", 0.8, 0.3), ("none", math.nan, 0.5)], title="t",
+                             metric="mIoU")
+    circles = {title: (float(cx), float(cy)) for cx, cy, title in
+               re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)" r="4" fill="#1f77b4"><title>(\w+)', svg)}
+    assert set(circles) == {"keeps", "loses"}  # no point without both scores
+    x1, y1, x2, y2 = map(float, re.search(r'<line x1="([\d.]+)" y1="([\d.]+)" x2="([\d.]+)" y2="([\d.]+)" '
+                                          r'stroke="#bbb"', svg).groups())
+
+    def diagonal_y(x: float) -> float:
+        return y1 + (y2 - y1) * (x - x1) / (x2 - x1)
+
+    assert circles["keeps"][1] == pytest.approx(diagonal_y(circles["keeps"][0]), abs=0.11)
+    assert circles["loses"][1] > diagonal_y(circles["loses"][0]) + 50  # well below: y grows downwards
+    intervals = interval_svg([("b", 0.5, 0.4, 0.6), ("a", 0.7, 0.65, 0.75), ("c", math.nan, math.nan, math.nan)],
+                             title="t", metric="mIoU")
+    assert re.findall(r'text-anchor="end">(\w)</text>', intervals) == ["a", "b"]
+    bars = [tuple(map(float, b)) for b in re.findall(r'<line x1="([\d.]+)" y1="[\d.]+" x2="([\d.]+)" y2="[\d.]+" '
+                                                       r'stroke="#1f77b4"', intervals)]
+    dots = [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', intervals)]
+    assert all(lo < dot < hi for (lo, hi), dot in zip(bars, dots, strict=True))
+    assert (bars[0][1] - bars[0][0]) == pytest.approx((bars[1][1] - bars[1][0]) / 2, abs=0.2)  # 0.1 wide vs 0.2
+    board = with_suites(board_of(record(key="s1", matrix=GOOD, role="source", domain="urban", model="m"),
+                                 record(key="t1", matrix=POOR, model="m"),
+                                 record(key="t2", matrix=POOR, model="other")), TaskCatalog())
+    metric, points, tasks = suite_generalization(board.suites[0])
+    poor = metrics_block(POOR, NAMES, list(range(5)))["miou"]
+    assert (metric, tasks) == ("miou", 1) and points == [("m", pytest.approx(1.0), pytest.approx(poor))]

@@ -10,7 +10,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from rsdg_bench.errors import DataError
-from rsdg_bench.metrics import confusion_matrix, scores_from_confusion
+from rsdg_bench.metrics import confusion_matrix, headline_metrics, scores_from_confusion
 
 IGNORE = 255
 
@@ -42,8 +42,10 @@ def mmseg_reference(labels, preds, k):
     iou = (area_i / area_u).numpy()
     acc = (area_i / area_l).numpy()
     dice = (2 * area_i / (area_p + area_l)).numpy()
+    precision, recall = area_i / area_p, area_i / area_l  # tensors: 0/0 is NaN
+    fscore = (2 * precision * recall / (precision + recall)).numpy()  # f_score with beta = 1
     return {"aAcc": float(area_i.sum() / area_l.sum()), "IoU": iou, "mIoU": np.nanmean(iou),
-            "mAcc": np.nanmean(acc), "mDice": np.nanmean(dice)}
+            "mAcc": np.nanmean(acc), "mDice": np.nanmean(dice), "mFscore": np.nanmean(fscore)}
 
 
 @pytest.mark.parametrize("seed,k,absent", [(0, 6, ()), (1, 6, (2,)), (2, 7, (0, 5)), (3, 2, ())])
@@ -76,6 +78,7 @@ def test_metrics_match_mmseg_formulas_over_several_images(seed, k, absent):
     assert scores.oa == pytest.approx(reference["aAcc"], rel=1e-12)
     assert scores.aa == pytest.approx(reference["mAcc"], rel=1e-12)
     assert scores.mf1 == pytest.approx(reference["mDice"], rel=1e-12)
+    assert scores.mfscore == pytest.approx(reference["mFscore"], rel=1e-12)
 
 
 def test_hand_computed_example():
@@ -88,6 +91,60 @@ def test_hand_computed_example():
     assert s.oa == pytest.approx(5 / 7)
     assert s.aa == pytest.approx((3 / 4 + 2 / 3) / 2)
     assert s.mf1 == pytest.approx((6 / 8 + 4 / 6) / 2)
+
+
+# Rows = ground truth. Class 2 is in the ground truth and predicted, never on the same pixel (TP = 0, FP = FN = 1);
+# class 3 is predicted once but absent from the ground truth; class 4 is absent from both.
+NEVER_HIT = np.array([[3, 1, 1, 0, 0], [1, 2, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+
+
+def maps_of(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label and prediction pixels (1-D uint8) whose confusion matrix is `matrix`."""
+    pairs = [(i, j) for (i, j), n in np.ndenumerate(matrix) for _ in range(n)]
+    label, pred = np.array(pairs, dtype=np.uint8).T
+    return label, pred
+
+
+def test_mf1_is_mmseg_mdice_and_mfscore_is_mmseg_mfscore_when_a_class_is_never_hit():
+    """mmseg's mDice counts a class with TP = 0 as 0; its mFscore leaves it out (precision·recall is 0/0)."""
+    s = scores_from_confusion(NEVER_HIT)
+    assert s.mf1 == pytest.approx((6 / 10 + 4 / 7 + 0 + 0) / 4)  # 0.2929: class 4 (NaN) alone left out
+    assert s.mfscore == pytest.approx((6 / 10 + 4 / 7) / 2)      # 0.5857: classes 2 and 3 left out too
+    assert list(s.f1[2:4]) == [0.0, 0.0] and np.isnan(s.fscore[2:]).all() and np.isnan(s.f1[4])
+    label, pred = maps_of(NEVER_HIT)
+    reference = mmseg_reference([label], [pred], 5)
+    assert s.mf1 == pytest.approx(reference["mDice"], rel=1e-12)
+    assert s.mfscore == pytest.approx(reference["mFscore"], rel=1e-12)
+    stacked = headline_metrics(np.stack([NEVER_HIT, np.eye(5, dtype=np.int64)]))  # the bootstrap's path
+    np.testing.assert_allclose(stacked["mfscore"], [s.mfscore, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(stacked["mf1"], [s.mf1, 1.0], rtol=1e-12)
+    # No ratio is NaN under smp and codex: the F-score of a never-hit class is 0, the same number as F1
+    smp = scores_from_confusion(NEVER_HIT, convention="smp")
+    assert smp.mfscore == smp.mf1 == pytest.approx((6 / 10 + 4 / 7 + 0 + 0 + 1) / 5)
+    assert smp.mfscore == pytest.approx(cromss_reference(label, pred, 5, mask_ignored=True)["mf1"], abs=1e-6)
+    codex = scores_from_confusion(NEVER_HIT, convention="codex")
+    assert codex.mfscore == codex.mf1 == pytest.approx((6 / 10 + 4 / 7) / 5)
+
+
+def test_a_record_written_before_mfscore_still_verifies_and_a_wrong_mfscore_is_caught():
+    from rsdg_bench.errors import ResultsError
+    from rsdg_bench.results import ResultRecord, check_metrics, metrics_block
+
+    names, slug = ["a", "b", "c", "d", "e"], "d/x/test"
+    block = metrics_block(NEVER_HIT, names, list(range(5)))
+    assert block["mfscore"] == pytest.approx(0.5857142857) and block["mf1"] == pytest.approx(0.2928571429)
+    block.pop("mfscore")  # the block as records were written before mfscore existed
+    for values in (*block["other_conventions"].values(), *block["per_class"].values()):
+        values.pop("mfscore", None), values.pop("fscore", None)
+    record = ResultRecord(
+        schema_version=1, key="k", task={"id": "t/x", "class_names": names, "headline_classes": list(range(5))},
+        model={}, evaluated={"role": "target", "dataset": "d", "domain": "x", "split": "test", "num_samples": 1},
+        metrics={slug: block}, confusion_matrices={slug: NEVER_HIT.tolist()}, inference={}, normalization={},
+        smoke=None, provenance={})
+    check_metrics(record, "r.json")
+    record.metrics[slug]["mfscore"] = block["mf1"]  # the mDice stored as the mFscore
+    with pytest.raises(ResultsError, match="stored mfscore"):
+        check_metrics(record, "r.json")
 
 
 def test_class_predicted_but_absent_from_ground_truth_scores_zero_not_nan():
@@ -177,6 +234,7 @@ def test_smp_convention_equals_smp_functions_on_the_same_predictions(mask_ignore
     expected = cromss_reference(label, pred, 8, mask_ignored)
     for name in ("miou", "oa", "aa", "mf1"):
         assert getattr(ours, name) == pytest.approx(expected[name], abs=1e-6), name
+    assert ours.mfscore == pytest.approx(expected["mf1"], abs=1e-6)  # smp's f1_score is the F-score too
     assert ours.iou[5] == 1.0 and ours.iou[6] == 0.0  # absent from both: 1 (zero_division), not NaN
     mmseg = scores_from_confusion(matrix, list(range(8)))
     assert math.isnan(mmseg.iou[5]) and ours.miou > mmseg.miou  # the two conventions give other numbers

@@ -5,6 +5,7 @@ and the suite end to end."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from rsdg_bench.label_maps import load_label_map
 from rsdg_bench.prepared import PreparedDataset
 from rsdg_bench.results import ResultStore
 from rsdg_bench.task_schema import TaskCatalog, TrainingSpec
-from rsdg_bench.training import dice_loss, segmentation_loss
+from rsdg_bench.training import dice_loss, lr_factor, segmentation_loss
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +157,68 @@ def test_dice_loss_is_cromss_equation_4_over_labelled_pixels():
     torch.testing.assert_close(segmentation_loss("ce", logits, labels), ce)
 
 
+# What CromSS's released fine-tuning runs use (zhu-xlab/CromSS: train_SSL4EO_pl_ft_{DW,OSM,DFC2020}.sh, their
+# py_scripts_SSL4EO/train_SSL4EO_pl_ft_*.py and models/pl_finetune*.py), written out by hand from those files.
+CROMSS_SCRIPTS = {"epochs": 50, "optimizer": "adam", "lr": 5e-4, "weight_decay": 1e-8,  # Adam(..., weight_decay=1e-8)
+                  "schedule": "cosine", "final_lr": 1e-5,  # --scheduler_type cos; final_lr's default 0.00001
+                  "decay_fraction": 40 / 50, "schedule_step": "epoch",  # --scheduler_values 40 of --epochs 50
+                  "loss": "ce+smp_dice",  # --loss_type cd: CrossEntropyLoss + smp DiceLoss('multiclass')
+                  "augment": {"flip": "one_of_three", "rotate_p": 0.2, "rotate_degrees": 90.0}}  # A.Flip, A.Rotate
+# The paper's per-dataset frameworks, batches and crops (§IV-A; the DW script passes batch 32, the paper says 56).
+PAPER_FRAMEWORKS = {"dw": ("deeplabv3plus", 56, 496), "osm": ("fpn", 32, 480), "dfc2020": ("pspnet", 32, 256)}
+
+
+@pytest.mark.parametrize("task_id", sorted(t for t in TaskCatalog().tasks if t.startswith("noldo_s12/")))
+def test_noldo_protocols_are_cromss_released_fine_tuning(task_id: str):
+    spec = TaskCatalog().task(task_id).training
+    assert spec.model_dump(mode="json", include=set(CROMSS_SCRIPTS)) == CROMSS_SCRIPTS
+    family = task_id.split("/")[1].split("-")[0]
+    assert (spec.architecture, spec.batch_size, spec.crop) == PAPER_FRAMEWORKS[family]
+    assert spec.total_iterations(3574) == 50 * (3574 // spec.batch_size)
+
+
+def test_cosine_schedule_steps_per_epoch_as_cromss_lambda():
+    """lr at every iteration equals CromSS's LambdaLR of the epoch it falls in: (final + (1 + cos(π e / T))
+    (lr − final) / 2) / lr for e < T = 40, then final / lr."""
+    spec = TaskCatalog().task("noldo_s12/osm-s2").training
+    per_epoch = 7
+    spec = spec.model_copy(update={"iterations": spec.total_iterations(per_epoch * spec.batch_size)})
+
+    def cromss(epoch: int) -> float:
+        final, lr = 1e-5, 5e-4
+        return (final + (1 + math.cos(math.pi * epoch / 40)) * (lr - final) / 2) / lr if epoch < 40 else final / lr
+
+    got = [lr_factor(spec, iteration, per_epoch) for iteration in range(spec.iterations)]
+    assert got == pytest.approx([cromss(i // per_epoch) for i in range(spec.iterations)], rel=1e-12)
+    assert got[0] == 1.0 and got[per_epoch * 40] == pytest.approx(0.02) and len(set(got[:per_epoch])) == 1
+    per_iteration = spec.model_copy(update={"schedule_step": "iteration"})
+    assert lr_factor(per_iteration, 1, per_epoch) < 1.0  # stepping per iteration changes within the first epoch
+    with pytest.raises(ValueError, match="needs `final_lr`"):
+        TrainingSpec(epochs=1, batch_size=2, lr=1e-3, crop=8, schedule="cosine")
+    with pytest.raises(ValueError, match="must be below lr"):
+        TrainingSpec(epochs=1, batch_size=2, lr=1e-3, crop=8, schedule="cosine", final_lr=1e-2)
+
+
 def test_training_spec_takes_epochs_or_iterations():
-    spec = TaskCatalog().task("noldo_s12/dw-s2").training
-    assert (spec.epochs, spec.optimizer, spec.loss, spec.architecture) == (50, "adam", "ce+dice", "deeplabv3plus")
-    assert spec.total_iterations(3574) == 50 * (3574 // 56)
     with pytest.raises(ValueError, match="exactly one of 'iterations' and 'epochs'"):
         TrainingSpec(batch_size=2, lr=1e-3, crop=8)
+
+
+def test_smp_dice_averages_per_class_dice_with_absent_classes_at_zero():
+    """smp's multiclass DiceLoss by hand: per class 1 − 2Σzq / Σ(z + q) over the batch's labelled pixels, a class
+    no label has counting 0, the mean over all K classes; the global Dice of eq. 4 is another number."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, generator=generator)
+    labels = torch.randint(0, 2, (2, 4, 5), generator=generator)  # class 2 never labelled
+    labels[0, 0, :2] = IGNORE_INDEX
+    valid = labels != IGNORE_INDEX
+    q = logits.softmax(1).permute(0, 2, 3, 1)[valid]
+    z = torch.nn.functional.one_hot(labels[valid], 3).float()
+    per_class = 1 - 2 * (z * q).sum(0) / (z + q).sum(0)
+    expected = (per_class * (z.sum(0) > 0)).mean()
+    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(segmentation_loss("ce+smp_dice", logits, labels), ce + expected)
+    assert not torch.isclose(segmentation_loss("ce+dice", logits, labels), ce + expected)
 
 
 def test_suite_runs_with_13_band_inputs_and_trains(noldo: dict[str, Path], tmp_path: Path):
@@ -178,7 +235,7 @@ def test_suite_runs_with_13_band_inputs_and_trains(noldo: dict[str, Path], tmp_p
     checkpoint = torch.load(tmp_path / "checkpoints" / "cromss" / "dfc2020_s1_source.pt", weights_only=True)
     assert checkpoint["rsdg"]["adapter"]["options"]["arch"] == "pspnet"  # the task's framework
     assert checkpoint["rsdg"]["adapter"]["options"]["modality"] == "s1" and checkpoint["rsdg"]["band_names"] == ["VV", "VH"]
-    assert checkpoint["rsdg"]["training"]["loss"] == "ce+dice" and checkpoint["rsdg"]["training"]["iterations"] == 2
+    assert checkpoint["rsdg"]["training"]["loss"] == "ce+smp_dice" and checkpoint["rsdg"]["training"]["iterations"] == 2
 
 
 def test_osm_training_split_of_either_published_size_counts_as_the_published_one(noldo: dict[str, Path]):

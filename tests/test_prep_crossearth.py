@@ -222,6 +222,13 @@ def test_rescuenet_images_are_copied_byte_for_byte(ce_data: Path, ce_raw: dict[s
     from torchvision.io import decode_jpeg, read_file
 
     assert np.array_equal(dataset.read_image(row), decode_jpeg(read_file(str(raw_jpg))).numpy())
+    # the card says what decoded the JPEGs, with its version: another decoder shows
+    import PIL
+    from PIL import features
+
+    assert dataset.card.decoders["jpeg"] == (f"Pillow {PIL.__version__} with libjpeg-turbo "
+                                             f"{features.version('libjpeg_turbo')}")
+    assert dataset.card.decoders["other"].startswith(f"GDAL {rasterio.__gdal_version__}")
 
 
 def test_rescuenet_v1_labels_are_refused(ce_raw: dict[str, Path], tmp_path: Path):

@@ -250,6 +250,25 @@ def test_training_verdicts_protocol_unknown_and_no_protocol(tmp_path: Path):
     assert training_provenance(epochs, {"training": spec}, 3)["status"] == "off-protocol"
 
 
+def test_a_checkpoint_predating_the_newer_protocol_fields_is_judged_at_their_defaults():
+    """Blocks written before the schedule's end, its stepping and the augmentation were recorded lack those
+    keys: on a task that leaves them at their defaults they are the protocol; where the protocol sets them
+    (NoLDO's cosine, per-epoch schedule and rotations), the verdict names each one."""
+    from rsdg_bench.training_record import training_provenance
+
+    added = {"final_lr", "decay_fraction", "schedule_step", "augment"}
+    demo = TaskCatalog().task("demo/u2a")
+    old = {k: v for k, v in demo.training.model_dump(mode="json").items() if k not in added}
+    assert training_provenance(demo, {"training": old}, 32)["status"] == "protocol"
+    noldo = TaskCatalog().task("noldo_s12/osm-s2")
+    version_2 = {**{k: v for k, v in noldo.training.model_dump(mode="json").items() if k not in added},
+                 "iterations": 50 * (400 // 32), "schedule": "constant", "weight_decay": 0, "loss": "ce+dice"}
+    verdict = training_provenance(noldo, {"training": version_2}, 400)
+    named = {difference.split(" ")[0] for difference in verdict["differences"]}
+    assert verdict["status"] == "off-protocol" and named == {"weight_decay", "schedule", "final_lr", "decay_fraction",
+                                                             "schedule_step", "loss", "augment"}
+
+
 def test_verbose_logging_says_what_a_run_did_and_why(trained: dict, data_root: Path, tmp_path: Path, caplog):
     import logging
 

@@ -110,14 +110,16 @@ def _export_results(args: argparse.Namespace, results_folder: Path) -> int:
 
 
 def print_records(paths: list[Path], results_folder: Path) -> int:
-    """A table of records (each checked against its confusion matrix on load), scores in percent; per-place
-    accuracies (classification) follow the model name. For classification OA is the accuracy. A record that
-    fails its checks is listed with the reason and the rest are shown; returns how many failed."""
+    """A table of records (each checked against its confusion matrix on load), scores in percent (`mf1` headed
+    mDice, what it is; mFscore is – in a record written before it was stored); per-place accuracies
+    (classification) follow the model name. For classification OA is the accuracy. A record that fails its
+    checks is listed with the reason and the rest are shown; returns how many failed."""
     from ..errors import ResultsError
     from ..results import ResultStore
 
     store = ResultStore(results_folder)
-    print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mF1':>6s}  model")
+    print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mDice':>6s} {'mFscore':>7s}"
+          "  model")
     refused = 0
     for path in paths:
         try:
@@ -132,7 +134,8 @@ def print_records(paths: list[Path], results_folder: Path) -> int:
             smoke += "  [scored from prediction maps]" if record.model.get("scored_from") else ""
             print(f"{record.task.id:22s} {slug:28s} {record.evaluated.role:6s} "
                   f"{percent(metrics['miou']):>6s} {percent(metrics['oa']):>6s} {percent(metrics['aa']):>6s} "
-                  f"{percent(metrics['mf1']):>6s}  {record.model.display_name}{smoke}{_place_scores(metrics)}")
+                  f"{percent(metrics['mf1']):>6s} {percent(metrics.get('mfscore')):>7s}  "
+                  f"{record.model.display_name}{smoke}{_place_scores(metrics)}")
     return refused
 
 

@@ -41,7 +41,7 @@ class TaskKind:
     # Samples carry a place (country, area), so per-place accuracies (`domain_acc`, `worst_domain_acc`) exist.
     grouped: ClassVar[bool] = False
     # Training losses the protocol may name (the Dice loss is per pixel).
-    losses: ClassVar[frozenset[str]] = frozenset({"ce", "ce+dice"})
+    losses: ClassVar[frozenset[str]] = frozenset({"ce", "ce+dice", "ce+smp_dice"})
     # What model selection maximizes.
     selection_metric: ClassVar[str] = "miou"
 
