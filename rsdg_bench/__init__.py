@@ -11,7 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # written at install time by setuptools-scm from git (pyproject's [tool.setuptools_scm])
+    from ._version import __commit_id__ as BUILT_FROM_COMMIT, __version__
+except ImportError:  # a source tree that was never installed: nothing says which code this is
+    __version__, BUILT_FROM_COMMIT = "0+unknown", None
 
 _API = {
     "list_tasks": "api", "load_task": "api", "open_split": "api", "evaluate": "api", "load_results": "api",
@@ -19,7 +22,7 @@ _API = {
     "Adapter": "adapters", "InputContract": "adapters", "Normalization": "adapters",
     "register_adapter": "registry", "Task": "task_schema",
 }
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", "BUILT_FROM_COMMIT", *_API]
 
 
 def __getattr__(name: str) -> Any:

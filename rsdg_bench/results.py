@@ -62,15 +62,24 @@ def _nan_if_none(value: float | None) -> float:
 
 @cache
 def git_commit() -> str:
-    """Commit of the harness checkout, or 'unknown' for an installed copy outside git."""
+    """Which code this harness is: the HEAD of the git checkout it runs from (`+dirty` with uncommitted
+    changes to tracked files), else the commit an installed copy was built from (setuptools-scm's short form,
+    `g<hash>`, from `rsdg_bench._version`), else 'unknown' (a source tree without git or version metadata;
+    `submission verify` refuses its records). The package must be a tracked file of the checkout: a copy
+    installed into a virtual environment that lies inside some other git repository is not that repository."""
+    from . import BUILT_FROM_COMMIT
+
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
+        subprocess.run(["git", "ls-files", "--error-unmatch", "results.py"], cwd=here, capture_output=True,
+                       timeout=5, check=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
+                             check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return BUILT_FROM_COMMIT or "unknown"
 
 
 class EvaluatedSplit(BaseModel):

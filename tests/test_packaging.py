@@ -30,3 +30,43 @@ def test_dependencies_are_ranges_and_the_pins_live_in_the_constraints_file():
     readme = (ROOT / "README.md").read_text()
     assert "-c constraints.txt" in ci and readme.count("-c constraints.txt") >= 2  # both set-up commands use it
     assert (ROOT / "LICENSE").read_text().startswith("MIT License") and PYPROJECT["project"]["license"] == "MIT"
+
+
+def test_a_non_editable_install_records_the_commit_it_was_built_from(tmp_path: Path):
+    """An install built from a checkout (no git beside the installed files) still says which code made its
+    records: setuptools-scm writes the version and commit into `rsdg_bench/_version.py` at build time. The
+    install lies inside another git repository, whose HEAD must not be taken for the harness's."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    def git(*args: str, cwd: Path) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+    clone = tmp_path / "clone"  # the working tree's files (committed or not), as a fresh one-commit repository
+    for name in git("ls-files", "--cached", "--others", "--exclude-standard", cwd=ROOT).splitlines():
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    git("init", "-q", cwd=clone)
+    git("add", "-A", cwd=clone)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "snapshot", cwd=clone)
+    head = git("rev-parse", "HEAD", cwd=clone)
+    other = tmp_path / "other-repo"  # e.g. a project that keeps its virtual environment inside its checkout
+    other.mkdir()
+    git("init", "-q", cwd=other)
+    (other / "notes.txt").write_text("not the harness\n")
+    git("add", "notes.txt", cwd=other)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "other", cwd=other)
+    site = other / "site-packages"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(site), str(clone)], check=True, capture_output=True, text=True)
+    probe = ("import rsdg_bench, rsdg_bench.results as r; print(rsdg_bench.__file__); print(rsdg_bench.__version__); "
+             "print(r.git_commit())")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(site)}).stdout.split()
+    assert Path(out[0]).is_relative_to(site)  # the non-editable copy, not this checkout
+    commit = out[2]
+    assert commit.startswith("g") and head.startswith(commit[1:]) and len(commit) >= 8
+    assert f"+g{commit[1:]}" in out[1] or out[1].count(".") >= 2  # a version from git, not the fallback

@@ -137,6 +137,10 @@ def _bump_per_image(data: dict) -> None:
     data["per_image_matrices"][_slug(data)]["entries"][0][2] += 1
 
 
+def _unknown_commit(data: dict) -> None:
+    data["provenance"]["git_commit"] = "unknown"  # what a copy without git or version metadata wrote
+
+
 def _edit_member(bundle: Path) -> None:
     (bundle / "environment" / "pip-freeze.txt").write_text("torch==0.0\n")
 
@@ -147,7 +151,9 @@ def _edit_member(bundle: Path) -> None:
     (lambda b: _edit_record(b, _bump_per_image), {"digests", "per-image sums"}),
     (_edit_member, {"members"}),
     (lambda b: _first_record(b).unlink(), {"members", "complete"}),
-], ids=["one number", "one matrix cell", "one per-image entry", "one member file", "a record removed"])
+    (lambda b: _edit_record(b, _unknown_commit, restamp=True), {"provenance"}),
+], ids=["one number", "one matrix cell", "one per-image entry", "one member file", "a record removed",
+        "code it cannot name"])
 def test_each_edit_fails_verify_with_its_check_named(edit, fails: set[str], submitted: dict[str, Path],
                                                     data_root: Path, tmp_path: Path):
     bundle = _copy(submitted["bundle"], tmp_path)

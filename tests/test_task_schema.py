@@ -130,3 +130,24 @@ def test_json_schema_describes_the_task_fields():
 def test_task_ids_are_slugs_that_cannot_escape_the_results_folder(tmp_path, bad_id):
     with pytest.raises(TaskError, match="id"):
         load_task_file(write(tmp_path, "t.yaml", {**BASE, "id": bad_id}))
+
+
+def test_known_departures_from_the_papers_are_data_on_their_tasks():
+    """What the fidelity audit (issue 38) found and the harness shows rather than copies stays on the tasks it
+    concerns, where the board reads it: the uint8 resize on RescueNet's targets, CromSS's mixed precision,
+    drop_last and float32 histc on every NoLDO task, CoDEX's unpublished OSCD grid, the DW batch size."""
+    catalog = TaskCatalog()
+
+    def text(task_id: str, field: str) -> str:
+        return " ".join(getattr(catalog.task(task_id).reference, field))
+
+    for task_id in ("crossearth/pi2res", "crossearth/pr2res"):
+        assert "uint8" in text(task_id, "differences") and "72,467 of 589,824" in text(task_id, "differences")
+    noldo = [t for t in catalog.tasks if t.startswith("noldo_s12/")]
+    assert len(noldo) == 9
+    for task_id in noldo:
+        differences = text(task_id, "differences")
+        assert all(word in differences for word in ("mixed precision", "drop_last", "histc", "grid_sample"))
+    assert "batch_size 32" in text("noldo_s12/dw-s2", "unverified")
+    assert "patch grid" in text("codex/oscd", "unverified") and "own" in text("codex/fmow", "differences")
+    assert all(catalog.task(t).reference.unverified for t in catalog.tasks if t.startswith(("crossearth/", "dfc25/")))

@@ -297,6 +297,10 @@ def _provenance(records: list[tuple[str, ResultRecord]]) -> str:
         absent = [name for name in required if not getattr(given, name)]
         if absent:
             raise _fail(f"{where}: provenance lacks {', '.join(absent)}")
+        if given.git_commit == "unknown":
+            raise _fail(f"{where}: made by a copy of rsdg-bench that cannot say which code it is (git_commit "
+                        "'unknown': a source tree without git or version metadata); run it again from a git "
+                        "checkout or an installed release")
         if given.checkpoint_sha256 != record.model.checkpoint.get("sha256"):
             raise _fail(f"{where}: provenance names checkpoint {str(given.checkpoint_sha256)[:12]}, the model "
                         f"{str(record.model.checkpoint.get('sha256'))[:12]}")
