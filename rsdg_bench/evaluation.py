@@ -11,6 +11,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
@@ -20,10 +21,11 @@ from .adapters import Adapter, InputContract
 from .data import SegmentationSplit
 from .distributed import ProcessGroup
 from .errors import AdapterError, RsdgError
+from . import inference
 from .inference import check_logits
 from .kinds import get_kind
 from .kinds.base import SampleNormalizer
-from .metrics import confusion_counts
+from .metrics import batch_confusion_counts, confusion_counts
 from .read_ahead import read_ahead, read_threads_for
 from .split_counts import SplitCounts
 from .task_schema import Task
@@ -67,11 +69,11 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
               _batches(split.for_inference(), indices, batch_size, num_workers, readers, device,
                        _normalized_sample(normalize) if when_read else None) as loader):
             for samples in loader:
-                for sample, (label, prediction) in zip(samples, score(samples), strict=True):
-                    index = next(positions)
-                    matrix, stray = confusion_counts(label.to(prediction.device, non_blocking=True), prediction,
-                                                     num_classes)
-                    counts.put(index, matrix, stray)
+                pairs = score(samples)
+                for sample, (_, prediction), (matrix, stray) in zip(samples, pairs, _counted(pairs, num_classes,
+                                                                                           adapter.name),
+                                                                    strict=True):
+                    counts.put(next(positions), matrix, stray)
                     if on_prediction is not None and group.is_main:
                         on_prediction(sample, prediction.cpu())
                 bar.update(len(samples))
@@ -106,6 +108,24 @@ def _batches(dataset: SegmentationSplit, indices: list[int], batch_size: int, nu
         return
     yield DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
                      prefetch_factor=4, pin_memory=pin)
+
+
+def _counted(pairs: list[tuple[torch.Tensor, torch.Tensor]], num_classes: int, who: str
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each (label, prediction) pair's (matrix, ignored-pixel predictions). Predictions on an accelerator, as
+    uint8 maps with uint8 labels, are counted there a batch at a time with one copy to the host (a pixel
+    marked class K had non-finite scores: the adapter's error, `inference.class_indices`); any other pair
+    one at a time, on the CPU by the compiled loops."""
+    on_device = [inference.counts_on_device(p.device) and p.dtype == torch.uint8 and label.dtype == torch.uint8
+                 for label, p in pairs]
+    if pairs and all(on_device):
+        device = pairs[0][1].device
+        labels = [label.to(device, non_blocking=True) for label, _ in pairs]
+        per_image, non_finite = batch_confusion_counts(labels, [p for _, p in pairs], num_classes)
+        if non_finite:
+            raise inference.non_finite_error(who)
+        return per_image
+    return [confusion_counts(label.to(p.device, non_blocking=True), p, num_classes) for label, p in pairs]
 
 
 @contextlib.contextmanager

@@ -7,7 +7,10 @@ and never one marked UNVERIFIED. The repo holds
 
 - `data/<domain>-<split>.parquet`: one row per sample with `sample_id`, `domain`, `split`, the stored paths,
   `image` and `label` as the prepared files' bytes (GeoTIFF or PNG, exactly as stored), their sha256, size,
-  group and image-level target; `datasets.load_dataset(DIR, "<domain>")` reads a domain;
+  group and image-level target; and two `datasets` Image features the Hub's viewer shows and
+  `datasets.load_dataset(DIR, "<domain>")` decodes to PIL images: `image_preview` (a display PNG of the
+  first three bands, stretched; for the eye, not for numbers) and `label_mask` (a PNG of the per-pixel class
+  indices, 255 = ignore, exactly as stored; the first date of a time series; none for image-level labels);
 - `rsdg/dataset.json` and `rsdg/manifest.parquet`: the card and the manifest, byte for byte;
 - `README.md`: the card for the Hub (licence, citation, class names, splits, `configs:`, and `dataset_info`
   features, the image-level `target` as a `ClassLabel` of the domain's class names).
@@ -30,6 +33,7 @@ from pydantic import ValidationError
 from .errors import DataError, RsdgError
 from .io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 from .prepared import CARD_FILE, MANIFEST_FILE, DatasetCard, PreparedDataset
+from .quicklook import png_bytes, preview
 
 META_DIR = "rsdg"
 _OPEN_LICENCE = re.compile(r"^(CC0(-1\.0)?|MIT|CC BY(-NC)?(-SA)? \d\.\d)$")
@@ -37,7 +41,10 @@ _COLUMNS = ("sample_id", "domain", "split", "image", "label", "image_sha256", "l
             "group", "target")
 _FEATURES = (("sample_id", "string"), ("domain", "string"), ("split", "string"), ("image", "string"),
              ("label", "string"), ("image_sha256", "string"), ("label_sha256", "string"), ("height", "int64"),
-             ("width", "int64"), ("group", "string"), ("image_bytes", "binary"), ("label_bytes", "binary"))
+             ("width", "int64"), ("group", "string"), ("image_bytes", "binary"), ("label_bytes", "binary"),
+             ("image_preview", "image"), ("label_mask", "image"))
+# `datasets`' Image feature as Parquet stores it: the encoded file's bytes, and a path (none here)
+_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
 def redistributable(licence: str) -> bool:
@@ -66,8 +73,9 @@ def export_prepared(data_root: Path, name: str, out: Path) -> Path:
         columns["image_bytes"] = [(dataset.root / rel).read_bytes() for rel in rows["image"]]
         columns["label_bytes"] = [(dataset.root / rel).read_bytes() if isinstance(rel, str) else None
                                   for rel in rows["label"]]
+        columns["image_preview"], columns["label_mask"] = _viewable(dataset, rows)
         types = {"height": pa.int64(), "width": pa.int64(), "target": pa.int64(), "image_bytes": pa.binary(),
-                 "label_bytes": pa.binary()}
+                 "label_bytes": pa.binary(), "image_preview": _IMAGE, "label_mask": _IMAGE}
         table = pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in columns.items()})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
@@ -76,6 +84,20 @@ def export_prepared(data_root: Path, name: str, out: Path) -> Path:
         atomic_write_bytes(out / META_DIR / meta, (dataset.root / meta).read_bytes())
     atomic_write_text(out / "README.md", _card(card))
     return out
+
+
+def _viewable(dataset: PreparedDataset, rows: pd.DataFrame) -> tuple[list[dict], list[dict | None]]:
+    """Each sample's `image_preview` and `label_mask` PNGs (as `datasets` Image cells), read through the
+    manifest's sha256 check like every read."""
+    previews, masks = [], []
+    for _, row in rows.iterrows():
+        previews.append({"bytes": png_bytes(preview(dataset.read_image(row))), "path": None})
+        if dataset.card.label_level == "image" or not isinstance(row["label"], str):
+            masks.append(None)
+            continue
+        label = dataset.read_label(row)
+        masks.append({"bytes": png_bytes(label[0] if label.ndim == 3 else label), "path": None})
+    return previews, masks
 
 
 def _card(card: DatasetCard) -> str:
@@ -99,7 +121,9 @@ def _card(card: DatasetCard) -> str:
         f"The `{card.name}` dataset as `rsdg-bench prepare` stores it (prep version {card.prep_version}, manifest "
         f"sha256 `{card.manifest_sha256}`). Each row holds a sample's image and label files exactly as stored "
         "(`image_bytes`, `label_bytes`: GeoTIFF or PNG; labels are uint8 class indices, 255 = ignore) with their "
-        "sha256. `rsdg-bench prepare NAME --from-hf DIR` restores the prepared folder byte for byte.", "",
+        "sha256, and two images to look at: `image_preview` (the first three bands, stretched for display) and "
+        "`label_mask` (the class indices as a PNG, exactly). `rsdg-bench prepare NAME --from-hf DIR` restores the "
+        "prepared folder byte for byte.", "",
         f"- Licence: {card.licence}", f"- Citation: {card.citation}", f"- Classes: {classes}",
         "- Splits: " + "; ".join(f"{d}/{s}: {n}" for d in domains for s, n in sorted(card.split_counts[d].items())),
         "",

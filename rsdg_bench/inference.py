@@ -63,7 +63,7 @@ def check_logits(logits: object, expected: tuple[int, ...], who: str, given: tup
         raise AdapterError(f"adapter {who} returned {logits.dtype} logits, not floating-point scores ({form})",
                            "return the network's raw floating-point scores, not class indices or masks")
     if finite and not all_finite(logits):
-        raise _non_finite(who)
+        raise non_finite_error(who)
 
 
 def all_finite(values: torch.Tensor) -> bool:
@@ -75,19 +75,35 @@ def all_finite(values: torch.Tensor) -> bool:
     return bool(torch.isfinite(low) and torch.isfinite(high))
 
 
-def _non_finite(who: str) -> AdapterError:
+def non_finite_error(who: str) -> AdapterError:
     return AdapterError(f"adapter {who} returned NaN or Inf logits",
                         "check the checkpoint and the input normalization the adapter declares")
 
 
-def class_indices(scores: torch.Tensor, dim: int, who: str) -> torch.Tensor:
+def counts_on_device(device: torch.device) -> bool:
+    """Whether a split's confusion counts are made where its predictions are, a batch at a time with one copy
+    to the host (`metrics.batch_confusion_counts`): on accelerators, where every wait for the device idles it.
+    On the CPU the compiled per-image loops are faster (`class_map`, `pair_counts`)."""
+    return device.type != "cpu"
+
+
+def class_indices(scores: torch.Tensor, dim: int, who: str, mark_non_finite: bool = False) -> torch.Tensor:
     """The predicted class along `dim` as uint8: the first maximal score, exactly what `argmax` returns, ties
-    included (`class_map`: one pass over the scores on the CPU). A NaN or Inf score is the adapter's error."""
+    included (`class_map`: one pass over the scores on the CPU). A NaN or Inf score is the adapter's error.
+
+    `mark_non_finite` (the evaluator's batch count, where `counts_on_device`): nothing waits for the device to
+    say whether the scores were finite; a pixel with a NaN or Inf score gets the class K instead (no class),
+    and `metrics.batch_confusion_counts` finds it in the same count that makes the matrices, so the error is
+    raised after the batch's one copy to the host instead of a wait per forward pass."""
     from .class_map import first_max_classes  # imports numba: only where a split is scored
 
+    num_classes = scores.shape[dim]
+    if mark_non_finite and counts_on_device(scores.device) and num_classes < 256:
+        classes = scores.max(dim=dim).indices.to(torch.uint8)
+        return classes.masked_fill_(~torch.isfinite(scores).all(dim=dim), num_classes)
     classes, finite = first_max_classes(scores, dim)
     if not finite:
-        raise _non_finite(who)
+        raise non_finite_error(who)
     return classes
 
 

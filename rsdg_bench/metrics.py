@@ -95,6 +95,29 @@ def confusion_counts(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.n
     return counts[: k * k].reshape(k, k), counts[IGNORE_INDEX * k: (IGNORE_INDEX + 1) * k]
 
 
+def batch_confusion_counts(labels: list[torch.Tensor], preds: list[torch.Tensor], num_classes: int
+                           ) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """Per image, (K×K matrix, K predictions on ignore-labelled pixels) of a batch of uint8 label and
+    prediction maps on one device, and whether any prediction was K (a pixel whose scores were not finite,
+    `inference.class_indices(mark_non_finite=True)`): one `bincount` of (image, label, prediction) for the
+    whole batch and one copy of its B·256·(K+1) bins to the host, the only wait for the device per batch.
+    Stray labels (neither a class nor the ignore index) land in their own rows of the same count and raise
+    `DataError`, as `confusion_counts`. The matrices are those `confusion_counts` gives, bit for bit."""
+    import torch
+
+    k, width = num_classes, num_classes + 1
+    index = torch.cat([(label.reshape(-1).to(torch.int32) + 256 * image) * width + pred.reshape(-1).to(torch.int32)
+                       for image, (label, pred) in enumerate(zip(labels, preds, strict=True))])
+    bins = torch.bincount(index, minlength=len(labels) * 256 * width).cpu().numpy().reshape(len(labels), 256, width)
+    stray = bins[:, k:IGNORE_INDEX, :].sum(axis=(0, 2))
+    if stray.any():
+        values = [int(v) + k for v in np.flatnonzero(stray)]
+        raise DataError(f"label values {values} are neither one of the {k} classes nor the ignore index {IGNORE_INDEX}",
+                        "the prepared labels do not match the task's class schema; check the dataset's label map")
+    per_image = [(image[:k, :k].astype(np.int64), image[IGNORE_INDEX, :k].astype(np.int64)) for image in bins]
+    return per_image, bool(bins[:, :, k].any())
+
+
 def _label_range_checked(low: int, high: int) -> None:
     if low < 0 or high > IGNORE_INDEX:
         raise DataError(f"label values must lie in 0..{IGNORE_INDEX}, got {low}..{high}")

@@ -16,18 +16,9 @@ import torch
 
 from .classes import IGNORE_INDEX, ClassSchema
 from .io import atomic_write_bytes
+from .quicklook import preview
 
 PREDICTIONS_DIR = "predictions"
-
-
-def preview(image: torch.Tensor) -> np.ndarray:
-    """C×H×W stored values → H×W×3 uint8 for display."""
-    bands = image[:3] if image.shape[0] >= 3 else image[:1].expand(3, -1, -1)
-    out = np.empty((*bands.shape[1:], 3), dtype=np.uint8)
-    for i, band in enumerate(bands.float().numpy()):
-        low, high = np.percentile(band, [2, 98])
-        out[..., i] = np.clip((band - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
-    return out
 
 
 def paint(classes: np.ndarray, schema: ClassSchema) -> np.ndarray:
@@ -63,7 +54,7 @@ class PredictionSaver:
         if len(self.saved) >= self.count:
             return
         stem = str(sample["sample_id"])
-        files = {"image": preview(sample["image"]), "label": paint(sample["label"].numpy(), self.schema),
+        files = {"image": preview(sample["image"].numpy()), "label": paint(sample["label"].numpy(), self.schema),
                  "prediction": paint(prediction.numpy(), self.schema)}
         entry = {"sample_id": stem}
         for kind, array in files.items():

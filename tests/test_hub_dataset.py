@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -34,6 +35,16 @@ def test_the_export_reads_with_datasets(data_root: Path, tmp_path: Path):
                                  cache_dir=str(tmp_path / "hf-cache"))  # not the shared cache: see test_hub_export
     assert arid.num_rows == 4 and set(arid.column_names) >= {"sample_id", "image_bytes", "label_bytes", "image_sha256"}
     assert arid.features["target"].names == ["bare", "building", "road", "vegetation", "water"]  # a ClassLabel
+    # what the Hub's viewer shows: decoded Image features, the label mask with the stored class indices exactly
+    assert isinstance(arid.features["image_preview"], datasets.Image) and isinstance(arid.features["label_mask"],
+                                                                                      datasets.Image)
+    prepared = PreparedDataset.open(data_root, "toyearth")
+    rows = prepared.rows("arid", "val").set_index("sample_id")
+    for item in arid:
+        row = rows.loc[item["sample_id"]]
+        label = prepared.read_label(row)
+        assert item["image_preview"].mode == "RGB" and item["image_preview"].size == (label.shape[1], label.shape[0])
+        assert np.array_equal(np.asarray(item["label_mask"]), label)
 
 
 def test_a_licence_that_does_not_allow_redistribution_is_refused_and_a_tampered_export_too(data_root: Path,

@@ -37,7 +37,7 @@ class Classification(TaskKind):
 
         def score_image(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
             logits = classify(prepare(sample["image"][None], sample))
-            return sample["label"].reshape(1), class_indices(logits, 1, adapter.name).cpu()
+            return sample["label"].reshape(1), class_indices(logits, 1, adapter.name, mark_non_finite=True)
 
         return score_image
 

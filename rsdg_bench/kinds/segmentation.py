@@ -27,7 +27,8 @@ class Segmentation(TaskKind):
     def batch_scorer(self, adapter: Adapter, split: SegmentationSplit, task: Task, device: torch.device,
                      prepare: SampleNormalizer, window_batch: int = 1) -> BatchScorer:
         """Consecutive samples of one image size go through one forward pass (`run --batch-size`); a sample of
-        another size starts a new pass. Predictions stay on the device, as uint8 class maps."""
+        another size starts a new pass. Predictions stay on the device, as uint8 class maps; there, a pixel
+        whose scores were not finite is class K, which the evaluator's count refuses (`class_indices`)."""
         import torch
 
         from ..inference import checked_forward, class_indices, predict_logits
@@ -41,7 +42,8 @@ class Segmentation(TaskKind):
             for group in _runs_of_equal_size(samples):
                 images = group[0]["image"][None] if len(group) == 1 else torch.stack([s["image"] for s in group])
                 scores = predict_logits(forward, prepare(images, group[0]), task.inference, num_classes, window_batch)
-                scored += zip((s["label"] for s in group), class_indices(scores, 1, adapter.name), strict=True)
+                classes = class_indices(scores, 1, adapter.name, mark_non_finite=True)  # checked when counted
+                scored += zip((s["label"] for s in group), classes, strict=True)
             return scored
 
         return score_batch

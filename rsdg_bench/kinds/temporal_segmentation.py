@@ -53,7 +53,7 @@ class TemporalSegmentation(TaskKind):
             x = prepare(sample["image"], sample)[None]  # frames normalized as a batch → 1×T×C×H×W
             forward = oracle_forward(sample["label"]) if adapter.peeks_at_labels else plain
             logits = forward(x, sample["days"][None].to(device))
-            return sample["label"], class_indices(logits, 2, adapter.name)[0].cpu()
+            return sample["label"], class_indices(logits, 2, adapter.name, mark_non_finite=True)[0]  # on the device
 
         return score_series
 
