@@ -7,6 +7,14 @@ Augmentation is a random crop (padded with the ignore label when the sample is s
 rotations of the protocol's `augment` (`augment.py`), drawn from a generator seeded by (seed, draw index), so
 runs are repeatable with any number of DataLoader workers, and a resumed run continues exactly where the
 crashed one stopped.
+
+Under torchrun (`torchrun --nproc_per_node N -m rsdg_bench.cli train ...`) N processes share each step: the
+global batch stays the protocol's, process r takes draws r·B/N … (r+1)·B/N − 1 of it (`rank_draws`: exact,
+deterministic shards of the same draws one process would make), after each backward the gradients are
+averaged across processes in one all-reduce and the buffers (BatchNorm's running statistics) taken from
+process 0, as DistributedDataParallel does with its defaults, and selection scores the selection split in
+exact shards. Process 0 alone writes the state and the checkpoint; every process resumes from the state.
+BatchNorm normalizes each process's B/N images by their own statistics (no SyncBatchNorm).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from .augment import augment_draw
 from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
 from .data_lock import reading_all
+from .distributed import ProcessGroup
 from .errors import AdapterError, TaskError
 from .evaluation import evaluate_split_counts
 from .split_counts import task_scores
@@ -205,9 +214,40 @@ def train_state_path(checkpoint_path: Path) -> Path:
     return checkpoint_path.with_name(checkpoint_path.name + ".train-state")
 
 
+def rank_draws(iterations: range, batch_size: int, group: ProcessGroup) -> list[int]:
+    """The draw indices this process trains on over `iterations`: its B/N consecutive draws of each global
+    batch of B (draws it·B … it·B + B − 1), so the N processes together take exactly one process's draws."""
+    local = batch_size // group.world_size
+    return [it * batch_size + group.rank * local + j for it in iterations for j in range(local)]
+
+
+def _average_gradients(module: torch.nn.Module, group: ProcessGroup) -> None:
+    """Each gradient replaced by its mean over the processes (one all-reduce of them all, flattened)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if group.world_size == 1 or not grads:
+        return
+    flat = group.sum(torch.cat([g.reshape(-1) for g in grads])) / group.world_size
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def _buffers_from_main(module: torch.nn.Module, group: ProcessGroup) -> None:
+    """Every process takes process 0's buffers (BatchNorm's running statistics), as DDP's default does."""
+    if group.world_size == 1:
+        return
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        shared = buffer.to(group.collective_device)
+        dist.broadcast(shared, src=0)
+        buffer.copy_(shared.to(buffer.device))
+
+
 def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path, *,
                   overrides: TrainOverrides = TrainOverrides(), device: torch.device = torch.device("cpu"),
-                  num_workers: int = 0, progress: bool = True) -> TrainReport:
+                  num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup()) -> TrainReport:
     """Train `adapter` (already set up) on the task's source split and save the selected checkpoint.
 
     At every selection point the full training state (weights, optimizer, schedule, best so far) is saved
@@ -217,11 +257,11 @@ def train_adapter(adapter: Adapter, task: Task, data_root: Path, checkpoint_path
     """
     datasets = {ref.dataset for ref in (task.source, task.select) if ref is not None}
     with reading_all(data_root, datasets):
-        return _train(adapter, task, data_root, checkpoint_path, overrides, device, num_workers, progress)
+        return _train(adapter, task, data_root, checkpoint_path, overrides, device, num_workers, progress, group)
 
 
 def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path, overrides: TrainOverrides,
-           device: torch.device, num_workers: int, progress: bool) -> TrainReport:
+           device: torch.device, num_workers: int, progress: bool, group: ProcessGroup) -> TrainReport:
     require_adapter_kind(task, adapter)
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
@@ -233,6 +273,10 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     select = access.open(task.select) if task.select is not None else None
     per_epoch = spec.iterations_per_epoch(len(source))
     spec = spec.model_copy(update={"iterations": spec.total_iterations(len(source))})  # epochs → iterations
+    if spec.batch_size % group.world_size:
+        raise TaskError(f"the protocol's batch of {spec.batch_size} does not split evenly over {group.world_size} "
+                        "processes", "start as many processes as divide the batch (torchrun --nproc_per_node), or "
+                        "set --batch-size to a multiple of them (then the run is off-protocol)")
     contract = adapter.input_contract()
     torch.manual_seed(spec.seed)
     module.to(device)
@@ -247,39 +291,44 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     if done:
         log.info("%s: resuming an interrupted run at iteration %d of %d", task.id, done, spec.iterations)
     draws = RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed, spec.augment)
-    loader = DataLoader(Subset(draws, range(done * spec.batch_size, len(draws))), batch_size=spec.batch_size,
-                        shuffle=False, num_workers=num_workers, drop_last=True)
+    loader = DataLoader(Subset(draws, rank_draws(range(done, spec.iterations), spec.batch_size, group)),
+                        batch_size=spec.batch_size // group.world_size, shuffle=False, num_workers=num_workers,
+                        drop_last=True)
     interval = spec.val_interval or spec.iterations
     bar = tqdm(total=spec.iterations, initial=done, desc=f"train {task.checkpoint_key}", unit="it",
-               disable=not progress)
+               disable=not (progress and group.is_main))
     for iteration, batch in enumerate(loader, start=done + 1):
         module.train()
         logits, labels = training_logits(adapter, task, batch, source.band_names, device)
         loss = segmentation_loss(spec.loss, logits, labels)
-        if not math.isfinite(loss.item()):
-            raise AdapterError(f"training loss became {loss.item()} at iteration {iteration}",
+        mean_loss = group.sum(loss.detach().reshape(1)).item() / group.world_size  # the same on every process
+        if not math.isfinite(mean_loss):
+            raise AdapterError(f"training loss became {mean_loss} at iteration {iteration}",
                                "lower the learning rate or check the normalization")
-        history.loss.append(loss.item())
+        history.loss.append(mean_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        _average_gradients(module, group)
         optimizer.step()
+        _buffers_from_main(module, group)
         scheduler.step()
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{mean_loss:.3f}")
         if iteration % interval == 0 or iteration == spec.iterations:
             if select is not None:
-                counts = evaluate_split_counts(adapter, select, task, device, progress=False)
+                counts = evaluate_split_counts(adapter, select, task, device, progress=False, group=group)
                 value = getattr(task_scores(task, counts), metric)  # under the task's convention, as records
                 history.selection.append({"iteration": iteration, "value": value})
-                log.info("%s: iteration %d, loss %.4f, selection %s %.4f", task.id, iteration, loss.item(), metric,
+                log.info("%s: iteration %d, loss %.4f, selection %s %.4f", task.id, iteration, mean_loss, metric,
                          value)
-                bar.set_postfix(loss=f"{loss.item():.3f}", **{f"select_{metric}": f"{value:.3f}"})
+                bar.set_postfix(loss=f"{mean_loss:.3f}", **{f"select_{metric}": f"{value:.3f}"})
                 if best is None or value > best["value"]:
                     best = {"value": value, "iteration": iteration, "state": _cpu_copy(module.state_dict())}
-            atomic_write_bytes(state_path, checkpoint_bytes({
-                "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(module.state_dict()),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
-                "history": history.to_state()}))
+            if group.is_main:
+                atomic_write_bytes(state_path, checkpoint_bytes({
+                    "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(module.state_dict()),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+                    "history": history.to_state()}))
     bar.close()
     if best is None:
         best = {"value": math.nan, "iteration": spec.iterations, "state": _cpu_copy(module.state_dict())}
@@ -293,13 +342,14 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
                 "split": task.select.slug if task.select else None, "metric": metric,
                 "value": selected, "iteration": best["iteration"]},
             "opened_splits": access.opened, "harness_version": __version__,
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "processes": group.world_size,
         },
     }
-    atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload, checkpoint_path))
-    history.selected_iteration = best["iteration"]
-    write_history(history, checkpoint_path)
-    state_path.unlink(missing_ok=True)
+    if group.is_main:
+        atomic_write_bytes(checkpoint_path, checkpoint_bytes(payload, checkpoint_path))
+        history.selected_iteration = best["iteration"]
+        write_history(history, checkpoint_path)
+        state_path.unlink(missing_ok=True)
     return TrainReport(checkpoint_path, best["iteration"], selected, access.opened, resumed_from=done,
                        selection_metric=metric)
 

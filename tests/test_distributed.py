@@ -131,3 +131,53 @@ def test_a_job_resolves_its_device_on_its_own_node(monkeypatch, data_root: Path,
     monkeypatch.setattr(launchers, "run_tasks", lambda tasks, model, settings: [settings.device])
     out = launchers.run_in_job([], None, RunSettings(data_root, tmp_path), "auto")
     assert seen == ["auto"] and str(out[0]) == "cpu"
+
+
+@pytest.mark.parametrize("batch,world", [(4, 2), (6, 3), (8, 1)])
+def test_training_shards_take_exactly_one_processs_draws(batch: int, world: int):
+    from rsdg_bench.training import rank_draws
+
+    iterations = range(2, 5)  # a resumed run: from iteration 2 on
+    shards = [rank_draws(iterations, batch, ProcessGroup(rank, world)) for rank in range(world)]
+    assert sorted(d for shard in shards for d in shard) == list(range(2 * batch, 5 * batch))
+    assert all(len(shard) == len(iterations) * batch // world for shard in shards)
+    # each global batch is the same draws as one process's batch: process r's b-th local batch lies in it
+    local = batch // world
+    for rank, shard in enumerate(shards):
+        for step, it in enumerate(iterations):
+            assert shard[step * local:(step + 1) * local] == [it * batch + rank * local + j for j in range(local)]
+
+
+def test_two_processes_train_the_weights_one_process_trains(data_root: Path, tmp_path: Path):
+    """torchrun with 2 processes on the CPU (gloo), each taking half of the protocol's global batch, the gradients
+    averaged: the checkpoint's weights are those of one process training the same steps (up to the order of
+    float sums); rank 0 alone writes; a batch that does not split over the processes is refused."""
+    import torch
+
+    plugin = tmp_path / "pixels.py"
+    plugin.write_text(PIXELS + "\nclass TrainablePixels(Pixels):\n    trainable = True\n")
+    args = ["train", "--task", "demo/u2a", "--adapter", f"{plugin}:TrainablePixels", "--iterations", "3", "--batch-size", "4",
+            "--val-interval", "3", "--data-root", str(data_root), "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "rsdg_bench.cli", *args, "--out", str(tmp_path / "one.pt")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(free_port()), "-m", "rsdg_bench.cli"]
+    two = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two.pt")], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("checkpoint ->") == 1  # rank 0 alone reports (and writes)
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("one", "two"))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=1e-5, atol=1e-6)
+    assert (a["rsdg"]["processes"], b["rsdg"]["processes"]) == (1, 2)
+    # selection scored in shards over both processes: the same split, nearly the same weights (a pixel may flip)
+    assert b["rsdg"]["selection"]["iteration"] == a["rsdg"]["selection"]["iteration"] == 3
+    assert b["rsdg"]["selection"]["value"] == pytest.approx(a["rsdg"]["selection"]["value"], rel=1e-3)
+    uneven = subprocess.run([*torchrun[:-4], "--master_port", str(free_port()), "-m", "rsdg_bench.cli",
+                             *[x if x != "4" else "3" for x in args], "--out", str(tmp_path / "three.pt")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert uneven.returncode != 0 and "does not split evenly over 2 processes" in uneven.stdout + uneven.stderr
+    assert not (tmp_path / "three.pt").exists()

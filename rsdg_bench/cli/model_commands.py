@@ -4,13 +4,12 @@ torchrun, or as cluster jobs)."""
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import RsdgError
 from ..io import check_writable
-from .options import (chosen_device, data_root, model_args, model_spec, non_negative_int, percent, positive_int,
+from .options import (data_root, model_args, model_spec, non_negative_int, percent, positive_int,
                       results_root)
 from .results_commands import print_records
 
@@ -19,7 +18,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
              evaluation: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common, model], help="train a source-only model under a task's protocol",
                        description="Train on the task's source split, select on its selection split (targets are never "
-                                   "read), and save the checkpoint as <results>/checkpoints/<adapter>/<checkpoint_key>.pt.")
+                                   "read), and save the checkpoint as <results>/checkpoints/<adapter>/<checkpoint_key>.pt. "
+                                   "Under torchrun (`torchrun --nproc_per_node N -m rsdg_bench.cli train ...`) N processes "
+                                   "share each step of the protocol's global batch (NCCL on GPUs, gloo on the CPU).")
     p.add_argument("--task", required=True, help="task id; its training: block is the protocol")
     p.add_argument("--iterations", type=int, help="override the protocol's iterations (smoke runs, the demo)")
     p.add_argument("--batch-size", type=int, help="override the protocol's batch size")
@@ -57,24 +58,29 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..distributed import join_from_environment, leave_process_group
     from ..runner import ModelSpec, default_checkpoint_dir
     from ..task_schema import TaskCatalog
     from ..training import TrainOverrides, build_trainable, train_adapter
     from ..training_history import history_paths
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RsdgError("train runs in one process; it does not shard under torchrun",
-                        "run `rsdg-bench train` without torchrun (evaluation with `run` does shard)")
     task = TaskCatalog().task(args.task)
     model = ModelSpec(args.adapter or args.model, model_args(args.model_arg))
-    adapter = build_trainable(model, task, data_root(args))
-    out = Path(args.out) if args.out else default_checkpoint_dir(results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
-    what, flag = ("checkpoint folder", "--out") if args.out else ("results folder", "--results (or RSDG_RESULTS)")
-    check_writable(out.parent, what, flag)
-    report = train_adapter(
-        adapter, task, data_root(args), out,
-        overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
-        device=chosen_device(args), num_workers=args.workers, progress=not args.quiet)
+    group, device = join_from_environment(args.device)  # under torchrun: this process's share of each step
+    try:
+        adapter = build_trainable(model, task, data_root(args))
+        out = Path(args.out) if args.out else \
+            default_checkpoint_dir(results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
+        what, flag = ("checkpoint folder", "--out") if args.out else ("results folder", "--results (or RSDG_RESULTS)")
+        check_writable(out.parent, what, flag)
+        report = train_adapter(
+            adapter, task, data_root(args), out,
+            overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
+            device=device, num_workers=args.workers, progress=not args.quiet, group=group)
+    finally:
+        leave_process_group()
+    if not group.is_main:
+        return 0
     selection = "" if report.best_selection_value is None else \
         (f" (selected at iteration {report.best_iteration}, selection-split {report.selection_metric} "
          f"{percent(report.best_selection_value)})")
