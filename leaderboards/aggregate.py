@@ -66,6 +66,7 @@ class TaskTable:
     reported: list[ReportedRow] = field(default_factory=list)          # the papers' numbers, shown apart
     convention: str = "mmseg"  # the metric convention of the task's paper (`metrics.convention`)
     adapters: dict[str, str] = field(default_factory=dict)  # model → the adapter that made its records
+    options: dict[str, dict] = field(default_factory=dict)  # model → its adapter's options (joins compute profiles)
     # Where the task's protocol knowingly differs from its paper's, and what the paper leaves open (the records'
     # task definition's `reference.differences` / `.unverified`): listed on the task's page, marked beside rows
     paper_differences: list[str] = field(default_factory=list)
@@ -293,6 +294,8 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
             table.splits.append((record.evaluated.role, slug))
         table.convention = record.convention
         table.adapters[model] = record.model.get("adapter") or ""
+        options = record.model.get("options")
+        table.options[model] = options if isinstance(options, dict) else {}
         table.scores.setdefault(model, {})[slug] = scored[id(record)]
         table.suite = task.suite or ""
     for path, why in excluded:

@@ -172,3 +172,69 @@ def interval_svg(rows: list[tuple[str, float, float, float]], *, title: str, met
     out.append(f'<text x="{left + _PLOT / 2:.1f}" y="{height - 4}" text-anchor="middle">mean target '
                f'{escape(metric)} (%)</text></svg>')
     return "".join(out)
+
+
+def pareto_svg(points: list[tuple[str, float, float]], *, title: str, metric: str) -> str:
+    """Score against cost: each model's GFLOPs per image (x, logarithmic) against its mean target score (y,
+    %), the models no other model beats on both (as good or better for no more GFLOPs) joined by a step line,
+    the Pareto front. Points without both numbers are left out."""
+    shown = [(label, cost, score) for label, cost, score in points
+             if cost > 0 and not (math.isnan(cost) or math.isnan(score))]
+    width, height = _MARGIN + _PLOT + 150, 22 + _PLOT + _MARGIN
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'font-family="sans-serif" font-size="10" role="img" data-plot="pareto"><title>{escape(title)}</title>',
+           f'<text x="{_MARGIN + _PLOT / 2}" y="13" text-anchor="middle" font-size="11">{escape(title)}</text>',
+           f'<rect x="{_MARGIN}" y="22" width="{_PLOT}" height="{_PLOT}" fill="none" stroke="#999"/>']
+    costs = [cost for _, cost, _ in shown] or [1.0]
+    low_cost, high_cost = 10 ** math.floor(math.log10(min(costs))), 10 ** math.ceil(math.log10(max(costs)))
+    if high_cost == low_cost:
+        high_cost *= 10
+    scores = [100 * score for _, _, score in shown] or [0.0, 100.0]
+    low = max(0.0, math.floor(min(scores) / 10) * 10)
+    high = min(100.0, math.ceil(max(scores) / 10) * 10)
+    if high - low < 10:
+        low, high = max(0.0, high - 10), max(high, low + 10)
+
+    def x_of(cost: float) -> float:
+        return _MARGIN + _PLOT * (math.log10(cost) - math.log10(low_cost)) / (math.log10(high_cost) - math.log10(low_cost))
+
+    def y_of(score: float) -> float:
+        return 22 + _PLOT * (1 - (100 * score - low) / (high - low))
+
+    decade = low_cost
+    while decade <= high_cost:
+        x = x_of(decade)
+        out.append(f'<line x1="{x:.1f}" y1="{22 + _PLOT}" x2="{x:.1f}" y2="{26 + _PLOT}" stroke="#999"/>'
+                   f'<text x="{x:.1f}" y="{37 + _PLOT}" text-anchor="middle">{decade:g}</text>')
+        decade *= 10
+    for tick in _axis_ticks(low, high):
+        y = y_of(tick / 100)
+        out.append(f'<line x1="{_MARGIN - 4}" y1="{y:.1f}" x2="{_MARGIN}" y2="{y:.1f}" stroke="#999"/>'
+                   f'<text x="{_MARGIN - 6}" y="{y + 3:.1f}" text-anchor="end">{tick:g}</text>')
+    front = pareto_front([(cost, score) for _, cost, score in shown])
+    if len(front) > 1:
+        steps = []
+        for (cost, score), (next_cost, _) in zip(front, front[1:], strict=False):
+            steps += [f"{x_of(cost):.1f},{y_of(score):.1f}", f"{x_of(next_cost):.1f},{y_of(score):.1f}"]
+        steps.append(f"{x_of(front[-1][0]):.1f},{y_of(front[-1][1]):.1f}")
+        out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="#d62728" stroke-dasharray="3 2">'
+                   f'<title>Pareto front: no model is better for less compute</title></polyline>')
+    for label, cost, score in shown:
+        colour = "#d62728" if (cost, score) in front else "#1f77b4"
+        out.append(f'<circle cx="{x_of(cost):.1f}" cy="{y_of(score):.1f}" r="4" fill="{colour}"><title>'
+                   f'{escape(label)}: {cost:.3g} GFLOPs, {100 * score:.1f}</title></circle>'
+                   f'<text x="{x_of(cost) + 6:.1f}" y="{y_of(score) + 3:.1f}">{escape(label)}</text>')
+    out.append(f'<text x="{_MARGIN + _PLOT / 2}" y="{height - 4}" text-anchor="middle">GFLOPs per image (log)</text>'
+               f'<text x="11" y="{22 + _PLOT / 2}" text-anchor="middle" transform="rotate(-90 11 {22 + _PLOT / 2})">'
+               f'mean target {escape(metric)} (%)</text></svg>')
+    return "".join(out)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, score) points no other point dominates (as high a score for no more cost, better in one),
+    by increasing cost."""
+    front: list[tuple[float, float]] = []
+    for cost, score in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or score > front[-1][1]:
+            front.append((cost, score))
+    return front

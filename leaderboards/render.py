@@ -25,11 +25,13 @@ from rsdg_bench.io import atomic_write_bytes, atomic_write_text
 from rsdg_bench.training_history import history_paths
 
 from .aggregate import Board, SuiteView, TaskTable
-from .plots import casid_svg, confusion_svg, generalization_svg, interval_svg
+from rsdg_bench.compute_profile import by_key, load_all
+
+from .plots import casid_svg, confusion_svg, generalization_svg, interval_svg, pareto_svg
 from .tables import Table, csv_text, plain_number, to_csv, to_latex, to_markdown
 from .views import (CASID_ZONES, METRIC_COLUMNS, METRIC_LABELS, SiteOptions, casid_matrices, reported_elsewhere,
-                    slugify, suite_generalization, suite_table, task_class_table, task_convention_table,
-                    task_summary_table)
+                    slugify, suite_compute_points, suite_generalization, suite_table, task_class_table, task_compute,
+                    task_convention_table, task_summary_table)
 
 
 def _environment() -> Environment:
@@ -51,6 +53,8 @@ class SiteWriter:
         self.generated = datetime.now(UTC).isoformat(timespec="seconds")
         self.tables: list[Table] = []
         self.extra_pages: dict[str, str] = {}  # site-relative path → page: a long task's confusion pages
+        # compute profiles (`rsdg-bench profile`) under the results folder, joined to rows by adapter and options
+        self.profiles = by_key(load_all(results_root)) if results_root is not None else {}
 
     def _page(self, template: str, root: str, **context: object) -> str:
         return self.env.get_template(template).render(board=self.board, root=root, version=__version__,
@@ -75,8 +79,11 @@ class SiteWriter:
         metric, points, task_count = suite_generalization(suite)
         generalization = (generalization_svg(points, title=f"{suite.name}: source against target",
                                              metric=METRIC_LABELS.get(metric, metric)), task_count) if points else None
+        compute = suite_compute_points(suite, self.profiles)
+        pareto = pareto_svg(compute, title=f"{suite.name}: score against compute", metric=METRIC_LABELS.get(
+            metric or "miou", metric)) if compute else None
         return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid, units=units,
-                          generalization=generalization)
+                          generalization=generalization, pareto=pareto)
 
     def task(self, task: TaskTable, page_dir: Path) -> str:
         summary = task_summary_table(task, self.options)
@@ -96,7 +103,7 @@ class SiteWriter:
         notes = list(dict.fromkeys((r.source, r.note) for r in task.reported if r.note))
         return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables, notes=notes,
                           elsewhere=elsewhere, conventions=conventions, units=task.resampling_units(),
-                          plots=self._task_plots(task),
+                          plots=self._task_plots(task), compute=task_compute(task, self.profiles),
                           confusions=confusions, confusion_pages=confusion_pages, records=records, samples=samples,
                           histories=histories,
                           class_colours=_class_colours(task.classes) if samples else [])

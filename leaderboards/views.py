@@ -11,9 +11,10 @@ share the better rank); rows missing tasks follow, muted, with their count (docs
 from __future__ import annotations
 
 import math
-from collections import Counter
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -129,6 +130,32 @@ def suite_generalization(suite: SuiteView) -> tuple[str, list[tuple[str, float, 
         if pairs and not any(math.isnan(v) for pair in pairs for v in pair):
             points.append((model, sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs)))
     return metric, points, len(tasks)
+
+
+def task_compute(task: TaskTable, profiles: dict) -> list[tuple[str, Any]]:
+    """(model, its compute profile) for the task's models that have one (`rsdg-bench profile`), by the
+    adapter and options that made their records."""
+    from rsdg_bench.compute_profile import profile_key
+
+    found = []
+    for model in task.scores:
+        profile = profiles.get(profile_key(task.adapters.get(model, ""), task.options.get(model, {}), task.task_id))
+        if profile is not None:
+            found.append((model, profile))
+    return found
+
+
+def suite_compute_points(suite: SuiteView, profiles: dict) -> list[tuple[str, float, float]]:
+    """Per model with a profile on its tasks: (model, mean GFLOPs per image, mean target score) over the suite's
+    tasks where it has both, for the score-against-compute plot."""
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for task in suite.tasks:
+        for model, profile in task_compute(task, profiles):
+            score = task.target_mean(model)
+            if not math.isnan(score):
+                pairs.setdefault(model, []).append((profile.gflops, score))
+    return [(model, sum(c for c, _ in values) / len(values), sum(s for _, s in values) / len(values))
+            for model, values in pairs.items()]
 
 
 def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptions()) -> Table:

@@ -720,3 +720,33 @@ def test_the_generalization_and_interval_plots_place_each_model_where_its_scores
     metric, points, tasks = suite_generalization(board.suites[0])
     poor = metrics_block(POOR, NAMES, list(range(5)))["miou"]
     assert (metric, tasks) == ("miou", 1) and points == [("m", pytest.approx(1.0), pytest.approx(poor))]
+
+
+def test_compute_profiles_join_their_rows_and_the_suite_plots_score_against_compute(tmp_path: Path):
+    """A profile saved under the results folder (as `rsdg-bench profile` saves it) reaches the rows of the same
+    adapter and options: the task page's Compute table and the suite page's Pareto plot, whose front holds
+    exactly the models no other beats on both score and cost."""
+    from rsdg_bench.compute_profile import ComputeProfile, save
+    from rsdg_bench.leaderboards.plots import pareto_front
+
+    results = tmp_path / "results"
+    for adapter, gflops in (("smp", 12.5), ("other", 3.25)):
+        save(results, ComputeProfile(adapter=adapter, options={}, task_id="demo/u2a", input_size=(128, 128), bands=3,
+                                     parameters=14_300_000, trainable_parameters=14_300_000, gflops=gflops,
+                                     latency_ms=28.0, throughput=45.0, batch=4, peak_memory_mib=None,
+                                     device="CPU x86_64 (2 threads)", torch_version="2.14.1"))
+    good, poor = record(key="g", matrix=GOOD, model="big"), record(key="p", matrix=POOR, model="small", sha="d" * 64)
+    poor.model.adapter = "other"
+    board = with_suites(board_of(good, poor), TaskCatalog())
+    write_site(board, tmp_path / "site", results_root=results)
+    task_page = (tmp_path / "site" / "tasks" / "demo-u2a.html").read_text()
+    assert "<h2>Compute</h2>" in task_page and "<td class=\"num\">12.50</td>" in task_page
+    assert "<td class=\"num\">3.25</td>" in task_page and "14.30" in task_page
+    suite_page = (tmp_path / "site" / "suites" / "demo.html").read_text()
+    assert 'data-plot="pareto"' in suite_page
+    # both are on the front: the big one scores higher, the small one costs less
+    assert suite_page.count('fill="#d62728"><title>') == 2
+    assert pareto_front([(1.0, 0.5), (2.0, 0.4), (3.0, 0.7), (3.0, 0.6), (5.0, 0.7)]) == [(1.0, 0.5), (3.0, 0.7)]
+    unprofiled = with_suites(board_of(record(key="x", matrix=GOOD, model="m", task_id="demo/u2a")), TaskCatalog())
+    write_site(unprofiled, tmp_path / "bare", results_root=tmp_path / "empty")
+    assert "<h2>Compute</h2>" not in (tmp_path / "bare" / "tasks" / "demo-u2a.html").read_text()

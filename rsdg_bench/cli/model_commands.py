@@ -30,6 +30,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
                                  "saves safetensors, the training record in its metadata")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("profile", parents=[common, model],
+                       help="measure what a model costs on tasks: parameters, GFLOPs, latency, throughput, memory",
+                       description="Build the model for each task (random weights: compute does not depend on them), "
+                                   "count its FLOPs on one image of the task's model-facing size, time it, and save the "
+                                   "profile under <results>/profiles/; `leaderboard build` shows it beside the scores of "
+                                   "the same adapter and options, and plots target score against GFLOPs.")
+    p.add_argument("--task", action="append", required=True, help="task id (repeatable)")
+    p.add_argument("--batch", type=positive_int, default=4, help="images per pass for the throughput (default 4)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed passes, after one warm-up (default 5)")
+    p.set_defaults(func=cmd_profile)
+
     p = sub.add_parser("run", parents=[common, model, evaluation], help="evaluate a model on tasks and write result records",
                        description="Evaluate on every target split of each task (and the source selection split where the "
                                    "task asks for it); one JSON record per split. Completed records are skipped; a failing "
@@ -89,6 +100,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"checkpoint -> {report.checkpoint}{selection}")
     print(f"history    -> {history_paths(report.checkpoint)['csv']} (and .json, .svg: loss and selection per iteration)")
     print(f"read only: {', '.join(sorted(set(report.opened_splits)))}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from ..compute_profile import measure, save
+    from ..data import TaskData
+    from ..distributed import resolve_device
+    from ..runner import ModelSpec, build_for_task
+    from ..task_schema import TaskCatalog
+
+    catalog = TaskCatalog()
+    device = resolve_device(args.device)
+    model = ModelSpec(args.adapter or args.model, model_args(args.model_arg))
+    print(f"{'task':28s} {'params (M)':>10s} {'GFLOPs':>9s} {'latency ms':>10s} {'img/s':>8s} {'peak MiB':>9s}  device")
+    for task_id in args.task:
+        task = catalog.task(task_id)
+        adapter = build_for_task(model, task, TaskData(data_root(args), task, phase="evaluate"))
+        adapter.to(device)
+        profile = measure(adapter, task, device, adapter.input_contract().num_bands, batch=args.batch,
+                          repeats=args.repeats)
+        path = save(results_root(args), profile)
+        peak = "–" if profile.peak_memory_mib is None else f"{profile.peak_memory_mib:.0f}"
+        print(f"{task.id:28s} {profile.parameters / 1e6:10.2f} {profile.gflops:9.2f} {profile.latency_ms:10.1f} "
+              f"{profile.throughput:8.1f} {peak:>9s}  {profile.device} ({profile.input_size[0]}², {path})")
     return 0
 
 

@@ -1,0 +1,35 @@
+"""`rsdg-bench profile`: parameters and FLOPs as the model's structure makes them, saved where the board finds
+them; the timings are measured, so only their form is checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rsdg_bench.cli import main
+from rsdg_bench.compute_profile import load_all
+
+from conftest import pixel_linear
+
+
+def test_profile_counts_a_known_network_and_saves_it_for_the_board(data_root: Path, tmp_path: Path, capsys):
+    pixel_linear()  # a 1×1 convolution, 3 bands → 5 classes: 3·5 + 5 parameters, 2·3·5 FLOPs per pixel
+    assert main(["profile", "--task", "demo/u2a", "--task", "demo/u2coarse", "--model", "pixel-linear",
+                 "--data-root", str(data_root), "--results", str(tmp_path), "--device", "cpu", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "demo/u2a" in out and "demo/u2coarse" in out
+    profiles = {p.task_id: p for p in load_all(tmp_path)}
+    assert set(profiles) == {"demo/u2a", "demo/u2coarse"}
+    profile = profiles["demo/u2a"]
+    side = profile.input_size[0]
+    assert side == 128  # the demo's training crop: its model-facing size (whole-image inference)
+    assert profile.parameters == profile.trainable_parameters == 3 * 5 + 5
+    assert profile.gflops == pytest.approx(2 * 3 * 5 * side * side / 1e9)
+    assert profile.latency_ms > 0 and profile.throughput > 0 and profile.peak_memory_mib is None
+    assert profile.device.startswith("CPU") and profile.bands == 3
+    saved = next((tmp_path / "profiles").glob("pixel-linear-*/demo__u2a.json"))
+    assert json.loads(saved.read_text())["adapter"] == "pixel-linear"
+    saved.write_text("{not json")  # a broken profile is skipped, never an error: it ranks nothing
+    assert {p.task_id for p in load_all(tmp_path)} == {"demo/u2coarse"}
