@@ -71,6 +71,17 @@ class TaskTable:
     # task definition's `reference.differences` / `.unverified`): listed on the task's page, marked beside rows
     paper_differences: list[str] = field(default_factory=list)
     unverified: list[str] = field(default_factory=list)
+    seeds: dict[str, tuple[str, int]] = field(default_factory=dict)  # label of a seed run → (model name, seed)
+
+    def seed_spread(self) -> dict[str, list[float]]:
+        """Per model trained under several seeds (`train --seed`), the mean target score of each seed run
+        here, in seed order: a model's spread over its training, which the bootstrap (test scenes) does not
+        cover."""
+        runs: dict[str, list[tuple[int, float]]] = {}
+        for label, (name, seed) in self.seeds.items():
+            if label in self.scores and not math.isnan(self.target_mean(label)):
+                runs.setdefault(name, []).append((seed, self.target_mean(label)))
+        return {name: [score for _, score in sorted(values)] for name, values in runs.items() if len(values) > 1}
 
     def reported_target(self, row: ReportedRow) -> float:
         """A reported headline that stands for this task's target mean: NaN when it was measured on another
@@ -201,16 +212,31 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _model_labels(records: list[ResultRecord]) -> dict[tuple[str, str | None], str]:
-    """Display name per (display name, checkpoint sha); the sha is shown only where names collide."""
-    names: dict[str, set[str | None]] = {}
+def _model_labels(records: list[ResultRecord]) -> tuple[dict[tuple[str, str | None], str], dict[str, tuple[str, int]]]:
+    """Display name per (display name, checkpoint sha), and (display name, seed) per label of a seed run. Where
+    names collide, checkpoints trained by the harness under distinct seeds (`train --seed`) are told apart by
+    their seed, others by as many of their sha's digits (8 or more) as make every label distinct: two models
+    are never merged into one row by a shared prefix."""
+    names: dict[str, dict[str | None, int | None]] = {}
     for record in records:
-        names.setdefault(record.model.display_name, set()).add(record.model.checkpoint["sha256"])
-    labels = {}
-    for name, shas in names.items():
-        for sha in shas:
-            labels[(name, sha)] = name if len(shas) == 1 else f"{name} @{(sha or 'random')[:8]}"
-    return labels
+        training = record.model.training or {}
+        seed = training.get("seed") if training.get("status") in ("protocol", "off-protocol") else None
+        names.setdefault(record.model.display_name, {})[record.model.checkpoint["sha256"]] = \
+            seed if isinstance(seed, int) else None
+    labels, seeds = {}, {}
+    for name, by_sha in names.items():
+        seeded = len(by_sha) > 1 and None not in by_sha.values() and len(set(by_sha.values())) == len(by_sha)
+        shown = [sha or "random" for sha in by_sha]
+        digits = next(n for n in range(8, 65) if len({sha[:n] for sha in shown}) == len(shown))  # never merge two
+        for sha, seed in by_sha.items():
+            if len(by_sha) == 1:
+                labels[(name, sha)] = name
+            elif seeded:
+                labels[(name, sha)] = f"{name} · seed {seed}"
+                seeds[labels[(name, sha)]] = (name, seed)
+            else:
+                labels[(name, sha)] = f"{name} @{(sha or 'random')[:digits]}"
+    return labels, seeds
 
 
 def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
@@ -271,7 +297,7 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
         candidate = (record.task.version, record.provenance.date, record.task.hash)
         if record.task.id not in newest or candidate[:2] > newest[record.task.id][:2]:
             newest[record.task.id] = candidate
-    labels = _model_labels([r for _, r in kept])
+    labels, seeds = _model_labels([r for _, r in kept])
     tables: dict[str, TaskTable] = {}
     models: list[str] = []
     for path, record in sorted(kept, key=lambda pr: (pr[1].task.id, pr[1].evaluated.role != "source",
@@ -285,7 +311,7 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
             task_hash=task.hash, primary=task.primary, class_names=record.class_names,
             description=task.resolved.get("description", ""), headline=record.headline_classes,
             classes=task.classes or "", paper_differences=_reference_list(task.resolved, "differences"),
-            unverified=_reference_list(task.resolved, "unverified")))
+            unverified=_reference_list(task.resolved, "unverified"), seeds=seeds))
         model = labels[(record.model.display_name, record.model.checkpoint["sha256"])]
         if model not in models:
             models.append(model)

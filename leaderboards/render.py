@@ -31,7 +31,7 @@ from .plots import casid_svg, confusion_svg, generalization_svg, interval_svg, p
 from .tables import Table, csv_text, plain_number, to_csv, to_latex, to_markdown
 from .views import (CASID_ZONES, METRIC_COLUMNS, METRIC_LABELS, SiteOptions, casid_matrices, reported_elsewhere,
                     slugify, suite_compute_points, suite_generalization, suite_table, task_class_table, task_compute,
-                    task_convention_table, task_summary_table)
+                    task_convention_table, task_seed_table, task_summary_table)
 
 
 def _environment() -> Environment:
@@ -90,7 +90,8 @@ class SiteWriter:
         class_tables = [(slug, task_class_table(task, slug)) for _, slug in task.splits]
         elsewhere = reported_elsewhere(task)
         conventions = task_convention_table(task)
-        self.tables += [summary, *(t for _, t in class_tables), *(t for t in (elsewhere, conventions) if t)]
+        seeds = task_seed_table(task)
+        self.tables += [summary, *(t for _, t in class_tables), *(t for t in (elsewhere, conventions, seeds) if t)]
         figures = [(model, slug, s.matrix) for model, splits in task.scores.items() for slug, s in splits.items()
                    if s.matrix]
         confusions, confusion_pages = self._confusions(task, figures)
@@ -103,7 +104,7 @@ class SiteWriter:
         notes = list(dict.fromkeys((r.source, r.note) for r in task.reported if r.note))
         return self._page("task.html.j2", "../", task=task, summary=summary, class_tables=class_tables, notes=notes,
                           elsewhere=elsewhere, conventions=conventions, units=task.resampling_units(),
-                          plots=self._task_plots(task), compute=task_compute(task, self.profiles),
+                          plots=self._task_plots(task), compute=task_compute(task, self.profiles), seeds=seeds,
                           confusions=confusions, confusion_pages=confusion_pages, records=records, samples=samples,
                           histories=histories,
                           class_colours=_class_colours(task.classes) if samples else [])

@@ -132,6 +132,23 @@ def suite_generalization(suite: SuiteView) -> tuple[str, list[tuple[str, float, 
     return metric, points, len(tasks)
 
 
+def task_seed_table(task: TaskTable) -> Table | None:
+    """Models trained under several seeds: the mean, sample standard deviation, lowest and highest of their
+    target score over the seeds (None when no model has two seed runs on the task)."""
+    spread = task.seed_spread()
+    if not spread:
+        return None
+    rows = []
+    for name, scores in sorted(spread.items()):
+        mean = sum(scores) / len(scores)
+        std = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
+        rows.append(Row(name, [float(len(scores)), mean, std, min(scores), max(scores)]))
+    metric = METRIC_LABELS.get(task.primary, task.primary)
+    return Table(id=f"task-{slugify(task.task_id)}-seeds", title=f"{task.name}: over training seeds",
+                 columns=["Seeds", f"Mean target {metric}", "Std", "Lowest", "Highest"], rows=rows,
+                 percent=[False, True, True, True, True], unmarked={0, 2, 3, 4}, decimals=2)
+
+
 def task_compute(task: TaskTable, profiles: dict) -> list[tuple[str, Any]]:
     """(model, its compute profile) for the task's models that have one (`rsdg-bench profile`), by the
     adapter and options that made their records."""

@@ -94,12 +94,14 @@ class RandomCrops(Dataset):
 
 @dataclass(frozen=True)
 class TrainOverrides:
-    """CLI flags that scale the paper's protocol down (smoke runs, the demo); recorded in the checkpoint."""
+    """CLI flags that scale the paper's protocol down (smoke runs, the demo), or repeat it under another seed
+    (`--seed`: the same protocol, one more draw of its training); recorded in the checkpoint."""
 
     iterations: int | None = None
     batch_size: int | None = None
     val_interval: int | None = None
     lr: float | None = None
+    seed: int | None = None
 
     def apply(self, spec: TrainingSpec) -> TrainingSpec:
         """The protocol with these flags, validated like the YAML's (positive counts and rates, finite); an
@@ -113,7 +115,7 @@ class TrainOverrides:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg'].lower()}" for e in exc.errors())
             raise TaskError(f"training flags {changes} do not give a valid protocol: {problems}",
                             "--iterations, --batch-size and --val-interval take whole numbers above 0, --lr a "
-                            "number above 0") from exc
+                            "number above 0, --seed a whole number") from exc
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,11 @@ def require_trainable(adapter: Adapter | type[Adapter], task: Task) -> None:
                            "list` marks them)")
 
 
-def build_trainable(model: ModelSpec, task: Task, data_root: Path) -> Adapter:
-    """An adapter set up for `task`, its random init seeded by the protocol's seed (repeatable training);
-    an adapter that cannot be trained is refused before anything is built or read."""
+def build_trainable(model: ModelSpec, task: Task, data_root: Path, seed: int | None = None) -> Adapter:
+    """An adapter set up for `task`, its random init seeded by `seed`, else the protocol's seed (repeatable
+    training); an adapter that cannot be trained is refused before anything is built or read."""
     require_trainable(resolve_adapter(model.adapter), task)
-    torch.manual_seed(task.training.seed if task.training else 0)
+    torch.manual_seed(seed if seed is not None else task.training.seed if task.training else 0)
     return build_for_task(model, task, TaskData(data_root, task, phase="train"))
 
 

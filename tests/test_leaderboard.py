@@ -750,3 +750,32 @@ def test_compute_profiles_join_their_rows_and_the_suite_plots_score_against_comp
     unprofiled = with_suites(board_of(record(key="x", matrix=GOOD, model="m", task_id="demo/u2a")), TaskCatalog())
     write_site(unprofiled, tmp_path / "bare", results_root=tmp_path / "empty")
     assert "<h2>Compute</h2>" not in (tmp_path / "bare" / "tasks" / "demo-u2a.html").read_text()
+
+
+def test_a_model_trained_under_several_seeds_is_one_row_per_seed_and_its_spread_is_shown(tmp_path: Path):
+    """Checkpoints of one model trained under other seeds (`train --seed`) are labelled by their seed, not their
+    sha, and the task page gives the mean, sample standard deviation and range over the seeds."""
+    from rsdg_bench.leaderboards.views import task_seed_table
+
+    MIXED = [[40, 5, 5, 0, 0], [5, 30, 5, 0, 0], [0, 5, 20, 5, 0], [0, 0, 5, 10, 5], [0, 0, 0, 5, 5]]
+    runs = []
+    for seed, matrix in enumerate((GOOD, POOR, MIXED)):
+        rec = record(key=f"s{seed}", matrix=matrix, model="unet", sha=f"{seed + 1:064x}")
+        rec.model.training = {"status": "protocol", "seed": seed}
+        runs.append(rec)
+    lone = record(key="x", matrix=GOOD, model="other", sha="e" * 64)
+    board = board_of(*runs, lone)
+    [task] = board.tasks
+    assert sorted(task.scores) == ["other", "unet · seed 0", "unet · seed 1", "unet · seed 2"]
+    scores = [metrics_block(m, NAMES, list(range(5)))["miou"] for m in (GOOD, POOR, MIXED)]
+    assert task.seed_spread() == {"unet": pytest.approx(scores)}
+    [row] = task_seed_table(task).rows
+    mean = sum(scores) / 3
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / 2)
+    assert row.label == "unet" and row.values == pytest.approx([3, mean, std, min(scores), max(scores)])
+    write_site(board, tmp_path / "site")
+    assert "Over training seeds" in (tmp_path / "site" / "tasks" / "demo-u2a.html").read_text()
+    unseeded = [record(key=f"u{i}", matrix=GOOD, model="unet", sha=f"{i + 7:064x}") for i in range(2)]
+    [plain] = board_of(*unseeded).tasks
+    assert all(label.startswith("unet @") for label in plain.scores) and len(plain.scores) == 2  # told apart by sha
+    assert task_seed_table(plain) is None

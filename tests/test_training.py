@@ -185,3 +185,23 @@ def test_train_saves_safetensors_that_run_reads_with_their_training_record(data_
                  "--results", str(tmp_path / "results"), "--device", "cpu", "--quiet"]) == 0
     training = {r.model["training"]["status"] for _, r in ResultStore(tmp_path / "results").load_all()}
     assert training == {"off-protocol"}  # read from the metadata: 2 iterations, not the protocol's
+
+
+def test_train_under_another_seed_is_the_same_protocol_with_other_draws(data_root: Path, tmp_path: Path):
+    """`train --seed N`: its own checkpoint name, the seed in its training block (not a protocol difference),
+    and other weights than the protocol's seed gives, from another initialization."""
+    from rsdg_bench.cli import main
+    from rsdg_bench.training_record import training_provenance
+
+    common = ["train", "--task", "demo/u2a", "--model", "smp", "--model-arg", "encoder=resnet18", "--iterations", "1",
+              "--batch-size", "2", "--data-root", str(data_root), "--results", str(tmp_path), "--device", "cpu",
+              "--quiet"]
+    assert main(common) == 0 and main([*common, "--seed", "3"]) == 0
+    folder = tmp_path / "checkpoints" / "smp"
+    default, seeded = (torch.load(folder / f"toyearth_urban{s}.pt", weights_only=True) for s in ("", ".seed3"))
+    assert (default["rsdg"]["training"]["seed"], seeded["rsdg"]["training"]["seed"]) == (0, 3)
+    key = next(iter(default["state_dict"]))
+    assert not torch.equal(default["state_dict"][key], seeded["state_dict"][key])
+    task = TaskCatalog().task("demo/u2a")
+    verdict = training_provenance(task, seeded["rsdg"], 8)
+    assert not any(d.startswith("seed") for d in verdict["differences"]) and verdict["seed"] == 3

@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
     p.add_argument("--batch-size", type=int, help="override the protocol's batch size")
     p.add_argument("--val-interval", type=int, help="override how often the selection split is scored")
     p.add_argument("--lr", type=float, help="override the learning rate")
+    p.add_argument("--seed", type=int,
+                   help="train again under another seed (initialization and draws): the same protocol, so not "
+                        "off-protocol; the default checkpoint is <checkpoint_key>.seed<N>.pt, and the board shows the "
+                        "spread over a model's seeds")
     p.add_argument("--out", help="checkpoint path (default under the results folder); a name ending in .safetensors "
                                  "saves safetensors, the training record in its metadata")
     p.set_defaults(func=cmd_train)
@@ -79,14 +83,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = ModelSpec(args.adapter or args.model, model_args(args.model_arg))
     group, device = join_from_environment(args.device)  # under torchrun: this process's share of each step
     try:
-        adapter = build_trainable(model, task, data_root(args))
-        out = Path(args.out) if args.out else \
-            default_checkpoint_dir(results_root(args), adapter.name) / f"{task.checkpoint_key}.pt"
+        adapter = build_trainable(model, task, data_root(args), seed=args.seed)
+        name = task.checkpoint_key + ("" if args.seed is None else f".seed{args.seed}")
+        out = Path(args.out) if args.out else default_checkpoint_dir(results_root(args), adapter.name) / f"{name}.pt"
         what, flag = ("checkpoint folder", "--out") if args.out else ("results folder", "--results (or RSDG_RESULTS)")
         check_writable(out.parent, what, flag)
         report = train_adapter(
             adapter, task, data_root(args), out,
-            overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr),
+            overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr, args.seed),
             device=device, num_workers=args.workers, progress=not args.quiet, group=group)
     finally:
         leave_process_group()
