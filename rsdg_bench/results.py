@@ -208,6 +208,9 @@ class ProvenanceBlock(_Block):
     # How the counting ran (intra-op threads, loader workers, batch size, precision): speed settings, kept so
     # a figure can be traced to them (none of them changes a number at fp32).
     execution: dict[str, Any] | None = None
+    # What decoded the stored files the inputs were read from (`prepared.raster_decoders`: JPEGs by Pillow's
+    # libjpeg-turbo, the rest by GDAL), with versions: a stored JPEG is decoded at read time, so by this run
+    decoders: dict[str, str] | None = None
 
 
 class ResultRecord(BaseModel):
@@ -334,12 +337,14 @@ def group_accuracy(per_image: dict[str, Any], groups: list[str]) -> dict[str, fl
 def provenance(*, task_hash: str, manifest_sha256: str, checkpoint_sha256: str | None, device: str,
                world_size: int, torch_version: str | None, wall_time_s: float, date: str,
                execution: dict[str, Any] | None = None) -> dict[str, Any]:
+    from .prepared import raster_decoders  # here: reading records needs neither rasterio nor Pillow
     return {
         "harness_version": __version__, "git_commit": git_commit(), "task_hash": task_hash,
         "dataset_manifest_sha256": manifest_sha256, "checkpoint_sha256": checkpoint_sha256,
         "torch_version": torch_version, "device": device, "world_size": world_size,
         "python": platform.python_version(),
         "platform": platform.platform(), "wall_time_s": round(wall_time_s, 3), "date": date,
+        "decoders": raster_decoders(),
         **({"execution": execution} if execution else {}),
     }
 

@@ -41,6 +41,7 @@ def test_records_hold_metrics_matrices_and_provenance(trained: dict, data_root: 
     assert prov["checkpoint_sha256"] == target.model["checkpoint"]["sha256"]
     assert prov["dataset_manifest_sha256"] == json.loads((data_root / "toyearth/dataset.json").read_text())["manifest_sha256"]
     assert {"harness_version", "git_commit", "torch_version", "device", "wall_time_s", "date"} <= set(prov)
+    assert prov["decoders"]["jpeg"].startswith("Pillow ") and "GDAL" in prov["decoders"]["other"]  # read by what
     assert target.normalization["mean"] == [127.5, 127.5, 127.5]
     assert target.inference == {"mode": "slide", "resize_long_side": None, "crop": 128, "stride": 85, "tta": []}
     # the trained model is much better on its own domain than on the unseen one
