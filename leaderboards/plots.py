@@ -179,7 +179,7 @@ def pareto_svg(points: list[tuple[str, float, float]], *, title: str, metric: st
     %), the models no other model beats on both (as good or better for no more GFLOPs) joined by a step line,
     the Pareto front. Points without both numbers are left out."""
     shown = [(label, cost, score) for label, cost, score in points
-             if cost > 0 and not (math.isnan(cost) or math.isnan(score))]
+             if math.isfinite(cost) and math.isfinite(score) and cost > 0]
     width, height = _MARGIN + _PLOT + 150, 22 + _PLOT + _MARGIN
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
            f'font-family="sans-serif" font-size="10" role="img" data-plot="pareto"><title>{escape(title)}</title>',

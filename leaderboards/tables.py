@@ -107,9 +107,14 @@ def plain_number(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else repr(round(float(value), 10))
 
 
+# Badges that every row of a task carries alike (`TaskTable.badges`): their sentences are on the task's page, and
+# an export's label keeps just their name, so the model column stays short and the same for every such row
+TASK_BADGES = frozenset({"differs from paper", "UNVERIFIED protocol"})
+
+
 def _label(row: Row) -> str:
     label = f"{row.label} (reported: {row.reported})" if row.reported else row.label
-    label += "".join(f" [{text}: {why}]" for text, why in row.badges)
+    label += "".join(f" [{text}]" if text in TASK_BADGES else f" [{text}: {why}]" for text, why in row.badges)
     return f"{label} [flagged: {row.flag}]" if row.flag else label
 
 

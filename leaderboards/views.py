@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,17 @@ def _complete_mean(values: dict[str, float], tasks: list[TaskTable]) -> float:
     return math.nan if not tasks or any(math.isnan(v) for v in present) else sum(present) / len(present)
 
 
+def merged_badges(per_task: Iterable[list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """A suite row's badges: one per text, its explanations from every task joined (each once), so four tasks
+    with four different UNVERIFIED values give one badge that lists them, not four."""
+    whys: dict[str, list[str]] = {}
+    for badges in per_task:
+        for text, why in badges:
+            if why not in whys.setdefault(text, []):
+                whys[text].append(why)
+    return sorted((text, " ".join(explanations)) for text, explanations in whys.items())
+
+
 def suite_generalization(suite: SuiteView) -> tuple[str, list[tuple[str, float, float]], int]:
     """(metric, points, tasks) of the suite's domain-generalization plot: over the suite's tasks of its most
     common headline metric that score the source split too, each model's mean source score and mean target
@@ -197,7 +209,7 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
     for model in board.models:
         values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
         if values:
-            raw.append((Row(model, [], badges=sorted({b for t in tasks for b in t.badges(model)}),
+            raw.append((Row(model, [], badges=merged_badges(t.badges(model) for t in tasks),
                             **card_fields(cards.for_adapter(_adapter_of(model, tasks)))), values, {}))
     reported = _reported_by_label(tasks)
     for row_label, summary in reported.items():

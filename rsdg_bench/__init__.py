@@ -12,9 +12,13 @@ import importlib
 from typing import Any
 
 try:  # written at install time by setuptools-scm from git (pyproject's [tool.setuptools_scm])
-    from ._version import __commit_id__ as BUILT_FROM_COMMIT, __version__
+    from . import _version
 except ImportError:  # a source tree that was never installed: nothing says which code this is
-    __version__, BUILT_FROM_COMMIT = "0+unknown", None
+    _version = None
+# The version the install was built as (in an editable checkout, as of its install: `results.git_commit` names
+# the code), and the commit it was built from (None from a setuptools-scm that does not write it)
+__version__: str = getattr(_version, "__version__", "0+unknown")
+BUILT_FROM_COMMIT: str | None = getattr(_version, "__commit_id__", None)
 
 _API = {
     "list_tasks": "api", "load_task": "api", "open_split": "api", "evaluate": "api", "load_results": "api",

@@ -9,8 +9,8 @@ The rotation follows albumentations' `Rotate` defaults, which CromSS's fine-tuni
 uniform in ±`rotate_degrees` (counter-clockwise positive, as OpenCV counts), about the centre of the pixel
 grid, the image bilinear and the labels nearest, and the border mirrored without repeating the edge pixel
 (OpenCV's BORDER_REFLECT_101). It is computed with `torch.nn.functional.grid_sample`, not OpenCV's
-fixed-point `warpAffine`: interpolated values can differ from OpenCV's in the last bits, the geometry does
-not.
+fixed-point `warpAffine`, on the stored values: the geometry is OpenCV's, but a pipeline that clips and
+quantizes before rotating (CromSS's) interpolates other values; the task says so (`reference.differences`).
 """
 
 from __future__ import annotations

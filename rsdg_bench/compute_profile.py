@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from .io import atomic_write_text, canonical_json, sha256_bytes
 from .task_schema import Task
@@ -31,31 +31,39 @@ PROFILES_DIR = "profiles"
 
 
 class ComputeProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One stored profile; every number finite and in range, so a hand-edited file is refused, not plotted."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     adapter: str
     options: dict[str, Any]
     task_id: str
-    input_size: tuple[int, int]
-    bands: int
-    parameters: int
-    trainable_parameters: int
-    gflops: float                     # per image at input_size
-    latency_ms: float                 # one image, median
-    throughput: float                 # images per second at `batch`
-    batch: int
-    peak_memory_mib: float | None     # CUDA allocator's peak during a batch; None on the CPU
+    input_size: tuple[PositiveInt, PositiveInt]
+    bands: PositiveInt
+    parameters: NonNegativeInt
+    trainable_parameters: NonNegativeInt
+    gflops: float = Field(ge=0)                     # per image at input_size
+    latency_ms: float = Field(gt=0)                 # one image, median
+    throughput: float = Field(gt=0)                 # images per second at `batch`
+    batch: PositiveInt
+    peak_memory_mib: float | None = Field(ge=0)     # CUDA allocator's peak during a batch; None on the CPU
     device: str
     torch_version: str
 
 
-def input_size(task: Task) -> tuple[int, int]:
-    """The model-facing image size of a task: its inference window, else its training crop, else 256."""
+def input_size(task: Task, first_target: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The model-facing image size of a task: its sliding window; for whole-image inference the size of its
+    first target image (`first_target`, H×W, from the prepared manifest), else its training crop, else 256."""
+    if task.inference.mode == "slide" and task.inference.crop:
+        return task.inference.crop, task.inference.crop
+    if first_target is not None:
+        return first_target
     side = task.inference.crop or (task.training.crop if task.training else None) or 256
     return side, side
 
 
-def measure(adapter: Any, task: Task, device: Any, bands: int, *, batch: int = 4, repeats: int = 5) -> ComputeProfile:
-    """Profile a set-up adapter on `task` (see the module docstring)."""
+def measure(adapter: Any, task: Task, device: Any, bands: int, *, batch: int = 4, repeats: int = 5,
+            size: tuple[int, int] | None = None) -> ComputeProfile:
+    """Profile a set-up adapter on `task` at `size` (default `input_size(task)`; see the module docstring)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -63,7 +71,7 @@ def measure(adapter: Any, task: Task, device: Any, bands: int, *, batch: int = 4
 
     predictor = get_kind(task.kind).map_predictor(adapter)
     module = adapter.module
-    height, width = input_size(task)
+    height, width = size or input_size(task)
     parameters = sum(p.numel() for p in module.parameters()) if module is not None else 0
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad) if module is not None else 0
     generator = torch.Generator().manual_seed(0)

@@ -52,6 +52,13 @@ class ProcessGroup:
         dist.all_gather_object(parts, counts.entries())
         return SparseCountRows.merged(counts.rows, counts.width, parts)
 
+    def agree(self, value: int) -> bool:
+        """True on every rank when every rank holds the same `value` (the sum of squares equals N·mean²)."""
+        if self.world_size == 1:
+            return True
+        sums = self.sum(torch.tensor([value, value * value], dtype=torch.float64))
+        return bool(sums[1].item() * self.world_size == sums[0].item() ** 2)
+
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on at least one."""
         if self.world_size == 1:

@@ -99,16 +99,20 @@ def batch_confusion_counts(labels: list[torch.Tensor], preds: list[torch.Tensor]
                            ) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
     """Per image, (K×K matrix, K predictions on ignore-labelled pixels) of a batch of uint8 label and
     prediction maps on one device, and whether any prediction was K (a pixel whose scores were not finite,
-    `inference.class_indices(mark_non_finite=True)`): one `bincount` of (image, label, prediction) for the
-    whole batch and one copy of its B·256·(K+1) bins to the host, the only wait for the device per batch.
+    `inference.class_indices(mark_non_finite=True)`): one count of (image, label, prediction) for the whole
+    batch into B·256·(K+1) bins and one copy of them to the host, the only wait for the device per batch.
     Stray labels (neither a class nor the ignore index) land in their own rows of the same count and raise
     `DataError`, as `confusion_counts`. The matrices are those `confusion_counts` gives, bit for bit."""
     import torch
 
     k, width = num_classes, num_classes + 1
-    index = torch.cat([(label.reshape(-1).to(torch.int32) + 256 * image) * width + pred.reshape(-1).to(torch.int32)
+    index = torch.cat([(label.reshape(-1).to(torch.int64) + 256 * image) * width + pred.reshape(-1).to(torch.int64)
                        for image, (label, pred) in enumerate(zip(labels, preds, strict=True))])
-    bins = torch.bincount(index, minlength=len(labels) * 256 * width).cpu().numpy().reshape(len(labels), 256, width)
+    # index_add_ into bins of a known size: CUDA's bincount reads its input's min and max back to the host to
+    # size its output, two more waits; integer additions are exact in any order
+    bins = torch.zeros(len(labels) * 256 * width, dtype=torch.int64, device=index.device)
+    bins.index_add_(0, index, torch.ones_like(index))
+    bins = bins.cpu().numpy().reshape(len(labels), 256, width)
     stray = bins[:, k:IGNORE_INDEX, :].sum(axis=(0, 2))
     if stray.any():
         values = [int(v) + k for v in np.flatnonzero(stray)]

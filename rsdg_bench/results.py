@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import numbers
+import os
 import platform
 import subprocess
 import sys
@@ -63,23 +64,31 @@ def _nan_if_none(value: float | None) -> float:
 @cache
 def git_commit() -> str:
     """Which code this harness is: the HEAD of the git checkout it runs from (`+dirty` with uncommitted
-    changes to tracked files), else the commit an installed copy was built from (setuptools-scm's short form,
-    `g<hash>`, from `rsdg_bench._version`), else 'unknown' (a source tree without git or version metadata;
-    `submission verify` refuses its records). The package must be a tracked file of the checkout: a copy
-    installed into a virtual environment that lies inside some other git repository is not that repository."""
+    changes to tracked files), else, for an installed copy outside any git work tree, the commit it was built
+    from (setuptools-scm's short form, `g<hash>`, from `rsdg_bench._version`), else 'unknown' (a checkout
+    whose git is missing or refuses it, whose files may have moved past the install's commit; a source tree
+    without version metadata; `submission verify` refuses such records). The package must be a tracked file
+    of the checkout: a copy installed into a virtual environment inside another git repository is not that
+    repository (it falls to the built-from commit)."""
     from . import BUILT_FROM_COMMIT
 
     here = Path(__file__).resolve().parent
     try:
-        subprocess.run(["git", "ls-files", "--error-unmatch", "results.py"], cwd=here, capture_output=True,
-                       timeout=5, check=True)
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
-                             check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "results.py"], cwd=here, capture_output=True,
+                                 text=True, timeout=5, env={**os.environ, "LC_ALL": "C"})  # its message in English
+        if tracked.returncode == 0:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
+                                 check=True)
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                   capture_output=True, text=True, timeout=5)
+            return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        if "did not match" in tracked.stderr:  # inside another repository, untracked there: an installed copy
+            return BUILT_FROM_COMMIT or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return BUILT_FROM_COMMIT or "unknown"
+        pass
+    if any((parent / ".git").exists() for parent in (here, *here.parents)):
+        return "unknown"  # a checkout whose git is missing or refuses it: its files may be past the install's
+    return BUILT_FROM_COMMIT or "unknown"
 
 
 class EvaluatedSplit(BaseModel):

@@ -190,6 +190,13 @@ class TrainingSpec(_Strict):
         return max(1, source_samples // self.batch_size)
 
 
+def without_later_defaults(block: str, content: dict[str, Any]) -> dict[str, Any]:
+    """A dumped `metrics` or `training` block without the fields added after tasks were first hashed, where
+    they hold their defaults: what hashes and fingerprints are made of, so adding a field changes none."""
+    return {name: value for name, value in content.items()
+            if (block, name) not in _ADDED_WITH_DEFAULT or value != _ADDED_WITH_DEFAULT[(block, name)]}
+
+
 class Reference(_Strict):
     """The paper a task reproduces, where this harness knowingly differs from it, and what neither the paper
     nor its code fixes (display only: the numbers these move are in the hashed fields; this says so to the
@@ -259,9 +266,9 @@ class Task(_Strict):
     def hash(self) -> str:
         """sha256 over every field that can move a number, including the content of its label maps."""
         content = self.model_dump(mode="json", exclude=_DISPLAY_ONLY)
-        for (block, field_name), default in _ADDED_WITH_DEFAULT.items():  # at their default, hashes stay
-            if content.get(block) is not None and content[block].get(field_name, object()) == default:
-                del content[block][field_name]
+        for block in ("metrics", "training"):  # fields added later, at their default: hashes stay as they were
+            if content.get(block) is not None:
+                content[block] = without_later_defaults(block, content[block])
         content["label_maps"] = {ref.label_map: load_label_map(ref.label_map).model_dump(mode="json")
                                  for ref in self.splits() if ref.label_map}
         return sha256_bytes(canonical_json(content).encode())

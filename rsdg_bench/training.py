@@ -10,11 +10,14 @@ crashed one stopped.
 
 Under torchrun (`torchrun --nproc_per_node N -m rsdg_bench.cli train ...`) N processes share each step: the
 global batch stays the protocol's, process r takes draws r·B/N … (r+1)·B/N − 1 of it (`rank_draws`: exact,
-deterministic shards of the same draws one process would make), after each backward the gradients are
-averaged across processes in one all-reduce and the buffers (BatchNorm's running statistics) taken from
-process 0, as DistributedDataParallel does with its defaults, and selection scores the selection split in
-exact shards. Process 0 alone writes the state and the checkpoint; every process resumes from the state.
-BatchNorm normalizes each process's B/N images by their own statistics (no SyncBatchNorm).
+deterministic shards of the same draws one process would make), each process's cross-entropy is its pixels'
+sum over the labelled pixels of all shards (`shard_cross_entropy`), so that after each backward the gradients,
+averaged across processes in one all-reduce, are those of one process's loss over the whole batch; the
+buffers (BatchNorm's running statistics) are taken from process 0, as DistributedDataParallel does with its
+defaults, and selection scores the selection split in exact shards. Process 0 alone writes the state and the
+checkpoint; every process resumes from the same state, or the run stops. An error on one process stops all.
+Not the same as one process: BatchNorm normalizes each process's B/N images by their own statistics (no
+SyncBatchNorm); and the Dice losses, computed over the whole batch, are refused over several processes.
 """
 
 from __future__ import annotations
@@ -40,14 +43,14 @@ from .classes import IGNORE_INDEX
 from .data import SegmentationSplit, TaskData
 from .data_lock import reading_all
 from .distributed import ProcessGroup
-from .errors import AdapterError, TaskError
+from .errors import AdapterError, RsdgError, TaskError
 from .evaluation import evaluate_split_counts
 from .split_counts import task_scores
 from .io import atomic_write_bytes
 from .kinds import get_kind, require_adapter_kind
 from .registry import resolve_adapter
 from .runner import ModelSpec, build_for_task
-from .task_schema import AugmentSpec, Task, TrainingSpec
+from .task_schema import AugmentSpec, Task, TrainingSpec, without_later_defaults
 from .training_history import TrainingHistory, write_history
 
 log = logging.getLogger(__name__)
@@ -173,6 +176,16 @@ def smp_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return DiceLoss(mode="multiclass", from_logits=True, ignore_index=IGNORE_INDEX)(logits, labels)
 
 
+def shard_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
+                        world_size: int) -> torch.Tensor:
+    """This process's share of the global batch's mean cross-entropy, scaled so that averaging the processes'
+    gradients gives the gradient of one process's loss over the whole batch: the sum over this shard's
+    labelled pixels, divided by the labelled pixels of every shard (`labelled`, all-reduced), times the number
+    of processes. A shard without a labelled pixel contributes 0, not NaN."""
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / labelled.clamp_min(1).to(total.dtype) * world_size
+
+
 def segmentation_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The protocol's loss (`TrainingSpec.loss`) of one batch."""
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
@@ -275,6 +288,11 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     select = access.open(task.select) if task.select is not None else None
     per_epoch = spec.iterations_per_epoch(len(source))
     spec = spec.model_copy(update={"iterations": spec.total_iterations(len(source))})  # epochs → iterations
+    if group.world_size > 1 and spec.loss != "ce":
+        raise TaskError(f"the {spec.loss} loss is computed over the whole batch; training it in {group.world_size} "
+                        "processes, each with its share, would optimise another loss",
+                        "train this task in one process (without torchrun); multi-process training takes the "
+                        "cross-entropy loss")
     if spec.batch_size % group.world_size:
         raise TaskError(f"the protocol's batch of {spec.batch_size} does not split evenly over {group.world_size} "
                         "processes", "start as many processes as divide the batch (torchrun --nproc_per_node), or "
@@ -284,10 +302,15 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     module.to(device)
     optimizer = _optimizer(spec, module.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(spec, it, per_epoch))
-    fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(), "training": spec.model_dump(mode="json")}
+    fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(),  # a state saved before a field was
+                   "training": without_later_defaults("training", spec.model_dump(mode="json"))}  # added resumes
     state_path = train_state_path(checkpoint_path)
     metric = selection_metric(task)
     done, best, saved_history = _resume(state_path, fingerprint, module, optimizer, scheduler)
+    if not group.agree(done):
+        raise TaskError(f"the processes of this training found different saved states ({state_path})",
+                        "give every process the same results folder (a shared file system), or remove the "
+                        "`.train-state` file to start over")
     history = (TrainingHistory.from_state(saved_history, done) if saved_history else
                TrainingHistory(task_id=task.id, metric=metric))
     if done:
@@ -301,9 +324,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
                disable=not (progress and group.is_main))
     for iteration, batch in enumerate(loader, start=done + 1):
         module.train()
-        logits, labels = training_logits(adapter, task, batch, source.band_names, device)
-        loss = segmentation_loss(spec.loss, logits, labels)
-        mean_loss = group.sum(loss.detach().reshape(1)).item() / group.world_size  # the same on every process
+        loss, mean_loss = _step_loss(adapter, task, batch, source.band_names, device, spec.loss, group, iteration)
         if not math.isfinite(mean_loss):
             raise AdapterError(f"training loss became {mean_loss} at iteration {iteration}",
                                "lower the learning rate or check the normalization")
@@ -354,6 +375,33 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
         state_path.unlink(missing_ok=True)
     return TrainReport(checkpoint_path, best["iteration"], selected, access.opened, resumed_from=done,
                        selection_metric=metric)
+
+
+def _step_loss(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], band_names: list[str],
+               device: torch.device, kind: str, group: ProcessGroup, iteration: int) -> tuple[torch.Tensor, float]:
+    """(this process's loss to backpropagate, the global batch's mean loss) of one step. Over several processes
+    the collectives come in the same order on every process whatever fails: the labelled pixels of all shards,
+    then the loss with a failure flag, so an error on one process stops every process instead of leaving the
+    others waiting in a collective it never reaches."""
+    if group.world_size == 1:
+        logits, labels = training_logits(adapter, task, batch, band_names, device)
+        loss = segmentation_loss(kind, logits, labels)
+        return loss, loss.item()
+    labelled = group.sum((batch["label"] != IGNORE_INDEX).sum().reshape(1).to(torch.float64))
+    failure: Exception | None = None
+    try:
+        logits, labels = training_logits(adapter, task, batch, band_names, device)
+        loss = shard_cross_entropy(logits, labels, labelled.to(logits.device), group.world_size)
+        value = loss.detach().to("cpu", torch.float64).reshape(1)
+    except Exception as exc:  # shared below, then raised on every process
+        failure, value = exc, torch.zeros(1, dtype=torch.float64)
+    shared = group.sum(torch.cat([value, torch.tensor([float(failure is not None)], dtype=torch.float64)]))
+    if failure is not None:
+        raise failure
+    if shared[1] > 0:
+        raise RsdgError(f"another process of this distributed training failed at iteration {iteration}",
+                        "see that process's output above")
+    return loss, shared[0].item() / group.world_size
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

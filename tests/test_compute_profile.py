@@ -24,7 +24,7 @@ def test_profile_counts_a_known_network_and_saves_it_for_the_board(data_root: Pa
     assert set(profiles) == {"demo/u2a", "demo/u2coarse"}
     profile = profiles["demo/u2a"]
     side = profile.input_size[0]
-    assert side == 128  # the demo's training crop: its model-facing size (whole-image inference)
+    assert side == 128  # the demo's sliding window: its model-facing size
     assert profile.parameters == profile.trainable_parameters == 3 * 5 + 5
     assert profile.gflops == pytest.approx(2 * 3 * 5 * side * side / 1e9)
     assert profile.latency_ms > 0 and profile.throughput > 0 and profile.peak_memory_mib is None
@@ -33,3 +33,16 @@ def test_profile_counts_a_known_network_and_saves_it_for_the_board(data_root: Pa
     assert json.loads(saved.read_text())["adapter"] == "pixel-linear"
     saved.write_text("{not json")  # a broken profile is skipped, never an error: it ranks nothing
     assert {p.task_id for p in load_all(tmp_path)} == {"demo/u2coarse"}
+    other = next((tmp_path / "profiles").glob("pixel-linear-*/demo__u2coarse.json"))
+    other.write_text(other.read_text().replace('"gflops": ', '"gflops": 1e400, "was": '))
+    assert load_all(tmp_path) == []  # nor an infinite or extra field: refused, not plotted
+
+
+def test_the_model_facing_size_is_the_window_or_the_whole_target_image():
+    from rsdg_bench.compute_profile import input_size
+    from rsdg_bench.task_schema import TaskCatalog
+
+    catalog = TaskCatalog()
+    assert input_size(catalog.task("crossearth/pi2v")) == (512, 512)  # slide: the window
+    whole = catalog.task("noldo_s12/dw-s2")  # whole 510² tiles, trained on 496² crops
+    assert input_size(whole, (510, 510)) == (510, 510) and input_size(whole) == (496, 496)

@@ -181,3 +181,48 @@ def test_two_processes_train_the_weights_one_process_trains(data_root: Path, tmp
                             capture_output=True, text=True, timeout=300, env=env)
     assert uneven.returncode != 0 and "does not split evenly over 2 processes" in uneven.stdout + uneven.stderr
     assert not (tmp_path / "three.pt").exists()
+
+
+def test_shard_losses_average_to_the_whole_batch_gradient_with_ignored_pixels():
+    """Each process's cross-entropy over its shard, divided by the labelled pixels of all shards: averaging the
+    shards' gradients (what the all-reduce does) gives the whole batch's, however unevenly the ignored pixels
+    fall, and a shard with no labelled pixel gives 0, not NaN."""
+    import torch
+
+    from rsdg_bench.classes import IGNORE_INDEX
+    from rsdg_bench.training import shard_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, 1)
+    images = torch.randn(4, 3, 6, 6, generator=generator)
+    labels = torch.randint(0, 4, (4, 6, 6), generator=generator)
+    labels[:2, :, :4] = IGNORE_INDEX  # the first shard is two-thirds ignored
+    labels[1] = IGNORE_INDEX          # and one of its images wholly
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        net.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    whole = grads(torch.nn.functional.cross_entropy(net(images), labels, ignore_index=IGNORE_INDEX))
+    labelled = (labels != IGNORE_INDEX).sum().reshape(1).double()
+    shards = [grads(shard_cross_entropy(net(images[i:i + 2]), labels[i:i + 2], labelled, 2)) for i in (0, 2)]
+    for full, first, second in zip(whole, *shards, strict=True):
+        torch.testing.assert_close((first + second) / 2, full)
+    empty = shard_cross_entropy(net(images[1:2]), labels[1:2], torch.zeros(1, dtype=torch.float64), 2)
+    assert float(empty) == 0.0
+
+
+def test_a_whole_batch_loss_is_refused_over_several_processes(data_root: Path, tmp_path: Path):
+    from rsdg_bench.errors import TaskError
+    from rsdg_bench.task_schema import TaskCatalog
+    from rsdg_bench.training import build_trainable, train_adapter
+
+    from conftest import SMALL_MODEL
+
+    task = TaskCatalog().task("demo/u2a")
+    dice = task.model_copy(update={"training": task.training.model_copy(update={"loss": "ce+dice"})})
+    adapter = build_trainable(SMALL_MODEL, task, data_root)
+    with pytest.raises(TaskError, match="computed over the whole batch"):  # refused before any collective
+        train_adapter(adapter, dice, data_root, tmp_path / "x.pt", group=ProcessGroup(0, 2), progress=False)
+    assert not (tmp_path / "x.pt").exists()

@@ -87,3 +87,27 @@ def test_non_finite_scores_found_in_the_batch_count_are_the_adapters_error(data_
     with pytest.raises(AdapterError, match="NaN or Inf"):
         rb.evaluate(Broken(), "demo/u2a", input_contract=contract, data_root=data_root, limit=4, progress=False,
                     batch_size=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CUDA's own hidden waits are checked there")
+def test_on_cuda_the_batch_count_makes_no_wait_of_its_own_before_the_copy():
+    """`HostSyncCounter` sees Python-level calls only; a kernel that reads back to size its output (CUDA's
+    bincount does) waits unseen. CUDA's sync debug mode raises on any wait but the final copy's."""
+    device = torch.device("cuda")
+    labels = [torch.randint(0, 5, (64, 64), dtype=torch.uint8, device=device) for _ in range(3)]
+    preds = [torch.randint(0, 5, (64, 64), dtype=torch.uint8, device=device) for _ in range(3)]
+    torch.cuda.synchronize()
+    original = torch.Tensor.cpu
+
+    def copy_allowed(tensor, *args, **kwargs):
+        torch.cuda.set_sync_debug_mode(0)
+        return original(tensor, *args, **kwargs)
+
+    torch.Tensor.cpu = copy_allowed
+    try:
+        torch.cuda.set_sync_debug_mode("error")
+        per_image, non_finite = batch_confusion_counts(labels, preds, 5)
+    finally:
+        torch.Tensor.cpu = original
+        torch.cuda.set_sync_debug_mode(0)
+    assert not non_finite and sum(int(m.sum()) for m, _ in per_image) == 3 * 64 * 64

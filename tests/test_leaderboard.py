@@ -779,3 +779,14 @@ def test_a_model_trained_under_several_seeds_is_one_row_per_seed_and_its_spread_
     [plain] = board_of(*unseeded).tasks
     assert all(label.startswith("unet @") for label in plain.scores) and len(plain.scores) == 2  # told apart by sha
     assert task_seed_table(plain) is None
+
+
+def test_a_suite_row_has_one_badge_per_text_and_exports_keep_task_badges_short():
+    from rsdg_bench.leaderboards.tables import Row, to_markdown
+    from rsdg_bench.leaderboards.views import merged_badges
+
+    badges = merged_badges([[("UNVERIFIED protocol", "epochs ours."), ("off-protocol", "iterations 2")],
+                            [("UNVERIFIED protocol", "grid ours.")], [("UNVERIFIED protocol", "epochs ours.")]])
+    assert badges == [("UNVERIFIED protocol", "epochs ours. grid ours."), ("off-protocol", "iterations 2")]
+    table = Table(id="t", title="t", columns=["A"], rows=[Row("m", [0.5], badges=badges)])
+    assert "m [UNVERIFIED protocol] [off-protocol: iterations 2]" in to_markdown(table)

@@ -70,3 +70,15 @@ def test_a_non_editable_install_records_the_commit_it_was_built_from(tmp_path: P
     commit = out[2]
     assert commit.startswith("g") and head.startswith(commit[1:]) and len(commit) >= 8
     assert f"+g{commit[1:]}" in out[1] or out[1].count(".") >= 2  # a version from git, not the fallback
+
+
+def test_a_checkout_whose_git_cannot_answer_says_unknown_not_the_install_commit(monkeypatch):
+    """No git (a container) or a git that refuses the checkout: its files may have moved past the commit the
+    install was built from, so the record must not name that commit (verify refuses 'unknown')."""
+    from rsdg_bench import results
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(results.subprocess, "run", no_git)
+    assert (ROOT / ".git").exists() and results.git_commit.__wrapped__() == "unknown"

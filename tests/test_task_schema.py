@@ -151,3 +151,17 @@ def test_known_departures_from_the_papers_are_data_on_their_tasks():
     assert "batch_size 32" in text("noldo_s12/dw-s2", "unverified")
     assert "patch grid" in text("codex/oscd", "unverified") and "own" in text("codex/fmow", "differences")
     assert all(catalog.task(t).reference.unverified for t in catalog.tasks if t.startswith(("crossearth/", "dfc25/")))
+
+
+def test_fields_added_later_leave_hashes_and_training_fingerprints_as_they_were():
+    """A protocol that leaves the later fields (schedule end and stepping, augmentation) at their defaults dumps
+    to what it dumped before they existed: its task hash, and an interrupted training's saved fingerprint, stay
+    valid; one that sets them (NoLDO-S12) keeps them."""
+    from rsdg_bench.task_schema import without_later_defaults
+
+    added = {"final_lr", "decay_fraction", "schedule_step", "augment"}
+    demo = TaskCatalog().task("demo/u2a").training.model_dump(mode="json")
+    assert without_later_defaults("training", demo) == {k: v for k, v in demo.items() if k not in added}
+    noldo = TaskCatalog().task("noldo_s12/dw-s2").training.model_dump(mode="json")
+    assert without_later_defaults("training", noldo) == noldo
+    assert TaskCatalog().task("demo/u2a").hash == "2a1cea6da431" + TaskCatalog().task("demo/u2a").hash[12:]

@@ -108,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from ..compute_profile import measure, save
+    from ..compute_profile import input_size, measure, save
     from ..data import TaskData
     from ..distributed import resolve_device
     from ..runner import ModelSpec, build_for_task
@@ -120,10 +120,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{'task':28s} {'params (M)':>10s} {'GFLOPs':>9s} {'latency ms':>10s} {'img/s':>8s} {'peak MiB':>9s}  device")
     for task_id in args.task:
         task = catalog.task(task_id)
-        adapter = build_for_task(model, task, TaskData(data_root(args), task, phase="evaluate"))
+        access = TaskData(data_root(args), task, phase="evaluate")
+        adapter = build_for_task(model, task, access)
         adapter.to(device)
+        rows = access.prepared(task.targets[0].dataset).rows(task.targets[0].domain, task.targets[0].split)
+        first = (int(rows.iloc[0]["height"]), int(rows.iloc[0]["width"])) if len(rows) else None
         profile = measure(adapter, task, device, adapter.input_contract().num_bands, batch=args.batch,
-                          repeats=args.repeats)
+                          repeats=args.repeats, size=input_size(task, first))
         path = save(results_root(args), profile)
         peak = "–" if profile.peak_memory_mib is None else f"{profile.peak_memory_mib:.0f}"
         print(f"{task.id:28s} {profile.parameters / 1e6:10.2f} {profile.gflops:9.2f} {profile.latency_ms:10.1f} "
