@@ -89,6 +89,19 @@ class PixelLinear(Adapter):
         return self.module(x)
 
 
+class TrainablePixelLinear(PixelLinear):
+    """`PixelLinear` that `train` accepts: for tests of the trainer's bookkeeping (seeds, shards, refusals),
+    where a U-Net's forward passes would only cost time."""
+
+    trainable = True
+
+
+def trainable_pixel_linear() -> ModelSpec:
+    """`TrainablePixelLinear` registered as `pixel-linear-trainable`."""
+    register_adapter("pixel-linear-trainable")(TrainablePixelLinear)
+    return ModelSpec("pixel-linear-trainable")
+
+
 def pixel_linear(display_name: str = "pixel-linear") -> ModelSpec:
     """`PixelLinear` registered under its name, as a random-init model spec."""
     register_adapter("pixel-linear")(PixelLinear)

@@ -19,7 +19,7 @@ from rsdg_bench.adapters import InputContract, Normalization
 from rsdg_bench.registry import resolve_adapter
 from rsdg_bench.results import decode_per_image
 
-from conftest import SMALL_MODEL
+from conftest import pixel_linear
 
 
 def _matrices(evaluation: rb.Evaluation) -> list:
@@ -51,7 +51,8 @@ def test_one_batch_count_equals_the_per_image_counts_bit_for_bit():
 
 def test_on_an_accelerator_the_evaluator_waits_for_the_device_once_per_batch(data_root: Path, monkeypatch):
     torch.manual_seed(0)
-    adapter = resolve_adapter("smp")(**SMALL_MODEL.options)
+    pixel_linear()
+    adapter = resolve_adapter("pixel-linear")()  # the counting is what is measured, not the network
     task = rb.load_task("demo/u2a")
     on_host = rb.evaluate(adapter, task, data_root=data_root, limit=8, progress=False, batch_size=2)
     monkeypatch.setattr(inference, "counts_on_device", lambda device: True)  # the accelerator path, on the CPU

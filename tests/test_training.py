@@ -75,10 +75,12 @@ def test_random_crops_are_repeatable_and_pad_with_ignore(data_root: Path):
 def test_training_is_repeatable_from_the_protocol_seed(data_root: Path, tmp_path: Path):
     from rsdg_bench.training import build_trainable
 
+    from conftest import trainable_pixel_linear
+
     task = TaskCatalog().task("demo/u2a")
     states = []
-    for run in ("a", "b"):
-        adapter = build_trainable(SMALL_MODEL, task, data_root)
+    for run in ("a", "b"):  # the init and the draws come from the protocol's seed: a 1×1 convolution shows it
+        adapter = build_trainable(trainable_pixel_linear(), task, data_root)
         train_adapter(adapter, task, data_root, tmp_path / f"{run}.pt",
                       overrides=TrainOverrides(iterations=3, batch_size=2, val_interval=3), progress=False)
         states.append(torch.load(tmp_path / f"{run}.pt", weights_only=True)["state_dict"])
@@ -193,11 +195,14 @@ def test_train_under_another_seed_is_the_same_protocol_with_other_draws(data_roo
     from rsdg_bench.cli import main
     from rsdg_bench.training_record import training_provenance
 
-    common = ["train", "--task", "demo/u2a", "--model", "smp", "--model-arg", "encoder=resnet18", "--iterations", "1",
+    from conftest import trainable_pixel_linear
+
+    trainable_pixel_linear()
+    common = ["train", "--task", "demo/u2a", "--model", "pixel-linear-trainable", "--iterations", "1",
               "--batch-size", "2", "--data-root", str(data_root), "--results", str(tmp_path), "--device", "cpu",
               "--quiet"]
     assert main(common) == 0 and main([*common, "--seed", "3"]) == 0
-    folder = tmp_path / "checkpoints" / "smp"
+    folder = tmp_path / "checkpoints" / "pixel-linear-trainable"
     default, seeded = (torch.load(folder / f"toyearth_urban{s}.pt", weights_only=True) for s in ("", ".seed3"))
     assert (default["rsdg"]["training"]["seed"], seeded["rsdg"]["training"]["seed"]) == (0, 3)
     key = next(iter(default["state_dict"]))
