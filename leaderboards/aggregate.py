@@ -70,6 +70,7 @@ class TaskTable:
     # Where the task's protocol knowingly differs from its paper's, and what the paper leaves open (the records'
     # task definition's `reference.differences` / `.unverified`): listed on the task's page, marked beside rows
     paper_differences: list[str] = field(default_factory=list)
+    training_differences: list[str] = field(default_factory=list)  # only rows whose weights the harness trained
     unverified: list[str] = field(default_factory=list)
     seeds: dict[str, tuple[str, int]] = field(default_factory=dict)  # label of a seed run → (model name, seed)
 
@@ -165,12 +166,16 @@ class TaskTable:
 
     def badges(self, model: str) -> list[tuple[str, str]]:
         """(text, explanation) of every badge the model's rows here carry: training (off-protocol, unknown),
-        verification, chance level, and the task's known differences from its paper."""
+        verification, chance level, and the task's known differences from its paper (those of its training only
+        where the harness trained the weights: released weights were trained by their authors)."""
         found = {badge(s.training) for s in self.scores.get(model, {}).values()}
         found |= {s.verified for s in self.scores.get(model, {}).values()}
         found.add(self.at_chance(model))
-        if self.paper_differences:
-            found.add(("differs from paper", " ".join(self.paper_differences)))
+        trained_here = any((s.training or {}).get("status") in ("protocol", "off-protocol")
+                           for s in self.scores.get(model, {}).values())
+        differences = [*self.paper_differences, *(self.training_differences if trained_here else [])]
+        if differences:
+            found.add(("differs from paper", " ".join(differences)))
         if self.unverified:
             found.add(("UNVERIFIED protocol", " ".join(self.unverified)))
         return sorted(b for b in found if b is not None)
@@ -311,6 +316,7 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
             task_hash=task.hash, primary=task.primary, class_names=record.class_names,
             description=task.resolved.get("description", ""), headline=record.headline_classes,
             classes=task.classes or "", paper_differences=_reference_list(task.resolved, "differences"),
+            training_differences=_reference_list(task.resolved, "training_differences"),
             unverified=_reference_list(task.resolved, "unverified"), seeds=seeds))
         model = labels[(record.model.display_name, record.model.checkpoint["sha256"])]
         if model not in models:

@@ -207,6 +207,9 @@ class Reference(_Strict):
     differences: tuple[str, ...] = Field(
         default=(), description="each a sentence: what the paper's pipeline does, what the harness does instead, "
                                 "and its measured effect where known")
+    training_differences: tuple[str, ...] = Field(
+        default=(), description="as `differences`, for how the harness trains: they concern only rows whose weights "
+                                "`rsdg-bench train` made, not released weights")
     unverified: tuple[str, ...] = Field(
         default=(), description="each a sentence: a protocol value neither the paper nor its released code gives, "
                                 "and what the harness chose (UNVERIFIED)")

@@ -668,13 +668,17 @@ def test_a_task_that_differs_from_its_paper_says_so_on_its_page_and_beside_every
                    "Every test tile is scored; the paper drops the last partial batch."]
     marked = [record(key=f"m{i}", matrix=GOOD, model=model) for i, model in enumerate(("a", "b"))]
     unverified = ["Batch size chosen here: the paper gives none."]
+    training = ["Training runs in float32; the paper's in mixed precision."]
     for rec in marked:
-        rec.task.resolved = {"reference": {"paper": "X", "differences": differences, "unverified": unverified}}
+        rec.task.resolved = {"reference": {"paper": "X", "differences": differences, "unverified": unverified,
+                                           "training_differences": training}}
+    marked[0].model.training = {"status": "protocol", "seed": 0}  # "a" was trained here; "b" is released weights
     board = board_of(*marked)
     [task] = board.tasks
     assert task.paper_differences == differences
+    assert ("differs from paper", " ".join([*differences, *training])) in task.badges("a")
+    assert ("differs from paper", " ".join(differences)) in task.badges("b")  # not its authors' training
     for model in ("a", "b"):
-        assert ("differs from paper", " ".join(differences)) in task.badges(model)
         assert ("UNVERIFIED protocol", unverified[0]) in task.badges(model)
     plain = board_of(record(key="p", matrix=GOOD)).tasks[0]
     assert plain.paper_differences == [] and not {"differs from paper", "UNVERIFIED protocol"} & set(dict(plain.badges("unet")))
@@ -682,6 +686,7 @@ def test_a_task_that_differs_from_its_paper_says_so_on_its_page_and_beside_every
     page = next(p for p in (tmp_path / "site" / "tasks").glob("*.html") if "differs from its paper" in p.read_text()).read_text()
     assert "Where this task differs from its paper" in page
     assert all(f"<li>{escape(text)}</li>" in page for text in differences)  # as Jinja escapes it
+    assert f"<li>Training: {escape(training[0])}</li>" in page
     assert page.count(">differs from paper<") >= 2  # the badge beside both models' rows
     assert "Not fixed by the paper or its code" in page and f"<li>{escape(unverified[0])}</li>" in page
 

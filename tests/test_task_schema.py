@@ -145,9 +145,9 @@ def test_known_departures_from_the_papers_are_data_on_their_tasks():
         assert "uint8" in text(task_id, "differences") and "72,467 of 589,824" in text(task_id, "differences")
     noldo = [t for t in catalog.tasks if t.startswith("noldo_s12/")]
     assert len(noldo) == 9
-    for task_id in noldo:
-        differences = text(task_id, "differences")
-        assert all(word in differences for word in ("mixed precision", "drop_last", "histc", "grid_sample"))
+    for task_id in noldo:  # how CromSS scores, for every row; how it trains, for rows trained here
+        assert all(word in text(task_id, "differences") for word in ("drop_last", "histc"))
+        assert all(word in text(task_id, "training_differences") for word in ("mixed precision", "grid_sample"))
     assert "batch_size 32" in text("noldo_s12/dw-s2", "unverified")
     assert "patch grid" in text("codex/oscd", "unverified") and "own" in text("codex/fmow", "differences")
     assert all(catalog.task(t).reference.unverified for t in catalog.tasks if t.startswith(("crossearth/", "dfc25/")))
