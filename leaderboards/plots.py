@@ -92,6 +92,16 @@ def _axis_ticks(low: float, high: float) -> list[float]:
     return [first + i * step for i in range(int((high - first) // step) + 1)]
 
 
+def _percent_range(values: list[float]) -> tuple[float, float]:
+    """An axis in % over `values`: their span widened to whole tens inside 0..100, at least ten wide."""
+    values = values or [0.0, 100.0]
+    low = max(0.0, math.floor(min(values) / 10) * 10)
+    high = min(100.0, math.ceil(max(values) / 10) * 10)
+    if high - low < 10:
+        low, high = max(0.0, high - 10), max(high, low + 10)
+    return low, high
+
+
 def generalization_svg(points: list[tuple[str, float, float]], *, title: str, metric: str) -> str:
     """Domain generalization at a glance: each model's source score (x) against its mean target score (y), in %,
     with the diagonal on which a model would lose nothing to the domain shift. A point far below the diagonal
@@ -102,11 +112,7 @@ def generalization_svg(points: list[tuple[str, float, float]], *, title: str, me
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
            f'font-family="sans-serif" font-size="10" role="img" data-plot="generalization"><title>{escape(title)}</title>',
            f'<text x="{_MARGIN + _PLOT / 2}" y="13" text-anchor="middle" font-size="11">{escape(title)}</text>']
-    values = [100 * v for _, x, y in shown for v in (x, y)] or [0.0, 100.0]
-    low = max(0.0, math.floor(min(values) / 10) * 10)
-    high = min(100.0, math.ceil(max(values) / 10) * 10)
-    if high - low < 10:
-        low, high = max(0.0, high - 10), max(high, low + 10)
+    low, high = _percent_range([100 * v for _, x, y in shown for v in (x, y)])
 
     def px(value: float, vertical: bool) -> float:
         t = (100 * value - low) / (high - low)
@@ -141,11 +147,7 @@ def interval_svg(rows: list[tuple[str, float, float, float]], *, title: str, met
     left = 12 + _CHAR * max((len(label) for label, *_ in shown), default=4)
     row_height = 18
     width, height = left + _PLOT + 16, 22 + row_height * max(len(shown), 1) + _MARGIN
-    values = [100 * v for _, mean, lo, hi in shown for v in (mean, lo, hi) if not math.isnan(v)] or [0.0, 100.0]
-    low = max(0.0, math.floor(min(values) / 10) * 10)
-    high = min(100.0, math.ceil(max(values) / 10) * 10)
-    if high - low < 10:
-        low, high = max(0.0, high - 10), max(high, low + 10)
+    low, high = _percent_range([100 * v for _, mean, lo, hi in shown for v in (mean, lo, hi) if not math.isnan(v)])
 
     def px(value: float) -> float:
         return left + _PLOT * (100 * value - low) / (high - low)
@@ -189,11 +191,7 @@ def pareto_svg(points: list[tuple[str, float, float]], *, title: str, metric: st
     low_cost, high_cost = 10 ** math.floor(math.log10(min(costs))), 10 ** math.ceil(math.log10(max(costs)))
     if high_cost == low_cost:
         high_cost *= 10
-    scores = [100 * score for _, _, score in shown] or [0.0, 100.0]
-    low = max(0.0, math.floor(min(scores) / 10) * 10)
-    high = min(100.0, math.ceil(max(scores) / 10) * 10)
-    if high - low < 10:
-        low, high = max(0.0, high - 10), max(high, low + 10)
+    low, high = _percent_range([100 * score for _, _, score in shown])
 
     def x_of(cost: float) -> float:
         return _MARGIN + _PLOT * (math.log10(cost) - math.log10(low_cost)) / (math.log10(high_cost) - math.log10(low_cost))

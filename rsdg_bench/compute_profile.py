@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -136,7 +137,8 @@ def by_key(profiles: list[ComputeProfile]) -> dict[tuple[str, str, str], Compute
 def profile_path(results_root: Path, profile: ComputeProfile) -> Path:
     """Where a profile is stored: one file per (adapter, options) and task."""
     key = sha256_bytes(canonical_json({"adapter": profile.adapter, "options": profile.options}).encode())[:12]
-    return Path(results_root) / PROFILES_DIR / f"{profile.adapter}-{key}" / f"{profile.task_id.replace('/', '__')}.json"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", profile.adapter).lstrip(".") or "adapter"  # a plug-in's name: no path
+    return Path(results_root) / PROFILES_DIR / f"{name}-{key}" / f"{profile.task_id.replace('/', '__')}.json"
 
 
 def save(results_root: Path, profile: ComputeProfile) -> Path:

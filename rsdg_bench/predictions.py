@@ -16,7 +16,7 @@ import torch
 
 from .classes import IGNORE_INDEX, ClassSchema
 from .io import atomic_write_bytes
-from .quicklook import preview
+from .quicklook import png_bytes, preview
 
 PREDICTIONS_DIR = "predictions"
 
@@ -27,16 +27,6 @@ def paint(classes: np.ndarray, schema: ClassSchema) -> np.ndarray:
     palette[:schema.num_classes] = [c.colour for c in schema.classes]
     palette[IGNORE_INDEX] = 0
     return palette[classes]
-
-
-def _png(array: np.ndarray) -> bytes:
-    import io
-
-    from matplotlib.image import imsave
-
-    buffer = io.BytesIO()
-    imsave(buffer, array, format="png")
-    return buffer.getvalue()
 
 
 class PredictionSaver:
@@ -59,6 +49,6 @@ class PredictionSaver:
         entry = {"sample_id": stem}
         for kind, array in files.items():
             path = self.folder / f"{stem}_{kind}.png"
-            atomic_write_bytes(path, _png(array))
+            atomic_write_bytes(path, png_bytes(array))
             entry[kind] = os.path.relpath(path, self.record_dir)
         self.saved.append(entry)

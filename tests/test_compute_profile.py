@@ -46,3 +46,14 @@ def test_the_model_facing_size_is_the_window_or_the_whole_target_image():
     assert input_size(catalog.task("crossearth/pi2v")) == (512, 512)  # slide: the window
     whole = catalog.task("noldo_s12/dw-s2")  # whole 510² tiles, trained on 496² crops
     assert input_size(whole, (510, 510)) == (510, 510) and input_size(whole) == (496, 496)
+
+
+def test_a_plug_in_name_never_takes_a_profile_outside_its_folder(tmp_path: Path):
+    from rsdg_bench.compute_profile import ComputeProfile, save
+
+    profile = ComputeProfile(adapter="../../outside/x", options={}, task_id="demo/u2a", input_size=(8, 8), bands=3,
+                             parameters=1, trainable_parameters=1, gflops=0.1, latency_ms=1.0, throughput=1.0, batch=1,
+                             peak_memory_mib=None, device="CPU", torch_version="2")
+    path = save(tmp_path / "results", profile)
+    assert path.resolve().is_relative_to((tmp_path / "results" / "profiles").resolve())
+    assert [p.adapter for p in load_all(tmp_path / "results")] == ["../../outside/x"]
