@@ -25,7 +25,8 @@ def zip_folders(root: Path, out: Path, folders: list[str], keep_folder: bool = T
 
 def write_raster(path: Path, array, driver: str = "PNG", **options) -> Path:
     """Write a C×H×W uint8 array without georeferencing in the named GDAL format (JPEG via a copy, as GDAL
-    writes JPEG only from another dataset)."""
+    writes JPEG only from another dataset). PNGs are deflated at the fastest level unless `options` say
+    otherwise: fakes are written in every test session, and the level changes no pixel."""
     import rasterio
     from rasterio.io import MemoryFile
     from rasterio.shutil import copy as raster_copy
@@ -40,6 +41,8 @@ def write_raster(path: Path, array, driver: str = "PNG", **options) -> Path:
                 mem.write(array)
                 raster_copy(mem, path, driver="JPEG", **options)
         else:
+            if driver == "PNG":
+                options = {"ZLEVEL": 1, **options}
             with rasterio.open(path, "w", driver=driver, **profile, **options) as dst:
                 dst.write(array)
     return path

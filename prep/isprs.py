@@ -106,17 +106,18 @@ def eroded(classes: np.ndarray) -> np.ndarray:
 
 def colour_label(classes: np.ndarray) -> np.ndarray:
     """3×H×W RGB colour label of an isprs6 class map (ignore → black)."""
-    colours = np.zeros((*classes.shape, 3), dtype=np.uint8)
+    table = np.zeros((256, 3), dtype=np.uint8)  # one lookup per pixel (a full-size tile has 36 M of them)
     for colour, index in PALETTE.items():
-        colours[classes == index] = colour
-    return colours.transpose(2, 0, 1)
+        table[index] = colour
+    return table[classes].transpose(2, 0, 1)
 
 
 def write_tif(path: Path, array: np.ndarray, transform: Affine | None = None, world_file: bool = False) -> None:
-    """A plain (un-georeferenced) TIFF as the ISPRS files are, optionally with a `.tfw` world file."""
+    """A plain (un-georeferenced) TIFF as the ISPRS files are, optionally with a `.tfw` world file. Deflate at
+    its fastest level: the fake is written in every test session, and the level changes no pixel."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_georef(), rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2],
-                                       count=array.shape[0], dtype="uint8", compress="deflate") as dst:
+                                       count=array.shape[0], dtype="uint8", compress="deflate", zlevel=1) as dst:
         dst.write(array)
     if world_file and transform is not None:
         a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f

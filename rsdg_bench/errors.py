@@ -6,6 +6,16 @@ value) and how to fix it. The CLI prints both and exits non-zero without a trace
 
 from __future__ import annotations
 
+import errno
+import shutil
+from pathlib import Path
+
+# A disk that filled (or a quota reached), or a file system that is (or turned) read-only: every later write
+# fails the same way, so a command stops at the first rather than failing each task in turn
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# ... and, for the CLI's last word, a folder that is not the user's
+DISK_ERRNOS = (*STORAGE_ERRNOS, errno.EACCES, errno.EPERM)
+
 
 class RsdgError(Exception):
     """Base class: a problem the user can fix, with the fix spelled out."""
@@ -41,3 +51,30 @@ class ResultsError(RsdgError):
 
 class SubmissionError(RsdgError):
     """Prediction maps or a submission bundle are malformed, incomplete or do not match the tasks and data."""
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """Whether `exc` is a write refused by the disk or the folder (`DISK_ERRNOS`), not by the data."""
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether `exc` is a write the storage refused (`STORAGE_ERRNOS`): no later write can succeed either."""
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def disk_error(exc: OSError, where: str) -> RsdgError:
+    """A disk error as what a user can act on: the file, the reason, the space left on its disk, the fix."""
+    name = exc.filename or "a file"
+    try:
+        folder = Path(str(exc.filename)).parent if exc.filename else None
+        while folder is not None and not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = f" ({shutil.disk_usage(folder).free / 2 ** 20:.0f} MiB free there)" if folder is not None else ""
+    except OSError:
+        free = ""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    verb = "write" if exc.errno in STORAGE_ERRNOS else "use"
+    fix = ("free space there" if full else "make it writable, or yours,") + f" (or point {where} elsewhere) and " \
+          "re-run: finished records and prepared samples are kept"
+    return RsdgError(f"cannot {verb} {name}: {exc.strerror}{free}", fix)

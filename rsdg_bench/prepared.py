@@ -65,7 +65,9 @@ from .leakage import split_overlaps
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: RGB images as zstd tiled GeoTIFF (were PNG), GeoTIFFs zstd tiled (were deflate)
+FORMAT_VERSION = 3  # 2: RGB images as zstd tiled GeoTIFF (were PNG), GeoTIFFs zstd tiled (were deflate);
+# 3: GeoTIFFs of at most SMALL_RASTER px a side in strips (were one padded 256² tile)
+SMALL_RASTER = 128
 CARD_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.parquet"
 _ROWS_FILE = "rows.jsonl"
@@ -181,8 +183,8 @@ class SampleArrays:
 def raster_suffix(array: np.ndarray, transform: Affine | None) -> str:
     """Lossless format choice, by measured decode time (README, Performance): PNG for a plain single-band 8-bit
     plane without georeferencing (a label: the smallest file and the fastest decode, 0.4 ms at 1024²), else a
-    zstd-compressed tiled GeoTIFF (an RGB image at 1024² decodes in 4 ms against PNG's 13 ms and deflate
-    GeoTIFF's 13 ms, at about 1.4× PNG's size, and encodes 9× faster than PNG)."""
+    zstd-compressed GeoTIFF, tiled unless it is a small patch (an RGB image at 1024² decodes in 4 ms against
+    PNG's 13 ms and deflate GeoTIFF's 13 ms, at about 1.4× PNG's size, and encodes 9× faster than PNG)."""
     plain = transform is None and array.dtype == np.uint8 and array.shape[0] == 1
     return ".png" if plain else ".tif"
 
@@ -199,7 +201,10 @@ def _write_raster(path: Path, array: np.ndarray, transform: Affine | None, crs: 
         "dtype": array.dtype.name,
     }
     if not use_png:
-        profile.update(compress="zstd", tiled=True)  # GDAL's 256² blocks: decoded block by block, in cache
+        # GDAL's 256² blocks: decoded block by block, in cache. A small patch (OSCD's 75² ones) would fill a
+        # whole padded block: in strips it encodes in 0.5–0.65 of the time and decodes in 0.75–0.97; at 200 px
+        # a strip decodes slower, at 256 px it is slower both ways (bench/small_rasters.py)
+        profile.update(compress="zstd", tiled=max(height, width) > SMALL_RASTER)
         if transform is not None:
             profile.update(transform=transform, crs=crs)
     try:

@@ -23,7 +23,7 @@ from .allocator import keep_freed_blocks
 from .data import TaskData
 from .data_lock import reading
 from .distributed import ProcessGroup
-from .errors import AdapterError, DataError, RsdgError
+from .errors import AdapterError, DataError, RsdgError, disk_error, is_storage_error
 from .evaluation import evaluate_split_counts
 from .io import atomic_write_json, sha256_file
 from .kinds import get_kind, require_adapter_kind
@@ -309,6 +309,8 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
             log.info("%s failed: %s", task.id, exc)  # the run's summary reports it
             outcome = TaskOutcome(task.id, error=str(exc))
         except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
+            if is_storage_error(exc):  # but a full or read-only disk fails every task after it: stop, say so
+                raise disk_error(exc, "--results") from exc
             log.info("%s failed: %s: %s", task.id, type(exc).__name__, exc)
             outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         except SystemExit as exc:  # an adapter that calls sys.exit() while being set up or loaded

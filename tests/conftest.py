@@ -96,6 +96,23 @@ class TrainablePixelLinear(PixelLinear):
     trainable = True
 
 
+class TrainableNormedNet(TrainablePixelLinear):
+    """A seeded 3×3 convolution, batch norm, ReLU and 1×1 convolution: a state with buffers (running
+    statistics) beside weights, as a U-Net's has, at a fraction of a U-Net's cost per step on a CPU core."""
+
+    def setup(self, task: Task, band_names: list[str]) -> None:
+        super().setup(task, band_names)
+        torch.manual_seed(0)
+        self.module = torch.nn.Sequential(torch.nn.Conv2d(len(band_names), 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                                          torch.nn.ReLU(), torch.nn.Conv2d(8, task.class_schema.num_classes, 1))
+
+
+def trainable_normed_net() -> ModelSpec:
+    """`TrainableNormedNet` registered as `normed-net-trainable`."""
+    register_adapter("normed-net-trainable")(TrainableNormedNet)
+    return ModelSpec("normed-net-trainable")
+
+
 def trainable_pixel_linear() -> ModelSpec:
     """`TrainablePixelLinear` registered as `pixel-linear-trainable`."""
     register_adapter("pixel-linear-trainable")(TrainablePixelLinear)
@@ -118,8 +135,8 @@ def linear_model(checkpoint: Path, display_name: str = "pixel-linear") -> ModelS
 SMALL_MODEL = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, display_name="unet-r18")
 # The one training of the run: the demo's, at this length (its protocol says 1,500; so the checkpoint is
 # off-protocol, and tests check that it says so). Long enough that the source split scores above 0.6 mIoU
-# (0.77 at 40 iterations on the 2-core build machine, 0.88 at 60).
-TRAINED_ITERATIONS = 40
+# on one thread (0.66 at 30 iterations on the 2-core build machine, 0.77 at 40, 0.42 at 20).
+TRAINED_ITERATIONS = 30
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -369,3 +369,25 @@ def test_a_full_disk_is_an_error_about_space_and_a_rerun_after_freeing_it_comple
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
     assert main(["prepare", "toyearth", "--raw", str(toyearth_raw), "--quiet", "--data-root", str(disk)]) == 0
     _intact(disk, "toyearth", PreparedDataset.open(data_root, "toyearth").manifest_sha256)
+
+
+def test_a_results_disk_that_fills_during_a_run_stops_it_with_one_error_and_the_rerun_completes(
+        small_disk, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Records of three tasks onto a disk with room for a few of them: the run stops at the first write that
+    does not fit, with one `error:` naming the file, the space left and `--results` (not one traceback per
+    task); what it wrote is whole, and after space is freed the re-run completes them to a clean run's."""
+    args = ["run", "--suite", "demo", *tiny(tmp_path), "--random-init", "--data-root", str(data_root), "--quiet",
+            "--limit", "2"]
+    disk = small_disk("24k")
+    assert main([*args, "--results", str(disk)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "No space left on device" in err and "MiB free there" in err
+    assert f"cannot write {disk}" in err and "--results" in err and "Traceback" not in err
+    valid, refused = ResultStore(disk).load_valid()
+    assert refused == [] and len(valid) < 6
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    assert main([*args, "--results", str(disk)]) == 0
+    assert main([*args, "--results", str(tmp_path / "clean")]) == 0
+    stored = {record.key: record.confusion_matrices for _, record in ResultStore(disk).load_all()}
+    clean = {record.key: record.confusion_matrices for _, record in ResultStore(tmp_path / "clean").load_all()}
+    assert stored == clean and len(clean) == 6

@@ -7,6 +7,7 @@ mmseg's window rule, the paper's label-map tables), not recomputed with the code
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from rsdg_bench.errors import DataError
 from rsdg_bench.io import sha256_file
 from rsdg_bench.prepared import PreparedDataset, quiet_georef, read_raster
 from rsdg_bench.task_schema import TaskCatalog
+
+from conftest import trainable_pixel_linear
 
 
 def _row(dataset: PreparedDataset, sample_id: str) -> pd.Series:
@@ -175,16 +178,26 @@ def test_loveda_masks_shift_by_one_with_zero_as_ignore(ce_data: Path, ce_raw: di
     assert dataset.card.published_counts["urban"]["val"] == 677
 
 
-def test_loveda_images_are_stored_as_zstd_tiled_geotiff_with_the_raw_pixels(ce_data: Path, ce_raw: dict[str, Path]):
+def test_loveda_images_are_stored_as_zstd_geotiff_with_the_raw_pixels(ce_data: Path, ce_raw: dict[str, Path],
+                                                                       tmp_path: Path):
     """The prepared encoding chosen by decode time (README, Performance): an RGB image becomes a zstd-compressed
-    tiled GeoTIFF with exactly the raw PNG's pixels; a label stays a single-band PNG."""
+    GeoTIFF with exactly the raw PNG's pixels, tiled unless both its sides are at most `SMALL_RASTER` px (the
+    fake's 96² images: strips); a label stays a single-band PNG."""
+    from rsdg_bench.prepared import SMALL_RASTER, _write_raster
+
     dataset = PreparedDataset.open(ce_data, "loveda")
     row = _row(dataset, "urban_val_9")
-    assert row["image"].endswith(".tif") and row["label"].endswith(".png") and dataset.card.format_version == 2
+    assert row["image"].endswith(".tif") and row["label"].endswith(".png") and dataset.card.format_version == 3
     with quiet_georef(), rasterio.open(dataset.root / row["image"]) as src:  # the fake has no georeference
-        assert src.profile["compress"] == "zstd" and src.profile["tiled"]
+        assert src.profile["compress"] == "zstd" and not src.profile["tiled"] and src.width <= SMALL_RASTER
     raw_image = read_raster(ce_raw["loveda"] / "Val" / "Urban" / "images_png" / "9.png")
     assert np.array_equal(dataset.read_image(row), raw_image)
+    for height, width, tiled in ((SMALL_RASTER, SMALL_RASTER, False), (SMALL_RASTER + 1, 40, True), (1024, 1024, True)):
+        array = np.random.default_rng(height).integers(0, 255, (3, height, width), dtype=np.uint8)
+        _write_raster(tmp_path / f"{height}.tif", array, None, None)
+        with quiet_georef(), rasterio.open(tmp_path / f"{height}.tif") as src:
+            assert (src.profile["tiled"], src.profile["compress"]) == (tiled, "zstd"), (height, width)
+        assert np.array_equal(read_raster(tmp_path / f"{height}.tif"), array)
 
 
 def test_loveda_bad_mask_value_and_missing_split_are_named(ce_raw: dict[str, Path], tmp_path: Path):
@@ -287,23 +300,32 @@ def test_u2oem_reads_openearthmap_through_table_13(ce_data: Path):
 
 # ----------------------------------------------------------------------------- the published split
 
-@pytest.mark.slow
+def _trained_once(model, task, data_root: Path, checkpoint: Path):
+    """`model` after one training iteration of `task`'s protocol batch, as a spec with that checkpoint."""
+    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+
+    train_adapter(build_trainable(model, task, data_root), task, data_root, checkpoint,
+                  overrides=TrainOverrides(iterations=1), progress=False)
+    return replace(model, checkpoint=checkpoint)
+
+
 def test_a_run_on_data_that_is_not_the_published_split_is_flagged_and_kept_off_the_board(ce_data: Path, tmp_path: Path):
     from rsdg_bench.leaderboards.aggregate import build_board
 
     from rsdg_bench.results import ResultStore
     from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
 
+    settings = RunSettings(data_root=ce_data, results_root=tmp_path / "res", device=torch.device("cpu"), progress=False)
+    # smp trains on a CrossEarth task (one iteration of the protocol's batch: one 512² crop) and runs on it
+    pi2v = TaskCatalog().task("crossearth/pi2v")
+    smp = _trained_once(ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}), pi2v, ce_data, tmp_path / "pi2v.pt")
+    [outcome] = run_tasks([pi2v], smp, replace(settings, limit=1, results_root=tmp_path / "smp"))
+    assert outcome.error is None and len(outcome.written) == 1
+
+    # LoveDA's fake holds 3 of the published 677 Urban/val images (any trained weights show it: a 1×1 convolution's)
     task = TaskCatalog().task("crossearth/r2u")
-    model = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"})
-    adapter = build_trainable(model, task, ce_data)
-    checkpoint = tmp_path / "r2u.pt"
-    # one iteration of the protocol's batch (one 1024² crop): smp trains on a CrossEarth task here
-    train_adapter(adapter, task, ce_data, checkpoint, overrides=TrainOverrides(iterations=1), progress=False)
-    model = ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"}, checkpoint=checkpoint)
-    run_tasks([task], model, RunSettings(data_root=ce_data, results_root=tmp_path / "res",
-                                                     device=torch.device("cpu"), progress=False))
+    [outcome] = run_tasks([task], _trained_once(trainable_pixel_linear(), task, ce_data, tmp_path / "r2u.pt"), settings)
+    assert outcome.error is None
     [(path, record)] = ResultStore(tmp_path / "res").load_all()
     assert (record.evaluated.num_samples, record.evaluated.published_samples) == (3, 677)
     board = build_board([(path, record)])

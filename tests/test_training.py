@@ -15,7 +15,7 @@ from rsdg_bench.runner import build_for_task
 from rsdg_bench.task_schema import TaskCatalog
 from rsdg_bench.training import RandomCrops, TrainOverrides, train_adapter
 
-from conftest import SMALL_MODEL
+from conftest import SMALL_MODEL, trainable_normed_net
 
 
 def test_the_training_door_refuses_target_splits(data_root: Path):
@@ -88,14 +88,13 @@ def test_training_is_repeatable_from_the_protocol_seed(data_root: Path, tmp_path
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-@pytest.mark.slow
 def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_path: Path, monkeypatch):
     from rsdg_bench import training
     from rsdg_bench.training import build_trainable, train_state_path
 
-    task = TaskCatalog().task("demo/u2a")
+    task, model = TaskCatalog().task("demo/u2a"), trainable_normed_net()  # weights and buffers, as a U-Net's
     overrides = TrainOverrides(iterations=4, batch_size=2, val_interval=2)
-    adapter = build_trainable(SMALL_MODEL, task, data_root)
+    adapter = build_trainable(model, task, data_root)
     train_adapter(adapter, task, data_root, tmp_path / "straight.pt", overrides=overrides, progress=False)
 
     real_loss, calls = training.F.cross_entropy, {"n": 0}
@@ -109,11 +108,11 @@ def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_pat
     monkeypatch.setattr(training.F, "cross_entropy", crash_on_third)
     crashed = tmp_path / "crashed.pt"
     with pytest.raises(KeyboardInterrupt):
-        train_adapter(build_trainable(SMALL_MODEL, task, data_root), task, data_root, crashed,
+        train_adapter(build_trainable(model, task, data_root), task, data_root, crashed,
                       overrides=overrides, progress=False)
     assert not crashed.exists() and train_state_path(crashed).exists()
     monkeypatch.setattr(training.F, "cross_entropy", real_loss)
-    report = train_adapter(build_trainable(SMALL_MODEL, task, data_root), task, data_root, crashed,
+    report = train_adapter(build_trainable(model, task, data_root), task, data_root, crashed,
                            overrides=overrides, progress=False)
     assert report.resumed_from == 2 and not train_state_path(crashed).exists()
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)

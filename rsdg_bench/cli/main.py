@@ -4,14 +4,13 @@ errors the user can fix into `error: <what>` plus `fix: <how>` (exit status 2), 
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import signal
 import sys
 
 from .. import __version__
-from ..errors import RsdgError
+from ..errors import RsdgError, disk_error, is_disk_error
 from . import (adapter_commands, data_commands, demo_command, model_commands, results_commands, submission_commands,
                task_commands)
 from .options import common_options, evaluation_options, model_options
@@ -70,9 +69,6 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         logger.addHandler(handler)
 
 
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet_log)
@@ -88,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's final flush goes nowhere
         return 128 + signal.SIGPIPE
     except OSError as exc:  # a disk that filled or turned read-only mid-command: name it, never a traceback
-        if exc.errno not in _DISK_ERRNOS:
+        if not is_disk_error(exc):
             raise
-        error = RsdgError(f"cannot write {exc.filename or 'a file'}: {exc.strerror}",
-                          "free space there or make it writable (or point --data-root / --results elsewhere) and "
-                          "re-run: finished records and prepared samples are kept")
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {disk_error(exc, '--data-root / --results / --out')}", file=sys.stderr)
         return 2
