@@ -22,7 +22,7 @@ from rsdg_bench.task_schema import Task, TaskCatalog
 from rsdg_bench.training_record import badge
 
 from .reported import ReportedRow
-from .uncertainty import SplitEvidence, metric_replicates, paired_difference, paired_tie_groups
+from .uncertainty import SplitEvidence, metric_replicates, normalized_score, paired_difference, paired_tie_groups
 from .uncertainty import interval as percentile_interval
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,17 @@ class TaskTable:
                   for s in self.scores.get(model, {}).values() if s.role == "target" and s.matrix]
         values = [v for v in values if not math.isnan(v)]
         return sum(values) / len(values) if values else math.nan
+
+    def normalized_target(self, model: str) -> float:
+        """The target mean from chance (0) to perfect (1) (`uncertainty.normalized_score`), chance being
+        `chance_mean`: what the suite's IQM pools across tasks."""
+        return float(normalized_score(self.target_mean(model), self.chance_mean(model)))
+
+    def normalized_replicates(self, model: str) -> np.ndarray | None:
+        """`replicates` on the normalized scale. The anchors stay those of the whole test set: the interval
+        covers the resampling of the score, not of its chance level."""
+        replicates = self.replicates(model)
+        return None if replicates is None else normalized_score(replicates, self.chance_mean(model))
 
     def at_chance(self, model: str) -> tuple[str, str] | None:
         """A badge for a model whose mean target score is not above chance on the same labels, else None."""

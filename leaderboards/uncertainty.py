@@ -99,6 +99,26 @@ def interval(replicates: np.ndarray | None) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def interquartile_mean(values: np.ndarray) -> np.ndarray:
+    """The interquartile mean (IQM) along the last axis: the mean of what is left after cutting int(n / 4)
+    values from each end of the n sorted values (`scipy.stats.trim_mean(values, 0.25, axis=-1)`, as rliable
+    and GEO-Bench compute it). Robust to one task that every model fails or aces; the plain mean below 4
+    values, since nothing is cut then."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64), axis=-1)
+    n = ordered.shape[-1]
+    cut = n // 4
+    return ordered[..., cut:n - cut].mean(axis=-1)
+
+
+def normalized_score(score: float | np.ndarray, chance: float) -> float | np.ndarray:
+    """`score` on a scale whose anchors are the task's own: 0 = chance (each class predicted at random on the
+    same labels), 1 = a perfect score; so tasks of very different difficulty and class counts can be pooled.
+    NaN when there is no chance level or chance is already perfect."""
+    if math.isnan(chance) or chance >= 1.0:
+        return score * math.nan
+    return (score - chance) / (1.0 - chance)
+
+
 def paired_difference(better: np.ndarray | None, other: np.ndarray | None) -> tuple[float, float]:
     """Interval of `better − other` over shared replicates (both from the same draws)."""
     if better is None or other is None:

@@ -23,6 +23,7 @@ from .aggregate import Board, SuiteView, TaskTable
 from .cards import ModelCard, load_cards
 from .reported import ReportedRow
 from .tables import Row, Table
+from .uncertainty import interquartile_mean
 from .uncertainty import interval as percentile_interval
 
 CASID_ZONES = ("sub", "tem", "tms", "trf")
@@ -189,7 +190,7 @@ def suite_compute_points(suite: SuiteView, profiles: dict) -> list[tuple[str, fl
 
 def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptions()) -> Table:
     """Headline columns first (Mean, a gain over the chosen baseline, Avg. rank, Tasks, interval, the mean of a
-    row that lacks tasks), then the means of other metric kinds, of the in-domain settings and per gap, then
+    row that lacks tasks, the normalized IQM with its interval), then the means of other metric kinds, of the in-domain settings and per gap, then
     one column per task grouped by gap. Mean and Avg. rank rank complete rows only (rows with every headline
     task); a row missing tasks is shown muted after them, with its count and the mean over the tasks it has,
     never ranked above them (with `options.rank_shared`, a further column ranks every row on the tasks it has)."""
@@ -231,6 +232,9 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
     columns.add("95% CI low", marked=False)
     columns.add("95% CI high", marked=False)
     columns.add("Mean over its tasks", marked=False)
+    columns.add("IQM, normalized")
+    columns.add("IQM 95% CI low", marked=False)
+    columns.add("IQM 95% CI high", marked=False)
     head = len(columns.names) + len(blocks)
     for name, _ in blocks:
         columns.add(name)
@@ -245,6 +249,7 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
                       _mean([r[index] for r in ranks]) if done else math.nan,
                       *([_mean([r[index] for r in shared_ranks])] if options.rank_shared else []),
                       float(len(have)), *interval, math.nan if done or not have else _mean(have),
+                      *(suite_iqm(ranked, row.label) if not row.reported else (math.nan,) * 3),
                       *(_complete_mean(values, members) for _, members in blocks),
                       *(values.get(t.task_id, math.nan) for t in tasks)]
         row.spread = [math.nan] * (len(row.values) - len(tasks)) + [spread.get(t.task_id, math.nan) for t in tasks]
@@ -297,6 +302,20 @@ def suite_mean_interval(tasks: list[TaskTable], model: str) -> tuple[float, floa
     if not replicates or any(r is None for r in replicates):
         return math.nan, math.nan
     return percentile_interval(np.mean(replicates, axis=0))
+
+
+def suite_iqm(tasks: list[TaskTable], model: str) -> tuple[float, float, float]:
+    """(IQM, 95% low, 95% high) of the model's normalized target scores over `tasks` (chance 0, perfect 1:
+    `TaskTable.normalized_target`), GEO-Bench's aggregate beside the papers' mean. The interval takes the IQM
+    of each scene-bootstrap replicate (splits resampled jointly, as for the mean). NaN unless the model has
+    every task with a chance level; the interval NaN unless every task keeps per-image matrices."""
+    scores = [t.normalized_target(model) if model in t.scores else math.nan for t in tasks]
+    if not scores or any(math.isnan(v) for v in scores):
+        return math.nan, math.nan, math.nan
+    replicates = [t.normalized_replicates(model) for t in tasks]
+    low, high = (math.nan, math.nan) if any(r is None for r in replicates) else percentile_interval(
+        interquartile_mean(np.stack(replicates, axis=-1)))
+    return float(interquartile_mean(np.array(scores))), low, high
 
 
 def _gap_order(tasks: list[TaskTable]) -> list[str]:

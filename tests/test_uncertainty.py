@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from rsdg_bench.leaderboards.aggregate import build_board, with_suites
-from rsdg_bench.leaderboards.uncertainty import (SplitEvidence, draw_counts, interval, metric_replicates,
-                                                 paired_difference, paired_tie_groups, separated)
-from rsdg_bench.metrics import scores_from_confusion
+from rsdg_bench.leaderboards.uncertainty import (SplitEvidence, draw_counts, interquartile_mean, interval,
+                                                 metric_replicates, normalized_score, paired_difference,
+                                                 paired_tie_groups, separated)
+from rsdg_bench.metrics import scores_from_confusion, uniform_chance_matrix
 from rsdg_bench.results import encode_per_image
 
 from conftest import pixel_linear
@@ -144,3 +145,69 @@ def test_the_board_of_a_potsdam_fake_reports_a_scene_level_interval_with_its_sce
     assert exported["resampled"] == [{"slug": target.evaluated.slug, "scenes": 14, "unit": "source file"}]
     assert exported["results"]["unet"]["interval_95"] == pytest.approx([low, high])
     assert exported["results"]["unet"]["tie_group"] == 1
+
+
+def test_the_interquartile_mean_cuts_a_quarter_from_each_end_as_trim_mean_does():
+    assert interquartile_mean(np.array([4.0, 1.0, 3.0, 2.0])) == pytest.approx(2.5)  # 1 and 4 cut
+    assert interquartile_mean(np.array([9.0, 0.0, 5.0, 5.0, 6.0, 4.0, 100.0, -50.0])) == pytest.approx(5.0)  # 2 cut
+    assert interquartile_mean(np.array([0.0, 1.0, 100.0, 1.0, 3.0])) == pytest.approx(5 / 3)  # int(5/4) = 1 cut
+    assert interquartile_mean(np.array([1.0, 2.0, 9.0])) == pytest.approx(4.0)  # nothing cut below 4 values
+    rows = np.array([[4.0, 1.0, 3.0, 2.0], [0.0, 10.0, 20.0, 30.0]])  # per replicate: along the last axis
+    np.testing.assert_allclose(interquartile_mean(rows), [2.5, 15.0])
+
+
+def test_normalized_scores_put_chance_at_0_and_a_perfect_score_at_1():
+    assert normalized_score(1.0, 0.2) == pytest.approx(1.0)
+    assert normalized_score(0.2, 0.2) == pytest.approx(0.0)
+    assert normalized_score(0.6, 0.2) == pytest.approx(0.5)
+    assert normalized_score(0.1, 0.2) == pytest.approx(-0.125)  # below chance stays below 0, not clipped
+    assert np.isnan(normalized_score(0.5, float("nan"))) and np.isnan(normalized_score(0.5, 1.0))
+    np.testing.assert_allclose(normalized_score(np.array([0.2, 0.6]), 0.2), [0.0, 0.5])
+
+
+def test_the_suite_iqm_pools_normalized_task_scores_and_needs_every_task():
+    from rsdg_bench.leaderboards.views import suite_iqm, suite_table
+    from rsdg_bench.task_schema import TaskCatalog
+
+    from test_leaderboard import GOOD, POOR, board_of, record
+
+    chance_like = uniform_chance_matrix(POOR).tolist()  # a model that scores exactly chance on these labels
+    half = [[50, 10, 0, 0, 0], [0, 40, 5, 0, 0], [0, 0, 30, 5, 0], [0, 0, 0, 20, 0], [5, 0, 0, 0, 10]]
+    matrices = {"demo/a": GOOD, "demo/b": POOR, "demo/c": chance_like, "demo/d": half}
+    board = with_suites(board_of(*(record(key=t, matrix=m, task_id=t, gap="region") for t, m in matrices.items()),
+                                 record(key="x", matrix=GOOD, task_id="demo/a", gap="region", model="partial")),
+                        TaskCatalog())
+    [suite] = board.suites
+    tables = {t.task_id: t for t in suite.tasks}
+    expected = {}
+    for task_id, matrix in matrices.items():
+        score = scores_from_confusion(np.array(matrix)).miou
+        chance = scores_from_confusion(uniform_chance_matrix(matrix)).miou
+        expected[task_id] = (score - chance) / (1 - chance)
+        assert tables[task_id].normalized_target("unet") == pytest.approx(expected[task_id])
+    assert expected["demo/a"] == pytest.approx(1.0) and expected["demo/c"] == pytest.approx(0.0)
+    middle = sorted(expected.values())[1:3]  # 4 tasks: the lowest and the highest cut
+    iqm, low, high = suite_iqm(suite.tasks, "unet")
+    assert iqm == pytest.approx(sum(middle) / 2) and np.isnan(low) and np.isnan(high)  # no per-image matrices
+    assert all(np.isnan(v) for v in suite_iqm(suite.tasks, "partial"))  # 1 of 4 tasks: no IQM
+    table = suite_table(suite, board)
+    column = table.columns.index("IQM, normalized")
+    assert {row.label: row.values[column] for row in table.rows}["unet"] == pytest.approx(iqm)
+
+
+def test_the_suite_iqm_interval_takes_the_iqm_of_each_joint_replicate(monkeypatch):
+    from rsdg_bench.leaderboards.aggregate import TaskTable
+    from rsdg_bench.leaderboards.views import suite_iqm
+
+    rng = np.random.default_rng(0)
+    tasks = [TaskTable(task_id=f"t{i}", name=f"t{i}", gap="region", version=1, task_hash="h", primary="miou",
+                       class_names=[], scores={"m": {}}) for i in range(5)]
+    replicates = {t.task_id: rng.uniform(0.3, 0.9, 1000) for t in tasks}
+    monkeypatch.setattr(TaskTable, "target_mean", lambda self, model: float(replicates[self.task_id].mean()))
+    monkeypatch.setattr(TaskTable, "chance_mean", lambda self, model: 0.2)
+    monkeypatch.setattr(TaskTable, "replicates", lambda self, model: replicates[self.task_id])
+    iqm, low, high = suite_iqm(tasks, "m")
+    normalized = np.stack([(replicates[t.task_id] - 0.2) / 0.8 for t in tasks], axis=-1)  # 1000 × 5
+    by_replicate = np.sort(normalized, axis=-1)[:, 1:4].mean(axis=-1)  # int(5/4) = 1 cut each end
+    assert (low, high) == pytest.approx(tuple(np.percentile(by_replicate, [2.5, 97.5])))
+    assert low < iqm < high
