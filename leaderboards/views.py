@@ -190,10 +190,11 @@ def suite_compute_points(suite: SuiteView, profiles: dict) -> list[tuple[str, fl
 
 def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptions()) -> Table:
     """Headline columns first (Mean, a gain over the chosen baseline, Avg. rank, Tasks, interval, the mean of a
-    row that lacks tasks, the normalized IQM with its interval), then the means of other metric kinds, of the in-domain settings and per gap, then
-    one column per task grouped by gap. Mean and Avg. rank rank complete rows only (rows with every headline
-    task); a row missing tasks is shown muted after them, with its count and the mean over the tasks it has,
-    never ranked above them (with `options.rank_shared`, a further column ranks every row on the tasks it has)."""
+    row that lacks tasks, the normalized IQM with its interval), then the means of other metric kinds, of the
+    in-domain settings and per gap, then one column per task grouped by gap. Mean and Avg. rank rank complete
+    rows only (rows with every headline task); a row missing tasks is shown muted after them, with its count
+    and the mean over the tasks it has, never ranked above them (with `options.rank_shared`, a further column
+    ranks every row on the tasks it has)."""
     gaps = _gap_order(suite.tasks)
     tasks = sorted(suite.tasks, key=lambda t: gaps.index(t.gap))  # stable: suite order within a gap
     metric, ranked = headline_tasks(tasks)
