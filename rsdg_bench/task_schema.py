@@ -161,6 +161,10 @@ class TrainingSpec(_Strict):
                                   "build several use it when not told otherwise")
     val_interval: int | None = Field(default=None, gt=0)
     seed: int = 0
+    label_fraction: float = Field(
+        default=1.0, gt=0, le=1, description="the share of the source split's samples training reads (label-"
+                                             "efficiency variants): a fixed, nested subset chosen by the sample "
+                                             "ids' sha256 (`label_subsets`); 1 reads every sample")
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainingSpec:
@@ -220,7 +224,7 @@ class Reference(_Strict):
 _ADDED_WITH_DEFAULT = {
     ("metrics", "convention"): "mmseg", ("metrics", "ignored_pixels"): "excluded",
     ("training", "final_lr"): None, ("training", "decay_fraction"): 1.0, ("training", "schedule_step"): "iteration",
-    ("training", "augment"): AugmentSpec().model_dump(mode="json"),
+    ("training", "augment"): AugmentSpec().model_dump(mode="json"), ("training", "label_fraction"): 1.0,
 }
 
 

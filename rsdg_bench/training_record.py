@@ -19,12 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .label_subsets import labelled_count
 from .task_schema import Task, TrainingSpec
 
 PROTOCOL_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "final_lr",
-                   "decay_fraction", "schedule_step", "loss", "crop", "augment")
+                   "decay_fraction", "schedule_step", "loss", "crop", "augment", "label_fraction")
 # Protocol fields added after checkpoints first recorded their training: an older block lacks them
-_ADDED_FIELDS = ("final_lr", "decay_fraction", "schedule_step", "augment")
+_ADDED_FIELDS = ("final_lr", "decay_fraction", "schedule_step", "augment", "label_fraction")
 KEPT_FIELDS = (*PROTOCOL_FIELDS, "epochs", "seed", "architecture", "val_interval")
 BADGES = {"off-protocol": "off-protocol", "unknown": "training unknown"}
 
@@ -71,7 +72,8 @@ def training_provenance(task: Task, block: dict[str, Any] | None, source_samples
                                             "(released or external weights)"}
     trained = block["training"]
     protocol = task.training.model_dump(mode="json")
-    protocol["iterations"] = task.training.total_iterations(source_samples)
+    protocol["iterations"] = task.training.total_iterations(labelled_count(source_samples,
+                                                                           task.training.label_fraction))
     defaults = TrainingSpec.model_construct().model_dump(mode="json", include=set(_ADDED_FIELDS))
     trained = {**defaults, **trained}
     differences = [f"{name} {trained.get(name)} (protocol {protocol[name]})" for name in PROTOCOL_FIELDS
@@ -82,6 +84,7 @@ def training_provenance(task: Task, block: dict[str, Any] | None, source_samples
         "selection": block.get("selection"), "date": block.get("date"),
         **{name: trained.get(name) for name in KEPT_FIELDS if name in trained},
         "protocol_iterations": protocol["iterations"],
+        **({"label_subset": block["label_subset"]} if block.get("label_subset") else {}),
     }
 
 
