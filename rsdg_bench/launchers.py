@@ -1,20 +1,24 @@
 """Fanning tasks out as cluster jobs through submitit; the jobs' records meet in the shared results folder.
 
 `rsdg-bench run --launcher slurm ...` submits one job per task (each job runs `run_tasks([task], ...)`, so
-resume keys, smoke marking and failure isolation behave exactly as in one process). `--launcher local`
-runs the same jobs as local subprocesses through submitit's local executor, which is how it is tested
-here (no cluster is reachable). Job logs go to `<results>/jobs/<job id>/`.
+resume keys, smoke marking and failure isolation behave exactly as in one process). `rsdg-bench train
+--launcher slurm ...` submits the training as one job of `--job-processes` processes (`train_job`), which
+share each step as torchrun's would. `--launcher local` runs the same jobs as local subprocesses through
+submitit's local executor, which is how it is tested here (no cluster is reachable). Job logs go to
+`<results>/jobs/<job id>/`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from .distributed import resolve_device
 from .errors import RsdgError
 from .runner import ModelSpec, RunSettings, TaskOutcome, run_tasks
 from .task_schema import Task
+from .train_job import TrainJob, train_in_job
 
 Launcher = Literal["slurm", "local"]
 
@@ -62,13 +66,7 @@ def submit_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings, lau
     `device_name` (`auto`, `cpu`, `cuda`, …) is resolved by each job on its own node; `settings.device` is
     ignored.
     """
-    submitit = _submitit()
-    folder = settings.results_root / "jobs" / "%j"
-    try:
-        executor = submitit.AutoExecutor(folder=folder, cluster="local" if launcher == "local" else "slurm")
-    except RuntimeError as exc:
-        raise RsdgError(f"cannot submit to {launcher}: {exc}",
-                        "run on a machine with sbatch (a Slurm login node), or use --launcher local") from exc
+    executor = _executor(settings.results_root, launcher)
     executor.update_parameters(**resources.parameters())
     job_settings = replace(settings, progress=False)
     jobs = []
@@ -76,6 +74,27 @@ def submit_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings, lau
         executor.update_parameters(name=f"rsdg-{task.id.replace('/', '-')}")
         jobs.append(executor.submit(run_in_job, [task], model, job_settings, device_name))
     return jobs
+
+
+def submit_training(job: TrainJob, launcher: Launcher, resources: JobResources = JobResources(),
+                    processes: int = 1) -> Any:
+    """Submit one training job of `processes` processes on one node (one per GPU); returns the submitit job,
+    whose `results()[0]` is the main process's `TrainReport`."""
+    executor = _executor(job.results_root, launcher)
+    executor.update_parameters(**resources.parameters(), tasks_per_node=processes,
+                               name=f"rsdg-train-{job.task_id.replace('/', '-')}")
+    return executor.submit(train_in_job, job)
+
+
+def _executor(results_root: Path, launcher: Launcher) -> Any:
+    """submitit's executor for `launcher`, its logs under `<results>/jobs/<job id>/`."""
+    submitit = _submitit()
+    try:
+        return submitit.AutoExecutor(folder=results_root / "jobs" / "%j",
+                                     cluster="local" if launcher == "local" else "slurm")
+    except RuntimeError as exc:
+        raise RsdgError(f"cannot submit to {launcher}: {exc}",
+                        "run on a machine with sbatch (a Slurm login node), or use --launcher local") from exc
 
 
 def collect(jobs: list[Any]) -> list[TaskOutcome]:

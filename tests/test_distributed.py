@@ -226,3 +226,29 @@ def test_a_whole_batch_loss_and_an_uneven_batch_are_refused_over_several_process
         train_adapter(adapter, task, data_root, tmp_path / "x.pt", group=ProcessGroup(0, 2), progress=False,
                       overrides=TrainOverrides(iterations=1, batch_size=3))
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_training_submitted_as_a_two_process_job_trains_what_one_process_trains(data_root: Path, tmp_path: Path,
+                                                                                     capsys):
+    """`train --launcher local --job-processes 2`: submitit starts the job's two processes, which form the
+    process group from the variables submitit exports (as a Slurm job's would) and share each step; the
+    checkpoint is the one this process trains alone (up to the order of float sums), written by rank 0."""
+    import torch
+
+    from rsdg_bench.cli import main
+
+    plugin = tmp_path / "pixels.py"
+    plugin.write_text(PIXELS + "\nclass TrainablePixels(Pixels):\n    trainable = True\n")
+    args = ["train", "--task", "demo/u2a", "--adapter", f"{plugin}:TrainablePixels", "--iterations", "2",
+            "--batch-size", "4", "--val-interval", "2", "--data-root", str(data_root), "--device", "cpu", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "here.pt")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "job.pt"), "--results", str(tmp_path / "results"), "--launcher",
+                 "local", "--job-gpus", "0", "--job-cpus", "1", "--job-processes", "2", "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "job " in out and "(2 processes)" in out and f"checkpoint -> {tmp_path / 'job.pt'}" in out
+    here, job = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("here", "job"))
+    assert (here["rsdg"]["processes"], job["rsdg"]["processes"]) == (1, 2)
+    for key, value in here["state_dict"].items():
+        torch.testing.assert_close(job["state_dict"][key], value, rtol=1e-5, atol=1e-6)
+    assert list((tmp_path / "results" / "jobs").iterdir())  # the job's logs, under the results folder

@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
                         "spread over a model's seeds")
     p.add_argument("--out", help="checkpoint path (default under the results folder); a name ending in .safetensors "
                                  "saves safetensors, the training record in its metadata")
+    cluster = _cluster_options(p, "submit the training as a Slurm job (or a local subprocess job) instead of "
+                                  "training here")
+    cluster.add_argument("--job-processes", type=positive_int,
+                         help="processes in the job, one per GPU, sharing each step as under torchrun (default: "
+                              "--job-gpus, at least 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("profile", parents=[common, model],
@@ -59,9 +64,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
     p.add_argument("--save-predictions", type=non_negative_int, default=0, metavar="K",
                    help="keep image / ground truth / prediction PNGs of the first K samples of each split (shown on "
                         "the leaderboard's task pages)")
-    cluster = p.add_argument_group("cluster jobs (one job per task, through submitit)")
-    cluster.add_argument("--launcher", choices=["none", "slurm", "local"], default="none",
-                         help="submit each task as a Slurm job (or a local subprocess job) instead of running here")
+    _cluster_options(p, "submit each task as a Slurm job (or a local subprocess job) instead of running here")
+    p.set_defaults(func=cmd_run)
+
+
+def _cluster_options(p: argparse.ArgumentParser, launcher_help: str) -> argparse._ArgumentGroup:
+    """The submitit flags `run` and `train` share, declared once."""
+    cluster = p.add_argument_group("cluster jobs (through submitit)")
+    cluster.add_argument("--launcher", choices=["none", "slurm", "local"], default="none", help=launcher_help)
     cluster.add_argument("--wait", action="store_true", help="wait for the jobs and print their outcomes")
     cluster.add_argument("--slurm-partition")
     cluster.add_argument("--slurm-account")
@@ -69,33 +79,62 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
     cluster.add_argument("--job-gpus", type=non_negative_int, default=1, help="GPUs per job (default 1)")
     cluster.add_argument("--job-cpus", type=positive_int, default=8, help="CPUs per job (default 8)")
     cluster.add_argument("--job-mem-gb", type=positive_int, default=32, help="memory per job in GB (default 32)")
-    p.set_defaults(func=cmd_run)
+    return cluster
+
+
+def _job_resources(args: argparse.Namespace):
+    from ..launchers import JobResources
+
+    return JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
+                        mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
+                        slurm_account=args.slurm_account)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..distributed import join_from_environment, leave_process_group
-    from ..runner import ModelSpec, default_checkpoint_dir
+    from ..runner import ModelSpec
+    from ..train_job import TrainJob, train_here
+    from ..training import TrainOverrides
+
+    job = TrainJob(task_id=args.task, model=ModelSpec(args.adapter or args.model, model_args(args.model_arg)),
+                   data_root=data_root(args), results_root=results_root(args), out=Path(args.out) if args.out else None,
+                   overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr, args.seed),
+                   device=args.device, workers=args.workers, progress=not args.quiet and args.launcher == "none")
+    if args.launcher != "none":
+        return _submit_training(args, job)
+    report = train_here(job)  # under torchrun: this process's share of each step; the report on rank 0
+    if report is not None:
+        _print_training(report)
+    return 0
+
+
+def _submit_training(args: argparse.Namespace, job) -> int:
+    from ..launchers import submit_training
     from ..task_schema import TaskCatalog
-    from ..training import TrainOverrides, build_trainable, train_adapter
+
+    TaskCatalog().task(job.task_id)  # an unknown task fails here, not in the job
+    job = replace(job, data_root=job.data_root.resolve(), results_root=job.results_root.resolve(),  # the job's
+                  out=job.out.resolve() if job.out else None)  # working folder may be another
+    processes = args.job_processes or max(args.job_gpus, 1)
+    submitted = submit_training(job, args.launcher, _job_resources(args), processes)
+    print(f"{job.task_id:22s} job {submitted.job_id} ({processes} process{'es' if processes > 1 else ''})")
+    print(f"job logs -> {job.results_root / 'jobs'}")
+    if not args.wait:
+        print("the checkpoint appears when the job finishes; its log says where")
+        return 0
+    try:
+        report = submitted.results()[0]  # the main process's (the others return None)
+    except Exception as exc:  # submitit re-raises the job's failure or the scheduler's
+        error = f"{type(exc).__name__}: {exc}".replace("\n", "\n    ")
+        print(f"{job.task_id:22s} FAILED\n    {error}")
+        return 1
+    _print_training(report)
+    return 0
+
+
+def _print_training(report) -> None:
+    """Where the checkpoint and its history went, what selected it, and which splits the training read."""
     from ..training_history import history_paths
 
-    task = TaskCatalog().task(args.task)
-    model = ModelSpec(args.adapter or args.model, model_args(args.model_arg))
-    group, device = join_from_environment(args.device)  # under torchrun: this process's share of each step
-    try:
-        adapter = build_trainable(model, task, data_root(args), seed=args.seed)
-        name = task.checkpoint_key + ("" if args.seed is None else f".seed{args.seed}")
-        out = Path(args.out) if args.out else default_checkpoint_dir(results_root(args), adapter.name) / f"{name}.pt"
-        what, flag = ("checkpoint folder", "--out") if args.out else ("results folder", "--results (or RSDG_RESULTS)")
-        check_writable(out.parent, what, flag)
-        report = train_adapter(
-            adapter, task, data_root(args), out,
-            overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr, args.seed),
-            device=device, num_workers=args.workers, progress=not args.quiet, group=group)
-    finally:
-        leave_process_group()
-    if not group.is_main:
-        return 0
     selection = "" if report.best_selection_value is None else \
         (f" (selected at iteration {report.best_iteration}, selection-split {report.selection_metric} "
          f"{percent(report.best_selection_value)})")
@@ -104,7 +143,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"checkpoint -> {report.checkpoint}{selection}")
     print(f"history    -> {history_paths(report.checkpoint)['csv']} (and .json, .svg: loss and selection per iteration)")
     print(f"read only: {', '.join(sorted(set(report.opened_splits)))}")
-    return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -210,14 +248,11 @@ def _run_settings(args: argparse.Namespace, **overrides):
 
 
 def _submit(args: argparse.Namespace, tasks: list, model) -> int:
-    from ..launchers import JobResources, collect, submit_tasks
+    from ..launchers import collect, submit_tasks
 
     settings = _run_settings(args)
     settings = replace(settings, data_root=settings.data_root.resolve(), results_root=settings.results_root.resolve())
-    resources = JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
-                             mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
-                             slurm_account=args.slurm_account)
-    jobs = submit_tasks(tasks, model, settings, args.launcher, args.device, resources)
+    jobs = submit_tasks(tasks, model, settings, args.launcher, args.device, _job_resources(args))
     for task, job in zip(tasks, jobs, strict=True):
         print(f"{task.id:22s} job {job.job_id}")
     print(f"job logs -> {settings.results_root / 'jobs'}")
