@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from .data_lock import reading
 from .distributed import ProcessGroup
 from .errors import AdapterError, DataError, RsdgError, disk_error, is_storage_error
 from .evaluation import evaluate_split_counts
+from .graph_compile import compile_module
 from .io import atomic_write_json, sha256_file
 from .kinds import get_kind, require_adapter_kind
 from .predictions import PredictionSaver
@@ -69,6 +70,7 @@ class RunSettings:
     precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast); not fp32 is another result, named so
     save_predictions: int = 0  # keep image / ground truth / prediction PNGs of the first K samples per split
     read_threads: int | None = None  # threads reading ahead without workers; None: read_threads_for(device)
+    compile: str | None = None  # a torch.compile backend for the module (`graph_compile`): speed, recorded
 
 
 @dataclass
@@ -198,6 +200,8 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
     check_precision(adapter, settings.precision, settings.device)
     kind = get_kind(task.kind)
     adapter.to(settings.device)
+    if settings.compile is not None:
+        compile_module(adapter, settings.compile)
     display_name = display_name_at(display_name, settings.precision)
     outcome, records = TaskOutcome(task.id), []
     # every split opens before any is scored: a task that cannot run writes nothing
@@ -225,6 +229,8 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
                                            settings.progress, settings.group, settings.window_batch, saver,
                                            settings.batch_size, settings.precision, settings.read_threads)
             elapsed = time.perf_counter() - started
+            if settings.compile is not None:
+                counts = replace(counts, execution={**(counts.execution or {}), "compile": settings.compile})
             _same_version(data, ref.dataset, prepared.manifest_sha256, f"{task.id} evaluated {ref.slug}")
         if not settings.group.is_main:
             continue

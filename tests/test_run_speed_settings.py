@@ -212,3 +212,33 @@ def test_a_lower_precision_is_its_own_result_and_is_refused_where_it_cannot_run(
     with pytest.raises(AdapterError, match="not declared for --precision bf16"):
         rb.evaluate(torch.nn.Conv2d(3, 5, 1), task, input_contract=contract, data_root=data_root, limit=1,
                     progress=False, precision="bf16")
+
+
+def test_a_compiled_module_counts_what_eager_counts_and_the_record_names_the_backend(data_root: Path,
+                                                                                     linear_checkpoint: Path,
+                                                                                     tmp_path: Path):
+    """`run --compile aot_eager` (traced by torch.compile, no code generated: inductor's C++ build costs tens
+    of seconds on a CPU core) gives the eager run's matrices on the same resume keys; the record names the
+    backend. An unknown backend fails the task with the backends there are."""
+    from rsdg_bench.results import ResultStore
+    from rsdg_bench.runner import RunSettings, run_tasks
+    from rsdg_bench.task_schema import TaskCatalog
+
+    from conftest import linear_model
+
+    from torch._dynamo.utils import counters
+
+    task, model = TaskCatalog().task("demo/u2a"), linear_model(linear_checkpoint)
+    for name, backend in (("eager", None), ("compiled", "aot_eager")):
+        counters.clear()
+        [outcome] = run_tasks([task], model, RunSettings(data_root, tmp_path / name, progress=False, compile=backend))
+        assert outcome.error is None, outcome.error
+        assert (counters["stats"]["unique_graphs"] > 0) == (backend is not None)  # the forward was traced, or not
+    eager, compiled = ({r.key: r for _, r in ResultStore(tmp_path / n).load_all()} for n in ("eager", "compiled"))
+    assert eager.keys() == compiled.keys() and len(eager) == 2
+    for key, record in compiled.items():
+        assert record.confusion_matrices == eager[key].confusion_matrices
+        assert record.provenance["execution"]["compile"] == "aot_eager"
+        assert "compile" not in eager[key].provenance["execution"]
+    [outcome] = run_tasks([task], model, RunSettings(data_root, tmp_path / "bad", progress=False, compile="nope"))
+    assert "no backend 'nope'" in outcome.error and "inductor" in outcome.error

@@ -244,6 +244,7 @@ def _run_settings(args: argparse.Namespace, **overrides):
     return RunSettings(data_root(args), results_root(args), num_workers=args.workers, limit=args.limit,
                        force=args.force, progress=not args.quiet, window_batch=args.window_batch,
                        batch_size=args.batch_size, precision=args.precision, save_predictions=args.save_predictions,
+                       compile=args.compile,
                        **overrides)
 
 

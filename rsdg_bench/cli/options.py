@@ -121,6 +121,10 @@ def evaluation_options() -> argparse.ArgumentParser:
                         "CUDA's convolutions and matrix products round to TF32; bf16 / fp16 autocast (tf32 and "
                         "fp16 on CUDA only; for adapters that declare it, e.g. smp). Not fp32 gives other "
                         "numbers: the record, its key and the leaderboard row name the precision (default fp32)")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="run the module through torch.compile (default backend inductor: fused kernels, on a GPU "
+                        "fewer launches; the first pass per input size is slow). Speed only, but float sums may be "
+                        "reordered: the record names the backend (provenance.execution.compile)")
     return p
 
 

@@ -20,6 +20,7 @@ from ..distributed import ProcessGroup
 from ..errors import AdapterError
 from ..evaluation import evaluate_split_counts
 from ..folder_swap import swap_in
+from ..graph_compile import compile_module
 from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
 from ..kinds import require_adapter_kind
 from ..results import git_commit
@@ -91,13 +92,15 @@ class _SplitWriter:
 
 def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Path, out: Path,
                  device: torch.device = torch.device("cpu"), num_workers: int = 0, progress: bool = True,
-                 window_batch: int = 1, batch_size: int = 1, precision: str = "fp32") -> Path:
+                 window_batch: int = 1, batch_size: int = 1, precision: str = "fp32",
+                 compile_backend: str | None = None) -> Path:
     """Write the predictions folder `out` for every split `run` would evaluate (targets, and the source split
     where the task reports it), reading inputs only. The folder is built beside `out` and swapped in whole;
     `out` must be absent, empty or an earlier predictions folder (`output_owner.claim_folder`).
 
-    `window_batch`, `batch_size` and `precision` are `run`'s: the first two change speed only; a precision other
-    than fp32 is named in the model block, so records scored from these maps say so as `run`'s records do."""
+    `window_batch`, `batch_size`, `precision` and `compile_backend` are `run`'s: the first two change speed only;
+    a precision other than fp32 is named in the model block, so records scored from these maps say so as `run`'s
+    records do; compiling changes speed, and may flip a pixel at a class boundary (`graph_compile`)."""
     from ..allocator import keep_freed_blocks
     from ..output_owner import claim_folder
     from ..registry import resolve_adapter
@@ -113,6 +116,8 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
                            "its own to submit", "predict with a model that reads the inputs only")
     check_precision(adapter, precision, device)
     adapter.to(device)
+    if compile_backend is not None:
+        compile_module(adapter, compile_backend)
     staging = out.parent / f".{out.name}.partial"
     _clear(staging)
     splits = []
