@@ -103,11 +103,12 @@ def interquartile_mean(values: np.ndarray) -> np.ndarray:
     """The interquartile mean (IQM) along the last axis: the mean of what is left after cutting int(n / 4)
     values from each end of the n sorted values (`scipy.stats.trim_mean(values, 0.25, axis=-1)`, as rliable
     and GEO-Bench compute it). Robust to one task that every model fails or aces; the plain mean below 4
-    values, since nothing is cut then."""
+    values, since nothing is cut then; NaN where a value is NaN."""
     ordered = np.sort(np.asarray(values, dtype=np.float64), axis=-1)
     n = ordered.shape[-1]
     cut = n // 4
-    return ordered[..., cut:n - cut].mean(axis=-1)
+    # NaN sorts last and would be cut as if it were the best value: a set with a NaN has no IQM
+    return np.where(np.isnan(ordered).any(axis=-1), np.nan, ordered[..., cut:n - cut].mean(axis=-1))
 
 
 def normalized_score(score: float | np.ndarray, chance: float) -> float | np.ndarray:

@@ -307,7 +307,8 @@ def suite_mean_interval(tasks: list[TaskTable], model: str) -> tuple[float, floa
 
 def suite_iqm(tasks: list[TaskTable], model: str) -> tuple[float, float, float]:
     """(IQM, 95% low, 95% high) of the model's normalized target scores over `tasks` (chance 0, perfect 1:
-    `TaskTable.normalized_target`), GEO-Bench's aggregate beside the papers' mean. The interval takes the IQM
+    `TaskTable.normalized_target`), the IQM rliable and GEO-Bench aggregate with (on chance and perfect anchors,
+    not GEO-Bench's baseline models), beside the papers' mean. The interval takes the IQM
     of each scene-bootstrap replicate (splits resampled jointly, as for the mean). NaN unless the model has
     every task with a chance level; the interval NaN unless every task keeps per-image matrices."""
     scores = [t.normalized_target(model) if model in t.scores else math.nan for t in tasks]

@@ -18,6 +18,7 @@ import numpy as np
 from .classes import IGNORE_INDEX
 from .errors import DataError, SplitAccessError
 from .label_maps import LabelMap, load_label_map
+from .label_subsets import restrict_to_labelled
 from .prepared import PreparedDataset
 from .task_schema import SplitRef, Task
 
@@ -153,6 +154,8 @@ class TaskData:
     task: Task
     phase: Phase
     opened: list[str] = field(default_factory=list)
+    # the share of the source split a label-efficiency protocol trains on, once the source is opened for training
+    label_subset: dict[str, Any] | None = None
     _datasets: dict[str, PreparedDataset] = field(default_factory=dict, repr=False)
 
     def allowed(self, ref: SplitRef) -> bool:
@@ -182,7 +185,11 @@ class TaskData:
                             "score on a labelled split; predictions for unlabelled splits go to the contest server")
         label_map = self._label_map_for(ref, prepared)
         self.opened.append(ref.slug)
-        return split_type(prepared, ref, limit, label_map, self.task.inputs.bands, labelled)
+        split = split_type(prepared, ref, limit, label_map, self.task.inputs.bands, labelled)
+        if self.phase == "train" and ref == self.task.source and self.task.training is not None:
+            # every door training code uses (`train`, `rsdg_bench.open_split`) sees only the protocol's labels
+            self.label_subset = restrict_to_labelled(split, self.task.training.label_fraction)
+        return split
 
     def band_names(self, ref: SplitRef) -> list[str]:
         """The bands a split reaches the model with: the task's `inputs.bands`, or all stored ones."""

@@ -8,6 +8,7 @@ leaves a summary in `<results>/runs/<timestamp>.json`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -297,8 +298,28 @@ def default_name(adapter: Adapter) -> str:
     return f"{adapter.name}({details})" if details else adapter.name
 
 
+def _results_disk_failed(exc: BaseException, results_root: Path) -> bool:
+    """Whether `exc` is a write into the results folder that its disk refused for lack of space or as
+    read-only: every later record would fail the same way. A disk error elsewhere (an adapter's own cache)
+    fails its task alone, as any adapter error does."""
+    if not is_storage_error(exc) or not getattr(exc, "filename", None):
+        return False
+    return Path(os.path.abspath(exc.filename)).is_relative_to(os.path.abspath(results_root))
+
+
+def _stopped_by_disk(exc: OSError, task: Task, outcomes: list[TaskOutcome]) -> RsdgError:
+    """The error that stops a run at a results disk that refused a record: the file, the space left, the
+    fix, and what the tasks before it did (their failures are otherwise only in the log)."""
+    error = disk_error(exc, "--results")
+    failed = [o.task_id for o in outcomes if o.error]
+    done = f"{len(outcomes) - len(failed)} task(s) finished before {task.id}" + (
+        f"; {len(failed)} failed before it: {', '.join(failed)} (re-run to see why)" if failed else "")
+    return RsdgError(f"{error.problem}; the run stopped there ({done})", error.fix)
+
+
 def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> list[TaskOutcome]:
-    """Run every task; failures are caught, reported and summarised, never fatal to the rest.
+    """Run every task; failures are caught, reported and summarised, never fatal to the rest, with one
+    exception: a results folder that fills or turns read-only stops the run (`_results_disk_failed`).
 
     Under torchrun every rank runs this; only rank 0 writes records and the run summary. Freed large buffers
     stay in this process's heap from here on (`allocator`): a run owns its process, a Python caller of
@@ -315,8 +336,8 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
             log.info("%s failed: %s", task.id, exc)  # the run's summary reports it
             outcome = TaskOutcome(task.id, error=str(exc))
         except Exception as exc:  # a broken adapter must not stop the suite; keep the trace for the report
-            if is_storage_error(exc):  # but a full or read-only disk fails every task after it: stop, say so
-                raise disk_error(exc, "--results") from exc
+            if _results_disk_failed(exc, settings.results_root):
+                raise _stopped_by_disk(exc, task, outcomes) from exc
             log.info("%s failed: %s: %s", task.id, type(exc).__name__, exc)
             outcome = TaskOutcome(task.id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         except SystemExit as exc:  # an adapter that calls sys.exit() while being set up or loaded

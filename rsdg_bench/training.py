@@ -48,7 +48,6 @@ from .evaluation import evaluate_split_counts
 from .split_counts import task_scores
 from .io import atomic_write_bytes
 from .kinds import get_kind, require_adapter_kind
-from .label_subsets import labelled_subset, subset_sha256
 from .registry import resolve_adapter
 from .runner import ModelSpec, build_for_task
 from .task_schema import AugmentSpec, Task, TrainingSpec, without_later_defaults
@@ -285,8 +284,11 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     module = adapter.module
     spec = overrides.apply(task.training)
     access = TaskData(data_root, task, phase="train")
-    source = access.open(task.source)
-    label_subset = _restrict_to_labelled(source, spec.label_fraction)
+    source = access.open(task.source)  # a label-efficiency protocol's subset only (`TaskData.label_subset`)
+    label_subset = access.label_subset
+    if label_subset is not None:
+        log.info("%s: training on %d of its %d samples (label fraction %g)", task.source.slug,
+                 label_subset["samples"], label_subset["of"], label_subset["fraction"])
     select = access.open(task.select) if task.select is not None else None
     per_epoch = spec.iterations_per_epoch(len(source))
     spec = spec.model_copy(update={"iterations": spec.total_iterations(len(source))})  # epochs → iterations
@@ -306,6 +308,8 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(spec, it, per_epoch))
     fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(),  # a state saved before a field was
                    "training": without_later_defaults("training", spec.model_dump(mode="json"))}  # added resumes
+    if label_subset is not None:  # data prepared again may give another subset: its state is not resumed
+        fingerprint["label_subset"] = label_subset["sha256"]
     state_path = train_state_path(checkpoint_path)
     metric = selection_metric(task)
     done, best, saved_history = _resume(state_path, fingerprint, module, optimizer, scheduler)
@@ -377,20 +381,6 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
         state_path.unlink(missing_ok=True)
     return TrainReport(checkpoint_path, best["iteration"], selected, access.opened, resumed_from=done,
                        selection_metric=metric)
-
-
-def _restrict_to_labelled(source: SegmentationSplit, fraction: float) -> dict[str, Any] | None:
-    """Keep only the source samples a label-efficiency protocol trains on (`label_subsets`), in place; what
-    was kept, for the checkpoint (None when every sample is)."""
-    if fraction == 1.0:
-        return None
-    ids = [str(i) for i in source.rows["sample_id"]]
-    keep = labelled_subset(ids, fraction)
-    source.rows = source.rows.iloc[keep].reset_index(drop=True)
-    log.info("%s: training on %d of its %d samples (label fraction %g)", source.ref.slug, len(keep), len(ids),
-             fraction)
-    return {"fraction": fraction, "samples": len(keep), "of": len(ids),
-            "sha256": subset_sha256([ids[i] for i in keep])}
 
 
 def _step_loss(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], band_names: list[str],

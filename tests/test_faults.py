@@ -391,3 +391,20 @@ def test_a_results_disk_that_fills_during_a_run_stops_it_with_one_error_and_the_
     stored = {record.key: record.confusion_matrices for _, record in ResultStore(disk).load_all()}
     clean = {record.key: record.confusion_matrices for _, record in ResultStore(tmp_path / "clean").load_all()}
     assert stored == clean and len(clean) == 6
+
+
+def test_only_a_results_folder_that_refuses_a_write_stops_a_run(tmp_path: Path):
+    """The stop is for the results disk alone: a full disk elsewhere (an adapter's cache), a permission error,
+    or an error naming no file fails its task as any adapter error does."""
+    import errno
+
+    from rsdg_bench.runner import _results_disk_failed
+
+    results = tmp_path / "results"
+    inside, outside = str(results / "records" / "x.json"), str(tmp_path / "cache" / "w.pt")
+    assert _results_disk_failed(OSError(errno.ENOSPC, "No space left on device", inside), results)
+    assert _results_disk_failed(OSError(errno.EROFS, "Read-only file system", inside), results)
+    assert not _results_disk_failed(OSError(errno.ENOSPC, "No space left on device", outside), results)
+    assert not _results_disk_failed(OSError(errno.EACCES, "Permission denied", inside), results)
+    assert not _results_disk_failed(OSError(errno.ENOSPC, "No space left on device"), results)
+    assert not _results_disk_failed(ValueError("not a disk"), results)

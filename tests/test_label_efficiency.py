@@ -27,6 +27,7 @@ def test_subsets_are_nested_fixed_by_the_ids_and_never_empty():
     assert {shuffled[i] for i in labelled_subset(shuffled, 0.1)} == {ids[i] for i in ten}  # the order does not matter
     assert labelled_subset(ids[:7], 0.01) == labelled_subset(ids[:7], 0.1) and len(labelled_subset(ids[:7], 0.01)) == 1
     assert [labelled_count(n, 0.1) for n in (1, 10, 11, 3456)] == [1, 1, 2, 346]
+    assert labelled_count(100, 0.07) == 7  # 0.07 × 100 in floats is 7.000000000000001
     assert subset_sha256(["b", "a"]) == subset_sha256(["a", "b"]) != subset_sha256(["a", "c"])
     for wrong in (0.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="label fraction"):
@@ -69,6 +70,10 @@ def test_training_reads_only_its_share_and_the_record_says_which(data_root: Path
     every = list(PreparedDataset.open(data_root, "toyearth").rows("urban", "train")["sample_id"])
     expected = [every[i] for i in labelled_subset(every, 0.25)]
     assert seen == [expected] and len(expected) == len(every) // 4 > 0  # ToyEarth's 32 training windows: 8 read
+    import rsdg_bench as rb  # the Python API's door for training code gives the same share; evaluation all
+
+    assert list(rb.open_split(task, "source", data_root=data_root).rows["sample_id"]) == expected
+    assert len(rb.open_split(task, "source", data_root=data_root, for_training=False)) == len(every)
     block = torch.load(tmp_path / "quarter.pt", weights_only=True)["rsdg"]
     assert block["label_subset"] == {"fraction": 0.25, "samples": len(expected), "of": len(every),
                                      "sha256": subset_sha256(expected)}

@@ -154,6 +154,8 @@ def test_the_interquartile_mean_cuts_a_quarter_from_each_end_as_trim_mean_does()
     assert interquartile_mean(np.array([1.0, 2.0, 9.0])) == pytest.approx(4.0)  # nothing cut below 4 values
     rows = np.array([[4.0, 1.0, 3.0, 2.0], [0.0, 10.0, 20.0, 30.0]])  # per replicate: along the last axis
     np.testing.assert_allclose(interquartile_mean(rows), [2.5, 15.0])
+    with_nan = interquartile_mean(np.array([[.1, .2, .3, np.nan, .5, .6, .7, .8], [.1, .2, .3, .4, .5, .6, .7, .8]]))
+    assert np.isnan(with_nan[0]) and with_nan[1] == pytest.approx(0.45)  # a NaN is not cut as the best value
 
 
 def test_normalized_scores_put_chance_at_0_and_a_perfect_score_at_1():
