@@ -201,6 +201,12 @@ def without_later_defaults(block: str, content: dict[str, Any]) -> dict[str, Any
             if (block, name) not in _ADDED_WITH_DEFAULT or value != _ADDED_WITH_DEFAULT[(block, name)]}
 
 
+def later_defaults(block: str) -> dict[str, Any]:
+    """The fields of a `metrics` or `training` block added after tasks were first hashed, with the default an
+    older task, state or checkpoint had without naming it."""
+    return {name: value for (where, name), value in _ADDED_WITH_DEFAULT.items() if where == block}
+
+
 class Reference(_Strict):
     """The paper a task reproduces, where this harness knowingly differs from it, and what neither the paper
     nor its code fixes (display only: the numbers these move are in the hashed fields; this says so to the

@@ -15,7 +15,7 @@ from pathlib import Path
 from .distributed import join_from_environment, leave_process_group
 from .io import check_writable
 from .runner import ModelSpec, default_checkpoint_dir
-from .task_schema import TaskCatalog
+from .task_schema import Task, TaskCatalog
 from .training import TrainOverrides, TrainReport, build_trainable, train_adapter
 
 
@@ -35,11 +35,10 @@ class TrainJob:
     workers: int = 0
     progress: bool = True
 
-    def checkpoint(self, adapter_name: str) -> Path:
-        """`out`, else `<results>/checkpoints/<adapter>/<checkpoint_key>[.seed<N>].pt`."""
+    def checkpoint(self, task: Task, adapter_name: str) -> Path:
+        """`out`, else `<results>/checkpoints/<adapter>/<checkpoint_key>[.seed<N>].pt` (`task` is this job's)."""
         if self.out is not None:
             return self.out
-        task = TaskCatalog().task(self.task_id)
         seed = self.overrides.seed
         name = task.checkpoint_key + ("" if seed is None else f".seed{seed}")
         return default_checkpoint_dir(self.results_root, adapter_name) / f"{name}.pt"
@@ -51,7 +50,7 @@ def train_here(job: TrainJob) -> TrainReport | None:
     group, device = join_from_environment(job.device)
     try:
         adapter = build_trainable(job.model, task, job.data_root, seed=job.overrides.seed)
-        out = job.checkpoint(adapter.name)
+        out = job.checkpoint(task, adapter.name)
         what, flag = ("checkpoint folder", "--out") if job.out else ("results folder", "--results (or RSDG_RESULTS)")
         check_writable(out.parent, what, flag)
         report = train_adapter(adapter, task, job.data_root, out, overrides=job.overrides, device=device,

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .label_subsets import labelled_count
-from .task_schema import Task, TrainingSpec
+from .task_schema import Task, later_defaults
 
 PROTOCOL_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "final_lr",
                    "decay_fraction", "schedule_step", "loss", "crop", "augment", "label_fraction")
-# Protocol fields added after checkpoints first recorded their training: an older block lacks them
-_ADDED_FIELDS = ("final_lr", "decay_fraction", "schedule_step", "augment", "label_fraction")
 KEPT_FIELDS = (*PROTOCOL_FIELDS, "epochs", "seed", "architecture", "val_interval")
 BADGES = {"off-protocol": "off-protocol", "unknown": "training unknown"}
 
@@ -74,8 +72,7 @@ def training_provenance(task: Task, block: dict[str, Any] | None, source_samples
     protocol = task.training.model_dump(mode="json")
     protocol["iterations"] = task.training.total_iterations(labelled_count(source_samples,
                                                                            task.training.label_fraction))
-    defaults = TrainingSpec.model_construct().model_dump(mode="json", include=set(_ADDED_FIELDS))
-    trained = {**defaults, **trained}
+    trained = {**later_defaults("training"), **trained}  # an older block lacks the fields added since
     differences = [f"{name} {trained.get(name)} (protocol {protocol[name]})" for name in PROTOCOL_FIELDS
                    if trained.get(name) != protocol[name]]
     return {
