@@ -1,5 +1,6 @@
 """Built-in model adapters, one module each, registered with `@register_adapter("name")`.
 
-The registry reads those lines from the sources to list the built-ins, and imports a module only when its
-adapter is asked for (`rsdg_bench.registry`): adding one is a new module with that decorator, nothing else.
+Each is also declared as an entry point of the group `rsdg_bench.adapters` in pyproject.toml, which is how the
+registry (`rsdg_bench.models.registry`) lists the built-ins without importing them and imports a module only
+when its adapter is asked for: adding one is a new module with that decorator and one entry-point line.
 """

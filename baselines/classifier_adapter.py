@@ -12,13 +12,12 @@ from __future__ import annotations
 import timm
 import torch
 
-from rsdg_bench.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.registry import register_adapter
-from rsdg_bench.task_schema import Task
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.models.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
+from rsdg_bench.models.registry import register_adapter
+from rsdg_bench.protocol.task_schema import Task
 
 from .smp_adapter import _DEFAULT_MEAN, _DEFAULT_STD, _per_band
-
 
 
 @register_adapter("timm-classifier")

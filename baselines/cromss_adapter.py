@@ -31,11 +31,11 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
-from rsdg_bench.checkpoints import load_checked, read_state_dict, remap
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.registry import register_adapter
-from rsdg_bench.task_schema import Task
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.checkpoints import load_checked, read_state_dict, remap
+from rsdg_bench.models.registry import register_adapter
+from rsdg_bench.protocol.task_schema import Task
 
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 # CromSS's SSL4EO-S12 L1C band statistics (dataset/dw_osm_dataset: S2C_MEAN / S2C_STD, S1_MEAN / S1_STD).

@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rsdg_bench.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
-from rsdg_bench.checkpoints import load_checked, read_state_dict
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.io import sha256_file
-from rsdg_bench.registry import register_adapter
-from rsdg_bench.task_schema import Task
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.base.io import sha256_file
+from rsdg_bench.models.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
+from rsdg_bench.models.checkpoints import load_checked, read_state_dict
+from rsdg_bench.models.registry import register_adapter
+from rsdg_bench.protocol.task_schema import Task
 
 from .mask2former_head import Mask2FormerConfig, ReinMask2FormerHead
 from .reins_vit import ReinsDinoBackbone, ReinsViTConfig

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsdg_bench.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
-from rsdg_bench.checkpoints import load_checked, read_state_dict
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.inference import predict_logits
-from rsdg_bench.registry import register_adapter
-from rsdg_bench.task_schema import InferenceSpec, Task
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.evaluator.inference import predict_logits
+from rsdg_bench.models.adapters import IMAGENET_MEAN, IMAGENET_STD, Adapter, InputContract, Normalization
+from rsdg_bench.models.checkpoints import load_checked, read_state_dict
+from rsdg_bench.models.registry import register_adapter
+from rsdg_bench.protocol.task_schema import InferenceSpec, Task
 
 from .rvsa_vit import RVSAConfig, RVSAViT
 from .uper_head import UPerHead

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from rsdg_bench.errors import AdapterError
+from rsdg_bench.base.errors import AdapterError
 
 FEATURE_SCALES = (4.0, 2.0, 1.0, 0.5)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsdg_bench.errors import AdapterError
+from rsdg_bench.base.errors import AdapterError
 
 WINDOW = 7
 

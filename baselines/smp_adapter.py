@@ -20,11 +20,11 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization, load_state_strict
-from rsdg_bench.checkpoints import read_state_dict
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.registry import register_adapter
-from rsdg_bench.task_schema import Task
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization, load_state_strict
+from rsdg_bench.models.checkpoints import read_state_dict
+from rsdg_bench.models.registry import register_adapter
+from rsdg_bench.protocol.task_schema import Task
 
 _DEFAULT_MEAN = 127.5
 _DEFAULT_STD = 63.75

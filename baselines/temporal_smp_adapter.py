@@ -17,10 +17,10 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.registry import register_adapter
-from rsdg_bench.task_schema import Task
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.registry import register_adapter
+from rsdg_bench.protocol.task_schema import Task
 
 from .smp_adapter import _DEFAULT_MEAN, _DEFAULT_STD, _per_band
 

@@ -43,17 +43,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from run_vs_decode import write_raw
 
 import rsdg_bench as rb
-from rsdg_bench.allocator import keep_freed_blocks
-from rsdg_bench.evaluation import autocast, float32_arithmetic
-from rsdg_bench.inference import class_indices
-from rsdg_bench.metrics import confusion_counts
+from rsdg_bench.base.allocator import keep_freed_blocks
+from rsdg_bench.datasets.read_ahead import read_ahead, read_threads_for
+from rsdg_bench.evaluator.evaluation import autocast, float32_arithmetic
+from rsdg_bench.evaluator.inference import class_indices
+from rsdg_bench.models.registry import resolve_adapter
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.read_ahead import read_ahead, read_threads_for
-from rsdg_bench.registry import resolve_adapter
-from rsdg_bench.task_schema import InferenceSpec, Task
-from run_vs_decode import write_raw
+from rsdg_bench.protocol.task_schema import InferenceSpec, Task
+from rsdg_bench.scoring.metrics import confusion_counts
 
 WINDOW = 512
 

@@ -32,14 +32,14 @@ from pathlib import Path
 
 import torch
 
-from rsdg_bench import inference
-from rsdg_bench.data import TaskData
-from rsdg_bench.evaluation import evaluate_split_counts
-from rsdg_bench.host_syncs import HostSyncCounter
-from rsdg_bench.kinds import get_kind
+from rsdg_bench.base.host_syncs import HostSyncCounter
+from rsdg_bench.evaluator import inference
+from rsdg_bench.evaluator.evaluation import evaluate_split_counts
+from rsdg_bench.models.model_spec import ModelSpec, build_for_task
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.runner import ModelSpec, build_for_task
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.protocol.kind import get_kind
+from rsdg_bench.protocol.task_data import TaskData
+from rsdg_bench.protocol.task_schema import TaskCatalog
 
 CASES = (  # kind, dataset, task, model
     ("segmentation", "toyearth", "demo/u2a", ModelSpec("smp", {"arch": "unet", "encoder": "resnet18"})),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from rsdg_bench.metrics import confusion_matrix, scores_from_confusion
+from rsdg_bench.scoring.metrics import confusion_matrix, scores_from_confusion
 
 
 def make_maps(count: int, k: int, ignore_fraction: float, dtype: torch.dtype, seed: int = 0

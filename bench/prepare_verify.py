@@ -20,7 +20,7 @@ from pathlib import Path
 import rasterio
 import torch
 
-from rsdg_bench import prepared
+from rsdg_bench.datasets import prepared
 from rsdg_bench.prep import get_preparer
 
 

@@ -52,7 +52,7 @@ def converter_logic(raw: Path, out: Path) -> None:
     import rasterio
     from PIL import Image
 
-    from rsdg_bench.windows import window_grid
+    from rsdg_bench.datasets.windows import window_grid
 
     colours = np.array([[255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0],
                         [0, 0, 0]])  # the isprs6 class order, then the eroded boundary
@@ -86,8 +86,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                         help="our prepare's writer threads (`prepare --workers`; default: the cores)")
     args = parser.parse_args()
-    from rsdg_bench.prep.potsdam import TRAIN_TILES, VAL_TILES
     from rsdg_bench.prep import get_preparer
+    from rsdg_bench.prep.potsdam import TRAIN_TILES, VAL_TILES
 
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "GDAL_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as scratch:

@@ -25,11 +25,11 @@ from pathlib import Path
 import rasterio
 import torch
 from rasterio.io import MemoryFile
+from run_vs_decode import write_raw
 
 import rsdg_bench as rb
+from rsdg_bench.datasets.prepared import quiet_georef, quiet_georef_everywhere
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.prepared import quiet_georef, quiet_georef_everywhere
-from run_vs_decode import write_raw
 
 
 def decode_from_memory(path: Path) -> None:

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 import rsdg_bench as rb
-from rsdg_bench.allocator import keep_freed_blocks
-from rsdg_bench.prepared import PreparedDataset, quiet_georef, read_raster
+from rsdg_bench.base.allocator import keep_freed_blocks
+from rsdg_bench.datasets.prepared import PreparedDataset, quiet_georef, read_raster
 
 SIZE = 1024
 

@@ -2,7 +2,7 @@
 
     python bench/skip_aggregation.py [--dates 24] [--size 128]
 
-The reference (`rsdg_bench.references.utae_att_group_aggregation`) builds the full heads×B×T×T×C/heads×H×W
+The reference (`rsdg_bench.base.references.utae_att_group_aggregation`) builds the full heads×B×T×T×C/heads×H×W
 product before summing over dates; ours (`baselines.multi_ltae.aggregate_skip`) accumulates date by date.
 Same inputs (the full-resolution skip of a 128² DynamicEarthNet patch: 32 channels, 16 heads, attention
 from the 16² bottleneck). Reports both times, the ratio, and the largest difference (float rounding only).
@@ -15,8 +15,8 @@ import time
 
 import torch
 
+from rsdg_bench.base.references import utae_att_group_aggregation
 from rsdg_bench.baselines.multi_ltae import aggregate_skip
-from rsdg_bench.references import utae_att_group_aggregation
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ import time
 import segmentation_models_pytorch as smp
 import torch
 
-from rsdg_bench.inference import checked_forward, predict_logits
-from rsdg_bench.references import mmseg_slide_inference
-from rsdg_bench.task_schema import InferenceSpec
+from rsdg_bench.base.references import mmseg_slide_inference
+from rsdg_bench.evaluator.inference import checked_forward, predict_logits
+from rsdg_bench.protocol.task_schema import InferenceSpec
 
 
 def main() -> None:

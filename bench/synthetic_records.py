@@ -11,14 +11,14 @@ from types import SimpleNamespace
 import pandas as pd
 import torch
 
-from rsdg_bench.code_identity import code_identity
-from rsdg_bench.split_counts import SplitCounts
+from rsdg_bench.models.code_identity import code_identity
+from rsdg_bench.models.registry import resolve_adapter
 from rsdg_bench.prep import available_preparers
-from rsdg_bench.registry import resolve_adapter
-from rsdg_bench.results import ResultStore
-from rsdg_bench.record_building import RunContext, record_from_evaluation
-from rsdg_bench.sparse_counts import SparseCountRows
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.record_building import RunContext, record_from_evaluation
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.scoring.sparse_counts import SparseCountRows
+from rsdg_bench.scoring.split_counts import SplitCounts
 
 
 class SyntheticSplit:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from rsdg_bench.datasets.prepared import PreparedDataset, read_raster
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.prepared import PreparedDataset, read_raster
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from synthetic_records import write_records
 
+from rsdg_bench.protocol.task_schema import TaskCatalog
 from rsdg_bench.submissions.bundle import Bundle, pack
 from rsdg_bench.submissions.verify import verify_bundle
-from rsdg_bench.task_schema import TaskCatalog
 
 
 def main() -> None:

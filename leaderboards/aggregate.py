@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdg_bench.metrics import GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion, uniform_chance_matrix
-from rsdg_bench.results import ResultRecord, metrics_block
-from rsdg_bench.task_schema import Task, TaskCatalog
-from rsdg_bench.training_record import badge
+from rsdg_bench.protocol.task_schema import Task, TaskCatalog
+from rsdg_bench.records.results import ResultRecord, metrics_block
+from rsdg_bench.records.training_record import badge
+from rsdg_bench.scoring.metrics import GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion, uniform_chance_matrix
 
 from .reported import ReportedRow
 from .uncertainty import SplitEvidence, metric_replicates, normalized_score, paired_difference, paired_tie_groups

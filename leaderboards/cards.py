@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rsdg_bench.errors import ResultsError
-from rsdg_bench.yaml_load import load_yaml
+from rsdg_bench.base.errors import ResultsError
+from rsdg_bench.base.yaml_load import load_yaml
 
 CARDS_FILE = Path(__file__).parent / "cards.yaml"
 _LINK = r"^https://[^\s\"'<>]+$"

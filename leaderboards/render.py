@@ -20,18 +20,31 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from rsdg_bench import __version__
-from rsdg_bench.folder_swap import recover_swap, swap_in
-from rsdg_bench.io import atomic_write_bytes, atomic_write_text
-from rsdg_bench.training_history import history_paths
+from rsdg_bench.base.folder_swap import recover_swap, swap_in
+from rsdg_bench.base.io import atomic_write_bytes, atomic_write_text
+from rsdg_bench.evaluator.compute_profile import by_key, load_all
+from rsdg_bench.train.training_history import history_paths
 
 from .aggregate import Board, SuiteView, TaskTable
-from rsdg_bench.compute_profile import by_key, load_all
-
 from .plots import casid_svg, confusion_svg, generalization_svg, interval_svg, pareto_svg
 from .tables import Table, csv_text, plain_number, to_csv, to_latex, to_markdown
-from .views import (CASID_ZONES, METRIC_COLUMNS, METRIC_LABELS, SiteOptions, casid_matrices, reported_elsewhere,
-                    slugify, suite_compute_points, suite_generalization, suite_table, task_class_table, task_compute,
-                    task_convention_table, task_seed_table, task_summary_table)
+from .views import (
+    CASID_ZONES,
+    METRIC_COLUMNS,
+    METRIC_LABELS,
+    SiteOptions,
+    casid_matrices,
+    reported_elsewhere,
+    slugify,
+    suite_compute_points,
+    suite_generalization,
+    suite_table,
+    task_class_table,
+    task_compute,
+    task_convention_table,
+    task_seed_table,
+    task_summary_table,
+)
 
 
 def _environment() -> Environment:
@@ -190,8 +203,8 @@ CONFUSIONS_PER_PAGE = 24  # heatmaps inline on a task page; more go to pages of 
 
 
 def _class_colours(schema_id: str) -> list:
-    from rsdg_bench.classes import load_class_schema
-    from rsdg_bench.errors import RsdgError
+    from rsdg_bench.base.errors import RsdgError
+    from rsdg_bench.datasets.classes import load_class_schema
 
     try:
         return list(load_class_schema(schema_id).classes)
@@ -277,8 +290,8 @@ def write_site(board: Board, out_dir: Path, results_root: Path | None = None,
     `output_owner`): a file or someone else's folder is refused untouched. Builds into one folder take turns
     (an exclusive flock on the folder's parent directory, which also holds the `.building` staging folder),
     so two at once never publish a half-built site. Returns the index page's path."""
-    from rsdg_bench.data_lock import held_exclusively
-    from rsdg_bench.output_owner import claim_folder
+    from rsdg_bench.base.output_owner import claim_folder
+    from rsdg_bench.datasets.data_lock import held_exclusively
 
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)

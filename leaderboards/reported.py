@@ -33,9 +33,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rsdg_bench.errors import ResultsError
-from rsdg_bench.task_schema import TaskCatalog
-from rsdg_bench.yaml_load import load_yaml
+from rsdg_bench.base.errors import ResultsError
+from rsdg_bench.base.yaml_load import load_yaml
+from rsdg_bench.protocol.task_schema import TaskCatalog
 
 REPORTED_DIR = Path(__file__).parent / "reported"
 

@@ -27,8 +27,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from rsdg_bench.metrics import headline_metrics
-from rsdg_bench.results import entries_array
+from rsdg_bench.records.results import entries_array
+from rsdg_bench.scoring.metrics import headline_metrics
 
 BOOTSTRAP_REPLICATES = 1000
 LEVEL = 0.95

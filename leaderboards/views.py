@@ -165,7 +165,7 @@ def task_seed_table(task: TaskTable) -> Table | None:
 def task_compute(task: TaskTable, profiles: dict) -> list[tuple[str, Any]]:
     """(model, its compute profile) for the task's models that have one (`rsdg-bench profile`), by the
     adapter and options that made their records."""
-    from rsdg_bench.compute_profile import profile_key
+    from rsdg_bench.evaluator.compute_profile import profile_key
 
     found = []
     for model in task.scores:
@@ -394,7 +394,7 @@ def task_convention_table(task: TaskTable) -> Table | None:
 
 def task_class_table(task: TaskTable, slug: str) -> Table:
     """Per-class IoU with mIoU, OA, AA, mDice, mFscore on one split (the papers' table layout, their class abbreviations)."""
-    from rsdg_bench.classes import load_class_schema
+    from rsdg_bench.datasets.classes import load_class_schema
 
     schema = load_class_schema(task.classes) if task.classes else None
     columns = [*(schema.display_name(c) if schema else c for c in task.class_names),

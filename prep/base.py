@@ -19,19 +19,18 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rsdg_bench.data_lock import preparing
-from rsdg_bench.errors import DataError
-from rsdg_bench.io import sha256_file
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.base.io import sha256_file
+from rsdg_bench.base.registry import Registry
+from rsdg_bench.datasets.data_lock import preparing
 
 if TYPE_CHECKING:
-    from rsdg_bench.prepared import DomainInfo, PreparedWriter
+    from rsdg_bench.datasets.prepared import DomainInfo, PreparedWriter
 
 ENTRY_POINT_GROUP = "rsdg_bench.datasets"
-_PREPARERS: dict[str, type[Preparer]] = {}
 DEFAULT_MAX_RAW_BYTES = 512 * 2 ** 30
 # The running prepare's cap on what its archives may unpack to (`Preparer.max_raw_bytes`).
 RAW_BYTES_LIMIT: ContextVar[int] = ContextVar("raw_bytes_limit", default=DEFAULT_MAX_RAW_BYTES)
@@ -93,7 +92,7 @@ class Preparer(abc.ABC):
 
     def prepare(self, raw: Path, data_root: Path, progress: bool = True) -> Path:
         """Prepare the raw download at `raw` (folder or archives) into `data_root/<name>`; return that folder."""
-        from rsdg_bench.prepared import RAW_PIXEL_LIMIT
+        from rsdg_bench.datasets.prepared import RAW_PIXEL_LIMIT
 
         data_root = Path(data_root)
         pixels, unpacked = RAW_PIXEL_LIMIT.set(self.pixel_limit), RAW_BYTES_LIMIT.set(self.byte_limit)
@@ -122,8 +121,8 @@ class Preparer(abc.ABC):
         """The writer of this dataset's prepared folder, labels in the `classes` schema, every image checked
         against its domain's declared bands and dtype (options: fingerprint, crs, timesteps, label_level,
         domain_schemas)."""
-        from rsdg_bench.classes import load_class_schema
-        from rsdg_bench.prepared import PreparedWriter
+        from rsdg_bench.datasets.classes import load_class_schema
+        from rsdg_bench.datasets.prepared import PreparedWriter
 
         writer = PreparedWriter(data_root, self.name, load_class_schema(self.classes), domains=self.domains,
                                 workers=self.workers, **options)
@@ -142,54 +141,32 @@ class Preparer(abc.ABC):
 
 def uint8_bands(names: tuple[str, ...] | list[str]) -> list:
     """BandInfo entries for 8-bit digital numbers, the encoding of every RGB / NIR-R-G photo product."""
-    from rsdg_bench.prepared import BandInfo
+    from rsdg_bench.datasets.prepared import BandInfo
 
     return [BandInfo(name=name, dtype="uint8", units="DN") for name in names]
 
 
-def register_preparer(cls: type[Preparer]) -> type[Preparer]:
-    """Class decorator: make a preparer available under its `name`; a second class of that name is an error."""
-    existing = _PREPARERS.get(cls.name)
-    if existing is not None and f"{existing.__module__}.{existing.__qualname__}" != f"{cls.__module__}.{cls.__qualname__}":
-        raise DataError(f"two preparers are registered as {cls.name!r}: {existing.__module__}.{existing.__qualname__} "
-                        f"and {cls.__module__}.{cls.__qualname__}", "give the new dataset its own name")
+def _states_its_facts(cls: type[Preparer]) -> None:
     missing = [fact for fact in ("summary", "prep_version", "archives", "classes", "citation", "licence", "domains")
                if not hasattr(cls, fact)]
     if missing:
         raise DataError(f"preparer {cls.__module__}.{cls.__qualname__} states no {', '.join(missing)}",
                         "set them as class attributes (see docs/extending.md)")
-    _PREPARERS[cls.name] = cls
-    return cls
 
 
-def _load_plugins() -> None:
-    """Register the preparers that installed packages declare in the entry-point group `rsdg_bench.datasets`
-    (`[project.entry-points."rsdg_bench.datasets"] mydata = "mypkg.prep:MyData"`)."""
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = entry.load()
-        except Exception as exc:  # a broken plug-in must say which package it is
-            raise DataError(f"dataset plug-in {entry.name!r} ({entry.value}) fails to import: {exc}",
-                            "fix or uninstall that package") from exc
-        if getattr(cls, "name", None) != entry.name:
-            raise DataError(f"dataset plug-in {entry.value} is registered as {entry.name!r} but its class is named "
-                            f"{getattr(cls, 'name', None)!r}", "make the entry-point name equal the class's `name`")
-        register_preparer(cls)
+# Every module of `rsdg_bench.prep` registers its class on import; installed packages declare theirs in the
+# entry-point group `rsdg_bench.datasets` (`[project.entry-points."rsdg_bench.datasets"] mydata =
+# "mypkg.prep:MyData"`).
+PREPARERS: Registry[type[Preparer]] = Registry("preparer", ENTRY_POINT_GROUP, DataError, check=_states_its_facts)
 
 
-_plugins_loaded = False
-
-
-def _all_preparers() -> dict[str, type[Preparer]]:
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        _load_plugins()
-    return _PREPARERS
+def register_preparer(cls: type[Preparer]) -> type[Preparer]:
+    """Class decorator: make a preparer available under its `name`; a second class of that name is an error."""
+    return PREPARERS.register(cls)
 
 
 def available_preparers() -> dict[str, type[Preparer]]:
-    return dict(sorted(_all_preparers().items()))
+    return {name: PREPARERS.get(name) for name in sorted(PREPARERS.names())}
 
 
 def get_preparer(name: str, verify_checksums: bool = True, max_pixels: int | None = None,
@@ -197,10 +174,9 @@ def get_preparer(name: str, verify_checksums: bool = True, max_pixels: int | Non
     """The preparer of a dataset; `private_labels`: the folder of labels its release keeps private (an
     organizer's preparation, see docs/submissions.md); `workers`: threads that write samples (the same
     bytes whatever the count)."""
-    preparers = _all_preparers()
-    if name not in preparers:
-        raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(preparers))}")
-    preparer = preparers[name](verify_checksums, max_pixels, max_raw_bytes, workers)
+    if name not in PREPARERS:
+        raise DataError(f"no preparer for dataset {name!r}", f"use one of: {', '.join(sorted(PREPARERS.names()))}")
+    preparer = PREPARERS.get(name)(verify_checksums, max_pixels, max_raw_bytes, workers)
     if private_labels is not None:
         if not preparer.private_label_splits:
             raise DataError(f"{name} publishes the labels of all its splits; there are no private labels to add",
@@ -406,8 +382,8 @@ def source_archives_of(files: RawFiles) -> list:
     """What the prepare read, for the dataset card: each archive used (name, sha256, size); for a download
     given unpacked, the folder with the sha256 of its file listing (paths and sizes; hashing every
     multi-GB raster again would double the prepare time)."""
-    from rsdg_bench.io import sha256_bytes
-    from rsdg_bench.prepared import SourceArchive
+    from rsdg_bench.base.io import sha256_bytes
+    from rsdg_bench.datasets.prepared import SourceArchive
 
     entries = [SourceArchive(name=p.name, sha256=sha256_file(p), size=p.stat().st_size) for p in files.archives_used]
     if files.raw.is_dir():

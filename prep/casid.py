@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, raster_size, read_raw_raster
-from rsdg_bench.windows import window_grid
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import DomainInfo, SampleArrays, raster_size, read_raw_raster
+from rsdg_bench.datasets.windows import window_grid
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import blocky_classes, write_raster

@@ -31,9 +31,9 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, open_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import BandInfo, DomainInfo, SampleArrays, open_raster
 
 from .base import Preparer, RawFiles, register_preparer
 from .noldo_s12 import S1_BANDS, S2_BANDS

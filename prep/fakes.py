@@ -31,7 +31,7 @@ def write_raster(path: Path, array, driver: str = "PNG", **options) -> Path:
     from rasterio.io import MemoryFile
     from rasterio.shutil import copy as raster_copy
 
-    from rsdg_bench.prepared import quiet_georef
+    from rsdg_bench.datasets.prepared import quiet_georef
 
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = {"height": array.shape[1], "width": array.shape[2], "count": array.shape[0], "dtype": "uint8"}

@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import load_class_schema
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raw_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import load_class_schema
+from rsdg_bench.datasets.prepared import DomainInfo, SampleArrays, read_raw_raster
 
 from .base import Preparer, RawFiles, read_split_lists, register_preparer, uint8_bands
 from .fakes import write_raster

@@ -21,9 +21,9 @@ import numpy as np
 import rasterio
 from rasterio.transform import Affine
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.prepared import PreparedWriter, SampleArrays, open_raster, quiet_georef, read_raw_raster
-from rsdg_bench.windows import window_grid
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import PreparedWriter, SampleArrays, open_raster, quiet_georef, read_raw_raster
+from rsdg_bench.datasets.windows import window_grid
 
 from .labels import decode_colour_label
 

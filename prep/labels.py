@@ -6,8 +6,7 @@ from functools import cache
 
 import numpy as np
 
-from rsdg_bench.errors import DataError
-
+from rsdg_bench.base.errors import DataError
 
 _ROWS_PER_BLOCK = 256  # rows decoded at a time: the 24-bit keys of a 6000-pixel-wide label block are 6 MiB
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, quiet_georef, read_raw_mask, read_raw_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import DomainInfo, SampleArrays, quiet_georef, read_raw_mask, read_raw_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .pairs import match_pairs

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.prepared import DomainInfo
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import blocky_classes, write_raster, zip_tree

@@ -43,10 +43,10 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
-from rsdg_bench.errors import DataError
-from rsdg_bench.io import atomic_write_bytes
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, open_raster, quiet_georef
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.base.io import atomic_write_bytes
+from rsdg_bench.datasets.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.datasets.prepared import BandInfo, DomainInfo, SampleArrays, open_raster, quiet_georef
 
 from .base import Preparer, RawFiles, register_preparer
 

@@ -27,9 +27,9 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, open_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import DomainInfo, SampleArrays, open_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 

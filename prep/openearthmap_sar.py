@@ -36,9 +36,9 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, open_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import BandInfo, DomainInfo, SampleArrays, open_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .openearthmap import label_to_indices

@@ -39,8 +39,8 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, open_raster, quiet_georef
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays, open_raster, quiet_georef
 
 from .base import Preparer, RawFiles, register_preparer
 from .fakes import write_raster, zip_tree

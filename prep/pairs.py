@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import PreparedWriter, SampleArrays, read_raw_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.prepared import PreparedWriter, SampleArrays, read_raw_raster
 
 LOSSY_SUFFIXES = {".jpg", ".jpeg"}
 

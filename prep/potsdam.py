@@ -26,8 +26,8 @@ import numpy as np
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, raster_size
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.prepared import DomainInfo, raster_size
 
 from . import isprs
 from .base import Preparer, RawFiles, register_preparer, uint8_bands

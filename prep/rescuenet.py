@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import DomainInfo, SampleArrays, read_raw_mask, read_raw_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.prepared import DomainInfo, SampleArrays, read_raw_mask, read_raw_raster
 
 from .base import Preparer, RawFiles, register_preparer, uint8_bands
 from .fakes import write_raster

@@ -34,9 +34,9 @@ from typing import ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import BandInfo, DomainInfo, SampleArrays, read_raw_raster
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import BandInfo, DomainInfo, SampleArrays, read_raw_raster
 
 from .base import Preparer, RawFiles, read_split_lists
 from .fakes import write_raster, zip_tree

@@ -38,20 +38,20 @@ from shapely import affinity
 from shapely.geometry import LineString, Polygon, box
 from tqdm.auto import tqdm
 
-from rsdg_bench.classes import IGNORE_INDEX, load_class_schema
-from rsdg_bench.errors import DataError, RsdgError
-from rsdg_bench.io import atomic_write_text, sha256_file
-from rsdg_bench.paths import confined
-from rsdg_bench.prepared import (
+from rsdg_bench.base.errors import DataError, RsdgError
+from rsdg_bench.base.io import atomic_write_text, sha256_file
+from rsdg_bench.base.paths import confined
+from rsdg_bench.datasets.classes import IGNORE_INDEX, load_class_schema
+from rsdg_bench.datasets.prepared import (
     BandInfo,
     DomainInfo,
     SampleArrays,
     SourceArchive,
+    open_raster,
     quiet_georef,
     read_raw_raster,
-    open_raster,
 )
-from rsdg_bench.windows import window_grid
+from rsdg_bench.datasets.windows import window_grid
 
 from .base import Preparer, raw_folder, register_preparer
 from .labels import colours_to_indices

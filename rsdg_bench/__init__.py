@@ -11,8 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import _moved
+
+_moved.install()  # the flat layout's module paths (`rsdg_bench.results`, …) still import, with a warning
 try:  # written at install time by setuptools-scm from git (pyproject's [tool.setuptools_scm])
-    from . import _version
+    from rsdg_bench import _version
 except ImportError:  # a source tree that was never installed: nothing says which code this is
     _version = None
 # The version the install was built as (in an editable checkout, as of its install: `results.git_commit` names
@@ -23,8 +26,8 @@ BUILT_FROM_COMMIT: str | None = getattr(_version, "__commit_id__", None)
 _API = {
     "list_tasks": "api", "load_task": "api", "open_split": "api", "evaluate": "api", "load_results": "api",
     "build_leaderboard": "api", "Evaluation": "api", "Leaderboard": "api",
-    "Adapter": "adapters", "InputContract": "adapters", "Normalization": "adapters",
-    "register_adapter": "registry", "Task": "task_schema",
+    "Adapter": "models.adapters", "InputContract": "models.adapters", "Normalization": "models.adapters",
+    "register_adapter": "models.registry", "Task": "protocol.task_schema",
 }
 __all__ = ["__version__", "BUILT_FROM_COMMIT", *_API]
 

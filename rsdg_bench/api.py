@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import RsdgError, SplitAccessError
-from .paths import default_data_root, default_results_root
-from .task_schema import SplitRef, Task, TaskCatalog
+from rsdg_bench.base.errors import RsdgError, SplitAccessError
+from rsdg_bench.base.paths import default_data_root, default_results_root
+from rsdg_bench.protocol.task_schema import SplitRef, Task, TaskCatalog
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from .adapters import Adapter, InputContract
-    from .split_dataset import SplitDataset
-    from .results import ResultRecord
+    from rsdg_bench.models.adapters import Adapter, InputContract
+    from rsdg_bench.protocol.split_dataset import SplitDataset
+    from rsdg_bench.records.results import ResultRecord
 
 __all__ = ["Evaluation", "Leaderboard", "build_leaderboard", "evaluate", "list_tasks", "load_results", "load_task", "open_split"]
 
@@ -83,8 +83,8 @@ def open_split(task: Task | str, split: str = "source", *, data_root: Path | str
     `split` is `source`, `select`, `target` or a split's slug. With `for_training` (the default) only the
     source and selection splits open, as in `rsdg-bench train`: a target is for evaluation, and asking for
     it raises `SplitAccessError`; pass `for_training=False` to read a target (e.g. to look at it)."""
-    from .data import TaskData
-    from .split_dataset import SplitDataset
+    from rsdg_bench.protocol.split_dataset import SplitDataset
+    from rsdg_bench.protocol.task_data import TaskData
 
     task = _task(task)
     data = TaskData(Path(data_root) if data_root else default_data_root(), task,
@@ -113,14 +113,14 @@ class Evaluation:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per split (see `results_frame`)."""
-        from .results_frame import records_frame
+        from rsdg_bench.records.results_frame import records_frame
 
         return records_frame([(None, record) for record in self.records])
 
     def save(self, results_dir: Path | str | None = None) -> list[Path]:
         """Write the records into a results folder (default `$RSDG_RESULTS` or ./rsdg-results), where `run`,
         `results show` and `leaderboard build` find them; return their paths."""
-        from .results import ResultStore
+        from rsdg_bench.records.results import ResultStore
 
         store = ResultStore(Path(results_dir) if results_dir else default_results_root())
         return [store.write(record) for record in self.records]
@@ -143,10 +143,10 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
     """
     from torch import nn
 
-    from .adapters import Adapter
-    from .data import TaskData
-    from .module_adapter import ModuleAdapter, state_sha256
-    from .runner import RunSettings, Weights, evaluate_task
+    from rsdg_bench.models.adapters import Adapter
+    from rsdg_bench.models.module_adapter import ModuleAdapter, state_sha256
+    from rsdg_bench.protocol.task_data import TaskData
+    from rsdg_bench.run.runner import RunSettings, Weights, evaluate_task
 
     task = _task(task)
     if isinstance(model, nn.Module):
@@ -174,7 +174,7 @@ def _device(device: str | torch.device, adapter: Adapter) -> torch.device:
     """`evaluate`'s device: as given, or for "auto" the model's own accelerator, else CUDA when present, else CPU."""
     import torch
 
-    from .distributed import resolve_device
+    from rsdg_bench.evaluator.distributed import resolve_device
 
     if isinstance(device, torch.device):
         return device
@@ -191,8 +191,8 @@ def load_results(results_dir: Path | str | None = None, *, strict: bool = False)
     as the leaderboard leaves it out; with `strict` it raises `ResultsError` instead."""
     import logging
 
-    from .results import ResultStore
-    from .results_frame import records_frame
+    from rsdg_bench.records.results import ResultStore
+    from rsdg_bench.records.results_frame import records_frame
 
     store = ResultStore(Path(results_dir) if results_dir else default_results_root())
     if strict:
@@ -225,11 +225,11 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
     `data_root`) with their badges; every row's gain over the row named `baseline`, and with `rank_shared` a
     rank of every row on the tasks it has (what `rsdg-bench leaderboard build` runs). `progress`: a bar over
     the records as they are scored (a real board takes minutes)."""
-    from .leaderboards.aggregate import build_board, with_suites
-    from .leaderboards.render import write_site
-    from .leaderboards.reported import reported_rows
-    from .leaderboards.views import SiteOptions
-    from .results import ResultStore
+    from rsdg_bench.leaderboards.aggregate import build_board, with_suites
+    from rsdg_bench.leaderboards.render import write_site
+    from rsdg_bench.leaderboards.reported import reported_rows
+    from rsdg_bench.leaderboards.views import SiteOptions
+    from rsdg_bench.records.results import ResultStore
 
     results = Path(results_dir) if results_dir else default_results_root()
     refused_here: list[tuple[str, str]] = []
@@ -238,7 +238,7 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
     badges: dict[str, tuple[str, str]] = {}
     submitted_count = 0
     if submissions is not None:
-        from .submissions.board import submitted_records
+        from rsdg_bench.submissions.board import submitted_records
 
         submitted = submitted_records(Path(submissions), Path(data_root) if data_root else default_data_root(),
                                       results)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .leaderboards.aggregate import build_board, with_suites
-from .leaderboards.render import write_site
-from .prep import get_preparer
-from .results import ResultStore
-from .runner import ModelSpec, RunSettings, default_checkpoint_dir, run_tasks
-from .task_schema import TaskCatalog
-from .training import TrainOverrides, build_trainable, train_adapter
+from rsdg_bench.leaderboards.aggregate import build_board, with_suites
+from rsdg_bench.leaderboards.render import write_site
+from rsdg_bench.models.model_spec import ModelSpec, default_checkpoint_dir
+from rsdg_bench.prep import get_preparer
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.run.runner import RunSettings, run_tasks
+from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
 DEMO_SUITE = "demo"
 DEMO_ITERATIONS = 300

@@ -32,11 +32,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization  # noqa: E402
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization  # noqa: E402
+from rsdg_bench.models.registry import register_adapter  # noqa: E402
 from rsdg_bench.prep import get_preparer  # noqa: E402
-from rsdg_bench.registry import register_adapter  # noqa: E402
-from rsdg_bench.runner import ModelSpec  # noqa: E402
-from rsdg_bench.task_schema import Task  # noqa: E402
+from rsdg_bench.protocol.task_schema import Task  # noqa: E402
+from rsdg_bench.run.runner import ModelSpec  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in each worker process of `pytest -n N`
@@ -218,8 +218,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_run: Path) -> dict:
     """The U-Net the demo trained on toyearth urban/train (selected on urban/val), as a checkpoint in a
     results folder of its own that holds nothing else. The demo's data and `data_root` come from the same
     deterministic fake, so the checkpoint's data version is `data_root`'s too."""
-    from rsdg_bench.runner import default_checkpoint_dir
-    from rsdg_bench.task_schema import TaskCatalog
+    from rsdg_bench.models.model_spec import default_checkpoint_dir
+    from rsdg_bench.protocol.task_schema import TaskCatalog
 
     task = TaskCatalog().task("demo/u2a")
     source = default_checkpoint_dir(demo_run / "results", SMALL_MODEL.adapter) / f"{task.checkpoint_key}.pt"

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsdg_bench import registry
-from rsdg_bench.adapters import InputContract, Normalization, load_state_strict
-from rsdg_bench.conformance import run_conformance
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.registry import available_adapters, builtin_modules, resolve_adapter
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.evaluator.conformance import run_conformance
+from rsdg_bench.models import registry
+from rsdg_bench.models.adapters import InputContract, Normalization, load_state_strict
+from rsdg_bench.models.registry import available_adapters, builtin_entries, builtin_modules, resolve_adapter
+from rsdg_bench.protocol.task_schema import TaskCatalog
 
 TASK = TaskCatalog().task("demo/u2a")
 PLUGIN = """
 import torch
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
 
 class Tiny(Adapter):
     trainable = True
@@ -46,6 +46,15 @@ def test_builtin_smp_is_listed_and_resolves():
     assert resolve_adapter("smp").name == "smp"
 
 
+def installed_with(monkeypatch: pytest.MonkeyPatch, entry: EntryPoint) -> None:
+    """The adapter registry as if a package declaring `entry` were installed beside rsdg-bench; what the test
+    loads is forgotten after it."""
+    installed = registry.ADAPTERS.entry_points()
+    monkeypatch.setattr(registry.ADAPTERS, "entry_points", lambda: [*installed, entry])
+    monkeypatch.setattr(registry.ADAPTERS, "_items", dict(registry.ADAPTERS._items))
+    monkeypatch.setattr(registry.ADAPTERS, "_sources", dict(registry.ADAPTERS._sources))
+
+
 def test_adapter_from_a_file(tmp_path: Path):
     cls = resolve_adapter(f"{write_plugin(tmp_path)}:Tiny")
     assert cls.__name__ == "Tiny" and cls.name == "Tiny"
@@ -55,7 +64,7 @@ def test_adapter_from_an_entry_point(tmp_path: Path, monkeypatch):
     path = write_plugin(tmp_path, name="tiny_plugin_mod.py")
     monkeypatch.syspath_prepend(str(tmp_path))
     entry = EntryPoint(name="tiny", value="tiny_plugin_mod:Tiny", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    installed_with(monkeypatch, entry)
     assert resolve_adapter("tiny").__name__ == "Tiny"
     assert available_adapters()["tiny"].startswith("plug-in")
     assert path.exists()
@@ -89,9 +98,10 @@ def test_safetensors_weights_load_like_pytorch_ones_and_a_cut_file_is_named(tmp_
     """Most released weights on the Hub are safetensors: tensors only, nothing to unpickle."""
     from safetensors.torch import save_file
 
-    from rsdg_bench.checkpoints import read_state_dict
-    from rsdg_bench.results import ResultStore
-    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+    from rsdg_bench.models.checkpoints import read_state_dict
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.records.results import ResultStore
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     torch.manual_seed(0)
     source = resolve_adapter(f"{write_plugin(tmp_path)}:Tiny")()
@@ -189,9 +199,9 @@ def test_smp_encoder_weights_load_from_a_local_file(tmp_path: Path):
 
 
 def test_a_kind_the_adapter_does_not_declare_is_refused_before_any_data_is_read(tmp_path):
-    from rsdg_bench.runner import RunSettings, run_tasks
-
     from conftest import SMALL_MODEL
+
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     for kind in ("temporal_segmentation", "classification"):
         other = TASK.model_copy(update={"kind": kind})
@@ -209,13 +219,14 @@ def test_a_plugin_named_like_a_builtin_is_an_error_not_silently_shadowed(tmp_pat
     write_plugin(tmp_path, name="shadow_mod.py")
     monkeypatch.syspath_prepend(str(tmp_path))
     entry = EntryPoint(name="smp", value="shadow_mod:Tiny", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    installed_with(monkeypatch, entry)
     with pytest.raises(AdapterError, match="has the name of a built-in adapter"):
         resolve_adapter("smp")
 
 
 def test_an_adapters_code_is_part_of_its_identity_so_an_edit_runs_again(tmp_path: Path, data_root: Path):
-    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     path = write_plugin(tmp_path)
     spec = ModelSpec(f"{path}:Tiny", random_init=True)
@@ -238,12 +249,12 @@ def test_a_builtins_code_identity_covers_the_modules_it_uses():
 
 
 def test_a_plugin_distribution_adds_its_name_and_version_to_the_code_identity(tmp_path: Path, monkeypatch):
-    from rsdg_bench import code_identity
+    from rsdg_bench.models import code_identity
 
     write_plugin(tmp_path, name="dist_plugin_mod.py")
     monkeypatch.syspath_prepend(str(tmp_path))
     entry = EntryPoint(name="distplug", value="dist_plugin_mod:Tiny", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    installed_with(monkeypatch, entry)
     monkeypatch.setattr(code_identity, "packages_distributions", lambda: {"dist_plugin_mod": ["tiny-plugin"]})
     monkeypatch.setattr(code_identity, "version", lambda name: {"tiny-plugin": "1.2.3"}[name])
     code = resolve_adapter("distplug")().identity()["code"]
@@ -253,12 +264,13 @@ def test_a_plugin_distribution_adds_its_name_and_version_to_the_code_identity(tm
 
 def test_a_generated_adapter_package_checks_trains_runs_and_reaches_the_board(tmp_path: Path, data_root: Path,
                                                                               monkeypatch):
-    from rsdg_bench.errors import RsdgError
+    from rsdg_bench.base.errors import RsdgError
     from rsdg_bench.leaderboards.aggregate import build_board
-    from rsdg_bench.results import ResultStore
-    from rsdg_bench.runner import ModelSpec, RunSettings, default_checkpoint_dir, run_tasks
-    from rsdg_bench.scaffold import new_adapter
-    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+    from rsdg_bench.models.model_spec import ModelSpec, default_checkpoint_dir
+    from rsdg_bench.models.scaffold import new_adapter
+    from rsdg_bench.records.results import ResultStore
+    from rsdg_bench.run.runner import RunSettings, run_tasks
+    from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
     folder = new_adapter("tiny_net", tmp_path, ["red", "green", "blue"], [127.5] * 3, [127.5] * 3, ["segmentation"])
     assert (folder / "pyproject.toml").read_text().count('tiny_net = "rsdg_tiny_net.adapter:TinyNetAdapter"') == 1
@@ -267,7 +279,7 @@ def test_a_generated_adapter_package_checks_trains_runs_and_reaches_the_board(tm
     # installed, the package is an entry point (pip install -e registers it; here the entry point is given directly)
     monkeypatch.syspath_prepend(str(folder))
     entry = EntryPoint(name="tiny_net", value="rsdg_tiny_net.adapter:TinyNetAdapter", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    installed_with(monkeypatch, entry)
     adapter = resolve_adapter("tiny_net")()
     adapter.setup(TASK, ["red", "green", "blue"])
     assert all(r.passed for r in run_conformance(adapter, TASK, ["red", "green", "blue"]))
@@ -296,7 +308,7 @@ def test_listing_adapters_imports_no_adapter_module_and_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from rsdg_bench.registry import available_adapters; names = available_adapters(); "
+    code = ("import sys; from rsdg_bench.models.registry import available_adapters; names = available_adapters(); "
             "print(sorted(names)); print([m for m in sys.modules if m.startswith('rsdg_bench.baselines.') or m == 'torch'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "'smp'" in out[0] and "'crossearth'" in out[0] and out[1] == "[]"
@@ -306,30 +318,30 @@ def test_listing_adapters_imports_no_adapter_module_and_no_torch():
 @pytest.mark.parametrize("name", sorted(builtin_modules()))
 def test_a_builtins_listed_facts_read_from_its_source_are_the_imported_classes(name: str):
     """`adapter list` reads kinds and trainability from the sources (importing the built-ins took 12.5 s)."""
-    from rsdg_bench import adapter_facts
+    from rsdg_bench.models import adapter_facts
 
-    static = adapter_facts._static_facts(builtin_modules()[name], name)
+    static = adapter_facts._static_facts(*builtin_entries()[name])
     cls = resolve_adapter(name)
     assert static == adapter_facts.AdapterFacts(frozenset(cls.kinds), cls.trainable)
 
 
 def test_a_computed_adapter_attribute_is_read_by_importing(tmp_path: Path, monkeypatch):
-    from rsdg_bench import adapter_facts
+    from rsdg_bench.models import adapter_facts
 
     (tmp_path / "computed_mod.py").write_text(
-        "from rsdg_bench.adapters import Adapter\nfrom rsdg_bench.registry import register_adapter\n"
+        "from rsdg_bench.models.adapters import Adapter\nfrom rsdg_bench.models.registry import register_adapter\n"
         "KINDS = {'segmentation'}\n@register_adapter('computed')\nclass Computed(Adapter):\n"
         "    kinds = frozenset(KINDS)\n    trainable = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert adapter_facts._static_facts("computed_mod", "computed") is None  # not a literal: `adapter list` imports
-    assert adapter_facts._static_facts("computed_mod", "other") is None
+    assert adapter_facts._static_facts("computed_mod", "Computed") is None  # not a literal: `adapter list` imports
+    assert adapter_facts._static_facts("computed_mod", "Other") is None
 
 
 @pytest.mark.parametrize("name", sorted(builtin_modules()))
 def test_a_builtins_code_identity_read_from_its_sources_equals_the_imported_one(name: str):
     """A static `submission verify` hashes a built-in's sources without importing them (no model library is
     loaded); the files and sha256 must be those `run` records from the imported class."""
-    from rsdg_bench.code_identity import builtin_code_identity, code_identity
-    from rsdg_bench.registry import builtin_adapter
+    from rsdg_bench.models.code_identity import builtin_code_identity, code_identity
+    from rsdg_bench.models.registry import builtin_adapter
 
     assert builtin_code_identity(builtin_modules()[name]) == code_identity(builtin_adapter(name))

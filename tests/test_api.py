@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_MODEL
 
 import rsdg_bench as rb
-from rsdg_bench.errors import AdapterError, RsdgError, SplitAccessError
-from rsdg_bench.registry import resolve_adapter
-from rsdg_bench.results import load_record
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-
-from conftest import SMALL_MODEL
+from rsdg_bench.base.errors import AdapterError, RsdgError, SplitAccessError
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.models.registry import resolve_adapter
+from rsdg_bench.records.results import load_record
+from rsdg_bench.run.runner import RunSettings, run_tasks
 
 
 def test_tasks_and_suites_by_id():
@@ -107,8 +107,10 @@ def test_a_module_that_returns_nan_is_stopped_with_the_fix(data_root: Path):
 
 def test_evaluate_auto_device_follows_the_model_then_cuda_and_leaves_the_allocator_alone(data_root: Path,
                                                                                          monkeypatch):
-    from rsdg_bench import allocator, api, runner
-    from rsdg_bench.module_adapter import ModuleAdapter
+    from rsdg_bench import api
+    from rsdg_bench.base import allocator
+    from rsdg_bench.models.module_adapter import ModuleAdapter
+    from rsdg_bench.run import runner
 
     module = torch.nn.Conv2d(3, 5, 1)
     adapter = ModuleAdapter(module, rb.InputContract(3, rb.Normalization((127.5,) * 3, (64.0,) * 3)),

@@ -1,4 +1,4 @@
-"""Training-draw augmentation (`rsdg_bench.augment`): the flips' probabilities, the rotation's direction,
+"""Training-draw augmentation (`rsdg_bench.train.augment`): the flips' probabilities, the rotation's direction,
 centre, borders and interpolation as albumentations' Rotate defaults make them, and protocols without rotation
 keeping their random streams."""
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from rsdg_bench.augment import augment_draw, flip_axes, rotate, rotation_degrees
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.task_schema import AugmentSpec
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.protocol.task_schema import AugmentSpec
+from rsdg_bench.train.augment import augment_draw, flip_axes, rotate, rotation_degrees
 
 
 def test_one_of_three_flips_half_the_draws_and_splits_the_rest_evenly():

@@ -23,10 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rsdg_bench.cli import main
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.run.runner import RunSettings, run_tasks
 from rsdg_bench.submissions.bundle import pack
 from rsdg_bench.submissions.verify import verify_bundle
-from rsdg_bench.task_schema import TaskCatalog
 
 ADAPTER = '''"""A 1×1 convolution; importing this file with RSDG_FUZZ_MARKER set leaves a marker."""
 import os
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
 
 if os.environ.get("RSDG_FUZZ_MARKER"):
     Path(os.environ["RSDG_FUZZ_MARKER"]).write_text("submitted code ran")

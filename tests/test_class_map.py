@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rsdg_bench.class_map import ROW, first_max_classes
-from rsdg_bench.errors import DataError
-from rsdg_bench.metrics import confusion_counts
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.evaluator.class_map import ROW, first_max_classes
+from rsdg_bench.scoring.metrics import confusion_counts
 
 
 def _tied_scores(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -115,7 +115,7 @@ def test_a_loop_that_cannot_be_cached_is_compiled_in_the_process(monkeypatch: py
     """Where numba finds no writable cache folder it refuses `cache=True`; scoring must go on uncached."""
     import numba
 
-    from rsdg_bench.compiled import compiled
+    from rsdg_bench.base.compiled import compiled
 
     real_njit = numba.njit
 

@@ -36,7 +36,7 @@ def test_tasks_list_show_validate_schema(capsys):
     assert code == 0 and '"spectral_band"' in out and "# hash " in out
     code, out, _ = run(capsys, "tasks", "validate")
     assert code == 0 and "are valid" in out
-    from rsdg_bench.task_schema import package_tasks_dir
+    from rsdg_bench.protocol.task_schema import package_tasks_dir
 
     codex = sorted(str(p) for p in (package_tasks_dir() / "codex").glob("*.yaml"))
     code, out, _ = run(capsys, "tasks", "validate", *codex)
@@ -46,7 +46,7 @@ def test_tasks_list_show_validate_schema(capsys):
 
 
 def test_tasks_validate_refuses_a_misspelt_dataset_or_domain(capsys, tmp_path: Path):
-    from rsdg_bench.task_schema import package_tasks_dir
+    from rsdg_bench.protocol.task_schema import package_tasks_dir
 
     demo = package_tasks_dir() / "demo"
     shutil.copy(demo / "_defaults.yaml", tmp_path)
@@ -213,7 +213,7 @@ def test_results_show_of_a_folder_lists_its_records(capsys, tmp_path: Path):
 
 
 def test_papers_names_resolve_to_task_ids_and_all_leaves_out_the_demo():
-    from rsdg_bench.task_schema import TaskCatalog
+    from rsdg_bench.protocol.task_schema import TaskCatalog
 
     catalog = TaskCatalog()
     assert catalog.task("R2U").id == "crossearth/r2u" and catalog.task("P(i)2V").id == "crossearth/pi2v"
@@ -250,7 +250,7 @@ def test_run_only_ready_evaluates_what_can_run_after_listing_the_rest(capsys, tm
 
 
 def test_fixes_for_weights_name_the_right_command(capsys, tmp_path: Path, data_root: Path):
-    from rsdg_bench.runner import model_flag
+    from rsdg_bench.models.model_spec import model_flag
 
     code, _, err = run(capsys, "run", "--task", "demo/u2a", "--adapter", "my_adapter.py:Model",
                        "--data-root", str(data_root), "--results", str(tmp_path))

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.prepared import PreparedDataset
+from rsdg_bench.models.model_spec import ModelSpec
 from rsdg_bench.prep import get_preparer
 from rsdg_bench.prep.oscd import BANDS, CITIES, IMAGES, decode_change, patch_origins, stacked_band_names
-
-from rsdg_bench.errors import DataError
-from rsdg_bench.prepared import PreparedDataset
-from rsdg_bench.results import ResultStore
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.run.runner import RunSettings, run_tasks
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_change_task_scores_the_change_class_and_checks_adapter_kinds(oscd: dict
 
 
 def test_change_task_trains_on_the_source_cities(oscd: dict[str, Path], tmp_path: Path):
-    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+    from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
     task = TaskCatalog().task("codex/oscd")
     adapter = build_trainable(ModelSpec("smp", {"encoder": "resnet18"}), task, oscd["data"])

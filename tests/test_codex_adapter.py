@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from upstream_fixtures import load_fixture, manifest, synthetic_state
+
+from rsdg_bench.base.errors import AdapterError
 from rsdg_bench.baselines.codex_adapter import BACKBONE, RELEASED_FILES, CodexAdapter
 from rsdg_bench.baselines.codex_model import HeadSelector
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.results import ResultStore
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.run.runner import RunSettings, run_tasks
 
 RELEASED = "codex_dynamicearthnet.json"
 
@@ -59,7 +60,7 @@ def released_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_checkpoint_with_the_released_keys_loads_and_runs(den_data: Path, released_like: Path, tmp_path: Path):
-    from rsdg_bench.checkpoints import fit_report, read_state_dict
+    from rsdg_bench.models.checkpoints import fit_report, read_state_dict
 
     task = TaskCatalog().task("codex/dynamicearthnet")
     adapter = CodexAdapter()
@@ -125,8 +126,8 @@ def test_the_oracle_picks_the_best_expert_and_never_reaches_the_board(den_data: 
 
 
 def test_skip_aggregation_equals_the_u_tae_formulation_with_and_without_padding():
+    from rsdg_bench.base.references import utae_att_group_aggregation
     from rsdg_bench.baselines.multi_ltae import aggregate_skip
-    from rsdg_bench.references import utae_att_group_aggregation
 
     generator = torch.Generator().manual_seed(4)
     attention = torch.rand(4, 2, 3, 3, 8, 8, generator=generator).softmax(dim=3)

@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from rsdg_bench.errors import DataError, ResultsError
+from rsdg_bench.base.errors import DataError, ResultsError
+from rsdg_bench.datasets.prepared import PreparedDataset
+from rsdg_bench.models.model_spec import ModelSpec
 from rsdg_bench.prep import get_preparer
 from rsdg_bench.prep.fmow import FOLDER, SPLIT_FILE, country_split, wilds_split
-from rsdg_bench.prepared import PreparedDataset
-from rsdg_bench.results import ResultStore, check_consistency, encode_per_image, group_accuracy
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore, check_consistency, encode_per_image, group_accuracy
+from rsdg_bench.run.runner import RunSettings, run_tasks
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_fmow_prepares_both_schemes_with_image_labels(fmow: dict[str, Path]):
     row = dataset.rows("rgb", "train").iloc[0]
     image = dataset.read_image(row)
     assert image.shape == (3, 224, 224) and image.dtype == np.uint8
-    from rsdg_bench.classes import load_class_schema
+    from rsdg_bench.datasets.classes import load_class_schema
 
     names = load_class_schema("fmow62").names
     index = int(row["sample_id"].split("_")[-1])
@@ -131,7 +132,7 @@ def test_classification_records_carry_place_scores_that_recompute(fmow: dict[str
 
 
 def test_classifier_trains_and_refuses_maps(fmow: dict[str, Path], tmp_path: Path):
-    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+    from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
     task = TaskCatalog().task("codex/fmow")
     adapter = build_trainable(ModelSpec("timm-classifier"), task, fmow["data"])

@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.errors import DataError
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import PreparedDataset
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.model_spec import ModelSpec
 from rsdg_bench.prep import get_preparer
 from rsdg_bench.prep.dynamicearthnet import month_days
 from rsdg_bench.prep.sits import MONTHS, area_patches, in_domain_patches
-from rsdg_bench.prepared import PreparedDataset
-from rsdg_bench.results import ResultStore
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-from rsdg_bench.task_schema import Task, TaskCatalog
+from rsdg_bench.protocol.task_schema import Task, TaskCatalog
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.run.runner import RunSettings, run_tasks
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ class ConstantSeries(Adapter):
 
 
 def test_temporal_task_counts_every_labelled_date(sits: dict[str, Path], tmp_path: Path):
-    from rsdg_bench.registry import register_adapter
+    from rsdg_bench.models.registry import register_adapter
 
     register_adapter("constant-series")(ConstantSeries)
     task = TaskCatalog().task("codex/muds")
@@ -166,7 +167,7 @@ def test_temporal_kind_refusals(sits: dict[str, Path], tmp_path: Path):
         def predict_series(self, x: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
             return torch.zeros(x.shape[0], self.k, *x.shape[-2:])  # one map for the series, not one per date
 
-    from rsdg_bench.registry import register_adapter
+    from rsdg_bench.models.registry import register_adapter
     register_adapter("wrong-shape-series")(WrongShape)
     [broken] = run_tasks([task], ModelSpec("wrong-shape-series", random_init=True),
                          RunSettings(sits["data"], tmp_path / "b", progress=False, limit=1))
@@ -181,7 +182,7 @@ LIGHT_TEMPORAL = {"features": "4", "arch": "linknet", "encoder": "tu-mobilenetv3
 
 @pytest.mark.slow
 def test_temporal_baseline_pools_dates_and_trains(sits: dict[str, Path], tmp_path: Path):
-    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+    from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
     task = TaskCatalog().task("codex/muds")
     adapter = build_trainable(ModelSpec("smp-temporal", LIGHT_TEMPORAL), task, sits["data"])

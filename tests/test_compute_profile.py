@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import pixel_linear
 
 from rsdg_bench.cli import main
-from rsdg_bench.compute_profile import load_all
-
-from conftest import pixel_linear
+from rsdg_bench.evaluator.compute_profile import load_all
 
 
 def test_profile_counts_a_known_network_and_saves_it_for_the_board(data_root: Path, tmp_path: Path, capsys):
@@ -39,8 +38,8 @@ def test_profile_counts_a_known_network_and_saves_it_for_the_board(data_root: Pa
 
 
 def test_the_model_facing_size_is_the_window_or_the_whole_target_image():
-    from rsdg_bench.compute_profile import input_size
-    from rsdg_bench.task_schema import TaskCatalog
+    from rsdg_bench.evaluator.compute_profile import input_size
+    from rsdg_bench.protocol.task_schema import TaskCatalog
 
     catalog = TaskCatalog()
     assert input_size(catalog.task("crossearth/pi2v")) == (512, 512)  # slide: the window
@@ -49,7 +48,7 @@ def test_the_model_facing_size_is_the_window_or_the_whole_target_image():
 
 
 def test_a_plug_in_name_never_takes_a_profile_outside_its_folder(tmp_path: Path):
-    from rsdg_bench.compute_profile import ComputeProfile, save
+    from rsdg_bench.evaluator.compute_profile import ComputeProfile, save
 
     profile = ComputeProfile(adapter="../../outside/x", options={}, task_id="demo/u2a", input_size=(8, 8), bands=3,
                              parameters=1, trainable_parameters=1, gflops=0.1, latency_ms=1.0, throughput=1.0, batch=1,

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from rsdg_bench.conformance import check_adapter
-from rsdg_bench.data import SegmentationSplit, TaskData
+from rsdg_bench.datasets.prepared import PreparedDataset
+from rsdg_bench.evaluator.conformance import check_adapter
+from rsdg_bench.models.registry import available_adapters, resolve_adapter
 from rsdg_bench.prep import available_preparers, get_preparer
-from rsdg_bench.prepared import PreparedDataset
-from rsdg_bench.registry import available_adapters, resolve_adapter
-from rsdg_bench.task_schema import SplitRef, TaskCatalog
-
+from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
+from rsdg_bench.protocol.task_schema import SplitRef, TaskCatalog
 
 PREPARERS = sorted(available_preparers())
 
@@ -117,14 +116,14 @@ def _plugin_preparer(name: str = "fakeland") -> type:
 def test_datasets_register_by_entry_point_and_a_name_is_taken_once(monkeypatch: pytest.MonkeyPatch):
     from importlib.metadata import EntryPoint
 
-    from rsdg_bench.errors import DataError
+    from rsdg_bench.base.errors import DataError
     from rsdg_bench.prep import base
 
-    monkeypatch.setattr(base, "_PREPARERS", dict(base._PREPARERS))
-    monkeypatch.setattr(base, "_plugins_loaded", False)
+    monkeypatch.setattr(base.PREPARERS, "_items", dict(base.PREPARERS._items))
+    monkeypatch.setattr(base.PREPARERS, "_sources", dict(base.PREPARERS._sources))
     monkeypatch.setattr(__import__(__name__), "FakeLand", _plugin_preparer())
-    monkeypatch.setattr(base, "entry_points", lambda group: [
-        EntryPoint("fakeland", f"{__name__}:FakeLand", group)] if group == base.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(base.PREPARERS, "entry_points",
+                        lambda: [EntryPoint("fakeland", f"{__name__}:FakeLand", base.ENTRY_POINT_GROUP)])
     assert "fakeland" in available_preparers() and get_preparer("fakeland").citation == "nobody"
 
     with pytest.raises(DataError, match="two preparers are registered as 'potsdam'"):
@@ -136,10 +135,10 @@ def test_datasets_register_by_entry_point_and_a_name_is_taken_once(monkeypatch: 
 
 
 def test_a_task_kind_name_is_taken_once():
-    from rsdg_bench.errors import TaskError
-    from rsdg_bench.kinds import TaskKind, get_kind, kind_names, register_kind
+    from rsdg_bench.base.errors import TaskError
+    from rsdg_bench.protocol.kind import DEFAULT_KIND, TaskKind, get_kind, kind_names, register_kind
 
-    assert kind_names()[0] == "segmentation" and get_kind("classification").grouped
+    assert DEFAULT_KIND == "segmentation" and DEFAULT_KIND in kind_names() and get_kind("classification").grouped
     with pytest.raises(TaskError, match="two task kinds are registered as 'segmentation'"):
         register_kind(type("OtherSegmentation", (TaskKind,), {"name": "segmentation", "summary": "",
                                                               "entry_point": "predict"}))

@@ -11,16 +11,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from upstream_fixtures import load_fixture, manifest, manifest_file, synthetic_state
+
+from rsdg_bench.base.errors import AdapterError
 from rsdg_bench.baselines import crossearth_adapter
-from rsdg_bench.baselines.crossearth_adapter import (BACKBONE_FILES, CrossEarthAdapter, CrossEarthSegmentor,
-                                                     crossearth_configs, is_backbone_key)
+from rsdg_bench.baselines.crossearth_adapter import (
+    BACKBONE_FILES,
+    CrossEarthAdapter,
+    CrossEarthSegmentor,
+    crossearth_configs,
+    is_backbone_key,
+)
 from rsdg_bench.baselines.mask2former_head import Mask2FormerConfig, ReinMask2FormerHead
 from rsdg_bench.baselines.reins_vit import ReinsDinoBackbone, ReinsViTConfig
 from rsdg_bench.cli import main
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.results import ResultStore
-from rsdg_bench.task_schema import TaskCatalog
-from upstream_fixtures import load_fixture, manifest, manifest_file, synthetic_state
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore
 
 MANIFESTS = {"crossearth_isprs6_512.json": (6, 512), "crossearth_casid5_1024.json": (5, 1024)}
 
@@ -260,8 +266,9 @@ def test_released_checkpoints_run_pi2v_in_both_forms(ce_data: Path, released_wei
     """The full form (one file) runs through `run` under its released name; the partial form (the checkpoint
     without its frozen backbone, plus the converted DINOv2 file) loads, along the path `run` takes, to the very
     same tensors, so it counts the same (one full-size forward pass is enough to show both)."""
-    from rsdg_bench.data import TaskData
-    from rsdg_bench.runner import ModelSpec, load_for_task, model_block
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.protocol.task_data import TaskData
+    from rsdg_bench.run.runner import load_for_task, model_block
 
     assert main(["run", "--model", "crossearth", "--task", "crossearth/pi2v", "--limit", "1", "--data-root",
                  str(ce_data), "--device", "cpu", "--quiet", "--checkpoints", str(released_weights["full"]),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rsdg_bench.leaderboards.aggregate import build_board
-from rsdg_bench.results import ResultStore
-
 from conftest import TRAINED_ITERATIONS
+
+from rsdg_bench.leaderboards.aggregate import build_board
+from rsdg_bench.records.results import ResultStore
 
 
 def test_demo_builds_a_leaderboard_where_unseen_domains_score_lower(demo_copy: Path, monkeypatch):

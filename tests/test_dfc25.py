@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from rsdg_bench.base.errors import AdapterError, DataError
+from rsdg_bench.datasets.prepared import PreparedDataset, read_raster
+from rsdg_bench.models.adapters import InputContract, Normalization
 from rsdg_bench.prep import get_preparer
 from rsdg_bench.prep.openearthmap_sar import edge_zero_mask
-
-from rsdg_bench.adapters import InputContract, Normalization
-from rsdg_bench.data import TaskData
-from rsdg_bench.errors import AdapterError, DataError
-from rsdg_bench.prepared import PreparedDataset, read_raster
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.protocol.task_data import TaskData
+from rsdg_bench.protocol.task_schema import TaskCatalog
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,8 @@ def test_single_band_replication_only_when_the_task_asks():
 
 
 def test_the_three_dfc25_tasks_run_on_the_fakes(sar_data: Path, tmp_path: Path):
-    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     tasks = TaskCatalog().suite_tasks("dfc25")
     assert [t.id for t in tasks] == ["dfc25/oem2sar", "dfc25/sar", "dfc25/optical2optical"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rsdg_bench.distributed import ProcessGroup
+from rsdg_bench.evaluator.distributed import ProcessGroup
 
 
 @pytest.mark.parametrize("count,world", [(4, 3), (10, 4), (2, 3), (7, 1)])
@@ -42,7 +42,7 @@ def matrices(results: Path) -> dict[str, list]:
 PIXELS = """
 import os
 import torch
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
 
 class Pixels(Adapter):
     def setup(self, task, band_names):
@@ -123,8 +123,8 @@ def test_local_launcher_runs_each_task_as_a_job_with_the_same_numbers(data_root:
 
 
 def test_a_job_resolves_its_device_on_its_own_node(monkeypatch, data_root: Path, tmp_path: Path):
-    from rsdg_bench import launchers
-    from rsdg_bench.runner import RunSettings
+    from rsdg_bench.run import launchers
+    from rsdg_bench.run.runner import RunSettings
 
     seen = []
     monkeypatch.setattr(launchers, "resolve_device", lambda name: seen.append(name) or __import__("torch").device("cpu"))
@@ -135,7 +135,7 @@ def test_a_job_resolves_its_device_on_its_own_node(monkeypatch, data_root: Path,
 
 @pytest.mark.parametrize("batch,world", [(4, 2), (6, 3), (8, 1)])
 def test_training_shards_take_exactly_one_processs_draws(batch: int, world: int):
-    from rsdg_bench.training import rank_draws
+    from rsdg_bench.train.training import rank_draws
 
     iterations = range(2, 5)  # a resumed run: from iteration 2 on
     shards = [rank_draws(iterations, batch, ProcessGroup(rank, world)) for rank in range(world)]
@@ -184,8 +184,8 @@ def test_shard_losses_average_to_the_whole_batch_gradient_with_ignored_pixels():
     fall, and a shard with no labelled pixel gives 0, not NaN."""
     import torch
 
-    from rsdg_bench.classes import IGNORE_INDEX
-    from rsdg_bench.training import shard_cross_entropy
+    from rsdg_bench.datasets.classes import IGNORE_INDEX
+    from rsdg_bench.train.training import shard_cross_entropy
 
     generator = torch.Generator().manual_seed(0)
     net = torch.nn.Conv2d(3, 4, 1)
@@ -209,13 +209,11 @@ def test_shard_losses_average_to_the_whole_batch_gradient_with_ignored_pixels():
 
 
 def test_a_whole_batch_loss_and_an_uneven_batch_are_refused_over_several_processes(data_root: Path, tmp_path: Path):
-    from rsdg_bench.errors import TaskError
-    from rsdg_bench.task_schema import TaskCatalog
-    from rsdg_bench.training import build_trainable, train_adapter
-
-    from rsdg_bench.training import TrainOverrides
-
     from conftest import trainable_pixel_linear
+
+    from rsdg_bench.base.errors import TaskError
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
     task = TaskCatalog().task("demo/u2a")
     dice = task.model_copy(update={"training": task.training.model_copy(update={"loss": "ce+dice"})})

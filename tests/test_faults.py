@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from rsdg_bench.cli import main
-from rsdg_bench.data_lock import preparing, reading
+from rsdg_bench.datasets.data_lock import preparing, reading
+from rsdg_bench.datasets.prepared import PreparedDataset
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.prepared import PreparedDataset
-from rsdg_bench.results import ResultStore
+from rsdg_bench.records.results import ResultStore
 
 KILLER = r'''
 import importlib, json, os, signal, sys, threading, types
@@ -86,14 +86,14 @@ def _intact(root: Path, name: str, manifest_sha256: str) -> None:
 
 # One prepare of toyearth over a root that already holds it: each point where a kill can fall.
 PREPARE_FAULTS = {
-    "mid-write of a sample": [{"target": "rsdg_bench.prepared:atomic_write_bytes", "nth": 4}],
-    "a sample written, not journaled": [{"target": "rsdg_bench.prepared:atomic_write_bytes", "nth": 4,
+    "mid-write of a sample": [{"target": "rsdg_bench.datasets.prepared:atomic_write_bytes", "nth": 4}],
+    "a sample written, not journaled": [{"target": "rsdg_bench.datasets.prepared:atomic_write_bytes", "nth": 4,
                                          "when": "after"}],
-    "a sample's bytes on disk, not renamed": [{"target": "rsdg_bench.io:os.replace", "nth": 4}],
-    "before publish": [{"target": "rsdg_bench.prepared:swap_in", "nth": 1}],
-    "publish: after the exchange": [{"target": "rsdg_bench.folder_swap:os.replace", "nth": 1}],
-    "publish: between two renames": [{"target": "rsdg_bench.folder_swap:_exchange", "returns": False},
-                                      {"target": "rsdg_bench.folder_swap:os.replace", "nth": 2}],
+    "a sample's bytes on disk, not renamed": [{"target": "rsdg_bench.base.io:os.replace", "nth": 4}],
+    "before publish": [{"target": "rsdg_bench.datasets.prepared:swap_in", "nth": 1}],
+    "publish: after the exchange": [{"target": "rsdg_bench.base.folder_swap:os.replace", "nth": 1}],
+    "publish: between two renames": [{"target": "rsdg_bench.base.folder_swap:_exchange", "returns": False},
+                                      {"target": "rsdg_bench.base.folder_swap:os.replace", "nth": 2}],
 }
 
 
@@ -128,9 +128,9 @@ def test_a_first_prepare_killed_mid_write_resumes_without_a_stray_file(fault: st
 
 
 RUN_FAULTS = {
-    "before the second record": [{"target": "rsdg_bench.results:atomic_write_text", "nth": 2}],
-    "inside a record's write": [{"target": "rsdg_bench.io:os.replace", "nth": 1}],
-    "a split counted, not recorded": [{"target": "rsdg_bench.runner:evaluate_split_counts", "nth": 2,
+    "before the second record": [{"target": "rsdg_bench.records.results:atomic_write_text", "nth": 2}],
+    "inside a record's write": [{"target": "rsdg_bench.base.io:os.replace", "nth": 1}],
+    "a split counted, not recorded": [{"target": "rsdg_bench.run.runner:evaluate_split_counts", "nth": 2,
                                        "when": "after"}],
 }
 
@@ -142,7 +142,7 @@ RUN_FAULTS = {
 # passes and state writes.)
 TINY = """
 import torch
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
 
 class Tiny(Adapter):
     trainable = True
@@ -194,7 +194,7 @@ def test_a_training_killed_while_saving_its_state_resumes_to_the_uninterrupted_w
     # weights compared (the selected ones) are those trained after the resume point (asserted below)
     args = ["train", "--task", "demo/u2a", *tiny(tmp_path), "--iterations", "4", "--val-interval", "2",
             "--batch-size", "2", "--lr", "0.1", "--quiet", "--data-root", str(data_root)]
-    killed_run(tmp_path, [{"target": "rsdg_bench.training:atomic_write_bytes", "nth": 2}],
+    killed_run(tmp_path, [{"target": "rsdg_bench.train.training:atomic_write_bytes", "nth": 2}],
                [*args, "--results", str(tmp_path / "killed")])
     assert main([*args, "--results", str(tmp_path / "killed")]) == 0
     assert main([*args, "--results", str(tmp_path / "clean")]) == 0
@@ -207,9 +207,9 @@ def test_a_training_killed_while_saving_its_state_resumes_to_the_uninterrupted_w
 
 SITE_FAULTS = {
     "mid-build": [{"target": "rsdg_bench.leaderboards.render:atomic_write_text", "nth": 3}],
-    "publish: after the exchange": [{"target": "rsdg_bench.folder_swap:os.replace", "nth": 1}],
-    "publish: between two renames": [{"target": "rsdg_bench.folder_swap:_exchange", "returns": False},
-                                     {"target": "rsdg_bench.folder_swap:os.replace", "nth": 2}],
+    "publish: after the exchange": [{"target": "rsdg_bench.base.folder_swap:os.replace", "nth": 1}],
+    "publish: between two renames": [{"target": "rsdg_bench.base.folder_swap:_exchange", "returns": False},
+                                     {"target": "rsdg_bench.base.folder_swap:os.replace", "nth": 2}],
 }
 
 
@@ -221,7 +221,7 @@ def test_a_leaderboard_build_killed_anywhere_leaves_the_previous_site_and_the_re
     assert main(args) == 0
     before = _site_files(site)
     killed_run(tmp_path, SITE_FAULTS[fault], args)
-    from rsdg_bench.folder_swap import recover_swap
+    from rsdg_bench.base.folder_swap import recover_swap
 
     recover_swap(site)  # what the next build (or a reader that cares) does first
     assert _site_files(site) == before  # from the same results old and new are one site: whole either way
@@ -398,7 +398,7 @@ def test_only_a_results_folder_that_refuses_a_write_stops_a_run(tmp_path: Path):
     or an error naming no file fails its task as any adapter error does."""
     import errno
 
-    from rsdg_bench.runner import _results_disk_failed
+    from rsdg_bench.run.runner import _results_disk_failed
 
     results = tmp_path / "results"
     inside, outside = str(results / "records" / "x.json"), str(tmp_path / "cache" / "w.pt")

@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import pixel_linear
 
 import rsdg_bench as rb
-from rsdg_bench import inference
-from rsdg_bench.errors import AdapterError, DataError
-from rsdg_bench.host_syncs import HostSyncCounter
-from rsdg_bench.metrics import batch_confusion_counts, confusion_counts
-from rsdg_bench.adapters import InputContract, Normalization
-from rsdg_bench.registry import resolve_adapter
-from rsdg_bench.results import decode_per_image
-
-from conftest import pixel_linear
+from rsdg_bench.base.errors import AdapterError, DataError
+from rsdg_bench.base.host_syncs import HostSyncCounter
+from rsdg_bench.evaluator import inference
+from rsdg_bench.models.adapters import InputContract, Normalization
+from rsdg_bench.models.registry import resolve_adapter
+from rsdg_bench.records.results import decode_per_image
+from rsdg_bench.scoring.metrics import batch_confusion_counts, confusion_counts
 
 
 def _matrices(evaluation: rb.Evaluation) -> list:
@@ -56,7 +55,8 @@ def test_on_an_accelerator_the_evaluator_waits_for_the_device_once_per_batch(dat
     task = rb.load_task("demo/u2a")
     on_host = rb.evaluate(adapter, task, data_root=data_root, limit=8, progress=False, batch_size=2)
     monkeypatch.setattr(inference, "counts_on_device", lambda device: True)  # the accelerator path, on the CPU
-    from rsdg_bench import evaluation, runner
+    from rsdg_bench.evaluator import evaluation
+    from rsdg_bench.run import runner
 
     waits_per_call = []
     original = evaluation.evaluate_split_counts

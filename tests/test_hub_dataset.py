@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rsdg_bench.base.errors import DataError
 from rsdg_bench.cli import main
-from rsdg_bench.errors import DataError
-from rsdg_bench.hub_dataset import META_DIR, export_prepared, import_prepared, redistributable
-from rsdg_bench.prepared import CARD_FILE, MANIFEST_FILE, PreparedDataset
+from rsdg_bench.datasets.prepared import CARD_FILE, MANIFEST_FILE, PreparedDataset
+from rsdg_bench.hub.hub_dataset import META_DIR, export_prepared, import_prepared, redistributable
 
 
 def test_an_exported_prepared_dataset_round_trips_to_the_same_manifest(data_root: Path, tmp_path: Path, capsys):
@@ -85,7 +85,7 @@ def _recard(out: Path) -> None:
     """List the manifest's new sha256 in the card, as a hostile export would (the card is not signed)."""
     import json
 
-    from rsdg_bench.io import sha256_file
+    from rsdg_bench.base.io import sha256_file
 
     card = out / META_DIR / CARD_FILE
     data = json.loads(card.read_text())

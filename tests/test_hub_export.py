@@ -6,19 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-
-from rsdg_bench.errors import RsdgError
-from rsdg_bench.hub_export import export_results, push_to_hub
-from rsdg_bench.results import ResultStore
-from rsdg_bench.runner import RunSettings, run_tasks
-from rsdg_bench.task_schema import TaskCatalog
-
 from conftest import SMALL_MODEL
+
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.hub.hub_export import export_results, push_to_hub
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.run.runner import RunSettings, run_tasks
 
 
 @pytest.fixture(scope="module")
 def results(trained: dict, data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rsdg_bench.runner import ModelSpec
+    from rsdg_bench.models.model_spec import ModelSpec
 
     root = tmp_path_factory.mktemp("export_results")
     model = ModelSpec(SMALL_MODEL.adapter, SMALL_MODEL.options, checkpoint=trained["checkpoint"], display_name="unet")

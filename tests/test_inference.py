@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.inference import checked_forward, predict_logits
-from rsdg_bench.references import mmseg_slide_inference
-from rsdg_bench.task_schema import InferenceSpec
-from rsdg_bench.windows import window_grid
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.base.references import mmseg_slide_inference
+from rsdg_bench.datasets.windows import window_grid
+from rsdg_bench.evaluator.inference import checked_forward, predict_logits
+from rsdg_bench.protocol.task_schema import InferenceSpec
 
 K = 4
 
@@ -124,7 +124,7 @@ def test_slide_spec_requires_crop_and_stride_no_larger_than_crop():
     (335, 1000, 512, (172, 512)),     # 335·0.512 = 171.52 → 172 (mmcv rounds, not floors)
 ])
 def test_keep_ratio_size_is_mmcv_rescale(h, w, long_side, expected):
-    from rsdg_bench.inference import keep_ratio_size
+    from rsdg_bench.evaluator.inference import keep_ratio_size
 
     assert keep_ratio_size(h, w, long_side) == expected
 
@@ -162,7 +162,7 @@ def test_resize_with_slide_windows_the_scaled_image():
 def test_class_indices_are_argmax_exactly_ties_included(dim: int):
     """The predicted map comes from one compiled pass (`class_map`): it must be argmax's map, first maximal
     class on ties, or every confusion matrix would move."""
-    from rsdg_bench.inference import class_indices
+    from rsdg_bench.evaluator.inference import class_indices
 
     generator = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 3, (2, 5, 7, 33, 35), generator=generator).float()  # many ties
@@ -173,7 +173,7 @@ def test_class_indices_are_argmax_exactly_ties_included(dim: int):
 def test_scores_checked_in_the_class_pass_refuse_a_non_finite_logit(bad: float):
     """The segmentation kind leaves the NaN / Inf check of each forward pass to `class_indices`: a bad logit
     must still stop the run, whether the scores are plain logits or averaged over windows."""
-    from rsdg_bench.inference import class_indices
+    from rsdg_bench.evaluator.inference import class_indices
 
     def model(x: torch.Tensor) -> torch.Tensor:
         logits = torch.randn(x.shape[0], K, *x.shape[-2:])
@@ -190,7 +190,7 @@ def test_scores_checked_in_the_class_pass_refuse_a_non_finite_logit(bad: float):
 def test_under_tta_a_minus_inf_logit_is_a_probability_of_zero():
     """With TTA the softmax turns a −Inf logit into a probability of 0 (finite), so the scores pass and the
     class map is the one a very negative finite logit gives; +Inf still becomes NaN and is refused."""
-    from rsdg_bench.inference import class_indices
+    from rsdg_bench.evaluator.inference import class_indices
 
     base = torch.randn(1, K, 32, 32, generator=torch.Generator().manual_seed(1))
 
@@ -212,7 +212,7 @@ def test_under_tta_a_minus_inf_logit_is_a_probability_of_zero():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_one_non_finite_logit_anywhere_is_refused(bad: float):
-    from rsdg_bench.inference import check_logits
+    from rsdg_bench.evaluator.inference import check_logits
 
     logits = torch.randn(1, 7, 64, 64)
     check_logits(logits, (1, 7, 64, 64), "t", (1, 3, 64, 64), "B×K×H×W")
@@ -222,7 +222,7 @@ def test_one_non_finite_logit_anywhere_is_refused(bad: float):
 
 
 def test_a_single_window_slide_is_the_plain_forward_and_several_windows_still_average():
-    from rsdg_bench.inference import _slide
+    from rsdg_bench.evaluator.inference import _slide
 
     calls = []
 

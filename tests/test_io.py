@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rsdg_bench.io import atomic_write_json, current_umask
+from rsdg_bench.base.io import atomic_write_json, current_umask
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from rsdg_bench import training
-from rsdg_bench.label_subsets import labelled_count, labelled_subset, subset_sha256
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-from rsdg_bench.results import ResultStore
-from rsdg_bench.task_schema import TaskCatalog
-from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
-
 from conftest import trainable_pixel_linear
+
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.protocol.label_subsets import labelled_count, labelled_subset, subset_sha256
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.run.runner import RunSettings, run_tasks
+from rsdg_bench.train import training
+from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
 
 def test_subsets_are_nested_fixed_by_the_ids_and_never_empty():
@@ -65,7 +65,7 @@ def test_training_reads_only_its_share_and_the_record_says_which(data_root: Path
     overrides = TrainOverrides(iterations=2, batch_size=2, val_interval=2)
     train_adapter(build_trainable(model, task, data_root), task, data_root, tmp_path / "quarter.pt",
                   overrides=overrides, progress=False)
-    from rsdg_bench.prepared import PreparedDataset
+    from rsdg_bench.datasets.prepared import PreparedDataset
 
     every = list(PreparedDataset.open(data_root, "toyearth").rows("urban", "train")["sample_id"])
     expected = [every[i] for i in labelled_subset(every, 0.25)]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.data import TaskData
-from rsdg_bench.errors import DataError, TaskError
-from rsdg_bench.label_maps import LabelMap, label_maps_dir, load_label_map
-from rsdg_bench.task_schema import TaskCatalog, load_task_file
+from rsdg_bench.base.errors import DataError, TaskError
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.label_maps import LabelMap, label_maps_dir, load_label_map
+from rsdg_bench.protocol.task_data import TaskData
+from rsdg_bench.protocol.task_schema import TaskCatalog, load_task_file
 
 
 def test_every_shipped_map_is_total_and_named_after_its_file():
@@ -66,7 +66,7 @@ def test_a_map_into_other_classes_than_the_task_is_refused(tmp_path: Path):
 
 
 def test_the_task_hash_follows_the_label_map_content(tmp_path: Path, monkeypatch):
-    import rsdg_bench.task_schema as task_schema
+    import rsdg_bench.protocol.task_schema as task_schema
 
     before = load_task_file(_write_task(tmp_path)).hash
     original = load_label_map("rescuenet11_to_potsdam_res5")

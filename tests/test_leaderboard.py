@@ -15,19 +15,26 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+from browser import Browser, find_chromium
 from markupsafe import escape
 
-from browser import Browser, find_chromium
-from rsdg_bench.errors import ResultsError
+from rsdg_bench.base.errors import ResultsError
 from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.cards import load_cards
 from rsdg_bench.leaderboards.render import render_scores_csv, write_site
 from rsdg_bench.leaderboards.reported import ReportedRow, check, load_tables, reported_rows
 from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_latex, to_markdown
-from rsdg_bench.leaderboards.views import (SiteOptions, card_fields, casid_matrices, reported_elsewhere,
-                                            suite_table, task_class_table, task_summary_table)
-from rsdg_bench.results import ResultRecord, ResultStore, metrics_block
-from rsdg_bench.task_schema import TaskCatalog
+from rsdg_bench.leaderboards.views import (
+    SiteOptions,
+    card_fields,
+    casid_matrices,
+    reported_elsewhere,
+    suite_table,
+    task_class_table,
+    task_summary_table,
+)
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultRecord, ResultStore, metrics_block
 
 NAMES = ["bare", "building", "road", "vegetation", "water"]
 GOOD = [[50, 0, 0, 0, 0], [0, 40, 0, 0, 0], [0, 0, 30, 0, 0], [0, 0, 0, 20, 0], [0, 0, 0, 0, 10]]
@@ -487,8 +494,8 @@ def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Pa
 def test_per_image_matrices_round_trip_and_tampering_is_caught(tmp_path: Path):
     import torch
 
-    from rsdg_bench.errors import ResultsError
-    from rsdg_bench.results import check_consistency, decode_per_image, encode_per_image
+    from rsdg_bench.base.errors import ResultsError
+    from rsdg_bench.records.results import check_consistency, decode_per_image, encode_per_image
 
     stack = torch.tensor([GOOD, POOR, GOOD])
     block = encode_per_image(stack)
@@ -507,7 +514,7 @@ def test_per_image_matrices_round_trip_and_tampering_is_caught(tmp_path: Path):
 def test_task_page_shows_intervals_from_per_image_matrices(tmp_path: Path):
     import torch
 
-    from rsdg_bench.results import encode_per_image
+    from rsdg_bench.records.results import encode_per_image
 
     good = record(key="g", matrix=(torch.tensor([GOOD] * 4).sum(0)).tolist(), model="good", sha="a" * 64)
     good.per_image_matrices = {"toyearth/arid/val": encode_per_image(torch.tensor([GOOD] * 4))}
@@ -642,7 +649,7 @@ def test_a_model_not_above_chance_on_its_targets_is_marked_with_the_chance_level
     """Chance is each class predicted with probability 1/K on the same labels. For a label histogram n_c over
     N pixels its expected IoU is (n_c/K) / (n_c + N/K − n_c/K), computed here by hand; a model whose mean target
     score does not clear it carries an "at chance level" badge that says both numbers, a better one does not."""
-    from rsdg_bench.metrics import scores_from_confusion, uniform_chance_matrix
+    from rsdg_bench.scoring.metrics import scores_from_confusion, uniform_chance_matrix
 
     labels = np.array([50, 40, 30, 20, 10], dtype=np.float64)  # GOOD's row sums: its label histogram
     k, total = len(labels), labels.sum()
@@ -731,7 +738,7 @@ def test_compute_profiles_join_their_rows_and_the_suite_plots_score_against_comp
     """A profile saved under the results folder (as `rsdg-bench profile` saves it) reaches the rows of the same
     adapter and options: the task page's Compute table and the suite page's Pareto plot, whose front holds
     exactly the models no other beats on both score and cost."""
-    from rsdg_bench.compute_profile import ComputeProfile, save
+    from rsdg_bench.evaluator.compute_profile import ComputeProfile, save
     from rsdg_bench.leaderboards.plots import pareto_front
 
     results = tmp_path / "results"

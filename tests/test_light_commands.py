@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_MODEL
 
-from rsdg_bench.runner import ModelSpec
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.protocol.task_schema import TaskCatalog
 from rsdg_bench.submissions.bundle import pack
 from rsdg_bench.submissions.predict_maps import predict_task
-from rsdg_bench.task_schema import TaskCatalog
-
-from conftest import SMALL_MODEL
 
 MODEL_LIBRARIES = ("torch", "timm", "segmentation_models_pytorch")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from rsdg_bench.errors import DataError
-from rsdg_bench.metrics import confusion_matrix, headline_metrics, scores_from_confusion
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.scoring.metrics import confusion_matrix, headline_metrics, scores_from_confusion
 
 IGNORE = 255
 
@@ -127,8 +127,8 @@ def test_mf1_is_mmseg_mdice_and_mfscore_is_mmseg_mfscore_when_a_class_is_never_h
 
 
 def test_a_record_written_before_mfscore_still_verifies_and_a_wrong_mfscore_is_caught():
-    from rsdg_bench.errors import ResultsError
-    from rsdg_bench.results import ResultRecord, check_metrics, metrics_block
+    from rsdg_bench.base.errors import ResultsError
+    from rsdg_bench.records.results import ResultRecord, check_metrics, metrics_block
 
     names, slug = ["a", "b", "c", "d", "e"], "d/x/test"
     block = metrics_block(NEVER_HIT, names, list(range(5)))
@@ -225,7 +225,7 @@ def cromss_reference(label: np.ndarray, pred: np.ndarray, k: int, mask_ignored: 
 
 @pytest.mark.parametrize("mask_ignored", [True, False], ids=["masked (DW, OSM)", "unknown counted (DFC2020)"])
 def test_smp_convention_equals_smp_functions_on_the_same_predictions(mask_ignored: bool):
-    from rsdg_bench.metrics import confusion_counts
+    from rsdg_bench.scoring.metrics import confusion_counts
 
     label, pred = random_maps(seed=21, k=8, absent=(5,), ignore_fraction=0.15)
     pred[pred == 6] = 7  # class 6 is in the ground truth but never predicted
@@ -252,7 +252,7 @@ def codex_reference(matrix: np.ndarray) -> dict[str, float]:
 
 
 def test_codex_convention_equals_codex_metric_on_the_same_predictions():
-    from rsdg_bench.metrics import confusion_counts
+    from rsdg_bench.scoring.metrics import confusion_counts
 
     label, pred = random_maps(seed=5, k=6, absent=(4,), ignore_fraction=0.1)
     pred[pred == 2] = 3  # class 2 is in the ground truth but never predicted
@@ -269,8 +269,8 @@ def test_codex_convention_equals_codex_metric_on_the_same_predictions():
 
 
 def test_a_record_of_an_smp_task_keeps_both_conventions_and_an_edit_of_either_is_caught():
-    from rsdg_bench.errors import ResultsError
-    from rsdg_bench.results import ResultRecord, check_consistency, metrics_block
+    from rsdg_bench.base.errors import ResultsError
+    from rsdg_bench.records.results import ResultRecord, check_consistency, metrics_block
 
     matrix, ignored = [[5, 1, 0], [0, 4, 0], [0, 0, 0]], [2, 1, 0]
     names = ["a", "b", "c"]

@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from upstream_fixtures import load_fixture, manifest, synthetic_state
+
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.base.references import mmseg_slide_inference
 from rsdg_bench.baselines.mtp_adapter import MTPAdapter, MTPSegmentor, rvsa_config
 from rsdg_bench.baselines.rvsa_vit import WINDOW, RVSAConfig, RVSAViT, _relative_position_index
 from rsdg_bench.baselines.uper_head import UPerHead
-from rsdg_bench.checkpoints import fit_report
 from rsdg_bench.cli import main
-from rsdg_bench.conformance import run_conformance
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.references import mmseg_slide_inference
-from rsdg_bench.results import ResultStore
-from rsdg_bench.task_schema import TaskCatalog
-from upstream_fixtures import load_fixture, manifest, synthetic_state
+from rsdg_bench.evaluator.conformance import run_conformance
+from rsdg_bench.models.checkpoints import fit_report
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore
 
 
 def test_rvsa_vit_reproduces_the_upstream_fixture():

@@ -14,19 +14,19 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
+
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.cli import main
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.label_maps import load_label_map
+from rsdg_bench.datasets.prepared import PreparedDataset
 from rsdg_bench.prep import get_preparer
 from rsdg_bench.prep.dfc2020 import decode_dfc
 from rsdg_bench.prep.noldo_s12 import S2_BANDS, decode_label
-
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.cli import main
-from rsdg_bench.data import TaskData
-from rsdg_bench.errors import DataError
-from rsdg_bench.label_maps import load_label_map
-from rsdg_bench.prepared import PreparedDataset
-from rsdg_bench.results import ResultStore
-from rsdg_bench.task_schema import TaskCatalog, TrainingSpec
-from rsdg_bench.training import dice_loss, lr_factor, segmentation_loss
+from rsdg_bench.protocol.task_data import TaskData
+from rsdg_bench.protocol.task_schema import TaskCatalog, TrainingSpec
+from rsdg_bench.records.results import ResultStore
+from rsdg_bench.train.training import dice_loss, lr_factor, segmentation_loss
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_suite_runs_with_13_band_inputs_and_trains(noldo: dict[str, Path], tmp_p
 
 
 def test_osm_training_split_of_either_published_size_counts_as_the_published_one(noldo: dict[str, Path]):
-    from rsdg_bench.results import EvaluatedSplit
+    from rsdg_bench.records.results import EvaluatedSplit
 
     card = PreparedDataset.open(noldo["data"], "noldo_s12").card
     assert card.accepted_counts("osm_s2", "train") == [1375, 1372]  # README first, then the paper's

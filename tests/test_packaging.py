@@ -62,7 +62,7 @@ def test_a_non_editable_install_records_the_commit_it_was_built_from(tmp_path: P
     site = other / "site-packages"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
                     str(site), str(clone)], check=True, capture_output=True, text=True)
-    probe = ("import rsdg_bench, rsdg_bench.results as r; print(rsdg_bench.__file__); print(rsdg_bench.__version__); "
+    probe = ("import rsdg_bench, rsdg_bench.records.results as r; print(rsdg_bench.__file__); print(rsdg_bench.__version__); "
              "print(r.git_commit())")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(site)}).stdout.split()
@@ -75,7 +75,7 @@ def test_a_non_editable_install_records_the_commit_it_was_built_from(tmp_path: P
 def test_a_checkout_whose_git_cannot_answer_says_unknown_not_the_install_commit(monkeypatch):
     """No git (a container) or a git that refuses the checkout: its files may have moved past the commit the
     install was built from, so the record must not name that commit (verify refuses 'unknown')."""
-    from rsdg_bench import results
+    from rsdg_bench.records import results
 
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")

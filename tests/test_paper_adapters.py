@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from upstream_fixtures import load_fixture, manifest, synthetic_state
+
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.base.io import sha256_file
 from rsdg_bench.baselines.cromss_adapter import S2_MEAN, S2_STD, CromSSAdapter, cromss_normalization
 from rsdg_bench.baselines.daformer_adapter import DAFormerAdapter
 from rsdg_bench.baselines.daformer_head import DAFormerHead
+from rsdg_bench.protocol.task_schema import Task
 
-from rsdg_bench.errors import AdapterError
-from rsdg_bench.io import sha256_file
-from rsdg_bench.task_schema import Task
-from upstream_fixtures import load_fixture, manifest, synthetic_state
 
 def task(classes: str, dataset: str = "d") -> Task:
     return Task.model_validate({
@@ -152,12 +153,12 @@ def test_cromss_normalization_is_its_clip_stretch_truncate_rule():
 def test_run_cromss_zero_shot_on_a_13_band_task_writes_a_record(tmp_path: Path, monkeypatch, capsys):
     """`rsdg-bench run --model cromss ... --checkpoint <pretraining ckpt>` end to end, on a small S2 dataset."""
     import yaml
-    from rsdg_bench.baselines.cromss_adapter import S2_BANDS
 
-    from rsdg_bench.classes import load_class_schema
+    from rsdg_bench.baselines.cromss_adapter import S2_BANDS
     from rsdg_bench.cli import main
-    from rsdg_bench.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays
-    from rsdg_bench.results import ResultStore
+    from rsdg_bench.datasets.classes import load_class_schema
+    from rsdg_bench.datasets.prepared import BandInfo, DomainInfo, PreparedWriter, SampleArrays
+    from rsdg_bench.records.results import ResultStore
 
     rng = np.random.default_rng(3)
     writer = PreparedWriter(tmp_path / "data", "s2toy", load_class_schema("dynamicworld9"), fingerprint={"v": 1})

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import SMALL_MODEL, pixel_linear
 from rasterio.transform import Affine
 
-from rsdg_bench.errors import DataError, SubmissionError
+from rsdg_bench.base.errors import DataError, SubmissionError
+from rsdg_bench.datasets.prepared import PreparedDataset
+from rsdg_bench.models.model_spec import ModelSpec
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.prepared import PreparedDataset
-from rsdg_bench.results import ResultStore, load_record
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore, load_record
+from rsdg_bench.run.runner import RunSettings, run_tasks
 from rsdg_bench.submissions.predict_maps import predict_task
 from rsdg_bench.submissions.prediction_maps import PREDICTIONS_FILE
 from rsdg_bench.submissions.score_maps import score_predictions
-from rsdg_bench.task_schema import TaskCatalog
-
-from conftest import SMALL_MODEL, pixel_linear
 
 
 def _counts(records) -> dict:

@@ -15,16 +15,15 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from rsdg_bench.prep import get_preparer
-
-from rsdg_bench.classes import IGNORE_INDEX
-from rsdg_bench.data import TaskData
-from rsdg_bench.errors import DataError
-from rsdg_bench.io import sha256_file
-from rsdg_bench.prepared import PreparedDataset, quiet_georef, read_raster
-from rsdg_bench.task_schema import TaskCatalog
-
 from conftest import trainable_pixel_linear
+
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.base.io import sha256_file
+from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.datasets.prepared import PreparedDataset, quiet_georef, read_raster
+from rsdg_bench.prep import get_preparer
+from rsdg_bench.protocol.task_data import TaskData
+from rsdg_bench.protocol.task_schema import TaskCatalog
 
 
 def _row(dataset: PreparedDataset, sample_id: str) -> pd.Series:
@@ -183,7 +182,7 @@ def test_loveda_images_are_stored_as_zstd_geotiff_with_the_raw_pixels(ce_data: P
     """The prepared encoding chosen by decode time (README, Performance): an RGB image becomes a zstd-compressed
     GeoTIFF with exactly the raw PNG's pixels, tiled unless both its sides are at most `SMALL_RASTER` px (the
     fake's 96² images: strips); a label stays a single-band PNG."""
-    from rsdg_bench.prepared import SMALL_RASTER, _write_raster
+    from rsdg_bench.datasets.prepared import SMALL_RASTER, _write_raster
 
     dataset = PreparedDataset.open(ce_data, "loveda")
     row = _row(dataset, "urban_val_9")
@@ -302,7 +301,7 @@ def test_u2oem_reads_openearthmap_through_table_13(ce_data: Path):
 
 def _trained_once(model, task, data_root: Path, checkpoint: Path):
     """`model` after one training iteration of `task`'s protocol batch, as a spec with that checkpoint."""
-    from rsdg_bench.training import TrainOverrides, build_trainable, train_adapter
+    from rsdg_bench.train.training import TrainOverrides, build_trainable, train_adapter
 
     train_adapter(build_trainable(model, task, data_root), task, data_root, checkpoint,
                   overrides=TrainOverrides(iterations=1), progress=False)
@@ -311,9 +310,9 @@ def _trained_once(model, task, data_root: Path, checkpoint: Path):
 
 def test_a_run_on_data_that_is_not_the_published_split_is_flagged_and_kept_off_the_board(ce_data: Path, tmp_path: Path):
     from rsdg_bench.leaderboards.aggregate import build_board
-
-    from rsdg_bench.results import ResultStore
-    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.records.results import ResultStore
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     settings = RunSettings(data_root=ce_data, results_root=tmp_path / "res", device=torch.device("cpu"), progress=False)
     # smp trains on a CrossEarth task (one iteration of the protocol's batch: one 512² crop) and runs on it

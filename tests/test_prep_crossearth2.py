@@ -13,16 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import pixel_linear
+
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.base.io import sha256_file
+from rsdg_bench.datasets.prepared import PreparedDataset, read_raster
+from rsdg_bench.datasets.windows import window_grid
 from rsdg_bench.prep import casid, get_preparer
 from rsdg_bench.prep.fakes import write_raster
-
-from rsdg_bench.errors import DataError
-from rsdg_bench.io import sha256_file
-from rsdg_bench.prepared import PreparedDataset, read_raster
-from rsdg_bench.task_schema import TaskCatalog
-from rsdg_bench.windows import window_grid
-
-from conftest import pixel_linear
+from rsdg_bench.protocol.task_schema import TaskCatalog
 
 
 def _row(dataset: PreparedDataset, sample_id: str) -> pd.Series:
@@ -127,7 +126,7 @@ def test_casid_5000_image_gives_25_crops_and_split_files_win(ce_raw: dict[str, P
 
 
 def test_crossearth_suite_has_32_tasks_and_each_runs_on_the_fakes(ce_data: Path, tmp_path: Path):
-    from rsdg_bench.runner import RunSettings, run_tasks
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     tasks = TaskCatalog().suite_tasks("crossearth")
     assert len(tasks) == 32 and len({t.id for t in tasks}) == 32

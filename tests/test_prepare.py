@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from rsdg_bench.errors import DataError
-from rsdg_bench.io import sha256_file
+from rsdg_bench.base.errors import DataError
+from rsdg_bench.base.io import sha256_file
+from rsdg_bench.datasets.prepared import PreparedDataset, PreparedWriter, quiet_georef, read_raster
 from rsdg_bench.prep import get_preparer
-from rsdg_bench.prepared import PreparedDataset, PreparedWriter, quiet_georef, read_raster
 
 PREP = get_preparer("toyearth")
 
@@ -222,8 +222,8 @@ def test_a_failed_prepare_keeps_the_extraction_for_the_rerun(tmp_path: Path, mon
 def test_a_sample_id_given_twice_in_a_dataset_is_an_error_not_a_lost_sample(tmp_path: Path):
     import numpy as np
 
-    from rsdg_bench.classes import load_class_schema
-    from rsdg_bench.prepared import SampleArrays
+    from rsdg_bench.datasets.classes import load_class_schema
+    from rsdg_bench.datasets.prepared import SampleArrays
 
     writer = PreparedWriter(tmp_path, "twice", load_class_schema("toyearth5"), fingerprint={"v": 1})
     pixels = np.zeros((3, 4, 4), np.uint8)
@@ -275,7 +275,7 @@ def test_a_raw_jpeg_is_decoded_as_the_papers_pipelines_decode_it(tmp_path: Path,
     from PIL import Image
     from torchvision.io import decode_jpeg, read_file
 
-    from rsdg_bench.prepared import read_raw_raster
+    from rsdg_bench.datasets.prepared import read_raw_raster
 
     rng = np.random.default_rng(0)
     smooth = np.clip(np.cumsum(rng.normal(0, 8, (64, 96, 3)), axis=1) + 128, 0, 255).astype(np.uint8)

@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_leaderboard import GOOD, POOR, record
 
 import rsdg_bench as rb
+from rsdg_bench.base.errors import AdapterError, RsdgError, TaskError
+from rsdg_bench.base.io import canonical_json, sha256_bytes
 from rsdg_bench.cli import main
-from rsdg_bench.errors import AdapterError, RsdgError, TaskError
 from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_markdown
-from rsdg_bench.io import canonical_json, sha256_bytes
-from rsdg_bench.results import ResultStore, recompute
-from rsdg_bench.task_schema import load_task_file, package_tasks_dir
-
-from test_leaderboard import GOOD, POOR, record
+from rsdg_bench.protocol.task_schema import load_task_file, package_tasks_dir
+from rsdg_bench.records.results import ResultStore, recompute
 
 
 def _task_copy(tmp_path: Path, line: str = "", replacing: str | None = None) -> Path:
@@ -185,7 +184,7 @@ def test_a_model_arg_std_of_inf_stops_before_any_prediction(data_root: Path, tmp
 EXITING = '''
 import sys
 import torch
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
 
 
 class Exiting(Adapter):
@@ -242,8 +241,8 @@ def test_a_site_build_that_fails_leaves_the_previous_site_whole(tmp_path: Path, 
 
 def test_a_publish_cut_between_its_renames_recovers_the_previous_dataset(data_root: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch):
-    from rsdg_bench import folder_swap
-    from rsdg_bench.prepared import PreparedDataset
+    from rsdg_bench.base import folder_swap
+    from rsdg_bench.datasets.prepared import PreparedDataset
 
     root = tmp_path / "data"
     shutil.copytree(data_root / "toyearth", root / "toyearth")
@@ -277,8 +276,8 @@ def test_a_write_the_disk_cut_short_is_an_error_and_a_rerun_completes_the_same_d
     comes back from the pool the same way and the rerun (with one thread) gives the same bytes."""
     import errno
 
-    from rsdg_bench import prepared
-    from rsdg_bench.errors import DataError
+    from rsdg_bench.base.errors import DataError
+    from rsdg_bench.datasets import prepared
     from rsdg_bench.prep import get_preparer
 
     real_write, written = prepared.atomic_write_bytes, []
@@ -309,7 +308,7 @@ def test_a_write_the_disk_cut_short_is_an_error_and_a_rerun_completes_the_same_d
 def test_a_raw_file_cut_short_is_named_not_decoded_as_zeros(name: str, pattern: str, tmp_path: Path):
     """GDAL decodes a truncated PNG or JPEG without complaint (missing rows become zeros): a prepare must
     stop at it, naming it."""
-    from rsdg_bench.errors import DataError
+    from rsdg_bench.base.errors import DataError
     from rsdg_bench.prep import get_preparer
 
     raw = get_preparer(name).make_fake(tmp_path / "raw")
@@ -324,9 +323,9 @@ def test_a_raw_tile_of_another_dtype_than_the_card_declares_is_refused(tmp_path:
     saying uint8; every preparer's writer now checks each image against its domain's declared bands."""
     import rasterio
 
-    from rsdg_bench.errors import DataError
+    from rsdg_bench.base.errors import DataError
+    from rsdg_bench.datasets.prepared import quiet_georef
     from rsdg_bench.prep import get_preparer
-    from rsdg_bench.prepared import quiet_georef
 
     raw = get_preparer("whu_building").make_fake(tmp_path / "raw")
     victim = sorted(p for p in Path(raw).rglob("*.tif") if "image" in p.parts)[0]
@@ -341,7 +340,7 @@ def test_a_raw_tile_of_another_dtype_than_the_card_declares_is_refused(tmp_path:
 
 def test_a_board_row_never_mixes_data_versions_and_newer_records_win_whatever_their_names(tmp_path: Path):
     from rsdg_bench.leaderboards.aggregate import build_board
-    from rsdg_bench.results import ProvenanceBlock
+    from rsdg_bench.records.results import ProvenanceBlock
 
     def made(key: str, domain: str, manifest: str, date: str, matrix=GOOD):
         rec = record(key=key, matrix=matrix, domain=domain, date=date)
@@ -362,9 +361,10 @@ def test_a_board_row_never_mixes_data_versions_and_newer_records_win_whatever_th
 
 def test_a_dataset_prepared_again_during_a_run_is_refused_not_mixed(trained: dict, data_root: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch):
-    from rsdg_bench import runner
-    from rsdg_bench.prepared import PreparedDataset
-    from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
+    from rsdg_bench.datasets.prepared import PreparedDataset
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.run import runner
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     real_open = PreparedDataset.open
     opened = []
@@ -414,8 +414,8 @@ def _bomb_png(path: Path, side: int) -> Path:
 def test_a_decompression_bomb_is_refused_from_its_header_before_any_decoding(tmp_path: Path):
     import resource
 
-    from rsdg_bench.errors import DataError
-    from rsdg_bench.prepared import RAW_PIXEL_LIMIT, read_raw_raster
+    from rsdg_bench.base.errors import DataError
+    from rsdg_bench.datasets.prepared import RAW_PIXEL_LIMIT, read_raw_raster
 
     bomb = _bomb_png(tmp_path / "label.png", 20_000)
     assert bomb.stat().st_size < 2 * 2 ** 20
@@ -479,7 +479,7 @@ def test_a_malformed_release_manifest_is_an_error_naming_it(toyearth_raw: Path, 
 @pytest.mark.parametrize("content, says", [(b"hello world\n", "a text file (it starts 'hello world"),
                                            (b"", "the file is empty")])
 def test_a_checkpoint_that_is_not_one_says_what_it_is(tmp_path: Path, content: bytes, says: str):
-    from rsdg_bench.checkpoints import read_state_dict
+    from rsdg_bench.models.checkpoints import read_state_dict
 
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
@@ -492,9 +492,9 @@ def test_a_colour_mask_is_refused_not_read_by_its_first_band(tmp_path: Path):
     """LoveDA's masks are single-band indices; a 3-band file there used to be decoded from band 0 alone."""
     import rasterio
 
-    from rsdg_bench.errors import DataError
+    from rsdg_bench.base.errors import DataError
+    from rsdg_bench.datasets.prepared import quiet_georef
     from rsdg_bench.prep import get_preparer
-    from rsdg_bench.prepared import quiet_georef
 
     raw = get_preparer("loveda").make_fake(tmp_path / "raw")
     victim = sorted(p for p in Path(raw).rglob("*.png") if "masks_png" in p.parts)[0]
@@ -513,8 +513,8 @@ def test_parsing_a_record_leaves_the_cycle_collector_as_it_found_it(collector_on
     that parses, one that is not JSON and one that is not a record must all give it back as it was."""
     import gc
 
-    from rsdg_bench.errors import ResultsError
-    from rsdg_bench.results import parse_record_json
+    from rsdg_bench.base.errors import ResultsError
+    from rsdg_bench.records.results import parse_record_json
 
     valid = record(key="x", matrix=GOOD).model_dump_json().encode()
     (gc.enable if collector_on else gc.disable)()

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TrainableNormedNet
 
 import rsdg_bench as rb
-from rsdg_bench.adapters import Normalization
-from rsdg_bench.errors import AdapterError, DataError
-from rsdg_bench.module_adapter import ModuleAdapter
-from rsdg_bench.evaluation import float32_arithmetic, intra_op_threads
-from rsdg_bench.read_ahead import BATCHES_AHEAD, MAX_READ_THREADS, READ_THREADS, read_ahead, read_threads_for
-from rsdg_bench.results import decode_per_image
-
-from conftest import TrainableNormedNet
+from rsdg_bench.base.errors import AdapterError, DataError
+from rsdg_bench.datasets.read_ahead import BATCHES_AHEAD, MAX_READ_THREADS, READ_THREADS, read_ahead, read_threads_for
+from rsdg_bench.evaluator.evaluation import float32_arithmetic, intra_op_threads
+from rsdg_bench.models.adapters import Normalization
+from rsdg_bench.models.module_adapter import ModuleAdapter
+from rsdg_bench.records.results import decode_per_image
 
 
 def _matrices(evaluation: rb.Evaluation) -> list:
@@ -220,13 +219,12 @@ def test_a_compiled_module_counts_what_eager_counts_and_the_record_names_the_bac
     """`run --compile aot_eager` (traced by torch.compile, no code generated: inductor's C++ build costs tens
     of seconds on a CPU core) gives the eager run's matrices on the same resume keys; the record names the
     backend. An unknown backend fails the task with the backends there are."""
-    from rsdg_bench.results import ResultStore
-    from rsdg_bench.runner import RunSettings, run_tasks
-    from rsdg_bench.task_schema import TaskCatalog
-
     from conftest import linear_model
-
     from torch._dynamo.utils import counters
+
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.records.results import ResultStore
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     task, model = TaskCatalog().task("demo/u2a"), linear_model(linear_checkpoint)
     for name, backend in (("eager", None), ("compiled", "aot_eager")):

@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from rsdg_bench.errors import ResultsError
-from rsdg_bench.results import ResultStore, decode_per_image, load_record, metrics_block, recompute
-from rsdg_bench.runner import ModelSpec, RunSettings, run_tasks
-from rsdg_bench.task_schema import TaskCatalog
-
 from conftest import SMALL_MODEL, TRAINED_ITERATIONS, linear_model
+
+from rsdg_bench.base.errors import ResultsError
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultStore, decode_per_image, load_record, metrics_block, recompute
+from rsdg_bench.run.runner import RunSettings, run_tasks
 
 
 def settings(data_root: Path, results: Path, **kw) -> RunSettings:
@@ -151,9 +151,9 @@ def test_save_predictions_keeps_painted_samples_and_the_site_shows_them(linear_c
     import numpy as np
     from matplotlib.image import imread
 
+    from rsdg_bench.datasets.prepared import PreparedDataset
     from rsdg_bench.leaderboards.aggregate import build_board, with_suites
     from rsdg_bench.leaderboards.render import write_site
-    from rsdg_bench.prepared import PreparedDataset
 
     task = TaskCatalog().task("demo/u2a")
     [outcome] = run_tasks([task], linear_model(linear_checkpoint), settings(data_root, tmp_path, save_predictions=2))
@@ -234,7 +234,7 @@ def test_a_short_trained_checkpoint_is_marked_off_protocol_everywhere_it_shows(t
 def test_training_verdicts_protocol_unknown_and_no_protocol(tmp_path: Path):
     import torch
 
-    from rsdg_bench.training_record import badge, read_training_block, training_provenance
+    from rsdg_bench.records.training_record import badge, read_training_block, training_provenance
 
     task = TaskCatalog().task("demo/u2a")
     protocol = task.training.model_dump(mode="json")
@@ -255,7 +255,7 @@ def test_a_checkpoint_predating_the_newer_protocol_fields_is_judged_at_their_def
     """Blocks written before the schedule's end, its stepping and the augmentation were recorded lack those
     keys: on a task that leaves them at their defaults they are the protocol; where the protocol sets them
     (NoLDO's cosine, per-epoch schedule and rotations), the verdict names each one."""
-    from rsdg_bench.training_record import training_provenance
+    from rsdg_bench.records.training_record import training_provenance
 
     added = {"final_lr", "decay_fraction", "schedule_step", "augment"}
     demo = TaskCatalog().task("demo/u2a")

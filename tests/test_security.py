@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rsdg_bench.base.errors import DataError
 from rsdg_bench.cli import main
-from rsdg_bench.errors import DataError
 
 
 @pytest.mark.parametrize("tolerance", ["nan", "inf", "-1e-4", "1.5", "x"])
@@ -24,7 +24,7 @@ def test_a_tolerance_that_is_not_a_fraction_is_refused_at_parsing(tolerance: str
 
 
 def test_rerun_refuses_a_nan_tolerance_from_python(tmp_path: Path):
-    from rsdg_bench.errors import RsdgError
+    from rsdg_bench.base.errors import RsdgError
     from rsdg_bench.submissions.rerun import rerun_samples
     from rsdg_bench.submissions.verify import Verification
 
@@ -37,7 +37,7 @@ def test_a_prepared_dataset_is_opened_by_name_only(name: str, tmp_path: Path):
     (tmp_path / "data").mkdir()
     (tmp_path / ".victim.old").mkdir()
     with pytest.raises(DataError, match="is not a dataset name"):
-        from rsdg_bench.prepared import PreparedDataset
+        from rsdg_bench.datasets.prepared import PreparedDataset
 
         PreparedDataset.open(tmp_path / "data", name)
     assert (tmp_path / ".victim.old").is_dir()
@@ -84,7 +84,7 @@ def test_builds_into_one_folder_take_turns(tmp_path: Path):
     """A second build into a folder waits for the lock the first holds, so two never mix their pages."""
     import threading
 
-    from rsdg_bench.data_lock import held_exclusively
+    from rsdg_bench.datasets.data_lock import held_exclusively
 
     (tmp_path / "results").mkdir()
     done = threading.Event()
@@ -169,7 +169,7 @@ def test_the_board_lists_hostile_bundles_and_builds_from_the_rest(tmp_path: Path
 
 
 def test_json_depth_is_measured_outside_strings():
-    from rsdg_bench.bounded_json import json_depth, loads_bounded
+    from rsdg_bench.base.bounded_json import json_depth, loads_bounded
 
     assert json_depth(b'{"a": "[[[[\\"[[", "b": [[1], {"c": []}]}') == 4
     with pytest.raises(ValueError, match="nested 65 levels"):
@@ -191,8 +191,8 @@ def _encoded(driver: str, width: int = 8, height: int = 8) -> bytes:
 
 
 def test_only_plain_png_and_geotiff_open_and_their_size_is_bounded_from_the_header():
-    from rsdg_bench.errors import SubmissionError
-    from rsdg_bench.untrusted_raster import open_untrusted_raster
+    from rsdg_bench.base.errors import SubmissionError
+    from rsdg_bench.datasets.untrusted_raster import open_untrusted_raster
 
     for driver in ("PNG", "GTiff"):
         with open_untrusted_raster(_encoded(driver), "map") as src:
@@ -211,7 +211,7 @@ def test_repeated_sample_ids_are_found_in_linear_time():
     """A predictions.json listing one id 50 000 times is refused at once (it was quadratic: minutes at 10 MB)."""
     import time
 
-    from rsdg_bench.errors import SubmissionError
+    from rsdg_bench.base.errors import SubmissionError
     from rsdg_bench.submissions.score_maps import _check_ids
 
     started = time.perf_counter()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from rsdg_bench.split_counts import SplitCounts
-from rsdg_bench.metrics import confusion_counts
-from rsdg_bench.results import decode_per_image, encode_per_image
-from rsdg_bench.sparse_counts import SparseCountRows
+from rsdg_bench.records.results import decode_per_image, encode_per_image
+from rsdg_bench.scoring.metrics import confusion_counts
+from rsdg_bench.scoring.sparse_counts import SparseCountRows
+from rsdg_bench.scoring.split_counts import SplitCounts
 
 
 def _sparse_random(rng: np.random.Generator, images: int, k: int) -> np.ndarray:

@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from rsdg_bench.cli import main
-from rsdg_bench.results import ResultRecord, record_digest
-from rsdg_bench.runner import ModelSpec, RunSettings, default_checkpoint_dir, run_tasks
+from rsdg_bench.models.model_spec import ModelSpec, default_checkpoint_dir
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultRecord, record_digest
+from rsdg_bench.run.runner import RunSettings, run_tasks
 from rsdg_bench.submissions.bundle import MANIFEST, pack
 from rsdg_bench.submissions.rerun import rerun_samples
 from rsdg_bench.submissions.verify import verify_bundle
-from rsdg_bench.task_schema import TaskCatalog
-
 
 FILE_ADAPTER = '''"""A plug-in adapter from a file: a 1×1 convolution over the task's bands."""
 import torch
 
-from rsdg_bench.adapters import Adapter, InputContract, Normalization
+from rsdg_bench.models.adapters import Adapter, InputContract, Normalization
 
 
 class FileLinear(Adapter):
@@ -106,7 +106,7 @@ def _edit_record(bundle: Path, change, restamp: bool = False) -> None:
     change(data)
     if restamp:
         record = ResultRecord.model_validate(data)
-        from rsdg_bench.results import _block_of
+        from rsdg_bench.records.results import _block_of
 
         record.metrics = {slug: _block_of(record, slug) for slug in record.confusion_matrices}
         record.digest = record_digest(record)
@@ -163,7 +163,7 @@ def test_each_edit_fails_verify_with_its_check_named(edit, fails: set[str], subm
 
 def test_an_edited_task_yaml_fails_verify_naming_the_field(submitted: dict[str, Path], data_root: Path,
                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from rsdg_bench import task_schema
+    from rsdg_bench.protocol import task_schema
 
     tasks = tmp_path / "tasks"
     shutil.copytree(task_schema.package_tasks_dir(), tasks)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsdg_bench.errors import TaskError
-from rsdg_bench.task_schema import TaskCatalog, load_task_file, task_json_schema
+from rsdg_bench.base.errors import TaskError
+from rsdg_bench.protocol.task_schema import TaskCatalog, load_task_file, task_json_schema
 
 BASE = {
     "id": "mine/a2b", "name": "A2B", "version": 1, "suite": "mine", "gap": "region", "classes": "toyearth5",
@@ -41,7 +41,7 @@ def test_include_supplies_defaults_and_the_task_overrides_them(tmp_path):
 
 
 def test_an_include_is_parsed_once_shared_by_copy_and_reread_when_it_changes(tmp_path, monkeypatch):
-    from rsdg_bench import task_schema
+    from rsdg_bench.protocol import task_schema
 
     defaults = {**{k: v for k, v in BASE.items() if k not in ("id", "name", "targets")},
                 "inference": {"mode": "slide", "crop": 64, "stride": 32}}
@@ -157,7 +157,7 @@ def test_fields_added_later_leave_hashes_and_training_fingerprints_as_they_were(
     """A protocol that leaves the later fields (schedule end and stepping, augmentation, label fraction) at their
     defaults dumps to what it dumped before they existed: its task hash, and an interrupted training's saved
     fingerprint, stay valid; one that sets them (NoLDO-S12, all but the label fraction) keeps them."""
-    from rsdg_bench.task_schema import without_later_defaults
+    from rsdg_bench.protocol.task_schema import without_later_defaults
 
     added = {"final_lr", "decay_fraction", "schedule_step", "augment", "label_fraction"}
     demo = TaskCatalog().task("demo/u2a").training.model_dump(mode="json")

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
 import torch
-
-from rsdg_bench.data import SegmentationSplit, TaskData
-from rsdg_bench.errors import AdapterError, SplitAccessError
-from rsdg_bench.runner import build_for_task
-from rsdg_bench.task_schema import TaskCatalog
-from rsdg_bench.training import RandomCrops, TrainOverrides, train_adapter
-
 from conftest import SMALL_MODEL, trainable_normed_net
+
+from rsdg_bench.base.errors import AdapterError, SplitAccessError
+from rsdg_bench.models.model_spec import build_for_task
+from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.train.training import RandomCrops, TrainOverrides, train_adapter
 
 
 def test_the_training_door_refuses_target_splits(data_root: Path):
@@ -73,9 +71,9 @@ def test_random_crops_are_repeatable_and_pad_with_ignore(data_root: Path):
 
 
 def test_training_is_repeatable_from_the_protocol_seed(data_root: Path, tmp_path: Path):
-    from rsdg_bench.training import build_trainable
-
     from conftest import trainable_pixel_linear
+
+    from rsdg_bench.train.training import build_trainable
 
     task = TaskCatalog().task("demo/u2a")
     states = []
@@ -89,8 +87,8 @@ def test_training_is_repeatable_from_the_protocol_seed(data_root: Path, tmp_path
 
 
 def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_path: Path, monkeypatch):
-    from rsdg_bench import training
-    from rsdg_bench.training import build_trainable, train_state_path
+    from rsdg_bench.train import training
+    from rsdg_bench.train.training import build_trainable, train_state_path
 
     task, model = TaskCatalog().task("demo/u2a"), trainable_normed_net()  # weights and buffers, as a U-Net's
     overrides = TrainOverrides(iterations=4, batch_size=2, val_interval=2)
@@ -120,7 +118,7 @@ def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_pat
     assert resumed["rsdg"]["selection"] == straight["rsdg"]["selection"]
     assert all(torch.equal(straight["state_dict"][k], resumed["state_dict"][k]) for k in straight["state_dict"])
     # the loss and selection history is the same too: it travels in the resumable state
-    from rsdg_bench.training_history import history_paths
+    from rsdg_bench.train.training_history import history_paths
 
     straight_history = json.loads(history_paths(tmp_path / "straight.pt")["json"].read_text())
     resumed_history = json.loads(history_paths(crashed)["json"].read_text())
@@ -136,10 +134,10 @@ def test_model_selection_scores_under_the_tasks_metric_convention(data_root: Pat
     smp's, where a class absent from labels and predictions counts as IoU 1 (mmseg leaves it out of the mean)."""
     import numpy as np
 
-    from rsdg_bench import training
-    from rsdg_bench.split_counts import SplitCounts
-    from rsdg_bench.metrics import scores_from_confusion
-    from rsdg_bench.training import build_trainable
+    from rsdg_bench.scoring.metrics import scores_from_confusion
+    from rsdg_bench.scoring.split_counts import SplitCounts
+    from rsdg_bench.train import training
+    from rsdg_bench.train.training import build_trainable
 
     demo = TaskCatalog().task("demo/u2a")
     task = demo.model_copy(update={"metrics": demo.metrics.model_copy(update={"convention": "smp"})})
@@ -160,12 +158,12 @@ def test_train_saves_safetensors_that_run_reads_with_their_training_record(data_
     """`train --out NAME.safetensors` writes the weights as safetensors with the training block in the file's
     metadata: the same tensors a `.pt` from the same seed holds, and `run` reads the block back (the record
     says how the weights were trained), as it does for PyTorch checkpoints."""
-    from rsdg_bench.checkpoints import is_safetensors, read_state_dict
-    from rsdg_bench.cli import main
-    from rsdg_bench.results import ResultStore
-    from rsdg_bench.training_record import read_training_block
-
     from test_faults import tiny
+
+    from rsdg_bench.cli import main
+    from rsdg_bench.models.checkpoints import is_safetensors, read_state_dict
+    from rsdg_bench.records.results import ResultStore
+    from rsdg_bench.records.training_record import read_training_block
 
     model = tiny(tmp_path)
     common = ["train", "--task", "demo/u2a", *model, "--iterations", "2", "--val-interval", "2", "--data-root",
@@ -191,10 +189,10 @@ def test_train_saves_safetensors_that_run_reads_with_their_training_record(data_
 def test_train_under_another_seed_is_the_same_protocol_with_other_draws(data_root: Path, tmp_path: Path):
     """`train --seed N`: its own checkpoint name, the seed in its training block (not a protocol difference),
     and other weights than the protocol's seed gives, from another initialization."""
-    from rsdg_bench.cli import main
-    from rsdg_bench.training_record import training_provenance
-
     from conftest import trainable_pixel_linear
+
+    from rsdg_bench.cli import main
+    from rsdg_bench.records.training_record import training_provenance
 
     trainable_pixel_linear()
     common = ["train", "--task", "demo/u2a", "--model", "pixel-linear-trainable", "--iterations", "1",

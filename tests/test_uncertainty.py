@@ -10,15 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import pixel_linear
 
 from rsdg_bench.leaderboards.aggregate import build_board, with_suites
-from rsdg_bench.leaderboards.uncertainty import (SplitEvidence, draw_counts, interquartile_mean, interval,
-                                                 metric_replicates, normalized_score, paired_difference,
-                                                 paired_tie_groups, separated)
-from rsdg_bench.metrics import scores_from_confusion, uniform_chance_matrix
-from rsdg_bench.results import encode_per_image
-
-from conftest import pixel_linear
+from rsdg_bench.leaderboards.uncertainty import (
+    SplitEvidence,
+    draw_counts,
+    interquartile_mean,
+    interval,
+    metric_replicates,
+    normalized_score,
+    paired_difference,
+    paired_tie_groups,
+    separated,
+)
+from rsdg_bench.records.results import encode_per_image
+from rsdg_bench.scoring.metrics import scores_from_confusion, uniform_chance_matrix
 
 
 def evidence(per_image: np.ndarray, scenes: list[str], unit: str = "source file") -> SplitEvidence:
@@ -112,9 +119,9 @@ def test_smp_convention_with_counted_ignored_pixels_is_resampled_too():
 def test_the_board_of_a_potsdam_fake_reports_a_scene_level_interval_with_its_scene_count(ce_data: Path,
                                                                                             tmp_path: Path):
     from rsdg_bench.leaderboards.render import write_site
-    from rsdg_bench.results import load_record
-    from rsdg_bench.runner import RunSettings, run_tasks
-    from rsdg_bench.task_schema import TaskCatalog
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.records.results import load_record
+    from rsdg_bench.run.runner import RunSettings, run_tasks
 
     torch.manual_seed(0)
     task = TaskCatalog().task("crossearth/pr2pi")
@@ -168,10 +175,10 @@ def test_normalized_scores_put_chance_at_0_and_a_perfect_score_at_1():
 
 
 def test_the_suite_iqm_pools_normalized_task_scores_and_needs_every_task():
-    from rsdg_bench.leaderboards.views import suite_iqm, suite_table
-    from rsdg_bench.task_schema import TaskCatalog
-
     from test_leaderboard import GOOD, POOR, board_of, record
+
+    from rsdg_bench.leaderboards.views import suite_iqm, suite_table
+    from rsdg_bench.protocol.task_schema import TaskCatalog
 
     chance_like = uniform_chance_matrix(POOR).tolist()  # a model that scores exactly chance on these labels
     half = [[50, 10, 0, 0, 0], [0, 40, 5, 0, 0], [0, 0, 30, 5, 0], [0, 0, 0, 20, 0], [5, 0, 0, 0, 10]]

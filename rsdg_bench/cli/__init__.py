@@ -7,6 +7,6 @@ several commands share (argument types, folders, and the option groups every com
 `demo_command` each register their subcommands. `python -m rsdg_bench.cli` (and torchrun's `-m`) runs `main`.
 """
 
-from .main import build_parser, configure_logging, main
+from rsdg_bench.cli.main import build_parser, configure_logging, main
 
 __all__ = ["build_parser", "configure_logging", "main"]

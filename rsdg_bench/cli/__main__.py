@@ -2,6 +2,6 @@
 
 import sys
 
-from .main import main
+from rsdg_bench.cli.main import main
 
 sys.exit(main())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import RsdgError
-from .options import chosen_device, model_args, positive_int
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.cli.options import chosen_device, model_args, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,10 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_adapter(args: argparse.Namespace) -> int:
-    from ..registry import available_adapters
+    from rsdg_bench.models.registry import available_adapters
 
     if args.action == "list":  # built-ins read from their source; a plug-in is imported, and says why it fails
-        from ..adapter_facts import adapter_facts
+        from rsdg_bench.models.adapter_facts import adapter_facts
 
         print(f"{'adapter':16s} {'kinds':40s} {'trainable':9s} origin")
         for name, origin in sorted(available_adapters().items()):
@@ -62,9 +62,9 @@ def cmd_adapter(args: argparse.Namespace) -> int:
         raise RsdgError(f"adapter {args.action} needs an adapter name", f"e.g. rsdg-bench adapter {args.action} smp")
     if args.action == "new":
         return _new_adapter(args)
-    from ..conformance import check_adapter
-    from ..registry import resolve_adapter
-    from ..task_schema import TaskCatalog
+    from rsdg_bench.evaluator.conformance import check_adapter
+    from rsdg_bench.models.registry import resolve_adapter
+    from rsdg_bench.protocol.task_schema import TaskCatalog
 
     bands = [b.strip() for b in args.bands.split(",") if b.strip()] if args.bands else None
     device = chosen_device(args)
@@ -79,7 +79,7 @@ def cmd_adapter(args: argparse.Namespace) -> int:
 
 
 def _new_adapter(args: argparse.Namespace) -> int:
-    from ..scaffold import new_adapter
+    from rsdg_bench.models.scaffold import new_adapter
 
     def numbers(text: str, option: str) -> list[float]:
         try:

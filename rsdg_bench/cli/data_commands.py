@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ..errors import RsdgError
-from .options import data_root, positive_float, positive_int
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.cli.options import data_root, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from ..prep import available_preparers, get_preparer
+    from rsdg_bench.prep import available_preparers, get_preparer
 
     if args.list or not args.name:
         for name, cls in available_preparers().items():
@@ -73,7 +73,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.verify:
         return _verify_prepared(args)
     if args.from_hf:
-        from ..hub_dataset import import_prepared
+        from rsdg_bench.hub.hub_dataset import import_prepared
 
         out = import_prepared(Path(args.from_hf), data_root(args), args.name)
         print(f"restored {args.name} from {args.from_hf} -> {out}")
@@ -92,7 +92,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..hub_dataset import export_prepared
+    from rsdg_bench.hub.hub_dataset import export_prepared
 
     out = export_prepared(data_root(args), args.name, Path(args.out))
     print(f"{args.name} -> {out} (a Hub dataset repo: data/*.parquet, rsdg/, README.md); "
@@ -104,7 +104,7 @@ def _report_prepared(root: Path, name: str) -> None:
     """Split sizes against the published ones, the class histogram, and the preparer's notes."""
     import numpy as np
 
-    from ..prepared import PreparedDataset
+    from rsdg_bench.datasets.prepared import PreparedDataset
 
     dataset = PreparedDataset.open(root, name)
     card = dataset.card
@@ -139,7 +139,7 @@ def _report_prepared(root: Path, name: str) -> None:
 
 
 def _verify_prepared(args: argparse.Namespace) -> int:
-    from ..prepared import PreparedDataset
+    from rsdg_bench.datasets.prepared import PreparedDataset
 
     dataset = PreparedDataset.open(data_root(args), args.name)
     bad = dataset.verify_files()
@@ -154,7 +154,7 @@ def _verify_prepared(args: argparse.Namespace) -> int:
 
 
 def cmd_fake(args: argparse.Namespace) -> int:
-    from ..prep import get_preparer
+    from rsdg_bench.prep import get_preparer
 
     if args.list or not args.name:
         return cmd_prepare(argparse.Namespace(list=True, name=None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import positive_int
+from rsdg_bench.cli.options import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import next_commands, run_demo
+    from rsdg_bench.demo import next_commands, run_demo
 
     workdir = Path(args.workdir)
     page = run_demo(workdir, iterations=args.iterations, progress=not args.quiet)

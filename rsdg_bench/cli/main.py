@@ -9,11 +9,18 @@ import os
 import signal
 import sys
 
-from .. import __version__
-from ..errors import RsdgError, disk_error, is_disk_error
-from . import (adapter_commands, data_commands, demo_command, model_commands, results_commands, submission_commands,
-               task_commands)
-from .options import common_options, evaluation_options, model_options
+from rsdg_bench import __version__
+from rsdg_bench.base.errors import RsdgError, disk_error, is_disk_error
+from rsdg_bench.cli import (
+    adapter_commands,
+    data_commands,
+    demo_command,
+    model_commands,
+    results_commands,
+    submission_commands,
+    task_commands,
+)
+from rsdg_bench.cli.options import common_options, evaluation_options, model_options
 
 EPILOG = """\
 a first tour:

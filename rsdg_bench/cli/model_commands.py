@@ -7,11 +7,10 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import RsdgError
-from ..io import check_writable
-from .options import (data_root, model_args, model_spec, non_negative_int, percent, positive_int,
-                      results_root)
-from .results_commands import print_records
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.base.io import check_writable
+from rsdg_bench.cli.options import data_root, model_args, model_spec, non_negative_int, percent, positive_int, results_root
+from rsdg_bench.cli.results_commands import print_records
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, model: argparse.ArgumentParser,
@@ -83,7 +82,7 @@ def _cluster_options(p: argparse.ArgumentParser, launcher_help: str) -> argparse
 
 
 def _job_resources(args: argparse.Namespace):
-    from ..launchers import JobResources
+    from rsdg_bench.run.launchers import JobResources
 
     return JobResources(timeout_min=args.job_minutes, gpus_per_node=args.job_gpus, cpus_per_task=args.job_cpus,
                         mem_gb=args.job_mem_gb, slurm_partition=args.slurm_partition,
@@ -91,9 +90,9 @@ def _job_resources(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..runner import ModelSpec
-    from ..train_job import TrainJob, train_here
-    from ..training import TrainOverrides
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.run.train_job import TrainJob, train_here
+    from rsdg_bench.train.training import TrainOverrides
 
     job = TrainJob(task_id=args.task, model=ModelSpec(args.adapter or args.model, model_args(args.model_arg)),
                    data_root=data_root(args), results_root=results_root(args), out=Path(args.out) if args.out else None,
@@ -108,8 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _submit_training(args: argparse.Namespace, job) -> int:
-    from ..launchers import submit_training
-    from ..task_schema import TaskCatalog
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.run.launchers import submit_training
 
     TaskCatalog().task(job.task_id)  # an unknown task fails here, not in the job
     job = replace(job, data_root=job.data_root.resolve(), results_root=job.results_root.resolve(),  # the job's
@@ -133,7 +132,7 @@ def _submit_training(args: argparse.Namespace, job) -> int:
 
 def _print_training(report) -> None:
     """Where the checkpoint and its history went, what selected it, and which splits the training read."""
-    from ..training_history import history_paths
+    from rsdg_bench.train.training_history import history_paths
 
     selection = "" if report.best_selection_value is None else \
         (f" (selected at iteration {report.best_iteration}, selection-split {report.selection_metric} "
@@ -146,11 +145,11 @@ def _print_training(report) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from ..compute_profile import input_size, measure, save
-    from ..data import TaskData
-    from ..distributed import resolve_device
-    from ..runner import ModelSpec, build_for_task
-    from ..task_schema import TaskCatalog
+    from rsdg_bench.evaluator.compute_profile import input_size, measure, save
+    from rsdg_bench.evaluator.distributed import resolve_device
+    from rsdg_bench.models.model_spec import ModelSpec, build_for_task
+    from rsdg_bench.protocol.task_data import TaskData
+    from rsdg_bench.protocol.task_schema import TaskCatalog
 
     catalog = TaskCatalog()
     device = resolve_device(args.device)
@@ -173,10 +172,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..distributed import join_from_environment, leave_process_group
-    from ..registry import resolve_adapter
-    from ..runner import run_tasks
-    from ..task_schema import TaskCatalog
+    from rsdg_bench.evaluator.distributed import join_from_environment, leave_process_group
+    from rsdg_bench.models.registry import resolve_adapter
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.run.runner import run_tasks
 
     catalog = TaskCatalog()
     if args.task:
@@ -214,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _ready_tasks(args: argparse.Namespace, tasks: list, model) -> list:
     """Pre-flight the whole selection before evaluating anything: every dataset to prepare and all missing
     weights in one error; with --only-ready, the tasks that can run, after that list."""
-    from ..preflight import check_selection
+    from rsdg_bench.run.preflight import check_selection
 
     readiness = check_selection(tasks, model, data_root(args), results_root(args))
     if not readiness.blocked:
@@ -239,7 +238,7 @@ def _print_outcomes(outcomes: list) -> None:
 
 def _run_settings(args: argparse.Namespace, **overrides):
     """RunSettings from the `run` flags; `overrides` sets what differs (device, process group, …)."""
-    from ..runner import RunSettings
+    from rsdg_bench.run.runner import RunSettings
 
     return RunSettings(data_root(args), results_root(args), num_workers=args.workers, limit=args.limit,
                        force=args.force, progress=not args.quiet, window_batch=args.window_batch,
@@ -249,7 +248,7 @@ def _run_settings(args: argparse.Namespace, **overrides):
 
 
 def _submit(args: argparse.Namespace, tasks: list, model) -> int:
-    from ..launchers import collect, submit_tasks
+    from rsdg_bench.run.launchers import collect, submit_tasks
 
     settings = _run_settings(args)
     settings = replace(settings, data_root=settings.data_root.resolve(), results_root=settings.results_root.resolve())

@@ -9,13 +9,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import RsdgError
-from ..paths import default_data_root, default_results_root
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.base.paths import default_data_root, default_results_root
 
 if TYPE_CHECKING:
     import torch
 
-    from ..runner import ModelSpec
+    from rsdg_bench.models.model_spec import ModelSpec
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
@@ -69,7 +69,7 @@ def percent(value: float | None) -> str:
 
 
 def chosen_device(args: argparse.Namespace) -> torch.device:
-    from ..distributed import resolve_device
+    from rsdg_bench.evaluator.distributed import resolve_device
 
     return resolve_device(args.device)
 
@@ -130,7 +130,7 @@ def evaluation_options() -> argparse.ArgumentParser:
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
     """The model the `model` and `evaluation` options name."""
-    from ..runner import ModelSpec
+    from rsdg_bench.models.model_spec import ModelSpec
 
     return ModelSpec(args.adapter or args.model, model_args(args.model_arg),
                      checkpoint=Path(args.checkpoint) if args.checkpoint else None,

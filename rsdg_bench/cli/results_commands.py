@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import RsdgError
-from ..io import check_writable
-from .options import data_root, percent, results_root
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.base.io import check_writable
+from rsdg_bench.cli.options import data_root, percent, results_root
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from ..results import ResultStore, recompute
+    from rsdg_bench.records.results import ResultStore, recompute
 
     store = ResultStore(results_root(args))
     if args.action == "export":
@@ -95,7 +95,7 @@ def _record_paths(path: Path) -> list[Path]:
 
 
 def _export_results(args: argparse.Namespace, results_folder: Path) -> int:
-    from ..hub_export import export_results, push_to_hub
+    from rsdg_bench.hub.hub_export import export_results, push_to_hub
 
     if args.format != "parquet":
         raise RsdgError(f"unknown export format {args.format!r}", "use --format parquet")
@@ -114,8 +114,8 @@ def print_records(paths: list[Path], results_folder: Path) -> int:
     mDice, what it is; mFscore is – in a record written before it was stored); per-place accuracies
     (classification) follow the model name. For classification OA is the accuracy. A record that fails its
     checks is listed with the reason and the rest are shown; returns how many failed."""
-    from ..errors import ResultsError
-    from ..results import ResultStore
+    from rsdg_bench.base.errors import ResultsError
+    from rsdg_bench.records.results import ResultStore
 
     store = ResultStore(results_folder)
     print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mDice':>6s} {'mFscore':>7s}"
@@ -147,7 +147,7 @@ def _place_scores(metrics: dict) -> str:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from ..api import build_leaderboard
+    from rsdg_bench.api import build_leaderboard
 
     results = results_root(args)
     if not results.is_dir() and not (args.reported or args.submissions):

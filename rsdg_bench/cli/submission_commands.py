@@ -7,16 +7,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import RsdgError
-from ..io import check_writable
-from .options import chosen_device, data_root, model_spec, results_root
-from .results_commands import print_records
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.base.io import check_writable
+from rsdg_bench.cli.options import chosen_device, data_root, model_spec, results_root
+from rsdg_bench.cli.results_commands import print_records
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..submissions.predict_maps import predict_task
-    from ..submissions.prediction_maps import PREDICTIONS_FILE
-    from ..task_schema import TaskCatalog
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.submissions.predict_maps import predict_task
+    from rsdg_bench.submissions.prediction_maps import PREDICTIONS_FILE
 
     task = TaskCatalog().task(args.task)
     out = Path(args.out)
@@ -30,8 +30,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ..submissions.score_maps import score_predictions
-    from ..task_schema import TaskCatalog
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.submissions.score_maps import score_predictions
 
     task = TaskCatalog().task(args.task)
     check_writable(results_root(args), "results folder", "--results (or RSDG_RESULTS)")
@@ -47,8 +47,8 @@ def cmd_submission(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from ..submissions.bundle import pack
-    from ..task_schema import TaskCatalog
+    from rsdg_bench.protocol.task_schema import TaskCatalog
+    from rsdg_bench.submissions.bundle import pack
 
     if not args.model or not args.out:
         raise RsdgError("submission pack needs --model NAME and --out BUNDLE",
@@ -70,14 +70,14 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..submissions.verification_log import record_verification
-    from ..submissions.verify import verify_bundle
+    from rsdg_bench.submissions.verification_log import record_verification
+    from rsdg_bench.submissions.verify import verify_bundle
 
     if not args.bundle:
         raise RsdgError("submission verify needs the bundle", "e.g. rsdg-bench submission verify unet.zip")
     verification = verify_bundle(Path(args.bundle), data_root(args))
     if args.rerun:
-        from ..submissions.rerun import rerun_samples  # torch and the adapter: only when asked to run them
+        from rsdg_bench.submissions.rerun import rerun_samples  # torch and the adapter: only when asked to run them
 
         rerun_samples(verification, args.rerun, data_root(args),
                       Path(args.checkpoints) if args.checkpoints else None, args.seed, args.tolerance,

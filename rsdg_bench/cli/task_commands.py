@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import RsdgError
+from rsdg_bench.base.errors import RsdgError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _require_known_places(tasks, where: str) -> None:
     """Refuse tasks whose splits name a dataset or domain that does not exist (a typo passes the schema)."""
-    from ..task_places import unknown_places
+    from rsdg_bench.protocol.task_places import unknown_places
 
     problems = [line for task in tasks for line in unknown_places(task)]
     if problems:
@@ -31,7 +31,7 @@ def _require_known_places(tasks, where: str) -> None:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from ..task_schema import TaskCatalog, load_task_file, task_json_schema
+    from rsdg_bench.protocol.task_schema import TaskCatalog, load_task_file, task_json_schema
 
     if args.action == "schema":
         print(json.dumps(task_json_schema(), indent=2))

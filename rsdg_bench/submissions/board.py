@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RsdgError
-from ..results import ResultRecord, compact_in_memory
-from .bundle import Bundle, iter_bundles
-from .verification_log import rerun_in_log
-from .verify import verify_bundle
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.records.results import ResultRecord, compact_in_memory
+from rsdg_bench.submissions.bundle import Bundle, iter_bundles
+from rsdg_bench.submissions.verification_log import rerun_in_log
+from rsdg_bench.submissions.verify import verify_bundle
 
 
 @dataclass

@@ -33,11 +33,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .. import __version__
-from ..bounded_json import loads_bounded
-from ..errors import SubmissionError
-from ..io import atomic_write_bytes, sha256_bytes, sha256_file
-from ..results import ResultRecord, ResultStore, git_commit
+from rsdg_bench import __version__
+from rsdg_bench.base.bounded_json import loads_bounded
+from rsdg_bench.base.errors import SubmissionError
+from rsdg_bench.base.io import atomic_write_bytes, sha256_bytes, sha256_file
+from rsdg_bench.records.results import ResultRecord, ResultStore, git_commit
 
 MANIFEST = "submission.json"
 FORMAT_VERSION = 1
@@ -258,7 +258,7 @@ def _member_name(name: str, bundle: Path) -> str:
 
 def _check_sizes(bundle: Path, sizes: dict[str, int]) -> None:
     """The size rules that need no content: per member by kind, and in all."""
-    from ..results import MAX_RECORD_BYTES
+    from rsdg_bench.records.results import MAX_RECORD_BYTES
 
     fix = "pack records and sources only (weights stay apart unless asked for)"
     for name, size in sizes.items():
@@ -328,8 +328,8 @@ def board_exclusion(record: ResultRecord) -> str | None:
 
 def adapter_source(records: list[ResultRecord], adapter_spec: str | None) -> tuple[AdapterSource, dict[str, bytes]]:
     """Where the records' adapter code is, and the source members to pack (a file adapter's files)."""
-    from ..code_identity import code_identity
-    from ..registry import available_adapters, resolve_adapter
+    from rsdg_bench.models.code_identity import code_identity
+    from rsdg_bench.models.registry import available_adapters, resolve_adapter
 
     identities = {json.dumps(r.model.code, sort_keys=True) for r in records}
     names = {r.model.adapter for r in records}
@@ -424,7 +424,7 @@ def pack(results: Path, model: str, task_ids: list[str] | None, out: Path, *, su
 
 def _claim(out: Path, folder: bool) -> Path:
     """`out` if a bundle may be written there: absent, empty, or an earlier bundle (`output_owner`)."""
-    from ..output_owner import claim_file, claim_folder
+    from rsdg_bench.base.output_owner import claim_file, claim_folder
 
     if folder:
         return claim_folder(out, MANIFEST, "an rsdg-bench submission bundle")
@@ -454,7 +454,7 @@ def _find_weights(sha: str, record: ResultRecord, folder: Path | None) -> Path:
 
 def _write(members: dict[str, bytes], out: Path, folder: bool) -> None:
     if folder:
-        from ..folder_swap import swap_in
+        from rsdg_bench.base.folder_swap import swap_in
 
         staging = out.parent / f".{out.name}.partial"
         if staging.exists():

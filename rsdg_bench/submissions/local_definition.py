@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 
-from ..errors import RsdgError
-from ..results import ResultRecord, TaskBlock, check_metrics
-from ..task_schema import Task, TaskCatalog
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.protocol.task_schema import Task, TaskCatalog
+from rsdg_bench.records.results import ResultRecord, TaskBlock, check_metrics
 
 
 def _decisive(block: dict) -> dict[str, object]:

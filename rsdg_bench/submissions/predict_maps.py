@@ -13,22 +13,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
-from ..data import SegmentationSplit, TaskData
-from ..data_lock import reading
-from ..distributed import ProcessGroup
-from ..errors import AdapterError
-from ..evaluation import evaluate_split_counts
-from ..folder_swap import swap_in
-from ..graph_compile import compile_module
-from ..io import atomic_write_bytes, atomic_write_json, sha256_bytes
-from ..kinds import require_adapter_kind
-from ..results import git_commit
-from ..runner import (ModelSpec, check_precision, default_name, display_name_at, load_for_task, model_block,
-                      precision_block)
-from ..task_schema import Task
-from .prediction_maps import (CLASS_TABLE, FORMAT_VERSION, PREDICTIONS_FILE, PredictedFile, PredictionSet,
-                              SplitPredictions, check_sample_id, inputs_sha256, split_form)
+from rsdg_bench import __version__
+from rsdg_bench.base.errors import AdapterError
+from rsdg_bench.base.folder_swap import swap_in
+from rsdg_bench.base.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+from rsdg_bench.datasets.data_lock import reading
+from rsdg_bench.evaluator.evaluation import evaluate_split_counts
+from rsdg_bench.models.graph_compile import compile_module
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.models.registry import require_adapter_kind
+from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
+from rsdg_bench.protocol.task_schema import Task
+from rsdg_bench.records.results import git_commit
+from rsdg_bench.run.runner import check_precision, default_name, display_name_at, load_for_task, model_block, precision_block
+from rsdg_bench.submissions.prediction_maps import (
+    CLASS_TABLE,
+    FORMAT_VERSION,
+    PREDICTIONS_FILE,
+    PredictedFile,
+    PredictionSet,
+    SplitPredictions,
+    check_sample_id,
+    inputs_sha256,
+    split_form,
+)
 
 
 def encode_map(planes: np.ndarray, georef: tuple[str, Any] | None) -> tuple[bytes, str]:
@@ -36,7 +44,7 @@ def encode_map(planes: np.ndarray, georef: tuple[str, Any] | None) -> tuple[byte
     GeoTIFF (deflate) carrying the CRS and transform when given."""
     from rasterio.io import MemoryFile
 
-    from ..prepared import quiet_georef
+    from rsdg_bench.datasets.prepared import quiet_georef
 
     png = georef is None and planes.shape[0] == 1
     profile = {"driver": "PNG" if png else "GTiff", "count": planes.shape[0], "height": planes.shape[1],
@@ -101,9 +109,9 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
     `window_batch`, `batch_size`, `precision` and `compile_backend` are `run`'s: the first two change speed only;
     a precision other than fp32 is named in the model block, so records scored from these maps say so as `run`'s
     records do; compiling changes speed, and may flip a pixel at a class boundary (`graph_compile`)."""
-    from ..allocator import keep_freed_blocks
-    from ..output_owner import claim_folder
-    from ..registry import resolve_adapter
+    from rsdg_bench.base.allocator import keep_freed_blocks
+    from rsdg_bench.base.output_owner import claim_folder
+    from rsdg_bench.models.registry import resolve_adapter
 
     keep_freed_blocks()  # a command's own process: freed large buffers stay in the heap (see `allocator`)
 
@@ -126,8 +134,9 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
         with reading(data.data_root, ref.dataset):
             split = data.open(ref, labelled=False)
             writer = _SplitWriter(staging.joinpath(*ref.slug.split("/")), staging, split)
-            evaluate_split_counts(adapter, split, task, device, num_workers, progress, ProcessGroup(), window_batch,
-                                  writer, batch_size=batch_size, precision=precision)
+            evaluate_split_counts(adapter, split, task, device, num_workers=num_workers, progress=progress,
+                                  window_batch=window_batch, on_prediction=writer, batch_size=batch_size,
+                                  precision=precision)
         splits.append(writer.result(role, prepared.manifest_sha256))
     display = display_name_at(model.display_name or default_name(adapter), precision)
     atomic_write_json(staging / PREDICTIONS_FILE, PredictionSet(

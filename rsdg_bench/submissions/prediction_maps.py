@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..bounded_json import loads_bounded
-from ..errors import SubmissionError
-from ..io import canonical_json, sha256_bytes
-from ..results import ModelBlock
-from ..task_schema import Task
-from .task_changes import changed_fields
+from rsdg_bench.base.bounded_json import loads_bounded
+from rsdg_bench.base.errors import SubmissionError
+from rsdg_bench.base.io import canonical_json, sha256_bytes
+from rsdg_bench.protocol.task_schema import Task
+from rsdg_bench.records.results import ModelBlock
+from rsdg_bench.submissions.task_changes import changed_fields
 
 if TYPE_CHECKING:
-    from ..data import SegmentationSplit
+    from rsdg_bench.protocol.task_data import SegmentationSplit
 
 PREDICTIONS_FILE = "predictions.json"
 CLASS_TABLE = "predictions.csv"

@@ -26,15 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import TaskData
-from ..errors import RsdgError
-from ..evaluation import evaluate_split_counts
-from ..io import sha256_file
-from ..results import decode_per_image
-from ..runner import ModelSpec, load_for_task
-from ..task_schema import TaskCatalog
-from .bundle import Bundle
-from .verify import Check, Verification
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.base.io import sha256_file
+from rsdg_bench.evaluator.evaluation import evaluate_split_counts
+from rsdg_bench.models.model_spec import ModelSpec
+from rsdg_bench.protocol.task_data import TaskData
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import decode_per_image
+from rsdg_bench.run.runner import load_for_task
+from rsdg_bench.submissions.bundle import Bundle
+from rsdg_bench.submissions.verify import Check, Verification
 
 
 def rerun_samples(verification: Verification, count: int, data_root: Path, checkpoints: Path | None = None,

@@ -16,18 +16,27 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from ..data import SegmentationSplit, TaskData
-from ..data_lock import reading
-from ..errors import RsdgError, SubmissionError
-from ..io import sha256_bytes
-from ..metrics import confusion_counts
-from ..paths import confined
-from ..record_building import RunContext, record_from_evaluation
-from ..results import ResultRecord, ResultStore, resume_key
-from ..split_counts import SplitCounts
-from ..task_schema import Task
-from .prediction_maps import (CLASS_TABLE, MAX_FILE_BYTES, PREDICTIONS_FILE, PredictedFile, SplitPredictions,
-                              check_task_version, inputs_sha256, load_prediction_set, split_form)
+from rsdg_bench.base.errors import RsdgError, SubmissionError
+from rsdg_bench.base.io import sha256_bytes
+from rsdg_bench.base.paths import confined
+from rsdg_bench.datasets.data_lock import reading
+from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
+from rsdg_bench.protocol.task_schema import Task
+from rsdg_bench.records.record_building import RunContext, record_from_evaluation
+from rsdg_bench.records.results import ResultRecord, ResultStore, resume_key
+from rsdg_bench.scoring.metrics import confusion_counts
+from rsdg_bench.scoring.split_counts import SplitCounts
+from rsdg_bench.submissions.prediction_maps import (
+    CLASS_TABLE,
+    MAX_FILE_BYTES,
+    PREDICTIONS_FILE,
+    PredictedFile,
+    SplitPredictions,
+    check_task_version,
+    inputs_sha256,
+    load_prediction_set,
+    split_form,
+)
 
 
 def score_predictions(task: Task, folder: Path, data_root: Path, results_root: Path,
@@ -155,7 +164,7 @@ def _verified_bytes(folder: Path, entry: PredictedFile) -> tuple[Path, bytes]:
 @contextmanager
 def _raster(path: Path, data: bytes) -> Iterator[Any]:
     """The map's bytes opened as PNG or GeoTIFF only, reading nothing else (see `untrusted_raster`)."""
-    from ..untrusted_raster import open_untrusted_raster
+    from rsdg_bench.datasets.untrusted_raster import open_untrusted_raster
 
     with open_untrusted_raster(data, str(path)) as src:
         yield src

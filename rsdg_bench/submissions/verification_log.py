@@ -15,9 +15,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..io import atomic_write_json
-from .bundle import Bundle
-from .verify import Verification
+from rsdg_bench.base.io import atomic_write_json
+from rsdg_bench.submissions.bundle import Bundle
+from rsdg_bench.submissions.verify import Verification
 
 LOG_FOLDER = "verifications"
 MAX_ENTRY_BYTES = 1 << 20

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RsdgError
-from ..results import ResultRecord, check_bounds, check_digest, check_per_image, parse_record_json
-from ..task_schema import TaskCatalog
-from .bundle import MANIFEST, Bundle, SubmissionManifest, board_exclusion
-from .local_definition import check_definition, check_metrics_locally
-from .task_changes import changed_fields
+from rsdg_bench.base.errors import RsdgError
+from rsdg_bench.protocol.task_schema import TaskCatalog
+from rsdg_bench.records.results import ResultRecord, check_bounds, check_digest, check_per_image, parse_record_json
+from rsdg_bench.submissions.bundle import MANIFEST, Bundle, SubmissionManifest, board_exclusion
+from rsdg_bench.submissions.local_definition import check_definition, check_metrics_locally
+from rsdg_bench.submissions.task_changes import changed_fields
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def _adapter_code(bundle: Bundle, manifest: SubmissionManifest, records: list[tu
         raise _fail(f"{MANIFEST} names adapter code {str(source.code_sha256)[:12]}, the records "
                     f"{str(code.get('sha256'))[:12]}")
     if source.kind == "file":
-        from ..code_identity import sources_sha256
+        from rsdg_bench.models.code_identity import sources_sha256
 
         files = [(rel, bundle.read(f"adapter/{rel}")) for rel in source.files]
         digest = sources_sha256(files)
@@ -188,8 +188,8 @@ def _adapter_code(bundle: Bundle, manifest: SubmissionManifest, records: list[tu
                         f"{str(code.get('sha256'))[:12]}")
         return f"bundled {source.entry} ({len(files)} files) is the code that made the records"
     if source.kind == "built-in":
-        from ..code_identity import builtin_code_identity
-        from ..registry import builtin_modules
+        from rsdg_bench.models.code_identity import builtin_code_identity
+        from rsdg_bench.models.registry import builtin_modules
 
         if source.name not in builtin_modules():  # only the harness's own code is ever looked up, never a file
             raise _fail(f"{MANIFEST} names {source.name!r} as a built-in adapter; it is not one here")
@@ -228,7 +228,7 @@ def _local_definition(records: list[tuple[str, ResultRecord]], catalog: TaskCata
 
 
 def _prepared(data_root: Path, dataset: str, cache: dict) -> object:
-    from ..prepared import PreparedDataset
+    from rsdg_bench.datasets.prepared import PreparedDataset
 
     if dataset not in cache:
         try:

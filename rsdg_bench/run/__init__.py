@@ -1,0 +1,3 @@
+"""Stage 8, running: `run` (tasks → adapter → records, resumable), the pre-flight check, training jobs here
+or under torchrun, and cluster launchers.
+"""
