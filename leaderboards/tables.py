@@ -1,6 +1,8 @@
 """One table model for every leaderboard table, and its exports (CSV, Markdown, LaTeX booktabs).
 
-A `Table` has column headers and rows of numbers (fractions in [0, 1] shown as percentages, or plain
+A table is built from a list of `Column` specs (HELM's way: a column is an object that names itself, says how
+it is shown and computes its value from a row's context), so a table's headers and its values cannot drift
+apart. A `Table` has column headers and rows of numbers (fractions in [0, 1] shown as percentages, or plain
 numbers such as ranks); rows copied from papers are flagged `reported` so every format marks them. The
 best and second-best value per column are marked as the papers do (bold, underline), over the rows that
 are ranked: by default the higher the better; columns listed in `lower_is_better` (ranks, drops) the
@@ -13,7 +15,11 @@ import csv
 import html
 import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Context = TypeVar("Context")
 
 
 @dataclass
@@ -195,3 +201,34 @@ def to_latex(table: Table) -> str:
     if any(r.reported for r in table.rows):
         lines.append("% $^\\dagger$ reported in the cited paper, not produced by rsdg-bench")
     return "\n".join(lines) + "\n"
+
+
+def _missing(_: object) -> float:
+    return math.nan
+
+
+@dataclass(frozen=True)
+class Column(Generic[Context]):
+    """One column: its header, its value (and the ± a paper prints, if any) from a row's context, and how it is
+    shown: as a percentage, with its sign, marked best / second, and which way is better."""
+
+    name: str
+    value: Callable[[Context], float]
+    spread: Callable[[Context], float] = _missing
+    percent: bool = True
+    lower_is_better: bool = False
+    marked: bool = True
+    signed: bool = False
+
+
+def table_of(columns: Sequence[Column[Context]], rows: Sequence[tuple[Row, Context]], **fields) -> Table:
+    """The table of `rows` (each a `Row` with its label and badges, and the context its values come from) under
+    `columns`, in the given row order."""
+    for row, context in rows:
+        row.values = [column.value(context) for column in columns]
+        row.spread = [column.spread(context) for column in columns]
+    return Table(columns=[c.name for c in columns], rows=[row for row, _ in rows],
+                 percent=[c.percent for c in columns],
+                 lower_is_better={i for i, c in enumerate(columns) if c.lower_is_better},
+                 unmarked={i for i, c in enumerate(columns) if not c.marked},
+                 signed={i for i, c in enumerate(columns) if c.signed}, **fields)

@@ -15,22 +15,23 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
 
+from rsdg_bench.protocol.metric_table import HEADLINE_NAMES, METRICS
+
 from .aggregate import Board, SuiteView, TaskTable
 from .cards import ModelCard, load_cards
 from .reported import ReportedRow
-from .tables import Row, Table
+from .tables import Column, Row, Table, table_of
 from .uncertainty import interquartile_mean
 from .uncertainty import interval as percentile_interval
 
 CASID_ZONES = ("sub", "tem", "tms", "trf")
-METRIC_COLUMNS = ("miou", "oa", "aa", "mf1", "mfscore")
-# `mf1` is mmseg's mDice (a class never hit right scores 0 and counts); `mfscore` its mFscore (that class is left
-# out): named as mmseg names them, so the header says which of the two "mF1"s a number is.
-METRIC_LABELS = {"miou": "mIoU", "oa": "OA", "aa": "AA", "mf1": "mDice", "mfscore": "mFscore"}
+METRIC_COLUMNS = HEADLINE_NAMES  # the metric table's headlines, in its order, under its labels
+METRIC_LABELS = {metric.name: metric.label for metric in METRICS}
 
 
 def slugify(text: str) -> str:
@@ -221,75 +222,83 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
     ranks = [_ranks([values.get(t.task_id, math.nan) if done else math.nan  # ranked among complete rows only
                      for (_, values, _), done in zip(raw, complete, strict=True)]) for t in ranked]
     shared_ranks = [_ranks([values.get(t.task_id, math.nan) for _, values, _ in raw]) for t in ranked]
-    baseline = next((values for row, values, _ in raw if row.label == options.baseline), None)
-    columns = _Columns()
-    columns.add(f"Mean {label}")
-    if baseline is not None:
-        columns.add(f"Gain over {options.baseline}", signed=True, marked=False)
-    columns.add("Avg. rank", percent=False, lower=True)
-    if options.rank_shared:
-        columns.add("Avg. rank on its tasks", percent=False, lower=True)
-    columns.add(f"Tasks (of {len(ranked)})", percent=False, marked=False)
-    columns.add("95% CI low", marked=False)
-    columns.add("95% CI high", marked=False)
-    columns.add("Mean over its tasks", marked=False)
-    columns.add("IQM, normalized")
-    columns.add("IQM 95% CI low", marked=False)
-    columns.add("IQM 95% CI high", marked=False)
-    head = len(columns.names) + len(blocks)
-    for name, _ in blocks:
-        columns.add(name)
-    for t in tasks:
-        columns.add(t.name if t.primary == metric else f"{t.name} ({METRIC_LABELS.get(t.primary, t.primary)})")
-    rows = []
-    for index, ((row, values, spread), done) in enumerate(zip(raw, complete, strict=True)):
-        have = [values[t.task_id] for t in ranked if not math.isnan(values.get(t.task_id, math.nan))]
-        interval = suite_mean_interval(ranked, row.label) if not row.reported else (math.nan, math.nan)
-        mean = _complete_mean(values, ranked)
-        row.values = [mean, *([mean - _complete_mean(baseline, ranked)] if baseline is not None else []),
-                      _mean([r[index] for r in ranks]) if done else math.nan,
-                      *([_mean([r[index] for r in shared_ranks])] if options.rank_shared else []),
-                      float(len(have)), *interval, math.nan if done or not have else _mean(have),
-                      *(suite_iqm(ranked, row.label) if not row.reported else (math.nan,) * 3),
-                      *(_complete_mean(values, members) for _, members in blocks),
-                      *(values.get(t.task_id, math.nan) for t in tasks)]
-        row.spread = [math.nan] * (len(row.values) - len(tasks)) + [spread.get(t.task_id, math.nan) for t in tasks]
-        if not done:
-            row.incomplete = (f"has {len(have)} of the {len(ranked)} tasks the mean is over: shown, not ranked "
-                              "(its own mean is over the tasks it has)")
-        rows.append(row)
-    count = columns.names.index(f"Tasks (of {len(ranked)})")
-    rows.sort(key=lambda r: (r.incomplete is not None, -_or(r.values[0], 0.0), -r.values[count],
-                             -_or(r.values[count + 3], 0.0)))
+    contexts = [_SuiteRow(row, values, spread, ranked, done, _mean([r[index] for r in ranks]) if done else math.nan,
+                          _mean([r[index] for r in shared_ranks]))
+                for index, ((row, values, spread), done) in enumerate(zip(raw, complete, strict=True))]
+    baseline = next((c.mean for c in contexts if c.row.label == options.baseline), None)
+    columns: list[Column[_SuiteRow]] = [
+        Column(f"Mean {label}", lambda r: r.mean),
+        *([Column(f"Gain over {options.baseline}", lambda r: r.mean - baseline, signed=True, marked=False)]
+          if baseline is not None else []),
+        Column("Avg. rank", lambda r: r.rank, percent=False, lower_is_better=True),
+        *([Column("Avg. rank on its tasks", lambda r: r.shared_rank, percent=False, lower_is_better=True)]
+          if options.rank_shared else []),
+        Column(f"Tasks (of {len(ranked)})", lambda r: float(len(r.have)), percent=False, marked=False),
+        Column("95% CI low", lambda r: r.interval[0], marked=False),
+        Column("95% CI high", lambda r: r.interval[1], marked=False),
+        Column("Mean over its tasks", lambda r: r.mean_over_its_tasks, marked=False),
+        Column("IQM, normalized", lambda r: r.iqm[0]),
+        Column("IQM 95% CI low", lambda r: r.iqm[1], marked=False),
+        Column("IQM 95% CI high", lambda r: r.iqm[2], marked=False),
+        *(Column(name, partial(_SuiteRow.mean_of, members=members)) for name, members in blocks),
+        *(Column(t.name if t.primary == metric else f"{t.name} ({METRIC_LABELS.get(t.primary, t.primary)})",
+                 partial(_SuiteRow.task_value, task_id=t.task_id), partial(_SuiteRow.task_spread, task_id=t.task_id))
+          for t in tasks),
+    ]
+    for context in contexts:
+        if not context.complete:
+            context.row.incomplete = (f"has {len(context.have)} of the {len(ranked)} tasks the mean is over: shown, "
+                                      "not ranked (its own mean is over the tasks it has)")
+    contexts.sort(key=lambda r: (not r.complete, -_or(r.mean, 0.0), -len(r.have), -_or(r.mean_over_its_tasks, 0.0)))
+    head = len(columns) - len(tasks)
     groups = [("", head)] + [(g, sum(t.gap == g for t in tasks)) for g in gaps]
-    return columns.table(id=f"suite-{slugify(suite.id)}", rows=rows, groups=groups,
-                         decimals=min((r.decimals for r in reported.values()), default=2),
-                         title=f"{suite.name}: target {label} per task (Mean and Avg. rank over the {len(ranked)} "
-                               f"cross-domain {label} tasks, complete rows only)")
+    return table_of(columns, [(c.row, c) for c in contexts], id=f"suite-{slugify(suite.id)}", groups=groups,
+                    decimals=min((r.decimals for r in reported.values()), default=2),
+                    title=f"{suite.name}: target {label} per task (Mean and Avg. rank over the {len(ranked)} "
+                          f"cross-domain {label} tasks, complete rows only)")
 
 
 @dataclass
-class _Columns:
-    """A table's columns as they are added, each with how it is shown (percent, sign, marks, direction)."""
+class _SuiteRow:
+    """What a suite table's row is computed from: one model's (or one reported method's) target score per
+    task, over the `ranked` headline tasks its mean and ranks are taken on."""
 
-    names: list[str] = field(default_factory=list)
-    percent: list[bool] = field(default_factory=list)
-    lower: set[int] = field(default_factory=set)
-    unmarked: set[int] = field(default_factory=set)
-    signed: set[int] = field(default_factory=set)
+    row: Row
+    values: dict[str, float]  # task id → mean target score
+    spread: dict[str, float]  # task id → the ± a paper prints
+    ranked: list[TaskTable]
+    complete: bool  # has every ranked task
+    rank: float  # average rank among complete rows
+    shared_rank: float  # average rank on the tasks it has
 
-    def add(self, name: str, *, percent: bool = True, lower: bool = False, marked: bool = True,
-            signed: bool = False) -> None:
-        index = len(self.names)
-        self.names.append(name)
-        self.percent.append(percent)
-        for wanted, where in ((lower, self.lower), (not marked, self.unmarked), (signed, self.signed)):
-            if wanted:
-                where.add(index)
+    @cached_property
+    def mean(self) -> float:
+        return _complete_mean(self.values, self.ranked)
 
-    def table(self, **fields) -> Table:
-        return Table(columns=self.names, percent=self.percent, lower_is_better=self.lower, unmarked=self.unmarked,
-                     signed=self.signed, **fields)
+    @cached_property
+    def have(self) -> list[float]:
+        return [self.values[t.task_id] for t in self.ranked if not math.isnan(self.values.get(t.task_id, math.nan))]
+
+    @property
+    def mean_over_its_tasks(self) -> float:
+        return math.nan if self.complete or not self.have else _mean(self.have)
+
+    @cached_property
+    def interval(self) -> tuple[float, float]:
+        return suite_mean_interval(self.ranked, self.row.label) if not self.row.reported else (math.nan, math.nan)
+
+    @cached_property
+    def iqm(self) -> tuple[float, float, float]:
+        return suite_iqm(self.ranked, self.row.label) if not self.row.reported else (math.nan,) * 3
+
+    def mean_of(self, members: list[TaskTable]) -> float:
+        return _complete_mean(self.values, members)
+
+    def task_value(self, task_id: str) -> float:
+        return self.values.get(task_id, math.nan)
+
+    def task_spread(self, task_id: str) -> float:
+        return self.spread.get(task_id, math.nan)
 
 
 def _or(value: float, default: float) -> float:
@@ -337,44 +346,64 @@ def task_summary_table(task: TaskTable, options: SiteOptions = SiteOptions()) ->
     """Primary metric per evaluated split, the mean over targets (and its gain over the chosen baseline), its
     interval, the difference to the leader and the share of the source score kept on the targets; rows ranked
     by the mean over targets (what the board ranks on), rows without one last."""
-    columns = _Columns()
-    for role, slug in task.splits:
-        columns.add(f"{slug} (source)" if role == "source" else slug)
-    columns.add("Targets")
     reported_targets = {r.label: task.reported_target(r) for r in task.reported}
     baseline = (task.target_mean(options.baseline) if options.baseline in task.scores
                 else reported_targets.get(options.baseline or "", math.nan))
-    gain = not math.isnan(baseline)
-    if gain:
-        columns.add(f"Gain over {options.baseline}", signed=True, marked=False)
-    for name in ("95% CI low", "95% CI high", "Δ to leader low", "Δ to leader high"):
-        columns.add(name, marked=False)
-    columns.add("Tie group", percent=False, marked=False)
-    columns.add("Retained", marked=False)  # not marked best: being equally bad everywhere keeps everything
+    columns: list[Column[_SummaryRow]] = [
+        *(Column(f"{slug} (source)" if role == "source" else slug, partial(_SummaryRow.on, slug=slug),
+                 partial(_SummaryRow.spread_on, slug=slug)) for role, slug in task.splits),
+        Column("Targets", lambda r: r.target, lambda r: r.target_spread),
+        *([Column(f"Gain over {options.baseline}", lambda r: r.target - baseline, signed=True, marked=False)]
+          if not math.isnan(baseline) else []),
+        Column("95% CI low", lambda r: r.interval[0], marked=False),
+        Column("95% CI high", lambda r: r.interval[1], marked=False),
+        Column("Δ to leader low", lambda r: r.to_leader[0], marked=False),
+        Column("Δ to leader high", lambda r: r.to_leader[1], marked=False),
+        Column("Tie group", lambda r: r.tie_group, percent=False, marked=False),
+        # not marked best: being equally bad everywhere keeps everything
+        Column("Retained", lambda r: r.retained, marked=False),
+    ]
     groups, differences = task.tie_groups(), task.differences_to_leader()
-    rows = []
+    rows: list[tuple[Row, _SummaryRow]] = []
     for model, splits in task.scores.items():
-        values = [splits[slug].metrics[task.primary] if slug in splits else math.nan for _, slug in task.splits]
-        target = task.target_mean(model)
-        rows.append(Row(model, [*values, target, *([target - baseline] if gain else []), *task.interval(model),
-                                *differences[model], float(groups.get(model, math.nan)),
-                                task.retained(model)], badges=task.badges(model),
-                        **card_fields(load_cards().for_adapter(task.adapters.get(model)))))
+        rows.append((Row(model, [], badges=task.badges(model),
+                         **card_fields(load_cards().for_adapter(task.adapters.get(model)))),
+                     _SummaryRow({slug: s.metrics[task.primary] for slug, s in splits.items()}, task.target_mean(model),
+                                 interval=task.interval(model), to_leader=differences[model],
+                                 tie_group=float(groups.get(model, math.nan)), retained=task.retained(model))))
     for reported in task.reported:
         value = task.reported_target(reported)
         if math.isnan(value):
             continue
-        on = [_reported_on(task, reported, slug) for _, slug in task.splits]
-        rows.append(Row(reported.label, [*(value if o else math.nan for o in on), value,
-                                         *([value - baseline] if gain else []), *[math.nan] * 6],
-                        reported=reported.source, flag=reported.flag,
-                        spread=[*(reported.headline_std if o else math.nan for o in on), reported.headline_std,
-                                *[math.nan] * (6 + gain)],
-                        **card_fields(load_cards().for_method(reported.method))))
-    target_column = len(task.splits)
-    rows.sort(key=lambda row: (math.isnan(row.values[target_column]), -_or(row.values[target_column], 0.0)))
-    return columns.table(id=f"task-{slugify(task.task_id)}-summary", title=f"{task.name}: {task.primary} per split",
-                         rows=rows, decimals=_decimals(task))
+        on = [slug for _, slug in task.splits if _reported_on(task, reported, slug)]
+        rows.append((Row(reported.label, [], reported=reported.source, flag=reported.flag,
+                         **card_fields(load_cards().for_method(reported.method))),
+                     _SummaryRow(dict.fromkeys(on, value), value, split_spread=dict.fromkeys(on, reported.headline_std),
+                                 target_spread=reported.headline_std)))
+    rows.sort(key=lambda pair: (math.isnan(pair[1].target), -_or(pair[1].target, 0.0)))
+    return table_of(columns, rows, id=f"task-{slugify(task.task_id)}-summary",
+                    title=f"{task.name}: {task.primary} per split", decimals=_decimals(task))
+
+
+@dataclass
+class _SummaryRow:
+    """What a task summary's row is computed from: a model's (or a reported method's) primary metric per split
+    and its target mean, with the board's statistics of it (none for a reported row)."""
+
+    split_values: dict[str, float]  # slug → primary metric
+    target: float
+    interval: tuple[float, float] = (math.nan, math.nan)
+    to_leader: tuple[float, float] = (math.nan, math.nan)
+    tie_group: float = math.nan
+    retained: float = math.nan
+    split_spread: dict[str, float] = field(default_factory=dict)  # slug → the ± a paper prints
+    target_spread: float = math.nan
+
+    def on(self, slug: str) -> float:
+        return self.split_values.get(slug, math.nan)
+
+    def spread_on(self, slug: str) -> float:
+        return self.split_spread.get(slug, math.nan)
 
 
 def task_convention_table(task: TaskTable) -> Table | None:

@@ -115,11 +115,12 @@ def print_records(paths: list[Path], results_folder: Path) -> int:
     (classification) follow the model name. For classification OA is the accuracy. A record that fails its
     checks is listed with the reason and the rest are shown; returns how many failed."""
     from rsdg_bench.base.errors import ResultsError
+    from rsdg_bench.protocol.metric_table import BY_NAME, HEADLINE_NAMES
     from rsdg_bench.records.results import ResultStore
 
     store = ResultStore(results_folder)
-    print(f"{'task':22s} {'split':28s} {'role':6s} {'mIoU':>6s} {'OA':>6s} {'AA':>6s} {'mDice':>6s} {'mFscore':>7s}"
-          "  model")
+    headlines = [BY_NAME[name] for name in HEADLINE_NAMES]
+    print(f"{'task':22s} {'split':28s} {'role':6s} " + " ".join(f"{m.label:>7s}" for m in headlines) + "  model")
     refused = 0
     for path in paths:
         try:
@@ -133,9 +134,8 @@ def print_records(paths: list[Path], results_folder: Path) -> int:
             smoke += "  [oracle: chose with the labels]" if record.model.peeks_at_labels else ""
             smoke += "  [scored from prediction maps]" if record.model.get("scored_from") else ""
             print(f"{record.task.id:22s} {slug:28s} {record.evaluated.role:6s} "
-                  f"{percent(metrics['miou']):>6s} {percent(metrics['oa']):>6s} {percent(metrics['aa']):>6s} "
-                  f"{percent(metrics['mf1']):>6s} {percent(metrics.get('mfscore')):>7s}  "
-                  f"{record.model.display_name}{smoke}{_place_scores(metrics)}")
+                  + " ".join(f"{percent(metrics.get(m.name)):>7s}" for m in headlines)
+                  + f"  {record.model.display_name}{smoke}{_place_scores(metrics)}")
     return refused
 
 

@@ -1,3 +1,3 @@
-"""Stage 9, the Hugging Face Hub: prepared datasets as Hub dataset repos and back, result records exported as
+"""The stage of the Hugging Face Hub: prepared datasets as Hub dataset repos and back, result records exported as
 a Hub dataset.
 """

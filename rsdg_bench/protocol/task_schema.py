@@ -29,9 +29,11 @@ from rsdg_bench.base.yaml_load import load_yaml
 from rsdg_bench.datasets.classes import ClassSchema, load_class_schema
 from rsdg_bench.datasets.label_maps import load_label_map
 from rsdg_bench.protocol.kind import DEFAULT_KIND, KINDS, get_kind, kind_names
+from rsdg_bench.protocol.metric_table import BY_NAME, CONVENTION_NAMES, CONVENTIONS, DEFAULT_CONVENTION, PER_PLACE_NAMES
 
-MetricName = Literal["miou", "oa", "aa", "mf1", "mfscore", "domain_acc", "worst_domain_acc"]
-_GROUP_METRICS = {"domain_acc", "worst_domain_acc"}  # need the samples' groups (a kind that is `grouped`)
+MetricName = Literal[tuple(BY_NAME)]  # the metric table's names (`metric_table.METRICS`)
+ConventionName = Literal[CONVENTION_NAMES]
+_GROUP_METRICS = set(PER_PLACE_NAMES)  # need the samples' groups (a kind that is `grouped`)
 _DISPLAY_ONLY = {"name", "description", "reference"}
 _NOT_TASK_DIRS = {"classes", "suites", "label_maps"}
 
@@ -97,13 +99,10 @@ class MetricsSpec(_Strict):
                                      "group (e.g. country), or the region the dataset card puts it in (continent)")
     source_reference: bool = Field(
         default=False, description="also evaluate the selection split, to show the source→target drop")
-    convention: Literal["mmseg", "smp", "codex"] = Field(
-        default="mmseg", description="how the paper computed its numbers from the same predictions: 'mmseg' (a "
-                                     "class absent from ground truth and prediction is NaN, left out of the mean), "
-                                     "'smp' (segmentation_models_pytorch's functions, zero_division=1, mean over "
-                                     "every headline class: CromSS) or 'codex' (CoDEX's SCDMetric: a zero "
-                                     "denominator gives 0, mean over every headline class). The headline uses it; "
-                                     "the others are shown beside")
+    convention: ConventionName = Field(
+        default=DEFAULT_CONVENTION, description="how the paper computed its numbers from the same predictions: "
+        + "; ".join(f"'{c.name}' ({c.summary})" for c in CONVENTIONS.loaded().values())
+        + ". The headline uses it; the others are shown beside")
     ignored_pixels: Literal["excluded", "error"] = Field(
         default="excluded", description="'error': pixels labelled ignore still count, their predictions as false "
                                         "positives and in OA's denominator (CromSS's DFC2020 run has no mask). "
@@ -111,8 +110,10 @@ class MetricsSpec(_Strict):
 
     @model_validator(mode="after")
     def _ignored_pixels_need_smp(self) -> MetricsSpec:
-        if self.ignored_pixels == "error" and self.convention != "smp":
-            raise ValueError("metrics.ignored_pixels 'error' is the smp convention's (set convention: smp)")
+        if self.ignored_pixels == "error" and not CONVENTIONS.get(self.convention).counts_ignored_predictions:
+            allowed = [name for name, c in CONVENTIONS.loaded().items() if c.counts_ignored_predictions]
+            raise ValueError(f"metrics.ignored_pixels 'error' is the {' or '.join(allowed)} convention's "
+                             f"(set convention: {allowed[0]})")
         return self
 
 

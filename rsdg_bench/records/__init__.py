@@ -1,3 +1,3 @@
-"""Stage 6, records: the result-record schema, its one constructor, the results folder (atomic, confined,
+"""The stage of records: the result-record schema, its one constructor, the results folder (atomic, confined,
 resumable), records as a DataFrame, and how a record's weights were trained.
 """

@@ -41,7 +41,8 @@ from rsdg_bench.base.bounded_json import loads_bounded
 from rsdg_bench.base.errors import ResultsError, RsdgError
 from rsdg_bench.base.io import atomic_write_text, canonical_json, sha256_bytes
 from rsdg_bench.base.paths import SAFE_NAME, confined
-from rsdg_bench.scoring.metrics import CONVENTIONS, GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
+from rsdg_bench.protocol.metric_table import CONVENTION_NAMES, CONVENTIONS, DEFAULT_CONVENTION
+from rsdg_bench.scoring.metrics import GROUP_METRIC_NAMES, METRIC_NAMES, scores_from_confusion
 from rsdg_bench.scoring.sparse_counts import SparseCountRows
 
 SCHEMA_VERSION = 1
@@ -255,7 +256,7 @@ class ResultRecord(BaseModel):
     @property
     def convention(self) -> str:
         """The task's metric convention (records made before conventions existed are mmseg)."""
-        return self.task.resolved.get("metrics", {}).get("convention", "mmseg")
+        return self.task.resolved.get("metrics", {}).get("convention", DEFAULT_CONVENTION)
 
 
 def encode_per_image(matrices: SparseCountRows | Any, ignored: SparseCountRows | Any | None = None) -> dict[str, Any]:
@@ -304,17 +305,18 @@ def metrics_block(matrix: list[list[int]] | np.ndarray, class_names: list[str], 
     pixels, counted only by the smp convention (`ignored_pixels: error`). With the per-image matrices and each
     image's group, also the per-group accuracy, its mean over groups and its worst group."""
     scores = scores_from_confusion(np.asarray(matrix), headline, convention,
-                                   ignored if convention == "smp" else None)
+                                   ignored if CONVENTIONS.get(convention).counts_ignored_predictions else None)
     per_class = {name: {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in values.items()}
                  for name, values in scores.per_class(class_names).items()}
     block = {**{k: _none_if_nan(v) for k, v in scores.headline().items()}, "per_class": per_class}
-    if convention != "mmseg":  # records of mmseg tasks keep the form they always had
+    if convention != DEFAULT_CONVENTION:  # records of mmseg tasks keep the form they always had
         block["convention"] = convention
     others = {}
-    for other in CONVENTIONS:
+    for other in CONVENTION_NAMES:
         if other != convention:
             values = scores_from_confusion(np.asarray(matrix), headline, other,
-                                           ignored if other == "smp" else None).headline()
+                                           ignored if CONVENTIONS.get(other).counts_ignored_predictions
+                                           else None).headline()
             others[other] = {k: _none_if_nan(v) for k, v in values.items()}
     block["other_conventions"] = others
     if per_image is not None and groups is not None:

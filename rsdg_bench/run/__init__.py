@@ -1,3 +1,3 @@
-"""Stage 8, running: `run` (tasks → adapter → records, resumable), the pre-flight check, training jobs here
+"""The stage of running: `run` (tasks → adapter → records, resumable), the pre-flight check, training jobs here
 or under torchrun, and cluster launchers.
 """

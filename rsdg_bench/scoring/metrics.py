@@ -54,14 +54,12 @@ if TYPE_CHECKING:  # torch is imported where matrices are counted, so reading re
 
 from rsdg_bench.base.errors import DataError
 from rsdg_bench.datasets.classes import IGNORE_INDEX
+from rsdg_bench.protocol.metric_table import BY_NAME, CONVENTIONS, HEADLINE_NAMES, PER_PLACE_NAMES
 
-METRIC_NAMES = ("miou", "oa", "aa", "mf1", "mfscore")
-CONVENTIONS = ("mmseg", "smp", "codex")
-# What a ratio with a zero denominator is, per convention: mmseg leaves the class out (NaN), smp's
-# zero_division=1, CoDEX's np.divide(..., out=zeros, where=den != 0).
-_EMPTY_RATIO = {"mmseg": math.nan, "smp": 1.0, "codex": 0.0}
-# Per-place accuracy of a split whose samples name their group (classification): mean over groups, worst group.
-GROUP_METRIC_NAMES = ("domain_acc", "worst_domain_acc")
+# The headline metrics of one matrix, and the per-place accuracies of a split whose samples name their group
+# (classification): the metric table's names (`rsdg_bench.protocol.metric_table`)
+METRIC_NAMES = HEADLINE_NAMES
+GROUP_METRIC_NAMES = PER_PLACE_NAMES
 
 
 def confusion_matrix(label: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray,
@@ -188,7 +186,7 @@ class SegmentationScores:
     pred_pixels: np.ndarray
 
     def headline(self) -> dict[str, float]:
-        return {"miou": self.miou, "oa": self.oa, "aa": self.aa, "mf1": self.mf1, "mfscore": self.mfscore}
+        return {name: getattr(self, name) for name in METRIC_NAMES}
 
     def per_class(self, class_names: list[str]) -> dict[str, dict[str, Any]]:
         return {
@@ -221,7 +219,8 @@ def class_rates(matrices: np.ndarray, convention: str = "mmseg", ignored: np.nda
     OA's denominator (the `smp` convention's `ignored_pixels: error`); None leaves them out.
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"unknown metric convention {convention!r} (known: {', '.join(CONVENTIONS)})")
+        raise ValueError(f"unknown metric convention {convention!r} (known: {', '.join(CONVENTIONS.names())})")
+    facts = CONVENTIONS.get(convention)
     cm = np.asarray(matrices, dtype=np.float64)
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     gt = cm.sum(axis=-1)
@@ -230,11 +229,11 @@ def class_rates(matrices: np.ndarray, convention: str = "mmseg", ignored: np.nda
     if ignored is not None:
         extra = np.asarray(ignored, dtype=np.float64)
         pred, total = pred + extra, total + extra.sum(axis=-1)
-    empty = _EMPTY_RATIO[convention]
+    empty = facts.empty_ratio
     f1 = _ratio(2 * tp, gt + pred, empty)
     # The F-score from precision and recall is F1 wherever TP > 0; where TP = 0 mmseg's 0/0 makes it NaN, and
     # the other conventions give F1's value (module docstring). F1 from the counts keeps the values exact.
-    fscore = np.where(tp > 0, f1, math.nan) if convention == "mmseg" else f1
+    fscore = np.where(tp > 0, f1, math.nan) if facts.fscore_needs_a_hit else f1
     return {"iou": _ratio(tp, gt + pred - tp, empty), "f1": f1, "fscore": fscore,
             "recall": _ratio(tp, gt, empty), "precision": _ratio(tp, pred, empty),
             "oa": _ratio(tp.sum(axis=-1), total, math.nan)}
@@ -246,12 +245,13 @@ def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = 
     passes B×K×K).
     `mmseg` averages the classes that are not NaN; `smp` and `codex` divide by the number of headline classes."""
     rates = class_rates(matrices, convention, ignored)
+    skips_nan = CONVENTIONS.get(convention).mean_skips_nan
     k = np.asarray(matrices).shape[-1]
     selected = np.arange(k) if headline_classes is None else np.asarray(headline_classes, dtype=np.int64)
 
     def mean(values: np.ndarray) -> np.ndarray:
         chosen = values[..., selected]
-        if convention != "mmseg":  # no NaN to leave out: every headline class counts
+        if not skips_nan:  # no NaN to leave out: every headline class counts
             return chosen.mean(axis=-1)
         if chosen.ndim == 1:  # one matrix: the reduction the stored numbers were always made with
             return np.asarray(_nanmean(chosen))
@@ -260,8 +260,9 @@ def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = 
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, np.where(present, chosen, 0).sum(axis=-1) / np.maximum(count, 1), np.nan)
 
-    return {"miou": mean(rates["iou"]), "oa": rates["oa"], "aa": mean(rates["recall"]), "mf1": mean(rates["f1"]),
-            "mfscore": mean(rates["fscore"])}
+    # each headline of the metric table: the mean of its per-class rate, or OA, a rate of the whole matrix
+    return {name: rates["oa"] if BY_NAME[name].rate == "oa" else mean(rates[BY_NAME[name].rate])
+            for name in METRIC_NAMES}
 
 
 def uniform_chance_matrix(matrix: np.ndarray | list[list[int]]) -> np.ndarray:
@@ -288,8 +289,7 @@ def scores_from_confusion(matrix: torch.Tensor | np.ndarray, headline_classes: l
     rates = class_rates(cm, convention, extra)
     means = headline_metrics(cm, headline_classes, convention, extra)
     return SegmentationScores(
-        miou=float(means["miou"]), oa=float(means["oa"]), aa=float(means["aa"]), mf1=float(means["mf1"]),
-        mfscore=float(means["mfscore"]), iou=rates["iou"], f1=rates["f1"], fscore=rates["fscore"],
+        **{name: float(means[name]) for name in METRIC_NAMES}, iou=rates["iou"], f1=rates["f1"], fscore=rates["fscore"],
         recall=rates["recall"], precision=rates["precision"],
         gt_pixels=cm.sum(axis=1), pred_pixels=cm.sum(axis=0),
     )

@@ -1,3 +1,3 @@
-"""Stage 7, training: source-only training under a task's `training:` protocol, its augmentations and its
+"""The stage of training: source-only training under a task's `training:` protocol, its augmentations and its
 loss/selection history.
 """
