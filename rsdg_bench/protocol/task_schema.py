@@ -55,6 +55,9 @@ class SplitRef(_Strict):
         return f"{self.dataset}/{self.domain}/{self.split}"
 
 
+Role = Literal["source", "target"]  # what an evaluated split is to a task (`Task.evaluation_splits`)
+
+
 class InferenceSpec(_Strict):
     """How predictions are made: whole image, or mmseg-style sliding windows; optional flip TTA."""
 
@@ -175,7 +178,7 @@ class TrainingSpec(_Strict):
     def _cosine_end(self) -> TrainingSpec:
         if (self.schedule == "cosine") != (self.final_lr is not None):
             raise ValueError("the cosine schedule needs `final_lr`, and only it takes one")
-        if self.schedule == "cosine" and self.final_lr >= self.lr:
+        if self.final_lr is not None and self.final_lr >= self.lr:  # given only with the cosine schedule (above)
             raise ValueError(f"final_lr {self.final_lr} must be below lr {self.lr}")
         if self.decay_fraction != 1.0 and self.schedule != "cosine":
             raise ValueError("`decay_fraction` belongs to the cosine schedule")
@@ -185,6 +188,7 @@ class TrainingSpec(_Strict):
         """Iterations of the schedule: given, or epochs × full batches per pass over the source split."""
         if self.iterations is not None:
             return self.iterations
+        assert self.epochs is not None  # exactly one of the two (_one_length)
         return self.epochs * self.iterations_per_epoch(source_samples)
 
     def iterations_per_epoch(self, source_samples: int) -> int:
@@ -312,9 +316,9 @@ class Task(_Strict):
             return list(range(self.class_schema.num_classes))
         return [self.class_schema.index_of(name) for name in self.metrics.classes]
 
-    def evaluation_splits(self) -> list[tuple[str, SplitRef]]:
+    def evaluation_splits(self) -> list[tuple[Role, SplitRef]]:
         """(role, split) pairs to evaluate: the targets, and the selection split when asked for."""
-        splits = [("target", t) for t in self.targets]
+        splits: list[tuple[Role, SplitRef]] = [("target", t) for t in self.targets]
         if self.metrics.source_reference and self.select is not None:
             splits.insert(0, ("source", self.select))
         return splits
