@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,9 +117,10 @@ class TaskTable:
         """Bootstrap replicates of the model's target mean (see `uncertainty`): None when a target's record
         holds no per-image matrices or the primary metric is a per-place accuracy."""
         targets = [s.replicates for s in self.scores.get(model, {}).values() if s.role == "target"]
-        if self.primary not in METRIC_NAMES or not targets or any(r is None for r in targets):
+        present = [r for r in targets if r is not None]
+        if self.primary not in METRIC_NAMES or not targets or len(present) != len(targets):
             return None
-        return np.mean(targets, axis=0)
+        return np.mean(present, axis=0)
 
     def interval(self, model: str) -> tuple[float, float]:
         """95% scene-bootstrap interval of the model's target mean (NaN without per-image matrices)."""
@@ -255,16 +256,16 @@ def _model_labels(records: list[ResultRecord]) -> tuple[dict[tuple[str, str | No
     return labels, seeds
 
 
-def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
-                                ) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
+def _one_data_version_per_split(records: list[tuple[Path | str, ResultRecord]]
+                                ) -> tuple[list[tuple[Path | str, ResultRecord]], list[tuple[str, str]]]:
     """Keep, per task and evaluated split, only records made on the newest data version (the manifest sha256
     of the split's most recent record), and per model (display name and weights) only its most recent
     record there: a row never mixes data versions, and which record counts does not depend on file names."""
-    def when(pr: tuple[Path, ResultRecord]) -> tuple[str, str]:
+    def when(pr: tuple[Path | str, ResultRecord]) -> tuple[str, str]:
         return pr[1].provenance.date or "", str(pr[0])
 
     current: dict[tuple[str, str], str | None] = {}
-    chosen: dict[tuple[str, str, str | None, str | None], tuple[Path, ResultRecord]] = {}
+    chosen: dict[tuple[str, str, str | None, str | None], tuple[Path | str, ResultRecord]] = {}
     left_out: list[tuple[str, str]] = []
     for path, record in sorted(records, key=when, reverse=True):
         split = (record.task.id, record.evaluated.slug)
@@ -285,7 +286,7 @@ def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
     return [pr for pr in records if id(pr[1]) in keep], left_out
 
 
-def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[tuple[str, str]] = (),
+def build_board(records: Iterable[tuple[Path | str, ResultRecord]], refused: Iterable[tuple[str, str]] = (),
                 only_protocol: bool = False, verified: dict[str, tuple[str, str]] | None = None) -> Board:
     """`records` may be a stream: each record is scored as it comes (metrics, and a target's bootstrap
     replicates) and only what the board shows is kept of it, so memory grows with the number of rows, not
@@ -295,7 +296,7 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
     unknown training) are left out too; otherwise they are shown with a badge. `verified`: record path →
     the badge of the verified submission it came from."""
     filtered: list[tuple[str, str]] = []
-    kept: list[tuple[Path, ResultRecord]] = []
+    kept: list[tuple[Path | str, ResultRecord]] = []
     scored: dict[int, SplitScores] = {}  # id(kept record) → its split's scores
     for path, record in records:
         why = _left_out(record, only_protocol)
@@ -341,8 +342,8 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
         table.options[model] = options if isinstance(options, dict) else {}
         table.scores.setdefault(model, {})[slug] = scored[id(record)]
         table.suite = task.suite or ""
-    for path, why in excluded:
-        log.info("left out %s: %s", path, why)
+    for where, why in excluded:
+        log.info("left out %s: %s", where, why)
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
 
 
@@ -379,7 +380,7 @@ def _without_per_image(record: ResultRecord) -> ResultRecord:
                                      "predictions": {}, "ignored_predictions": {}})
 
 
-def _split_scores(path: Path, record: ResultRecord, verified: dict[str, tuple[str, str]] | None) -> SplitScores:
+def _split_scores(path: Path | str, record: ResultRecord, verified: dict[str, tuple[str, str]] | None) -> SplitScores:
     """The record's split as the board shows it: metrics recomputed from its confusion matrix, and for a
     target split the bootstrap replicates of the task's primary metric (see `uncertainty`)."""
     slug = record.evaluated.slug
@@ -437,7 +438,7 @@ def _table_of(task: Task) -> TaskTable:
                      splits=[("target", ref.slug) for ref in task.targets])
 
 
-def with_suites(board: Board, catalog: TaskCatalog, reported: list[ReportedRow] = ()) -> Board:
+def with_suites(board: Board, catalog: TaskCatalog, reported: Sequence[ReportedRow] = ()) -> Board:
     """Attach the papers' reported rows to their tasks (adding catalog tasks that have only those) and
     group the tasks by suite, in each suite's own order; tasks of unknown suites form their own group."""
     tables = {t.task_id: t for t in board.tasks}
