@@ -26,6 +26,7 @@ selector); `rsdg-bench train` refuses this adapter.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,13 +42,13 @@ from .smp_adapter import _per_band
 
 RELEASED_FILES = {"dynamicearthnet_source": "best_me_acc_3_encoder+decoder_1_32_classifier.ckpt"}
 # CoDEX's data/data.py: per-band mean and std of the 8-bit inputs, and its configs' domain counts.
-PUBLISHED = {
+PUBLISHED: dict[str, dict[str, Any]] = {
     "dynamicearthnet": {"mean": (83.1029, 80.7615, 69.3328, 133.8648), "std": (33.2714, 25.5288, 23.9868, 30.5591),
                         "domains": 55},
     "muds": {"mean": (119.9347, 105.3608, 77.5125), "std": (59.5921, 48.2708, 44.7296), "domains": 40},
 }
 # Backbone hyper-parameters of every released CoDEX model (its training scripts' defaults).
-BACKBONE = {"n_head": 16, "d_k": 4, "T": 1000, "offset": 10}
+BACKBONE: dict[str, Any] = {"n_head": 16, "d_k": 4, "T": 1000, "offset": 10}
 
 
 @register_adapter("codex")

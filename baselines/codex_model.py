@@ -22,11 +22,13 @@ the released file (width 32, 55 domains) differs from the repository's config (1
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
 from .multi_ltae import MultiLTAE, aggregate_skip
-from .utae_blocks import ConvBlock, DownConvBlock, UpConvBlock
+from .utae_blocks import ConvBlock, DownConvBlock, PaddingMode, UpConvBlock
 
 # The selector's feature maps in upstream's order of concatenation (encoder, then decoder), with their
 # channel widths at in_features = 64 (upstream hard-codes both; the names give the sizes for 128² input).
@@ -42,7 +44,7 @@ class MultiUTAE(nn.Module):
 
     def __init__(self, input_dim: int, num_domains: int, num_classes: int, in_features: int = 64,
                  str_conv_k: int = 4, str_conv_s: int = 2, str_conv_p: int = 1, n_head: int = 16, d_k: int = 4,
-                 pad_value: float = 0, padding_mode: str = "reflect", T: float = 1000, offset: int = 10) -> None:
+                 pad_value: float = 0, padding_mode: PaddingMode = "reflect", T: float = 1000, offset: int = 10) -> None:
         super().__init__()
         encoder = [in_features // 2, in_features // 2, in_features // 2, in_features]
         decoder = [in_features // 4, in_features // 4, in_features // 2, in_features]
@@ -68,8 +70,8 @@ class MultiUTAE(nn.Module):
         batch, frames, _, height, width = x.shape
         pad_mask = (x == self.pad_value).flatten(2).all(dim=2)  # B×T: dates with no data
         maps = [self.in_conv.over_dates(x)]
-        for block in self.down_blocks:
-            maps.append(block.over_dates(maps[-1]))
+        for down in cast("list[DownConvBlock]", self.down_blocks):
+            maps.append(down.over_dates(maps[-1]))
         features = {"e_32x128x128": maps[0], "e_32x64x64": maps[1], "e_32x32x32": maps[2], "e_64x16x16": maps[3]}
         out, attention = self.temporal_encoder(maps[-1], days, pad_mask)
         for index, block in enumerate(self.up_blocks):
@@ -84,7 +86,7 @@ class HeadSelector(nn.Module):
     """The expert mixture: `pretrained` (MultiUTAE) and the selector that weighs its heads per sample."""
 
     def __init__(self, input_dim: int, num_domains: int, num_classes: int, out_first: int = 32, num_convs: int = 3,
-                 pad_value: float = 0, padding_mode: str = "reflect", **backbone: float) -> None:
+                 pad_value: float = 0, padding_mode: PaddingMode = "reflect", **backbone: Any) -> None:
         super().__init__()
         self.pretrained = MultiUTAE(input_dim, num_domains, num_classes, 64, pad_value=pad_value,
                                     padding_mode=padding_mode, **backbone)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -128,7 +129,7 @@ class CromSSAdapter(Adapter):
         if self.options.get("pretrained"):
             self._load_pretrained(Path(self.options["pretrained"]), whole=False)
         if self.options["freeze_encoder"] == "true":
-            for parameter in self.module.encoder.parameters():
+            for parameter in cast(torch.nn.Module, self.module.encoder).parameters():
                 parameter.requires_grad_(False)
         self._contract = InputContract(num_bands=len(names), normalization=cromss_normalization(mean, std),
                                        band_names=names, size_divisor=32)

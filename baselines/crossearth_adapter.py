@@ -74,7 +74,7 @@ class CrossEarthSegmentor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, queries = self.backbone(x)
-        return self.decode_head.predict(features, queries, tuple(x.shape[-2:]))
+        return self.decode_head.predict(features, queries, (x.shape[-2], x.shape[-1]))
 
 
 def is_backbone_key(key: str) -> bool:

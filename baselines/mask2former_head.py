@@ -236,7 +236,8 @@ class ReinMask2FormerHead(nn.Module):
         keys, key_positions = [], []
         for i, memory in enumerate(memories):
             keys.append(memory.flatten(2).transpose(1, 2) + self.level_embed.weight[i].view(1, 1, -1))
-            pos = sine_position_encoding(batch, *memory.shape[-2:], self.config.feat_channels // 2, memory.device)
+            height, width = memory.shape[-2:]
+            pos = sine_position_encoding(batch, height, width, self.config.feat_channels // 2, memory.device)
             key_positions.append(pos.flatten(2).transpose(1, 2))
         query = self.querys2feat(query_pos)
         cls_scores, masks, attn_mask = self._predict_masks(query, mask_features, memories[0].shape[-2:])

@@ -25,6 +25,8 @@ from torch import nn
 class PositionalEncoder(nn.Module):
     """Sinusoids of day offsets: table[..., j] = sin / cos(day / T^(2·⌊(offset + j)/2⌋ / (d + offset)))."""
 
+    denominator: torch.Tensor  # a buffer
+
     def __init__(self, d: int, T: float, repeat: int, offset: int = 0) -> None:
         super().__init__()
         self.repeat = repeat

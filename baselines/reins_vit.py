@@ -96,6 +96,7 @@ class ReinsDinoBackbone(nn.Module):
         vit = VisionTransformer(img_size=config.img_size, patch_size=config.patch_size, embed_dim=config.embed_dim,
                                 depth=config.depth, num_heads=config.num_heads, mlp_ratio=4.0, qkv_bias=True,
                                 init_values=config.init_values, num_classes=0)
+        assert vit.cls_token is not None and vit.pos_embed is not None  # timm's default: both, as DINOv2 has
         self.cls_token = vit.cls_token
         self.pos_embed = vit.pos_embed
         self.mask_token = nn.Parameter(torch.zeros(1, config.embed_dim))  # for masked training only
@@ -108,7 +109,7 @@ class ReinsDinoBackbone(nn.Module):
     def position_embedding(self, rows: int, cols: int) -> torch.Tensor:
         """The position embedding for a rows × cols token grid, resized as DINOv2 does when it differs
         from the training grid: bicubic with scale factor (n + 0.1) / M per axis."""
-        pos = self.pos_embed
+        pos: torch.Tensor = self.pos_embed
         grid = int(math.sqrt(pos.shape[1] - 1))
         if rows == cols == grid:
             return pos

@@ -106,6 +106,8 @@ def _relative_position_index(size: int) -> torch.Tensor:
 class RotatedVariedSizeWindowAttention(nn.Module):
     """RVSA with 7 × 7 windows, one learned (scale, angle, offset) per window and head."""
 
+    relative_position_index: torch.Tensor  # a buffer (`register_buffer`)
+
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads

@@ -16,6 +16,7 @@ or loaded from a local state dict with `--checkpoint`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -87,7 +88,8 @@ class SmpAdapter(Adapter):
         state = {k: v for k, v in state.items() if not k.startswith(("fc.", "encoder.fc."))}
         if state and all(k.startswith("encoder.") for k in state):
             state = {k.removeprefix("encoder."): v for k, v in state.items()}
-        load_state_strict(self._require_module().encoder, state, str(path), what=f"the {self.options['encoder']} encoder")
+        encoder = cast(torch.nn.Module, self._require_module().encoder)
+        load_state_strict(encoder, state, str(path), what=f"the {self.options['encoder']} encoder")
 
     def input_contract(self) -> InputContract:
         if self._contract is None:

@@ -15,8 +15,12 @@ Our implementation of the published blocks (Sainte Fare Garnot & Landrieu, U-TAE
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
+
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]  # what torch's Conv2d accepts
 
 
 def _norm(kind: str, channels: int, groups: int = 4) -> nn.Module | None:
@@ -33,7 +37,7 @@ class ConvLayer(nn.Module):
     """[conv k×k → norm → ReLU] for each consecutive pair of `widths` (`conv.<i>` as upstream)."""
 
     def __init__(self, widths: list[int], norm: str = "batch", k: int = 3, s: int = 1, p: int = 1,
-                 last_relu: bool = True, padding_mode: str = "reflect") -> None:
+                 last_relu: bool = True, padding_mode: PaddingMode = "reflect") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for index, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
@@ -66,7 +70,7 @@ class TemporallyShared(nn.Module):
             out = self(flat)
         else:
             computed = self(flat[~padded])
-            out = computed.new_full((flat.shape[0], *computed.shape[1:]), float(self.pad_value))
+            out = computed.new_full((flat.shape[0], *computed.shape[1:]), float(self.pad_value or 0))  # not None: `padded`
             out[~padded] = computed
         return out.reshape(batch, frames, *out.shape[1:])
 
@@ -75,7 +79,7 @@ class ConvBlock(TemporallyShared):
     """A `ConvLayer` (`conv.conv.<i>`), 3×3 whatever kernel size a config names (see the module docstring)."""
 
     def __init__(self, widths: list[int], pad_value: float | None = None, norm: str = "batch",
-                 last_relu: bool = True, padding_mode: str = "reflect") -> None:
+                 last_relu: bool = True, padding_mode: PaddingMode = "reflect") -> None:
         super().__init__(pad_value)
         self.conv = ConvLayer(widths, norm=norm, last_relu=last_relu, padding_mode=padding_mode)
 
@@ -85,7 +89,7 @@ class ConvBlock(TemporallyShared):
 
 class DownConvBlock(TemporallyShared):
     def __init__(self, d_in: int, d_out: int, k: int, s: int, p: int, pad_value: float | None = None,
-                 norm: str = "batch", padding_mode: str = "reflect") -> None:
+                 norm: str = "batch", padding_mode: PaddingMode = "reflect") -> None:
         super().__init__(pad_value)
         self.down = ConvLayer([d_in, d_in], norm=norm, k=k, s=s, p=p, padding_mode=padding_mode)
         self.conv1 = ConvLayer([d_in, d_out], norm=norm, padding_mode=padding_mode)
@@ -100,7 +104,7 @@ class UpConvBlock(nn.Module):
     """Upsample B×T×C×h×w date by date and fuse the B×T×C_skip×H×W skip features."""
 
     def __init__(self, d_in: int, d_out: int, d_skip: int, k: int, s: int, p: int, norm: str = "batch",
-                 padding_mode: str = "reflect") -> None:
+                 padding_mode: PaddingMode = "reflect") -> None:
         super().__init__()
         self.skip_conv = nn.Sequential(nn.Conv2d(d_skip, d_skip, kernel_size=1), nn.ReLU())
         self.up = nn.Sequential(nn.ConvTranspose2d(d_in, d_out, kernel_size=k, stride=s, padding=p), nn.ReLU())

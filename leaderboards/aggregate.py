@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,9 +118,10 @@ class TaskTable:
         """Bootstrap replicates of the model's target mean (see `uncertainty`): None when a target's record
         holds no per-image matrices or the primary metric is a per-place accuracy."""
         targets = [s.replicates for s in self.scores.get(model, {}).values() if s.role == "target"]
-        if self.primary not in METRIC_NAMES or not targets or any(r is None for r in targets):
+        present = [r for r in targets if r is not None]
+        if self.primary not in METRIC_NAMES or not targets or len(present) != len(targets):
             return None
-        return np.mean(targets, axis=0)
+        return np.mean(present, axis=0)
 
     def interval(self, model: str) -> tuple[float, float]:
         """95% scene-bootstrap interval of the model's target mean (NaN without per-image matrices)."""
@@ -237,9 +239,10 @@ def _model_labels(records: list[ResultRecord]) -> tuple[dict[tuple[str, str | No
     for record in records:
         training = record.model.training or {}
         seed = training.get("seed") if training.get("status") in ("protocol", "off-protocol") else None
-        names.setdefault(record.model.display_name, {})[record.model.checkpoint["sha256"]] = \
+        names.setdefault(_task_facts(record).display_name, {})[record.model.checkpoint["sha256"]] = \
             seed if isinstance(seed, int) else None
-    labels, seeds = {}, {}
+    labels: dict[tuple[str, str | None], str] = {}
+    seeds: dict[str, tuple[str, int]] = {}
     for name, by_sha in names.items():
         seeded = len(by_sha) > 1 and None not in by_sha.values() and len(set(by_sha.values())) == len(by_sha)
         shown = [sha or "random" for sha in by_sha]
@@ -247,7 +250,7 @@ def _model_labels(records: list[ResultRecord]) -> tuple[dict[tuple[str, str | No
         for sha, seed in by_sha.items():
             if len(by_sha) == 1:
                 labels[(name, sha)] = name
-            elif seeded:
+            elif seeded and seed is not None:  # (`seeded`: every checkpoint of the name has its seed)
                 labels[(name, sha)] = f"{name} · seed {seed}"
                 seeds[labels[(name, sha)]] = (name, seed)
             else:
@@ -255,16 +258,16 @@ def _model_labels(records: list[ResultRecord]) -> tuple[dict[tuple[str, str | No
     return labels, seeds
 
 
-def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
-                                ) -> tuple[list[tuple[Path, ResultRecord]], list[tuple[str, str]]]:
+def _one_data_version_per_split(records: list[tuple[Path | str, ResultRecord]]
+                                ) -> tuple[list[tuple[Path | str, ResultRecord]], list[tuple[str, str]]]:
     """Keep, per task and evaluated split, only records made on the newest data version (the manifest sha256
     of the split's most recent record), and per model (display name and weights) only its most recent
     record there: a row never mixes data versions, and which record counts does not depend on file names."""
-    def when(pr: tuple[Path, ResultRecord]) -> tuple[str, str]:
+    def when(pr: tuple[Path | str, ResultRecord]) -> tuple[str, str]:
         return pr[1].provenance.date or "", str(pr[0])
 
     current: dict[tuple[str, str], str | None] = {}
-    chosen: dict[tuple[str, str, str | None, str | None], tuple[Path, ResultRecord]] = {}
+    chosen: dict[tuple[str, str, str | None, str | None], tuple[Path | str, ResultRecord]] = {}
     left_out: list[tuple[str, str]] = []
     for path, record in sorted(records, key=when, reverse=True):
         split = (record.task.id, record.evaluated.slug)
@@ -285,7 +288,7 @@ def _one_data_version_per_split(records: list[tuple[Path, ResultRecord]]
     return [pr for pr in records if id(pr[1]) in keep], left_out
 
 
-def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[tuple[str, str]] = (),
+def build_board(records: Iterable[tuple[Path | str, ResultRecord]], refused: Iterable[tuple[str, str]] = (),
                 only_protocol: bool = False, verified: dict[str, tuple[str, str]] | None = None) -> Board:
     """`records` may be a stream: each record is scored as it comes (metrics, and a target's bootstrap
     replicates) and only what the board shows is kept of it, so memory grows with the number of rows, not
@@ -295,7 +298,7 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
     unknown training) are left out too; otherwise they are shown with a badge. `verified`: record path →
     the badge of the verified submission it came from."""
     filtered: list[tuple[str, str]] = []
-    kept: list[tuple[Path, ResultRecord]] = []
+    kept: list[tuple[Path | str, ResultRecord]] = []
     scored: dict[int, SplitScores] = {}  # id(kept record) → its split's scores
     for path, record in records:
         why = _left_out(record, only_protocol)
@@ -310,7 +313,8 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
     excluded += superseded
     newest: dict[str, tuple[int, str, str]] = {}  # task id → (version, date, hash) of its newest record
     for _, record in kept:
-        candidate = (record.task.version, record.provenance.date, record.task.hash)
+        facts = _task_facts(record)
+        candidate = (facts.version, record.provenance.date or "", facts.hash)
         if record.task.id not in newest or candidate[:2] > newest[record.task.id][:2]:
             newest[record.task.id] = candidate
     labels, seeds = _model_labels([r for _, r in kept])
@@ -318,18 +322,18 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
     models: list[str] = []
     for path, record in sorted(kept, key=lambda pr: (pr[1].task.id, pr[1].evaluated.role != "source",
                                                       pr[1].evaluated.slug)):
-        task = record.task
-        if task.hash != newest[task.id][2]:
-            excluded.append((str(path), f"older definition of {task.id} (hash {task.hash[:12]})"))
+        task, facts = record.task, _task_facts(record)
+        if facts.hash != newest[task.id][2]:
+            excluded.append((str(path), f"older definition of {task.id} (hash {facts.hash[:12]})"))
             continue
         table = tables.setdefault(task.id, TaskTable(
-            task_id=task.id, name=task.name, gap=task.gap, version=task.version,
-            task_hash=task.hash, primary=task.primary, class_names=record.class_names,
+            task_id=task.id, name=facts.name, gap=facts.gap, version=facts.version,
+            task_hash=facts.hash, primary=facts.primary, class_names=record.class_names,
             description=task.resolved.get("description", ""), headline=record.headline_classes,
             classes=task.classes or "", paper_differences=_reference_list(task.resolved, "differences"),
             training_differences=_reference_list(task.resolved, "training_differences"),
             unverified=_reference_list(task.resolved, "unverified"), seeds=seeds))
-        model = labels[(record.model.display_name, record.model.checkpoint["sha256"])]
+        model = labels[(facts.display_name, record.model.checkpoint["sha256"])]
         if model not in models:
             models.append(model)
         slug = record.evaluated.slug
@@ -341,8 +345,8 @@ def build_board(records: Iterable[tuple[Path, ResultRecord]], refused: Iterable[
         table.options[model] = options if isinstance(options, dict) else {}
         table.scores.setdefault(model, {})[slug] = scored[id(record)]
         table.suite = task.suite or ""
-    for path, why in excluded:
-        log.info("left out %s: %s", path, why)
+    for where, why in excluded:
+        log.info("left out %s: %s", where, why)
     return Board(tasks=[tables[t] for t in sorted(tables)], models=models, excluded=excluded)
 
 
@@ -353,9 +357,39 @@ def _reference_list(resolved: dict, key: str) -> list[str]:
     return [str(text) for text in sentences] if isinstance(sentences, list) else []
 
 
+class _TaskFacts(NamedTuple):
+    """What a board row needs of a record's task and model blocks, which the record schema leaves optional."""
+
+    name: str
+    gap: str
+    version: int
+    hash: str
+    primary: str
+    display_name: str
+
+
+def _missing_facts(record: ResultRecord) -> list[str]:
+    return [f"{block}.{name}" for block, name in (("task", "name"), ("task", "gap"), ("task", "version"),
+                                                  ("task", "hash"), ("task", "primary"), ("model", "display_name"))
+            if getattr(getattr(record, block), name) is None]
+
+
+def _task_facts(record: ResultRecord) -> _TaskFacts:
+    """The record's facts, for a record `_left_out` let through (it leaves out those that lack one)."""
+    task, name = record.task, record.model.display_name
+    if task.name is None or task.gap is None or task.version is None or task.hash is None or task.primary is None \
+            or name is None:
+        raise ValueError(f"record of {task.id} lacks {', '.join(_missing_facts(record))}")
+    return _TaskFacts(task.name, task.gap, task.version, task.hash, task.primary, name)
+
+
 def _left_out(record: ResultRecord, only_protocol: bool) -> str | None:
-    """Why a record is not a row of any board (smoke, random-init, partial data, an oracle; off-protocol
-    weights with `only_protocol`), or None."""
+    """Why a record is not a row of any board (it lacks the task or model facts a row shows; smoke,
+    random-init, partial data, an oracle; off-protocol weights with `only_protocol`), or None."""
+    missing = _missing_facts(record)
+    if missing:
+        return (f"its record lacks {', '.join(missing)}: not made by this harness's record constructor "
+                "(re-run the task to make a complete one)")
     training_badge = badge(record.model.training)
     if only_protocol and training_badge is not None and not record.model.checkpoint["random_init"]:
         return f"{training_badge[0]}: {training_badge[1]}"
@@ -379,7 +413,7 @@ def _without_per_image(record: ResultRecord) -> ResultRecord:
                                      "predictions": {}, "ignored_predictions": {}})
 
 
-def _split_scores(path: Path, record: ResultRecord, verified: dict[str, tuple[str, str]] | None) -> SplitScores:
+def _split_scores(path: Path | str, record: ResultRecord, verified: dict[str, tuple[str, str]] | None) -> SplitScores:
     """The record's split as the board shows it: metrics recomputed from its confusion matrix, and for a
     target split the bootstrap replicates of the task's primary metric (see `uncertainty`)."""
     slug = record.evaluated.slug
@@ -437,7 +471,7 @@ def _table_of(task: Task) -> TaskTable:
                      splits=[("target", ref.slug) for ref in task.targets])
 
 
-def with_suites(board: Board, catalog: TaskCatalog, reported: list[ReportedRow] = ()) -> Board:
+def with_suites(board: Board, catalog: TaskCatalog, reported: Sequence[ReportedRow] = ()) -> Board:
     """Attach the papers' reported rows to their tasks (adding catalog tasks that have only those) and
     group the tasks by suite, in each suite's own order; tasks of unknown suites form their own group."""
     tables = {t.task_id: t for t in board.tasks}

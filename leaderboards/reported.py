@@ -148,8 +148,8 @@ def check(tables: dict[Path, ReportedTable], catalog: TaskCatalog) -> list[str]:
                     problems.append(f"{where}: a flagged row keeps its printed headline and no per-class cells")
                 continue
             headline_classes = [task.class_schema.names[i] for i in task.headline_class_indices()]
-            values = [entry.per_class.get(c) for c in headline_classes]
-            if entry.headline is None or not entry.per_class or any(v is None for v in values):
+            values = [v for c in headline_classes if (v := entry.per_class.get(c)) is not None]
+            if entry.headline is None or not entry.per_class or len(values) != len(headline_classes):
                 continue
             mean = sum(values) / len(values)
             tolerance = 0.5 * 10 ** -min(_decimals(v) for v in values) + 0.5 * 10 ** -_decimals(entry.headline)

@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import overload
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _draws(slug: str, names: tuple[str, ...], replicates: int) -> np.ndarray:
 
 def _by_scene(entries: list, scene_of: np.ndarray, num_scenes: int, width: int) -> np.ndarray:
     """Sparse [image, cell, count] entries summed per scene: S×width float64."""
-    out = np.zeros(num_scenes * width)
+    out: np.ndarray = np.zeros(num_scenes * width)
     if len(entries):
         image, cell, count = entries_array(entries).T
         out = np.bincount(scene_of[image] * width + cell, weights=count, minlength=num_scenes * width)
@@ -109,6 +110,14 @@ def interquartile_mean(values: np.ndarray) -> np.ndarray:
     cut = n // 4
     # NaN sorts last and would be cut as if it were the best value: a set with a NaN has no IQM
     return np.where(np.isnan(ordered).any(axis=-1), np.nan, ordered[..., cut:n - cut].mean(axis=-1))
+
+
+@overload
+def normalized_score(score: float, chance: float) -> float: ...
+
+
+@overload
+def normalized_score(score: np.ndarray, chance: float) -> np.ndarray: ...
 
 
 def normalized_score(score: float | np.ndarray, chance: float) -> float | np.ndarray:

@@ -309,9 +309,10 @@ def suite_mean_interval(tasks: list[TaskTable], model: str) -> tuple[float, floa
     """95% interval of the model's mean over the tasks, every task's scenes resampled jointly (the draws are
     shared by split, see `uncertainty`); NaN unless the model has every task with per-image matrices."""
     replicates = [t.replicates(model) if model in t.scores else None for t in tasks]
-    if not replicates or any(r is None for r in replicates):
+    present = [r for r in replicates if r is not None]
+    if not replicates or len(present) < len(replicates):
         return math.nan, math.nan
-    return percentile_interval(np.mean(replicates, axis=0))
+    return percentile_interval(np.mean(present, axis=0))
 
 
 def suite_iqm(tasks: list[TaskTable], model: str) -> tuple[float, float, float]:
@@ -324,8 +325,9 @@ def suite_iqm(tasks: list[TaskTable], model: str) -> tuple[float, float, float]:
     if not scores or any(math.isnan(v) for v in scores):
         return math.nan, math.nan, math.nan
     replicates = [t.normalized_replicates(model) for t in tasks]
-    low, high = (math.nan, math.nan) if any(r is None for r in replicates) else percentile_interval(
-        interquartile_mean(np.stack(replicates, axis=-1)))
+    present = [r for r in replicates if r is not None]
+    low, high = (math.nan, math.nan) if len(present) < len(replicates) else percentile_interval(
+        interquartile_mean(np.stack(present, axis=-1)))
     return float(interquartile_mean(np.array(scores))), low, high
 
 
@@ -466,6 +468,10 @@ def reported_elsewhere(task: TaskTable) -> Table | None:
                            reported=r.source) for r in rows])
 
 
+def _target_of(task: TaskTable | None, model: str) -> float:
+    return task.target_mean(model) if task is not None and model in task.scores else math.nan
+
+
 def casid_matrices(suite: SuiteView, board: Board) -> dict[str, tuple[np.ndarray, str | None]]:
     """Per model (or reported method): the 4×4 CASID source × target matrix of target mIoU (NaN if missing)."""
     by_id = {t.task_id: t for t in suite.tasks}
@@ -474,13 +480,14 @@ def casid_matrices(suite: SuiteView, board: Board) -> dict[str, tuple[np.ndarray
         return {}
     out: dict[str, tuple[np.ndarray, str | None]] = {}
     for model in board.models:
-        matrix = np.array([[cells[(a, b)].target_mean(model) if cells[(a, b)] and model in cells[(a, b)].scores
-                            else math.nan for b in CASID_ZONES] for a in CASID_ZONES])
+        matrix = np.array([[_target_of(cells[(a, b)], model) for b in CASID_ZONES] for a in CASID_ZONES])
         if not np.isnan(matrix).all():
             out[model] = (matrix, None)
     reported: dict[str, tuple[np.ndarray, str]] = {}
     for (a, b), task in cells.items():
-        for row in task.reported if task else []:
+        if task is None:
+            continue
+        for row in task.reported:
             value = task.reported_target(row)
             if math.isnan(value):
                 continue

@@ -16,7 +16,7 @@ import os
 import shutil
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -49,7 +49,7 @@ class Preparer(abc.ABC):
     summary: ClassVar[str]
     prep_version: ClassVar[int]
     # Archive file name → its published checksum as "md5:<hex>" or "sha256:<hex>" (None: none published).
-    archives: ClassVar[dict[str, str | None]]
+    archives: ClassVar[Mapping[str, str | None]]
     classes: ClassVar[str]  # the class schema (`tasks/classes/<name>.yaml`) the labels are decoded to
     citation: ClassVar[str]
     licence: ClassVar[str]

@@ -60,6 +60,13 @@ def decode_dfc(raw: np.ndarray, where: str) -> np.ndarray:
     return DFC_LOOKUP[raw.astype(np.uint8)]
 
 
+def _patch_of(name: str) -> str:
+    """`p<i>` of a file named `..._p<i>.tif` (the glob that found it asks for that ending)."""
+    match = re.search(r"_(p\d+)\.tif$", name)
+    assert match is not None, name
+    return match.group(1)
+
+
 @register_preparer
 class DFC2020(Preparer):
     name = "dfc2020"
@@ -144,7 +151,7 @@ class DFC2020(Preparer):
         work = []
         for split, (roi, suffix, word) in LAYOUT.items():
             found = {m: files.find(f"{roi}/{m}_{suffix}/ROIs0000_{word}_{m}_0_p*.tif") for m in ("s2", "s1", "dfc")}
-            patches = {m: {re.search(r"_(p\d+)\.tif$", name).group(1): path for name, path in names.items()}
+            patches = {m: {_patch_of(name): path for name, path in names.items()}
                        for m, names in found.items()}
             for modality in ("s1", "dfc"):
                 unmatched = sorted(set(patches["s2"]) ^ set(patches[modality]))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -188,7 +189,7 @@ class FMoW(Preparer):
         return read_split_lists(listed, tuple(COUNTRY_SPLIT_SIZES), "country"), f"from {SPLIT_FILE}"
 
     @staticmethod
-    def _plan(metadata: pd.DataFrame, countries: dict[str, list[str]]) -> list[tuple[str, str, object]]:
+    def _plan(metadata: pd.DataFrame, countries: dict[str, list[str]]) -> list[tuple[str, str, Any]]:  # a pandas row
         """(sample id, prepared split, row) for every image in each scheme."""
         of_country = {c: f"country_{split}" for split, codes in countries.items() for c in codes}
         plan = []

@@ -211,7 +211,8 @@ class OSCD(Preparer):
     @staticmethod
     def _pair(files, city: str) -> tuple[np.ndarray, Affine, str | None]:
         """26 × H × W: date 1's 13 bands, then date 2's, in BANDS order."""
-        bands, transform, crs = [], None, None
+        bands: list[np.ndarray] = []
+        transform, crs = None, None
         for folder in ("imgs_1_rect", "imgs_2_rect"):
             found = {p.name: p for p in files.find_all(f"{IMAGES}/{city}/{folder}/*.tif").values()}
             for band in BANDS:

@@ -131,7 +131,7 @@ class SitsPreparer(Preparer):
         writer = self.open_writer(data_root, timesteps=[m.isoformat() for m in MONTHS],
                                   fingerprint={"prep_version": self.prep_version, "areas": areas})
         expected: dict[tuple[str, str], int] = {}
-        size = None
+        size: int | None = None
         for area_split, ids in areas.items():
             for area in tqdm(ids, desc=f"prepare {self.name}/{area_split}", unit="area", disable=not progress):
                 labels_raw = self._labels(files, area)
@@ -157,6 +157,7 @@ class SitsPreparer(Preparer):
                             sample_id=sample_id, domain=self.domain, split=split, group=area,
                             image=series[window].reshape(-1, PATCH, PATCH), label=labels[window[1:]],
                             source_file=f"{self.folder}/{area_split}/{area}", window=(x0, y0, x0 + PATCH, y0 + PATCH)))
+        assert size is not None  # at least one area was read
         return self.finish(
             writer, files, expected_counts=expected,
             notes=[f"split.json areas: {', '.join(f'{k} {len(v)}' for k, v in areas.items())}",

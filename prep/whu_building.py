@@ -33,7 +33,7 @@ from .fakes import blocky_classes, write_raster
 from .pairs import Pair, binary_mask, match_pairs, write_pairs
 
 # Domain → (accepted top folder names, {prepared split: raw subfolders}).
-SUBSETS = {
+SUBSETS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "aerial": (("aerial", "3. The cropped aerial image tiles and raster labels"),
                {"train": ("train",), "val": ("val",), "test": ("test",)}),
     "satellite2": (("satellite2",), {"train": ("train", "train_no"), "test": ("test", "test_no")}),

@@ -9,11 +9,13 @@ the CLI) stays fast.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 from . import _moved
 
 _moved.install()  # the flat layout's module paths (`rsdg_bench.results`, …) still import, with a warning
+_version: ModuleType | None
 try:  # written at install time by setuptools-scm from git (pyproject's [tool.setuptools_scm])
     from rsdg_bench import _version
 except ImportError:  # a source tree that was never installed: nothing says which code this is

@@ -150,7 +150,7 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
 
     task = _task(task)
     if isinstance(model, nn.Module):
-        adapter = ModuleAdapter(model, input_contract, frozenset({task.kind}))
+        adapter: Adapter = ModuleAdapter(model, input_contract, frozenset({task.kind}))
     elif isinstance(model, Adapter):
         adapter = model
     else:
@@ -160,6 +160,7 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
     data = TaskData(root, task, phase="evaluate")
     if adapter.module is None:
         adapter.setup(task, data.band_names(task.source))
+    assert adapter.module is not None  # given, or built by `setup`
     weights = Weights(state_sha256(adapter.module), {"status": "unknown", "why": "weights handed in from Python; "
                                                      "nothing records how they were trained"}, in_memory=True)
     settings = RunSettings(data_root=root, results_root=default_results_root(), device=_device(device, adapter),
@@ -233,7 +234,7 @@ def build_leaderboard(results_dir: Path | str | None = None, out: Path | str | N
 
     results = Path(results_dir) if results_dir else default_results_root()
     refused_here: list[tuple[str, str]] = []
-    records: Iterable[tuple[Path, ResultRecord]] = ResultStore(results).iter_valid(refused_here)  # one at a time
+    records: Iterable[tuple[Path | str, ResultRecord]] = ResultStore(results).iter_valid(refused_here)  # one at a time
     refused: Iterable[tuple[str, str]] = refused_here  # read by build_board once the records are consumed
     badges: dict[str, tuple[str, str]] = {}
     submitted_count = 0

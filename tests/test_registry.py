@@ -13,7 +13,7 @@ import pytest
 
 from rsdg_bench.base.errors import RsdgError, TaskError
 from rsdg_bench.base.registry import Registry
-from rsdg_bench.protocol.metric_table import BY_NAME, CONVENTIONS, HEADLINE_NAMES, METRICS, PER_PLACE_NAMES
+from rsdg_bench.protocol.metric_table import BY_NAME, CONVENTIONS, HEADLINE_NAMES, HEADLINE_RATES, METRICS, PER_PLACE_NAMES
 
 
 class Thing:
@@ -114,6 +114,7 @@ def test_the_metric_table_names_every_headline_once_and_the_engine_computes_each
     from rsdg_bench.scoring.metrics import scores_from_confusion
 
     assert len(BY_NAME) == len(METRICS) and set(HEADLINE_NAMES) | set(PER_PLACE_NAMES) == set(BY_NAME)
+    assert set(HEADLINE_RATES) == set(HEADLINE_NAMES)  # every headline says which rate it averages
     headline = scores_from_confusion(np.array([[5, 1], [2, 4]])).headline()
     assert tuple(headline) == HEADLINE_NAMES
     # each headline is the mean of its rate (OA the whole matrix's), recomputed here by hand

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import shutil
 from pathlib import Path
+from typing import TypeGuard
 
 # A disk that filled (or a quota reached), or a file system that is (or turned) read-only: every later write
 # fails the same way, so a command stops at the first rather than failing each task in turn
@@ -58,7 +59,7 @@ def is_disk_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
 
 
-def is_storage_error(exc: BaseException) -> bool:
+def is_storage_error(exc: BaseException) -> TypeGuard[OSError]:
     """Whether `exc` is a write the storage refused (`STORAGE_ERRNOS`): no later write can succeed either."""
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 

@@ -22,7 +22,7 @@ _WAITS = {torch.Tensor.item: "item", torch.Tensor.tolist: "tolist", torch.Tensor
           torch.Tensor.nonzero: "nonzero", torch.nonzero: "nonzero"}
 
 
-def _to_host(args: tuple, kwargs: dict) -> bool:
+def _to_host(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether a `Tensor.to` call copies a tensor from an accelerator to the host."""
     tensor = args[0]
     target = kwargs.get("device", args[1] if len(args) > 1 else None)
@@ -42,7 +42,8 @@ class HostSyncCounter(TorchFunctionMode):
     def total(self) -> int:
         return sum(self.calls.values())
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         name = _WAITS.get(func)
         if name is not None:

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from rsdg_bench.base.errors import RsdgError
 
 T = TypeVar("T")
+R = TypeVar("R")  # what is registered (returned as it came)
 HOME_DISTRIBUTION = "rsdg-bench"  # the distribution whose entry points are built-ins
 
 
@@ -58,7 +59,7 @@ class Registry(Generic[T]):
         self._sources: dict[str, str] = {}
 
     # registering
-    def register(self, obj: Any, name: str | None = None) -> Any:
+    def register(self, obj: R, name: str | None = None) -> R:
         """Register `obj` under `name` (default: its `name` attribute); returns `obj`, so it decorates."""
         name = name if name is not None else getattr(obj, "name", None)
         if not isinstance(name, str) or not name:
@@ -115,7 +116,7 @@ class Registry(Generic[T]):
                              "fix or reinstall the package that provides it") from exc
         own = getattr(obj, "name", None)
         if not own and isinstance(obj, type):  # an adapter class may leave its name to its registration
-            obj.name = entry.name
+            setattr(obj, "name", entry.name)  # a class that declares no `name` attribute
             own = entry.name
         if own != entry.name:
             raise self.error(f"{self.what} {entry.value} is declared as {entry.name!r} but calls itself {own!r}",

@@ -72,7 +72,7 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     if not any(getattr(h, "rsdg_cli", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler.rsdg_cli = True
+        setattr(handler, "rsdg_cli", True)  # marks the CLI's own handler (read by getattr above)
         logger.addHandler(handler)
 
 

@@ -70,7 +70,8 @@ class LabelMap(BaseModel):
 
     def apply(self, label: np.ndarray) -> np.ndarray:
         """The label in the target schema (values outside the source classes become ignore)."""
-        return self.lookup[label]
+        mapped: np.ndarray = self.lookup[label]
+        return mapped
 
 
 def label_maps_dir() -> Path:

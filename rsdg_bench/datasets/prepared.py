@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
@@ -258,8 +259,9 @@ class quiet_georef:
         self._ctx.__enter__()
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
 
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._ctx.__exit__(exc_type, exc, traceback)
 
 
 # The most pixels (height × width) a raw image may have before it is decoded: a raw file's header is read first,
@@ -282,7 +284,8 @@ def read_raster(path: str | Path, fix: str | None = None) -> np.ndarray:
     (with `fix` as the remedy, e.g. re-extracting a raw download; by default the prepared-data one)."""
     try:
         with quiet_georef(), rasterio.open(path) as src:
-            return src.read()
+            array: np.ndarray = src.read()
+            return array
     except RasterioError as exc:
         raise DataError(f"cannot read raster {path}: {exc}",
                         fix or "the file is missing or corrupt; `rsdg-bench prepare NAME --verify` checks a "
@@ -316,7 +319,8 @@ def read_raw_raster(path: str | Path, fix: str = "the file is corrupt or truncat
                 if handle.read() != b"\xff\xd9":
                     raise DataError(f"{path} is not a complete JPEG (no end-of-image marker)", fix)
             return decode_jpeg(path, path, fix)
-        return src.read()
+        array: np.ndarray = src.read()
+        return array
 
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -360,7 +364,8 @@ def read_raw_mask(path: str | Path, fix: str = "the file is not a mask from this
     if planes.shape[0] != 1 or planes.dtype != np.uint8:
         raise DataError(f"{path} is {planes.dtype} with {planes.shape[0]} bands; a mask of class indices is one "
                         "band of uint8", fix)
-    return planes[0]
+    mask: np.ndarray = planes[0]
+    return mask
 
 
 @contextmanager
@@ -517,6 +522,7 @@ class PreparedWriter:
         else:
             _write_raster(self.work_dir / image_rel, sample.image, sample.transform, crs, quiet=self._pool is None)
         if label_rel is not None:
+            assert label_planes is not None  # a label path is chosen only for label planes
             _write_raster(self.work_dir / label_rel, label_planes, sample.transform, crs, quiet=self._pool is None)
         height, width = sample.image.shape[-2:]
         return {
@@ -821,7 +827,8 @@ class PreparedDataset:
             return decode_jpeg(io.BytesIO(data), path, f"prepare {self.card.name} again")
         try:
             with quiet_georef(), MemoryFile(data) as memory, memory.open() as src:
-                return src.read()
+                array: np.ndarray = src.read()
+                return array
         except RasterioError as exc:
             raise DataError(f"cannot read raster {path}: {exc}", f"prepare {self.card.name} again") from exc
 

@@ -41,7 +41,8 @@ def read_threads_for(device: torch.device) -> int:
 
 @contextlib.contextmanager
 def read_ahead(dataset: Any, indices: Sequence[int], batch_size: int, threads: int = READ_THREADS,
-               pin_memory: bool = False, then: Callable[[dict], dict] | None = None) -> Iterator[Iterator[list[dict]]]:
+               pin_memory: bool = False, then: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+               ) -> Iterator[Iterator[list[dict[str, Any]]]]:
     """Batches (lists) of `dataset[i]` for `indices` in order, `batch_size` at a time, each sample read by one
     of `threads` threads. At most `BATCHES_AHEAD` batches, or two samples per thread if that is more, are read
     ahead: every thread has work (when a batch was one thread's work, at most five threads could read at
@@ -51,8 +52,8 @@ def read_ahead(dataset: Any, indices: Sequence[int], batch_size: int, threads: i
     and waits for the running ones, so no thread outlives the evaluation, whether it ended or failed."""
     quiet_georef_everywhere()  # `quiet_georef` swaps the process's warning filters, which threads must not race on
 
-    def read(index: int) -> dict:
-        sample = dataset[index]
+    def read(index: int) -> dict[str, Any]:
+        sample: dict[str, Any] = dataset[index]
         if then is not None:
             sample = then(sample)
         if pin_memory:
@@ -61,13 +62,13 @@ def read_ahead(dataset: Any, indices: Sequence[int], batch_size: int, threads: i
 
     ahead = max(BATCHES_AHEAD * batch_size, 2 * threads)
     upcoming = iter(indices)
-    pending: deque[Future] = deque()
+    pending: deque[Future[dict[str, Any]]] = deque()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rsdg-read") as pool:
         def fill() -> None:
             while len(pending) < ahead and (index := next(upcoming, None)) is not None:
                 pending.append(pool.submit(read, index))
 
-        def ordered() -> Iterator[list[dict]]:
+        def ordered() -> Iterator[list[dict[str, Any]]]:
             fill()
             while pending:
                 batch = [pending[position].result() for position in range(min(batch_size, len(pending)))]

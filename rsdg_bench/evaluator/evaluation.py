@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -95,8 +95,8 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
 
 
 @contextlib.contextmanager
-def _batches(dataset: SegmentationSplit, indices: list[int], batch_size: int, num_workers: int, read_threads: int,
-             device: torch.device, then: Callable[[dict], dict] | None = None) -> Iterator[Iterator[list[dict]]]:
+def _batches(dataset: SegmentationSplit, indices: Sequence[int], batch_size: int, num_workers: int, read_threads: int,
+             device: torch.device, then: Callable[[dict], dict] | None = None) -> Iterator[Iterable[list[dict]]]:
     """The samples at `indices`, `batch_size` at a time in order: from `num_workers` DataLoader worker processes
     when asked, otherwise read ahead by `read_threads` threads of this process (`read_ahead`: no transfer
     between processes), which also apply `then` to each sample. Pinned for a CUDA device."""
@@ -105,7 +105,9 @@ def _batches(dataset: SegmentationSplit, indices: list[int], batch_size: int, nu
         with read_ahead(dataset, indices, batch_size, read_threads, pin_memory=pin, then=then) as batches:
             yield batches
         return
-    yield DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
+    # torch types Subset's dataset as a `Dataset`; it needs only the split's __getitem__ and __len__
+    yield DataLoader(Subset(dataset, indices),  # type: ignore[arg-type]
+                     batch_size=batch_size, num_workers=num_workers, collate_fn=list,
                      prefetch_factor=4, pin_memory=pin)
 
 
@@ -150,15 +152,13 @@ def float32_arithmetic(precision: str) -> Iterator[None]:
     (`bench/cuda_batching.py --cpu-check`): a record that says fp32 is float32 on every device. TF32 ran the
     network 2.2× faster there (model ceiling 297 against 137 images/s), so it can be asked for by name.
     """
-    backends = (torch.backends.cudnn, torch.backends.cuda.matmul)
-    before = [backend.allow_tf32 for backend in backends]
-    for backend in backends:
-        backend.allow_tf32 = precision == "tf32"
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = precision == "tf32"
     try:
         yield
     finally:
-        for backend, allowed in zip(backends, before, strict=True):
-            backend.allow_tf32 = allowed
+        cudnn.allow_tf32, matmul.allow_tf32 = before
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -147,9 +147,9 @@ def predict_logits(forward: Forward, x: torch.Tensor, spec: InferenceSpec, num_c
     def once(inp: torch.Tensor) -> torch.Tensor:
         if spec.resize_long_side is None:
             return infer(inp)
-        size = tuple(inp.shape[-2:])
-        scaled = _bilinear(inp, keep_ratio_size(*size, spec.resize_long_side))
-        return _bilinear(infer(scaled), size)
+        height, width = inp.shape[-2:]
+        scaled = _bilinear(inp, keep_ratio_size(height, width, spec.resize_long_side))
+        return _bilinear(infer(scaled), (height, width))
 
     if not spec.tta:
         return once(x)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -86,10 +87,12 @@ def export_prepared(data_root: Path, name: str, out: Path) -> Path:
     return out
 
 
-def _viewable(dataset: PreparedDataset, rows: pd.DataFrame) -> tuple[list[dict], list[dict | None]]:
+def _viewable(dataset: PreparedDataset, rows: pd.DataFrame
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
     """Each sample's `image_preview` and `label_mask` PNGs (as `datasets` Image cells), read through the
     manifest's sha256 check like every read."""
-    previews, masks = [], []
+    previews: list[dict[str, Any]] = []
+    masks: list[dict[str, Any] | None] = []
     for _, row in rows.iterrows():
         previews.append({"bytes": png_bytes(preview(dataset.read_image(row))), "path": None})
         if dataset.card.label_level == "image" or not isinstance(row["label"], str):
@@ -205,7 +208,7 @@ def _restore_row(row: dict, expected: dict[str, dict], written: set[str], stagin
     """Write one exported sample's files into the staging folder, after checking them against the manifest."""
     sample_id = row.get("sample_id")
     wanted = expected.get(sample_id) if isinstance(sample_id, str) else None
-    if wanted is None:
+    if wanted is None or not isinstance(sample_id, str):  # (a sample id not a str has no manifest row)
         raise DataError(f"{part}: sample {sample_id!r} is not in the manifest", _FIX)
     if sample_id in written:  # counted twice, a repeat would hide a missing sample
         raise DataError(f"{part}: sample {sample_id!r} appears more than once in the export", _FIX)

@@ -71,7 +71,8 @@ def export_results(results_root: Path, out: Path, progress: bool = False) -> tup
     `progress`: a bar over the records as they are checked and turned into rows."""
     from tqdm.auto import tqdm
 
-    store, refused = ResultStore(Path(results_root)), []
+    store = ResultStore(Path(results_root))
+    refused: list[tuple[str, str]] = []
     valid = list(tqdm(store.iter_valid(refused), total=len(store.paths()) if progress else None,
                       desc="exporting records", unit="record", disable=not progress))
     if not valid:

@@ -14,6 +14,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 FACTS = ("kinds", "trainable")
 
@@ -52,7 +53,7 @@ def _static_facts(module_name: str, class_name: str) -> AdapterFacts | None:
 
 
 @cache
-def _base_defaults() -> dict[str, object]:
+def _base_defaults() -> dict[str, Any]:
     tree = _parse(_module_file("rsdg_bench.models.adapters"))
     base = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Adapter")
     defaults = _literal_attributes(base)
@@ -61,17 +62,17 @@ def _base_defaults() -> dict[str, object]:
     return defaults
 
 
-def _literal_attributes(node: ast.ClassDef) -> dict[str, object] | None:
+def _literal_attributes(node: ast.ClassDef) -> dict[str, Any] | None:
     """`kinds` and `trainable` as assigned in the class body (`True`/`False`, `frozenset({...})` of strings);
     None when one of them is assigned something that is not a literal."""
-    found: dict[str, object] = {}
+    found: dict[str, Any] = {}  # literal values
     for statement in node.body:
         target, value = None, None
         if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
             target, value = statement.targets[0], statement.value
         elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
             target, value = statement.target, statement.value
-        if not (isinstance(target, ast.Name) and target.id in FACTS):
+        if value is None or not (isinstance(target, ast.Name) and target.id in FACTS):
             continue
         if (isinstance(value, ast.Call) and ast.unparse(value.func) == "frozenset" and len(value.args) == 1
                 and not value.keywords):

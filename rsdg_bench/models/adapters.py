@@ -129,7 +129,8 @@ class Adapter(abc.ABC):
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
-    kinds: ClassVar[frozenset[str]] = frozenset({"segmentation"})  # task kinds the adapter can do
+    # task kinds the adapter can do (not a ClassVar: a `ModuleAdapter` takes its kinds per instance)
+    kinds: frozenset[str] = frozenset({"segmentation"})
     # An upper-bound mode that chooses with the labels (e.g. CoDEX's Oracle): the evaluator calls
     # `oracle_series` with them, and the records it gives are marked and never reach a leaderboard.
     peeks_at_labels: bool = False
@@ -147,7 +148,7 @@ class Adapter(abc.ABC):
         unknown = set(options) - self.known_options if self.known_options is not None else set()
         if unknown:
             raise AdapterError(f"unknown {self.name} options {sorted(unknown)}",
-                               self.options_help or f"use: {', '.join(sorted(self.known_options))}")
+                               self.options_help or f"use: {', '.join(sorted(self.known_options or ()))}")
         self.options = dict(options)
         self.module: nn.Module | None = None
 

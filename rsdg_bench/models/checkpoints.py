@@ -13,6 +13,7 @@ on anything the caller did not declare acceptable.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def _what_went_wrong(path: Path, exc: BaseException) -> str:
     return f"not a PyTorch checkpoint (torch says {type(exc).__name__}: {exc})"
 
 
-def remap(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], drop: list[str] = ()
+def remap(state: dict[str, torch.Tensor], rules: list[tuple[str, str]], drop: Sequence[str] = ()
           ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Keys renamed by the first matching `(pattern, replacement)` rule (anchored regexes); keys matching
     a `drop` pattern, or no rule at all, are returned separately as the dropped ones."""

@@ -59,6 +59,7 @@ def _identity_of(module: ModuleType) -> dict[str, Any]:
 def _package_root(module: ModuleType) -> Path:
     """The folder whose modules count as the adapter's own: its package's folder (the sub-package for the
     harness's built-ins), or the file's folder for a module loaded from a path."""
+    assert module.__file__ is not None  # an adapter's class comes from a module file
     path = Path(module.__file__).resolve()
     package = module.__name__.split(".")[0]
     if package == "rsdg_bench" or "." not in module.__name__:
@@ -113,6 +114,7 @@ def builtin_code_identity(module_name: str) -> dict[str, Any]:
 
     package, _, stem = module_name.rpartition(".")
     spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations is not None  # the built-ins' package, installed
     root = Path(next(iter(spec.submodule_search_locations))).resolve()
     files: set[Path] = set()
     pending = [root / f"{stem}.py"]
@@ -133,7 +135,7 @@ def _sibling_imports(path: Path, package: str) -> set[str]:
     import ast
 
     found: set[str] = set()
-    statements = list(ast.parse(path.read_bytes(), filename=str(path)).body)
+    statements: list[ast.AST] = list(ast.parse(path.read_bytes(), filename=str(path)).body)
     while statements:
         node = statements.pop()
         if isinstance(node, (ast.If, ast.Try)):

@@ -25,8 +25,9 @@ class ModuleAdapter(Adapter):
     """`module(x)` for `predict` and `classify`, `module(x, days)` for `predict_series`."""
 
     name = "module"
+    module: nn.Module  # given, never None
 
-    def __init__(self, module: nn.Module, contract: InputContract, kinds: frozenset[str]) -> None:
+    def __init__(self, module: nn.Module, contract: InputContract | None, kinds: frozenset[str]) -> None:
         if not isinstance(module, nn.Module):
             raise AdapterError(f"evaluate() takes an Adapter or a torch.nn.Module, not {type(module).__name__}")
         if not isinstance(contract, InputContract):

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
     from rsdg_bench.protocol.task_data import SegmentationSplit
     from rsdg_bench.protocol.task_schema import Task
 
-SampleScorer = Callable[[dict], tuple["torch.Tensor", "torch.Tensor"]]  # sample → (label, prediction), same shape
+SampleScorer = Callable[[dict[str, Any]], tuple["torch.Tensor", "torch.Tensor"]]  # sample → (label, prediction), same shape
 # Samples (one loader batch) → their (label, prediction) pairs, in order; predictions may stay on the device.
-BatchScorer = Callable[[list[dict]], list[tuple["torch.Tensor", "torch.Tensor"]]]
+BatchScorer = Callable[[list[dict[str, Any]]], list[tuple["torch.Tensor", "torch.Tensor"]]]
 # Normalizes one sample's image tensor under the adapter's input contract (band selection, float, mean/std).
-SampleNormalizer = Callable[["torch.Tensor", dict], "torch.Tensor"]
+SampleNormalizer = Callable[["torch.Tensor", dict[str, Any]], "torch.Tensor"]
 
 
 class TaskKind:

@@ -48,6 +48,8 @@ METRICS: tuple[Metric, ...] = (
 )
 BY_NAME = {metric.name: metric for metric in METRICS}
 HEADLINE_NAMES = tuple(metric.name for metric in METRICS if not metric.per_place)  # from one matrix
+# headline → the rate it averages (`oa`: the whole matrix's accuracy)
+HEADLINE_RATES: dict[str, str] = {metric.name: metric.rate for metric in METRICS if metric.rate is not None}
 PER_PLACE_NAMES = tuple(metric.name for metric in METRICS if metric.per_place)  # from the samples' places
 
 

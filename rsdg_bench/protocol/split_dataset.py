@@ -5,10 +5,12 @@ until a sample is served (so `score` runs without it).
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.utils.data import Dataset
 
 from rsdg_bench.protocol.task_data import SegmentationSplit
 
 
-class SplitDataset(SegmentationSplit, Dataset):
+class SplitDataset(SegmentationSplit, Dataset[dict[str, Any]]):
     """`SegmentationSplit`, registered as a torch map-style `Dataset` (same samples, same attributes)."""

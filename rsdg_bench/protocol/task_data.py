@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -168,8 +168,15 @@ class TaskData:
             self._datasets[dataset] = PreparedDataset.open(self.data_root, dataset)
         return self._datasets[dataset]
 
+    @overload
+    def open(self, ref: SplitRef, limit: int | None = None, labelled: bool = True) -> SegmentationSplit: ...
+
+    @overload
+    def open(self, ref: SplitRef, limit: int | None = None, labelled: bool = True, *,
+             split_type: type[SplitT]) -> SplitT: ...
+
     def open(self, ref: SplitRef, limit: int | None = None, labelled: bool = True,
-             split_type: type[SplitT] = SegmentationSplit) -> SplitT:  # type: ignore[assignment]
+             split_type: type[SegmentationSplit] = SegmentationSplit) -> SegmentationSplit:
         """A split of the task; `labelled=False` reads inputs only (and so may open a split whose labels
         are not public). `split_type` is `SegmentationSplit` or a subclass (`split_dataset.SplitDataset`, a torch
         `Dataset` proper, for the public API)."""

@@ -17,7 +17,7 @@ import os
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,8 +31,12 @@ from rsdg_bench.datasets.label_maps import load_label_map
 from rsdg_bench.protocol.kind import DEFAULT_KIND, KINDS, get_kind, kind_names
 from rsdg_bench.protocol.metric_table import BY_NAME, CONVENTION_NAMES, CONVENTIONS, DEFAULT_CONVENTION, PER_PLACE_NAMES
 
-MetricName = Literal[tuple(BY_NAME)]  # the metric table's names (`metric_table.METRICS`)
-ConventionName = Literal[CONVENTION_NAMES]
+if TYPE_CHECKING:  # for the type checker a name; for pydantic (at run time) the table's names, checked
+    MetricName = str
+    ConventionName = str
+else:
+    MetricName = Literal[tuple(BY_NAME)]  # the metric table's names (`metric_table.METRICS`)
+    ConventionName = Literal[CONVENTION_NAMES]  # the registered conventions
 _GROUP_METRICS = set(PER_PLACE_NAMES)  # need the samples' groups (a kind that is `grouped`)
 _DISPLAY_ONLY = {"name", "description", "reference"}
 _NOT_TASK_DIRS = {"classes", "suites", "label_maps"}
@@ -55,6 +59,9 @@ class SplitRef(_Strict):
     @property
     def slug(self) -> str:
         return f"{self.dataset}/{self.domain}/{self.split}"
+
+
+Role = Literal["source", "target"]  # what an evaluated split is to a task (`Task.evaluation_splits`)
 
 
 class InferenceSpec(_Strict):
@@ -176,7 +183,7 @@ class TrainingSpec(_Strict):
     def _cosine_end(self) -> TrainingSpec:
         if (self.schedule == "cosine") != (self.final_lr is not None):
             raise ValueError("the cosine schedule needs `final_lr`, and only it takes one")
-        if self.schedule == "cosine" and self.final_lr >= self.lr:
+        if self.final_lr is not None and self.final_lr >= self.lr:  # given only with the cosine schedule (above)
             raise ValueError(f"final_lr {self.final_lr} must be below lr {self.lr}")
         if self.decay_fraction != 1.0 and self.schedule != "cosine":
             raise ValueError("`decay_fraction` belongs to the cosine schedule")
@@ -186,6 +193,7 @@ class TrainingSpec(_Strict):
         """Iterations of the schedule: given, or epochs × full batches per pass over the source split."""
         if self.iterations is not None:
             return self.iterations
+        assert self.epochs is not None  # exactly one of the two (_one_length)
         return self.epochs * self.iterations_per_epoch(source_samples)
 
     def iterations_per_epoch(self, source_samples: int) -> int:
@@ -313,9 +321,9 @@ class Task(_Strict):
             return list(range(self.class_schema.num_classes))
         return [self.class_schema.index_of(name) for name in self.metrics.classes]
 
-    def evaluation_splits(self) -> list[tuple[str, SplitRef]]:
+    def evaluation_splits(self) -> list[tuple[Role, SplitRef]]:
         """(role, split) pairs to evaluate: the targets, and the selection split when asked for."""
-        splits = [("target", t) for t in self.targets]
+        splits: list[tuple[Role, SplitRef]] = [("target", t) for t in self.targets]
         if self.metrics.source_reference and self.select is not None:
             splits.insert(0, ("source", self.select))
         return splits

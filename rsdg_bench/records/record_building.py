@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from rsdg_bench.datasets.prepared import DatasetCard
 from rsdg_bench.protocol.kind import get_kind
-from rsdg_bench.protocol.task_schema import Task
+from rsdg_bench.protocol.task_schema import Role, Task
 from rsdg_bench.records.results import (
     SCHEMA_VERSION,
     EvaluatedSplit,
+    ModelBlock,
+    ProvenanceBlock,
     ResultRecord,
     SampleIndex,
+    TaskBlock,
     encode_per_image,
     metrics_block,
     provenance,
@@ -36,7 +39,7 @@ class RunContext:
     limit: int | None = None  # a smoke run's sample limit (such records never reach a leaderboard)
 
 
-def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], normalization: dict[str, Any], role: str,
+def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], normalization: dict[str, Any], role: Role,
                            split: SegmentationSplit, card: DatasetCard, manifest_sha256: str, counts: SplitCounts,
                            predictions: list[dict[str, str]] | None, context: RunContext,
                            wall_time_s: float) -> ResultRecord:
@@ -54,8 +57,8 @@ def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], norma
     scenes, scene_unit = split.scenes()
     return ResultRecord(
         schema_version=SCHEMA_VERSION, key=key,
-        task=task.record_block(),
-        model=model,
+        task=TaskBlock.model_validate(task.record_block()),
+        model=ModelBlock.model_validate(model),
         evaluated=EvaluatedSplit(role=role, dataset=ref.dataset, domain=ref.domain, split=ref.split,
                                  num_samples=len(split),
                                  published_samples=card.published_counts.get(ref.domain, {}).get(ref.split),
@@ -71,9 +74,9 @@ def record_from_evaluation(*, key: str, task: Task, model: dict[str, Any], norma
         inference=task.inference.model_dump(mode="json"),
         normalization=normalization,
         smoke={"limit": context.limit} if context.limit is not None else None,
-        provenance=provenance(task_hash=task.hash, manifest_sha256=manifest_sha256,
+        provenance=ProvenanceBlock.model_validate(provenance(task_hash=task.hash, manifest_sha256=manifest_sha256,
                               checkpoint_sha256=model["checkpoint"].get("sha256"),
                               device=context.device, world_size=context.world_size,
                               torch_version=context.torch_version, wall_time_s=wall_time_s,
-                              date=datetime.now(UTC).isoformat(timespec="seconds"), execution=counts.execution),
+                              date=datetime.now(UTC).isoformat(timespec="seconds"), execution=counts.execution)),
     )

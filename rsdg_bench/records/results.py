@@ -256,7 +256,8 @@ class ResultRecord(BaseModel):
     @property
     def convention(self) -> str:
         """The task's metric convention (records made before conventions existed are mmseg)."""
-        return self.task.resolved.get("metrics", {}).get("convention", DEFAULT_CONVENTION)
+        convention: str = self.task.resolved.get("metrics", {}).get("convention", DEFAULT_CONVENTION)
+        return convention
 
 
 def encode_per_image(matrices: SparseCountRows | Any, ignored: SparseCountRows | Any | None = None) -> dict[str, Any]:
@@ -308,7 +309,7 @@ def metrics_block(matrix: list[list[int]] | np.ndarray, class_names: list[str], 
                                    ignored if CONVENTIONS.get(convention).counts_ignored_predictions else None)
     per_class = {name: {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in values.items()}
                  for name, values in scores.per_class(class_names).items()}
-    block = {**{k: _none_if_nan(v) for k, v in scores.headline().items()}, "per_class": per_class}
+    block: dict[str, Any] = {**{k: _none_if_nan(v) for k, v in scores.headline().items()}, "per_class": per_class}
     if convention != DEFAULT_CONVENTION:  # records of mmseg tasks keep the form they always had
         block["convention"] = convention
     others = {}
@@ -321,9 +322,9 @@ def metrics_block(matrix: list[list[int]] | np.ndarray, class_names: list[str], 
     block["other_conventions"] = others
     if per_image is not None and groups is not None:
         by_group = group_accuracy(per_image, groups)
-        values = list(by_group.values())
-        block.update(domain_acc=sum(values) / len(values) if values else None,
-                     worst_domain_acc=min(values) if values else None, group_acc=by_group)
+        accuracies = list(by_group.values())
+        block.update(domain_acc=sum(accuracies) / len(accuracies) if accuracies else None,
+                     worst_domain_acc=min(accuracies) if accuracies else None, group_acc=by_group)
     return block
 
 

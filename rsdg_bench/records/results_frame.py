@@ -10,6 +10,7 @@ record's confusion matrix, as every reader of records does.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def record_rows(record: ResultRecord, path: Path | None = None) -> list[dict[str
     return rows
 
 
-def records_frame(records: list[tuple[Path | None, ResultRecord]]) -> pd.DataFrame:
+def records_frame(records: Sequence[tuple[Path | None, ResultRecord]]) -> pd.DataFrame:
     """All rows of `records` ((path or None, record) pairs) in one frame, sorted by task, model and split."""
     rows = [row for path, record in records for row in record_rows(record, path)]
     frame = pd.DataFrame(rows)

@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from tqdm.auto import tqdm
@@ -221,7 +221,7 @@ def default_name(adapter: Adapter) -> str:
     return f"{adapter.name}({details})" if details else adapter.name
 
 
-def _results_disk_failed(exc: BaseException, results_root: Path) -> bool:
+def _results_disk_failed(exc: BaseException, results_root: Path) -> TypeGuard[OSError]:
     """Whether `exc` is a write into the results folder that its disk refused for lack of space or as
     read-only: every later record would fail the same way. A disk error elsewhere (an adapter's own cache)
     fails its task alone, as any adapter error does."""
@@ -250,7 +250,7 @@ def run_tasks(tasks: list[Task], model: ModelSpec, settings: RunSettings) -> lis
     """
     keep_freed_blocks()
     store = ResultStore(settings.results_root)
-    outcomes = []
+    outcomes: list[TaskOutcome] = []
     quiet = not (settings.progress and settings.group.is_main) or len(tasks) < 2
     for task in tqdm(tasks, desc="tasks", unit="task", disable=quiet):
         try:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # torch is imported where matrices are counted, so reading re
 
 from rsdg_bench.base.errors import DataError
 from rsdg_bench.datasets.classes import IGNORE_INDEX
-from rsdg_bench.protocol.metric_table import BY_NAME, CONVENTIONS, HEADLINE_NAMES, PER_PLACE_NAMES
+from rsdg_bench.protocol.metric_table import CONVENTIONS, HEADLINE_NAMES, HEADLINE_RATES, PER_PLACE_NAMES
 
 # The headline metrics of one matrix, and the per-place accuracies of a split whose samples name their group
 # (classification): the metric table's names (`rsdg_bench.protocol.metric_table`)
@@ -108,9 +108,9 @@ def batch_confusion_counts(labels: list[torch.Tensor], preds: list[torch.Tensor]
                        for image, (label, pred) in enumerate(zip(labels, preds, strict=True))])
     # index_add_ into bins of a known size: CUDA's bincount reads its input's min and max back to the host to
     # size its output, two more waits; integer additions are exact in any order
-    bins = torch.zeros(len(labels) * 256 * width, dtype=torch.int64, device=index.device)
-    bins.index_add_(0, index, torch.ones_like(index))
-    bins = bins.cpu().numpy().reshape(len(labels), 256, width)
+    device_bins = torch.zeros(len(labels) * 256 * width, dtype=torch.int64, device=index.device)
+    device_bins.index_add_(0, index, torch.ones_like(index))
+    bins = device_bins.cpu().numpy().reshape(len(labels), 256, width)
     stray = bins[:, k:IGNORE_INDEX, :].sum(axis=(0, 2))
     if stray.any():
         values = [int(v) + k for v in np.flatnonzero(stray)]
@@ -250,9 +250,9 @@ def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = 
     selected = np.arange(k) if headline_classes is None else np.asarray(headline_classes, dtype=np.int64)
 
     def mean(values: np.ndarray) -> np.ndarray:
-        chosen = values[..., selected]
+        chosen: np.ndarray = values[..., selected]
         if not skips_nan:  # no NaN to leave out: every headline class counts
-            return chosen.mean(axis=-1)
+            return np.asarray(chosen.mean(axis=-1))
         if chosen.ndim == 1:  # one matrix: the reduction the stored numbers were always made with
             return np.asarray(_nanmean(chosen))
         present = ~np.isnan(chosen)
@@ -261,7 +261,7 @@ def headline_metrics(matrices: np.ndarray, headline_classes: list[int] | None = 
             return np.where(count > 0, np.where(present, chosen, 0).sum(axis=-1) / np.maximum(count, 1), np.nan)
 
     # each headline of the metric table: the mean of its per-class rate, or OA, a rate of the whole matrix
-    return {name: rates["oa"] if BY_NAME[name].rate == "oa" else mean(rates[BY_NAME[name].rate])
+    return {name: rates["oa"] if HEADLINE_RATES[name] == "oa" else mean(rates[HEADLINE_RATES[name]])
             for name in METRIC_NAMES}
 
 
@@ -275,8 +275,8 @@ def uniform_chance_matrix(matrix: np.ndarray | list[list[int]]) -> np.ndarray:
 
 
 def scores_from_confusion(matrix: torch.Tensor | np.ndarray, headline_classes: list[int] | None = None,
-                          convention: str = "mmseg", ignored: torch.Tensor | np.ndarray | None = None
-                          ) -> SegmentationScores:
+                          convention: str = "mmseg",
+                          ignored: torch.Tensor | np.ndarray | list[int] | None = None) -> SegmentationScores:
     """All segmentation metrics from one K×K confusion matrix (rows = ground truth), under a convention."""
     cm = np.asarray(matrix, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:

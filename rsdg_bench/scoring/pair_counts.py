@@ -29,7 +29,7 @@ def pair_counts(label: np.ndarray, prediction: np.ndarray, num_classes: int) -> 
 
 
 @compiled
-def _count(labels, predictions, num_classes, counts):
+def _count(labels: np.ndarray, predictions: np.ndarray, num_classes: int, counts: np.ndarray) -> int:
     """Add each pixel to its bin; the position of the first prediction outside [0, K), or -1."""
     for q in range(labels.shape[0]):
         predicted = predictions[q]

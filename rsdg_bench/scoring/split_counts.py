@@ -6,6 +6,7 @@ the same numbers). Needs no torch: `score` and the record readers import it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class SplitCounts:
 
     per_image: SparseCountRows
     ignored: SparseCountRows
-    execution: dict | None = None  # threads, workers, batch size: how the counting ran (provenance)
+    execution: dict[str, Any] | None = None  # threads, workers, batch size: how the counting ran (provenance)
 
     @classmethod
     def empty(cls, samples: int, num_classes: int) -> SplitCounts:

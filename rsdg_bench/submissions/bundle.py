@@ -288,8 +288,8 @@ def model_records(results: Path, model: str, task_ids: list[str] | None) -> tupl
     task and split, limited to `task_ids`; smoke, random-init and oracle records are left out (with why)."""
     valid, refused = ResultStore(Path(results)).load_valid()
     if refused:
-        path, why = refused[0]
-        raise SubmissionError(f"{len(refused)} records in {results} fail their checks, e.g. {path}: {why}",
+        first, first_why = refused[0]
+        raise SubmissionError(f"{len(refused)} records in {results} fail their checks, e.g. {first}: {first_why}",
                               "re-run those tasks (or remove the records) before packing")
     named = [(p, r) for p, r in valid if r.model.display_name == model]
     if not named:
@@ -409,8 +409,8 @@ def pack(results: Path, model: str, task_ids: list[str] | None, out: Path, *, su
             weights[sha] = None
             if include_weights:
                 file = _find_weights(sha, record, checkpoints)
-                weights[sha] = f"weights/{sha}{file.suffix}"
-                members[weights[sha]] = file.read_bytes()
+                member = weights[sha] = f"weights/{sha}{file.suffix}"
+                members[member] = file.read_bytes()
     manifest = SubmissionManifest(
         format_version=FORMAT_VERSION, model=model, card=read_card(card), suite=suite,
         tasks=sorted({r.task.id for r in records}), adapter=source, checkpoints=weights,

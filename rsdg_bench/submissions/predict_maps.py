@@ -23,8 +23,8 @@ from rsdg_bench.models.graph_compile import compile_module
 from rsdg_bench.models.model_spec import ModelSpec
 from rsdg_bench.models.registry import require_adapter_kind
 from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
-from rsdg_bench.protocol.task_schema import Task
-from rsdg_bench.records.results import git_commit
+from rsdg_bench.protocol.task_schema import Role, Task
+from rsdg_bench.records.results import ModelBlock, git_commit
 from rsdg_bench.run.runner import check_precision, default_name, display_name_at, load_for_task, model_block, precision_block
 from rsdg_bench.submissions.prediction_maps import (
     CLASS_TABLE,
@@ -79,7 +79,7 @@ class _SplitWriter:
         atomic_write_bytes(path, data)
         self.files[sample_id] = PredictedFile(path=path.relative_to(self.root).as_posix(), sha256=sha256_bytes(data))
 
-    def result(self, role: str, manifest_sha256: str) -> SplitPredictions:
+    def result(self, role: Role, manifest_sha256: str) -> SplitPredictions:
         ids = [str(i) for i in self.split.rows["sample_id"]]
         if self.form == "class":
             buffer = io.StringIO()
@@ -142,7 +142,7 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
     atomic_write_json(staging / PREDICTIONS_FILE, PredictionSet(
         format_version=FORMAT_VERSION,
         task={"id": task.id, "version": task.version, "hash": task.hash, "resolved": task.model_dump(mode="json")},
-        model=model_block(adapter, weights, display) | precision_block(precision),
+        model=ModelBlock.model_validate(model_block(adapter, weights, display) | precision_block(precision)),
         normalization=adapter.input_contract().record(),
         splits=splits, harness_version=__version__, git_commit=git_commit(),
         date=datetime.now(UTC).isoformat(timespec="seconds")).model_dump(mode="json"))

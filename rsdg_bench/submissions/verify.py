@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rsdg_bench.base.errors import RsdgError
 from rsdg_bench.protocol.task_schema import TaskCatalog
@@ -33,6 +35,9 @@ from rsdg_bench.records.results import ResultRecord, check_bounds, check_digest,
 from rsdg_bench.submissions.bundle import MANIFEST, Bundle, SubmissionManifest, board_exclusion
 from rsdg_bench.submissions.local_definition import check_definition, check_metrics_locally
 from rsdg_bench.submissions.task_changes import changed_fields
+
+if TYPE_CHECKING:
+    from rsdg_bench.datasets.prepared import PreparedDataset
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,11 @@ def verify_bundle(path: Path, data_root: Path, catalog: TaskCatalog | None = Non
         if not _run(verification, "schema", lambda: _schema(bundle, verification)):
             return verification
         records = verification.records
-        for name, check in (("digests", check_digest), ("per-image sums", check_per_image),
-                            ("metrics", lambda r, w: check_metrics_locally(r, catalog, w))):
-            _run(verification, name, lambda c=check: _each(records, c))
+        checks: list[tuple[str, Callable[[ResultRecord, str], None]]] = [
+            ("digests", check_digest), ("per-image sums", check_per_image),
+            ("metrics", lambda r, w: check_metrics_locally(r, catalog, w))]
+        for name, check in checks:
+            _run(verification, name, partial(_each, records, check))
         _run(verification, "model", lambda: _one_model(records, manifest))
         _run(verification, "adapter code", lambda: _adapter_code(bundle, manifest, records))
         if _run(verification, "task versions", lambda: _task_versions(records, catalog)):
@@ -227,7 +234,7 @@ def _local_definition(records: list[tuple[str, ResultRecord]], catalog: TaskCata
     return f"{len(records)} records carry the installed headline, classes, convention and definition"
 
 
-def _prepared(data_root: Path, dataset: str, cache: dict) -> object:
+def _prepared(data_root: Path, dataset: str, cache: dict[str, PreparedDataset]) -> PreparedDataset:
     from rsdg_bench.datasets.prepared import PreparedDataset
 
     if dataset not in cache:
@@ -239,7 +246,7 @@ def _prepared(data_root: Path, dataset: str, cache: dict) -> object:
 
 
 def _data_versions(records: list[tuple[str, ResultRecord]], data_root: Path) -> str:
-    cache: dict = {}
+    cache: dict[str, PreparedDataset] = {}
     for where, record in records:
         prepared = _prepared(data_root, record.evaluated.dataset, cache)
         if record.provenance.dataset_manifest_sha256 != prepared.manifest_sha256:
@@ -250,7 +257,7 @@ def _data_versions(records: list[tuple[str, ResultRecord]], data_root: Path) -> 
 
 
 def _split_sizes(records: list[tuple[str, ResultRecord]], data_root: Path) -> str:
-    cache: dict = {}
+    cache: dict[str, PreparedDataset] = {}
     for where, record in records:
         split = record.evaluated
         prepared = _prepared(data_root, split.dataset, cache)
@@ -291,7 +298,7 @@ def _complete(records: list[tuple[str, ResultRecord]], manifest: SubmissionManif
 def _provenance(records: list[tuple[str, ResultRecord]]) -> str:
     for where, record in records:
         given = record.provenance
-        required = ("harness_version", "git_commit", "date", "task_hash", "dataset_manifest_sha256")
+        required: tuple[str, ...] = ("harness_version", "git_commit", "date", "task_hash", "dataset_manifest_sha256")
         if not record.model.get("scored_from"):  # a record scored from prediction maps ran no model: no torch
             required += ("torch_version",)
         absent = [name for name in required if not getattr(given, name)]

@@ -214,10 +214,12 @@ def lr_factor(spec: TrainingSpec, iteration: int, per_epoch: int) -> float:
     first `decay_fraction` of the run, then `final_lr` (CromSS's scheduler with T = decay_fraction × epochs)."""
     if spec.schedule == "constant":
         return 1.0
+    assert spec.iterations is not None  # resolved (above)
     step = iteration if spec.schedule_step == "iteration" else iteration // per_epoch * per_epoch
     progress = step / spec.iterations
     if spec.schedule == "poly":
         return (1 - progress) ** 0.9
+    assert spec.final_lr is not None  # the cosine schedule's (TrainingSpec)
     floor = spec.final_lr / spec.lr
     if progress >= spec.decay_fraction:
         return floor
@@ -282,6 +284,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
     require_trainable(adapter, task)
     module = adapter.module
+    assert module is not None  # require_trainable refuses an adapter without one
     spec = overrides.apply(task.training)
     access = TaskData(data_root, task, phase="train")
     source = access.open(task.source)  # a label-efficiency protocol's subset only (`TaskData.label_subset`)
@@ -292,6 +295,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     select = access.open(task.select) if task.select is not None else None
     per_epoch = spec.iterations_per_epoch(len(source))
     spec = spec.model_copy(update={"iterations": spec.total_iterations(len(source))})  # epochs → iterations
+    assert spec.iterations is not None
     if group.world_size > 1 and spec.loss != "ce":
         raise TaskError(f"the {spec.loss} loss is computed over the whole batch; training it in {group.world_size} "
                         "processes, each with its share, would optimise another loss",
@@ -350,7 +354,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
                 history.selection.append({"iteration": iteration, "value": value})
                 log.info("%s: iteration %d, loss %.4f, selection %s %.4f", task.id, iteration, mean_loss, metric,
                          value)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", **{f"select_{metric}": f"{value:.3f}"})
+                bar.set_postfix({"loss": f"{mean_loss:.3f}", f"select_{metric}": f"{value:.3f}"})
                 if best is None or value > best["value"]:
                     best = {"value": value, "iteration": iteration, "state": _cpu_copy(module.state_dict())}
             if group.is_main:

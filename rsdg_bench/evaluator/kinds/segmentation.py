@@ -37,7 +37,7 @@ class Segmentation(TaskKind):
                                   finite=False)  # checked on the scores by class_indices
 
         def score_batch(samples: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-            scored = []
+            scored: list[tuple[torch.Tensor, torch.Tensor]] = []
             for group in _runs_of_equal_size(samples):
                 images = group[0]["image"][None] if len(group) == 1 else torch.stack([s["image"] for s in group])
                 scores = predict_logits(forward, prepare(images, group[0]), task.inference, num_classes, window_batch)
