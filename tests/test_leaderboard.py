@@ -105,6 +105,19 @@ def test_smoke_random_and_stale_records_are_left_out_with_reasons():
     assert board.models == ["unet"]
 
 
+def test_a_record_without_the_facts_a_row_shows_is_left_out_with_its_reason():
+    """The record schema leaves a task's name, gap, version, hash and primary metric and the model's display
+    name optional (records of older or foreign tools); the board names what is missing instead of showing None."""
+    nameless = record(key="nameless", matrix=GOOD, model="anon")
+    nameless.model.display_name = None
+    gapless = record(key="gapless", matrix=GOOD, model="gapless")
+    gapless.task.gap = None
+    board = board_of(record(key="ok", matrix=GOOD), nameless, gapless)
+    reasons = dict(board.excluded)
+    assert "lacks model.display_name" in reasons["nameless.json"] and "lacks task.gap" in reasons["gapless.json"]
+    assert board.models == ["unet"]
+
+
 def test_two_checkpoints_with_one_name_are_told_apart():
     board = board_of(record(key="a", matrix=GOOD, sha="a" * 64), record(key="b", matrix=POOR, sha="b" * 64))
     assert sorted(board.models) == ["unet @aaaaaaaa", "unet @bbbbbbbb"]
