@@ -35,7 +35,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("hub", ("rsdg_bench.hub",)),
     ("submissions", ("rsdg_bench.submissions",)),
     ("board", ("rsdg_bench.leaderboards",)),
-    ("front", ("rsdg_bench.api", "rsdg_bench.demo")),
+    ("front", ("rsdg_bench.api", "rsdg_bench.demo", "rsdg_bench.torchgeo_bridge")),
     ("cli", ("rsdg_bench.cli",)),
 ]
 
