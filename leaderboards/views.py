@@ -200,13 +200,35 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
     tasks = sorted(suite.tasks, key=lambda t: gaps.index(t.gap))  # stable: suite order within a gap
     metric, ranked = headline_tasks(tasks)
     label = METRIC_LABELS.get(metric, metric)
+    reported = _reported_by_label(tasks)
+    rows = _suite_rows(tasks, ranked, board, reported)
+    baseline = next((r.mean for r in rows if r.row.label == options.baseline), None)
+    columns = _suite_columns(tasks, ranked, metric, _suite_blocks(tasks, ranked, metric, gaps), options, baseline)
+    rows.sort(key=lambda r: (not r.complete, -_or(r.mean, 0.0), -len(r.have), -_or(r.mean_over_its_tasks, 0.0)))
+    groups = [("", len(columns) - len(tasks))] + [(g, sum(t.gap == g for t in tasks)) for g in gaps]
+    return table_of(columns, [(r.row, r) for r in rows], id=f"suite-{slugify(suite.id)}", groups=groups,
+                    decimals=min((r.decimals for r in reported.values()), default=2),
+                    title=f"{suite.name}: target {label} per task (Mean and Avg. rank over the {len(ranked)} "
+                          f"cross-domain {label} tasks, complete rows only)")
+
+
+def _suite_blocks(tasks: list[TaskTable], ranked: list[TaskTable], metric: str,
+                  gaps: list[str]) -> list[tuple[str, list[TaskTable]]]:
+    """The suite table's block means: each other metric kind's cross-domain tasks, the in-domain settings, and
+    (with more than one gap) each gap's headline tasks."""
     cross = [t for t in tasks if t.gap not in IN_DOMAIN_GAPS]
     others = sorted({t.primary for t in cross} - {metric})
     in_domain = [t for t in tasks if t.gap in IN_DOMAIN_GAPS and t.primary == metric]
     gap_blocks = [(g, [t for t in ranked if t.gap == g]) for g in gaps if any(t.gap == g for t in ranked)]
-    blocks = ([(f"Mean {METRIC_LABELS.get(m, m)}", [t for t in cross if t.primary == m]) for m in others]
-              + ([("Mean in-domain", in_domain)] if in_domain else [])
-              + ([(f"Mean: {g}", members) for g, members in gap_blocks] if len(gap_blocks) > 1 else []))
+    return ([(f"Mean {METRIC_LABELS.get(m, m)}", [t for t in cross if t.primary == m]) for m in others]
+            + ([("Mean in-domain", in_domain)] if in_domain else [])
+            + ([(f"Mean: {g}", members) for g, members in gap_blocks] if len(gap_blocks) > 1 else []))
+
+
+def _suite_rows(tasks: list[TaskTable], ranked: list[TaskTable], board: Board,
+                reported: dict[str, _ReportedSuiteRow]) -> list[_SuiteRow]:
+    """One row per model with a score on the suite, then one per reported method, each ranked among the complete
+    rows (Avg. rank) and among all rows on the tasks it has."""
     cards = load_cards()
     raw: list[tuple[Row, dict[str, float], dict[str, float]]] = []  # (row, task id → value, task id → ±)
     for model in board.models:
@@ -214,7 +236,6 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
         if values:
             raw.append((Row(model, [], badges=merged_badges(t.badges(model) for t in tasks),
                             **card_fields(cards.for_adapter(_adapter_of(model, tasks)))), values, {}))
-    reported = _reported_by_label(tasks)
     for row_label, summary in reported.items():
         raw.append((Row(row_label, [], reported="; ".join(summary.sources), flag="; ".join(summary.flags) or None,
                         **card_fields(cards.for_method(summary.method))), summary.values, summary.spread))
@@ -222,17 +243,30 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
     ranks = [_ranks([values.get(t.task_id, math.nan) if done else math.nan  # ranked among complete rows only
                      for (_, values, _), done in zip(raw, complete, strict=True)]) for t in ranked]
     shared_ranks = [_ranks([values.get(t.task_id, math.nan) for _, values, _ in raw]) for t in ranked]
-    contexts = [_SuiteRow(row, values, spread, ranked, done, _mean([r[index] for r in ranks]) if done else math.nan,
-                          _mean([r[index] for r in shared_ranks]))
-                for index, ((row, values, spread), done) in enumerate(zip(raw, complete, strict=True))]
-    baseline = next((c.mean for c in contexts if c.row.label == options.baseline), None)
-    columns: list[Column[_SuiteRow]] = [
+    rows = [_SuiteRow(row, values, spread, ranked, done, _mean([r[index] for r in ranks]) if done else math.nan,
+                      _mean([r[index] for r in shared_ranks]))
+            for index, ((row, values, spread), done) in enumerate(zip(raw, complete, strict=True))]
+    for row in rows:
+        if not row.complete:
+            row.row.incomplete = (f"has {len(row.have)} of the {len(ranked)} tasks the mean is over: shown, not "
+                                  "ranked (its own mean is over the tasks it has)")
+    return rows
+
+
+def _suite_columns(tasks: list[TaskTable], ranked: list[TaskTable], metric: str,
+                   blocks: list[tuple[str, list[TaskTable]]], options: SiteOptions,
+                   baseline: float | None) -> list[Column[_SuiteRow]]:
+    """The suite table's columns, in order (see `suite_table`)."""
+    label = METRIC_LABELS.get(metric, metric)
+    gain = [Column[_SuiteRow](f"Gain over {options.baseline}", lambda r: r.mean - baseline, signed=True, marked=False)
+            ] if baseline is not None else []
+    shared = [Column[_SuiteRow]("Avg. rank on its tasks", lambda r: r.shared_rank, percent=False, lower_is_better=True)
+              ] if options.rank_shared else []
+    return [
         Column(f"Mean {label}", lambda r: r.mean),
-        *([Column(f"Gain over {options.baseline}", lambda r: r.mean - baseline, signed=True, marked=False)]
-          if baseline is not None else []),
+        *gain,
         Column("Avg. rank", lambda r: r.rank, percent=False, lower_is_better=True),
-        *([Column("Avg. rank on its tasks", lambda r: r.shared_rank, percent=False, lower_is_better=True)]
-          if options.rank_shared else []),
+        *shared,
         Column(f"Tasks (of {len(ranked)})", lambda r: float(len(r.have)), percent=False, marked=False),
         Column("95% CI low", lambda r: r.interval[0], marked=False),
         Column("95% CI high", lambda r: r.interval[1], marked=False),
@@ -245,17 +279,6 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
                  partial(_SuiteRow.task_value, task_id=t.task_id), partial(_SuiteRow.task_spread, task_id=t.task_id))
           for t in tasks),
     ]
-    for context in contexts:
-        if not context.complete:
-            context.row.incomplete = (f"has {len(context.have)} of the {len(ranked)} tasks the mean is over: shown, "
-                                      "not ranked (its own mean is over the tasks it has)")
-    contexts.sort(key=lambda r: (not r.complete, -_or(r.mean, 0.0), -len(r.have), -_or(r.mean_over_its_tasks, 0.0)))
-    head = len(columns) - len(tasks)
-    groups = [("", head)] + [(g, sum(t.gap == g for t in tasks)) for g in gaps]
-    return table_of(columns, [(c.row, c) for c in contexts], id=f"suite-{slugify(suite.id)}", groups=groups,
-                    decimals=min((r.decimals for r in reported.values()), default=2),
-                    title=f"{suite.name}: target {label} per task (Mean and Avg. rank over the {len(ranked)} "
-                          f"cross-domain {label} tasks, complete rows only)")
 
 
 @dataclass
