@@ -218,3 +218,23 @@ def test_repeated_sample_ids_are_found_in_linear_time():
     with pytest.raises(SubmissionError, match="1 sample ids repeated: a"):
         _check_ids([f"{i}" for i in range(50_000)] + ["a"] * 50_000, ["a"], "s")
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_sandbox_mounts_an_allow_list_and_masks_a_data_root_inside_it(tmp_path: Path):
+    """The re-run's child sees the system, the interpreter and rsdg-bench's sources read-only, its job
+    read-only and its output writable, nothing else: the maintainer's home, /root and /etc's secrets are not
+    mounted, and a data root that lies inside a mounted folder (the demo's ./rsdg-demo/data in a checkout) is
+    masked by an empty tmpfs."""
+    import rsdg_bench
+    from rsdg_bench.submissions.sandbox import bwrap, confined_command
+
+    if bwrap() is None:
+        pytest.fail("bubblewrap is needed (apt-get install bubblewrap; .ci/run installs it)")
+    checkout_tasks = Path(rsdg_bench.__file__).resolve().parents[1] / "tasks"
+    job, out = tmp_path / "job", tmp_path / "out"
+    command = confined_command(["python"], job, out, hidden=[checkout_tasks])
+    pairs = {(command[i], command[i + 1]) for i in range(len(command) - 1)}
+    assert ("--ro-bind", str(job)) in pairs and ("--bind", str(out)) in pairs and "--unshare-net" in command
+    assert ("--tmpfs", str(checkout_tasks)) in pairs
+    mounted = {command[i + 1] for i in range(len(command) - 1) if command[i] in ("--ro-bind", "--bind")}
+    assert not {"/", "/root", "/home", "/etc", "/etc/shadow", str(tmp_path)} & mounted

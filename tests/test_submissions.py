@@ -379,3 +379,63 @@ def test_a_metric_given_as_a_string_fails_verify_with_one_error_line(submitted: 
     assert "FAIL  metrics" in captured.out
     [error] = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert error.startswith(f"error: {bundle}: ") and "Traceback" not in captured.err
+
+
+HOSTILE = {
+    # what the adapter tries when it is set up; each must fail inside the sandbox
+    "reads a label file": "open({target!r}, 'rb').read()",
+    "opens a socket": "__import__('socket').create_connection(('127.0.0.1', {port}), timeout=5)",
+    "writes outside its folder": "open({target!r}, 'w').write('escaped')",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", sorted(HOSTILE))
+def test_a_hostile_adapter_is_stopped_by_the_rerun_sandbox_and_reported(attempt: str, submitted: dict[str, Path],
+                                                                        data_root: Path, tmp_path: Path):
+    """`verify --rerun` runs the bundle's adapter confined: reading a label file, reaching the maintainer's
+    machine over the network or writing outside its folder fails there, the re-run is reported failed with
+    the reason, and nothing escaped. With --trust-code the same escape succeeds (so the sandbox is what
+    stopped it)."""
+    import socket
+    import zipfile
+
+    from rsdg_bench.submissions.verify import verify_bundle as verify
+
+    label = next(path for path in (data_root / "toyearth").rglob("*") if path.parent.name == "labels")
+    outside = tmp_path / "escaped.txt"
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    target = {"reads a label file": label, "writes outside its folder": outside}.get(attempt, "")
+    line = HOSTILE[attempt].format(target=str(target), port=listener.getsockname()[1])
+    folder = tmp_path / "bundle"
+    zipfile.ZipFile(submitted["file_bundle"]).extractall(folder)
+    source = folder / "adapter" / "file_linear.py"
+    source.write_text(source.read_text().replace("    def setup(self, task, band_names):\n",
+                                                 f"    def setup(self, task, band_names):\n        {line}\n"))
+    _relist(folder, source)
+
+    check = rerun_samples(verify(folder, data_root), 1, data_root, submitted["file_checkpoints"])
+    assert not check.passed and "failed in the re-run sandbox" in check.detail, check.detail
+    reason = {"reads a label file": "No such file or directory", "opens a socket": "Connection refused",
+              "writes outside its folder": "No such file or directory"}[attempt]
+    assert reason in check.detail, check.detail
+    assert not outside.exists()
+    with pytest.raises(TimeoutError):
+        listener.accept()  # nothing reached the maintainer's machine
+    if attempt == "writes outside its folder":
+        rerun_samples(verify(folder, data_root), 1, data_root, submitted["file_checkpoints"], trust_code=True)
+        assert outside.read_text() == "escaped"  # unconfined, it escapes: the sandbox is what stops it
+    listener.close()
+
+
+def test_without_a_sandbox_the_rerun_refuses_unless_the_code_is_trusted(submitted: dict[str, Path], data_root: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    from rsdg_bench.base.errors import SubmissionError
+    from rsdg_bench.submissions import rerun, sandbox
+
+    monkeypatch.setattr(sandbox, "bwrap", lambda: None)
+    monkeypatch.setattr(rerun, "bwrap", lambda: None)
+    with pytest.raises(SubmissionError, match="no sandbox can be made here") as refused:
+        rerun_samples(verify_bundle(submitted["file_bundle"], data_root), 1, data_root, submitted["file_checkpoints"])
+    assert "apt-get install bubblewrap" in refused.value.fix and "--trust-code" in refused.value.fix

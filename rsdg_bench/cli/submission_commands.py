@@ -81,7 +81,7 @@ def _verify(args: argparse.Namespace) -> int:
 
         rerun_samples(verification, args.rerun, data_root(args),
                       Path(args.checkpoints) if args.checkpoints else None, args.seed, args.tolerance,
-                      chosen_device(args))
+                      chosen_device(args), trust_code=args.trust_code)
     for check in verification.checks:
         print(check.line())
     if verification.passed:
@@ -157,7 +157,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
     p.add_argument("--checkpoints", help="pack: where the checkpoints are (default: the paths the records name); "
                                          "verify --rerun: folder of the submitted weights")
     p.add_argument("--rerun", type=int, default=0, metavar="K",
-                   help="verify: re-evaluate K samples per split, drawn at random (executes the bundle's adapter)")
+                   help="verify: re-evaluate K samples per split, drawn at random: executes the bundle's adapter, "
+                        "in a sandbox (bubblewrap: no network, no labels, one writable folder; docs/security.md)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="verify --rerun: run the bundle's adapter unconfined where no sandbox can be made (only "
+                        "for code you trust)")
     p.add_argument("--seed", type=int, help="verify --rerun: the draw's seed (default: a fresh random one, printed)")
     p.add_argument("--tolerance", type=fraction, default=0.0,
                    help="verify --rerun: the fraction of an image's pixels that may differ (GPU non-determinism; "

@@ -10,16 +10,23 @@ Tolerance policy: on CPU the harness is deterministic (same code, weights and da
 the default demands identical per-image matrices. GPU kernels may differ between cards and library versions
 by a few pixels at class boundaries; `tolerance` allows per-image matrices that differ in at most that
 fraction of an image's pixels (e.g. 1e-4), and the check always reports how many images differed and the
-largest fraction of pixels that did. This is the one step that executes the bundle's code: run it in a
-sandbox you trust with that code (a container without credentials).
+largest fraction of pixels that did.
+
+This is the one step that executes the bundle's code, and it runs it in a child process confined by
+`sandbox.py` (no network, read-only access to the staged images, the adapter and its weights only, one
+writable folder, time and memory limits): the parent stages the drawn samples' images (never a label), the
+child (`sandboxed_predict`) predicts them, and the parent counts the predictions against the labels it alone
+reads. With `trust_code` the same child runs unconfined, for machines where no sandbox can be made.
 """
 
 from __future__ import annotations
 
-import copy
 import math
+import os
 import random
 import secrets
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,28 +34,30 @@ import numpy as np
 import torch
 
 from rsdg_bench.base.errors import RsdgError
-from rsdg_bench.base.io import sha256_file
-from rsdg_bench.evaluator.evaluation import evaluate_split_counts
-from rsdg_bench.models.model_spec import ModelSpec
-from rsdg_bench.protocol.task_data import TaskData
-from rsdg_bench.protocol.task_schema import TaskCatalog
-from rsdg_bench.records.results import decode_per_image
-from rsdg_bench.run.runner import load_for_task
+from rsdg_bench.base.io import atomic_write_json, sha256_file
+from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
+from rsdg_bench.protocol.task_schema import SplitRef, Task, TaskCatalog
+from rsdg_bench.records.results import ResultRecord, decode_per_image
+from rsdg_bench.scoring.metrics import confusion_counts
 from rsdg_bench.submissions.bundle import Bundle
+from rsdg_bench.submissions.sandbox import Limits, bwrap, confined_command, run_child
+from rsdg_bench.submissions.sandboxed_predict import DONE_FILE, JOB_FILE
 from rsdg_bench.submissions.verify import Check, Verification
 
 
 def rerun_samples(verification: Verification, count: int, data_root: Path, checkpoints: Path | None = None,
                   seed: int | None = None, tolerance: float = 0.0, device: torch.device = torch.device("cpu"),
-                  catalog: TaskCatalog | None = None) -> Check:
+                  catalog: TaskCatalog | None = None, trust_code: bool = False, limits: Limits = Limits()) -> Check:
     """Re-evaluate `count` drawn samples of every record's split; the check (also appended to `verification`)."""
     if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and 0.0 <= tolerance <= 1.0):
         raise RsdgError(f"tolerance {tolerance!r} is not a fraction 0..1 (nan would pass every image)",
                         "give e.g. 1e-4, or 0 for identical matrices")
+    if not trust_code and bwrap() is None:  # before anything is staged: a clear refusal, not a failed check
+        confined_command([], Path("."), Path("."))  # raises the error that says what to install
     seed = secrets.randbits(32) if seed is None else seed
     try:
         detail = _rerun(verification, count, Path(data_root), checkpoints, seed, tolerance, device,
-                        catalog or TaskCatalog())
+                        catalog or TaskCatalog(), trust_code, limits)
         check = Check("re-run", True, detail)
         verification.rerun_samples = count
     except RsdgError as exc:
@@ -58,7 +67,7 @@ def rerun_samples(verification: Verification, count: int, data_root: Path, check
 
 
 def _rerun(verification: Verification, count: int, data_root: Path, checkpoints: Path | None, seed: int,
-           tolerance: float, device: torch.device, catalog: TaskCatalog) -> str:
+           tolerance: float, device: torch.device, catalog: TaskCatalog, trust_code: bool, limits: Limits) -> str:
     manifest = verification.manifest
     if manifest is None or not verification.records:
         raise RsdgError("nothing to re-run: the bundle did not pass its first checks")
@@ -67,40 +76,106 @@ def _rerun(verification: Verification, count: int, data_root: Path, checkpoints:
     worst = 0.0
     mismatched: list[str] = []
     with tempfile.TemporaryDirectory(prefix="rsdg-rerun-") as scratch, Bundle(verification.bundle) as bundle:
-        spec = _adapter_spec(bundle, Path(scratch))
-        weights = _weights(bundle, Path(scratch), checkpoints)
-        for where, record in verification.records:
+        job_root = Path(scratch) / "job"
+        spec = _adapter_spec(bundle, job_root)
+        weights = _weights(bundle, job_root, checkpoints)
+        for number, (where, record) in enumerate(verification.records):
             sha = record.model.checkpoint.get("sha256")
             if sha not in weights:
                 raise RsdgError(f"no checkpoint with sha256 {str(sha)[:12]}… for {where}: pass the folder holding "
                                 "the submitted weights with --checkpoints DIR")
             task = catalog.tasks[record.task.id]
             data = TaskData(data_root, task, phase="evaluate")
-            model = ModelSpec(spec, {k: str(v) for k, v in record.model.options.items()}, checkpoint=weights[sha])
-            adapter, _ = load_for_task(model, task, data, Path(scratch))
-            adapter.to(device)
             ref = next(r for role, r in task.evaluation_splits()
                        if r.slug == record.evaluated.slug and role == record.evaluated.role)
             split = data.open(ref)
             drawn = sorted(rng.sample(range(len(split)), min(count, len(split))))
-            subset = copy.copy(split)
-            subset.rows = split.rows.iloc[drawn].reset_index(drop=True)
-            again = evaluate_split_counts(adapter, subset, task, device, progress=False).per_image.dense()
+            job = _stage(job_root, number, task, data, ref, split, drawn, spec, record, weights[sha], device)
+            predictions = _predict_confined(job, Path(scratch) / f"out-{number}", data_root, trust_code, limits,
+                                            device)
             stored = decode_per_image(record.per_image_matrices[ref.slug], drawn).reshape(len(drawn), -1)
+            k = task.class_schema.num_classes
             for position, index in enumerate(drawn):
-                differing = np.abs(again[position] - stored[position]).sum() / 2
+                label = split.label(index)
+                again = confusion_counts(label, _prediction(predictions, position, label.shape, k, where), k)[0]
+                differing = np.abs(again.reshape(-1) - stored[position]).sum() / 2
                 pixels = max(int(stored[position].sum()), 1)
                 worst = max(worst, differing / pixels)
                 if not differing / pixels <= tolerance:  # written so that a NaN can never pass
                     mismatched.append(f"{ref.slug} sample {split.rows['sample_id'].iloc[index]}")
             images += len(drawn)
             splits += 1
-    summary = (f"{images} samples of {splits} splits re-run (seed {seed}, tolerance {tolerance:g}); largest "
-               f"difference {worst:.2e} of an image's pixels")
+    summary = (f"{images} samples of {splits} splits re-run (seed {seed}, tolerance {tolerance:g}"
+               f"{', unconfined: --trust-code' if trust_code else ', in a sandbox'}); largest difference "
+               f"{worst:.2e} of an image's pixels")
     if mismatched:
         raise RsdgError(f"{len(mismatched)} of {images} re-run samples differ from their records, e.g. "
                         f"{', '.join(mismatched[:3])}; {summary}")
     return summary
+
+
+def _stage(job_root: Path, number: int, task: Task, data: TaskData, ref: SplitRef, split: SegmentationSplit,
+           drawn: list[int], spec: str, record: ResultRecord, checkpoint: Path, device: torch.device) -> Path:
+    """The child's job folder for one record: its drawn samples' images as the evaluator reads them (no label:
+    only each label's shape), the adapter spec and options, and where its weights are."""
+    job = job_root / f"record-{number}"
+    (job / "inputs").mkdir(parents=True)
+    unlabelled = data.open(ref, labelled=False).for_inference()
+    samples = []
+    for position, index in enumerate(drawn):
+        sample = unlabelled[index]
+        image = f"inputs/{position}.npy"
+        np.save(job / image, sample["image"].numpy(), allow_pickle=False)
+        staged = {"image": image, "label_shape": list(sample["label"].shape), "sample_id": sample["sample_id"]}
+        if "days" in sample:
+            staged["days"] = f"inputs/{position}-days.npy"
+            np.save(job / staged["days"], sample["days"].numpy(), allow_pickle=False)
+        samples.append(staged)
+    weights = checkpoint if checkpoint.is_relative_to(job_root) else _copied(checkpoint, job)
+    job_file = {"task_id": task.id, "task_hash": task.hash, "adapter": spec,
+                "options": {k: str(v) for k, v in record.model.options.items()},
+                "checkpoint": os.path.relpath(weights, job), "source_bands": data.band_names(task.source),
+                "device": device.type, "threads": 1,
+                "splits": [{"slug": ref.slug, "band_names": split.band_names, "samples": samples}]}
+    atomic_write_json(job / JOB_FILE, job_file)
+    return job
+
+
+def _copied(checkpoint: Path, job: Path) -> Path:
+    """A checkpoint from the maintainer's --checkpoints folder, copied into the job (the child reads nothing
+    else of the maintainer's disk)."""
+    target = job / "weights" / checkpoint.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, target)
+    return target
+
+
+def _predict_confined(job: Path, out: Path, data_root: Path, trust_code: bool, limits: Limits,
+                      device: torch.device) -> Path:
+    """Run the child on `job`; its predictions' folder, or an error with the end of what it printed."""
+    out.mkdir()
+    done = run_child([sys.executable, "-m", "rsdg_bench.submissions.sandboxed_predict", str(job), str(out)],
+                     job.parent, out, limits, trust_code, hidden=[data_root], gpu=device.type == "cuda")
+    if done.returncode != 0 or not (out / DONE_FILE).is_file():
+        said = (done.stderr or done.stdout or "").strip().splitlines()[-12:]
+        raise RsdgError("the bundle's adapter failed in the re-run" + (" sandbox" if not trust_code else "")
+                        + f" (exit {done.returncode}): " + " | ".join(line[:300] for line in said))
+    return out
+
+
+def _prediction(folder: Path, position: int, shape: tuple[int, ...], k: int, where: str) -> np.ndarray:
+    """One prediction the child wrote, read as data: plain .npy (no pickle), bounded, the label's shape,
+    integer classes in [0, K)."""
+    path = folder / f"0-{position}.npy"
+    if not path.is_file() or path.stat().st_size > 8 * int(np.prod(shape, dtype=np.int64)) + 4096:
+        raise RsdgError(f"{where}: the re-run wrote no prediction, or an oversized one, for drawn sample {position}")
+    prediction = np.load(path, allow_pickle=False)
+    if prediction.shape != tuple(shape) or prediction.dtype.kind not in "iu":
+        raise RsdgError(f"{where}: the re-run's prediction {position} is {prediction.dtype} {prediction.shape}, "
+                        f"not integer classes of shape {tuple(shape)}")
+    if prediction.size and (prediction.min() < 0 or prediction.max() >= k):
+        raise RsdgError(f"{where}: the re-run's prediction {position} has classes outside [0, {k})")
+    return prediction.astype(np.uint8)
 
 
 def _adapter_spec(bundle: Bundle, scratch: Path) -> str:
