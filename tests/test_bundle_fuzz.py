@@ -1,6 +1,7 @@
 """A stranger's bundle, mutated at random (hypothesis): `submission verify` and `leaderboard build
 --submissions` end in a verdict or one error line, never a traceback; they run none of the bundle's code,
-write nothing outside their output, and take bounded time.
+write nothing outside their output, and take bounded time and memory (the peak resident memory of the process
+may not grow by a GiB over one small bundle).
 
 The honest bundle carries a file adapter whose module writes a marker file when it is imported while
 `RSDG_FUZZ_MARKER` is set: any import of submitted code during verification would leave it. Examples are
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import runpy
 import time
 import warnings
@@ -136,6 +138,11 @@ def write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
                 archive.writestr(zipfile.ZipInfo(name or "unnamed"), data)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB): a bomb that inflates past it shows."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def listing(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
@@ -156,7 +163,7 @@ def test_a_mutated_bundle_gets_a_verdict_runs_no_code_and_writes_nothing(
     write_zip(bundle, members)
     data_before, bundles_before = listing(data_root), listing(submissions)
 
-    started = time.monotonic()
+    started, peak_before = time.monotonic(), peak_rss_mib()
     verification = verify_bundle(bundle, data_root)  # any exception here fails the test
     assert time.monotonic() - started < 30
     unchanged = sorted(members) == sorted(honest.items())
@@ -167,4 +174,5 @@ def test_a_mutated_bundle_gets_a_verdict_runs_no_code_and_writes_nothing(
     out, err = capsys.readouterr()
     assert code in (0, 2) and "Traceback" not in out + err, err[-2000:]
     assert not marker.exists(), "verification imported the bundle's code"
+    assert peak_rss_mib() - peak_before < 1024, "one small bundle raised the peak memory by over 1 GiB"
     assert listing(data_root) == data_before and listing(submissions) == bundles_before  # nothing written there

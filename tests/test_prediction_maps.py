@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 import rasterio
 import torch
 from conftest import SMALL_MODEL, pixel_linear
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rasterio.transform import Affine
 
 from rsdg_bench.base.errors import DataError, SubmissionError
@@ -350,3 +353,69 @@ def test_a_vrt_map_is_refused_before_gdal_reads_what_it_points_at(source: str, g
         listener.close()
     assert "is not an allowed raster format: a GDAL VRT" in caught.value.problem and named in caught.value.problem
     assert "PNG or GeoTIFF" in caught.value.fix and not (tmp_path / "results").exists()
+
+
+# --------------------------------------------------------------------------- fuzzed prediction maps
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+MAP_MUTATIONS = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 2 ** 31), st.integers(1, 255)),
+    st.tuples(st.just("truncate"), st.integers(0, 2 ** 31)),
+    st.tuples(st.just("json"), st.text(min_size=1, max_size=12),
+              st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=20)),
+    st.tuples(st.just("swap")),
+    st.tuples(st.just("drop")),
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(index=st.integers(0, 50), mutation=MAP_MUTATIONS)
+def test_a_mutated_predictions_folder_is_scored_or_refused_and_nothing_else(
+        good_maps: Path, data_root: Path, tmp_path_factory: pytest.TempPathFactory, index: int, mutation: tuple):
+    """A stranger's prediction maps, one file mutated at random (a byte flipped, truncated, a JSON field given any
+    value, two maps swapped, a map removed): `score` ends in scores or in a `SubmissionError`/`DataError` that
+    says why, never another exception; it writes nothing but its own records, in bounded time and memory."""
+    scratch = tmp_path_factory.mktemp("map-fuzz")
+    folder = scratch / "maps"
+    shutil.copytree(good_maps, folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    target = files[index % len(files)]
+    data = target.read_bytes()
+    kind = mutation[0]
+    if kind == "flip" and data:
+        position = mutation[1] % len(data)
+        target.write_bytes(data[:position] + bytes([data[position] ^ mutation[2]]) + data[position + 1:])
+    elif kind == "truncate":
+        target.write_bytes(data[:mutation[1] % max(len(data), 1)])
+    elif kind == "json":
+        try:
+            content = json.loads(data)
+        except ValueError:
+            content = None
+        if isinstance(content, dict) and content:
+            content[sorted(content)[hash(mutation[1]) % len(content)]] = mutation[2]
+            target.write_text(json.dumps(content, allow_nan=True))
+    elif kind == "swap":
+        other = files[(index + 1) % len(files)]
+        other_data = other.read_bytes()
+        other.write_bytes(data)
+        target.write_bytes(other_data)
+    elif kind == "drop":
+        target.unlink()
+    data_before = {str(p): p.stat().st_mtime_ns for p in data_root.rglob("*")}
+    peak_before, started = _peak_rss_mib(), time.monotonic()
+    try:
+        score_predictions(TaskCatalog().task("demo/u2a"), folder, data_root, scratch / "results", progress=False)
+    except (SubmissionError, DataError) as refused:
+        assert refused.fix or refused.problem  # a reason the submitter can act on
+    assert time.monotonic() - started < 30
+    assert _peak_rss_mib() - peak_before < 1024, "scoring one small folder raised the peak memory by over 1 GiB"
+    assert {str(p): p.stat().st_mtime_ns for p in data_root.rglob("*")} == data_before
+    written = {p.relative_to(scratch).parts[0] for p in scratch.rglob("*")}
+    assert written <= {"maps", "results"}  # its own records, nothing beside them

@@ -79,6 +79,7 @@ def _rerun(verification: Verification, count: int, data_root: Path, checkpoints:
         job_root = Path(scratch) / "job"
         spec = _adapter_spec(bundle, job_root)
         weights = _weights(bundle, job_root, checkpoints)
+        staged = []  # every record's job first, so one sandboxed child (one torch start-up) predicts them all
         for number, (where, record) in enumerate(verification.records):
             sha = record.model.checkpoint.get("sha256")
             if sha not in weights:
@@ -90,14 +91,16 @@ def _rerun(verification: Verification, count: int, data_root: Path, checkpoints:
                        if r.slug == record.evaluated.slug and role == record.evaluated.role)
             split = data.open(ref)
             drawn = sorted(rng.sample(range(len(split)), min(count, len(split))))
-            job = _stage(job_root, number, task, data, ref, split, drawn, spec, record, weights[sha], device)
-            predictions = _predict_confined(job, Path(scratch) / f"out-{number}", data_root, trust_code, limits,
-                                            device)
+            _stage(job_root, number, task, data, ref, split, drawn, spec, record, weights[sha], device)
+            staged.append((where, record, task, ref, split, drawn))
+        predictions = _predict_confined(job_root, Path(scratch) / "out", data_root, trust_code, limits, device)
+        for number, (where, record, task, ref, split, drawn) in enumerate(staged):
             stored = decode_per_image(record.per_image_matrices[ref.slug], drawn).reshape(len(drawn), -1)
             k = task.class_schema.num_classes
             for position, index in enumerate(drawn):
                 label = split.label(index)
-                again = confusion_counts(label, _prediction(predictions, position, label.shape, k, where), k)[0]
+                predicted = _prediction(predictions / f"record-{number}", position, label.shape, k, where)
+                again = confusion_counts(label, predicted, k)[0]
                 differing = np.abs(again.reshape(-1) - stored[position]).sum() / 2
                 pixels = max(int(stored[position].sum()), 1)
                 worst = max(worst, differing / pixels)
@@ -150,12 +153,13 @@ def _copied(checkpoint: Path, job: Path) -> Path:
     return target
 
 
-def _predict_confined(job: Path, out: Path, data_root: Path, trust_code: bool, limits: Limits,
+def _predict_confined(job_root: Path, out: Path, data_root: Path, trust_code: bool, limits: Limits,
                       device: torch.device) -> Path:
-    """Run the child on `job`; its predictions' folder, or an error with the end of what it printed."""
+    """Run the child on every staged job; the folder of its predictions (`record-N/`), or an error with the end
+    of what it printed."""
     out.mkdir()
-    done = run_child([sys.executable, "-m", "rsdg_bench.submissions.sandboxed_predict", str(job), str(out)],
-                     job.parent, out, limits, trust_code, hidden=[data_root], gpu=device.type == "cuda")
+    done = run_child([sys.executable, "-m", "rsdg_bench.submissions.sandboxed_predict", str(job_root), str(out)],
+                     job_root, out, limits, trust_code, hidden=[data_root], gpu=device.type == "cuda")
     if done.returncode != 0 or not (out / DONE_FILE).is_file():
         said = (done.stderr or done.stdout or "").strip().splitlines()[-12:]
         raise RsdgError("the bundle's adapter failed in the re-run" + (" sandbox" if not trust_code else "")

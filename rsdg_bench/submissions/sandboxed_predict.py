@@ -1,11 +1,12 @@
 """The re-run's child process: the bundle's adapter predicts the drawn samples, inside the sandbox.
 
-`python -m rsdg_bench.submissions.sandboxed_predict JOB OUT` reads `JOB/job.json` (written by `rerun.py`: the
-task's id and hash, the adapter spec, its options and checkpoint, the source bands, and per split the drawn
-samples' staged images), builds the adapter as `run` does, evaluates each staged split through the same
-`evaluate_split_counts` (normalization, inference options, the kind's scorer), and writes each prediction to
-`OUT/<split>-<position>.npy`. It sees no label: the staged samples carry an all-ignore label of the right shape,
-and the parent counts the predictions against the real labels. Whatever the adapter does beyond predicting
+`python -m rsdg_bench.submissions.sandboxed_predict JOBS OUT` reads each `JOBS/record-N/job.json` (written by
+`rerun.py`: the task's id and hash, the adapter spec, its options and checkpoint, the source bands, and per
+split the drawn samples' staged images), builds the adapter as `run` does, evaluates each staged split through
+the same `evaluate_split_counts` (normalization, inference options, the kind's scorer), and writes each
+prediction to `OUT/record-N/<split>-<position>.npy`: one process (one torch start-up) for the whole bundle.
+It sees no label: the staged samples carry an all-ignore label of the right shape, and the parent counts the
+predictions against the real labels. Whatever the adapter does beyond predicting
 (reading a label file, opening a socket, writing elsewhere) meets the sandbox (`sandbox.py`) and fails the
 child, which the parent reports.
 """
@@ -61,7 +62,18 @@ class StagedSplit:
         return sample
 
 
+def predict_jobs(job_root: Path, out: Path) -> int:
+    """Every staged record's job, in order; `DONE_FILE` once all are written."""
+    written = 0
+    for job_dir in sorted(job_root.glob("record-*"), key=lambda path: int(path.name.removeprefix("record-"))):
+        (out / job_dir.name).mkdir()
+        written += predict_job(job_dir, out / job_dir.name)
+    (out / DONE_FILE).write_text(json.dumps({"predictions": written}), encoding="utf-8")
+    return 0
+
+
 def predict_job(job_dir: Path, out: Path) -> int:
+    """One record's drawn samples predicted into `out`; how many."""
     job = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
     torch.set_num_threads(int(job.get("threads", 1)))
     task = TaskCatalog().tasks[job["task_id"]]
@@ -83,9 +95,8 @@ def predict_job(job_dir: Path, out: Path) -> int:
         evaluate_split_counts(adapter, split, task, device, progress=False,  # type: ignore[arg-type]
                               on_prediction=keep, read_threads=1)
         written += len(split)
-    (out / DONE_FILE).write_text(json.dumps({"predictions": written}), encoding="utf-8")
-    return 0
+    return written
 
 
 if __name__ == "__main__":
-    sys.exit(predict_job(Path(sys.argv[1]), Path(sys.argv[2])))
+    sys.exit(predict_jobs(Path(sys.argv[1]), Path(sys.argv[2])))
