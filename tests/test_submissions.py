@@ -432,10 +432,9 @@ def test_a_hostile_adapter_is_stopped_by_the_rerun_sandbox_and_reported(attempt:
 def test_without_a_sandbox_the_rerun_refuses_unless_the_code_is_trusted(submitted: dict[str, Path], data_root: Path,
                                                                        monkeypatch: pytest.MonkeyPatch):
     from rsdg_bench.base.errors import SubmissionError
-    from rsdg_bench.submissions import rerun, sandbox
+    from rsdg_bench.submissions import sandbox
 
     monkeypatch.setattr(sandbox, "bwrap", lambda: None)
-    monkeypatch.setattr(rerun, "bwrap", lambda: None)
     with pytest.raises(SubmissionError, match="no sandbox can be made here") as refused:
         rerun_samples(verify_bundle(submitted["file_bundle"], data_root), 1, data_root, submitted["file_checkpoints"])
     assert "apt-get install bubblewrap" in refused.value.fix and "--trust-code" in refused.value.fix

@@ -40,7 +40,7 @@ from rsdg_bench.protocol.task_schema import SplitRef, Task, TaskCatalog
 from rsdg_bench.records.results import ResultRecord, decode_per_image
 from rsdg_bench.scoring.metrics import confusion_counts
 from rsdg_bench.submissions.bundle import Bundle
-from rsdg_bench.submissions.sandbox import Limits, bwrap, confined_command, run_child
+from rsdg_bench.submissions.sandbox import Limits, require_sandbox, run_child
 from rsdg_bench.submissions.sandboxed_predict import DONE_FILE, JOB_FILE
 from rsdg_bench.submissions.verify import Check, Verification
 
@@ -52,8 +52,8 @@ def rerun_samples(verification: Verification, count: int, data_root: Path, check
     if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and 0.0 <= tolerance <= 1.0):
         raise RsdgError(f"tolerance {tolerance!r} is not a fraction 0..1 (nan would pass every image)",
                         "give e.g. 1e-4, or 0 for identical matrices")
-    if not trust_code and bwrap() is None:  # before anything is staged: a clear refusal, not a failed check
-        confined_command([], Path("."), Path("."))  # raises the error that says what to install
+    if not trust_code:  # before anything is staged: a clear refusal, not a failed check
+        require_sandbox()
     seed = secrets.randbits(32) if seed is None else seed
     try:
         detail = _rerun(verification, count, Path(data_root), checkpoints, seed, tolerance, device,

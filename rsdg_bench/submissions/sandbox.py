@@ -56,6 +56,16 @@ def bwrap() -> str | None:
     return found if probe.returncode == 0 else None
 
 
+def require_sandbox() -> str:
+    """The bubblewrap executable, or the error that says what to install (or that `--trust-code` runs unconfined)."""
+    executable = bwrap()
+    if executable is None:
+        raise SubmissionError("no sandbox can be made here (bubblewrap missing or unable to create namespaces)",
+                              "install Debian's bubblewrap (apt-get install bubblewrap), or pass --trust-code to run "
+                              "the bundle's code unconfined on this machine")
+    return executable
+
+
 def _code_roots() -> list[Path]:
     """Where this interpreter and rsdg-bench's sources live (an editable install's sources are outside it)."""
     roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
@@ -70,11 +80,7 @@ def confined_command(argv: list[str], job: Path, out: Path, hidden: Sequence[Pat
     """`argv` under bwrap: the allow-list of read-only mounts, `job` read-only, `out` writable, no network.
     `hidden`: folders masked by an empty tmpfs where a mounted root holds them (a data root inside the
     checkout, as the demo's `./rsdg-demo/data`)."""
-    executable = bwrap()
-    if executable is None:
-        raise SubmissionError("no sandbox can be made here (bubblewrap missing or unable to create namespaces)",
-                              "install Debian's bubblewrap (apt-get install bubblewrap), or pass --trust-code to run "
-                              "the bundle's code unconfined on this machine")
+    executable = require_sandbox()
     command = [executable, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
                "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for folder in SYSTEM_DIRS:
