@@ -27,7 +27,7 @@ from rsdg_bench.train.training_history import history_paths
 
 from .aggregate import Board, SuiteView, TaskTable
 from .plots import casid_svg, confusion_svg, generalization_svg, interval_svg, pareto_svg
-from .tables import Table, csv_text, plain_number, to_csv, to_latex, to_markdown
+from .tables import Table, csv_text, plain_number, summary_and_detail, to_csv, to_latex, to_markdown
 from .views import (
     CASID_ZONES,
     METRIC_COLUMNS,
@@ -84,8 +84,9 @@ class SiteWriter:
                           results=str(self.results_root or "(records given directly)"))
 
     def suite(self, suite: SuiteView) -> str:
-        table = suite_table(suite, self.board, self.options)
-        self.tables.append(table)
+        full = suite_table(suite, self.board, self.options)
+        self.tables.append(full)  # exported whole; the page shows its summary, the per-task columns behind a toggle
+        table, detail = summary_and_detail(full)
         casid = {label: (casid_svg(matrix, list(CASID_ZONES), label), source)
                  for label, (matrix, source) in casid_matrices(suite, self.board).items()}
         units = [(task.name, slug, count, unit) for task in suite.tasks for slug, count, unit in task.resampling_units()]
@@ -95,7 +96,7 @@ class SiteWriter:
         compute = suite_compute_points(suite, self.profiles)
         pareto = pareto_svg(compute, title=f"{suite.name}: score against compute", metric=METRIC_LABELS.get(
             metric or "miou", metric)) if compute else None
-        return self._page("suite.html.j2", "../", suite=suite, table=table, casid=casid, units=units,
+        return self._page("suite.html.j2", "../", suite=suite, table=table, detail=detail, casid=casid, units=units,
                           generalization=generalization, pareto=pareto)
 
     def task(self, task: TaskTable, page_dir: Path) -> str:

@@ -16,8 +16,8 @@ import html
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Generic, Literal, TypeVar
 
 Context = TypeVar("Context")
 
@@ -32,6 +32,7 @@ class Row:
     badges: list[tuple[str, str]] = field(default_factory=list)  # (text, explanation): e.g. off-protocol training
     incomplete: str | None = None  # why the row is not ranked (it lacks tasks the ranking is over): shown muted
     spread: list[float] | None = None  # per column, the ± standard deviation a paper prints (NaN where none)
+    intervals: list[tuple[float, float]] | None = None  # per column, a 95% interval shown under the value (NaN: none)
     category: str | None = None    # the method's category from its model card (filterable on the page)
     params: str | None = None      # its parameter count as the card gives it ("3.1M (...)")
     about: str | None = None       # the model card's facts, one line, with their source
@@ -53,6 +54,9 @@ class Table:
     groups: list[tuple[str, int]] = field(default_factory=list)  # (header, column span) above the columns
     decimals: int = 2  # of a percentage, as the cited papers print theirs (`ReportedTable.decimals`)
     signed: set[int] = field(default_factory=set)  # columns of differences, shown with their sign (+1.2)
+    detail: set[int] = field(default_factory=set)  # columns a page shows behind a toggle, not in its summary
+    export_only: set[int] = field(default_factory=set)  # columns only the exports have (shown in others' cells)
+    export_id: str | None = None  # the table whose exports a view of it links to (default: its own id)
 
     @property
     def categories(self) -> list[str]:
@@ -101,6 +105,15 @@ class Table:
         """"±0.27" where the row's paper prints a standard deviation for the cell, else ""."""
         spread = self.rows[row].spread_at(column)
         return "" if math.isnan(spread) else f"±{100 * spread:.{self.decimals}f}"
+
+    def interval_text(self, row: int, column: int) -> str:
+        """"[55.1, 58.0]" where the row has an interval for the cell, else ""."""
+        intervals = self.rows[row].intervals
+        low, high = intervals[column] if intervals is not None else (math.nan, math.nan)
+        if math.isnan(low) or math.isnan(high):
+            return ""
+        scale, decimals = (100, self.decimals) if self.is_percent(column) else (1, 2)
+        return f"[{scale * low:.{decimals}f}, {scale * high:.{decimals}f}]"
 
     def cell_text(self, row: int, column: int) -> str:
         """The cell as the exports print it: the value, and its ± where the paper gives one."""
@@ -219,6 +232,10 @@ class Column(Generic[Context]):
     lower_is_better: bool = False
     marked: bool = True
     signed: bool = False
+    # Where a page shows it: in the ranked summary, in the detail behind a toggle (one column per task), or only
+    # in the exports (an interval's bounds, which the page shows under the value they belong to).
+    shown: Literal["summary", "detail", "export"] = "summary"
+    interval: Callable[[Context], tuple[float, float]] | None = None  # a 95% interval shown under the value
 
 
 def table_of(columns: Sequence[Column[Context]], rows: Sequence[tuple[Row, Context]], **fields) -> Table:
@@ -227,8 +244,48 @@ def table_of(columns: Sequence[Column[Context]], rows: Sequence[tuple[Row, Conte
     for row, context in rows:
         row.values = [column.value(context) for column in columns]
         row.spread = [column.spread(context) for column in columns]
+        row.intervals = [column.interval(context) if column.interval else (math.nan, math.nan) for column in columns]
     return Table(columns=[c.name for c in columns], rows=[row for row, _ in rows],
                  percent=[c.percent for c in columns],
                  lower_is_better={i for i, c in enumerate(columns) if c.lower_is_better},
                  unmarked={i for i, c in enumerate(columns) if not c.marked},
-                 signed={i for i, c in enumerate(columns) if c.signed}, **fields)
+                 signed={i for i, c in enumerate(columns) if c.signed},
+                 detail={i for i, c in enumerate(columns) if c.shown == "detail"},
+                 export_only={i for i, c in enumerate(columns) if c.shown == "export"}, **fields)
+
+
+def column_view(table: Table, keep: Sequence[int], id: str) -> Table:
+    """The table with only the columns `keep` (in that order), the same rows in the same order: what a page
+    shows of a wide table (its summary, or its detail behind a toggle), its exports still the whole table's."""
+    def picked(indices: set[int]) -> set[int]:
+        return {new for new, old in enumerate(keep) if old in indices}
+
+    owner = [name for name, span in table.groups for _ in range(span)]
+    groups: list[tuple[str, int]] = []
+    for old in keep if owner else ():
+        if groups and groups[-1][0] == owner[old]:
+            groups[-1] = (owner[old], groups[-1][1] + 1)
+        else:
+            groups.append((owner[old], 1))
+    if all(name == "" for name, _ in groups):
+        groups = []  # one blank header above every column says nothing
+    rows = [replace(row, values=[row.values[i] for i in keep],
+                    spread=None if row.spread is None else [row.spread[i] for i in keep],
+                    intervals=None if row.intervals is None else [row.intervals[i] for i in keep])
+            for row in table.rows]
+    return replace(table, id=id, columns=[table.columns[i] for i in keep], rows=rows,
+                   percent=None if table.percent is None else [table.percent[i] for i in keep],
+                   lower_is_better=picked(table.lower_is_better), unmarked=picked(table.unmarked),
+                   groups=groups, signed=picked(table.signed), detail=set(), export_only=set(),
+                   export_id=table.export_id or table.id)
+
+
+def summary_and_detail(table: Table) -> tuple[Table, Table | None]:
+    """A wide table split for its page: the summary (the columns shown in it) under the table's own id, and the
+    detail (the headline column, then the detail columns) under `<id>-detail`, or None without any. Columns only
+    the exports have are in neither."""
+    summary = [i for i in range(len(table.columns)) if i not in table.detail | table.export_only]
+    if not table.detail:
+        return column_view(table, summary, table.id), None
+    return (column_view(table, summary, table.id),
+            column_view(table, [0, *sorted(table.detail)], f"{table.id}-detail"))

@@ -13,16 +13,16 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from rsdg_bench.protocol.metric_table import HEADLINE_NAMES, METRICS
 
-from .aggregate import Board, SuiteView, TaskTable
+from .aggregate import Board, SplitScores, SuiteView, TaskTable
 from .cards import ModelCard, load_cards
 from .reported import ReportedRow
 from .tables import Column, Row, Table, table_of
@@ -152,15 +152,22 @@ def task_seed_table(task: TaskTable) -> Table | None:
     spread = task.seed_spread()
     if not spread:
         return None
-    rows = []
-    for name, scores in sorted(spread.items()):
-        mean = sum(scores) / len(scores)
-        std = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
-        rows.append(Row(name, [float(len(scores)), mean, std, min(scores), max(scores)]))
     metric = METRIC_LABELS.get(task.primary, task.primary)
-    return Table(id=f"task-{slugify(task.task_id)}-seeds", title=f"{task.name}: over training seeds",
-                 columns=["Seeds", f"Mean target {metric}", "Std", "Lowest", "Highest"], rows=rows,
-                 percent=[False, True, True, True, True], unmarked={0, 2, 3, 4}, decimals=2)
+    columns: list[Column[list[float]]] = [
+        Column("Seeds", lambda scores: float(len(scores)), percent=False, marked=False),
+        Column(f"Mean target {metric}", lambda scores: sum(scores) / len(scores)),
+        Column("Std", _sample_std, marked=False),
+        Column("Lowest", min, marked=False),
+        Column("Highest", max, marked=False),
+    ]
+    return table_of(columns, [(Row(name, []), scores) for name, scores in sorted(spread.items())],
+                    id=f"task-{slugify(task.task_id)}-seeds", title=f"{task.name}: over training seeds", decimals=2)
+
+
+def _sample_std(scores: list[float]) -> float:
+    """The sample standard deviation (n − 1) of two or more scores."""
+    mean = sum(scores) / len(scores)
+    return math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1))
 
 
 def task_compute(task: TaskTable, profiles: dict) -> list[tuple[str, Any]]:
@@ -213,16 +220,17 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
 
 
 def _suite_blocks(tasks: list[TaskTable], ranked: list[TaskTable], metric: str,
-                  gaps: list[str]) -> list[tuple[str, list[TaskTable]]]:
-    """The suite table's block means: each other metric kind's cross-domain tasks, the in-domain settings, and
-    (with more than one gap) each gap's headline tasks."""
+                  gaps: list[str]) -> list[tuple[str, list[TaskTable], Literal["summary", "detail"]]]:
+    """The suite table's block means and where the page shows them: each other metric kind's cross-domain tasks
+    and the in-domain settings in the summary; with more than one gap, each gap's headline tasks in the detail,
+    before its tasks."""
     cross = [t for t in tasks if t.gap not in IN_DOMAIN_GAPS]
     others = sorted({t.primary for t in cross} - {metric})
     in_domain = [t for t in tasks if t.gap in IN_DOMAIN_GAPS and t.primary == metric]
     gap_blocks = [(g, [t for t in ranked if t.gap == g]) for g in gaps if any(t.gap == g for t in ranked)]
-    return ([(f"Mean {METRIC_LABELS.get(m, m)}", [t for t in cross if t.primary == m]) for m in others]
-            + ([("Mean in-domain", in_domain)] if in_domain else [])
-            + ([(f"Mean: {g}", members) for g, members in gap_blocks] if len(gap_blocks) > 1 else []))
+    return ([(f"Mean {METRIC_LABELS.get(m, m)}", [t for t in cross if t.primary == m], "summary") for m in others]
+            + ([("Mean in-domain", in_domain, "summary")] if in_domain else [])
+            + ([(f"Mean: {g}", members, "detail") for g, members in gap_blocks] if len(gap_blocks) > 1 else []))
 
 
 def _suite_rows(tasks: list[TaskTable], ranked: list[TaskTable], board: Board,
@@ -254,7 +262,7 @@ def _suite_rows(tasks: list[TaskTable], ranked: list[TaskTable], board: Board,
 
 
 def _suite_columns(tasks: list[TaskTable], ranked: list[TaskTable], metric: str,
-                   blocks: list[tuple[str, list[TaskTable]]], options: SiteOptions,
+                   blocks: list[tuple[str, list[TaskTable], Literal["summary", "detail"]]], options: SiteOptions,
                    baseline: float | None) -> list[Column[_SuiteRow]]:
     """The suite table's columns, in order (see `suite_table`)."""
     label = METRIC_LABELS.get(metric, metric)
@@ -263,20 +271,21 @@ def _suite_columns(tasks: list[TaskTable], ranked: list[TaskTable], metric: str,
     shared = [Column[_SuiteRow]("Avg. rank on its tasks", lambda r: r.shared_rank, percent=False, lower_is_better=True)
               ] if options.rank_shared else []
     return [
-        Column(f"Mean {label}", lambda r: r.mean),
+        Column(f"Mean {label}", lambda r: r.mean, interval=lambda r: r.interval),
         *gain,
         Column("Avg. rank", lambda r: r.rank, percent=False, lower_is_better=True),
         *shared,
         Column(f"Tasks (of {len(ranked)})", lambda r: float(len(r.have)), percent=False, marked=False),
-        Column("95% CI low", lambda r: r.interval[0], marked=False),
-        Column("95% CI high", lambda r: r.interval[1], marked=False),
+        Column("95% CI low", lambda r: r.interval[0], marked=False, shown="export"),
+        Column("95% CI high", lambda r: r.interval[1], marked=False, shown="export"),
         Column("Mean over its tasks", lambda r: r.mean_over_its_tasks, marked=False),
-        Column("IQM, normalized", lambda r: r.iqm[0]),
-        Column("IQM 95% CI low", lambda r: r.iqm[1], marked=False),
-        Column("IQM 95% CI high", lambda r: r.iqm[2], marked=False),
-        *(Column(name, partial(_SuiteRow.mean_of, members=members)) for name, members in blocks),
+        Column("IQM, normalized", lambda r: r.iqm[0], interval=lambda r: (r.iqm[1], r.iqm[2])),
+        Column("IQM 95% CI low", lambda r: r.iqm[1], marked=False, shown="export"),
+        Column("IQM 95% CI high", lambda r: r.iqm[2], marked=False, shown="export"),
+        *(Column(name, partial(_SuiteRow.mean_of, members=members), shown=shown) for name, members, shown in blocks),
         *(Column(t.name if t.primary == metric else f"{t.name} ({METRIC_LABELS.get(t.primary, t.primary)})",
-                 partial(_SuiteRow.task_value, task_id=t.task_id), partial(_SuiteRow.task_spread, task_id=t.task_id))
+                 partial(_SuiteRow.task_value, task_id=t.task_id), partial(_SuiteRow.task_spread, task_id=t.task_id),
+                 shown="detail")
           for t in tasks),
     ]
 
@@ -438,12 +447,16 @@ def task_convention_table(task: TaskTable) -> Table | None:
     if not others:
         return None
     targets = [slug for role, slug in task.splits if role == "target"]
-    columns = [f"{slug} {METRIC_LABELS[m]} ({c})" for c in others for slug in targets for m in METRIC_COLUMNS]
-    rows = [Row(model, [splits[slug].other_conventions.get(c, {}).get(m, math.nan) if slug in splits else math.nan
-                        for c in others for slug in targets for m in METRIC_COLUMNS])
-            for model, splits in task.scores.items()]
-    return Table(id=f"task-{slugify(task.task_id)}-conventions",
-                 title=f"{task.name}: targets under the {', '.join(others)} convention", columns=columns, rows=rows)
+
+    def under(convention: str, slug: str, metric: str) -> Callable[[dict[str, SplitScores]], float]:
+        return lambda splits: (splits[slug].other_conventions.get(convention, {}).get(metric, math.nan)
+                               if slug in splits else math.nan)
+
+    columns = [Column(f"{slug} {METRIC_LABELS[m]} ({c})", under(c, slug, m))
+               for c in others for slug in targets for m in METRIC_COLUMNS]
+    return table_of(columns, [(Row(model, []), splits) for model, splits in task.scores.items()],
+                    id=f"task-{slugify(task.task_id)}-conventions",
+                    title=f"{task.name}: targets under the {', '.join(others)} convention")
 
 
 def task_class_table(task: TaskTable, slug: str) -> Table:
@@ -451,25 +464,38 @@ def task_class_table(task: TaskTable, slug: str) -> Table:
     from rsdg_bench.datasets.classes import load_class_schema
 
     schema = load_class_schema(task.classes) if task.classes else None
-    columns = [*(schema.display_name(c) if schema else c for c in task.class_names),
-               *(METRIC_LABELS[m] for m in METRIC_COLUMNS)]
-    rows = []
-    for model, splits in task.scores.items():
-        if slug in splits:
-            s = splits[slug]
-            rows.append(Row(model, [*(s.per_class_iou[c] for c in task.class_names),
-                                    *(s.metrics[m] for m in METRIC_COLUMNS)]))
+    columns = [*(Column[_ClassRow](schema.display_name(c) if schema else c, partial(_ClassRow.class_iou, name=c))
+                 for c in task.class_names),
+               *(Column[_ClassRow](METRIC_LABELS[m], partial(_ClassRow.metric, name=m),
+                                   partial(_ClassRow.metric_spread, name=m)) for m in METRIC_COLUMNS)]
+    rows = [(Row(model, []), _ClassRow(splits[slug].per_class_iou, splits[slug].metrics))
+            for model, splits in task.scores.items() if slug in splits]
     for reported in task.reported:
         if _reported_on(task, reported, slug):
-            metrics = {task.primary: reported.headline, **reported.metrics}  # the headline is the primary metric
-            spread = {task.primary: reported.headline_std, **reported.metrics_std}
-            rows.append(Row(reported.label, [*(reported.per_class.get(c, math.nan) for c in task.class_names),
-                                             *(metrics.get(m, math.nan) for m in METRIC_COLUMNS)],
-                            reported=reported.source, flag=reported.flag,
-                            spread=[*(math.nan for _ in task.class_names),
-                                    *(spread.get(m, math.nan) for m in METRIC_COLUMNS)]))
-    return Table(id=f"task-{slugify(task.task_id)}-{slugify(slug)}", title=f"{task.name}: per-class IoU on {slug}",
-                 columns=columns, rows=rows, decimals=_decimals(task))
+            rows.append((Row(reported.label, [], reported=reported.source, flag=reported.flag),
+                         _ClassRow(reported.per_class, {task.primary: reported.headline, **reported.metrics},
+                                   {task.primary: reported.headline_std, **reported.metrics_std})))
+    return table_of(columns, rows, id=f"task-{slugify(task.task_id)}-{slugify(slug)}",
+                    title=f"{task.name}: per-class IoU on {slug}", decimals=_decimals(task))
+
+
+@dataclass
+class _ClassRow:
+    """A per-class table's row: IoU per class and the metrics on one split (the headline under the task's
+    primary metric for a reported row), with the ± a paper prints."""
+
+    per_class: dict[str, float]
+    metrics: dict[str, float]
+    spread: dict[str, float] = field(default_factory=dict)
+
+    def class_iou(self, name: str) -> float:
+        return self.per_class.get(name, math.nan)
+
+    def metric(self, name: str) -> float:
+        return self.metrics.get(name, math.nan)
+
+    def metric_spread(self, name: str) -> float:
+        return self.spread.get(name, math.nan)
 
 
 def _reported_on(task: TaskTable, reported: ReportedRow, slug: str) -> bool:
@@ -485,10 +511,10 @@ def reported_elsewhere(task: TaskTable) -> Table | None:
     if not rows:
         return None
     names = sorted({r.headline_name or METRIC_LABELS.get(task.primary, task.primary) for r in rows})
-    return Table(id=f"task-{slugify(task.task_id)}-reported-other",
-                 title=f"{task.name}: reported on other splits", columns=[" / ".join(names) + " (as printed)"],
-                 rows=[Row(f"{r.label}, on {r.split or 'a split the paper does not name'}", [r.headline],
-                           reported=r.source) for r in rows])
+    column = Column[ReportedRow](" / ".join(names) + " (as printed)", lambda r: r.headline)
+    return table_of([column], [(Row(f"{r.label}, on {r.split or 'a split the paper does not name'}", [],
+                                    reported=r.source), r) for r in rows],
+                    id=f"task-{slugify(task.task_id)}-reported-other", title=f"{task.name}: reported on other splits")
 
 
 def _target_of(task: TaskTable | None, model: str) -> float:

@@ -23,7 +23,7 @@ from rsdg_bench.leaderboards.aggregate import build_board, with_suites
 from rsdg_bench.leaderboards.cards import load_cards
 from rsdg_bench.leaderboards.render import render_scores_csv, write_site
 from rsdg_bench.leaderboards.reported import ReportedRow, check, load_tables, reported_rows
-from rsdg_bench.leaderboards.tables import Row, Table, to_csv, to_latex, to_markdown
+from rsdg_bench.leaderboards.tables import Row, Table, summary_and_detail, to_csv, to_latex, to_markdown
 from rsdg_bench.leaderboards.views import (
     SiteOptions,
     card_fields,
@@ -222,6 +222,49 @@ def test_suite_table_ranks_rows_and_keeps_reported_rows_apart():
     assert rows["unet"].values[mean] == pytest.approx((1.0 + poor) / 2)
     assert rows["unet"].values[rank] == pytest.approx(1.5) and rows["Rein (ViT-L)"].values[rank] == pytest.approx(1.5)
     assert rows["unet"].values[tasks] == 2
+
+
+def test_the_suite_page_shows_a_ranked_summary_and_the_per_task_columns_behind_a_toggle():
+    """The page splits the suite table: the summary (no task or gap column, the intervals under their values
+    instead of in columns of their own) keeps the table's id, and the detail (the headline, each gap's mean and
+    one column per task) sits in a closed <details>, the same rows in the same order, every value the whole
+    table's; the exports stay the whole table, interval bounds included."""
+    board = with_suites(board_of(record(key="a", matrix=GOOD, task_id="crossearth/pi2v"),
+                                 record(key="b", matrix=POOR, task_id="crossearth/v2pi", gap="sensor")),
+                        TaskCatalog(), reported_rows())
+    suite = next(s for s in board.suites if s.id == "crossearth")
+    table = suite_table(suite, board)
+    summary, detail = summary_and_detail(table)
+    assert detail is not None
+    task_names = {t.name for t in suite.tasks}
+    assert not task_names & set(summary.columns) and summary.columns[0] == table.columns[0] and summary.groups == []
+    assert detail.columns[0] == table.columns[0] and task_names <= set(detail.columns[1:])
+    assert {c for c in detail.columns[1:] if c not in task_names} == {c for c in table.columns if c.startswith("Mean: ")}
+    assert {"95% CI low", "IQM 95% CI high"} <= set(table.columns) - set(summary.columns) - set(detail.columns)
+    gap_means = sum(c.startswith("Mean: ") for c in detail.columns)
+    assert sum(span for _, span in detail.groups) == len(detail.columns) and detail.groups[0] == ("", 1 + gap_means)
+    for view in (summary, detail):
+        assert [r.label for r in view.rows] == [r.label for r in table.rows]
+        for row, whole in zip(view.rows, table.rows, strict=True):
+            for name, value in zip(view.columns, row.values, strict=True):
+                assert value == whole.values[table.columns.index(name)] or (math.isnan(value) and math.isnan(
+                    whole.values[table.columns.index(name)]))
+    from rsdg_bench.leaderboards.tables import Column, table_of
+
+    shown = table_of([Column("Mean", lambda c: c[0], interval=lambda c: (c[1], c[2])),
+                      Column("low", lambda c: c[1], shown="export")],
+                     [(Row("m", []), (0.5, 0.41, 0.612)), (Row("n", []), (0.3, math.nan, math.nan))], id="t", title="t")
+    page_view, _ = summary_and_detail(shown)
+    assert page_view.columns == ["Mean"] and page_view.interval_text(0, 0) == "[41.00, 61.20]"
+    assert page_view.interval_text(1, 0) == "" and to_csv(shown).splitlines()[0].startswith("model,Mean,low")
+    rank = summary.columns.index("Avg. rank")
+    assert rank in summary.lower_is_better and table.columns.index("Avg. rank") in table.lower_is_better
+    from rsdg_bench.leaderboards.render import SiteWriter
+
+    page = SiteWriter(board, None).suite(suite)
+    assert page.count('<table class="sortable"') == 2 and '<details class="detail">' in page
+    assert 'id="suite-crossearth-detail"' in page and 'exports/suite-crossearth-detail' not in page
+    assert page.count('exports/suite-crossearth.csv') == 2
 
 
 def test_a_row_missing_tasks_is_never_ranked_above_complete_rows():
@@ -425,6 +468,8 @@ def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Pa
     cards = load_cards()
     card_links = {url for card in [*cards.by_adapter.values(), *cards.by_method.values()] for _, url in card.links}
     table = suite_table(next(s for s in board.suites if s.id == "crossearth"), board)
+    summary, detail = summary_and_detail(table)
+    assert detail is not None
     with Browser(executable) as browser:
         browser.set_width(1400)
         queue, seen, checked = [site / "index.html"], set(), 0
@@ -453,20 +498,25 @@ def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Pa
         assert seen == set(site.rglob("*.html")) and checked > 100  # every page is reachable, none is broken
 
         suite_page = (site / "suites" / "crossearth.html").as_uri()
-        rows = "Array.from(document.querySelectorAll('#suite-crossearth tbody tr'))"
-        names = f"{rows}.filter(r => !r.classList.contains('filtered')).map(r => r.cells[0].firstChild.textContent.trim())"
+        def names_in(table_id: str) -> str:
+            rows = f"Array.from(document.querySelectorAll('#{table_id} tbody tr'))"
+            return f"{rows}.filter(r => !r.classList.contains('filtered')).map(r => r.cells[0].firstChild.textContent.trim())"
+
+        names = names_in("suite-crossearth")
         browser.open(suite_page)
         assert browser.evaluate(names) == [r.label for r in table.rows]  # the browser shows our order
-        column = 1 + table.columns.index(next(t.name for t in board.tasks if t.task_id == "crossearth/v2pi"))
-        browser.open(suite_page + f"?sort=suite-crossearth:{column}:asc")  # the inline sorter, run by Chromium
-        values = {r.label: r.values[column - 1] for r in table.rows}
+        assert browser.evaluate(names_in("suite-crossearth-detail")) == [r.label for r in table.rows]
+        assert not browser.evaluate("document.querySelector('details.detail').open")  # per-task scores: a click away
+        column = 1 + detail.columns.index(next(t.name for t in board.tasks if t.task_id == "crossearth/v2pi"))
+        browser.open(suite_page + f"?sort=suite-crossearth-detail:{column}:asc")  # the inline sorter, run by Chromium
+        values = {r.label: r.values[column - 1] for r in detail.rows}
         expected = sorted(values, key=lambda label: (math.isnan(values[label]), values[label]))
-        got = browser.evaluate(names)
+        got = browser.evaluate(names_in("suite-crossearth-detail"))
         assert [values[label] for label in got] == [values[label] for label in expected]  # ties may swap
-        rank = 1 + table.columns.index("Avg. rank")  # a first click sorts best first: rank 1 at the top
+        rank = 1 + summary.columns.index("Avg. rank")  # a first click sorts best first: rank 1 at the top
         browser.evaluate(f"document.querySelector('#suite-crossearth thead tr:last-child').cells[{rank}].click()")
-        ranks = [values for values in (r.values[rank - 1] for r in table.rows) if not math.isnan(values)]
-        assert {r.label: r.values[rank - 1] for r in table.rows}[browser.evaluate(names)[0]] == min(ranks)
+        ranks = [values for values in (r.values[rank - 1] for r in summary.rows) if not math.isnan(values)]
+        assert {r.label: r.values[rank - 1] for r in summary.rows}[browser.evaluate(names)[0]] == min(ranks)
 
         browser.evaluate("document.querySelector('p.filters input[value=reported]').click()")
         assert browser.evaluate(names) == [r.label for r in table.rows if not r.reported]  # ours only
@@ -485,6 +535,10 @@ def test_site_in_headless_chromium_links_layout_sorting_and_filters(tmp_path: Pa
                     browser.open((site / name).as_uri())
                     overflow = browser.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                     assert overflow <= 0, f"{name} is {overflow} px wider than a {width} px window"
+                browser.open(suite_page)  # the ranked summary fits: its box does not scroll sideways either
+                inside = browser.evaluate("(b => b.scrollWidth - b.clientWidth)"
+                                          "(document.querySelector('#suite-crossearth').parentElement)")
+                assert inside <= 0, f"the suite summary scrolls {inside} px inside its box at {width} px"
             browser.open(suite_page)
             on_screen = browser.evaluate(
                 "Array.from(document.querySelectorAll('#suite-crossearth thead tr:last-child th'))"
