@@ -86,6 +86,37 @@ def test_training_is_repeatable_from_the_protocol_seed(data_root: Path, tmp_path
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+def test_an_adapter_with_its_own_objective_trains_on_it_and_sees_each_draws_domain(data_root: Path, tmp_path: Path):
+    """`Adapter.training_loss` replaces the protocol's loss: the trainer backpropagates what it returns (here
+    the mean squared output, which drives every weight towards 0, where cross-entropy would not), and each batch
+    carries its draws' domain indices into the split's sorted places (the demo's source is one place)."""
+    from conftest import TrainablePixelLinear
+
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.models.registry import register_adapter
+    from rsdg_bench.train.training import build_trainable
+
+    seen: list[torch.Tensor] = []
+
+    @register_adapter("pixel-linear-own-loss")
+    class OwnLoss(TrainablePixelLinear):
+        def training_loss(self, inputs, batch):
+            seen.append(batch["domain"])
+            assert batch["label"].shape[0] == inputs[0].shape[0] == batch["domain"].shape[0]
+            return self.predict(*inputs).pow(2).mean()
+
+    task = TaskCatalog().task("demo/u2a")
+    adapter = build_trainable(ModelSpec("pixel-linear-own-loss"), task, data_root)
+    before = {k: v.clone() for k, v in adapter.module.state_dict().items()}
+    train_adapter(adapter, task, data_root, tmp_path / "own.pt",
+                  overrides=TrainOverrides(iterations=3, batch_size=2, val_interval=3, lr=0.05), progress=False)
+    after = torch.load(tmp_path / "own.pt", weights_only=True)["state_dict"]
+    assert len(seen) == 3 and all(d.tolist() == [0, 0] for d in seen)
+    assert all(after[k].abs().sum() < before[k].abs().sum() for k in before)  # shrunk, as the own loss asks
+    split = TaskData(data_root, task, phase="train").open(task.source)
+    assert RandomCrops(split, 64, 1, seed=0).domains == sorted(set(split.groups()))
+
+
 def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_path: Path, monkeypatch):
     from rsdg_bench.train import training
     from rsdg_bench.train.training import build_trainable, train_state_path

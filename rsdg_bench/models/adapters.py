@@ -177,6 +177,15 @@ class Adapter(abc.ABC):
         """`classification`: normalized B×C×H×W → logits B×K, one class per image."""
         raise AdapterError(f"adapter {self.name!r} does not classify images", "declare and implement classify")
 
+    def training_loss(self, inputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """This adapter's own training objective for one batch, where its paper trains with something other
+        than the protocol's per-pixel loss on the entry point's scores (Mask2Former's set loss, CoDEX's expert
+        losses); None, the default, means the protocol's loss (`TrainingSpec.loss`) on the entry point's
+        output. `inputs` are the entry point's arguments as the task's kind prepares them (normalized images;
+        for a series also the days); `batch` is the training batch on the device: `label`, and `domain` (each
+        draw's source domain, the index of its place among the source split's sorted places)."""
+        return None
+
     def identity(self) -> dict[str, Any]:
         """What distinguishes this model configuration in records and resume keys: its name, its options and
         its code (`code_identity`), so an edited adapter is evaluated again instead of answering from old

@@ -74,14 +74,24 @@ class TaskKind:
         score = self.scorer(adapter, split, task, device, prepare, window_batch)
         return lambda samples: [score(sample) for sample in samples]
 
+    def training_inputs(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
+                        device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The arguments of the kind's entry point for one training batch, on `device`. By default the batch's
+        images normalized under the adapter's contract (a kind whose input is not one B×C×H×W batch
+        overrides this)."""
+        return (adapter.input_contract().prepare(batch["image"].to(device), band_names, where=task.source.slug,
+                                                 replicate_single_band=task.inputs.replicate_single_band),)
+
+    def loss_view(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) as the per-pixel losses take them: B×K×H×W and B×H×W for per-pixel kinds, B×K
+        and B for per-image ones. By default as the entry point gives them."""
+        return logits, labels
+
     def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, labels) of one training batch shaped for the loss: B×K×H×W and B×H×W for per-pixel
-        kinds, B×K and B for per-image ones. By default: the batch normalized under the adapter's contract,
-        through the kind's entry point (a kind whose input is not one B×C×H×W batch overrides this)."""
-        x = adapter.input_contract().prepare(batch["image"].to(device), band_names, where=task.source.slug,
-                                             replicate_single_band=task.inputs.replicate_single_band)
-        return getattr(adapter, self.entry_point)(x), batch["label"].to(device)
+        """(logits, labels) of one training batch shaped for the loss (`loss_view`), through the entry point."""
+        inputs = self.training_inputs(adapter, task, batch, band_names, device)
+        return self.loss_view(getattr(adapter, self.entry_point)(*inputs), batch["label"].to(device))
 
     def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
         """B×C×H×W → B×K×H×W through this kind's entry point: the one view the conformance checks use."""

@@ -62,19 +62,24 @@ class RandomCrops(Dataset):
 
     The crop, flips and rotations act on the last two axes, so a time series (T×C×H×W with T×H×W labels) is
     cut the same way on every date; an image-level label (0-d) is kept as it is. Draws are dicts with
-    `image`, `label` and, for a time series, `days`.
+    `image`, `label`, `domain` (the sample's place as an index into `domains`, the split's sorted places: what
+    an adapter with per-domain parts, such as CoDEX's experts, trains on) and, for a time series, `days`.
     """
 
     def __init__(self, split: SegmentationSplit, crop: int, draws: int, seed: int,
                  augment: AugmentSpec = AugmentSpec()) -> None:
         self.split, self.crop, self.draws, self.seed, self.augment = split, crop, draws, seed, augment
+        places = split.groups()
+        self.domains = sorted(set(places))
+        self.sample_domain = [self.domains.index(place) for place in places]
 
     def __len__(self) -> int:
         return self.draws
 
     def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, draw])
-        sample = self.split[int(rng.integers(len(self.split)))]
+        index = int(rng.integers(len(self.split)))
+        sample = self.split[index]
         image, label = sample["image"], sample["label"].long()
         per_pixel = label.ndim > 0
         height, width = image.shape[-2:]
@@ -89,7 +94,7 @@ class RandomCrops(Dataset):
         if per_pixel:
             label = label[..., y0:y0 + self.crop, x0:x0 + self.crop]
         image, label = augment_draw(image, label, self.augment, rng)
-        draw_out = {"image": image, "label": label}
+        draw_out = {"image": image, "label": label, "domain": torch.tensor(self.sample_domain[index])}
         if "days" in sample:
             draw_out["days"] = sample["days"]
         return draw_out
@@ -184,6 +189,24 @@ def shard_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, labelled: to
     of processes. A shard without a labelled pixel contributes 0, not NaN."""
     total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / labelled.clamp_min(1).to(total.dtype) * world_size
+
+
+def has_own_loss(adapter: Adapter) -> bool:
+    """Whether the adapter trains with its own objective (`Adapter.training_loss`) instead of the protocol's."""
+    return type(adapter).training_loss is not Adapter.training_loss
+
+
+def batch_loss(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], band_names: list[str],
+               device: torch.device, loss_kind: str) -> torch.Tensor:
+    """One batch's training loss in one process: the adapter's own objective where it has one, else the
+    protocol's loss (`loss_kind`) on the kind's logits."""
+    kind = get_kind(task.kind)
+    inputs = kind.training_inputs(adapter, task, batch, band_names, device)
+    own = adapter.training_loss(inputs, {k: v.to(device) for k, v in batch.items() if k in ("label", "domain")})
+    if own is not None:
+        return own
+    logits, labels = kind.loss_view(getattr(adapter, kind.entry_point)(*inputs), batch["label"].to(device))
+    return segmentation_loss(loss_kind, logits, labels)
 
 
 def segmentation_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -301,6 +324,10 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
                         "processes, each with its share, would optimise another loss",
                         "train this task in one process (without torchrun); multi-process training takes the "
                         "cross-entropy loss")
+    if group.world_size > 1 and has_own_loss(adapter):
+        raise TaskError(f"{adapter.name} trains with its own objective, computed over the whole batch; training it "
+                        f"in {group.world_size} processes, each with its share, would optimise another loss",
+                        f"train {adapter.name} in one process (without torchrun)")
     if spec.batch_size % group.world_size:
         raise TaskError(f"the protocol's batch of {spec.batch_size} does not split evenly over {group.world_size} "
                         "processes", "start as many processes as divide the batch (torchrun --nproc_per_node), or "
@@ -394,8 +421,7 @@ def _step_loss(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], ban
     then the loss with a failure flag, so an error on one process stops every process instead of leaving the
     others waiting in a collective it never reaches."""
     if group.world_size == 1:
-        logits, labels = training_logits(adapter, task, batch, band_names, device)
-        loss = segmentation_loss(kind, logits, labels)
+        loss = batch_loss(adapter, task, batch, band_names, device, kind)
         return loss, loss.item()
     labelled = group.sum((batch["label"] != IGNORE_INDEX).sum().reshape(1).to(torch.float64))
     failure: Exception | None = None

@@ -56,13 +56,15 @@ class TemporalSegmentation(TaskKind):
 
         return score_series
 
-    def training_logits(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
-                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_inputs(self, adapter: Adapter, task: Task, batch: dict[str, Any], band_names: list[str],
+                        device: torch.device) -> tuple[torch.Tensor, ...]:
         from rsdg_bench.evaluator.evaluation import prepare_series
 
         x = prepare_series(adapter.input_contract(), batch["image"].to(device), band_names, task.source.slug)
-        logits = adapter.predict_series(x, batch["days"].to(device))
-        return logits.flatten(0, 1), batch["label"].to(device).flatten(0, 1)  # dates folded into the batch
+        return x, batch["days"].to(device)
+
+    def loss_view(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits.flatten(0, 1), labels.flatten(0, 1)  # dates folded into the batch
 
     def map_predictor(self, adapter: Adapter) -> Callable[[torch.Tensor], torch.Tensor]:
         """Each image as a two-date series (the image and its mirror, 31 days apart); the first date's map."""
