@@ -8,8 +8,9 @@ selector), so their checkpoint loads key for key:
   (attention per date and pixel), a decoder (`up_blocks`) fed by attention-aggregated skips, and
   `out_convs`: one expert head per training domain (3×3 conv, ReLU, 3×3 conv, ReLU), each mapping the
   full-resolution features of every date to K non-negative scores. `all_coord_weights` (the learned D×D
-  domain affinity) and `coord_regress` are trained with the experts but not used at inference; they are
-  kept so a checkpoint loads strictly. A date whose input is all zeros counts as padded (masked in the
+  domain affinity, standard-normal at init as upstream) is trained with the experts by the consistency loss
+  (`codex_losses.py`) and not used at inference; `coord_regress` is in no CoDEX loss: both are kept so a
+  checkpoint loads strictly. A date whose input is all zeros counts as padded (masked in the
   attention, skipped by the encoder), as upstream.
 - `HeadSelector`: conv blocks (BatchNorm, 3×3) over the input and seven backbone feature maps, each
   averaged over dates and space, concatenated, and a linear layer to one score per domain; the softmax
@@ -60,7 +61,7 @@ class MultiUTAE(nn.Module):
                         padding_mode=padding_mode)
             for i in range(len(decoder) - 1, 0, -1))
         self.temporal_encoder = MultiLTAE(encoder[-1], n_head=n_head, d_k=d_k, T=T, offset=offset)
-        self.all_coord_weights = nn.Parameter(torch.zeros(num_domains, num_domains))  # training only
+        self.all_coord_weights = nn.Parameter(torch.randn(num_domains, num_domains))  # upstream's init; training only
         self.coord_regress = nn.ModuleList([nn.Linear(in_features, 1)])  # training only
         self.out_convs = nn.ModuleList(
             ConvBlock([decoder[0], in_features // 4, num_classes], norm="None", padding_mode=padding_mode)

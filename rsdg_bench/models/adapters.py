@@ -186,6 +186,17 @@ class Adapter(abc.ABC):
         draw's source domain, the index of its place among the source split's sorted places)."""
         return None
 
+    def prepare_training(self, task: Task, source_places: list[str], checkpoint_path: Path) -> None:
+        """Called by `train` once the source split is open, before the optimizer is built: its sorted distinct
+        places (what each draw's `domain` indexes) and the checkpoint the training will write. An adapter with
+        per-domain parts sizes them here (CoDEX: one expert per place), and a later training stage loads what an
+        earlier one wrote beside that checkpoint. The default does nothing."""
+
+    def checkpoint_stem(self, task: Task) -> str:
+        """The name `train` gives the checkpoint it writes, before any `.seed<N>` and `.pt`: by default the
+        task's checkpoint key; an adapter trained in stages names each stage's file apart (CoDEX's experts)."""
+        return task.checkpoint_key
+
     def identity(self) -> dict[str, Any]:
         """What distinguishes this model configuration in records and resume keys: its name, its options and
         its code (`code_identity`), so an edited adapter is evaluated again instead of answering from old
@@ -196,7 +207,7 @@ class Adapter(abc.ABC):
         """File names to look for, in order, in a checkpoint folder (`--checkpoint-dir`) for `task`. By
         default `<checkpoint_key>.pt`, what `rsdg-bench train` writes; an adapter for released weights
         puts the authors' own file names first."""
-        return [f"{task.checkpoint_key}.pt"]
+        return [f"{self.checkpoint_stem(task)}.pt"]
 
     def use_backbone_checkpoint(self, path: Path) -> None:
         """Take frozen backbone weights from a second file (or folder), for checkpoints saved without them."""

@@ -28,6 +28,7 @@ class ModelSpec:
     backbone_checkpoint: Path | None = None  # frozen backbone weights kept apart from the checkpoint
     random_init: bool = False               # explicit opt-in; such records never reach a leaderboard
     display_name: str | None = None
+    seed: int | None = None                 # the weights `train --seed N` made: <checkpoint_key>.seed<N>.pt
 
     def instantiate(self) -> Adapter:
         return resolve_adapter(self.adapter)(**self.options)
@@ -45,7 +46,8 @@ class MissingWeights:
 
     def error(self, model: ModelSpec) -> AdapterError:
         if self.trainable:
-            fix = f"train one with `rsdg-bench train --task {self.task_id} {model_flag(model.adapter)}`, or "
+            seed = "" if model.seed is None else f" --seed {model.seed}"
+            fix = f"train one with `rsdg-bench train --task {self.task_id} {model_flag(model.adapter)}{seed}`, or "
         elif self.released:
             fix = f"put the released {self.released[0]} in {self.folder} (docs/models.md says where it is published), or "
         else:
@@ -64,11 +66,12 @@ def find_checkpoint(model: ModelSpec, task: Task, results_root: Path, adapter: A
             raise AdapterError(f"checkpoint {model.checkpoint} not found", "check the --checkpoint path")
         return model.checkpoint
     folder = model.checkpoint_dir or default_checkpoint_dir(results_root, adapter.name)
-    names = adapter.checkpoint_names(task)
+    names = ([seed_checkpoint_name(adapter.checkpoint_stem(task), model.seed)] if model.seed is not None
+             else adapter.checkpoint_names(task))
     for name in names:
         if (folder / name).is_file():
             return folder / name
-    return MissingWeights(task.id, folder, names, [n for n in names if n != f"{task.checkpoint_key}.pt"],
+    return MissingWeights(task.id, folder, names, [n for n in names if n != f"{adapter.checkpoint_stem(task)}.pt"],
                           adapter.trainable)
 
 
@@ -83,6 +86,12 @@ def checkpoint_path_for(model: ModelSpec, task: Task, results_root: Path, adapte
 def model_flag(spec: str) -> str:
     """The flag that names this adapter on the command line: `--adapter` for a `file.py:Class`, else `--model`."""
     return f"--adapter {spec}" if ".py" in spec else f"--model {spec}"
+
+
+def seed_checkpoint_name(stem: str, seed: int | None) -> str:
+    """The file `train` writes under another seed (`--seed`/`--seeds`), else under the protocol's, from the
+    adapter's `checkpoint_stem` for the task."""
+    return f"{stem}{'' if seed is None else f'.seed{seed}'}.pt"
 
 
 def default_checkpoint_dir(results_root: Path, adapter_name: str) -> Path:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from rsdg_bench.base.io import check_writable
 from rsdg_bench.evaluator.distributed import join_from_environment, leave_process_group
-from rsdg_bench.models.model_spec import ModelSpec, default_checkpoint_dir
+from rsdg_bench.models.adapters import Adapter
+from rsdg_bench.models.model_spec import ModelSpec, default_checkpoint_dir, seed_checkpoint_name
 from rsdg_bench.protocol.task_schema import Task, TaskCatalog
 from rsdg_bench.train.training import TrainOverrides, TrainReport, build_trainable, train_adapter
 
@@ -35,13 +36,13 @@ class TrainJob:
     workers: int = 0
     progress: bool = True
 
-    def checkpoint(self, task: Task, adapter_name: str) -> Path:
-        """`out`, else `<results>/checkpoints/<adapter>/<checkpoint_key>[.seed<N>].pt` (`task` is this job's)."""
+    def checkpoint(self, task: Task, adapter: Adapter) -> Path:
+        """`out`, else `<results>/checkpoints/<adapter>/<checkpoint stem>[.seed<N>].pt` (`task` is this job's; the
+        stem is the checkpoint key unless the adapter names its training stages apart)."""
         if self.out is not None:
             return self.out
-        seed = self.overrides.seed
-        name = task.checkpoint_key + ("" if seed is None else f".seed{seed}")
-        return default_checkpoint_dir(self.results_root, adapter_name) / f"{name}.pt"
+        return default_checkpoint_dir(self.results_root, adapter.name) / seed_checkpoint_name(
+            adapter.checkpoint_stem(task), self.overrides.seed)
 
 
 def train_here(job: TrainJob) -> TrainReport | None:
@@ -50,7 +51,7 @@ def train_here(job: TrainJob) -> TrainReport | None:
     group, device = join_from_environment(job.device)
     try:
         adapter = build_trainable(job.model, task, job.data_root, seed=job.overrides.seed)
-        out = job.checkpoint(task, adapter.name)
+        out = job.checkpoint(task, adapter)
         what, flag = ("checkpoint folder", "--out") if job.out else ("results folder", "--results (or RSDG_RESULTS)")
         check_writable(out.parent, what, flag)
         report = train_adapter(adapter, task, job.data_root, out, overrides=job.overrides, device=device,

@@ -306,11 +306,12 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
     require_trainable(adapter, task)
-    module = adapter.module
-    assert module is not None  # require_trainable refuses an adapter without one
     spec = overrides.apply(task.training)
     access = TaskData(data_root, task, phase="train")
     source = access.open(task.source)  # a label-efficiency protocol's subset only (`TaskData.label_subset`)
+    adapter.prepare_training(task, sorted(set(source.groups())), checkpoint_path)  # the places `domain` indexes
+    module = adapter.module  # after prepare_training, which may rebuild it
+    assert module is not None  # require_trainable refuses an adapter without one
     label_subset = access.label_subset
     if label_subset is not None:
         log.info("%s: training on %d of its %d samples (label fraction %g)", task.source.slug,
