@@ -202,7 +202,9 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
     in-domain settings and per gap, then one column per task grouped by gap. Mean and Avg. rank rank complete
     rows only (rows with every headline task); a row missing tasks is shown muted after them, with its count
     and the mean over the tasks it has, never ranked above them (with `options.rank_shared`, a further column
-    ranks every row on the tasks it has)."""
+    ranks every row on the tasks it has). A model trained under several seeds is one row: per task the mean over
+    its seeds with their standard deviation as ±, its Mean ± the deviation of its seed runs' own means, and a
+    Seeds column; a row of one training among rows over several seeds says so (a "1 seed" badge)."""
     gaps = _gap_order(suite.tasks)
     tasks = sorted(suite.tasks, key=lambda t: gaps.index(t.gap))  # stable: suite order within a gap
     metric, ranked = headline_tasks(tasks)
@@ -210,7 +212,8 @@ def suite_table(suite: SuiteView, board: Board, options: SiteOptions = SiteOptio
     reported = _reported_by_label(tasks)
     rows = _suite_rows(tasks, ranked, board, reported)
     baseline = next((r.mean for r in rows if r.row.label == options.baseline), None)
-    columns = _suite_columns(tasks, ranked, metric, _suite_blocks(tasks, ranked, metric, gaps), options, baseline)
+    columns = _suite_columns(tasks, ranked, metric, _suite_blocks(tasks, ranked, metric, gaps), options, baseline,
+                             seeded=any(r.seeds > 1 for r in rows))
     rows.sort(key=lambda r: (not r.complete, -_or(r.mean, 0.0), -len(r.have), -_or(r.mean_over_its_tasks, 0.0)))
     groups = [("", len(columns) - len(tasks))] + [(g, sum(t.gap == g for t in tasks)) for g in gaps]
     return table_of(columns, [(r.row, r) for r in rows], id=f"suite-{slugify(suite.id)}", groups=groups,
@@ -238,44 +241,88 @@ def _suite_rows(tasks: list[TaskTable], ranked: list[TaskTable], board: Board,
     """One row per model with a score on the suite, then one per reported method, each ranked among the complete
     rows (Avg. rank) and among all rows on the tasks it has."""
     cards = load_cards()
-    raw: list[tuple[Row, dict[str, float], dict[str, float]]] = []  # (row, task id → value, task id → ±)
-    for model in board.models:
-        values = {t.task_id: t.target_mean(model) for t in tasks if model in t.scores}
-        if values:
-            raw.append((Row(model, [], badges=merged_badges(t.badges(model) for t in tasks),
-                            **card_fields(cards.for_adapter(_adapter_of(model, tasks)))), values, {}))
+    raw: list[tuple[Row, _SeedRuns]] = []
+    for name, members in _seed_groups(tasks, board.models).items():
+        runs = _SeedRuns.of(members, tasks, ranked)
+        if runs.values:
+            raw.append((Row(name, [], badges=merged_badges(t.badges(m) for t in tasks for m in members),
+                            **card_fields(cards.for_adapter(_adapter_of(members[0], tasks)))), runs))
     for row_label, summary in reported.items():
         raw.append((Row(row_label, [], reported="; ".join(summary.sources), flag="; ".join(summary.flags) or None,
-                        **card_fields(cards.for_method(summary.method))), summary.values, summary.spread))
-    complete = [not math.isnan(_complete_mean(values, ranked)) for _, values, _ in raw]
-    ranks = [_ranks([values.get(t.task_id, math.nan) if done else math.nan  # ranked among complete rows only
-                     for (_, values, _), done in zip(raw, complete, strict=True)]) for t in ranked]
-    shared_ranks = [_ranks([values.get(t.task_id, math.nan) for _, values, _ in raw]) for t in ranked]
-    rows = [_SuiteRow(row, values, spread, ranked, done, _mean([r[index] for r in ranks]) if done else math.nan,
-                      _mean([r[index] for r in shared_ranks]))
-            for index, ((row, values, spread), done) in enumerate(zip(raw, complete, strict=True))]
+                        **card_fields(cards.for_method(summary.method))),
+                    _SeedRuns(summary.values, summary.spread, seeds=0)))
+    complete = [not math.isnan(_complete_mean(runs.values, ranked)) for _, runs in raw]
+    ranks = [_ranks([runs.values.get(t.task_id, math.nan) if done else math.nan  # ranked among complete rows only
+                     for (_, runs), done in zip(raw, complete, strict=True)]) for t in ranked]
+    shared_ranks = [_ranks([runs.values.get(t.task_id, math.nan) for _, runs in raw]) for t in ranked]
+    rows = [_SuiteRow(row, runs.values, runs.spread, ranked, done, _mean([r[index] for r in ranks]) if done else math.nan,
+                      _mean([r[index] for r in shared_ranks]), runs.seeds, runs.mean_std)
+            for index, ((row, runs), done) in enumerate(zip(raw, complete, strict=True))]
+    most = max((row.seeds for row in rows), default=0)
     for row in rows:
         if not row.complete:
             row.row.incomplete = (f"has {len(row.have)} of the {len(ranked)} tasks the mean is over: shown, not "
                                   "ranked (its own mean is over the tasks it has)")
+        if row.seeds == 1 and most > 1:
+            row.row.badges.append(("1 seed", f"a single training, where other rows average up to {most} seeds: its "
+                                             "rank may be its training draw's luck"))
     return rows
+
+
+def _seed_groups(tasks: list[TaskTable], models: list[str]) -> dict[str, list[str]]:
+    """Suite row name → the board's models it stands for: a model trained under several seeds (`train --seed`)
+    is one row, its name, over its seed runs in seed order; any other model is a row of its own."""
+    runs = {label: run for task in tasks for label, run in task.seeds.items()}
+    groups: dict[str, list[str]] = {}
+    for model in sorted(models, key=lambda m: runs[m][1] if m in runs else 0):
+        groups.setdefault(runs[model][0] if model in runs else model, []).append(model)
+    return {name: groups[name] for name in sorted(groups, key=lambda n: models.index(groups[n][0]))}
+
+
+@dataclass
+class _SeedRuns:
+    """One suite row's target scores per task: for a model trained under several seeds the mean over its seed
+    runs per task, their standard deviation (the ± shown), and the spread of the runs' own suite means."""
+
+    values: dict[str, float]  # task id → target score (the mean over seeds)
+    spread: dict[str, float]  # task id → the ± shown: over seeds, or as a paper prints it
+    seeds: int = 1  # training runs the row averages (0: a paper's reported row)
+    mean_std: float = math.nan  # the standard deviation of the seed runs' suite means (each over every task)
+
+    @classmethod
+    def of(cls, members: list[str], tasks: list[TaskTable], ranked: list[TaskTable]) -> _SeedRuns:
+        values, spread = {}, {}
+        for task in tasks:
+            scores = [task.target_mean(m) for m in members if m in task.scores]
+            scores = [v for v in scores if not math.isnan(v)]
+            if scores:
+                values[task.task_id] = _mean(scores)
+            if len(scores) > 1:
+                spread[task.task_id] = _sample_std(scores)
+        means = [_complete_mean({t.task_id: t.target_mean(m) for t in ranked if m in t.scores}, ranked)
+                 for m in members]
+        complete = [v for v in means if not math.isnan(v)]
+        return cls(values, spread, len(members), _sample_std(complete) if len(complete) > 1 else math.nan)
 
 
 def _suite_columns(tasks: list[TaskTable], ranked: list[TaskTable], metric: str,
                    blocks: list[tuple[str, list[TaskTable], Literal["summary", "detail"]]], options: SiteOptions,
-                   baseline: float | None) -> list[Column[_SuiteRow]]:
-    """The suite table's columns, in order (see `suite_table`)."""
+                   baseline: float | None, seeded: bool = False) -> list[Column[_SuiteRow]]:
+    """The suite table's columns, in order (see `suite_table`); with `seeded` (a row over several training
+    seeds) the count of seeds each row averages."""
     label = METRIC_LABELS.get(metric, metric)
     gain = [Column[_SuiteRow](f"Gain over {options.baseline}", lambda r: r.mean - baseline, signed=True, marked=False)
             ] if baseline is not None else []
     shared = [Column[_SuiteRow]("Avg. rank on its tasks", lambda r: r.shared_rank, percent=False, lower_is_better=True)
               ] if options.rank_shared else []
     return [
-        Column(f"Mean {label}", lambda r: r.mean, interval=lambda r: r.interval),
+        Column(f"Mean {label}", lambda r: r.mean, lambda r: r.mean_std, interval=lambda r: r.interval),
         *gain,
         Column("Avg. rank", lambda r: r.rank, percent=False, lower_is_better=True),
         *shared,
         Column(f"Tasks (of {len(ranked)})", lambda r: float(len(r.have)), percent=False, marked=False),
+        *([Column[_SuiteRow]("Seeds", lambda r: float(r.seeds) if r.seeds else math.nan, percent=False,
+                             marked=False)] if seeded else []),
         Column("95% CI low", lambda r: r.interval[0], marked=False, shown="export"),
         Column("95% CI high", lambda r: r.interval[1], marked=False, shown="export"),
         Column("Mean over its tasks", lambda r: r.mean_over_its_tasks, marked=False),
@@ -302,6 +349,8 @@ class _SuiteRow:
     complete: bool  # has every ranked task
     rank: float  # average rank among complete rows
     shared_rank: float  # average rank on the tasks it has
+    seeds: int = 1  # training runs averaged (0: a reported row)
+    mean_std: float = math.nan  # over those runs, of their means
 
     @cached_property
     def mean(self) -> float:
@@ -317,11 +366,12 @@ class _SuiteRow:
 
     @cached_property
     def interval(self) -> tuple[float, float]:
-        return suite_mean_interval(self.ranked, self.row.label) if not self.row.reported else (math.nan, math.nan)
+        """The scene bootstrap's (NaN for a reported row, and for a row over seeds: its ± is over them)."""
+        return suite_mean_interval(self.ranked, self.row.label) if self.seeds == 1 else (math.nan, math.nan)
 
     @cached_property
     def iqm(self) -> tuple[float, float, float]:
-        return suite_iqm(self.ranked, self.row.label) if not self.row.reported else (math.nan,) * 3
+        return suite_iqm(self.ranked, self.row.label) if self.seeds == 1 else (math.nan,) * 3
 
     def mean_of(self, members: list[TaskTable]) -> float:
         return _complete_mean(self.values, members)

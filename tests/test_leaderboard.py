@@ -860,6 +860,45 @@ def test_a_model_trained_under_several_seeds_is_one_row_per_seed_and_its_spread_
     assert task_seed_table(plain) is None
 
 
+def test_the_suite_shows_a_model_over_its_seeds_as_one_row_with_mean_std_and_count():
+    """On the suite table a model trained under 3 seeds is one row: per task the mean over its seeds (± their
+    sample std), its Mean ± the std of the seed runs' suite means, Seeds 3; the model trained once gets Seeds 1
+    and a "1 seed" badge, even where it ranks first; reported rows have no seed count."""
+    MIXED = [[40, 5, 5, 0, 0], [5, 30, 5, 0, 0], [0, 5, 20, 5, 0], [0, 0, 5, 10, 5], [0, 0, 0, 5, 5]]
+    tasks = ("demo/a", "demo/b")
+    records = []
+    for seed, matrices in enumerate(((GOOD, POOR), (POOR, MIXED), (MIXED, MIXED))):
+        for task_id, matrix in zip(tasks, matrices, strict=True):
+            rec = record(key=f"s{seed}{task_id}", matrix=matrix, model="unet", sha=f"{seed + 1:064x}", task_id=task_id,
+                         gap="region")
+            rec.model.training = {"status": "protocol", "seed": seed}
+            records.append(rec)
+    records += [record(key=f"o{t}", matrix=GOOD, model="once", sha="e" * 64, task_id=t, gap="region") for t in tasks]
+    board = with_suites(board_of(*records), TaskCatalog())
+    [suite] = board.suites
+    table = suite_table(suite, board)
+    rows = {r.label: r for r in table.rows}
+    assert set(rows) == {"unet", "once"}  # the seed runs are one row
+    miou = {id(m): metrics_block(m, NAMES, list(range(5)))["miou"] for m in (GOOD, POOR, MIXED)}
+    per_seed = [[miou[id(GOOD)], miou[id(POOR)]], [miou[id(POOR)], miou[id(MIXED)]], [miou[id(MIXED)], miou[id(MIXED)]]]
+    names = {t.task_id: t.name for t in suite.tasks}
+    for index, task_id in enumerate(tasks):
+        column = table.columns.index(names[task_id])
+        scores = [run[index] for run in per_seed]
+        assert rows["unet"].values[column] == pytest.approx(np.mean(scores))
+        assert rows["unet"].spread[column] == pytest.approx(np.std(scores, ddof=1))
+    mean = table.columns.index("Mean mIoU")
+    assert rows["unet"].values[mean] == pytest.approx(np.mean(per_seed))
+    assert rows["unet"].spread[mean] == pytest.approx(np.std([np.mean(run) for run in per_seed], ddof=1))
+    seeds = table.columns.index("Seeds")
+    assert rows["unet"].values[seeds] == 3 and rows["once"].values[seeds] == 1
+    assert table.rows[0].label == "once" and ("1 seed" in dict(rows["once"].badges))  # first, and it says so
+    assert "1 seed" not in dict(rows["unet"].badges)
+    alone = with_suites(board_of(*records[-2:]), TaskCatalog())  # no row over seeds: no count, no badge
+    lone = suite_table(alone.suites[0], alone)
+    assert "Seeds" not in lone.columns and "1 seed" not in dict(lone.rows[0].badges)
+
+
 def test_a_suite_row_has_one_badge_per_text_and_exports_keep_task_badges_short():
     from rsdg_bench.leaderboards.tables import Row, to_markdown
     from rsdg_bench.leaderboards.views import merged_badges

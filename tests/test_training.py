@@ -238,3 +238,34 @@ def test_train_under_another_seed_is_the_same_protocol_with_other_draws(data_roo
     task = TaskCatalog().task("demo/u2a")
     verdict = training_provenance(task, seeded["rsdg"], 8)
     assert not any(d.startswith("seed") for d in verdict["differences"]) and verdict["seed"] == 3
+
+
+def test_train_and_run_over_several_seeds_give_one_board_row_with_their_count(data_root: Path, tmp_path: Path, capsys):
+    """`train --seeds 2` writes one checkpoint per seed (seeds 0 and 1), `run --seeds 2` evaluates each, and the
+    suite table shows the model as one row over 2 seeds; a bad --seeds value is refused by the parser."""
+    from conftest import trainable_pixel_linear
+
+    from rsdg_bench.cli import main
+    from rsdg_bench.cli.options import seed_list
+    from rsdg_bench.leaderboards.aggregate import build_board, with_suites
+    from rsdg_bench.leaderboards.views import suite_table
+    from rsdg_bench.records.results import ResultStore
+
+    assert seed_list("3") == [0, 1, 2] and seed_list("0,1,5") == [0, 1, 5]
+    for bad in ("0", "1,1", "-1,2", "a"):
+        with pytest.raises(Exception, match="seed|count"):
+            seed_list(bad)
+    trainable_pixel_linear()
+    where = ["--data-root", str(data_root), "--results", str(tmp_path), "--device", "cpu", "--quiet"]
+    assert main(["train", "--task", "demo/u2a", "--model", "pixel-linear-trainable", "--iterations", "1",
+                 "--batch-size", "2", "--seeds", "2", *where]) == 0
+    folder = tmp_path / "checkpoints" / "pixel-linear-trainable"
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["toyearth_urban.seed0.pt", "toyearth_urban.seed1.pt"]
+    assert main(["run", "--task", "demo/u2a", "--model", "pixel-linear-trainable", "--seeds", "2", *where]) == 0
+    assert "seed 1 (2 of 2)" in capsys.readouterr().out
+    records = ResultStore(tmp_path).load_all()
+    assert sorted({r.model.training["seed"] for _, r in records}) == [0, 1]
+    board = with_suites(build_board(records), TaskCatalog())
+    table = suite_table(next(s for s in board.suites if any(t.task_id == "demo/u2a" for t in s.tasks)), board)
+    [row] = table.rows
+    assert row.label == "pixel-linear-trainable" and row.values[table.columns.index("Seeds")] == 2

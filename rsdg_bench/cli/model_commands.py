@@ -9,7 +9,16 @@ from pathlib import Path
 
 from rsdg_bench.base.errors import RsdgError
 from rsdg_bench.base.io import check_writable
-from rsdg_bench.cli.options import data_root, model_args, model_spec, non_negative_int, percent, positive_int, results_root
+from rsdg_bench.cli.options import (
+    data_root,
+    model_args,
+    model_spec,
+    non_negative_int,
+    percent,
+    positive_int,
+    results_root,
+    seed_list,
+)
 from rsdg_bench.cli.results_commands import print_records
 
 
@@ -29,6 +38,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
                    help="train again under another seed (initialization and draws): the same protocol, so not "
                         "off-protocol; the default checkpoint is <checkpoint_key>.seed<N>.pt, and the board shows the "
                         "spread over a model's seeds")
+    p.add_argument("--seeds", type=seed_list, metavar="N|S,S,…",
+                   help="train once per seed, one after the other (or one job each with --launcher): N for the seeds "
+                        "0 … N−1, or a comma list (0,1,5); each checkpoint is <checkpoint_key>.seed<S>.pt, and "
+                        "`run --seeds` evaluates them, so the board shows the mean ± std over seeds and their count")
     p.add_argument("--out", help="checkpoint path (default under the results folder); a name ending in .safetensors "
                                  "saves safetensors, the training record in its metadata")
     cluster = _cluster_options(p, "submit the training as a Slurm job (or a local subprocess job) instead of "
@@ -60,6 +73,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
     p.add_argument("--task", action="append", help="task id (repeatable), instead of --suite")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first N samples per split (smoke run, marked as such)")
     p.add_argument("--force", action="store_true", help="recompute records that already exist")
+    p.add_argument("--seeds", type=seed_list, metavar="N|S,S,…",
+                   help="evaluate the checkpoints `train --seeds` made (<checkpoint_key>.seed<S>.pt for each seed: N "
+                        "for 0 … N−1, or a comma list); the board shows one row per model, the mean ± std over seeds")
     p.add_argument("--save-predictions", type=non_negative_int, default=0, metavar="K",
                    help="keep image / ground truth / prediction PNGs of the first K samples of each split (shown on "
                         "the leaderboard's task pages)")
@@ -94,16 +110,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rsdg_bench.run.train_job import TrainJob, train_here
     from rsdg_bench.train.training import TrainOverrides
 
+    if args.seeds and (args.seed is not None or args.out):
+        raise RsdgError("--seeds trains several checkpoints: it takes neither --seed nor --out",
+                        "drop --seed / --out (each seed's checkpoint is <checkpoint_key>.seed<S>.pt)")
     job = TrainJob(task_id=args.task, model=ModelSpec(args.adapter or args.model, model_args(args.model_arg)),
                    data_root=data_root(args), results_root=results_root(args), out=Path(args.out) if args.out else None,
                    overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr, args.seed),
                    device=args.device, workers=args.workers, progress=not args.quiet and args.launcher == "none")
-    if args.launcher != "none":
-        return _submit_training(args, job)
-    report = train_here(job)  # under torchrun: this process's share of each step; the report on rank 0
-    if report is not None:
-        _print_training(report)
-    return 0
+    status = 0
+    for seed in args.seeds or [args.seed]:
+        seeded = replace(job, overrides=replace(job.overrides, seed=seed))
+        if args.seeds:
+            print(f"seed {seed} ({args.seeds.index(seed) + 1} of {len(args.seeds)})")
+        if args.launcher != "none":
+            status = max(status, _submit_training(args, seeded))
+            continue
+        report = train_here(seeded)  # under torchrun: this process's share of each step; the report on rank 0
+        if report is not None:
+            _print_training(report)
+    return status
 
 
 def _submit_training(args: argparse.Namespace, job) -> int:
@@ -172,10 +197,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rsdg_bench.evaluator.distributed import join_from_environment, leave_process_group
     from rsdg_bench.models.registry import resolve_adapter
     from rsdg_bench.protocol.task_schema import TaskCatalog
-    from rsdg_bench.run.runner import run_tasks
 
     catalog = TaskCatalog()
     if args.task:
@@ -186,6 +209,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise RsdgError("run needs --suite or --task", "e.g. rsdg-bench run --suite demo --model smp")
     model = model_spec(args)
     resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
+    if args.seeds:
+        if args.checkpoint or args.random_init:
+            raise RsdgError("--seeds evaluates each seed's checkpoint from the checkpoint folder",
+                            "drop --checkpoint / --random-init (use --checkpoints DIR for another folder)")
+        status = 0
+        for seed in args.seeds:
+            print(f"seed {seed} ({args.seeds.index(seed) + 1} of {len(args.seeds)})")
+            status = max(status, _run_model(args, tasks, replace(model, seed=seed)))
+        return status
+    return _run_model(args, tasks, model)
+
+
+def _run_model(args: argparse.Namespace, tasks: list, model) -> int:
+    """`run` of one model over the selected tasks: here, under torchrun, or as jobs."""
+    from rsdg_bench.evaluator.distributed import join_from_environment, leave_process_group
+    from rsdg_bench.run.runner import run_tasks
+
     tasks = _ready_tasks(args, tasks, model)
     if args.launcher != "none":
         return _submit(args, tasks, model)

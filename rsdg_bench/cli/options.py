@@ -47,6 +47,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type for `--seeds`: a count N (the seeds 0 … N−1) or a comma list of seeds ("0,1,5")."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count (3) nor a comma list of seeds (0,1,5)") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one seed, none below 0, none twice")
+    return seeds
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number above 0."""
     value = float(text)
