@@ -148,15 +148,32 @@ def test_training_shards_take_exactly_one_processs_draws(batch: int, world: int)
             assert shard[step * local:(step + 1) * local] == [it * batch + rank * local + j for j in range(local)]
 
 
+NORMED = """
+class TrainableNormed(Pixels):
+    trainable = True
+
+    def setup(self, task, band_names):
+        super().setup(task, band_names)
+        torch.manual_seed(0)
+        # no bias before BatchNorm (as in ResNets): its gradient is 0 up to float noise, which Adam would amplify
+        self.module = torch.nn.Sequential(torch.nn.Conv2d(len(band_names), 8, 3, padding=1, bias=False),
+                                          torch.nn.BatchNorm2d(8),
+                                          torch.nn.ReLU(), torch.nn.Conv2d(8, task.class_schema.num_classes, 1))
+"""
+
+
 def test_two_processes_train_the_weights_one_process_trains(data_root: Path, tmp_path: Path):
     """torchrun with 2 processes on the CPU (gloo), each taking half of the protocol's global batch, the gradients
-    averaged: the checkpoint's weights are those of one process training the same steps (up to the order of
-    float sums); rank 0 alone writes."""
+    averaged and BatchNorm's statistics taken over the global batch (`synced_batchnorm`): the loss curve, the
+    running statistics and the checkpoint's weights are those of one process training the same steps, to 1e-5
+    relative (the order of float sums); rank 0 alone writes."""
     import torch
 
+    from rsdg_bench.train.training_history import history_paths
+
     plugin = tmp_path / "pixels.py"
-    plugin.write_text(PIXELS + "\nclass TrainablePixels(Pixels):\n    trainable = True\n")
-    args = ["train", "--task", "demo/u2a", "--adapter", f"{plugin}:TrainablePixels", "--iterations", "3", "--batch-size", "4",
+    plugin.write_text(PIXELS + NORMED)
+    args = ["train", "--task", "demo/u2a", "--adapter", f"{plugin}:TrainableNormed", "--iterations", "3", "--batch-size", "4",
             "--val-interval", "3", "--data-root", str(data_root), "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     from rsdg_bench.cli import main
@@ -173,6 +190,9 @@ def test_two_processes_train_the_weights_one_process_trains(data_root: Path, tmp
     for key in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=1e-5, atol=1e-6)
     assert (a["rsdg"]["processes"], b["rsdg"]["processes"]) == (1, 2)
+    assert {k for k in a["state_dict"] if "running_var" in k}  # BatchNorm's statistics are among those compared
+    one, two = (json.loads(history_paths(tmp_path / f"{n}.pt")["json"].read_text())["loss"] for n in ("one", "two"))
+    assert len(one) == 3 and two == pytest.approx(one, rel=1e-5)  # the same loss curve
     # selection scored in shards over both processes: the same split, nearly the same weights (a pixel may flip)
     assert b["rsdg"]["selection"]["iteration"] == a["rsdg"]["selection"]["iteration"] == 3
     assert b["rsdg"]["selection"]["value"] == pytest.approx(a["rsdg"]["selection"]["value"], rel=1e-3)
@@ -250,3 +270,26 @@ def test_a_training_submitted_as_a_two_process_job_trains_what_one_process_train
     for key, value in here["state_dict"].items():
         torch.testing.assert_close(job["state_dict"][key], value, rtol=1e-5, atol=1e-6)
     assert list((tmp_path / "results" / "jobs").iterdir())  # the job's logs, under the results folder
+
+
+def test_synced_batch_norm_keeps_the_parameters_buffers_and_their_names():
+    """The swap for cross-process BatchNorm keeps the state dict's keys and the very parameter and buffer objects
+    (an optimizer built before or after sees the same tensors), reaches nested BatchNorms of every dimension, and
+    does nothing in one process; in evaluation mode it is plain BatchNorm."""
+    import torch
+
+    from rsdg_bench.evaluator.distributed import ProcessGroup
+    from rsdg_bench.train.synced_batchnorm import SyncedBatchNorm, synchronize_batch_norm
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4),
+                              torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(16)))
+    keys, tensors = list(net.state_dict()), [id(t) for t in [*net.parameters(), *net.buffers()]]
+    assert synchronize_batch_norm(net, ProcessGroup()) == 0 and not any(isinstance(m, SyncedBatchNorm) for m in net.modules())
+    assert synchronize_batch_norm(net, ProcessGroup(rank=0, world_size=2)) == 2
+    assert isinstance(net[1], SyncedBatchNorm) and isinstance(net[2][1], SyncedBatchNorm)
+    assert list(net.state_dict()) == keys and [id(t) for t in [*net.parameters(), *net.buffers()]] == tensors
+    net.eval()
+    x = torch.randn(2, 3, 2, 2)
+    plain = torch.nn.functional.batch_norm(net[0](x), net[1].running_mean, net[1].running_var, net[1].weight,
+                                           net[1].bias, False, 0.1, net[1].eps)
+    assert torch.equal(net[1](net[0](x)), plain)

@@ -13,11 +13,12 @@ global batch stays the protocol's, process r takes draws r·B/N … (r+1)·B/N �
 deterministic shards of the same draws one process would make), each process's cross-entropy is its pixels'
 sum over the labelled pixels of all shards (`shard_cross_entropy`), so that after each backward the gradients,
 averaged across processes in one all-reduce, are those of one process's loss over the whole batch; the
-buffers (BatchNorm's running statistics) are taken from process 0, as DistributedDataParallel does with its
-defaults, and selection scores the selection split in exact shards. Process 0 alone writes the state and the
-checkpoint; every process resumes from the same state, or the run stops. An error on one process stops all.
-Not the same as one process: BatchNorm normalizes each process's B/N images by their own statistics (no
-SyncBatchNorm); and the Dice losses, computed over the whole batch, are refused over several processes.
+BatchNorm layers normalize by the statistics of the whole global batch (`synced_batchnorm`: torch's
+SyncBatchNorm has no CPU kernels), the buffers are taken from process 0, as DistributedDataParallel does with
+its defaults, and selection scores the selection split in exact shards. Process 0 alone writes the state and
+the checkpoint; every process resumes from the same state, or the run stops. An error on one process stops
+all. The Dice losses and adapters' own objectives, computed over the whole batch, are refused over several
+processes.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
 from rsdg_bench.protocol.task_schema import AugmentSpec, Task, TrainingSpec, without_later_defaults
 from rsdg_bench.scoring.split_counts import task_scores
 from rsdg_bench.train.augment import augment_draw
+from rsdg_bench.train.synced_batchnorm import synchronize_batch_norm
 from rsdg_bench.train.training_history import TrainingHistory, write_history
 
 log = logging.getLogger(__name__)
@@ -336,6 +338,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     contract = adapter.input_contract()
     torch.manual_seed(spec.seed)
     module.to(device)
+    synchronize_batch_norm(module, group)  # batch statistics over the global batch, as one process has them
     optimizer = _optimizer(spec, module.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(spec, it, per_epoch))
     fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(),  # a state saved before a field was
