@@ -20,6 +20,17 @@ Released files (Hugging Face `Cusyoung/CrossEarth`) are found in `--checkpoints 
 see `RELEASED_FILES`. Input: three bands as stored (an IRRG file goes in as IR-R-G), 0-255 values with
 ImageNet mean/std. Output: Mask2Former's scores, Σ_q softmax(class)[:K] · sigmoid(mask), which the harness
 averages over overlapping windows and resizes back like mmseg does with these scores.
+
+Training (`rsdg-bench train`): CrossEarth's released code trains as its baseline Rein does: DINOv2 frozen
+(`requires_grad` off, as Rein's backbone `train()` sets it), the Reins and the Mask2Former head trained with
+Mask2Former's set criterion (`mask2former_loss.py`, with the weights of Rein's config) on every prediction
+layer. The paper's Earth-style injection (a frozen style-transfer network fed style embeddings of
+Million-AID) and its masked-image-modelling branch (an ASPP decoder reconstructing masked images) are not
+here: in the released code as read (Cuzyoung/CrossEarth@6e7de3b) the style augmentor's networks exist only as
+compiled bytecode and it loads the Earth-style mean and covariance from a path on the authors' cluster (not
+released), the segmentors that would run the MIM branch exist only as compiled bytecode, and the released
+checkpoints hold neither part.
+`parameter_groups` gives the released optimizer's per-parameter weight decay.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from rsdg_bench.models.registry import register_adapter
 from rsdg_bench.protocol.task_schema import Task
 
 from .mask2former_head import Mask2FormerConfig, ReinMask2FormerHead
+from .mask2former_loss import Mask2FormerLossConfig, mask2former_loss
 from .reins_vit import ReinsDinoBackbone, ReinsViTConfig
 
 IMAGE_SIZES = (512, 1024)
@@ -57,6 +69,11 @@ RELEASED_FILES = {
     "casid_trf_source": "casid-trf-source.pth",
 }
 BACKBONE_FILES = {512: "dinov2_converted.pth", 1024: "dinov2_converted_1024x1024.pth"}
+# The released optimizer (configs/CrossEarth_dinov2/CrossEarth_dinov2_mask2former_{512x512_bs1x4,1024x1024_bs4x2}.py,
+# `paramwise_cfg`, applied by Rein's PEFTOptimWrapperConstructor): no weight decay for a parameter whose name
+# holds one of these (decay_mult 0.0; lr_mult 1.0 throughout), nor for a norm layer's (norm_decay_mult 0.0).
+NO_DECAY_KEYS = ("norm", "query_embed", "level_embed", "learnable_tokens", "reins.scale")
+NORM_LAYERS = (nn.GroupNorm, nn.LayerNorm)  # the norm layers the model has
 
 
 def crossearth_configs(num_classes: int, img_size: int) -> tuple[ReinsViTConfig, Mask2FormerConfig]:
@@ -71,15 +88,37 @@ class CrossEarthSegmentor(nn.Module):
         super().__init__()
         self.backbone = ReinsDinoBackbone(backbone)
         self.decode_head = ReinMask2FormerHead(head)
+        for name, parameter in self.named_parameters():  # DINOv2 stays as pretrained (Rein's backbone train())
+            parameter.requires_grad_(not is_backbone_key(name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, queries = self.backbone(x)
         return self.decode_head.predict(features, queries, (x.shape[-2], x.shape[-1]))
 
+    def training_loss(self, x: torch.Tensor, labels: torch.Tensor,
+                      config: Mask2FormerLossConfig = Mask2FormerLossConfig()) -> torch.Tensor:
+        """Mask2Former's set loss, summed over every prediction layer, of a B × 3 × H × W batch and its
+        B × H × W labels (ignore 255)."""
+        features, queries = self.backbone(x)
+        all_cls, all_masks = self.decode_head(features, queries)
+        return mask2former_loss(all_cls, all_masks, labels, config)
+
 
 def is_backbone_key(key: str) -> bool:
     """A frozen DINOv2 key of the segmentor (the Reins are trained and travel with the head)."""
     return key.startswith("backbone.") and not key.startswith("backbone.reins.")
+
+
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups of the trained parameters as CrossEarth's released optimizer makes them: weight
+    decay `weight_decay`, except 0 for the names holding a `NO_DECAY_KEYS` entry and for norm layers."""
+    groups: dict[bool, list[nn.Parameter]] = {True: [], False: []}
+    for module_name, child in module.named_modules():
+        for name, parameter in child.named_parameters(prefix=module_name, recurse=False):
+            if parameter.requires_grad:
+                exempt = isinstance(child, NORM_LAYERS) or any(key in name for key in NO_DECAY_KEYS)
+                groups[not exempt].append(parameter)
+    return [{"params": groups[True], "weight_decay": weight_decay}, {"params": groups[False], "weight_decay": 0.0}]
 
 
 def segmentor_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -115,6 +154,7 @@ class CrossEarthAdapter(Adapter):
     """CrossEarth DINOv2-L + Reins + Mask2Former. Option: `img_size` (512 | 1024; default: the task's crop
     when it is one of these, else 512)."""
 
+    trainable = True
     known_options = frozenset({"img_size"})
     options_help = "use: img_size=512|1024"
 
@@ -196,3 +236,13 @@ class CrossEarthAdapter(Adapter):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self._require_module()(x)
+
+    def training_loss(self, inputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mask2Former's set loss with CrossEarth's weights (not the protocol's per-pixel loss)."""
+        module = self._require_module()
+        assert isinstance(module, CrossEarthSegmentor)
+        return module.training_loss(inputs[0], batch["label"])
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """The optimizer's parameter groups under CrossEarth's per-parameter weight decay (`decay_groups`)."""
+        return decay_groups(self._require_module(), weight_decay)

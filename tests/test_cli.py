@@ -122,7 +122,8 @@ def test_adapter_list_and_check(capsys):
     assert code == 0 and "smp" in out
     kinds = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "classification" in kinds["timm-classifier"] and "temporal_segmentation" in kinds["codex"]
-    assert kinds["crossearth"].split()[2] == "no" and kinds["smp"].split()[3] == "yes"  # trainable
+    assert kinds["mtp"].split()[2] == "no" and kinds["smp"].split()[3] == "yes"  # trainable
+    assert kinds["crossearth"].split()[2] == "yes" and kinds["codex"].split()[2] == "yes"
     code, out, _ = run(capsys, "adapter", "check", "smp", "--model-arg", "encoder=resnet18")
     assert code == 0 and "7 passed, 0 failed" in out
     code, out, _ = run(capsys, "adapter", "check", "smp", "--model-arg", "encoder=resnet18", "--device", "cpu")
@@ -226,8 +227,9 @@ def test_papers_names_resolve_to_task_ids_and_all_leaves_out_the_demo():
 
 
 def test_run_preflights_the_whole_selection_before_evaluating_anything(capsys, tmp_path: Path):
-    """No data and no weights: one error listing what to prepare and which weights are missing (and that
-    CrossEarth released none for three settings), instead of 32 near-identical task failures."""
+    """No data and no weights: one error listing what to prepare and which weights are missing (released ones
+    to download or train, and the three settings CrossEarth released none for, to train), instead of 32
+    near-identical task failures."""
     code, out, err = run(capsys, "run", "--suite", "crossearth", "--model", "crossearth", "--data-root",
                          str(tmp_path / "data"), "--results", str(tmp_path / "results"), "--quiet")
     problem, fix = error_and_fix(err)
@@ -235,8 +237,9 @@ def test_run_preflights_the_whole_selection_before_evaluating_anything(capsys, t
     assert problem.startswith("error: 32 of 32 tasks cannot run yet:")
     assert "not prepared: casid (" in problem and "potsdam (" in problem and "`rsdg-bench prepare NAME" in problem
     assert "released weights not found in" in problem and "crossearth/pi2v (Potsdam(i)-source.pth)" in problem
-    none = re.search(r"no weights were released for ([^,]+(?:, [^,]+)*), and 'crossearth' cannot be trained", problem)
-    assert none and set(none.group(1).split(", ")) == {"crossearth/r2u", "crossearth/u2r", "crossearth/u2oem"}
+    assert "or train them: `rsdg-bench train --task ID --model crossearth` for each" in problem
+    untrained = re.search(r"no trained weights: ([^:]+): `rsdg-bench train", problem)
+    assert untrained and set(untrained.group(1).split(", ")) == {"crossearth/r2u", "crossearth/u2r", "crossearth/u2oem"}
     assert accepted(problem) and problem.count("\n") <= 6
 
 
@@ -259,11 +262,11 @@ def test_fixes_for_weights_name_the_right_command(capsys, tmp_path: Path, data_r
     accepted(fix)
     assert model_flag("my_adapter.py:Model") == "--adapter my_adapter.py:Model"
     accepted(f"`rsdg-bench train --task demo/u2a {model_flag('my_adapter.py:Model')}`")
-    code, _, err = run(capsys, "train", "--task", "crossearth/pi2v", "--model", "crossearth",
+    code, _, err = run(capsys, "train", "--task", "crossearth/pi2v", "--model", "mtp",
                        "--data-root", str(data_root), "--results", str(tmp_path))
     problem, fix = error_and_fix(err)
     assert code == 2 and "cannot be trained by the harness" in problem and "`trainable = False`" in problem
-    assert accepted(fix) == ["run --task crossearth/pi2v --model crossearth --checkpoint FILE", "adapter list"]
+    assert accepted(fix) == ["run --task crossearth/pi2v --model mtp --checkpoint FILE", "adapter list"]
 
 
 def test_a_task_of_another_kind_names_the_adapters_that_do_it(capsys, tmp_path: Path):

@@ -159,9 +159,12 @@ def test_fields_added_later_leave_hashes_and_training_fingerprints_as_they_were(
     fingerprint, stay valid; one that sets them (NoLDO-S12, all but the label fraction) keeps them."""
     from rsdg_bench.protocol.task_schema import without_later_defaults
 
-    added = {"final_lr", "decay_fraction", "schedule_step", "augment", "label_fraction"}
+    added = {"final_lr", "decay_fraction", "schedule_step", "augment", "label_fraction", "schedule_iterations"}
     demo = TaskCatalog().task("demo/u2a").training.model_dump(mode="json")
     assert without_later_defaults("training", demo) == {k: v for k, v in demo.items() if k not in added}
     noldo = TaskCatalog().task("noldo_s12/dw-s2").training.model_dump(mode="json")
-    assert without_later_defaults("training", noldo) == {k: v for k, v in noldo.items() if k != "label_fraction"}
+    assert without_later_defaults("training", noldo) == {k: v for k, v in noldo.items()
+                                                         if k not in ("label_fraction", "schedule_iterations")}
+    crossearth = TaskCatalog().task("crossearth/pi2v").training.model_dump(mode="json")
+    assert without_later_defaults("training", crossearth)["schedule_iterations"] == 40000  # set: hashed
     assert TaskCatalog().task("demo/u2a").hash == "2a1cea6da431" + TaskCatalog().task("demo/u2a").hash[12:]

@@ -186,6 +186,12 @@ class Adapter(abc.ABC):
         draw's source domain, the index of its place among the source split's sorted places)."""
         return None
 
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]] | None:
+        """The optimizer's parameter groups where the paper's optimizer treats parameters apart (e.g. no weight
+        decay on norms and embeddings), given the protocol's weight decay; None, the default: every parameter of
+        the module under the protocol's values."""
+        return None
+
     def prepare_training(self, task: Task, source_places: list[str], checkpoint_path: Path) -> None:
         """Called by `train` once the source split is open, before the optimizer is built: its sorted distinct
         places (what each draw's `domain` indexes) and the checkpoint the training will write. An adapter with

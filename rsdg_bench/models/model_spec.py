@@ -45,11 +45,13 @@ class MissingWeights:
     trainable: bool
 
     def error(self, model: ModelSpec) -> AdapterError:
-        if self.trainable:
-            seed = "" if model.seed is None else f" --seed {model.seed}"
-            fix = f"train one with `rsdg-bench train --task {self.task_id} {model_flag(model.adapter)}{seed}`, or "
-        elif self.released:
-            fix = f"put the released {self.released[0]} in {self.folder} (docs/models.md says where it is published), or "
+        seed = "" if model.seed is None else f" --seed {model.seed}"
+        train = f"train one with `rsdg-bench train --task {self.task_id} {model_flag(model.adapter)}{seed}`, or "
+        if self.released:
+            fix = (f"put the released {self.released[0]} in {self.folder} (docs/models.md says where it is published), "
+                   f"or {train if self.trainable else ''}")
+        elif self.trainable:
+            fix = train
         else:
             fix = (f"{model.adapter!r} evaluates released weights only (it is not trainable here) and none were "
                    f"released for {self.task_id}: leave the task out, or if you have weights of your own ")

@@ -151,6 +151,9 @@ class TrainingSpec(_Strict):
         default="poly", description="poly: lr·(1 − t/T)^0.9; constant; cosine: from lr down to `final_lr` over "
                                     "the first `decay_fraction` of the run, then `final_lr`")
     final_lr: float | None = Field(default=None, gt=0, description="where the cosine schedule ends")
+    schedule_iterations: int | None = Field(
+        default=None, gt=0, description="the poly schedule's horizon T when it is not the run's length (mmengine's "
+                                        "PolyLR `end` beyond `max_iters`: the rate stops at (1 − iterations/T)^0.9)")
     decay_fraction: float = Field(default=1.0, gt=0, le=1, description="share of the run the cosine decays over")
     schedule_step: Literal["iteration", "epoch"] = Field(
         default="iteration", description="how often the learning rate changes: every iteration, or once per pass "
@@ -187,6 +190,8 @@ class TrainingSpec(_Strict):
             raise ValueError(f"final_lr {self.final_lr} must be below lr {self.lr}")
         if self.decay_fraction != 1.0 and self.schedule != "cosine":
             raise ValueError("`decay_fraction` belongs to the cosine schedule")
+        if self.schedule_iterations is not None and self.schedule != "poly":
+            raise ValueError("`schedule_iterations` belongs to the poly schedule")
         return self
 
     def total_iterations(self, source_samples: int) -> int:
@@ -239,6 +244,7 @@ _ADDED_WITH_DEFAULT = {
     ("metrics", "convention"): "mmseg", ("metrics", "ignored_pixels"): "excluded",
     ("training", "final_lr"): None, ("training", "decay_fraction"): 1.0, ("training", "schedule_step"): "iteration",
     ("training", "augment"): AugmentSpec().model_dump(mode="json"), ("training", "label_fraction"): 1.0,
+    ("training", "schedule_iterations"): None,
 }
 
 

@@ -23,7 +23,7 @@ from rsdg_bench.protocol.label_subsets import labelled_count
 from rsdg_bench.protocol.task_schema import Task, later_defaults
 
 PROTOCOL_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "final_lr",
-                   "decay_fraction", "schedule_step", "loss", "crop", "augment", "label_fraction")
+                   "decay_fraction", "schedule_step", "schedule_iterations", "loss", "crop", "augment", "label_fraction")
 KEPT_FIELDS = (*PROTOCOL_FIELDS, "epochs", "seed", "architecture", "val_interval")
 BADGES = {"off-protocol": "off-protocol", "unknown": "training unknown"}
 

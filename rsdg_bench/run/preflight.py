@@ -40,16 +40,17 @@ class Readiness:
             datasets = ", ".join(f"{name} ({len(tasks)} task{'s' * (len(tasks) > 1)})"
                                  for name, tasks in sorted(self.unprepared.items()))
             lines.append(f"  not prepared: {datasets}: `rsdg-bench prepare NAME --raw <download>` for each")
-        trainable = [m.task_id for m in self.missing if m.trainable]
-        released = [m for m in self.missing if not m.trainable and m.released]
+        train = f"`rsdg-bench train --task ID {model_flag(model.adapter)}` for each"
+        released = [m for m in self.missing if m.released]
+        trainable = [m.task_id for m in self.missing if m.trainable and not m.released]
         none = [m.task_id for m in self.missing if not m.trainable and not m.released]
-        if trainable:
-            lines.append(f"  no trained weights: {', '.join(trainable)}: `rsdg-bench train --task ID "
-                         f"{model_flag(model.adapter)}` for each")
         if released:
             lines.append(f"  released weights not found in {released[0].folder}: "
                          + ", ".join(f"{m.task_id} ({m.released[0]})" for m in released)
-                         + ": download them (docs/models.md says where)")
+                         + ": download them (docs/models.md says where)"
+                         + (f", or train them: {train}" if all(m.trainable for m in released) else ""))
+        if trainable:
+            lines.append(f"  no trained weights: {', '.join(trainable)}: {train}")
         if none:
             lines.append(f"  no weights were released for {', '.join(none)}, and {model.adapter!r} cannot be trained "
                          "here: these have no result of this model to evaluate")
