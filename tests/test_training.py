@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL_MODEL, trainable_normed_net
+from conftest import SMALL_MODEL
 
 from rsdg_bench.base.errors import AdapterError, SplitAccessError
 from rsdg_bench.models.model_spec import build_for_task
@@ -118,10 +118,22 @@ def test_an_adapter_with_its_own_objective_trains_on_it_and_sees_each_draws_doma
 
 
 def test_a_crashed_training_resumes_to_the_same_weights(data_root: Path, tmp_path: Path, monkeypatch):
+    """A training that crashes after a saved state resumes to the uninterrupted run's weights, selection and
+    history; the model draws random numbers while it trains (dropout), so this holds only because the state
+    keeps torch's generators too."""
+    from conftest import TrainableNormedNet
+
+    from rsdg_bench.models.model_spec import ModelSpec
+    from rsdg_bench.models.registry import register_adapter
     from rsdg_bench.train import training
     from rsdg_bench.train.training import build_trainable, train_state_path
 
-    task, model = TaskCatalog().task("demo/u2a"), trainable_normed_net()  # weights and buffers, as a U-Net's
+    @register_adapter("normed-net-dropout")
+    class DropoutNet(TrainableNormedNet):  # weights, buffers (as a U-Net's) and draws
+        def predict(self, x):
+            return super().predict(torch.nn.functional.dropout(x, 0.3, training=self.module.training))
+
+    task, model = TaskCatalog().task("demo/u2a"), ModelSpec("normed-net-dropout")
     overrides = TrainOverrides(iterations=4, batch_size=2, val_interval=2)
     adapter = build_trainable(model, task, data_root)
     train_adapter(adapter, task, data_root, tmp_path / "straight.pt", overrides=overrides, progress=False)

@@ -157,7 +157,10 @@ def build_trainable(model: ModelSpec, task: Task, data_root: Path, seed: int | N
     return build_for_task(model, task, TaskData(data_root, task, phase="train"))
 
 
-def _optimizer(spec: TrainingSpec, params: Any) -> torch.optim.Optimizer:
+def _optimizer(spec: TrainingSpec, adapter: Adapter, module: torch.nn.Module) -> torch.optim.Optimizer:
+    """The protocol's optimizer over the adapter's parameter groups where it has its own (per-parameter weight
+    decay, as a paper's optimizer constructor makes them), else over every parameter of the module."""
+    params = adapter.parameter_groups(spec.weight_decay) or module.parameters()
     if spec.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     if spec.optimizer == "adam":
@@ -236,14 +239,16 @@ def lr_factor(spec: TrainingSpec, iteration: int, per_epoch: int) -> float:
     """The learning rate before step `iteration` (0-based) as a multiple of `spec.lr`, for a spec whose
     `iterations` are resolved. With `schedule_step: epoch` it changes only at the start of each pass of
     `per_epoch` iterations (as a Lightning LambdaLR stepped per epoch). Cosine: from lr to `final_lr` over the
-    first `decay_fraction` of the run, then `final_lr` (CromSS's scheduler with T = decay_fraction × epochs)."""
+    first `decay_fraction` of the run, then `final_lr` (CromSS's scheduler with T = decay_fraction × epochs). Poly:
+    (1 − t/T)^0.9 with T the run's iterations, or `schedule_iterations` where the paper's scheduler outlasts its
+    run (CrossEarth's)."""
     if spec.schedule == "constant":
         return 1.0
     assert spec.iterations is not None  # resolved (above)
     step = iteration if spec.schedule_step == "iteration" else iteration // per_epoch * per_epoch
     progress = step / spec.iterations
     if spec.schedule == "poly":
-        return (1 - progress) ** 0.9
+        return (1 - step / (spec.schedule_iterations or spec.iterations)) ** 0.9
     assert spec.final_lr is not None  # the cosine schedule's (TrainingSpec)
     floor = spec.final_lr / spec.lr
     if progress >= spec.decay_fraction:
@@ -339,7 +344,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     torch.manual_seed(spec.seed)
     module.to(device)
     synchronize_batch_norm(module, group)  # batch statistics over the global batch, as one process has them
-    optimizer = _optimizer(spec, module.parameters())
+    optimizer = _optimizer(spec, adapter, module)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(spec, it, per_epoch))
     fingerprint = {"task_hash": task.hash, "adapter": adapter.identity(),  # a state saved before a field was
                    "training": without_later_defaults("training", spec.model_dump(mode="json"))}  # added resumes
@@ -357,9 +362,11 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     if done:
         log.info("%s: resuming an interrupted run at iteration %d of %d", task.id, done, spec.iterations)
     draws = RandomCrops(source, spec.crop, spec.iterations * spec.batch_size, spec.seed, spec.augment)
+    # The loader draws its workers' seed from a generator of its own as it starts, not from the global one, whose
+    # state a resumed run restores for the model's own draws (dropout, sampled points).
     loader = DataLoader(Subset(draws, rank_draws(range(done, spec.iterations), spec.batch_size, group)),
                         batch_size=spec.batch_size // group.world_size, shuffle=False, num_workers=num_workers,
-                        drop_last=True)
+                        drop_last=True, generator=torch.Generator().manual_seed(spec.seed))
     interval = spec.val_interval or spec.iterations
     bar = tqdm(total=spec.iterations, initial=done, desc=f"train {task.checkpoint_key}", unit="it",
                disable=not (progress and group.is_main))
@@ -392,7 +399,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
                 atomic_write_bytes(state_path, checkpoint_bytes({
                     "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(module.state_dict()),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
-                    "history": history.to_state()}))
+                    "history": history.to_state(), "rng": _rng_state()}))
     bar.close()
     if best is None:
         best = {"value": math.nan, "iteration": spec.iterations, "state": _cpu_copy(module.state_dict())}
@@ -444,6 +451,22 @@ def _step_loss(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], ban
     return loss, shared[0].item() / group.world_size
 
 
+def _rng_state() -> dict[str, Any]:
+    """torch's generators (the CPU's and each CUDA device's): what a model that draws during training (dropout,
+    Mask2Former's sampled points) needs restored for a resumed run to equal an uninterrupted one."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _restore_rng(state: dict[str, Any] | None) -> None:
+    """Put back `_rng_state()`'s generators (a state saved before they were kept has none: left as seeded)."""
+    if not state:
+        return
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
@@ -462,4 +485,5 @@ def _resume(state_path: Path, fingerprint: dict[str, Any], module: torch.nn.Modu
     module.load_state_dict(saved["module"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    _restore_rng(saved.get("rng"))
     return int(saved["iteration"]), saved["best"], saved.get("history")
