@@ -59,6 +59,12 @@ class ProcessGroup:
         sums = self.sum(torch.tensor([value, value * value], dtype=torch.float64))
         return bool(sums[1].item() * self.world_size == sums[0].item() ** 2)
 
+    def barrier(self) -> None:
+        """Wait until every rank is here: after a run's last collective, so no rank tears the group down while
+        another still finishes its part of that collective (gloo then aborts the slower rank)."""
+        if self.world_size > 1:
+            dist.barrier()
+
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is true on at least one."""
         if self.world_size == 1:

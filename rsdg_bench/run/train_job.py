@@ -56,6 +56,7 @@ def train_here(job: TrainJob) -> TrainReport | None:
         check_writable(out.parent, what, flag)
         report = train_adapter(adapter, task, job.data_root, out, overrides=job.overrides, device=device,
                                num_workers=job.workers, progress=job.progress, group=group)
+        group.barrier()  # a training that ended well: every rank past its last collective before any leaves
     finally:
         leave_process_group()
     return report if group.is_main else None
