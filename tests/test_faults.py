@@ -354,6 +354,20 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "--lazy", str(folder)], check=False)
 
 
+def test_a_disk_error_without_a_file_name_names_the_commands_folder_and_its_free_space(tmp_path: Path):
+    """A write to an open file fails without a file name (`f.write` on a full disk): the error names the
+    command's output folder instead, with the space left there, and the fix."""
+    import errno
+
+    from rsdg_bench.base.errors import disk_error
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    message = str(disk_error(full, "--data-root", near=tmp_path))
+    assert f"cannot write a file under {tmp_path}: No space left on device (" in message and "MiB free there" in message
+    assert "free space there (or point --data-root elsewhere)" in message
+    assert str(disk_error(full, "--data-root")).startswith("cannot write a file: No space left on device")
+
+
 def test_a_full_disk_is_an_error_about_space_and_a_rerun_after_freeing_it_completes(
         small_disk, toyearth_raw: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     archive = get_preparer("toyearth").make_fake(tmp_path / "zip", archive=True)

@@ -64,11 +64,12 @@ def is_storage_error(exc: BaseException) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
-def disk_error(exc: OSError, where: str) -> RsdgError:
-    """A disk error as what a user can act on: the file, the reason, the space left on its disk, the fix."""
-    name = exc.filename or "a file"
+def disk_error(exc: OSError, where: str, near: Path | None = None) -> RsdgError:
+    """A disk error as what a user can act on: the file, the reason, the space left on its disk, the fix. A write
+    to an open file fails without a file name: then `near` (the command's output folder) is named instead."""
+    name = exc.filename or (f"a file under {near}" if near is not None else "a file")
     try:
-        folder = Path(str(exc.filename)).parent if exc.filename else None
+        folder = Path(str(exc.filename)).parent if exc.filename else near
         while folder is not None and not folder.exists() and folder != folder.parent:
             folder = folder.parent
         free = f" ({shutil.disk_usage(folder).free / 2 ** 20:.0f} MiB free there)" if folder is not None else ""

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from rsdg_bench import __version__
 from rsdg_bench.base.errors import RsdgError, disk_error, is_disk_error
@@ -20,7 +21,7 @@ from rsdg_bench.cli import (
     submission_commands,
     task_commands,
 )
-from rsdg_bench.cli.options import common_options, evaluation_options, model_options
+from rsdg_bench.cli.options import common_options, data_root, evaluation_options, model_options, results_root
 
 EPILOG = """\
 a first tour:
@@ -93,5 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a disk that filled or turned read-only mid-command: name it, never a traceback
         if not is_disk_error(exc):
             raise
-        print(f"error: {disk_error(exc, '--data-root / --results / --out')}", file=sys.stderr)
+        print(f"error: {disk_error(exc, '--data-root / --results / --out', _output_folder(args))}", file=sys.stderr)
         return 2
+
+
+def _output_folder(args: argparse.Namespace) -> Path | None:
+    """Where the command writes (its --out, else its data root for `prepare`, else its results folder): named in
+    a disk error that carries no file name."""
+    if getattr(args, "out", None):
+        return Path(args.out).parent
+    if args.command == "prepare" and hasattr(args, "data_root"):
+        return data_root(args)
+    return results_root(args) if hasattr(args, "results") else None
