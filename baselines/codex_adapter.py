@@ -137,7 +137,7 @@ class CodexAdapter(Adapter):
         if not path.is_file():
             raise AdapterError(f"CoDEX's selector is trained on frozen experts, and {path} does not exist",
                                f"train them first with `rsdg-bench train --task {task.id} --model codex --model-arg "
-                               f"stage=experts`, given the same --results and --seed (or --out {path.name})")
+                               f"stage=experts`, given the same --results and --seed (or --out {path})")
         state, _ = read_state_dict(path)
         backbone = {k.removeprefix("pretrained."): v for k, v in state.items() if k.startswith("pretrained.")}
         module = cast(HeadSelector, self._require_module())

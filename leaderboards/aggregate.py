@@ -231,26 +231,32 @@ def _nan(value: float | None) -> float:
 
 
 def _model_labels(records: list[ResultRecord]) -> tuple[dict[tuple[str, str | None], str], dict[str, tuple[str, int]]]:
-    """Display name per (display name, checkpoint sha), and (display name, seed) per label of a seed run. Where
-    names collide, checkpoints trained by the harness under distinct seeds (`train --seed`) are told apart by
-    their seed, others by as many of their sha's digits (8 or more) as make every label distinct: two models
-    are never merged into one row by a shared prefix."""
-    names: dict[str, dict[str | None, int | None]] = {}
+    """Display name per (display name, checkpoint sha), and (display name, seed) per label of a seed run.
+
+    Names collide only within a task: a model trained once per task (each source gives its own checkpoint) is one
+    row under its name. Where one task holds several checkpoints of a name, and on every task those carry distinct
+    seeds (`train --seed`/`--seeds`), each is labelled by its seed, the same seed across tasks making one row;
+    otherwise by as many of its sha's digits (8 or more) as make every label distinct: two models are never merged
+    into one row by a shared prefix."""
+    per_task: dict[str, dict[str, dict[str | None, int | None]]] = {}  # name → task id → sha → seed
     for record in records:
         training = record.model.training or {}
         seed = training.get("seed") if training.get("status") in ("protocol", "off-protocol") else None
-        names.setdefault(_task_facts(record).display_name, {})[record.model.checkpoint["sha256"]] = \
+        name = _task_facts(record).display_name
+        per_task.setdefault(name, {}).setdefault(record.task.id, {})[record.model.checkpoint["sha256"]] = \
             seed if isinstance(seed, int) else None
     labels: dict[tuple[str, str | None], str] = {}
     seeds: dict[str, tuple[str, int]] = {}
-    for name, by_sha in names.items():
-        seeded = len(by_sha) > 1 and None not in by_sha.values() and len(set(by_sha.values())) == len(by_sha)
+    for name, tasks in per_task.items():
+        by_sha = {sha: seed for shas in tasks.values() for sha, seed in shas.items()}
+        if all(len(shas) == 1 for shas in tasks.values()):
+            labels.update({(name, sha): name for sha in by_sha})
+            continue
+        seeded = all(None not in shas.values() and len(set(shas.values())) == len(shas) for shas in tasks.values())
         shown = [sha or "random" for sha in by_sha]
         digits = next(n for n in range(8, 65) if len({sha[:n] for sha in shown}) == len(shown))  # never merge two
         for sha, seed in by_sha.items():
-            if len(by_sha) == 1:
-                labels[(name, sha)] = name
-            elif seeded and seed is not None:  # (`seeded`: every checkpoint of the name has its seed)
+            if seeded and seed is not None:
                 labels[(name, sha)] = f"{name} · seed {seed}"
                 seeds[labels[(name, sha)]] = (name, seed)
             else:

@@ -270,13 +270,16 @@ def _suite_rows(tasks: list[TaskTable], ranked: list[TaskTable], board: Board,
 
 
 def _seed_groups(tasks: list[TaskTable], models: list[str]) -> dict[str, list[str]]:
-    """Suite row name → the board's models it stands for: a model trained under several seeds (`train --seed`)
-    is one row, its name, over its seed runs in seed order; any other model is a row of its own."""
+    """Suite row name → the board's models it stands for, among those with a score on `tasks`: a model trained
+    under several seeds (`train --seed`) is one row, its name, over its seed runs in seed order; any other model,
+    or a seed run alone here, is a row of its own under its own label."""
     runs = {label: run for task in tasks for label, run in task.seeds.items()}
+    here = [m for m in models if any(m in task.scores for task in tasks)]  # runs with a score in this suite
     groups: dict[str, list[str]] = {}
-    for model in sorted(models, key=lambda m: runs[m][1] if m in runs else 0):
+    for model in sorted(here, key=lambda m: runs[m][1] if m in runs else 0):
         groups.setdefault(runs[model][0] if model in runs else model, []).append(model)
-    return {name: groups[name] for name in sorted(groups, key=lambda n: models.index(groups[n][0]))}
+    ordered = sorted(groups, key=lambda n: models.index(groups[n][0]))
+    return {name if len(groups[name]) > 1 else groups[name][0]: groups[name] for name in ordered}  # one run: its label
 
 
 @dataclass

@@ -274,6 +274,7 @@ def test_the_poly_schedule_runs_over_the_released_horizon_and_the_optimizer_take
     spec = TrainOverrides().apply(TaskCatalog().task("crossearth/pi2v").training)
     assert lr_factor(spec, 29999, 1) == pytest.approx((1 - 29999 / 40000) ** 0.9)
     assert lr_factor(spec, 0, 1) == 1.0
+    assert lr_factor(spec.model_copy(update={"iterations": 50000}), 45000, 1) == 0.0  # held at 0 past the horizon
     own = spec.model_copy(update={"schedule_iterations": None})
     assert lr_factor(own, 15000, 1) == pytest.approx(0.5 ** 0.9)
 

@@ -293,3 +293,41 @@ def test_synced_batch_norm_keeps_the_parameters_buffers_and_their_names():
     plain = torch.nn.functional.batch_norm(net[0](x), net[1].running_mean, net[1].running_var, net[1].weight,
                                            net[1].bias, False, 0.1, net[1].eps)
     assert torch.equal(net[1](net[0](x)), plain)
+
+
+def test_synced_batch_norm_matches_batch_norm_forward_and_backward_and_allows_in_place_after(monkeypatch):
+    """In one process (a gloo group of one, so the all-reduces return the local sums) `SyncedBatchNorm` forced
+    into its cross-process path gives BatchNorm's outputs, input and parameter gradients and running statistics;
+    without affine parameters an in-place ReLU may follow it (the saved tensor is not handed out)."""
+    import torch
+    import torch.distributed as dist
+
+    from rsdg_bench.evaluator.distributed import ProcessGroup
+    from rsdg_bench.train.synced_batchnorm import SyncedBatchNorm
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        for affine in (True, False):
+            torch.manual_seed(0)
+            plain = torch.nn.BatchNorm2d(3, affine=affine).double()
+            if affine:
+                with torch.no_grad():
+                    plain.weight.uniform_(0.5, 2.0)
+                    plain.bias.uniform_(-1.0, 1.0)
+            synced = SyncedBatchNorm(torch.nn.BatchNorm2d(3, affine=affine).double(), ProcessGroup(0, 2))
+            synced.load_state_dict(plain.state_dict())
+            x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+            xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+            outs = [torch.relu_(module(xi)) for module, xi in zip((plain, synced), xs, strict=True)]
+            weights = torch.randn_like(outs[0])
+            for out in outs:
+                (out * weights).sum().backward()
+            torch.testing.assert_close(outs[1], outs[0])
+            torch.testing.assert_close(xs[1].grad, xs[0].grad)
+            for key, value in plain.state_dict().items():
+                torch.testing.assert_close(synced.state_dict()[key], value)
+            if affine:
+                torch.testing.assert_close(synced.weight.grad, plain.weight.grad)
+                torch.testing.assert_close(synced.bias.grad, plain.bias.grad)
+    finally:
+        dist.destroy_process_group()

@@ -863,17 +863,19 @@ def test_a_model_trained_under_several_seeds_is_one_row_per_seed_and_its_spread_
 def test_the_suite_shows_a_model_over_its_seeds_as_one_row_with_mean_std_and_count():
     """On the suite table a model trained under 3 seeds is one row: per task the mean over its seeds (± their
     sample std), its Mean ± the std of the seed runs' suite means, Seeds 3; the model trained once gets Seeds 1
-    and a "1 seed" badge, even where it ranks first; reported rows have no seed count."""
+    and a "1 seed" badge, even where it ranks first; reported rows have no seed count. Every task has its own
+    checkpoints (each source trains its own), so rows are told apart within a task, never across tasks."""
     MIXED = [[40, 5, 5, 0, 0], [5, 30, 5, 0, 0], [0, 5, 20, 5, 0], [0, 0, 5, 10, 5], [0, 0, 0, 5, 5]]
     tasks = ("demo/a", "demo/b")
     records = []
     for seed, matrices in enumerate(((GOOD, POOR), (POOR, MIXED), (MIXED, MIXED))):
-        for task_id, matrix in zip(tasks, matrices, strict=True):
-            rec = record(key=f"s{seed}{task_id}", matrix=matrix, model="unet", sha=f"{seed + 1:064x}", task_id=task_id,
-                         gap="region")
+        for index, (task_id, matrix) in enumerate(zip(tasks, matrices, strict=True)):
+            rec = record(key=f"s{seed}{task_id}", matrix=matrix, model="unet", sha=f"{16 * seed + index + 1:064x}",
+                         task_id=task_id, gap="region")
             rec.model.training = {"status": "protocol", "seed": seed}
             records.append(rec)
-    records += [record(key=f"o{t}", matrix=GOOD, model="once", sha="e" * 64, task_id=t, gap="region") for t in tasks]
+    records += [record(key=f"o{t}", matrix=GOOD, model="once", sha=f"{index}" * 64, task_id=t, gap="region")
+                for index, t in enumerate(tasks)]
     board = with_suites(board_of(*records), TaskCatalog())
     [suite] = board.suites
     table = suite_table(suite, board)

@@ -252,7 +252,8 @@ def test_train_under_another_seed_is_the_same_protocol_with_other_draws(data_roo
     assert not any(d.startswith("seed") for d in verdict["differences"]) and verdict["seed"] == 3
 
 
-def test_train_and_run_over_several_seeds_give_one_board_row_with_their_count(data_root: Path, tmp_path: Path, capsys):
+def test_train_and_run_over_several_seeds_give_one_board_row_with_their_count(data_root: Path, tmp_path: Path, capsys,
+                                                                               monkeypatch):
     """`train --seeds 2` writes one checkpoint per seed (seeds 0 and 1), `run --seeds 2` evaluates each, and the
     suite table shows the model as one row over 2 seeds; a bad --seeds value is refused by the parser."""
     from conftest import trainable_pixel_linear
@@ -281,3 +282,9 @@ def test_train_and_run_over_several_seeds_give_one_board_row_with_their_count(da
     table = suite_table(next(s for s in board.suites if any(t.task_id == "demo/u2a" for t in s.tasks)), board)
     [row] = table.rows
     assert row.label == "pixel-linear-trainable" and row.values[table.columns.index("Seeds")] == 2
+    assert main(["run", "--task", "demo/u2a", "--model", "pixel-linear-trainable", "--seeds", "3", *where]) == 2
+    err = capsys.readouterr().err  # seed 2 was never trained: say how to train it, never "released"
+    assert "`rsdg-bench train --task ID --model pixel-linear-trainable --seed 2`" in err and "released" not in err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: one seed per launch
+    assert main(["train", "--task", "demo/u2a", "--model", "pixel-linear-trainable", "--seeds", "2", *where]) == 2
+    assert "launch one torchrun per seed with --seed N" in capsys.readouterr().err

@@ -4,6 +4,7 @@ torchrun, or as cluster jobs)."""
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rsdg_bench.run.train_job import TrainJob, train_here
     from rsdg_bench.train.training import TrainOverrides
 
+    _refuse_seeds_under_torchrun(args)
     if args.seeds and (args.seed is not None or args.out):
         raise RsdgError("--seeds trains several checkpoints: it takes neither --seed nor --out",
                         "drop --seed / --out (each seed's checkpoint is <checkpoint_key>.seed<S>.pt)")
@@ -209,6 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise RsdgError("run needs --suite or --task", "e.g. rsdg-bench run --suite demo --model smp")
     model = model_spec(args)
     resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
+    _refuse_seeds_under_torchrun(args)
     if args.seeds:
         if args.checkpoint or args.random_init:
             raise RsdgError("--seeds evaluates each seed's checkpoint from the checkpoint folder",
@@ -219,6 +222,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = max(status, _run_model(args, tasks, replace(model, seed=seed)))
         return status
     return _run_model(args, tasks, model)
+
+
+def _refuse_seeds_under_torchrun(args: argparse.Namespace) -> None:
+    """`--seeds` runs one seed after another, each joining and leaving the process group: under torchrun, where
+    a process group is joined once per process, launch one torchrun per seed (`--seed N`) instead."""
+    if args.seeds and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RsdgError("--seeds runs its seeds one after another in this process; under torchrun each process joins "
+                        "its process group once", "launch one torchrun per seed with --seed N (or use --launcher, "
+                        "which submits one job per seed)")
 
 
 def _run_model(args: argparse.Namespace, tasks: list, model) -> int:

@@ -73,7 +73,8 @@ def find_checkpoint(model: ModelSpec, task: Task, results_root: Path, adapter: A
     for name in names:
         if (folder / name).is_file():
             return folder / name
-    return MissingWeights(task.id, folder, names, [n for n in names if n != f"{adapter.checkpoint_stem(task)}.pt"],
+    own = f"{adapter.checkpoint_stem(task)}.pt"  # what `train` writes; a seed's file is never a released one
+    return MissingWeights(task.id, folder, names, [n for n in names if model.seed is None and n != own],
                           adapter.trainable)
 
 

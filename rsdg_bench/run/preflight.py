@@ -40,7 +40,8 @@ class Readiness:
             datasets = ", ".join(f"{name} ({len(tasks)} task{'s' * (len(tasks) > 1)})"
                                  for name, tasks in sorted(self.unprepared.items()))
             lines.append(f"  not prepared: {datasets}: `rsdg-bench prepare NAME --raw <download>` for each")
-        train = f"`rsdg-bench train --task ID {model_flag(model.adapter)}` for each"
+        seed = "" if model.seed is None else f" --seed {model.seed}"
+        train = f"`rsdg-bench train --task ID {model_flag(model.adapter)}{seed}` for each"
         released = [m for m in self.missing if m.released]
         trainable = [m.task_id for m in self.missing if m.trainable and not m.released]
         none = [m.task_id for m in self.missing if not m.trainable and not m.released]

@@ -8,9 +8,9 @@ process. `synchronize_batch_norm` therefore swaps every BatchNorm of a module fo
 shares per-channel sums with one all-reduce (through the run's `ProcessGroup`, gloo or NCCL) in the forward pass
 and one in the backward pass:
 
-- forward: the global count, Σx and Σx² per channel (in float64, so the order of the processes' sums does not
-  move the mean) give the mean and the biased variance that normalize, and the unbiased variance that the running
-  statistics take, as `F.batch_norm` does with the whole batch;
+- forward: the global count, Σx and Σx² per channel (summed in float64, where the order of the processes' sums
+  moves the mean by far less than float32 can show) give the mean and the biased variance that normalize, and
+  the unbiased variance that the running statistics take, as `F.batch_norm` does with the whole batch;
 - backward: with x̂ the normalized input and g the output's gradient, dx = w·invstd·(g − mean(g) − x̂·mean(g·x̂)),
   the means over the global batch (all-reduced Σg and Σg·x̂): the gradient of the sum of every process's loss,
   which the trainer's average of the parameter gradients turns into the gradient of their mean.
@@ -57,7 +57,7 @@ class _SyncedNorm(torch.autograd.Function):
         normalized = (x - mean.to(x.dtype).view(shape)) * invstd
         ctx.save_for_backward(normalized, invstd, weight)
         ctx.group, ctx.count, ctx.axes, ctx.shape = group, count, axes, shape
-        out = normalized
+        out = normalized.clone() if weight is None and bias is None else normalized  # never the saved tensor
         if weight is not None:
             out = out * weight.view(shape)
         if bias is not None:

@@ -17,8 +17,11 @@ BatchNorm layers normalize by the statistics of the whole global batch (`synced_
 SyncBatchNorm has no CPU kernels), the buffers are taken from process 0, as DistributedDataParallel does with
 its defaults, and selection scores the selection split in exact shards. Process 0 alone writes the state and
 the checkpoint; every process resumes from the same state, or the run stops. An error on one process stops
-all. The Dice losses and adapters' own objectives, computed over the whole batch, are refused over several
-processes.
+all: with a shared message when it comes outside the model's collectives; inside a forward pass with synced
+BatchNorm the others are waiting in its all-reduce and stop when the failed process leaves the group (a
+connection error, not the message; not tested). A resumed run restores the CPU generator and process 0's CUDA
+generators on every process: with several GPUs and dropout it is not the uninterrupted run. The Dice losses
+and adapters' own objectives, computed over the whole batch, are refused over several processes.
 """
 
 from __future__ import annotations
@@ -246,11 +249,11 @@ def lr_factor(spec: TrainingSpec, iteration: int, per_epoch: int) -> float:
         return 1.0
     assert spec.iterations is not None  # resolved (above)
     step = iteration if spec.schedule_step == "iteration" else iteration // per_epoch * per_epoch
-    progress = step / spec.iterations
-    if spec.schedule == "poly":
-        return (1 - step / (spec.schedule_iterations or spec.iterations)) ** 0.9
+    if spec.schedule == "poly":  # held at 0 past its horizon, as mmengine's PolyLR after `end`
+        return max(0.0, 1 - step / (spec.schedule_iterations or spec.iterations)) ** 0.9
     assert spec.final_lr is not None  # the cosine schedule's (TrainingSpec)
     floor = spec.final_lr / spec.lr
+    progress = step / spec.iterations
     if progress >= spec.decay_fraction:
         return floor
     return floor + (1 + math.cos(math.pi * progress / spec.decay_fraction)) * (1 - floor) / 2
