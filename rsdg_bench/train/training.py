@@ -76,7 +76,8 @@ class RandomCrops(Dataset):
         self.split, self.crop, self.draws, self.seed, self.augment = split, crop, draws, seed, augment
         places = split.groups()
         self.domains = sorted(set(places))
-        self.sample_domain = [self.domains.index(place) for place in places]
+        index = {place: i for i, place in enumerate(self.domains)}
+        self.sample_domain = [index[place] for place in places]
 
     def __len__(self) -> int:
         return self.draws
@@ -210,10 +211,11 @@ def batch_loss(adapter: Adapter, task: Task, batch: dict[str, torch.Tensor], ban
     protocol's loss (`loss_kind`) on the kind's logits."""
     kind = get_kind(task.kind)
     inputs = kind.training_inputs(adapter, task, batch, band_names, device)
-    own = adapter.training_loss(inputs, {k: v.to(device) for k, v in batch.items() if k in ("label", "domain")})
+    targets = {k: v.to(device) for k, v in batch.items() if k in ("label", "domain")}
+    own = adapter.training_loss(inputs, targets)
     if own is not None:
         return own
-    logits, labels = kind.loss_view(getattr(adapter, kind.entry_point)(*inputs), batch["label"].to(device))
+    logits, labels = kind.loss_view(getattr(adapter, kind.entry_point)(*inputs), targets["label"])
     return segmentation_loss(loss_kind, logits, labels)
 
 
