@@ -24,12 +24,15 @@ averages over overlapping windows and resizes back like mmseg does with these sc
 Training (`rsdg-bench train`): CrossEarth's released code trains as its baseline Rein does: DINOv2 frozen
 (`requires_grad` off, as Rein's backbone `train()` sets it), the Reins and the Mask2Former head trained with
 Mask2Former's set criterion (`mask2former_loss.py`, with the weights of Rein's config) on every prediction
-layer. The paper's Earth-style injection (a frozen style-transfer network fed style embeddings of
-Million-AID) and its masked-image-modelling branch (an ASPP decoder reconstructing masked images) are not
-here: in the released code as read (Cuzyoung/CrossEarth@6e7de3b) the style augmentor's networks exist only as
-compiled bytecode and it loads the Earth-style mean and covariance from a path on the authors' cluster (not
-released), the segmentors that would run the MIM branch exist only as compiled bytecode, and the released
-checkpoints hold neither part.
+layer. That is the default. The paper's Earth-style injection and masked-image-modelling constraint, which the
+released code holds only as compiled bytecode (Cuzyoung/CrossEarth@6e7de3b) and whose Earth-style statistics
+were never released, are optional terms built from the paper's description (`crossearth_earth_style.py`, with
+its UNVERIFIED values): `--model-arg mim=paper` (or l1 / mse) adds the MIM flow (an ASPP decoder and a visual
+prompt, `mim.*`, trained alongside and left out when the checkpoint is evaluated), `earth_style=FILE` the style
+injection with the sample gate (`style_p`, default 0.1), `style_mask` / `mim_mask` (ratio/block) override Table
+11's masks. They stay off by default: the board's CrossEarth rows are the released checkpoints, whose code and
+style statistics cannot be checked, and the paper's own model adds parts (GSE, Injector) the released one lacks,
+so turning them on gives neither the released model's training nor the paper's.
 `parameter_groups` gives the released optimizer's per-parameter weight decay.
 """
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -48,6 +52,7 @@ from rsdg_bench.models.checkpoints import load_checked, read_state_dict
 from rsdg_bench.models.registry import register_adapter
 from rsdg_bench.protocol.task_schema import Task
 
+from .crossearth_earth_style import CrossEarthObjective, EarthStyle, MaskSpec, MimDecoder, block_mask, paper_masks
 from .mask2former_head import Mask2FormerConfig, ReinMask2FormerHead
 from .mask2former_loss import Mask2FormerLossConfig, mask2former_loss
 from .reins_vit import ReinsDinoBackbone, ReinsViTConfig
@@ -82,12 +87,15 @@ def crossearth_configs(num_classes: int, img_size: int) -> tuple[ReinsViTConfig,
 
 
 class CrossEarthSegmentor(nn.Module):
-    """`backbone` + `decode_head`; returns B × K × H × W scores at the input size."""
+    """`backbone` + `decode_head`; returns B × K × H × W scores at the input size. With `mim`, also the MIM flow's
+    decoder and visual prompt (`mim.*`), used in training only."""
 
-    def __init__(self, backbone: ReinsViTConfig, head: Mask2FormerConfig) -> None:
+    def __init__(self, backbone: ReinsViTConfig, head: Mask2FormerConfig, mim: bool = False) -> None:
         super().__init__()
         self.backbone = ReinsDinoBackbone(backbone)
         self.decode_head = ReinMask2FormerHead(head)
+        self.mim = MimDecoder(backbone.embed_dim, len(backbone.out_indices), backbone.patch_size,
+                              backbone.img_size) if mim else None
         for name, parameter in self.named_parameters():  # DINOv2 stays as pretrained (Rein's backbone train())
             parameter.requires_grad_(not is_backbone_key(name))
 
@@ -96,12 +104,32 @@ class CrossEarthSegmentor(nn.Module):
         return self.decode_head.predict(features, queries, (x.shape[-2], x.shape[-1]))
 
     def training_loss(self, x: torch.Tensor, labels: torch.Tensor,
-                      config: Mask2FormerLossConfig = Mask2FormerLossConfig()) -> torch.Tensor:
+                      config: Mask2FormerLossConfig = Mask2FormerLossConfig(),
+                      objective: CrossEarthObjective = CrossEarthObjective()) -> torch.Tensor:
         """Mask2Former's set loss, summed over every prediction layer, of a B × 3 × H × W batch and its
-        B × H × W labels (ignore 255)."""
-        features, queries = self.backbone(x)
+        B × H × W labels (ignore 255); with the paper's terms that `objective` turns on, Algorithm 1's total:
+        the segmentation loss of X or (gate u = 1) X_s, plus L_mim of the masked image (and of X_s), plus
+        L_metric (u = 1). The gate is drawn on the CPU (no device sync), the masks and styles on x's device."""
+        styled = None
+        if objective.style is not None and torch.rand(()).item() < objective.style_p:
+            with torch.no_grad():
+                styled = objective.styled(x)
+        features, queries = self.backbone(x if styled is None else styled)
         all_cls, all_masks = self.decode_head(features, queries)
-        return mask2former_loss(all_cls, all_masks, labels, config)
+        loss = mask2former_loss(all_cls, all_masks, labels, config)
+        if objective.mim_loss is None:
+            return loss
+        if self.mim is None:
+            raise AdapterError("the MIM objective needs the segmentor built with its MIM decoder",
+                               "build CrossEarthSegmentor(..., mim=True)")
+        keep = block_mask(x.shape[0], x.shape[-2], x.shape[-1], objective.mim_mask, x.device)
+        masked_reconstruction = self.mim(self.backbone.stage_maps(self.mim.masked(x, keep)))
+        loss = loss + objective.distance(masked_reconstruction, x)
+        if styled is not None:
+            styled_reconstruction = self.mim(self.backbone.stage_maps(styled))
+            loss = loss + objective.distance(styled_reconstruction, styled)
+            loss = loss + torch.nn.functional.l1_loss(styled_reconstruction, masked_reconstruction)
+        return loss
 
 
 def is_backbone_key(key: str) -> bool:
@@ -122,11 +150,12 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def segmentor_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """The checkpoint's `backbone.*` / `decode_head.*` tensors; any other key means a foreign file."""
-    foreign = [k for k in state if not k.startswith(("backbone.", "decode_head."))]
+    """The checkpoint's `backbone.*` / `decode_head.*` tensors (and `mim.*`, the training-only MIM flow of a
+    model trained with it); any other key means a foreign file."""
+    foreign = [k for k in state if not k.startswith(("backbone.", "decode_head.", "mim."))]
     if foreign:
         raise AdapterError(f"{source} is not a CrossEarth segmentor checkpoint (keys such as "
-                           f"{', '.join(foreign[:4])} are neither backbone.* nor decode_head.*)",
+                           f"{', '.join(foreign[:4])} are none of backbone.*, decode_head.* and mim.*)",
                            "pass a released CrossEarth .pth (e.g. Potsdam(i)-source.pth)")
     return state
 
@@ -155,8 +184,9 @@ class CrossEarthAdapter(Adapter):
     when it is one of these, else 512)."""
 
     trainable = True
-    known_options = frozenset({"img_size"})
-    options_help = "use: img_size=512|1024"
+    known_options = frozenset({"img_size", "mim", "earth_style", "style_p", "style_mask", "mim_mask"})
+    options_help = ("use: img_size=512|1024; training only: mim=off|paper|l1|mse, earth_style=FILE.json, "
+                    "style_p=0.1, style_mask=RATIO/BLOCK, mim_mask=RATIO/BLOCK")
 
     def __init__(self, **options: str) -> None:
         super().__init__(**options)
@@ -164,6 +194,8 @@ class CrossEarthAdapter(Adapter):
         self.num_classes = 0
         self.backbone_checkpoint: Path | None = None
         self.backbone_sha256: str | None = None  # of the separate backbone file, when one was loaded
+        self.objective = CrossEarthObjective()
+        self.earth_style_sha256: str | None = None
 
     def setup(self, task: Task, band_names: list[str]) -> None:
         if len(band_names) != 3 and not (task.inputs.replicate_single_band and len(band_names) == 1):
@@ -171,7 +203,39 @@ class CrossEarthAdapter(Adapter):
                                "use a task with 3-band (RGB or IRRG) imagery")
         self.img_size = self._image_size(task)
         self.num_classes = task.class_schema.num_classes
-        self.module = CrossEarthSegmentor(*crossearth_configs(self.num_classes, self.img_size))
+        self.objective = self._objective(task)
+        self.module = CrossEarthSegmentor(*crossearth_configs(self.num_classes, self.img_size),
+                                          mim=self.objective.mim_loss is not None)
+
+    def _objective(self, task: Task) -> CrossEarthObjective:
+        """The paper's training terms the options turn on (`crossearth_earth_style.py`): `mim=paper` takes ℓ1 on
+        CASID and squared error elsewhere (§5.1); the masks are Table 11's for the task's setting unless given."""
+        mim = self.options.get("mim", "off")
+        losses: dict[str, Literal["l1", "mse"] | None] = {
+            "off": None, "l1": "l1", "mse": "mse", "paper": "l1" if task.classes == "casid5" else "mse"}
+        if mim not in losses:
+            raise AdapterError(f"mim={mim!r} is not a MIM loss", "use mim=off, paper, l1 or mse")
+        mim_loss = losses[mim]
+        style = None
+        self.earth_style_sha256 = None
+        if "earth_style" in self.options:
+            path = Path(self.options["earth_style"])
+            style = EarthStyle.from_file(path).normalized(IMAGENET_MEAN, IMAGENET_STD)
+            if style.mean.numel() != 6:
+                raise AdapterError(f"{path} holds styles of {style.mean.numel() // 2} bands; CrossEarth takes 3",
+                                   "give the means and deviations of 3 bands")
+            self.earth_style_sha256 = sha256_file(path)
+        try:
+            style_p = float(self.options.get("style_p", "0.1"))
+        except ValueError:
+            style_p = -1.0
+        if not 0 <= style_p <= 1:
+            raise AdapterError(f"style_p={self.options['style_p']!r} is not a probability", "e.g. style_p=0.1")
+        style_mask, mim_mask = paper_masks(task.checkpoint_key)
+        return CrossEarthObjective(
+            mim_loss=mim_loss, style=style, style_p=style_p,
+            style_mask=MaskSpec.parse(self.options["style_mask"]) if "style_mask" in self.options else style_mask,
+            mim_mask=MaskSpec.parse(self.options["mim_mask"]) if "mim_mask" in self.options else mim_mask)
 
     def _image_size(self, task: Task) -> int:
         """The option, else the task's crop when it is one of the released sizes, else 512 (other input
@@ -225,23 +289,28 @@ class CrossEarthAdapter(Adapter):
             grid = round((pos.shape[1] - 1) ** 0.5) * 16
             raise AdapterError(f"{checkpoint} is a {grid}-px CrossEarth model; this task runs it at {self.img_size} px",
                                f"pass --model-arg img_size={grid} if you mean to run it on this task anyway")
+        if self.objective.mim_loss is None:  # the MIM flow's parts serve training only
+            state = {k: v for k, v in state.items() if not k.startswith("mim.")}
         load_checked(module, state, str(checkpoint), "CrossEarth (DINOv2-L + Reins + Mask2Former)",
-                     may_be_missing=re.escape("backbone.mask_token") + "$")
+                     may_be_missing=f"{re.escape('backbone.mask_token')}$|mim\\.")
 
     def identity(self) -> dict:
         identity = super().identity()
         if self.backbone_sha256:
             identity["backbone_sha256"] = self.backbone_sha256
+        if self.earth_style_sha256:
+            identity["earth_style_sha256"] = self.earth_style_sha256
         return identity
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self._require_module()(x)
 
     def training_loss(self, inputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mask2Former's set loss with CrossEarth's weights (not the protocol's per-pixel loss)."""
+        """Mask2Former's set loss with CrossEarth's weights (not the protocol's per-pixel loss), plus the paper's
+        terms the options turn on."""
         module = self._require_module()
         assert isinstance(module, CrossEarthSegmentor)
-        return module.training_loss(inputs[0], batch["label"])
+        return module.training_loss(inputs[0], batch["label"], objective=self.objective)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The optimizer's parameter groups under CrossEarth's per-parameter weight decay (`decay_groups`)."""

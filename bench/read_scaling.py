@@ -2,14 +2,17 @@
 
     python bench/read_scaling.py [--images 64] [--threads 1,2,4,8] [--pin]
 
-Beside a GPU, `run` reads ahead with many threads (`read_ahead.read_threads_for`); this says which stage of a
-read stops scaling. The 1024² LoveDA-layout fake of `run_vs_decode.py` is prepared by the real preparer; each
-stage then runs over every target image and label (`crossearth/r2u`'s target split) with a pool of N
-threads, after one pass that warms the page cache. Stages: `bytes` (read the file), `sha256` (read and hash),
-`memory decode` (read, then decode from memory with rasterio's MemoryFile, GDAL's /vsimem/), `path decode`
-(rasterio opens the path itself), `sample` (the harness's `split[i]`: read, hash, decode from memory), and
-with `--pin` `sample + pin` (then copied into pinned memory, as for a CUDA device). Printed: images per second
-per stage and thread count, and each count's speed-up over one thread.
+Beside a GPU, `run` reads ahead with the thread count it measures on each split's first images
+(`read_ahead.calibrated_read_ahead`); this says which stage of a read stops scaling. The 1024² LoveDA-layout
+fake of `run_vs_decode.py` is prepared by the real preparer; each stage then runs over every target image and
+label (`crossearth/r2u`'s target split) with a pool of N threads, after one pass that warms the page cache.
+Stages: `bytes` (read the file), `sha256` (read and hash), `memory decode` (read, then decode from memory with
+rasterio's MemoryFile, GDAL's /vsimem/), `path decode` (rasterio opens the path itself), `sample` (the
+harness's `split[i]`: read, hash, decode from memory), and with `--pin` `sample + pin` (then copied into
+pinned memory, as for a CUDA device). Printed: images per second per stage and thread count, each count's
+speed-up over one thread, and the count `--read-threads auto` would keep from those rates
+(`read_ahead.pick_read_threads`: the smallest within 5 % of the fastest; `run` measures on files read for the
+first time, this bench on a warm page cache).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import rasterio
 import torch
@@ -29,6 +33,7 @@ from run_vs_decode import write_raw
 
 import rsdg_bench as rb
 from rsdg_bench.datasets.prepared import quiet_georef, quiet_georef_everywhere
+from rsdg_bench.datasets.read_ahead import pick_read_threads
 from rsdg_bench.prep import get_preparer
 
 
@@ -65,7 +70,7 @@ def main() -> None:
                 if isinstance(value, torch.Tensor):
                     value.pin_memory()
 
-        stages: dict[str, tuple[Callable[[object], None], list]] = {
+        stages: dict[str, tuple[Callable[[Any], object], list[Any]]] = {
             "bytes": (lambda path: path.read_bytes(), files),
             "sha256": (lambda path: hashlib.sha256(path.read_bytes()).digest(), files),
             "memory decode": (decode_from_memory, files),
@@ -84,7 +89,7 @@ def main() -> None:
                     list(pool.map(work, items))
                     speeds.append(len(split) / (time.perf_counter() - started))
             shown = ", ".join(f"{n}: {s:.0f} img/s ({s / speeds[0]:.1f}×)" for n, s in zip(counts, speeds, strict=True))
-            print(f"{name:>14}: {shown}")
+            print(f"{name:>14}: {shown}; auto keeps {pick_read_threads(dict(zip(counts, speeds, strict=True)))}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rsdg_bench.base.errors import RsdgError, SplitAccessError
 from rsdg_bench.base.paths import default_data_root, default_results_root
@@ -129,7 +129,8 @@ class Evaluation:
 def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: InputContract | None = None,
              data_root: Path | str | None = None, device: str | torch.device = "auto", limit: int | None = None,
              name: str | None = None, num_workers: int = 0, window_batch: int = 1, batch_size: int = 1,
-             precision: str = "fp32", read_threads: int | None = None, progress: bool = True) -> Evaluation:
+             precision: str = "fp32", read_threads: int | Literal["auto"] | None = None,
+             progress: bool = True) -> Evaluation:
     """Evaluate a model on every evaluation split of `task`, exactly as `rsdg-bench run` does.
 
     `model` is an `Adapter` (set up for the task here if it is not yet; its weights as they are) or a plain
@@ -138,8 +139,9 @@ def evaluate(model: Adapter | nn.Module, task: Task | str, *, input_contract: In
     must return logits. The weights are identified in the records by the sha256 of the model's state
     dict. `device` "auto" (the default) is where the model's parameters already are when that is a GPU, else
     CUDA when present, else the CPU; the model is moved there. `read_threads` reads ahead without `num_workers`
-    (default: two on the CPU, more beside a GPU). Nothing is written: `.save(results_dir)` does that, and the
-    process is left as it was found (no allocator or thread settings change).
+    (default: two on the CPU; beside a GPU "auto", the count measured on each split's first images). Nothing is
+    written: `.save(results_dir)` does that, and the process is left as it was found (no allocator or thread
+    settings change).
     """
     from torch import nn
 

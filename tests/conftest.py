@@ -257,6 +257,20 @@ class PreparedFakes:
                     get_preparer(name).prepare(self.raw(name), self.root, progress=False)
         return self.root
 
+    def archive(self, name: str) -> Path:
+        """`name`'s default fake as its download comes (`make_fake(archive=True)`: the archive, or the folder of
+        archives), made once per run. Read it; a test that changes it works on a copy."""
+        return built_once(self._factory, f"archive-{name}", lambda folder: get_preparer(name).make_fake(folder, archive=True))
+
+    def from_archive(self, name: str) -> Path:
+        """A data root of its own holding `name` prepared from `archive(name)` (checksums unchecked: a fake's
+        archives are not the published ones), once per run, and nothing else but what the prepare left there."""
+        def prepare(folder: Path) -> Path:
+            get_preparer(name, verify_checksums=False).prepare(self.archive(name), folder, progress=False)
+            return folder
+
+        return built_once(self._factory, f"from-archive-{name}", prepare)
+
 
 @pytest.fixture(scope="session")
 def prepared_fakes(tmp_path_factory: pytest.TempPathFactory) -> PreparedFakes:

@@ -4,6 +4,7 @@ the classification kind's metrics (accuracy, per-place mean and worst), and the 
 from __future__ import annotations
 
 import json
+import shutil
 import string
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from rsdg_bench.run.runner import RunSettings, run_tasks
 @pytest.fixture(scope="module")
 def fmow(tmp_path_factory: pytest.TempPathFactory, prepared_fakes) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fmow")
-    raw = get_preparer("fmow").make_fake(root / "raw", archive=True)  # the download as it comes
+    raw = prepared_fakes.archive("fmow")  # the download as it comes, made once per run (test_contracts reads it too)
     return {"raw": raw, "data": prepared_fakes.data("fmow"), "root": root}  # prepared from it: test_contracts
 
 
@@ -77,8 +78,9 @@ def _unpacked_metadata(fmow: dict[str, Path]) -> Path:
     return out / FOLDER / "rgb_metadata.csv"
 
 
-def test_a_published_country_list_replaces_ours(fmow: dict[str, Path], tmp_path: Path):
-    raw = get_preparer("fmow").make_fake(tmp_path / "raw")
+def test_a_published_country_list_replaces_ours(fmow: dict[str, Path], tmp_path: Path, prepared_fakes):
+    shared = prepared_fakes.raw("fmow")  # the session's fake, copied: this test edits it
+    raw = Path(shutil.copytree(shared, tmp_path / "raw" / shared.name))
     (raw / FOLDER / SPLIT_FILE).write_text(json.dumps({"train": ["USA", "FRA"], "val": ["CHN"], "test": ["KEN", "BRA"]}))
     get_preparer("fmow").prepare(raw, tmp_path / "data", progress=False)
     dataset = PreparedDataset.open(tmp_path / "data", "fmow")

@@ -82,12 +82,11 @@ def _raw_copy(raw: Path, out: Path) -> Path:
     return Path(shutil.copytree(raw, out / raw.name))
 
 
-def test_sits_bad_inputs_are_named(sits: dict[str, Path], tmp_path: Path):
+def test_sits_bad_inputs_are_named(sits: dict[str, Path], tmp_path: Path, prepared_fakes):
     muds = get_preparer("muds")
-    download = muds.make_fake(tmp_path / "zip", archive=True)
+    download = prepared_fakes.archive("muds")  # made, and prepared from, once per run (test_contracts reads it too)
     assert [p.name for p in download.iterdir()] == ["Muds.zip"]  # CoDEX's release zip, as downloaded
-    muds.prepare(download, tmp_path / "d0", progress=False)
-    assert PreparedDataset.open(tmp_path / "d0", "muds").card.split_counts["planet"]["test"] == 9
+    assert PreparedDataset.open(prepared_fakes.from_archive("muds"), "muds").card.split_counts["planet"]["test"] == 9
 
     # Each broken input below is in the first area the prepare reads (split.json's train list comes first),
     # so it fails there instead of after writing the other areas' patches.

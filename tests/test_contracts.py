@@ -27,7 +27,7 @@ def every_dataset(prepared_fakes, data_root: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", PREPARERS)
-def test_preparer_states_its_facts_prepares_verifies_and_opens(name: str, every_dataset: Path, tmp_path: Path):
+def test_preparer_states_its_facts_prepares_verifies_and_opens(name: str, every_dataset: Path, prepared_fakes):
     preparer = get_preparer(name)
     dataset = PreparedDataset.open(every_dataset, name)
     card = dataset.card
@@ -50,14 +50,14 @@ def test_preparer_states_its_facts_prepares_verifies_and_opens(name: str, every_
             if card.label_level != "image":  # a map sample: its window is its crop of the source, pixel for pixel
                 assert (y1 - y0, x1 - x0) == tuple(sample["image"].shape[-2:]), f"{domain}/{split}"
 
-    # the download as archives prepares to the very same manifest, and leaves no extraction behind
-    archive = preparer.make_fake(tmp_path / "raw", archive=True)
-    get_preparer(name, verify_checksums=False).prepare(archive, tmp_path / "data", progress=False)
-    from_archives = PreparedDataset.open(tmp_path / "data", name)
+    # the download as archives prepares to the very same manifest, and leaves no extraction behind (prepared
+    # once per run in a data root of its own, where other tests read it too)
+    archived = prepared_fakes.from_archive(name)
+    from_archives = PreparedDataset.open(archived, name)
     assert from_archives.manifest_sha256 == dataset.manifest_sha256
     archives = {a.name for a in from_archives.card.source_archives}  # the card names the archives it came from
     assert archives & set(preparer.archives), (archives, set(preparer.archives))
-    left = sorted(p.name for p in (tmp_path / "data").iterdir())
+    left = sorted(p.name for p in archived.iterdir())
     assert left == sorted([name, f".{name}.lock", f".{name}.prepare.lock"])  # the dataset and its lock files
 
 

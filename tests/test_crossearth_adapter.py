@@ -193,7 +193,7 @@ def test_loader_names_what_is_wrong(small, tmp_path: Path):
     with pytest.raises(AdapterError, match="predicts 6 classes; the task has 5"):
         adapter.load(mmengine_file(tmp_path / "six.pth", partial))
 
-    with pytest.raises(AdapterError, match="neither backbone.* nor decode_head"):
+    with pytest.raises(AdapterError, match="none of backbone.*, decode_head.* and mim"):
         adapter_for("crossearth/pi2v").load(mmengine_file(tmp_path / "foreign.pth", {**partial, "head.x": torch.ones(1)}))
 
     original = dict(backbone)

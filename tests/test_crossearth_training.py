@@ -227,6 +227,23 @@ def test_the_protocol_resolves_to_the_released_configs(task_id: str, released: d
     assert all(fact in shown for fact in ("PhotoMetricDistortion", "masked-image"))
 
 
+@pytest.mark.parametrize(("task_id", "crop"), [("crossearth/pi2v", 512), ("crossearth/sub2tem", 1024),
+                                             ("crossearth/d2m", 1024), ("crossearth/a2s", 512)])
+def test_the_augmentations_are_the_released_train_pipelines(task_id: str, crop: int):
+    """Both released configs: RandomChoiceResize(scales=[int(crop * x * 0.1) for x in range(5, 21)],
+    ResizeShortestEdge, max_size 4 × crop), RandomCrop(cat_max_ratio=0.75), RandomFlip(prob=0.5) (horizontal),
+    PhotoMetricDistortion() with its defaults; no rotation."""
+    from rsdg_bench.train.augment import resize_short_sides
+
+    spec = TaskCatalog().task(task_id).training
+    assert spec.crop == crop
+    augment = spec.augment
+    assert resize_short_sides(augment, crop) == [int(crop * x * 0.1) for x in range(5, 21)]
+    assert augment.resize_max_long_side * crop == 4 * crop == {512: 2048, 1024: 4096}[crop]
+    assert (augment.crop_max_class_ratio, augment.flip, augment.photometric, augment.rotate_p) == \
+        (0.75, "horizontal", True, 0.0)
+
+
 def test_the_loss_weights_are_the_released_configs():
     config = Mask2FormerLossConfig()
     assert {key: getattr(config, key) for key in RELEASED_LOSS} == RELEASED_LOSS
@@ -262,6 +279,7 @@ def test_train_then_run_evaluates_the_trained_checkpoint(isprs_data: Path, tmp_p
     assert main(["run", *common, "--limit", "1"]) == 0
     (_, record), = ResultStore(tmp_path).load_all()
     assert record.model["checkpoint"]["path"].endswith("potsdam_irrg_source.pt")
+    assert record.model["training"]["objective"] == "crossearth.training_loss"  # not the protocol's `ce`
     assert sum(map(sum, next(iter(record.confusion_matrices.values())))) > 0
 
 

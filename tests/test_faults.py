@@ -369,8 +369,9 @@ def test_a_disk_error_without_a_file_name_names_the_commands_folder_and_its_free
 
 
 def test_a_full_disk_is_an_error_about_space_and_a_rerun_after_freeing_it_completes(
-        small_disk, toyearth_raw: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
-    archive = get_preparer("toyearth").make_fake(tmp_path / "zip", archive=True)
+        small_disk, toyearth_raw: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        prepared_fakes):
+    archive = prepared_fakes.archive("toyearth")  # read only: the extraction goes under the data root
     disk = small_disk("1m")
     assert main(["prepare", "toyearth", "--raw", str(archive), "--no-checksum", "--quiet",
                  "--data-root", str(disk)]) == 2

@@ -60,19 +60,21 @@ def test_train_tiles_reassemble_the_raw_scene_with_labels_mapped(data_root: Path
         assert src.crs.to_string() == "EPSG:32632"
 
 
-def test_prepare_from_the_zip_archive(tmp_path: Path):
-    archive = PREP.make_fake(tmp_path / "dl", archive=True)
+def test_prepare_from_the_zip_archive(prepared_fakes):
+    archive = prepared_fakes.archive("toyearth")  # the download, made once per run
     assert archive.name == "ToyEarth-v1.zip"
-    out = PREP.prepare(archive, tmp_path / "data", progress=False)
-    card = json.loads((out / "dataset.json").read_text())
-    assert not (tmp_path / "data" / ".toyearth.raw").exists()      # the extraction is removed after success
+    data = prepared_fakes.from_archive("toyearth")  # prepared from it once per run (test_contracts checks it too)
+    card = json.loads((data / "toyearth" / "dataset.json").read_text())
+    assert not (data / ".toyearth.raw").exists()      # the extraction is removed after success
     assert card["source_archives"][0]["name"] == "ToyEarth-v1.zip"
     assert card["source_archives"][0]["sha256"] == sha256_file(archive)
 
 
-def test_truncated_archive_is_a_clear_error(tmp_path: Path):
-    archive = PREP.make_fake(tmp_path / "dl", archive=True)
-    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+def test_truncated_archive_is_a_clear_error(prepared_fakes, tmp_path: Path):
+    whole = prepared_fakes.archive("toyearth")
+    archive = tmp_path / "dl" / whole.name
+    archive.parent.mkdir()
+    archive.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(DataError, match="ToyEarth-v1.zip"):
         PREP.prepare(archive, tmp_path / "data", progress=False)
     assert not (tmp_path / "data" / "toyearth").exists()
@@ -182,11 +184,12 @@ def test_opening_a_dataset_never_prepared_says_how(tmp_path: Path):
         PreparedDataset.open(tmp_path, "toyearth")
 
 
-def test_fake_is_deterministic_from_its_seed(toyearth_raw: Path, tmp_path: Path):
-    again = PREP.make_fake(tmp_path / "a")  # the session's fake (default seed 0), made a second time
+def test_fake_is_deterministic_from_its_seed(toyearth_raw: Path, prepared_fakes, tmp_path: Path):
+    # the session's fake (default seed 0) made a second time: the download fake, made by a call of its own
+    again = json.loads(zipfile.ZipFile(prepared_fakes.archive("toyearth")).read("ToyEarth/toyearth.json"))["files"]
     other = PREP.make_fake(tmp_path / "c", seed=4)
     digest = lambda root: json.loads((root / "toyearth.json").read_text())["files"]  # noqa: E731
-    assert digest(toyearth_raw) == digest(again) != digest(other)
+    assert digest(toyearth_raw) == again != digest(other)
 
 
 def test_zip_with_path_traversal_is_refused(tmp_path: Path):
@@ -197,10 +200,10 @@ def test_zip_with_path_traversal_is_refused(tmp_path: Path):
         PREP.prepare(bad, tmp_path / "data", progress=False)
 
 
-def test_a_failed_prepare_keeps_the_extraction_for_the_rerun(tmp_path: Path, monkeypatch):
+def test_a_failed_prepare_keeps_the_extraction_for_the_rerun(prepared_fakes, tmp_path: Path, monkeypatch):
     from rsdg_bench.prep import base as prep_base
 
-    archive = PREP.make_fake(tmp_path / "dl", archive=True)
+    archive = prepared_fakes.archive("toyearth")  # read, never written: the extraction goes under the data root
     extractions = []
     real_extract = prep_base.extract_archive
 

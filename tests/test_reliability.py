@@ -305,13 +305,14 @@ def test_a_write_the_disk_cut_short_is_an_error_and_a_rerun_completes_the_same_d
 
 @pytest.mark.parametrize("name, pattern", [("deepglobe_road", "*_mask.png"), ("fmow", "rgb_img_5.png"),
                                            ("muds", "*_2018_01.jpg"), ("whu_building", "*.tif")])
-def test_a_raw_file_cut_short_is_named_not_decoded_as_zeros(name: str, pattern: str, tmp_path: Path):
+def test_a_raw_file_cut_short_is_named_not_decoded_as_zeros(name: str, pattern: str, tmp_path: Path, prepared_fakes):
     """GDAL decodes a truncated PNG or JPEG without complaint (missing rows become zeros): a prepare must
     stop at it, naming it."""
     from rsdg_bench.base.errors import DataError
     from rsdg_bench.prep import get_preparer
 
-    raw = get_preparer(name).make_fake(tmp_path / "raw")
+    shared = prepared_fakes.raw(name)  # the session's fake, copied: this test breaks a file of it
+    raw = Path(shutil.copytree(shared, tmp_path / "raw" / shared.name))
     victim = sorted(Path(raw).rglob(pattern))[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     with pytest.raises(DataError, match=victim.name):
@@ -443,12 +444,14 @@ def test_each_dataset_caps_its_raw_image_size_and_the_option_raises_it(toyearth_
 
 
 def test_an_archive_that_would_unpack_beyond_its_release_is_refused_before_extracting(tmp_path: Path,
-                                                                                      capsys: pytest.CaptureFixture):
+                                                                                      capsys: pytest.CaptureFixture,
+                                                                                      prepared_fakes):
     import zipfile
 
-    from rsdg_bench.prep import get_preparer
-
-    archive = get_preparer("toyearth").make_fake(tmp_path / "zip", archive=True)
+    shared = prepared_fakes.archive("toyearth")  # the session's download fake, copied: this test appends to it
+    archive = tmp_path / "zip" / shared.name
+    archive.parent.mkdir()
+    shutil.copyfile(shared, archive)
     with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         with zf.open("ToyEarth/zeros.bin", "w", force_zip64=True) as member:
             for _ in range(96):

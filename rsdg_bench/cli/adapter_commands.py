@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "input. `new NAME` writes a plug-in package (pyproject with the entry point, the "
                                    "adapter with its input contract from --bands/--mean/--std, a conformance test) that "
                                    "passes `check` as written; see docs/adapters.md.")
-    p.add_argument("action", choices=["list", "check", "new"])
+    p.add_argument("action", choices=["list", "presets", "check", "new"],
+                   help="list: the adapters; presets: the backbone presets (pretrained encoders by name, for "
+                        "`run --model <preset> --protocol <name>`) with their bands, units and weights file; check; new")
     p.add_argument("name", nargs="?", help="adapter name or path/to/file.py:Class")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="check: adapter option, repeatable, as for run (smp: arch=unet encoder=resnet18)")
@@ -58,6 +60,8 @@ def cmd_adapter(args: argparse.Namespace) -> int:
                 kinds, trainable = f"(cannot import: {exc.problem})", "?"
             print(f"{name:16s} {kinds:40s} {trainable:9s} {origin}")
         return 0
+    if args.action == "presets":
+        return _print_presets()
     if not args.name:
         raise RsdgError(f"adapter {args.action} needs an adapter name", f"e.g. rsdg-bench adapter {args.action} smp")
     if args.action == "new":
@@ -95,4 +99,23 @@ def _new_adapter(args: argparse.Namespace) -> int:
     print(f"next:\n  pip install -e {folder}\n  rsdg-bench adapter check {args.name}\n"
           f"  (before installing: rsdg-bench adapter check {folder}/rsdg_{args.name}/adapter.py:"
           f"{''.join(p.capitalize() for p in args.name.split('_'))}Adapter)")
+    return 0
+
+
+def _print_presets() -> int:
+    """The backbone presets and the protocols they can be put to a task under (no torch needed for timm's facts;
+    a torchgeo preset's facts need torchgeo, and say so when it is missing)."""
+    from rsdg_bench.baselines.encoder_presets import PRESETS
+    from rsdg_bench.baselines.encoder_protocols import load_protocols
+
+    for name, preset in sorted(PRESETS.items()):
+        try:
+            source = preset.source
+            bands = ",".join(preset.bands)
+            weights = f"{source.hf_hub_id}/{source.file_name}" if source.hf_hub_id else source.file_name
+        except RsdgError as exc:
+            bands, weights = f"({exc.problem})", preset.weights
+        gsd = f", {preset.gsd_m:g} m" if preset.gsd_m else ""
+        print(f"{name:28s} {preset.description}\n{'':28s} bands {bands} ({preset.units}{gsd})\n{'':28s} weights {weights}")
+    print("\nprotocols: " + ", ".join(f"{p.name} ({p.description})" for p in load_protocols().values()))
     return 0

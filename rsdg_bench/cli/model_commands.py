@@ -11,8 +11,8 @@ from pathlib import Path
 from rsdg_bench.base.errors import RsdgError
 from rsdg_bench.base.io import check_writable
 from rsdg_bench.cli.options import (
+    chosen_model,
     data_root,
-    model_args,
     model_spec,
     non_negative_int,
     percent,
@@ -72,6 +72,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, m
                    help="evaluate the selected tasks whose data is prepared and whose weights are found, after "
                         "listing the others (without it, a selection with any such task stops before evaluating)")
     p.add_argument("--task", action="append", help="task id (repeatable), instead of --suite")
+    p.add_argument("--train-missing", action="store_true",
+                   help="first train, here and under each task's protocol (a preset's --protocol included), the "
+                        "checkpoints a trainable model lacks, as `train` would; then evaluate them all (a backbone "
+                        "preset in one command: run --model dinov2-vits14 --protocol linear_probe --train-missing)")
     p.add_argument("--limit", type=positive_int, help="evaluate only the first N samples per split (smoke run, marked as such)")
     p.add_argument("--force", action="store_true", help="recompute records that already exist")
     p.add_argument("--seeds", type=seed_list, metavar="N|S,S,…",
@@ -115,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.seeds and (args.seed is not None or args.out):
         raise RsdgError("--seeds trains several checkpoints: it takes neither --seed nor --out",
                         "drop --seed / --out (each seed's checkpoint is <checkpoint_key>.seed<S>.pt)")
-    job = TrainJob(task_id=args.task, model=ModelSpec(args.adapter or args.model, model_args(args.model_arg)),
+    job = TrainJob(task_id=args.task, model=ModelSpec(*chosen_model(args)),
                    data_root=data_root(args), results_root=results_root(args), out=Path(args.out) if args.out else None,
                    overrides=TrainOverrides(args.iterations, args.batch_size, args.val_interval, args.lr, args.seed),
                    device=args.device, workers=args.workers, progress=not args.quiet and args.launcher == "none")
@@ -180,7 +184,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     catalog = TaskCatalog()
     device = resolve_device(args.device)
-    model = ModelSpec(args.adapter or args.model, model_args(args.model_arg))
+    model = ModelSpec(*chosen_model(args))
     print(f"{'task':28s} {'params (M)':>10s} {'GFLOPs':>9s} {'latency ms':>10s} {'img/s':>8s} {'peak MiB':>9s}  device")
     for task_id in args.task:
         task = catalog.task(task_id)
@@ -221,7 +225,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"seed {seed} ({args.seeds.index(seed) + 1} of {len(args.seeds)})")
             status = max(status, _run_model(args, tasks, replace(model, seed=seed)))
         return status
+    if args.train_missing:
+        _train_missing(args, tasks, model)
     return _run_model(args, tasks, model)
+
+
+def _train_missing(args: argparse.Namespace, tasks: list, model) -> None:
+    """`run --train-missing`: each task whose checkpoint is not there trained first, in this process, under its
+    protocol (no scaled-down flags: `train` takes those), so that the evaluation that follows finds it."""
+    from rsdg_bench.models.model_spec import MissingWeights, find_checkpoint, seed_checkpoint_name
+    from rsdg_bench.run.train_job import TrainJob, train_here
+
+    if args.launcher != "none" or int(os.environ.get("WORLD_SIZE", "1")) > 1 or args.checkpoint or args.random_init:
+        raise RsdgError("--train-missing trains in this process, into the checkpoint folder",
+                        "drop --launcher / torchrun / --checkpoint / --random-init, or train first with `rsdg-bench train`")
+    adapter = model.instantiate()
+    for task in tasks:
+        if isinstance(find_checkpoint(model, task, results_root(args), adapter), MissingWeights) and adapter.trainable:
+            print(f"{task.id}: no checkpoint yet; training it under the task's protocol first")
+            out = (model.checkpoint_dir / seed_checkpoint_name(adapter.checkpoint_stem(task), None)
+                   if model.checkpoint_dir else None)  # where this run will look for it
+            train_here(TrainJob(task_id=task.id, model=model, data_root=data_root(args), results_root=results_root(args),
+                                out=out, device=args.device, workers=args.workers, progress=not args.quiet))
 
 
 def _refuse_seeds_under_torchrun(args: argparse.Namespace) -> None:
@@ -295,7 +320,7 @@ def _run_settings(args: argparse.Namespace, **overrides):
     return RunSettings(data_root(args), results_root(args), num_workers=args.workers, limit=args.limit,
                        force=args.force, progress=not args.quiet, window_batch=args.window_batch,
                        batch_size=args.batch_size, precision=args.precision, save_predictions=args.save_predictions,
-                       compile=args.compile,
+                       compile=args.compile, read_threads=args.read_threads,
                        **overrides)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rsdg_bench.base.errors import RsdgError
 from rsdg_bench.base.paths import default_data_root, default_results_root
@@ -45,6 +45,11 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is below 0")
     return value
+
+
+def read_threads_arg(text: str) -> int | Literal["auto"]:
+    """argparse type of `--read-threads`: `auto` (measured on each split's first images) or a count above 0."""
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def seed_list(text: str) -> list[int]:
@@ -97,14 +102,17 @@ def common_options() -> argparse.ArgumentParser:
 def model_options() -> argparse.ArgumentParser:
     """Which model and where it runs: every command that builds a model (`train`, `run`, `predict`)."""
     model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model", default="smp", help="adapter name: a built-in (see `adapter list`) or a plug-in")
+    model.add_argument("--model", default="smp", help="adapter name: a built-in (see `adapter list`), a plug-in, or "
+                                                       "a backbone preset (see `adapter presets`: e.g. dinov2-vits14)")
+    model.add_argument("--protocol", help="how a backbone preset is put to the task: linear_probe (default), "
+                                          "frozen_upernet, finetune_upernet or lora_upernet (docs/foundation-models.md)")
     model.add_argument("--adapter", help="adapter from a file instead: path/to/file.py:ClassName")
     model.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                        help="adapter option, repeatable (smp: arch=unet encoder=resnet18 mean=... std=... encoder_weights=FILE)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     model.add_argument("--workers", type=non_negative_int, default=0,
-                       help="DataLoader worker processes (default 0: two threads of this process read samples "
-                            "ahead of the model, which on CPU is faster than handing images between processes)")
+                       help="DataLoader worker processes (default 0: threads of this process read samples ahead "
+                            "of the model, --read-threads, which is faster than handing images between processes)")
     return model
 
 
@@ -136,14 +144,34 @@ def evaluation_options() -> argparse.ArgumentParser:
                    help="run the module through torch.compile (default backend inductor: fused kernels, on a GPU "
                         "fewer launches; the first pass per input size is slow). Speed only, but float sums may be "
                         "reordered: the record names the backend (provenance.execution.compile)")
+    p.add_argument("--read-threads", type=read_threads_arg, metavar="N|auto",
+                   help="threads reading samples ahead without --workers: auto reads each split's first images with "
+                        "1, 2, 4 … threads and keeps the smallest count within 5 %% of the fastest (recorded in "
+                        "provenance.execution); speed only (default: 2 on the CPU, auto beside a GPU)")
     return p
+
+
+def chosen_model(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """The adapter and its options that `--model`/`--adapter`, `--model-arg` and `--protocol` name: a backbone
+    preset's name is the `encoder` adapter with that preset."""
+    from rsdg_bench.baselines.encoder_presets import PRESETS
+
+    name, options = args.adapter or args.model, model_args(args.model_arg)
+    if name in PRESETS:
+        name, options = "encoder", {"preset": name, **options}
+    if args.protocol:
+        if name != "encoder":
+            raise RsdgError(f"--protocol puts a backbone preset to a task; {name!r} is not one",
+                            "pass --model <preset> (`rsdg-bench adapter presets` lists them), or drop --protocol")
+        options["protocol"] = args.protocol
+    return name, options
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
     """The model the `model` and `evaluation` options name."""
     from rsdg_bench.models.model_spec import ModelSpec
 
-    return ModelSpec(args.adapter or args.model, model_args(args.model_arg),
+    return ModelSpec(*chosen_model(args),
                      checkpoint=Path(args.checkpoint) if args.checkpoint else None,
                      checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
                      backbone_checkpoint=Path(args.backbone_checkpoint) if args.backbone_checkpoint else None,

@@ -23,7 +23,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_writable(out.absolute().parent, "folder the predictions go in", "--out")
     predict_task(task, model_spec(args), data_root(args), results_root(args), out, device=chosen_device(args),
                  num_workers=args.workers, progress=not args.quiet, window_batch=args.window_batch,
-                 batch_size=args.batch_size, precision=args.precision, compile_backend=args.compile)
+                 batch_size=args.batch_size, precision=args.precision, compile_backend=args.compile,
+                 read_threads=args.read_threads)
     print(f"predictions -> {out} ({PREDICTIONS_FILE} lists every file with its sha256)")
     print(f"score them: rsdg-bench score --task {task.id} --predictions {out}")
     return 0

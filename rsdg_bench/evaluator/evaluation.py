@@ -18,7 +18,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from rsdg_bench.base.errors import AdapterError, RsdgError
-from rsdg_bench.datasets.read_ahead import read_ahead, read_threads_for
+from rsdg_bench.datasets.read_ahead import (
+    AUTO,
+    ReadThreadChoice,
+    ReadThreads,
+    calibrated_read_ahead,
+    default_read_threads,
+    read_ahead,
+)
 from rsdg_bench.evaluator import inference
 from rsdg_bench.evaluator.distributed import ProcessGroup
 from rsdg_bench.evaluator.inference import check_logits
@@ -34,7 +41,8 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
                           num_workers: int = 0, progress: bool = True, group: ProcessGroup = ProcessGroup(),
                           window_batch: int = 1,
                           on_prediction: Callable[[dict, torch.Tensor], None] | None = None,
-                          batch_size: int = 1, precision: str = "fp32", read_threads: int | None = None) -> SplitCounts:
+                          batch_size: int = 1, precision: str = "fp32", read_threads: ReadThreads | None = None
+                          ) -> SplitCounts:
     """Every sample of `split` scored (see `SplitCounts`).
 
     Under torchrun each rank fills the rows of its exact shard and the tensors are summed, so every rank
@@ -42,7 +50,8 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     process evaluates (to keep a few predictions). `batch_size` samples go to the loader at once and equal-size
     images through one forward pass; each image's matrix is counted where its prediction is (on the GPU, one
     K×K transfer per image). Without loader workers, threads of this process read samples ahead of the
-    model (`read_ahead`; `read_threads`, by default `read_threads_for(device)`); with loader workers decoding
+    model (`read_ahead`; `read_threads`, by default `default_read_threads(device)`: two on the CPU, beside an
+    accelerator `auto`, the count measured on the split's first images, `calibrated_read_ahead`); with loader workers decoding
     on some cores, the main process's intra-op threads are set to the cores left (all recorded in
     `SplitCounts.execution`). `precision` bf16 / fp16 runs the adapter under autocast (the logits are scored in
     float32); float32 arithmetic is IEEE's unless `precision` is tf32 (`float32_arithmetic`).
@@ -52,7 +61,8 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     # On the CPU without loader workers, the reading threads normalize each sample as they read it, beside the
     # model (per sample or per batch, the same float32 operations on each value: the same bits).
     when_read = device.type == "cpu" and num_workers == 0
-    readers = 0 if num_workers else (read_threads or read_threads_for(device))
+    setting = 0 if num_workers else (read_threads or default_read_threads(device))
+    readers: int | ReadThreadChoice = ReadThreadChoice() if setting == AUTO else int(setting)
     score = get_kind(task.kind).batch_scorer(adapter, split, task, device, _as_read if when_read else normalize,
                                              window_batch)
     counts = SplitCounts.empty(len(split), num_classes)
@@ -89,18 +99,24 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
         raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
                         "see that process's output above")
     execution = {"intra_op_threads": threads, "loader_workers": num_workers,
-                 "read_threads": readers, "batch_size": batch_size,
-                 "precision": precision}
+                 "batch_size": batch_size, "precision": precision}
+    execution |= readers.execution() if isinstance(readers, ReadThreadChoice) else {"read_threads": readers}
     return SplitCounts(group.gather_rows(counts.per_image), group.gather_rows(counts.ignored), execution)
 
 
 @contextlib.contextmanager
-def _batches(dataset: SegmentationSplit, indices: Sequence[int], batch_size: int, num_workers: int, read_threads: int,
-             device: torch.device, then: Callable[[dict], dict] | None = None) -> Iterator[Iterable[list[dict]]]:
+def _batches(dataset: SegmentationSplit, indices: Sequence[int], batch_size: int, num_workers: int,
+             read_threads: int | ReadThreadChoice, device: torch.device, then: Callable[[dict], dict] | None = None
+             ) -> Iterator[Iterable[list[dict]]]:
     """The samples at `indices`, `batch_size` at a time in order: from `num_workers` DataLoader worker processes
     when asked, otherwise read ahead by `read_threads` threads of this process (`read_ahead`: no transfer
-    between processes), which also apply `then` to each sample. Pinned for a CUDA device."""
+    between processes; a `ReadThreadChoice` is filled in by measuring, `calibrated_read_ahead`), which also
+    apply `then` to each sample. Pinned for a CUDA device."""
     pin = device.type == "cuda"
+    if isinstance(read_threads, ReadThreadChoice):
+        with calibrated_read_ahead(dataset, indices, batch_size, read_threads, pin_memory=pin, then=then) as batches:
+            yield batches
+        return
     if num_workers == 0:
         with read_ahead(dataset, indices, batch_size, read_threads, pin_memory=pin, then=then) as batches:
             yield batches

@@ -20,7 +20,7 @@ from torch import nn
 
 from rsdg_bench.base.errors import AdapterError
 from rsdg_bench.models.code_identity import code_identity
-from rsdg_bench.protocol.task_schema import Task
+from rsdg_bench.protocol.task_schema import Task, TrainingSpec
 
 # ImageNet's per-channel mean and std of RGB in 0..255, the normalization of most pretrained RGB backbones.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -198,10 +198,32 @@ class Adapter(abc.ABC):
         per-domain parts sizes them here (CoDEX: one expert per place), and a later training stage loads what an
         earlier one wrote beside that checkpoint. The default does nothing."""
 
+    def training_protocol(self, spec: TrainingSpec) -> TrainingSpec:
+        """The training protocol this model trains under on a task whose `training:` block is `spec`: by default
+        the task's own. A model put to the task under a protocol of its own (a backbone preset's linear probe or
+        LoRA) sets its optimizer values over the task's data protocol; `train` runs it and `run` judges the
+        checkpoint against it."""
+        return spec
+
     def checkpoint_stem(self, task: Task) -> str:
         """The name `train` gives the checkpoint it writes, before any `.seed<N>` and `.pt`: by default the
         task's checkpoint key; an adapter trained in stages names each stage's file apart (CoDEX's experts)."""
         return task.checkpoint_key
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """What `train` keeps of the module (the checkpoint, the resumable state): by default its whole state dict.
+        An adapter whose protocol leaves released weights as they are (a frozen encoder) keeps only what trains and
+        takes the rest from those weights again when it loads (`load_trained_state`)."""
+        return self._require_module().state_dict()
+
+    def load_trained_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load what `trained_state` kept (a resumed training, a checkpoint); by default strictly, every key."""
+        load_state_strict(self._require_module(), state, source)
+
+    def display_name(self) -> str:
+        """The model's name on the board when `--name` gives none: the adapter's, with its option values."""
+        details = "-".join(str(v) for _, v in sorted(self.options.items()) if v)
+        return f"{self.name}({details})" if details else self.name
 
     def identity(self) -> dict[str, Any]:
         """What distinguishes this model configuration in records and resume keys: its name, its options and
@@ -225,7 +247,7 @@ class Adapter(abc.ABC):
         from rsdg_bench.models.checkpoints import read_state_dict
 
         state, _ = read_state_dict(checkpoint)
-        load_state_strict(self._require_module(), state, str(checkpoint))
+        self.load_trained_state(state, str(checkpoint))
 
     def to(self, device: torch.device) -> Adapter:
         self._require_module().to(device)

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from rsdg_bench.base.errors import TaskError
 from rsdg_bench.base.io import canonical_json, sha256_bytes
@@ -39,7 +48,7 @@ else:
     ConventionName = Literal[CONVENTION_NAMES]  # the registered conventions
 _GROUP_METRICS = set(PER_PLACE_NAMES)  # need the samples' groups (a kind that is `grouped`)
 _DISPLAY_ONLY = {"name", "description", "reference"}
-_NOT_TASK_DIRS = {"classes", "suites", "label_maps"}
+_NOT_TASK_DIRS = {"classes", "suites", "label_maps", "protocols"}
 
 
 class _Strict(BaseModel):
@@ -125,17 +134,59 @@ class MetricsSpec(_Strict):
 
 
 class AugmentSpec(_Strict):
-    """Random changes to each training draw after its crop, as the paper's pipeline makes them."""
+    """Random changes to each training draw, as the paper's pipeline makes them: the resize before its crop, a cap
+    on one class's share of the crop, then flips and rotations, and photometric distortion (`train/augment.py`).
 
-    flip: Literal["each_axis", "one_of_three"] = Field(
+    The fields after `rotate_degrees` came later: at their defaults they are left out of the spec's dump
+    (`_AUGMENT_ADDED_WITH_DEFAULT`), so every task, training state and checkpoint record made before them keeps
+    its hash, fingerprint and protocol verdict."""
+
+    flip: Literal["each_axis", "one_of_three", "horizontal"] = Field(
         default="each_axis", description="each_axis: a horizontal and a vertical flip, each with probability 0.5; "
                                          "one_of_three: with probability 0.5 one of horizontal, vertical or both, "
-                                         "equally likely (albumentations' Flip, as CromSS trains)")
+                                         "equally likely (albumentations' Flip, as CromSS trains); horizontal: a "
+                                         "horizontal flip with probability 0.5 (mmseg's RandomFlip(prob=0.5))")
     rotate_p: float = Field(default=0.0, ge=0, le=1, description="probability of a random rotation (0: none)")
     rotate_degrees: float = Field(
         default=90.0, gt=0, le=180, description="a rotation's angle is uniform in ±this; bilinear for the image, "
                                                 "nearest for the labels, borders mirrored without repeating the "
                                                 "edge (albumentations' Rotate defaults)")
+    resize_short_side: tuple[float, ...] = Field(
+        default=(), description="before the crop, the sample's shorter side is resized to ⌊ratio × crop⌋ for a "
+                                "ratio drawn uniformly from this list, the aspect kept (mmseg's RandomChoiceResize "
+                                "with ResizeShortestEdge); the image bilinear, the labels nearest; empty: no resize")
+    resize_max_long_side: float | None = Field(
+        default=None, gt=0, description="with `resize_short_side`: the longer side is at most this × crop, the "
+                                        "shorter then smaller (ResizeShortestEdge's max_size)")
+    crop_max_class_ratio: float = Field(
+        default=1.0, gt=0, le=1, description="below 1: a crop is drawn again, up to 10 times, while one class covers "
+                                             "this share or more of its labelled pixels or it holds one class only "
+                                             "(mmseg's RandomCrop cat_max_ratio); 1: any crop")
+    photometric: bool = Field(
+        default=False, description="mmseg's PhotoMetricDistortion on 0-255 values: each with probability 0.5, "
+                                   "brightness + U(−32, 32), contrast × U(0.5, 1.5) (first or last, equally "
+                                   "likely), saturation × U(0.5, 1.5) and hue + an integer in [−18, 18) of 180, "
+                                   "each step clipped to 0-255 and cut to whole levels")
+
+    @model_validator(mode="after")
+    def _resize_cap_needs_resize(self) -> AugmentSpec:
+        if self.resize_max_long_side is not None and not self.resize_short_side:
+            raise ValueError("`resize_max_long_side` caps the resize of `resize_short_side`, which is not set")
+        if any(ratio <= 0 for ratio in self.resize_short_side):
+            raise ValueError(f"resize ratios must be above 0, not {list(self.resize_short_side)}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        return {name: value for name, value in dumped.items() if not (
+            name in _AUGMENT_ADDED_WITH_DEFAULT and getattr(self, name) == _AUGMENT_ADDED_WITH_DEFAULT[name])}
+
+
+# AugmentSpec's fields added after tasks were first hashed, with their defaults.
+_AUGMENT_ADDED_WITH_DEFAULT: dict[str, Any] = {
+    "resize_short_side": (), "resize_max_long_side": None, "crop_max_class_ratio": 1.0, "photometric": False,
+}
 
 
 class TrainingSpec(_Strict):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rsdg_bench.protocol.label_subsets import labelled_count
-from rsdg_bench.protocol.task_schema import Task, later_defaults
+from rsdg_bench.protocol.task_schema import Task, TrainingSpec, later_defaults
 
 PROTOCOL_FIELDS = ("iterations", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "final_lr",
                    "decay_fraction", "schedule_step", "schedule_iterations", "loss", "crop", "augment", "label_fraction")
@@ -60,18 +60,21 @@ def _safetensors_block(checkpoint: Path) -> dict[str, Any] | None:
     return block if isinstance(block, dict) else None
 
 
-def training_provenance(task: Task, block: dict[str, Any] | None, source_samples: int) -> dict[str, Any]:
+def training_provenance(task: Task, block: dict[str, Any] | None, source_samples: int,
+                        protocol_spec: TrainingSpec | None = None) -> dict[str, Any]:
     """The record's `model.training`: the checkpoint's training block and its verdict against the task's
-    protocol (epochs counted as iterations over `source_samples`, as `train` does)."""
+    protocol, or against `protocol_spec` where the model trains under its own values over the task's (a backbone
+    preset's protocol: `Adapter.training_protocol`); epochs counted as iterations over `source_samples`, as
+    `train` does."""
     if task.training is None:
         return {"status": "no protocol"}
     if block is None or not isinstance(block.get("training"), dict):
         return {"status": "unknown", "why": "the checkpoint carries no rsdg-bench training record "
                                             "(released or external weights)"}
     trained = block["training"]
-    protocol = task.training.model_dump(mode="json")
-    protocol["iterations"] = task.training.total_iterations(labelled_count(source_samples,
-                                                                           task.training.label_fraction))
+    spec = protocol_spec or task.training
+    protocol = spec.model_dump(mode="json")
+    protocol["iterations"] = spec.total_iterations(labelled_count(source_samples, spec.label_fraction))
     trained = {**later_defaults("training"), **trained}  # an older block lacks the fields added since
     differences = [f"{name} {trained.get(name)} (protocol {protocol[name]})" for name in PROTOCOL_FIELDS
                    if trained.get(name) != protocol[name]]
@@ -81,6 +84,7 @@ def training_provenance(task: Task, block: dict[str, Any] | None, source_samples
         "selection": block.get("selection"), "date": block.get("date"),
         **{name: trained.get(name) for name in KEPT_FIELDS if name in trained},
         "protocol_iterations": protocol["iterations"],
+        **({"objective": block["objective"]} if block.get("objective") else {}),
         **({"label_subset": block["label_subset"]} if block.get("label_subset") else {}),
     }
 

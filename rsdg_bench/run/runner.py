@@ -24,6 +24,7 @@ from rsdg_bench.base.errors import AdapterError, DataError, RsdgError, disk_erro
 from rsdg_bench.base.io import atomic_write_json, sha256_file
 from rsdg_bench.datasets.data_lock import reading
 from rsdg_bench.datasets.prepared import PreparedDataset
+from rsdg_bench.datasets.read_ahead import ReadThreads
 from rsdg_bench.evaluator.distributed import ProcessGroup
 from rsdg_bench.evaluator.evaluation import evaluate_split_counts
 from rsdg_bench.evaluator.predictions import PredictionSaver
@@ -55,7 +56,8 @@ class RunSettings:
     batch_size: int = 1  # samples per loader batch; equal-size images share a forward pass (speed only)
     precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast); not fp32 is another result, named so
     save_predictions: int = 0  # keep image / ground truth / prediction PNGs of the first K samples per split
-    read_threads: int | None = None  # threads reading ahead without workers; None: read_threads_for(device)
+    read_threads: ReadThreads | None = None  # threads reading ahead without workers, or auto (measured); None:
+    # default_read_threads(device), two on the CPU and auto beside an accelerator
     compile: str | None = None  # a torch.compile backend for the module (`graph_compile`): speed, recorded
 
 
@@ -78,13 +80,16 @@ class Weights:
     in_memory: bool = False
 
     @classmethod
-    def of_checkpoint(cls, checkpoint: Path | None, task: Task, data: TaskData) -> Weights:
+    def of_checkpoint(cls, checkpoint: Path | None, task: Task, data: TaskData, adapter: Adapter) -> Weights:
+        """The checkpoint's sha256 and its training judged against the protocol the adapter trains under on the
+        task (`Adapter.training_protocol`: the task's own, or a preset protocol's values over it)."""
         if checkpoint is None:
             return cls(None, {"status": "random-init"})
         card = data.prepared(task.source.dataset).card
         source_samples = card.split_counts.get(task.source.domain, {}).get(task.source.split, 0)
-        return cls(sha256_file(checkpoint), training_provenance(task, read_training_block(checkpoint), source_samples),
-                   path=checkpoint)
+        protocol = adapter.training_protocol(task.training) if task.training is not None else None
+        return cls(sha256_file(checkpoint), training_provenance(task, read_training_block(checkpoint), source_samples,
+                                                                protocol), path=checkpoint)
 
     def block(self) -> dict[str, Any]:
         """The record's `model.checkpoint`."""
@@ -110,7 +115,7 @@ def load_for_task(model: ModelSpec, task: Task, data: TaskData, results_root: Pa
         adapter.use_backbone_checkpoint(model.backbone_checkpoint)
     if checkpoint is not None:
         adapter.load(checkpoint)
-    return adapter, Weights.of_checkpoint(checkpoint, task, data)
+    return adapter, Weights.of_checkpoint(checkpoint, task, data, adapter)
 
 
 def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights, display_name: str,
@@ -217,8 +222,7 @@ def run_context(settings: RunSettings) -> RunContext:
 
 
 def default_name(adapter: Adapter) -> str:
-    details = "-".join(str(v) for _, v in sorted(adapter.options.items()) if v)
-    return f"{adapter.name}({details})" if details else adapter.name
+    return adapter.display_name()
 
 
 def _results_disk_failed(exc: BaseException, results_root: Path) -> TypeGuard[OSError]:

@@ -18,6 +18,7 @@ from rsdg_bench.base.errors import AdapterError
 from rsdg_bench.base.folder_swap import swap_in
 from rsdg_bench.base.io import atomic_write_bytes, atomic_write_json, sha256_bytes
 from rsdg_bench.datasets.data_lock import reading
+from rsdg_bench.datasets.read_ahead import ReadThreads
 from rsdg_bench.evaluator.evaluation import evaluate_split_counts
 from rsdg_bench.models.graph_compile import compile_module
 from rsdg_bench.models.model_spec import ModelSpec
@@ -101,14 +102,15 @@ class _SplitWriter:
 def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Path, out: Path,
                  device: torch.device = torch.device("cpu"), num_workers: int = 0, progress: bool = True,
                  window_batch: int = 1, batch_size: int = 1, precision: str = "fp32",
-                 compile_backend: str | None = None) -> Path:
+                 compile_backend: str | None = None, read_threads: ReadThreads | None = None) -> Path:
     """Write the predictions folder `out` for every split `run` would evaluate (targets, and the source split
     where the task reports it), reading inputs only. The folder is built beside `out` and swapped in whole;
     `out` must be absent, empty or an earlier predictions folder (`output_owner.claim_folder`).
 
-    `window_batch`, `batch_size`, `precision` and `compile_backend` are `run`'s: the first two change speed only;
-    a precision other than fp32 is named in the model block, so records scored from these maps say so as `run`'s
-    records do; compiling changes speed, and may flip a pixel at a class boundary (`graph_compile`)."""
+    `window_batch`, `batch_size`, `precision`, `compile_backend` and `read_threads` are `run`'s: the first two and
+    the last change speed only; a precision other than fp32 is named in the model block, so records scored from
+    these maps say so as `run`'s records do; compiling changes speed, and may flip a pixel at a class boundary
+    (`graph_compile`)."""
     from rsdg_bench.base.allocator import keep_freed_blocks
     from rsdg_bench.base.output_owner import claim_folder
     from rsdg_bench.models.registry import resolve_adapter
@@ -136,7 +138,7 @@ def predict_task(task: Task, model: ModelSpec, data_root: Path, results_root: Pa
             writer = _SplitWriter(staging.joinpath(*ref.slug.split("/")), staging, split)
             evaluate_split_counts(adapter, split, task, device, num_workers=num_workers, progress=progress,
                                   window_batch=window_batch, on_prediction=writer, batch_size=batch_size,
-                                  precision=precision)
+                                  precision=precision, read_threads=read_threads)
         splits.append(writer.result(role, prepared.manifest_sha256))
     display = display_name_at(model.display_name or default_name(adapter), precision)
     atomic_write_json(staging / PREDICTIONS_FILE, PredictionSet(

@@ -3,10 +3,12 @@
 The trainer reaches data only through `TaskData(phase="train")`, so it can read the source split and
 the selection split and nothing else. Model selection uses the selection split's headline mIoU; the
 best state is saved with the task hash, the normalization and the splits that were read.
-Augmentation is a random crop (padded with the ignore label when the sample is smaller), then the flips and
-rotations of the protocol's `augment` (`augment.py`), drawn from a generator seeded by (seed, draw index), so
-runs are repeatable with any number of DataLoader workers, and a resumed run continues exactly where the
-crashed one stopped.
+Augmentation is the protocol's `augment` (`augment.py`): an optional resize, a random crop (class-capped where the
+protocol says so, padded with the ignore label when the sample is smaller), optional photometric distortion, then
+flips and rotations, drawn from a generator seeded by (seed, draw index), so runs are repeatable with any number
+of DataLoader workers, and a resumed run continues exactly where the crashed one stopped. A model may train under
+its own values over the task's protocol (`Adapter.training_protocol`: a backbone preset's protocol) and keep only
+what trains (`Adapter.trained_state`: a frozen encoder is not saved).
 
 Under torchrun (`torchrun --nproc_per_node N -m rsdg_bench.cli train ...`) N processes share each step: the
 global batch stays the protocol's, process r takes draws r·B/N … (r+1)·B/N − 1 of it (`rank_draws`: exact,
@@ -54,7 +56,7 @@ from rsdg_bench.protocol.kind import get_kind
 from rsdg_bench.protocol.task_data import SegmentationSplit, TaskData
 from rsdg_bench.protocol.task_schema import AugmentSpec, Task, TrainingSpec, without_later_defaults
 from rsdg_bench.scoring.split_counts import task_scores
-from rsdg_bench.train.augment import augment_draw
+from rsdg_bench.train.augment import crop_draw
 from rsdg_bench.train.synced_batchnorm import synchronize_batch_norm
 from rsdg_bench.train.training_history import TrainingHistory, write_history
 
@@ -62,11 +64,11 @@ log = logging.getLogger(__name__)
 
 
 class RandomCrops(Dataset):
-    """Draw i → a random crop of a random sample, flipped and rotated as `augment` asks, determined by
-    (seed, i) alone.
+    """Draw i → a random crop of a random sample, resized, class-capped, distorted, flipped and rotated as
+    `augment` asks (`augment.crop_draw`), determined by (seed, i) alone.
 
-    The crop, flips and rotations act on the last two axes, so a time series (T×C×H×W with T×H×W labels) is
-    cut the same way on every date; an image-level label (0-d) is kept as it is. Draws are dicts with
+    The resize, crop, flips and rotations act on the last two axes, so a time series (T×C×H×W with T×H×W labels)
+    is cut the same way on every date; an image-level label (0-d) is kept as it is. Draws are dicts with
     `image`, `label`, `domain` (the sample's place as an index into `domains`, the split's sorted places: what
     an adapter with per-domain parts, such as CoDEX's experts, trains on) and, for a time series, `days`.
     """
@@ -86,20 +88,7 @@ class RandomCrops(Dataset):
         rng = np.random.default_rng([self.seed, draw])
         index = int(rng.integers(len(self.split)))
         sample = self.split[index]
-        image, label = sample["image"], sample["label"].long()
-        per_pixel = label.ndim > 0
-        height, width = image.shape[-2:]
-        pad_h, pad_w = max(self.crop - height, 0), max(self.crop - width, 0)
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h))
-            if per_pixel:
-                label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
-        y0 = int(rng.integers(image.shape[-2] - self.crop + 1))
-        x0 = int(rng.integers(image.shape[-1] - self.crop + 1))
-        image = image[..., y0:y0 + self.crop, x0:x0 + self.crop]
-        if per_pixel:
-            label = label[..., y0:y0 + self.crop, x0:x0 + self.crop]
-        image, label = augment_draw(image, label, self.augment, rng)
+        image, label = crop_draw(sample["image"], sample["label"].long(), self.crop, self.augment, rng)
         draw_out = {"image": image, "label": label, "domain": torch.tensor(self.sample_domain[index])}
         if "days" in sample:
             draw_out["days"] = sample["days"]
@@ -318,7 +307,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
     if task.training is None:
         raise TaskError(f"task {task.id} has no `training:` protocol", "add one to the task YAML to train on it")
     require_trainable(adapter, task)
-    spec = overrides.apply(task.training)
+    spec = overrides.apply(adapter.training_protocol(task.training))
     access = TaskData(data_root, task, phase="train")
     source = access.open(task.source)  # a label-efficiency protocol's subset only (`TaskData.label_subset`)
     adapter.prepare_training(task, sorted(set(source.groups())), checkpoint_path)  # the places `domain` indexes
@@ -357,7 +346,7 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
         fingerprint["label_subset"] = label_subset["sha256"]
     state_path = train_state_path(checkpoint_path)
     metric = selection_metric(task)
-    done, best, saved_history = _resume(state_path, fingerprint, module, optimizer, scheduler)
+    done, best, saved_history = _resume(state_path, fingerprint, adapter, optimizer, scheduler)
     if not group.agree(done):
         raise TaskError(f"the processes of this training found different saved states ({state_path})",
                         "give every process the same results folder (a shared file system), or remove the "
@@ -399,15 +388,15 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
                          value)
                 bar.set_postfix({"loss": f"{mean_loss:.3f}", f"select_{metric}": f"{value:.3f}"})
                 if best is None or value > best["value"]:
-                    best = {"value": value, "iteration": iteration, "state": _cpu_copy(module.state_dict())}
+                    best = {"value": value, "iteration": iteration, "state": _cpu_copy(adapter.trained_state())}
             if group.is_main:
                 atomic_write_bytes(state_path, checkpoint_bytes({
-                    "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(module.state_dict()),
+                    "fingerprint": fingerprint, "iteration": iteration, "module": _cpu_copy(adapter.trained_state()),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
                     "history": history.to_state(), "rng": _rng_state()}))
     bar.close()
     if best is None:
-        best = {"value": math.nan, "iteration": spec.iterations, "state": _cpu_copy(module.state_dict())}
+        best = {"value": math.nan, "iteration": spec.iterations, "state": _cpu_copy(adapter.trained_state())}
     selected = None if math.isnan(best["value"]) else best["value"]
     payload = {
         "state_dict": best["state"],
@@ -417,6 +406,8 @@ def _train(adapter: Adapter, task: Task, data_root: Path, checkpoint_path: Path,
             "training": spec.model_dump(mode="json"), "resumed_from": done or None, "selection": {
                 "split": task.select.slug if task.select else None, "metric": metric,
                 "value": selected, "iteration": best["iteration"]},
+            # what was minimised: the protocol's loss, or the adapter's own objective (its options say which terms)
+            "objective": f"{adapter.name}.training_loss" if has_own_loss(adapter) else spec.loss,
             "opened_splits": access.opened, "label_subset": label_subset, "harness_version": __version__,
             "date": datetime.now(UTC).isoformat(timespec="seconds"), "processes": group.world_size,
         },
@@ -476,7 +467,7 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def _resume(state_path: Path, fingerprint: dict[str, Any], module: torch.nn.Module,
+def _resume(state_path: Path, fingerprint: dict[str, Any], adapter: Adapter,
             optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, dict[str, Any] | None, dict | None]:
     """Load a saved training state made under the same fingerprint; (iterations done, best so far, history)."""
     if not state_path.exists():
@@ -487,7 +478,7 @@ def _resume(state_path: Path, fingerprint: dict[str, Any], module: torch.nn.Modu
         return 0, None, None
     if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
         return 0, None, None
-    module.load_state_dict(saved["module"])
+    adapter.load_trained_state(saved["module"], str(state_path))
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     _restore_rng(saved.get("rng"))
