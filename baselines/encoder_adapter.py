@@ -160,7 +160,7 @@ class EncoderAdapter(Adapter):
         self._contract: InputContract | None = None
         self._match: BandMatch | None = None
         self._weights_sha256: str | None = None
-        self._cache: FeatureCache | None = None
+        self._caches: dict[bool, FeatureCache] | None = None  # by module.training: draws, selection
 
     # ------------------------------------------------------------------ building
 
@@ -244,8 +244,8 @@ class EncoderAdapter(Adapter):
         module = cast(EncoderSegmentor, self._require_module())
         x = self._with_filled_bands(x)
         size = (x.shape[-2], x.shape[-1])
-        if self._cache is not None and module.frozen:
-            levels = self._cache.features(self._encoder_digest(), x, module.encode)
+        if self._caches is not None and module.frozen:  # training draws and the selection split apart: neither evicts
+            levels = self._caches[module.training].features(self._encoder_digest(), x, module.encode)  # the other
         else:
             levels = module.encode(x)
         return module.decode(levels, size)
@@ -272,12 +272,14 @@ class EncoderAdapter(Adapter):
     def prepare_training(self, task: Task, source_places: list[str], checkpoint_path: Path) -> None:
         """A frozen protocol caches its features for the training run (the selection split's too)."""
         budget = int(self.options.get("feature_cache_mib", _DEFAULT_CACHE_MIB))
-        if self.protocol.cache_features and budget > 0:
-            self._cache = FeatureCache(budget * 2**20)
+        if self.protocol.cache_features and budget > 0:  # half for the training draws, half for the selection split
+            self._caches = {True: FeatureCache(budget * 2**19), False: FeatureCache(budget * 2**19)}
 
     @property
-    def feature_cache(self) -> FeatureCache | None:
-        return self._cache
+    def feature_caches(self) -> dict[bool, FeatureCache] | None:
+        """The feature caches during training (frozen protocols): `True` the training draws', `False` the
+        selection split's; None otherwise."""
+        return self._caches
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]] | None:
         """Only what the protocol trains (a frozen encoder's parameters are not handed to the optimizer)."""
@@ -303,27 +305,37 @@ class EncoderAdapter(Adapter):
                      may_be_missing=may_be_missing)
 
     def load(self, checkpoint: Path) -> None:
-        """A checkpoint `train` wrote; one without the encoder only over the encoder weights it was trained on (the
-        sha256 it carries as `encoder_weights_sha256`)."""
+        """A checkpoint `train` wrote, only over the encoder weights it was trained on (the sha256 it carries as
+        `encoder_weights_sha256`): a head without its encoder would run on other features, and a fine-tuned encoder
+        would be recorded as grown from weights it never saw."""
         state, _ = read_state_dict(checkpoint)
-        if not any(_released_key(key) for key in state) and self._keeps_released_encoder():
+        head_only = not any(_released_key(key) for key in state)
+        if head_only or "encoder_weights_sha256" in state:  # a file of ours says what it was trained over
             here = cast(torch.Tensor, self._require_module().encoder_weights_sha256)
             trained_on = state.get("encoder_weights_sha256")
             if trained_on is None or not torch.equal(trained_on, here):
                 raise AdapterError(
-                    f"{checkpoint} holds the {self.protocol.name} head without its encoder, trained over encoder weights "
-                    f"{_digest_text(trained_on)}; this run's are {_digest_text(here)}",
-                    "pass the weights file it was trained with (--model-arg weights=FILE, or weights=random)")
+                    f"{checkpoint} was trained under {self.protocol.name} over encoder weights {_digest_text(trained_on)}; "
+                    f"this run's are {_digest_text(here)}",
+                    "pass the weights file it was trained with (--model-arg weights=FILE, or weights=random), or move "
+                    "the checkpoint away to train one over these weights")
         self.load_trained_state(state, str(checkpoint))
 
     def checkpoint_stem(self, task: Task) -> str:
-        return f"{task.checkpoint_key}.{self.preset.name}.{self.protocol.name}"
+        """`<key>.<preset>.<protocol>`, then the band policy where it is not `error` and `random` for random
+        weights: models that differ in these never share a file (other weights files are told apart on load)."""
+        extras = [self.options[key] for key in ("band_policy",) if self.options.get(key, "error") != "error"]
+        if self.options.get("weights") == "random":
+            extras.append("random")
+        return ".".join([task.checkpoint_key, self.preset.name, self.protocol.name, *extras])
 
     def display_name(self) -> str:
         """`<preset> · <protocol>`, with the band policy where it is not `error` and `random` for random weights."""
         extras = [self.options[key] for key in ("band_policy",) if self.options.get(key, "error") != "error"]
         if self.options.get("weights") == "random":
             extras.append("random weights")
+        elif self._weights_sha256 and self.options.get("weights"):  # a file given: which one
+            extras.append(f"weights {self._weights_sha256[:8]}")
         return f"{self.preset.name} · {self.protocol.name}" + (f" ({', '.join(extras)})" if extras else "")
 
     def identity(self) -> dict[str, Any]:
@@ -400,7 +412,7 @@ def _with_lora(encoder: nn.Module, preset: EncoderPreset, protocol: EncoderProto
     targets = [name for name, _ in encoder.named_modules() if re.fullmatch(preset.lora_targets, name)]
     if not targets:
         raise AdapterError(f"preset {preset.name}'s LoRA targets {preset.lora_targets!r} match no layer")
-    config = LoraConfig(r=protocol.lora.rank, lora_alpha=protocol.lora.alpha, lora_dropout=protocol.lora.dropout,
+    config = LoraConfig(r=protocol.lora.rank, lora_alpha=protocol.lora.alpha, lora_dropout=0.0,
                         target_modules=targets)
     encoder = inject_adapter_in_model(config, encoder)
     for name, parameter in encoder.named_parameters():

@@ -23,15 +23,17 @@ from rsdg_bench.protocol.task_schema import TrainingSpec, package_tasks_dir
 
 # The training fields a protocol may set; the task keeps the rest (its data protocol).
 PROTOCOL_TRAINING_FIELDS = frozenset({"optimizer", "lr", "weight_decay", "schedule", "final_lr", "decay_fraction",
-                                      "iterations", "epochs"})
+                                      "schedule_iterations", "schedule_step", "iterations", "epochs"})
+# The values that belong to a schedule: a protocol that names its schedule takes these at their defaults unless it
+# gives them, so the same protocol decays the same way on every task (not over a task's own horizon or epochs).
+_SCHEDULE_DEFAULTS = {"final_lr": None, "decay_fraction": 1.0, "schedule_iterations": None, "schedule_step": "iteration"}
 
 
 class LoraSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rank: int = Field(gt=0)
-    alpha: int = Field(gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
+    alpha: int = Field(gt=0)  # no dropout: the adapted encoder runs in eval mode (its pretrained statistics)
 
 
 class EncoderProtocol(BaseModel):
@@ -70,10 +72,8 @@ class EncoderProtocol(BaseModel):
             changes.setdefault("epochs", None)
         if "epochs" in changes:
             changes.setdefault("iterations", None)
-        if changes.get("schedule", spec.schedule) != spec.schedule:  # the task's schedule's own values go with it
-            changes.setdefault("final_lr", None)
-            changes.setdefault("decay_fraction", 1.0)
-            changes.setdefault("schedule_iterations", None)
+        if "schedule" in changes:
+            changes = {**_SCHEDULE_DEFAULTS, **changes}
         try:
             return TrainingSpec.model_validate({**spec.model_dump(), **changes})
         except ValidationError as exc:

@@ -53,7 +53,7 @@ def _train(preset: str, cache_mib: int, data: Path, out: Path, iterations: int, 
     start = time.perf_counter()
     train_adapter(adapter, task, data, out, overrides=TrainOverrides(iterations=iterations, val_interval=val_interval),
                   progress=False)
-    return time.perf_counter() - start, getattr(adapter, "feature_cache", None)
+    return time.perf_counter() - start, getattr(adapter, "feature_caches", None)
 
 
 def main() -> None:
@@ -81,7 +81,9 @@ def main() -> None:
           f"{args.val_interval}, {args.threads} threads")
     print(f"recomputing: {plain:.1f} s   cached: {cached:.1f} s   speed-up {plain / cached:.2f}×")
     if cache is not None:
-        print(f"cache: {cache.hits} hits, {cache.misses} misses, {cache.size_bytes / 2**20:.1f} MiB")
+        for name, part in (("training draws", cache[True]), ("selection split", cache[False])):
+            print(f"cache of the {name}: {part.hits} hits, {part.misses} misses, "
+                  f"{part.size_bytes / 2**20:.1f} MiB")
     print(f"largest difference between the two checkpoints' weights: {gap:.2e}")
 
 

@@ -109,7 +109,7 @@ def test_each_preset_trains_under_a_protocol_and_run_scores_its_checkpoint(name,
               str(tmp_path / "res"), "--device", "cpu", "--quiet"]
     assert main(["train", *model, *common, "--iterations", str(TRAIN_ITERATIONS)]) == 0
     task = TaskCatalog().task(task_id)
-    checkpoint = tmp_path / "res" / "checkpoints" / "encoder" / f"{task.checkpoint_key}.{name}.{protocol}.pt"
+    checkpoint = tmp_path / "res" / "checkpoints" / "encoder" / f"{task.checkpoint_key}.{name}.{protocol}.random.pt"
     payload = torch.load(checkpoint, weights_only=True)
     assert {k: payload["rsdg"]["training"][k] for k in declared.training} == declared.training
     trained = payload["state_dict"]
@@ -155,7 +155,7 @@ def test_run_trains_what_is_missing_under_the_full_protocol_then_scores_it(tmp_p
             "--task", "fmtiny/s2", "--data-root", str(prepared_fakes.data("noldo_s12", "dfc2020")), "--results",
             str(tmp_path / "res"), "--device", "cpu", "--quiet", "--train-missing"]
     assert main(args) == 0
-    checkpoint = tmp_path / "res" / "checkpoints" / "encoder" / "s2.ssl4eo-s2rgb-resnet50-moco.linear_probe.pt"
+    checkpoint = tmp_path / "res" / "checkpoints" / "encoder" / "s2.ssl4eo-s2rgb-resnet50-moco.linear_probe.random.pt"
     (_, record), = ResultStore(tmp_path / "res").load_all()
     assert record.model["training"]["status"] == "protocol" and record.model["training"]["iterations"] == 50
     assert record.model["checkpoint"]["path"] == str(checkpoint)

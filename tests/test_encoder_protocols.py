@@ -25,12 +25,14 @@ def test_the_shipped_protocols_and_what_they_set_over_a_task():
     assert (probe.iterations, probe.batch_size, probe.crop, probe.augment) == (
         task.training.iterations, task.training.batch_size, task.training.crop, task.training.augment)
     assert protocols["lora_upernet"].lora is not None and protocols["lora_upernet"].lora.rank == 8
-    crossearth = TaskCatalog().task("crossearth/pi2v")  # a poly horizon of its own stays with a poly protocol
-    assert protocols["frozen_upernet"].apply(crossearth.training).schedule_iterations == 40000
+    crossearth = TaskCatalog().task("crossearth/pi2v")  # the protocol's poly decays over the run on every task,
+    assert crossearth.training.schedule_iterations == 40000  # not over a task's own longer horizon
+    assert protocols["frozen_upernet"].apply(crossearth.training).schedule_iterations is None
     noldo = TaskCatalog().task("noldo_s12/dw-s2")  # a cosine task: its cosine values go with its schedule
     assert noldo.training.schedule == "cosine" and noldo.training.final_lr is not None
     poly = protocols["linear_probe"].apply(noldo.training)
     assert (poly.schedule, poly.final_lr, poly.decay_fraction, poly.epochs) == ("poly", None, 1.0, noldo.training.epochs)
+    assert noldo.training.schedule_step == "epoch" and poly.schedule_step == "iteration"
 
 
 def test_a_checkpoint_is_judged_against_the_protocol_it_was_trained_under():
@@ -89,6 +91,10 @@ def test_a_head_only_checkpoint_loads_only_over_the_encoder_weights_it_was_train
     path = tmp_path / "head.pt"
     torch.save({"state_dict": state}, path)
     random.load(path)  # the same (random) encoder
+    full = EncoderAdapter(preset="resnet50-imagenet", protocol="finetune_upernet", weights="random")
+    full.setup(task, ["B2", "B3", "B4"])
+    full_path = tmp_path / "full.pt"
+    torch.save({"state_dict": full.trained_state()}, full_path)  # a fine-tuned encoder says what it grew from too
     weights = tmp_path / "encoder.pt"
     torch.save({k.removeprefix("encoder."): v for k, v in random.module.state_dict().items() if k.startswith("encoder.")},
                weights)
@@ -100,3 +106,10 @@ def test_a_head_only_checkpoint_loads_only_over_the_encoder_weights_it_was_train
     with pytest.raises(AdapterError, match="random .weights=random.; this run's are sha256") as info:
         resnet.load(path)
     assert "weights=FILE" in info.value.fix
+    tuned = EncoderAdapter(preset="resnet50-imagenet", protocol="finetune_upernet", weights=str(weights))
+    tuned.setup(task, ["B2", "B3", "B4"])
+    with pytest.raises(AdapterError, match="over encoder weights random"):
+        tuned.load(full_path)
+    assert tuned.checkpoint_stem(task) == "ssl4eo_dw_s2_source.resnet50-imagenet.finetune_upernet"
+    assert full.checkpoint_stem(task).endswith(".finetune_upernet.random")
+    assert tuned.display_name() == f"resnet50-imagenet · finetune_upernet (weights {tuned.identity()['options']['weights'][:8]})"

@@ -63,17 +63,21 @@ def test_a_frozen_protocol_caches_during_training_and_predicts_exactly_as_withou
     torch.manual_seed(0)
     adapter = EncoderAdapter(preset="ssl4eo-s2rgb-resnet50-moco", protocol="frozen_upernet", weights="random")
     adapter.setup(task, ["B2", "B3", "B4"])
-    assert adapter.feature_cache is None  # `run` evaluates each image once: nothing to cache
+    assert adapter.feature_caches is None  # `run` evaluates each image once: nothing to cache
     x = torch.randn(2, 3, 64, 64)
     adapter.eval()
     with torch.no_grad():
         plain = adapter.predict(x)
         adapter.prepare_training(task, ["a"], Path("unused.pt"))  # what `train` calls before its first step
-        assert adapter.feature_cache is not None
+        caches = adapter.feature_caches
+        assert caches is not None
         first, again = adapter.predict(x), adapter.predict(x)
     assert torch.equal(first, plain) and torch.equal(again, plain)
-    assert (adapter.feature_cache.hits, adapter.feature_cache.misses) == (2, 2)
+    assert (caches[False].hits, caches[False].misses) == (2, 2)  # the selection split's (eval mode)
+    adapter.module.train()  # a training draw goes to the other cache: neither evicts the other
+    adapter.predict(x)
+    assert (caches[True].hits, caches[True].misses, len(caches[False])) == (0, 2, 2)
     full = EncoderAdapter(preset="ssl4eo-s2rgb-resnet50-moco", protocol="finetune_upernet", weights="random")
     full.setup(task, ["B2", "B3", "B4"])
     full.prepare_training(task, ["a"], Path("unused.pt"))
-    assert full.feature_cache is None  # a trained encoder's features change every step
+    assert full.feature_caches is None  # a trained encoder's features change every step

@@ -216,6 +216,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     model = model_spec(args)
     resolve_adapter(model.adapter)  # an unknown adapter fails once, here, not once per task
     _refuse_seeds_under_torchrun(args)
+    if args.seeds and args.train_missing:
+        raise RsdgError("--train-missing trains one checkpoint per task, under the protocol's seed",
+                        "train the seeds first (`rsdg-bench train --seeds N`), then `run --seeds N`")
     if args.seeds:
         if args.checkpoint or args.random_init:
             raise RsdgError("--seeds evaluates each seed's checkpoint from the checkpoint folder",

@@ -3,9 +3,11 @@
 Frozen-encoder protocols (linear probe, a decoder on a frozen backbone) compute the same features for the same
 input every epoch and at every selection point. The key is the sha256 of the encoder's identity (its weights'
 sha256 and its options) and of the input's bytes, dtype and shape: a feature is only ever reused for the very
-input that made it, so a new data version, another crop or flip, or other weights simply miss. Entries are
-evicted least recently used first once the cached tensors pass `budget_bytes`; an entry larger than the
-budget is not kept.
+input that made it, so a new data version, another crop or flip, or other weights simply miss. Entries are kept
+in host memory (a GPU's memory stays the model's) and evicted least recently used first once they pass
+`budget_bytes`; an entry larger than the budget is not kept. A batch mixing cached and new samples computes the
+new ones as a smaller batch, whose matrix products may round differently in the last bits than the whole
+batch's would.
 """
 
 from __future__ import annotations
@@ -65,13 +67,14 @@ class FeatureCache:
             else:
                 self._entries.move_to_end(key)
                 per_sample.append(self._entries[key])
-        return [torch.stack([sample[level] for sample in per_sample]) for level in range(len(per_sample[0]))]
+        return [torch.stack([sample[level].to(batch.device) for sample in per_sample])
+                for level in range(len(per_sample[0]))]
 
     def _put(self, key: str, levels: list[torch.Tensor]) -> None:
         size = sum(level.numel() * level.element_size() for level in levels)
         if size > self.budget_bytes or key in self._entries:
             return
-        self._entries[key] = [level.clone() for level in levels]  # not a view into the batch's storage
+        self._entries[key] = [level.to("cpu", copy=True) for level in levels]  # host memory, never the GPU's
         self._bytes += size
         while self._bytes > self.budget_bytes:
             _, evicted = self._entries.popitem(last=False)

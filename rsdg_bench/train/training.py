@@ -8,7 +8,9 @@ protocol says so, padded with the ignore label when the sample is smaller), opti
 flips and rotations, drawn from a generator seeded by (seed, draw index), so runs are repeatable with any number
 of DataLoader workers, and a resumed run continues exactly where the crashed one stopped. A model may train under
 its own values over the task's protocol (`Adapter.training_protocol`: a backbone preset's protocol) and keep only
-what trains (`Adapter.trained_state`: a frozen encoder is not saved).
+what trains (`Adapter.trained_state`: a frozen encoder is not saved). A frozen protocol's feature cache computes
+some features in smaller batches than an uncached run would, so there (and after a resume, whose cache starts
+empty) runs agree up to the rounding of those matrix products.
 
 Under torchrun (`torchrun --nproc_per_node N -m rsdg_bench.cli train ...`) N processes share each step: the
 global batch stays the protocol's, process r takes draws r·B/N … (r+1)·B/N − 1 of it (`rank_draws`: exact,
