@@ -286,6 +286,11 @@ class EncoderAdapter(Adapter):
         module = self._require_module()
         return [{"params": [p for p in module.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
+    def _chosen_band_policy(self) -> list[str]:
+        """The band policy as a name tag where one other than `error` was chosen, else nothing."""
+        policy = self.options.get("band_policy", "error")
+        return [] if policy == "error" else [policy]
+
     def _keeps_released_encoder(self) -> bool:
         return self.protocol.encoder != "full"
 
@@ -324,14 +329,14 @@ class EncoderAdapter(Adapter):
     def checkpoint_stem(self, task: Task) -> str:
         """`<key>.<preset>.<protocol>`, then the band policy where it is not `error` and `random` for random
         weights: models that differ in these never share a file (other weights files are told apart on load)."""
-        extras = [self.options[key] for key in ("band_policy",) if self.options.get(key, "error") != "error"]
+        extras = self._chosen_band_policy()
         if self.options.get("weights") == "random":
             extras.append("random")
         return ".".join([task.checkpoint_key, self.preset.name, self.protocol.name, *extras])
 
     def display_name(self) -> str:
         """`<preset> · <protocol>`, with the band policy where it is not `error` and `random` for random weights."""
-        extras = [self.options[key] for key in ("band_policy",) if self.options.get(key, "error") != "error"]
+        extras = self._chosen_band_policy()
         if self.options.get("weights") == "random":
             extras.append("random weights")
         elif self._weights_sha256 and self.options.get("weights"):  # a file given: which one
