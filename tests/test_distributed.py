@@ -57,8 +57,13 @@ class Pixels(Adapter):
         return self.module(x)
 
 class FailsOnRank1(Pixels):
+    # raises on rank 1 while predicting demo/u2coarse, and nowhere else
+    def setup(self, task, band_names):
+        super().setup(task, band_names)
+        self.breaks = task.id == "demo/u2coarse"
+
     def predict(self, x):
-        if os.environ.get("RANK") == "1":
+        if self.breaks and os.environ.get("RANK") == "1":
             raise RuntimeError("rank 1 broke")
         return self.module(x)
 """
@@ -75,34 +80,31 @@ def pixels(tmp_path: Path, checkpoint: Path | None, name: str = "Pixels") -> lis
 
 
 @pytest.mark.slow
-def test_three_processes_give_the_single_process_numbers(data_root: Path, linear_checkpoint: Path, tmp_path: Path):
+def test_three_processes_give_the_single_process_numbers_and_an_error_on_one_rank_fails_its_task_everywhere(
+        data_root: Path, linear_checkpoint: Path, tmp_path: Path):
+    """One torchrun of 3 processes over two tasks (each split's 4 samples shard 2, 1, 1). demo/u2a: the matrices
+    one process counts, written by rank 0 alone. demo/u2coarse: the adapter raises on rank 1 only, and the task
+    fails on every rank without hanging: no record of it, rank 1 prints its own error and the others point to it,
+    the run exits non-zero (and the task before it keeps its records)."""
     from rsdg_bench.cli import main
 
-    args = ["run", "--task", "demo/u2a", *pixels(tmp_path, linear_checkpoint), "--data-root", str(data_root),
-            "--device", "cpu", "--quiet"]
-    assert main([*args, "--results", str(tmp_path / "one")]) == 0  # one process: this one
+    model = [*pixels(tmp_path, linear_checkpoint, "FailsOnRank1"), "--data-root", str(data_root), "--device", "cpu",
+             "--quiet"]
+    assert main(["run", "--task", "demo/u2a", *model, "--results", str(tmp_path / "one")]) == 0  # this process
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "--master_addr", "127.0.0.1",
                 "--master_port", str(free_port()), "-m", "rsdg_bench.cli"]
-    sharded = subprocess.run([*torchrun, *args, "--results", str(tmp_path / "three")],
+    sharded = subprocess.run([*torchrun, "run", "--task", "demo/u2a", "--task", "demo/u2coarse", *model,
+                              "--results", str(tmp_path / "three")],
                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert sharded.returncode != 0, sharded.stdout[-3000:]
+    assert "rank 1: demo/u2coarse FAILED" in sharded.stderr and "RuntimeError: rank 1 broke" in sharded.stderr
+    assert "another process of this distributed run failed" in sharded.stdout
     one, three = matrices(tmp_path / "one"), matrices(tmp_path / "three")
     assert set(one) == {"toyearth/urban/val", "toyearth/arid/val"} and one == three
-    provenance = json.loads(next((tmp_path / "three" / "records").rglob("*.json")).read_text())["provenance"]
-    assert provenance["world_size"] == 3
-    assert len(list((tmp_path / "three" / "records").rglob("*.json"))) == 2     # rank 0 alone wrote
-
-
-def test_an_error_on_one_rank_fails_the_task_everywhere_without_hanging(data_root: Path, tmp_path: Path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                "--master_port", str(free_port()), "-m", "rsdg_bench.cli"]
-    result = subprocess.run([*torchrun, "run", "--task", "demo/u2a", *pixels(tmp_path, None, "FailsOnRank1"),
-                             "--data-root", str(data_root), "--results", str(tmp_path / "r"),
-                             "--device", "cpu", "--quiet"],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode != 0
-    assert "another process of this distributed run failed" in result.stdout
-    assert not list((tmp_path / "r").rglob("records/**/*.json"))
+    records = list((tmp_path / "three" / "records").rglob("*.json"))
+    assert len(records) == 2  # rank 0 alone wrote, and nothing of demo/u2coarse
+    assert {json.loads(r.read_text())["task"]["id"] for r in records} == {"demo/u2a"}
+    assert json.loads(records[0].read_text())["provenance"]["world_size"] == 3
 
 
 @pytest.mark.slow

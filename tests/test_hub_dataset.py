@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,19 @@ from rsdg_bench.base.errors import DataError
 from rsdg_bench.cli import main
 from rsdg_bench.datasets.prepared import CARD_FILE, MANIFEST_FILE, PreparedDataset
 from rsdg_bench.hub.hub_dataset import META_DIR, export_prepared, import_prepared, redistributable
+
+
+@pytest.fixture(scope="module")
+def exported(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ToyEarth exported once for this module's tests (an export takes about 1.5 s): read it; a test that
+    changes it takes `export_copy`. The CLI's own export is the round-trip test's."""
+    return export_prepared(data_root, "toyearth", tmp_path_factory.mktemp("exported") / "hub")
+
+
+@pytest.fixture
+def export_copy(exported: Path, tmp_path: Path) -> Path:
+    """A private copy of `exported`, for a test that tampers with it."""
+    return Path(shutil.copytree(exported, tmp_path / "hub"))
 
 
 def test_an_exported_prepared_dataset_round_trips_to_the_same_manifest(data_root: Path, tmp_path: Path, capsys):
@@ -28,10 +42,9 @@ def test_an_exported_prepared_dataset_round_trips_to_the_same_manifest(data_root
     assert "restored toyearth" in capsys.readouterr().out
 
 
-def test_the_export_reads_with_datasets(data_root: Path, tmp_path: Path):
+def test_the_export_reads_with_datasets(exported: Path, data_root: Path, tmp_path: Path):
     datasets = pytest.importorskip("datasets", reason="install the [hub] extra")
-    export_prepared(data_root, "toyearth", tmp_path / "hub")
-    arid = datasets.load_dataset(str(tmp_path / "hub"), "arid", split="val",
+    arid = datasets.load_dataset(str(exported), "arid", split="val",
                                  cache_dir=str(tmp_path / "hf-cache"))  # not the shared cache: see test_hub_export
     assert arid.num_rows == 4 and set(arid.column_names) >= {"sample_id", "image_bytes", "label_bytes", "image_sha256"}
     assert arid.features["target"].names == ["bare", "building", "road", "vegetation", "water"]  # a ClassLabel
@@ -47,13 +60,13 @@ def test_the_export_reads_with_datasets(data_root: Path, tmp_path: Path):
         assert np.array_equal(np.asarray(item["label_mask"]), label)
 
 
-def test_a_licence_that_does_not_allow_redistribution_is_refused_and_a_tampered_export_too(data_root: Path,
-                                                                                           tmp_path: Path):
+def test_a_licence_that_does_not_allow_redistribution_is_refused_and_a_tampered_export_too(
+        export_copy: Path, data_root: Path, tmp_path: Path):
     assert redistributable("CC0-1.0") and redistributable("CC BY-NC-SA 4.0") and redistributable("MIT")
     for licence in ("CC BY-NC-ND 4.0", "CC BY 4.0 (UNVERIFIED)", "research use (CASID terms)",
                     "FMoW Challenge Public License"):
         assert not redistributable(licence), licence
-    out = export_prepared(data_root, "toyearth", tmp_path / "hub")
+    out = export_copy
     part = next((out / "data").glob("*.parquet"))
     table = pq.read_table(part).to_pylist()
     image = table[0]["image_bytes"]
@@ -67,10 +80,10 @@ def test_a_licence_that_does_not_allow_redistribution_is_refused_and_a_tampered_
     assert main(["export", "nonexistent", "--out", str(tmp_path / "x"), "--data-root", str(data_root)]) == 2
 
 
-def test_a_repeated_row_cannot_stand_in_for_a_missing_sample(data_root: Path, tmp_path: Path):
+def test_a_repeated_row_cannot_stand_in_for_a_missing_sample(export_copy: Path, tmp_path: Path):
     """An export whose Parquet repeats one sample where another is missing holds as many rows as the manifest
     has samples; it is refused, naming the repeated sample, and nothing is published."""
-    out = export_prepared(data_root, "toyearth", tmp_path / "hub")
+    out = export_copy
     part = next((out / "data").glob("*.parquet"))
     table = pq.read_table(part).to_pylist()
     assert len(table) >= 2
@@ -119,11 +132,11 @@ HOSTILE_EXPORTS = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_EXPORTS))
-def test_a_malformed_export_is_an_error_naming_it_and_leaves_nothing(case: str, data_root: Path, tmp_path: Path,
+def test_a_malformed_export_is_an_error_naming_it_and_leaves_nothing(case: str, export_copy: Path, tmp_path: Path,
                                                                      capsys):
     """A Hub export is data from elsewhere: a card, manifest or Parquet part of any shape ends in one `error:`
     line through the CLI, never a traceback, and neither the dataset nor its staging folder is left."""
-    out = export_prepared(data_root, "toyearth", tmp_path / "hub")
+    out = export_copy
     change, says = HOSTILE_EXPORTS[case]
     change(out)
     with pytest.raises(DataError, match=None) as caught:

@@ -238,3 +238,27 @@ def test_the_sandbox_mounts_an_allow_list_and_masks_a_data_root_inside_it(tmp_pa
     assert ("--tmpfs", str(checkout_tasks)) in pairs
     mounted = {command[i + 1] for i in range(len(command) - 1) if command[i] in ("--ro-bind", "--bind")}
     assert not {"/", "/root", "/home", "/etc", "/etc/shadow", str(tmp_path)} & mounted
+
+
+def test_the_sandboxed_child_loads_the_compiled_loops_from_a_seeded_copy_of_the_cache(tmp_path: Path,
+                                                                                      monkeypatch: pytest.MonkeyPatch):
+    """The re-run's child gets a fresh copy of this process's numba cache, at the place numba looks under the
+    child's NUMBA_CACHE_DIR: a loop compiled there anew (as in the child, whose in-tree cache is read-only)
+    loads its machine code from the copy (a cache hit, no compilation) and gives the same class map."""
+    import numba
+    import torch
+
+    from rsdg_bench.evaluator import class_map
+    from rsdg_bench.submissions.sandbox import seeded_numba_cache
+
+    scores = torch.randn(2, 5, 7, 9, generator=torch.Generator().manual_seed(0))
+    expected, _ = class_map.first_max_classes(scores, 1)  # compiles, or loads, and caches this signature here
+    copy = seeded_numba_cache(tmp_path / "numba")
+    assert {p.suffix for p in copy.rglob("*")} >= {".nbi", ".nbc"}
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(copy))  # what the child's NUMBA_CACHE_DIR sets
+    in_child = numba.njit(nogil=True, cache=True)(class_map._first_max.py_func)
+    out = torch.empty(2, 7, 9, dtype=torch.uint8)
+    in_child(scores.contiguous().view(2, 5, -1).numpy(), out.view(2, -1).numpy())
+    assert Path(in_child._cache._cache_path).is_relative_to(copy)
+    assert in_child.stats.cache_hits and not in_child.stats.cache_misses
+    assert torch.equal(out, expected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -263,7 +264,7 @@ def _refuse_seeds_under_torchrun(args: argparse.Namespace) -> None:
 
 def _run_model(args: argparse.Namespace, tasks: list, model) -> int:
     """`run` of one model over the selected tasks: here, under torchrun, or as jobs."""
-    from rsdg_bench.evaluator.distributed import join_from_environment, leave_process_group
+    from rsdg_bench.evaluator.distributed import OTHER_RANK_FAILED, join_from_environment, leave_process_group
     from rsdg_bench.run.runner import run_tasks
 
     tasks = _ready_tasks(args, tasks, model)
@@ -277,7 +278,11 @@ def _run_model(args: argparse.Namespace, tasks: list, model) -> int:
     finally:
         leave_process_group()
     failed = [o for o in outcomes if o.error]
-    if not group.is_main:
+    if not group.is_main:  # rank 0 prints the run; a rank prints the failures that were its own
+        for outcome in failed:
+            if not str(outcome.error).startswith(OTHER_RANK_FAILED):
+                print(f"rank {group.rank}: {outcome.task_id} FAILED\n    " + str(outcome.error).replace("\n", "\n    "),
+                      file=sys.stderr)
         return 1 if failed else 0
     done = [Path(p) for o in outcomes for p in (*o.written, *o.skipped)]
     if done:

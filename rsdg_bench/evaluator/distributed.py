@@ -20,6 +20,9 @@ import torch.distributed as dist
 from rsdg_bench.base.errors import RsdgError
 from rsdg_bench.scoring.sparse_counts import SparseCountRows
 
+# How a rank says that another rank failed the split: the failing rank reports its own error
+OTHER_RANK_FAILED = "another process of this distributed run failed"
+
 
 @dataclass(frozen=True)
 class ProcessGroup:

@@ -27,7 +27,7 @@ from rsdg_bench.datasets.read_ahead import (
     read_ahead,
 )
 from rsdg_bench.evaluator import inference
-from rsdg_bench.evaluator.distributed import ProcessGroup
+from rsdg_bench.evaluator.distributed import OTHER_RANK_FAILED, ProcessGroup
 from rsdg_bench.evaluator.inference import check_logits
 from rsdg_bench.models.adapters import Adapter, InputContract
 from rsdg_bench.protocol.kind import SampleNormalizer, get_kind
@@ -96,7 +96,7 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     if group.any(failure is not None):
         if failure is not None:
             raise failure
-        raise RsdgError(f"another process of this distributed run failed on {split.ref.slug}",
+        raise RsdgError(f"{OTHER_RANK_FAILED} on {split.ref.slug}",
                         "see that process's output above")
     execution = {"intra_op_threads": threads, "loader_workers": num_workers,
                  "batch_size": batch_size, "precision": precision}
