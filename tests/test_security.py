@@ -4,6 +4,8 @@ bundle or prediction maps live beside their fixtures in test_submissions.py and 
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
 import warnings
 import zipfile
@@ -238,6 +240,37 @@ def test_the_sandbox_mounts_an_allow_list_and_masks_a_data_root_inside_it(tmp_pa
     assert ("--tmpfs", str(checkout_tasks)) in pairs
     mounted = {command[i + 1] for i in range(len(command) - 1) if command[i] in ("--ro-bind", "--bind")}
     assert not {"/", "/root", "/home", "/etc", "/etc/shadow", str(tmp_path)} & mounted
+    with_cache = confined_command(["python"], job, out, numba_cache=tmp_path / "numba")
+    at = with_cache.index(str(tmp_path / "numba"))  # writable, and mounted over the private /tmp, not under it
+    assert with_cache[at - 1:at + 2] == ["--bind", str(tmp_path / "numba"), "/tmp/numba"]
+    assert with_cache.index("--tmpfs") < at and "NUMBA_CACHE_DIR" in with_cache
+
+
+def test_what_the_child_leaves_in_its_folders_is_removed_without_following_its_links(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch):
+    """A child may leave a link to a maintainer's file where the clean-up cannot delete it (a folder it made
+    read-only, for a maintainer who is not root: simulated here, as the tests run as root): the clean-up
+    leaves the file and its permissions as they were. TemporaryDirectory's clean-up on Python < 3.11.8 chmods
+    the link's target before retrying (CVE-2023-6597)."""
+    from rsdg_bench.submissions.sandbox import child_writable_folder
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("the maintainer's")
+    precious.chmod(0o400)
+    real_unlink = os.unlink
+
+    def refused(path, *args, **kwargs):  # what a folder the child made read-only does to a non-root unlink
+        if str(path).endswith("link"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    with child_writable_folder("rsdg-test-") as folder:
+        (folder / "link").symlink_to(precious)
+        monkeypatch.setattr(os, "unlink", refused)
+    monkeypatch.undo()
+    assert stat.S_IMODE(precious.stat().st_mode) == 0o400 and precious.read_text() == "the maintainer's"
+    assert (folder / "link").is_symlink()  # what could not be removed stays, untouched
+    shutil.rmtree(folder)
 
 
 def test_the_sandboxed_child_loads_the_compiled_loops_from_a_seeded_copy_of_the_cache(tmp_path: Path,

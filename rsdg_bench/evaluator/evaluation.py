@@ -97,7 +97,7 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
         if failure is not None:
             raise failure
         raise RsdgError(f"{OTHER_RANK_FAILED} on {split.ref.slug}",
-                        "see that process's output above")
+                        "see that rank's error on stderr")
     execution = {"intra_op_threads": threads, "loader_workers": num_workers,
                  "batch_size": batch_size, "precision": precision}
     execution |= readers.execution() if isinstance(readers, ReadThreadChoice) else {"read_threads": readers}

@@ -27,7 +27,6 @@ import random
 import secrets
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from rsdg_bench.protocol.task_schema import SplitRef, Task, TaskCatalog
 from rsdg_bench.records.results import ResultRecord, decode_per_image
 from rsdg_bench.scoring.metrics import confusion_counts
 from rsdg_bench.submissions.bundle import Bundle
-from rsdg_bench.submissions.sandbox import Limits, require_sandbox, run_child
+from rsdg_bench.submissions.sandbox import Limits, child_writable_folder, require_sandbox, run_child
 from rsdg_bench.submissions.sandboxed_predict import DONE_FILE, JOB_FILE
 from rsdg_bench.submissions.verify import Check, Verification
 
@@ -75,8 +74,8 @@ def _rerun(verification: Verification, count: int, data_root: Path, checkpoints:
     images = splits = 0
     worst = 0.0
     mismatched: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="rsdg-rerun-") as scratch, Bundle(verification.bundle) as bundle:
-        job_root = Path(scratch) / "job"
+    with child_writable_folder("rsdg-rerun-") as scratch, Bundle(verification.bundle) as bundle:
+        job_root = scratch / "job"
         spec = _adapter_spec(bundle, job_root)
         weights = _weights(bundle, job_root, checkpoints)
         staged = []  # every record's job first, so one sandboxed child (one torch start-up) predicts them all
@@ -93,7 +92,7 @@ def _rerun(verification: Verification, count: int, data_root: Path, checkpoints:
             drawn = sorted(rng.sample(range(len(split)), min(count, len(split))))
             _stage(job_root, number, task, data, ref, split, drawn, spec, record, weights[sha], device)
             staged.append((where, record, task, ref, split, drawn))
-        predictions = _predict_confined(job_root, Path(scratch) / "out", data_root, trust_code, limits, device)
+        predictions = _predict_confined(job_root, scratch / "out", data_root, trust_code, limits, device)
         for number, (where, record, task, ref, split, drawn) in enumerate(staged):
             stored = decode_per_image(record.per_image_matrices[ref.slug], drawn).reshape(len(drawn), -1)
             k = task.class_schema.num_classes

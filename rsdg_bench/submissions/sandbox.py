@@ -6,13 +6,14 @@ adapter, and it does so in a separate process that bubblewrap (`bwrap`, Debian's
   (`/usr`, the `/bin` and `/lib` links), the interpreter and its packages (`sys.prefix`, `sys.base_prefix`),
   rsdg-bench's own sources, and the job folder (the drawn samples' images, never a label, the bundle's adapter
   files and weights). The data root, the results, the maintainer's home and the rest of `/etc` are not there;
-- **writes only its answer**: the output folder is the one writable mount, `/tmp` a private tmpfs;
+- **writes only its answer**: two writable mounts, both fresh folders of this run: the output folder, and a
+  copy of this process's numba cache of the harness's compiled loops (`seeded_numba_cache`) at `/tmp/numba`,
+  the child's `NUMBA_CACHE_DIR`, so that it loads their machine code instead of compiling it again (about 3 s
+  of each re-run on the 2-core box); the rest of `/tmp` is a private tmpfs. Nothing the child writes is ever
+  loaded outside it, and both folders are removed without following a link it may have left
+  (`child_writable_folder`);
 - **bounded**: its own process and IPC namespaces, killed with its parent, a wall-clock timeout, and address
   space and CPU-time limits (`setrlimit`).
-The child's numba cache (`NUMBA_CACHE_DIR`, in its private `/tmp`) starts as a fresh copy of this process's
-own cache of the harness's compiled loops (`seeded_numba_cache`), so it loads their machine code instead of
-compiling it again (about 3 s of each re-run on the 2-core box); what it writes there is thrown away with the
-copy, and nothing the child leaves is ever loaded outside it.
 Where no sandbox can be made (no `bwrap`, or one that cannot create namespaces), the re-run is refused unless
 the maintainer passes `--trust-code`, which runs the same child process without confinement.
 """
@@ -26,7 +27,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -107,10 +109,26 @@ def seeded_numba_cache(folder: Path) -> Path:
             except (AttributeError, TypeError):
                 continue  # not a cached numba loop, or a numba whose internals differ: the child compiles
             stem = index.name.removesuffix(".nbi")
-            for file in [index, *index.parent.glob(f"{stem}.*.nbc")] if index.is_file() else []:
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(file, target / file.name)
+            try:
+                for file in [index, *index.parent.glob(f"{stem}.*.nbc")] if index.is_file() else []:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(file, target / file.name)
+            except OSError:
+                continue  # an unreadable cache file, a full disk: a partial copy is a cache miss, never an error
     return folder
+
+
+@contextmanager
+def child_writable_folder(prefix: str) -> Iterator[Path]:
+    """A fresh temporary folder for the sandboxed child to write into, removed afterwards by `shutil.rmtree`,
+    which never follows a link and changes no permission: `TemporaryDirectory`'s clean-up, on Python before
+    3.11.8, 3.12.2, may chmod what a symlink left in a read-only folder points to (CVE-2023-6597). What the
+    child made undeletable stays behind in the temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def confined_command(argv: list[str], job: Path, out: Path, hidden: Sequence[Path] = (), gpu: bool = False,
@@ -162,12 +180,17 @@ def run_child(argv: list[str], job: Path, out: Path, limits: Limits = Limits(), 
               hidden: Sequence[Path] = (), gpu: bool = False) -> subprocess.CompletedProcess[str]:
     """Run `argv` (a Python module of the harness) confined, or unconfined with `trust_code`; its output
     captured. A timeout kills it and is reported as a failed run, not raised."""
-    with tempfile.TemporaryDirectory(prefix="rsdg-numba-") as numba_cache:
-        command = argv if trust_code else confined_command(argv, job, out, hidden, gpu,
-                                                           seeded_numba_cache(Path(numba_cache)))
-        try:
-            return subprocess.run(command, capture_output=True, text=True, timeout=limits.timeout_s, cwd=out,
-                                  preexec_fn=lambda: _limit(limits))
-        except subprocess.TimeoutExpired as exc:
-            return subprocess.CompletedProcess(command, -9, "", f"the re-run took longer than "
-                                                                f"{limits.timeout_s:.0f} s and was stopped ({exc.cmd[0]})")
+    if trust_code:
+        return _run(argv, out, limits)
+    with child_writable_folder("rsdg-numba-") as numba_cache:
+        return _run(confined_command(argv, job, out, hidden, gpu, seeded_numba_cache(numba_cache)), out, limits)
+
+
+def _run(command: list[str], out: Path, limits: Limits) -> subprocess.CompletedProcess[str]:
+    """`command` run in `out` under `limits`, its output captured; a timeout is a failed run, not raised."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=limits.timeout_s, cwd=out,
+                              preexec_fn=lambda: _limit(limits))
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(command, -9, "", f"the re-run took longer than {limits.timeout_s:.0f} s "
+                                                            f"and was stopped ({exc.cmd[0]})")
