@@ -4,14 +4,16 @@
 r, r+N, r+2N, … of every split: no padding, so no sample counts twice (torch's DistributedSampler pads by
 default, which silently double-counts tiles). Each process's per-sample counts (held sparse) are gathered
 by every process, so the numbers are exactly those of one process, and only rank 0 writes records. An
-error on any rank is shared, so every rank fails the task together instead of waiting forever for the one
-that died.
+error on any rank, while a task is set up or a split evaluated, is shared, so every rank fails the task
+together instead of waiting forever for the one that died, or going on out of step with it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -73,6 +75,22 @@ class ProcessGroup:
         if self.world_size == 1:
             return flag
         return bool(self.sum(torch.tensor([int(flag)], dtype=torch.int64)).item())
+
+    @contextmanager
+    def failing_together(self, doing: str) -> Iterator[None]:
+        """Run the block on every rank, then raise on every rank if it raised on any: the failing rank its own
+        error, the others one that points to it. So a rank that failed (to load its adapter, to open a split)
+        never goes on to the next task's collectives while the others wait in this task's, where they would
+        pair with the wrong ones. One all-reduce; alone, the block's error propagates as it is."""
+        failure: Exception | SystemExit | None = None
+        try:
+            yield
+        except (Exception, SystemExit) as exc:  # an adapter that calls sys.exit() fails its task here too
+            failure = exc
+        if self.any(failure is not None):
+            if failure is not None:
+                raise failure
+            raise RsdgError(f"{OTHER_RANK_FAILED} {doing}", "see that rank's error on stderr")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -98,9 +98,10 @@ class Weights:
 
 
 def run_task(task: Task, model: ModelSpec, settings: RunSettings, store: ResultStore) -> TaskOutcome:
-    require_adapter_kind(task, resolve_adapter(model.adapter))  # before any data is opened
-    data = TaskData(settings.data_root, task, phase="evaluate")
-    adapter, weights = load_for_task(model, task, data, settings.results_root)
+    with settings.group.failing_together(f"while setting up {task.id}"):
+        require_adapter_kind(task, resolve_adapter(model.adapter))  # before any data is opened
+        data = TaskData(settings.data_root, task, phase="evaluate")
+        adapter, weights = load_for_task(model, task, data, settings.results_root)
     outcome, _ = evaluate_task(task, adapter, data, weights, model.display_name or default_name(adapter), settings,
                                store)
     return outcome
@@ -123,16 +124,17 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
     """Evaluate an adapter that is set up and loaded on every evaluation split of `task`: one record per
     split, written to `store` (a split whose resume key it holds is skipped unless `settings.force`), or
     only returned when `store` is None (the Python API)."""
-    require_adapter_kind(task, adapter)
-    check_precision(adapter, settings.precision, settings.device)
-    kind = get_kind(task.kind)
-    adapter.to(settings.device)
-    if settings.compile is not None:
-        compile_module(adapter, settings.compile)
-    display_name = display_name_at(display_name, settings.precision)
+    with settings.group.failing_together(f"while {task.id} was set up"):
+        require_adapter_kind(task, adapter)
+        check_precision(adapter, settings.precision, settings.device)
+        kind = get_kind(task.kind)
+        adapter.to(settings.device)
+        if settings.compile is not None:
+            compile_module(adapter, settings.compile)
+        display_name = display_name_at(display_name, settings.precision)
+        # every split opens before any is scored: a task that cannot run writes nothing
+        splits = {ref.slug: data.open(ref, limit=settings.limit) for _, ref in task.evaluation_splits()}
     outcome, records = TaskOutcome(task.id), []
-    # every split opens before any is scored: a task that cannot run writes nothing
-    splits = {ref.slug: data.open(ref, limit=settings.limit) for _, ref in task.evaluation_splits()}
     for role, ref in task.evaluation_splits():
         prepared = data.prepared(ref.dataset)
         key = resume_key(task_hash=task.hash, adapter_identity=adapter.identity(), checkpoint_sha256=weights.sha256,
