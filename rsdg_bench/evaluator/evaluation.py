@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from rsdg_bench.base.errors import AdapterError, RsdgError
+from rsdg_bench.base.errors import AdapterError
 from rsdg_bench.datasets.read_ahead import (
     AUTO,
     ReadThreadChoice,
@@ -27,7 +27,7 @@ from rsdg_bench.datasets.read_ahead import (
     read_ahead,
 )
 from rsdg_bench.evaluator import inference
-from rsdg_bench.evaluator.distributed import OTHER_RANK_FAILED, ProcessGroup
+from rsdg_bench.evaluator.distributed import ProcessGroup
 from rsdg_bench.evaluator.inference import check_logits
 from rsdg_bench.models.adapters import Adapter, InputContract
 from rsdg_bench.protocol.kind import SampleNormalizer, get_kind
@@ -68,36 +68,29 @@ def evaluate_split_counts(adapter: Adapter, split: SegmentationSplit, task: Task
     counts = SplitCounts.empty(len(split), num_classes)
     indices = group.shard(len(split))
     adapter.eval()
-    failure: Exception | None = None
     positions = iter(indices)
     bar = tqdm(total=len(indices), desc=f"eval {split.ref.slug}", unit="img", leave=False,
                disable=not (progress and group.is_main))
-    try:
-        with (torch.inference_mode(), intra_op_threads(num_workers, device) as threads, float32_arithmetic(precision),
-              autocast(precision, device),
-              _batches(split.for_inference(), indices, batch_size, num_workers, readers, device,
-                       _normalized_sample(normalize) if when_read else None) as loader):
-            for samples in loader:
-                pairs = score(samples)
-                for sample, (_, prediction), (matrix, stray) in zip(samples, pairs, _counted(pairs, num_classes,
-                                                                                           adapter.name),
-                                                                    strict=True):
-                    counts.put(next(positions), matrix, stray)
-                    if on_prediction is not None and group.is_main:
-                        on_prediction(sample, prediction.cpu())
-                bar.update(len(samples))
-    except Exception as exc:  # shared with the other ranks below, then re-raised
-        failure = exc
-    except SystemExit as exc:  # an adapter that exits must not end the run as if it had succeeded
-        failure = AdapterError(f"adapter {adapter.name} exited (SystemExit {exc.code!r}) while evaluating "
-                               f"{split.ref.slug}", "an adapter must raise an exception, never call sys.exit()")
-    finally:
-        bar.close()
-    if group.any(failure is not None):
-        if failure is not None:
-            raise failure
-        raise RsdgError(f"{OTHER_RANK_FAILED} on {split.ref.slug}",
-                        "see that rank's error on stderr")
+    with group.failing_together(f"on {split.ref.slug}"):
+        try:
+            with (torch.inference_mode(), intra_op_threads(num_workers, device) as threads,
+                  float32_arithmetic(precision), autocast(precision, device),
+                  _batches(split.for_inference(), indices, batch_size, num_workers, readers, device,
+                           _normalized_sample(normalize) if when_read else None) as loader):
+                for samples in loader:
+                    pairs = score(samples)
+                    for sample, (_, prediction), (matrix, stray) in zip(samples, pairs,
+                                                                        _counted(pairs, num_classes, adapter.name),
+                                                                        strict=True):
+                        counts.put(next(positions), matrix, stray)
+                        if on_prediction is not None and group.is_main:
+                            on_prediction(sample, prediction.cpu())
+                    bar.update(len(samples))
+        except SystemExit as exc:  # an adapter that exits must not end the run as if it had succeeded
+            raise AdapterError(f"adapter {adapter.name} exited (SystemExit {exc.code!r}) while evaluating "
+                               f"{split.ref.slug}", "an adapter must raise an exception, never call sys.exit()") from None
+        finally:
+            bar.close()
     execution = {"intra_op_threads": threads, "loader_workers": num_workers,
                  "batch_size": batch_size, "precision": precision}
     execution |= readers.execution() if isinstance(readers, ReadThreadChoice) else {"read_threads": readers}

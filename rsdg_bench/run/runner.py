@@ -124,7 +124,7 @@ def evaluate_task(task: Task, adapter: Adapter, data: TaskData, weights: Weights
     """Evaluate an adapter that is set up and loaded on every evaluation split of `task`: one record per
     split, written to `store` (a split whose resume key it holds is skipped unless `settings.force`), or
     only returned when `store` is None (the Python API)."""
-    with settings.group.failing_together(f"while {task.id} was set up"):
+    with settings.group.failing_together(f"while setting up {task.id}"):
         require_adapter_kind(task, adapter)
         check_precision(adapter, settings.precision, settings.device)
         kind = get_kind(task.kind)
